@@ -1,0 +1,581 @@
+/*
+ * flannel-ts native shim: syscalls only, no packet logic.
+ *
+ * Contract (see native/README.md for the full ABI):
+ *  - A "ring" binds, once, the slab (one Uint8Array cut into fixed slots) and the per-slot
+ *    metadata arrays (lens Int32Array, addrs Uint32Array, ports Uint16Array) that JS owns.
+ *    Batch calls then take only the ring, an fd and slot numbers: one call into C per batch.
+ *  - Every batch call returns a count (>= 0) or -errno; the hot path never sees exceptions.
+ *    Exceptions are thrown only for programming errors (wrong argument types).
+ *  - IPv4 addresses cross the boundary as uint32 in host order (a.b.c.d = a<<24|b<<16|c<<8|d).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <node_api.h>
+#include <uv.h>
+
+#define MAX_BATCH 1024
+
+#define CHECK(call)                                                                  \
+  do {                                                                               \
+    if ((call) != napi_ok) {                                                         \
+      napi_throw_error(env, NULL, "flannel-ts shim: N-API call failed: " #call);     \
+      return NULL;                                                                   \
+    }                                                                                \
+  } while (0)
+
+static napi_value make_int(napi_env env, int64_t v) {
+  napi_value r;
+  napi_create_int64(env, v, &r);
+  return r;
+}
+
+static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
+    napi_throw_type_error(env, NULL, "flannel-ts shim: too few arguments");
+    return -1;
+  }
+  return 0;
+}
+
+static int get_i32(napi_env env, napi_value v, int32_t *out) {
+  if (napi_get_value_int32(env, v, out) != napi_ok) {
+    napi_throw_type_error(env, NULL, "flannel-ts shim: expected a number");
+    return -1;
+  }
+  return 0;
+}
+
+static int get_u32(napi_env env, napi_value v, uint32_t *out) {
+  if (napi_get_value_uint32(env, v, out) != napi_ok) {
+    napi_throw_type_error(env, NULL, "flannel-ts shim: expected a number");
+    return -1;
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------- ring */
+
+typedef struct {
+  uint8_t *slab;
+  size_t slab_len;
+  uint32_t slot_size;
+  uint32_t slot_count;
+  int32_t *lens;
+  uint32_t *addrs;
+  uint16_t *ports;
+  napi_ref refs[4]; /* keep the JS arrays alive as long as the ring lives */
+  int last_errno;   /* errno of the last packet a batch call skipped */
+  /* scratch for recvmmsg/sendmmsg, preallocated once */
+  struct mmsghdr msgs[MAX_BATCH];
+  struct iovec iovs[MAX_BATCH];
+  struct sockaddr_in names[MAX_BATCH];
+} ring_t;
+
+static void ring_finalize(napi_env env, void *data, void *hint) {
+  (void)hint;
+  ring_t *r = data;
+  for (int i = 0; i < 4; i++) napi_delete_reference(env, r->refs[i]);
+  free(r);
+}
+
+static int typed_array(napi_env env, napi_value v, napi_typedarray_type want, void **data,
+                       size_t *length) {
+  bool is_ta = false;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t off;
+  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta ||
+      napi_get_typedarray_info(env, v, &type, length, data, &ab, &off) != napi_ok ||
+      type != want) {
+    napi_throw_type_error(env, NULL, "flannel-ts shim: wrong typed array");
+    return -1;
+  }
+  return 0;
+}
+
+/* createRing(slab: Uint8Array, slotSize, lens: Int32Array, addrs: Uint32Array, ports: Uint16Array) */
+static napi_value create_ring(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (get_args(env, info, 5, argv)) return NULL;
+  ring_t *r = calloc(1, sizeof(ring_t));
+  if (!r) {
+    napi_throw_error(env, NULL, "flannel-ts shim: out of memory");
+    return NULL;
+  }
+  size_t n_lens, n_addrs, n_ports;
+  void *p;
+  if (typed_array(env, argv[0], napi_uint8_array, &p, &r->slab_len) ||
+      get_u32(env, argv[1], &r->slot_size)) goto fail;
+  r->slab = p;
+  if (typed_array(env, argv[2], napi_int32_array, &p, &n_lens)) goto fail;
+  r->lens = p;
+  if (typed_array(env, argv[3], napi_uint32_array, &p, &n_addrs)) goto fail;
+  r->addrs = p;
+  if (typed_array(env, argv[4], napi_uint16_array, &p, &n_ports)) goto fail;
+  r->ports = p;
+  if (r->slot_size == 0 || r->slab_len / r->slot_size == 0) {
+    napi_throw_range_error(env, NULL, "flannel-ts shim: slab smaller than one slot");
+    goto fail;
+  }
+  r->slot_count = (uint32_t)(r->slab_len / r->slot_size);
+  if (n_lens < r->slot_count || n_addrs < r->slot_count || n_ports < r->slot_count) {
+    napi_throw_range_error(env, NULL, "flannel-ts shim: metadata arrays shorter than slot count");
+    goto fail;
+  }
+  for (int i = 0; i < 4; i++) napi_create_reference(env, argv[i == 0 ? 0 : i + 1], 1, &r->refs[i]);
+  napi_value ext;
+  if (napi_create_external(env, r, ring_finalize, NULL, &ext) != napi_ok) {
+    for (int i = 0; i < 4; i++) napi_delete_reference(env, r->refs[i]);
+    goto fail;
+  }
+  return ext;
+fail:
+  free(r);
+  return NULL;
+}
+
+static ring_t *get_ring(napi_env env, napi_value v) {
+  void *p = NULL;
+  if (napi_get_value_external(env, v, &p) != napi_ok || !p) {
+    napi_throw_type_error(env, NULL, "flannel-ts shim: expected a ring");
+    return NULL;
+  }
+  return p;
+}
+
+/* Validates a run of slots [first, first+count) and clamps count to MAX_BATCH. */
+static int check_run(ring_t *r, uint32_t first, uint32_t *count) {
+  if (*count > MAX_BATCH) *count = MAX_BATCH;
+  if (first > r->slot_count || *count > r->slot_count - first) return -EINVAL;
+  return 0;
+}
+
+/* ---------------------------------------------------------------- TUN */
+
+/* openTun(name, multiQueue: boolean) -> fd | -errno. name may hold a %d pattern ("flannel%d"). */
+static napi_value open_tun(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (get_args(env, info, 1, argv)) return NULL;
+  char name[IFNAMSIZ];
+  size_t len;
+  if (napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "flannel-ts shim: expected a device name");
+    return NULL;
+  }
+  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return make_int(env, -errno);
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  memcpy(ifr.ifr_name, name, len < IFNAMSIZ ? len : IFNAMSIZ - 1);
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    int e = errno;
+    close(fd);
+    return make_int(env, -e);
+  }
+  return make_int(env, fd);
+}
+
+/* tunName(fd) -> the device's name, or "" if fd is not a TUN. */
+static napi_value tun_name(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t fd;
+  if (get_args(env, info, 1, argv) || get_i32(env, argv[0], &fd)) return NULL;
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  napi_value s;
+  if (ioctl(fd, TUNGETIFF, &ifr) < 0) ifr.ifr_name[0] = 0;
+  ifr.ifr_name[IFNAMSIZ - 1] = 0;
+  napi_create_string_utf8(env, ifr.ifr_name, NAPI_AUTO_LENGTH, &s);
+  return s;
+}
+
+/*
+ * tunRead(ring, fd, first, max) -> n | -errno
+ * Reads packets into slots first, first+1, ... until EAGAIN or max; lens[slot] = bytes.
+ * An error after at least one packet ends the batch and is reported by the next call.
+ */
+static napi_value tun_read(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int32_t fd;
+  uint32_t first, max;
+  if (get_args(env, info, 4, argv)) return NULL;
+  ring_t *r = get_ring(env, argv[0]);
+  if (!r || get_i32(env, argv[1], &fd) || get_u32(env, argv[2], &first) ||
+      get_u32(env, argv[3], &max))
+    return NULL;
+  if (check_run(r, first, &max)) return make_int(env, -EINVAL);
+  uint32_t n = 0;
+  while (n < max) {
+    uint32_t slot = first + n;
+    ssize_t got = read(fd, r->slab + (size_t)slot * r->slot_size, r->slot_size);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      if (n == 0 && errno != EAGAIN) return make_int(env, -errno);
+      break;
+    }
+    r->lens[slot] = (int32_t)got;
+    n++;
+  }
+  return make_int(env, n);
+}
+
+/*
+ * tunWrite(ring, fd, list: Uint16Array, count) -> packets written
+ * Writes slots list[0..count) with their lens. A packet that fails is skipped and its
+ * lens[slot] set to -errno; EAGAIN waits for POLLOUT briefly, since a TUN queue drains fast.
+ */
+static napi_value tun_write(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int32_t fd;
+  uint32_t count;
+  void *p;
+  size_t list_len;
+  if (get_args(env, info, 4, argv)) return NULL;
+  ring_t *r = get_ring(env, argv[0]);
+  if (!r || get_i32(env, argv[1], &fd) || typed_array(env, argv[2], napi_uint16_array, &p, &list_len) ||
+      get_u32(env, argv[3], &count))
+    return NULL;
+  uint16_t *list = p;
+  if (count > list_len) count = (uint32_t)list_len;
+  uint32_t ok = 0;
+  for (uint32_t i = 0; i < count; i++) {
+    uint32_t slot = list[i];
+    if (slot >= r->slot_count || r->lens[slot] < 0 || (uint32_t)r->lens[slot] > r->slot_size) {
+      r->last_errno = EINVAL;
+      continue;
+    }
+    for (int tries = 0;; tries++) {
+      ssize_t w = write(fd, r->slab + (size_t)slot * r->slot_size, (size_t)r->lens[slot]);
+      if (w >= 0) {
+        ok++;
+        break;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN && tries < 8) {
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        poll(&pfd, 1, 1);
+        continue;
+      }
+      r->last_errno = errno;
+      r->lens[slot] = -errno; /* tells JS which packet was lost */
+      break;
+    }
+  }
+  return make_int(env, ok);
+}
+
+/* ---------------------------------------------------------------- UDP */
+
+/* udpOpen(addr u32, port, rcvbuf, sndbuf) -> fd | -errno. Non-blocking, bound to addr:port. */
+static napi_value udp_open(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  uint32_t addr, port, rcvbuf, sndbuf;
+  if (get_args(env, info, 4, argv) || get_u32(env, argv[0], &addr) || get_u32(env, argv[1], &port) ||
+      get_u32(env, argv[2], &rcvbuf) || get_u32(env, argv[3], &sndbuf))
+    return NULL;
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return make_int(env, -errno);
+  int size;
+  /* FORCE variants pass the rmem_max/wmem_max caps (we are root); fall back if refused. */
+  if (rcvbuf) {
+    size = (int)rcvbuf;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) < 0)
+      setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  }
+  if (sndbuf) {
+    size = (int)sndbuf;
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) < 0)
+      setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  }
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)port);
+  sa.sin_addr.s_addr = htonl(addr);
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    int e = errno;
+    close(fd);
+    return make_int(env, -e);
+  }
+  return make_int(env, fd);
+}
+
+/* udpLocalPort(fd) -> bound port | -errno (for port 0 in tests) */
+static napi_value udp_local_port(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t fd;
+  if (get_args(env, info, 1, argv) || get_i32(env, argv[0], &fd)) return NULL;
+  struct sockaddr_in sa;
+  socklen_t sl = sizeof sa;
+  if (getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) return make_int(env, -errno);
+  return make_int(env, ntohs(sa.sin_port));
+}
+
+/*
+ * udpRecv(ring, fd, first, max) -> n | -errno   (EAGAIN -> 0)
+ * One recvmmsg into slots first.. ; lens[slot] = the datagram's real length (MSG_TRUNC: may
+ * exceed slotSize, in which case the slot holds only slotSize bytes and JS must drop it);
+ * addrs/ports[slot] = the sender.
+ */
+static napi_value udp_recv(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int32_t fd;
+  uint32_t first, max;
+  if (get_args(env, info, 4, argv)) return NULL;
+  ring_t *r = get_ring(env, argv[0]);
+  if (!r || get_i32(env, argv[1], &fd) || get_u32(env, argv[2], &first) ||
+      get_u32(env, argv[3], &max))
+    return NULL;
+  if (check_run(r, first, &max)) return make_int(env, -EINVAL);
+  for (uint32_t i = 0; i < max; i++) {
+    r->iovs[i].iov_base = r->slab + (size_t)(first + i) * r->slot_size;
+    r->iovs[i].iov_len = r->slot_size;
+    memset(&r->msgs[i].msg_hdr, 0, sizeof r->msgs[i].msg_hdr);
+    r->msgs[i].msg_hdr.msg_iov = &r->iovs[i];
+    r->msgs[i].msg_hdr.msg_iovlen = 1;
+    r->msgs[i].msg_hdr.msg_name = &r->names[i];
+    r->msgs[i].msg_hdr.msg_namelen = sizeof r->names[i];
+  }
+  int n;
+  do n = recvmmsg(fd, r->msgs, max, MSG_DONTWAIT | MSG_TRUNC, NULL);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return make_int(env, errno == EAGAIN ? 0 : -errno);
+  for (int i = 0; i < n; i++) {
+    uint32_t slot = first + (uint32_t)i;
+    r->lens[slot] = (int32_t)r->msgs[i].msg_len;
+    r->addrs[slot] = ntohl(r->names[i].sin_addr.s_addr);
+    r->ports[slot] = ntohs(r->names[i].sin_port);
+  }
+  return make_int(env, n);
+}
+
+/*
+ * udpSend(ring, fd, list: Uint16Array, count) -> datagrams sent
+ * sendmmsg of slots list[0..count) to addrs/ports[slot]. A datagram the kernel refuses is
+ * skipped and its lens[slot] set to -errno; a full send buffer waits for POLLOUT (bounded), which
+ * is the backpressure a TCP flow inside the tunnel needs instead of loss.
+ */
+static napi_value udp_send(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int32_t fd;
+  uint32_t count;
+  void *p;
+  size_t list_len;
+  if (get_args(env, info, 4, argv)) return NULL;
+  ring_t *r = get_ring(env, argv[0]);
+  if (!r || get_i32(env, argv[1], &fd) || typed_array(env, argv[2], napi_uint16_array, &p, &list_len) ||
+      get_u32(env, argv[3], &count))
+    return NULL;
+  uint16_t *list = p;
+  if (count > list_len) count = (uint32_t)list_len;
+  if (count > MAX_BATCH) count = MAX_BATCH;
+  uint32_t m = 0;
+  uint16_t slot_of[MAX_BATCH];
+  for (uint32_t i = 0; i < count; i++) {
+    uint32_t slot = list[i];
+    if (slot >= r->slot_count || r->lens[slot] < 0 || (uint32_t)r->lens[slot] > r->slot_size) {
+      r->last_errno = EINVAL;
+      continue;
+    }
+    slot_of[m] = (uint16_t)slot;
+    struct sockaddr_in *sa = &r->names[m];
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons(r->ports[slot]);
+    sa->sin_addr.s_addr = htonl(r->addrs[slot]);
+    r->iovs[m].iov_base = r->slab + (size_t)slot * r->slot_size;
+    r->iovs[m].iov_len = (size_t)r->lens[slot];
+    memset(&r->msgs[m].msg_hdr, 0, sizeof r->msgs[m].msg_hdr);
+    r->msgs[m].msg_hdr.msg_name = sa;
+    r->msgs[m].msg_hdr.msg_namelen = sizeof *sa;
+    r->msgs[m].msg_hdr.msg_iov = &r->iovs[m];
+    r->msgs[m].msg_hdr.msg_iovlen = 1;
+    m++;
+  }
+  uint32_t done = 0, sent = 0;
+  int waits = 0;
+  while (done < m) {
+    int n = sendmmsg(fd, r->msgs + done, m - done, 0);
+    if (n > 0) {
+      done += (uint32_t)n;
+      sent += (uint32_t)n;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN && waits < 100) {
+      struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+      poll(&pfd, 1, 10);
+      waits++;
+      continue;
+    }
+    r->last_errno = n < 0 ? errno : EIO;
+    r->lens[slot_of[done]] = -r->last_errno; /* tells JS which datagram was lost */
+    done++;                                   /* and skip it */
+  }
+  return make_int(env, sent);
+}
+
+/* lastErrno(ring) -> errno of the last packet a batch call skipped, then resets it to 0. */
+static napi_value last_errno(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (get_args(env, info, 1, argv)) return NULL;
+  ring_t *r = get_ring(env, argv[0]);
+  if (!r) return NULL;
+  int e = r->last_errno;
+  r->last_errno = 0;
+  return make_int(env, e);
+}
+
+/* closeFd(fd) -> 0 | -errno */
+static napi_value close_fd(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t fd;
+  if (get_args(env, info, 1, argv) || get_i32(env, argv[0], &fd)) return NULL;
+  return make_int(env, close(fd) < 0 ? -errno : 0);
+}
+
+/* strerror(errno) -> message */
+static napi_value str_error(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t e;
+  if (get_args(env, info, 1, argv) || get_i32(env, argv[0], &e)) return NULL;
+  napi_value s;
+  napi_create_string_utf8(env, strerror(e < 0 ? -e : e), NAPI_AUTO_LENGTH, &s);
+  return s;
+}
+
+/* ---------------------------------------------------------------- readiness */
+
+typedef struct {
+  uv_poll_t handle;
+  napi_env env;
+  napi_ref callback;
+  napi_async_context async;
+  int closing;
+} watcher_t;
+
+static void watcher_closed(uv_handle_t *h) {
+  watcher_t *w = h->data;
+  free(w);
+}
+
+static void watcher_cb(uv_poll_t *h, int status, int events) {
+  watcher_t *w = h->data;
+  if (w->closing) return;
+  napi_env env = w->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value cb, recv, argv[2], result;
+  napi_get_reference_value(env, w->callback, &cb);
+  napi_get_global(env, &recv); /* make_callback needs an object receiver */
+  napi_create_int32(env, status, &argv[0]);
+  napi_create_int32(env, events, &argv[1]);
+  /* make_callback runs the microtask queue and reports uncaught exceptions like any callback */
+  if (napi_make_callback(env, w->async, recv, cb, 2, argv, &result) == napi_pending_exception) {
+    napi_value exc;
+    napi_get_and_clear_last_exception(env, &exc);
+    napi_fatal_exception(env, exc);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static void watcher_finalize(napi_env env, void *data, void *hint) {
+  (void)hint;
+  watcher_t *w = data;
+  if (!w->closing) {
+    w->closing = 1;
+    napi_delete_reference(env, w->callback);
+    napi_async_destroy(env, w->async);
+    uv_close((uv_handle_t *)&w->handle, watcher_closed);
+  }
+}
+
+/* pollStart(fd, writable: boolean, callback(status, events)) -> watcher. Level-triggered. */
+static napi_value poll_start(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int32_t fd;
+  bool writable;
+  if (get_args(env, info, 3, argv) || get_i32(env, argv[0], &fd)) return NULL;
+  CHECK(napi_get_value_bool(env, argv[1], &writable));
+  struct uv_loop_s *loop;
+  CHECK(napi_get_uv_event_loop(env, &loop));
+  watcher_t *w = calloc(1, sizeof *w);
+  if (!w) {
+    napi_throw_error(env, NULL, "flannel-ts shim: out of memory");
+    return NULL;
+  }
+  w->env = env;
+  int rc = uv_poll_init(loop, &w->handle, fd);
+  if (rc < 0) {
+    free(w);
+    napi_throw_error(env, NULL, uv_strerror(rc));
+    return NULL;
+  }
+  w->handle.data = w;
+  napi_value name;
+  napi_create_string_utf8(env, "flannel-ts:poll", NAPI_AUTO_LENGTH, &name);
+  napi_create_reference(env, argv[2], 1, &w->callback);
+  napi_async_init(env, NULL, name, &w->async);
+  rc = uv_poll_start(&w->handle, writable ? UV_WRITABLE : UV_READABLE, watcher_cb);
+  if (rc < 0) {
+    watcher_finalize(env, w, NULL);
+    napi_throw_error(env, NULL, uv_strerror(rc));
+    return NULL;
+  }
+  napi_value ext;
+  CHECK(napi_create_external(env, w, NULL, NULL, &ext));
+  return ext;
+}
+
+/* pollStop(watcher): stops and frees it. Call once: the JS wrapper (src/native) guarantees it. */
+static napi_value poll_stop(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (get_args(env, info, 1, argv)) return NULL;
+  void *p;
+  CHECK(napi_get_value_external(env, argv[0], &p));
+  watcher_t *w = p;
+  uv_poll_stop(&w->handle);
+  watcher_finalize(env, w, NULL);
+  return NULL;
+}
+
+/* ---------------------------------------------------------------- module */
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"createRing", NULL, create_ring, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"openTun", NULL, open_tun, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tunName", NULL, tun_name, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tunRead", NULL, tun_read, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tunWrite", NULL, tun_write, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpOpen", NULL, udp_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpLocalPort", NULL, udp_local_port, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpRecv", NULL, udp_recv, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpSend", NULL, udp_send, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lastErrno", NULL, last_errno, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"strerror", NULL, str_error, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"pollStart", NULL, poll_start, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"pollStop", NULL, poll_stop, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,31 @@
+// Datapath counters: one Float64Array slot per counter (exact up to 2^53, no overflow, no
+// allocation to bump). Every packet read and every drop has a counter; drops by reason.
+
+export const COUNTER_NAMES = [
+  // flannel0 -> UDP
+  'tunReadPackets', 'tunReadBytes', 'udpSentPackets', 'udpSentBytes',
+  'dropTxMalformed', 'dropTxNoRoute', 'dropTxTtl', 'dropTxSendError', 'icmpUnreachableSent',
+  // UDP -> flannel0
+  'udpRecvPackets', 'udpRecvBytes', 'tunWritePackets', 'tunWriteBytes',
+  'dropRxMalformed', 'dropRxOversize', 'dropRxUnknownSender', 'dropRxSpoofedSource',
+  'dropRxNotForUs', 'dropRxTtl', 'dropRxWriteError',
+  // I/O errors of whole batches (a read that failed, not a packet)
+  'tunReadErrors', 'udpRecvErrors',
+] as const;
+
+export type CounterName = (typeof COUNTER_NAMES)[number];
+
+/** Index of each counter in the Float64Array, e.g. C.tunReadPackets === 0. */
+export const C = Object.freeze(Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, i]))) as {
+  readonly [K in CounterName]: number;
+};
+
+export function newCounters(): Float64Array {
+  return new Float64Array(COUNTER_NAMES.length);
+}
+
+export function countersToObject(c: Float64Array): Record<CounterName, number> {
+  const out = {} as Record<CounterName, number>;
+  COUNTER_NAMES.forEach((n, i) => { out[n] = c[i]; });
+  return out;
+}

@@ -1,0 +1,16 @@
+// The datapath's two I/O edges, batch-first and slab-based: implementations move packets
+// between the kernel (or a test fake) and slots of one PacketSlab. Counts or -errno, no throws.
+
+export interface TunDevice {
+  /** Reads up to max packets into slots first, first+1, ...; sets lens. Count or -errno. */
+  read(first: number, max: number): number;
+  /** Writes the slots list[0..count); returns packets written; failed slots get lens < 0. */
+  write(list: Uint16Array, count: number): number;
+}
+
+export interface UdpSocket {
+  /** Receives up to max datagrams into slots first..; sets lens, addrs, ports. Count or -errno. */
+  recv(first: number, max: number): number;
+  /** Sends the slots list[0..count) to addrs/ports; returns sent; failed slots get lens < 0. */
+  send(list: Uint16Array, count: number): number;
+}

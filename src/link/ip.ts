@@ -1,0 +1,85 @@
+// Host link configuration through iproute2's `ip` (JSON output): the external interface and
+// flannel0's address, MTU and route. Control plane only; runs at start-up.
+import { execFileSync } from 'node:child_process';
+import { formatCidr, formatIPv4, parseIPv4 } from '../routing-table/ipv4.js';
+
+export interface ExternalInterface {
+  readonly name: string;
+  /** The interface's first global IPv4 address: the UDP socket binds to it. */
+  readonly address: number;
+  readonly mtu: number;
+}
+
+interface IpAddrJson {
+  ifname: string;
+  mtu: number;
+  addr_info?: { family: string; local: string; scope?: string }[];
+}
+
+function ip(args: string[]): string {
+  try {
+    return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`ip ${args.join(' ')}: ${(e.stderr ?? e.message).trim()}`);
+  }
+}
+
+function listInterfaces(): IpAddrJson[] {
+  return JSON.parse(ip(['-j', 'addr', 'show'])) as IpAddrJson[];
+}
+
+function firstIPv4(link: IpAddrJson): number | null {
+  const a = link.addr_info?.find((x) => x.family === 'inet' && (x.scope ?? 'global') !== 'host');
+  return a ? parseIPv4(a.local) : null;
+}
+
+/**
+ * Chooses the external interface as flanneld does: each --iface (a name or an address) in
+ * order, first match wins; else, with only --public-ip, the interface that owns that address;
+ * else the interface of the default route.
+ */
+export function findExternalInterface(ifaces: readonly string[], publicIp: number | null): ExternalInterface {
+  const links = listInterfaces();
+  const pick = (link: IpAddrJson | undefined, address?: number): ExternalInterface | null => {
+    if (!link) return null;
+    const addr = address ?? firstIPv4(link);
+    return addr === null ? null : { name: link.ifname, address: addr, mtu: link.mtu };
+  };
+  const owning = (addr: number) =>
+    links.find((l) => l.addr_info?.some((a) => a.family === 'inet' && parseIPv4(a.local) === addr));
+  if (ifaces.length > 0) {
+    for (const spec of ifaces) {
+      const asAddress = /^\d+\.\d+\.\d+\.\d+$/.test(spec) ? parseIPv4(spec) : null;
+      const found = asAddress !== null ? pick(owning(asAddress), asAddress) : pick(links.find((l) => l.ifname === spec));
+      if (found) return found;
+    }
+    throw new Error(`none of the interfaces given with --iface (${ifaces.join(', ')}) exists with an IPv4 address`);
+  }
+  if (publicIp !== null) {
+    const found = pick(owning(publicIp), publicIp);
+    if (!found) throw new Error(`no interface owns --public-ip ${formatIPv4(publicIp)}; name the external interface with --iface`);
+    return found;
+  }
+  const routes = JSON.parse(ip(['-j', '-4', 'route', 'show', 'default'])) as { dev?: string }[];
+  const dev = routes.find((r) => r.dev)?.dev;
+  const found = pick(links.find((l) => l.ifname === dev));
+  if (!found) throw new Error('no default route with an IPv4 interface: name the external interface with --iface');
+  return found;
+}
+
+export interface TunLinkConfig {
+  readonly name: string;
+  /** The lease subnet's own (network) address, set as a /32 as flanneld does. */
+  readonly address: number;
+  readonly mtu: number;
+  /** The whole flannel network, routed via flannel0. */
+  readonly networkPrefix: number;
+  readonly networkLen: number;
+}
+
+export function configureTunLink(cfg: TunLinkConfig): void {
+  ip(['addr', 'replace', `${formatIPv4(cfg.address)}/32`, 'dev', cfg.name]);
+  ip(['link', 'set', 'dev', cfg.name, 'mtu', String(cfg.mtu), 'up']);
+  ip(['route', 'replace', formatCidr(cfg.networkPrefix, cfg.networkLen), 'dev', cfg.name]);
+}

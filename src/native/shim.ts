@@ -1,0 +1,52 @@
+// Loader and typed interface of the C shim (native/shim.c; ABI in native/README.md).
+// Batch calls return a count or -errno and never throw on I/O errors.
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Opaque handle binding the slab and its per-slot metadata arrays in C. */
+export type RingHandle = { readonly __brand: 'RingHandle' };
+/** Opaque uv_poll_t watcher. */
+export type PollHandle = { readonly __brand: 'PollHandle' };
+
+export interface Shim {
+  createRing(slab: Uint8Array, slotSize: number, lens: Int32Array, addrs: Uint32Array, ports: Uint16Array): RingHandle;
+  /** fd or -errno; name may contain %d ("flannel%d"). The fd is non-blocking. */
+  openTun(name: string): number;
+  tunName(fd: number): string;
+  /** Reads packets into slots first.. until EAGAIN or max: count or -errno. */
+  tunRead(ring: RingHandle, fd: number, first: number, max: number): number;
+  /** Writes the listed slots; returns packets written; failed slots get lens[slot] = -errno. */
+  tunWrite(ring: RingHandle, fd: number, list: Uint16Array, count: number): number;
+  /** fd or -errno: a non-blocking UDP socket bound to addr:port (addr uint32 host order). */
+  udpOpen(addr: number, port: number, rcvbuf: number, sndbuf: number): number;
+  udpLocalPort(fd: number): number;
+  /** One recvmmsg into slots first..: count (0 on EAGAIN) or -errno. lens may exceed slotSize (truncated). */
+  udpRecv(ring: RingHandle, fd: number, first: number, max: number): number;
+  /** sendmmsg of the listed slots to addrs/ports[slot]; returns sent; failed slots get lens[slot] = -errno. */
+  udpSend(ring: RingHandle, fd: number, list: Uint16Array, count: number): number;
+  lastErrno(ring: RingHandle): number;
+  closeFd(fd: number): number;
+  strerror(errno: number): string;
+  pollStart(fd: number, writable: boolean, callback: (status: number, events: number) => void): PollHandle;
+  pollStop(handle: PollHandle): void;
+}
+
+function load(): Shim {
+  const require = createRequire(import.meta.url);
+  // dist/src/native/shim.js -> <repo>/build/Release/flannel_shim.node
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+  const file = path.join(root, 'build', 'Release', 'flannel_shim.node');
+  try {
+    return require(file) as Shim;
+  } catch (err) {
+    throw new Error(`flannel-ts: cannot load the native shim ${file} (run "npm ci" or "node scripts/build-native.mjs"): ${(err as Error).message}`);
+  }
+}
+
+export const shim: Shim = load();
+
+/** "-errno" -> "ENOENT-like message (errno N)" for logs and thrown control-plane errors. */
+export function describeErrno(code: number): string {
+  return `${shim.strerror(code)} (errno ${Math.abs(code)})`;
+}

@@ -1,0 +1,56 @@
+// The key-value store under flannel's registry: the seam between flannel's lease semantics
+// (src/subnet/) and a concrete store (etcd v3 in src/etcd/, the embedded file store for one
+// machine without etcd, an in-memory fake in tests). The store knows keys, values, TTLs and
+// revisions; it knows nothing of subnets.
+
+export interface KeyValue {
+  readonly key: string;
+  readonly value: string;
+  /** Revision at which this key was last modified (etcd mod_revision). */
+  readonly modRevision: number;
+  /**
+   * When the key expires, in ms since the epoch; null for a key without a TTL (a reservation).
+   * A store that cannot tell (etcd: the key's lease has no TTL left) reports null too.
+   */
+  readonly expiresAt: number | null;
+}
+
+export interface Listing {
+  readonly kvs: readonly KeyValue[];
+  /** The store's revision at the time of the listing: watch from revision + 1. */
+  readonly revision: number;
+}
+
+export type WatchEvent =
+  | { readonly type: 'put'; readonly kv: KeyValue }
+  | { readonly type: 'delete'; readonly key: string; readonly modRevision: number };
+
+export interface WatchHandlers {
+  /** Events in revision order; each call carries the events of one store revision or more. */
+  onEvents(events: readonly WatchEvent[], revision: number): void;
+  /**
+   * The requested start revision has been compacted away: the consumer must list again and
+   * diff, then start a new watch from the listing's revision + 1.
+   */
+  onCompacted(): void;
+  /** A transient failure; the store keeps retrying by itself (resuming where it stopped). */
+  onError?(err: Error): void;
+}
+
+export interface Watch {
+  close(): void;
+}
+
+export interface KvStore {
+  get(key: string): Promise<KeyValue | null>;
+  list(prefix: string): Promise<Listing>;
+  /** Creates key only if it does not exist; ttlSeconds 0 = no TTL. Returns false if it existed. */
+  createIfAbsent(key: string, value: string, ttlSeconds: number): Promise<boolean>;
+  /** Writes key unconditionally; ttlSeconds 0 = no TTL (a reservation). */
+  put(key: string, value: string, ttlSeconds: number): Promise<void>;
+  /** Deletes key; returns false if it did not exist. */
+  delete(key: string): Promise<boolean>;
+  /** Watches every key under prefix from fromRevision on (inclusive). Reconnects by itself. */
+  watchPrefix(prefix: string, fromRevision: number, handlers: WatchHandlers): Watch;
+  close(): Promise<void>;
+}
