@@ -1,0 +1,201 @@
+// Peer leases -> routes. Lists `<prefix>/subnets/`, watches from the listing's revision + 1, and after
+// every change hands the datapath a complete, fresh route list. See FLANNEL-UDP-SPEC.md §3.4, §4.4.
+//
+// Like flannel's udp backend: every lease is routed to its PublicIP whatever its BackendType, and the
+// own subnet is skipped. Deliberately better than flannel:
+// - a bad key or value is logged and ignored; it never wipes the other routes;
+// - the initial listing (and a re-listing after compaction) is retried with backoff, 100 ms doubling
+//   to 5 s, instead of giving up;
+// - after a re-listing the full route list is recomputed, so a PublicIP that changed during the gap
+//   is picked up;
+// - while the store is unreachable the last routes stay.
+
+import type { Route } from '../routing-table/snapshot.js';
+import { formatCidr, maskOf } from '../routing-table/ipv4.js';
+import type { Clock, Logger, TimerHandle } from './clock.js';
+import { silentLogger, systemClock } from './clock.js';
+import type { Ipv4Net } from './config.js';
+import type { KeyValue, KvStore, Watch, WatchEvent } from './kv.js';
+import { DEFAULT_ETCD_PREFIX, parseLeaseAttrs, parseSubnetKey, subnetsPrefix } from './lease.js';
+
+export type { Route };
+
+export const LIST_BACKOFF_INITIAL_MS = 100;
+export const LIST_BACKOFF_MAX_MS = 5_000;
+
+export interface RouteWatcherOptions {
+  readonly store: KvStore;
+  readonly prefix?: string;
+  /** The own lease's subnet: never routed. Change it with setOwnSubnet after a re-acquisition. */
+  readonly ownSubnet: Ipv4Net;
+  /** Called with the complete route list whenever it changes (sorted by prefix, then length). */
+  readonly onRoutes: (routes: Route[]) => void;
+  readonly clock?: Clock;
+  readonly logger?: Logger;
+}
+
+interface PeerLease {
+  readonly subnet: Ipv4Net;
+  readonly publicIp: number;
+  readonly modRevision: number;
+}
+
+export class RouteWatcher {
+  private readonly store: KvStore;
+  private readonly base: string;
+  private ownSubnet: Ipv4Net;
+  private readonly onRoutes: (routes: Route[]) => void;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+
+  /** Every readable lease under the prefix, by key (the own one too; it is filtered when routing). */
+  private leases = new Map<string, PeerLease>();
+  private watch: Watch | null = null;
+  private retryTimer: TimerHandle | null = null;
+  private backoffMs = LIST_BACKOFF_INITIAL_MS;
+  private lastEmitted: string | null = null;
+  private running = false;
+  /** Bumped on every (re)start of listing, so stale async results are dropped. */
+  private generation = 0;
+
+  constructor(options: RouteWatcherOptions) {
+    this.store = options.store;
+    this.base = subnetsPrefix(options.prefix ?? DEFAULT_ETCD_PREFIX);
+    this.ownSubnet = options.ownSubnet;
+    this.onRoutes = options.onRoutes;
+    this.clock = options.clock ?? systemClock;
+    this.log = options.logger ?? silentLogger;
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.backoffMs = LIST_BACKOFF_INITIAL_MS;
+    void this.listAndWatch(++this.generation);
+  }
+
+  stop(): void {
+    this.running = false;
+    this.generation++;
+    this.watch?.close();
+    this.watch = null;
+    if (this.retryTimer !== null) this.clock.clearTimer(this.retryTimer);
+    this.retryTimer = null;
+  }
+
+  /** After the own lease changed subnet: the old own subnet becomes routable, the new one not. */
+  setOwnSubnet(subnet: Ipv4Net): void {
+    this.ownSubnet = subnet;
+    this.emitIfChanged();
+  }
+
+  /** The routes as last computed. */
+  currentRoutes(): Route[] {
+    return this.computeRoutes();
+  }
+
+  private async listAndWatch(gen: number): Promise<void> {
+    let listing;
+    try {
+      listing = await this.store.list(this.base);
+    } catch (err) {
+      if (gen !== this.generation || !this.running) return;
+      this.log.warn(`listing subnet leases failed (retrying in ${this.backoffMs} ms): ${(err as Error).message}`);
+      const delay = this.backoffMs;
+      this.backoffMs = Math.min(this.backoffMs * 2, LIST_BACKOFF_MAX_MS);
+      this.retryTimer = this.clock.setTimer(() => {
+        this.retryTimer = null;
+        if (gen === this.generation && this.running) void this.listAndWatch(gen);
+      }, delay);
+      return;
+    }
+    if (gen !== this.generation || !this.running) return;
+    this.backoffMs = LIST_BACKOFF_INITIAL_MS;
+
+    // A fresh snapshot replaces what we knew; keys with unreadable values keep their last good state.
+    const next = new Map<string, PeerLease>();
+    for (const kv of listing.kvs) {
+      const lease = this.parse(kv);
+      if (lease !== null) next.set(kv.key, lease);
+      else {
+        const old = this.leases.get(kv.key);
+        if (old !== undefined) next.set(kv.key, old);
+      }
+    }
+    this.leases = next;
+    this.emitIfChanged();
+
+    this.watch = this.store.watchPrefix(this.base, listing.revision + 1, {
+      onEvents: (events) => {
+        if (gen === this.generation && this.running) this.apply(events);
+      },
+      onCompacted: () => {
+        if (gen !== this.generation || !this.running) return;
+        this.log.warn('watch of subnet leases was compacted; listing again');
+        this.watch?.close();
+        this.watch = null;
+        void this.listAndWatch(++this.generation);
+      },
+      onError: (err) => this.log.warn(`watch of subnet leases: ${err.message} (keeping the current routes)`),
+    });
+  }
+
+  private apply(events: readonly WatchEvent[]): void {
+    for (const e of events) {
+      if (e.type === 'delete') {
+        this.leases.delete(e.key);
+        continue;
+      }
+      const lease = this.parse(e.kv);
+      // An unreadable value leaves what we knew of that key untouched.
+      if (lease !== null) this.leases.set(e.kv.key, lease);
+    }
+    this.emitIfChanged();
+  }
+
+  /** null (and a log line) for a key or value flannel could not read. */
+  private parse(kv: KeyValue): PeerLease | null {
+    const parsed = parseSubnetKey(kv.key.slice(this.base.length));
+    if (parsed === null) {
+      this.log.warn(`Ignoring bad subnet node ${kv.key}`);
+      return null;
+    }
+    try {
+      const attrs = parseLeaseAttrs(kv.value);
+      return { subnet: parsed.subnet, publicIp: attrs.publicIp, modRevision: kv.modRevision };
+    } catch (err) {
+      this.log.warn(`Ignoring lease ${kv.key} with a bad value: ${(err as Error).message}`);
+      return null;
+    }
+  }
+
+  private computeRoutes(): Route[] {
+    // One route per subnet; if two keys name the same subnet (e.g. with and without an IPv6 part),
+    // the most recently written wins.
+    const bySubnet = new Map<string, PeerLease>();
+    for (const l of this.leases.values()) {
+      const prefix = (l.subnet.prefix & maskOf(l.subnet.prefixLen)) >>> 0;
+      if (prefix === this.ownSubnet.prefix && l.subnet.prefixLen === this.ownSubnet.prefixLen) continue;
+      const id = formatCidr(prefix, l.subnet.prefixLen);
+      const seen = bySubnet.get(id);
+      if (seen === undefined || seen.modRevision < l.modRevision) {
+        bySubnet.set(id, { ...l, subnet: { prefix, prefixLen: l.subnet.prefixLen } });
+      }
+    }
+    const routes: Route[] = [...bySubnet.values()].map((l) => ({
+      prefix: l.subnet.prefix,
+      prefixLen: l.subnet.prefixLen,
+      publicIp: l.publicIp,
+    }));
+    routes.sort((a, b) => a.prefix - b.prefix || a.prefixLen - b.prefixLen);
+    return routes;
+  }
+
+  private emitIfChanged(): void {
+    const routes = this.computeRoutes();
+    const fingerprint = routes.map((r) => `${r.prefix}/${r.prefixLen}>${r.publicIp}`).join(',');
+    if (fingerprint === this.lastEmitted) return;
+    this.lastEmitted = fingerprint;
+    this.onRoutes(routes);
+  }
+}
