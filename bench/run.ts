@@ -1,0 +1,157 @@
+/**
+ * `npm run bench`: micro-benchmarks (tinybench) and the throughput comparison in one run.
+ *
+ *   node --expose-gc dist/bench/run.js [--micro-only | --throughput-only]
+ *                                      [--modes=flannel-ts,vxlan,host-gw] [--seconds=5]
+ *
+ * Micro-benchmarks: every `bench/micro-*.ts` module beside this file is loaded, and each of its
+ * exports whose name ends in `BenchTasks` is called as `(bench: Bench) => void` to add tinybench
+ * tasks (e.g. `routingBenchTasks` from micro-routing.ts, `datapathBenchTasks` from
+ * micro-datapath.ts). New micro files are picked up without editing this one.
+ *
+ * Output: Markdown tables on stdout; the throughput figures also as JSON in
+ * bench/results/latest.json. Progress goes to stderr.
+ */
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Bench } from 'tinybench';
+import { LAB_MODES, type LabMode } from '../src/lab/index.js';
+import { FLANNELD_REFERENCE, runThroughput, throughputTable, type ModeResult } from './throughput.js';
+
+type BenchTasksFn = (bench: Bench) => void;
+
+interface MicroRow {
+  module: string;
+  task: string;
+  nsPerOp: number;
+  rmePercent: number;
+  samples: number;
+  error?: string;
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repoDir = resolve(here, '..', '..');
+
+async function loadMicroModules(): Promise<{ module: string; fns: { name: string; fn: BenchTasksFn }[] }[]> {
+  const files = readdirSync(here)
+    .filter((f) => /^micro-.*\.js$/.test(f))
+    .sort();
+  const modules = [];
+  for (const file of files) {
+    const mod = (await import(pathToFileURL(join(here, file)).href)) as Record<string, unknown>;
+    const fns = Object.entries(mod)
+      .filter(([name, value]) => name.endsWith('BenchTasks') && typeof value === 'function')
+      .map(([name, value]) => ({ name, fn: value as BenchTasksFn }));
+    modules.push({ module: file.replace(/\.js$/, '.ts'), fns });
+  }
+  return modules;
+}
+
+async function runMicro(): Promise<MicroRow[]> {
+  const modules = await loadMicroModules();
+  if (modules.length === 0) {
+    process.stderr.write('no bench/micro-*.ts modules found\n');
+    return [];
+  }
+  const rows: MicroRow[] = [];
+  for (const { module, fns } of modules) {
+    if (fns.length === 0) {
+      process.stderr.write(`${module}: no export named *BenchTasks, skipped\n`);
+      continue;
+    }
+    const bench = new Bench({ time: 500, warmupTime: 100 });
+    for (const { fn } of fns) fn(bench);
+    process.stderr.write(`micro: ${module} (${bench.tasks.length} tasks)\n`);
+    (globalThis as { gc?: () => void }).gc?.();
+    await bench.run();
+    for (const task of bench.tasks) {
+      const result = task.result;
+      if (result.state === 'completed' || result.state === 'aborted-with-statistics') {
+        rows.push({
+          module,
+          task: task.name,
+          nsPerOp: result.latency.mean * 1e6,
+          rmePercent: result.latency.rme,
+          samples: result.latency.samplesCount,
+        });
+      } else {
+        const error = result.state === 'errored' ? result.error.message : result.state;
+        rows.push({ module, task: task.name, nsPerOp: Number.NaN, rmePercent: Number.NaN, samples: 0, error });
+      }
+    }
+  }
+  return rows;
+}
+
+function microTable(rows: readonly MicroRow[]): string {
+  const lines = ['| module | task | ns/op | ± % | samples |', '|---|---|---|---|---|'];
+  for (const r of rows) {
+    if (r.error !== undefined) {
+      lines.push(`| ${r.module} | ${r.task} | error: ${r.error} | | |`);
+      continue;
+    }
+    const ns = r.nsPerOp >= 100 ? Math.round(r.nsPerOp).toLocaleString('en-US') : r.nsPerOp.toFixed(1);
+    lines.push(`| ${r.module} | ${r.task} | ${ns} | ${r.rmePercent.toFixed(1)} | ${r.samples} |`);
+  }
+  return lines.join('\n');
+}
+
+function parseModes(value: string | undefined): LabMode[] {
+  if (value === undefined) return [...LAB_MODES];
+  const modes = value.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  for (const m of modes) {
+    if (!(LAB_MODES as readonly string[]).includes(m)) throw new Error(`unknown mode ${m}; known: ${LAB_MODES.join(', ')}`);
+  }
+  return modes as LabMode[];
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      'micro-only': { type: 'boolean', default: false },
+      'throughput-only': { type: 'boolean', default: false },
+      modes: { type: 'string' },
+      seconds: { type: 'string', default: '5' },
+    },
+  });
+  if (values['micro-only'] && values['throughput-only']) throw new Error('--micro-only and --throughput-only exclude each other');
+  const seconds = Number(values.seconds);
+  if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 10) throw new Error('--seconds must be in (0, 10]');
+
+  let micro: MicroRow[] | undefined;
+  let throughput: ModeResult[] | undefined;
+
+  if (!values['throughput-only']) {
+    micro = await runMicro();
+    process.stdout.write(`\n## Micro-benchmarks\n\n${micro.length > 0 ? microTable(micro) : '(none found)'}\n`);
+  }
+  if (!values['micro-only']) {
+    throughput = await runThroughput({ modes: parseModes(values.modes), seconds });
+    process.stdout.write(
+      `\n## Throughput, pod to pod, two hosts in network namespaces (${seconds} s per iperf3 run)\n\n` +
+        `${throughputTable(throughput)}\n\n` +
+        'Ratios are against kernel VXLAN measured in this same run; the italic row is flanneld\'s, copied from\n' +
+        `${FLANNELD_REFERENCE.source} (measured on the same kind of machine earlier, not in this run).\n`,
+    );
+    const resultsDir = join(repoDir, 'bench', 'results');
+    mkdirSync(resultsDir, { recursive: true });
+    const out = {
+      date: new Date().toISOString(),
+      node: process.version,
+      seconds,
+      throughput,
+      reference: FLANNELD_REFERENCE,
+      micro: micro ?? null,
+    };
+    writeFileSync(join(resultsDir, 'latest.json'), `${JSON.stringify(out, null, 2)}\n`);
+    process.stderr.write(`wrote ${join(resultsDir, 'latest.json')}\n`);
+    if (throughput.some((r) => !r.ok)) process.exitCode = 1;
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,112 @@
+/**
+ * The three ways the lab connects its hosts' pod subnets, for the same topology:
+ *
+ * - flannel-ts: our agent in each host namespace (flannel's udp backend: flannel0 TUN, UDP 8285).
+ * - vxlan: kernel VXLAN set up exactly as flannel's vxlan backend does it (flannel.1, VNI 1,
+ *   port 8472, nolearning; per peer an onlink route via the peer's VTEP address, a permanent
+ *   neighbour entry and a bridge fdb entry).
+ * - host-gw: a plain route per peer subnet via the peer's underlay address.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Lab, LabOptions } from './lab.js';
+
+export type LabMode = 'flannel-ts' | 'vxlan' | 'host-gw';
+
+export const LAB_MODES: readonly LabMode[] = ['flannel-ts', 'vxlan', 'host-gw'];
+
+/** Pod MTU per mode: the overlay's inner MTU on a 1500-byte underlay. */
+export function podMtuFor(mode: LabMode): number {
+  switch (mode) {
+    case 'flannel-ts':
+      return 1472; // 1500 - IPv4 20 - UDP 8
+    case 'vxlan':
+      return 1450; // 1500 - IPv4 20 - UDP 8 - VXLAN 8 - Ethernet 14
+    case 'host-gw':
+      return 1500;
+  }
+}
+
+export async function setUpMode(lab: Lab, options: LabOptions): Promise<void> {
+  switch (lab.mode) {
+    case 'host-gw':
+      return setUpHostGw(lab);
+    case 'vxlan':
+      return setUpVxlan(lab);
+    case 'flannel-ts':
+      return setUpFlannelTs(lab, options);
+  }
+}
+
+async function setUpHostGw(lab: Lab): Promise<void> {
+  for (const n of lab.hostNumbers()) {
+    for (const m of lab.hostNumbers()) {
+      if (m === n) continue;
+      await lab.execChecked(lab.hostNs(n), ['ip', 'route', 'add', lab.subnet(m), 'via', lab.hostAddr(m)]);
+    }
+  }
+}
+
+const VXLAN_DEVICE = 'flannel.1';
+
+async function setUpVxlan(lab: Lab): Promise<void> {
+  const macs = new Map<number, string>();
+  for (const n of lab.hostNumbers()) {
+    const h = lab.hostNs(n);
+    await lab.execChecked(h, [
+      'ip', 'link', 'add', VXLAN_DEVICE, 'type', 'vxlan', 'id', '1', 'dstport', '8472',
+      'local', lab.hostAddr(n), 'dev', 'eth0', 'nolearning',
+    ]);
+    await lab.execChecked(h, ['ip', 'link', 'set', VXLAN_DEVICE, 'mtu', '1450']);
+    await lab.execChecked(h, ['ip', 'addr', 'add', `10.244.${n}.0/32`, 'dev', VXLAN_DEVICE]);
+    await lab.execChecked(h, ['ip', 'link', 'set', VXLAN_DEVICE, 'up']);
+    const shown = await lab.execChecked(h, ['ip', '-j', 'link', 'show', VXLAN_DEVICE]);
+    const mac = (JSON.parse(shown.stdout) as { address?: string }[])[0]?.address;
+    if (!mac) throw new Error(`no MAC address on ${VXLAN_DEVICE} in ${h}`);
+    macs.set(n, mac);
+  }
+  for (const n of lab.hostNumbers()) {
+    const h = lab.hostNs(n);
+    for (const m of lab.hostNumbers()) {
+      if (m === n) continue;
+      const vtep = `10.244.${m}.0`;
+      const mac = macs.get(m)!;
+      await lab.execChecked(h, ['ip', 'route', 'add', lab.subnet(m), 'via', vtep, 'dev', VXLAN_DEVICE, 'onlink']);
+      await lab.execChecked(h, ['ip', 'neigh', 'replace', vtep, 'lladdr', mac, 'dev', VXLAN_DEVICE, 'nud', 'permanent']);
+      await lab.execChecked(h, ['bridge', 'fdb', 'replace', mac, 'dev', VXLAN_DEVICE, 'dst', lab.hostAddr(m), 'self', 'permanent']);
+    }
+  }
+}
+
+/** The agent's entry point inside a repository checkout. */
+export function agentEntry(repoDir: string): string {
+  return join(repoDir, 'dist', 'src', 'cli', 'main.js');
+}
+
+/** The agent's argv for host n with the static (no etcd) configuration. */
+export function staticAgentArgs(lab: Lab, n: number): string[] {
+  const args = [
+    '--network', '10.244.0.0/16',
+    '--subnet', lab.subnet(n),
+    '--public-ip', lab.hostAddr(n),
+    '--iface', 'eth0',
+  ];
+  for (const m of lab.hostNumbers()) {
+    if (m !== n) args.push('--peer', `${lab.subnet(m)}=${lab.hostAddr(m)}`);
+  }
+  return args;
+}
+
+async function setUpFlannelTs(lab: Lab, options: LabOptions): Promise<void> {
+  const entry = agentEntry(lab.repoDir);
+  if (!existsSync(entry)) {
+    throw new Error(`flannel-ts agent not built: ${entry} is missing (run: npx tsc -p tsconfig.json)`);
+  }
+  const starts = lab.hostNumbers().map((n) => {
+    const extra = typeof options.agentArgs === 'function' ? options.agentArgs(n) : (options.agentArgs ?? []);
+    const base = options.agentStaticConfig === false ? [] : staticAgentArgs(lab, n);
+    const argv = [process.execPath, entry, ...base, ...extra];
+    return lab.startAgent(n, argv, options.agentReadyTimeoutMs ?? 20_000);
+  });
+  await Promise.all(starts);
+}
