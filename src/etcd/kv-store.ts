@@ -1,0 +1,157 @@
+// KvStore over etcd v3 (the JSON gateway of etcd >= 3.4), as flannel uses it: every TTL'd write
+// grants a fresh lease first; expiry times come from LeaseTimeToLive; a key without a lease (or
+// whose lease has no TTL left) reports expiresAt null.
+
+import type { KeyValue, KvStore, Listing, Watch, WatchHandlers } from '../subnet/kv.js';
+import { decodeBytes, encodeBytes, int64Number, leaseIdOf, prefixRange, type WireHeader, type WireKeyValue } from './codec.js';
+import { EtcdClosedError } from './errors.js';
+import { resolveOptions, type EtcdClientOptions } from './options.js';
+import { EtcdTransport } from './transport.js';
+import { PrefixWatch, type ExpiryCache } from './watch.js';
+
+interface RangeReply {
+  header?: WireHeader;
+  kvs?: WireKeyValue[];
+}
+
+const NO_LEASE = '0';
+
+export class EtcdKvStore implements KvStore {
+  private readonly transport: EtcdTransport;
+  private readonly watches = new Set<PrefixWatch>();
+  private closed = false;
+
+  /** Throws at once on bad endpoints, unreadable or invalid TLS files, half-given credentials. */
+  constructor(options: EtcdClientOptions) {
+    this.transport = new EtcdTransport(resolveOptions(options));
+  }
+
+  async get(key: string): Promise<KeyValue | null> {
+    this.assertOpen();
+    const reply = await this.transport.call<RangeReply>('/v3/kv/range', { key: encodeBytes(key) }, { retrySafe: true });
+    const kv = reply.kvs?.[0];
+    return kv === undefined ? null : this.toKeyValue(kv, new Map());
+  }
+
+  async list(prefix: string): Promise<Listing> {
+    this.assertOpen();
+    const range = prefixRange(prefix);
+    const reply = await this.transport.call<RangeReply>(
+      '/v3/kv/range',
+      { key: range.key, range_end: range.rangeEnd },
+      { retrySafe: true },
+    );
+    const cache: ExpiryCache = new Map();
+    const kvs = await Promise.all((reply.kvs ?? []).map((kv) => this.toKeyValue(kv, cache)));
+    return { kvs, revision: int64Number(reply.header?.revision) };
+  }
+
+  async createIfAbsent(key: string, value: string, ttlSeconds: number): Promise<boolean> {
+    this.assertOpen();
+    const lease = await this.grantLease(ttlSeconds);
+    const encodedKey = encodeBytes(key);
+    const reply = await this.transport.call<{ succeeded?: boolean }>(
+      '/v3/kv/txn',
+      {
+        compare: [{ key: encodedKey, result: 'EQUAL', target: 'VERSION', version: '0' }],
+        success: [{ request_put: { key: encodedKey, value: encodeBytes(value), lease } }],
+      },
+      { retrySafe: false },
+    );
+    const created = reply.succeeded === true;
+    if (!created && lease !== NO_LEASE) {
+      // The lease would expire by itself; revoking it just keeps etcd tidy (as flannel does).
+      await this.transport.call('/v3/lease/revoke', { ID: lease }, { retrySafe: true }).catch(() => undefined);
+    }
+    return created;
+  }
+
+  async put(key: string, value: string, ttlSeconds: number): Promise<void> {
+    this.assertOpen();
+    const lease = await this.grantLease(ttlSeconds);
+    // Resending this put leaves the same value under the same lease: safe to retry.
+    await this.transport.call(
+      '/v3/kv/put',
+      { key: encodeBytes(key), value: encodeBytes(value), lease },
+      { retrySafe: true },
+    );
+  }
+
+  async delete(key: string): Promise<boolean> {
+    this.assertOpen();
+    const reply = await this.transport.call<{ deleted?: string }>(
+      '/v3/kv/deleterange',
+      { key: encodeBytes(key) },
+      { retrySafe: false },
+    );
+    return int64Number(reply.deleted) > 0;
+  }
+
+  /** fromRevision must be >= 1 (a listing's revision + 1). */
+  watchPrefix(prefix: string, fromRevision: number, handlers: WatchHandlers): Watch {
+    this.assertOpen();
+    if (!Number.isSafeInteger(fromRevision) || fromRevision < 1) {
+      throw new RangeError(`etcd watch: fromRevision must be an integer >= 1 (got ${fromRevision})`);
+    }
+    const watch = new PrefixWatch(
+      this.transport,
+      (leaseId, cache) => this.leaseExpiry(leaseId, cache),
+      prefix,
+      fromRevision,
+      handlers,
+      (closed) => this.watches.delete(closed),
+    );
+    this.watches.add(watch);
+    watch.start();
+    return watch;
+  }
+
+  /** Stops every watch and closes every connection; nothing is left to keep the process alive. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const watch of [...this.watches]) watch.close();
+    this.transport.close();
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new EtcdClosedError();
+  }
+
+  /** Grants a lease of ttlSeconds; "0" (no lease) for ttlSeconds 0. */
+  private async grantLease(ttlSeconds: number): Promise<string> {
+    if (!Number.isSafeInteger(ttlSeconds) || ttlSeconds < 0) {
+      throw new RangeError(`etcd: ttlSeconds must be an integer >= 0 (got ${ttlSeconds})`);
+    }
+    if (ttlSeconds === 0) return NO_LEASE;
+    const reply = await this.transport.call<{ ID?: string }>('/v3/lease/grant', { TTL: String(ttlSeconds) }, { retrySafe: true });
+    const lease = leaseIdOf(reply.ID);
+    if (lease === NO_LEASE) throw new Error('etcd /v3/lease/grant: reply carries no lease ID');
+    return lease;
+  }
+
+  /** ms since the epoch when the lease runs out; null without a lease or without TTL left. */
+  private leaseExpiry(leaseId: string, cache: ExpiryCache): Promise<number | null> {
+    if (leaseId === NO_LEASE) return Promise.resolve(null);
+    let expiry = cache.get(leaseId);
+    if (expiry === undefined) {
+      expiry = this.transport
+        .call<{ TTL?: string }>('/v3/lease/timetolive', { ID: leaseId }, { retrySafe: true })
+        .then((reply) => {
+          const ttl = int64Number(reply.TTL);
+          return ttl < 0 ? null : Date.now() + ttl * 1000;
+        });
+      cache.set(leaseId, expiry);
+    }
+    return expiry;
+  }
+
+  private async toKeyValue(kv: WireKeyValue, cache: ExpiryCache): Promise<KeyValue> {
+    return {
+      key: decodeBytes(kv.key),
+      value: decodeBytes(kv.value),
+      modRevision: int64Number(kv.mod_revision),
+      expiresAt: await this.leaseExpiry(leaseIdOf(kv.lease), cache),
+    };
+  }
+}

@@ -1,0 +1,90 @@
+// Child process run inside the test's network namespace (`ip netns exec NS node this.js`): it
+// hosts EtcdKvStore instances and serves them to the test over stdin/stdout, one JSON object per
+// line. Requests: {id, op, ...}; replies: {id, ok} or {id, error}; watch callbacks are pushed as
+// {watch, kind: 'events'|'compacted'|'error', ...}. See etcd-agent.ts for the parent side.
+//
+// op 'idle' closes nothing: it only stops reading stdin, so the process exits by itself exactly
+// when the stores left nothing behind (sockets, timers) — the test's check for clean close().
+
+import { createInterface } from 'node:readline';
+
+import { EtcdKvStore } from '../../src/etcd/kv-store.js';
+import type { EtcdClientOptions } from '../../src/etcd/options.js';
+import type { Watch } from '../../src/subnet/kv.js';
+
+interface Request {
+  id: number;
+  op: string;
+  store?: string;
+  options?: EtcdClientOptions;
+  key?: string;
+  value?: string;
+  ttl?: number;
+  prefix?: string;
+  fromRevision?: number;
+  watch?: string;
+}
+
+const stores = new Map<string, EtcdKvStore>();
+const watches = new Map<string, Watch>();
+
+function send(message: object): void {
+  process.stdout.write(`${JSON.stringify(message)}\n`);
+}
+
+function storeOf(request: Request): EtcdKvStore {
+  const store = stores.get(request.store ?? '');
+  if (store === undefined) throw new Error(`no store ${request.store}`);
+  return store;
+}
+
+async function serve(request: Request): Promise<unknown> {
+  switch (request.op) {
+    case 'open':
+      stores.set(request.store!, new EtcdKvStore(request.options!));
+      return null;
+    case 'get':
+      return storeOf(request).get(request.key!);
+    case 'list':
+      return storeOf(request).list(request.prefix!);
+    case 'put':
+      await storeOf(request).put(request.key!, request.value!, request.ttl ?? 0);
+      return null;
+    case 'createIfAbsent':
+      return storeOf(request).createIfAbsent(request.key!, request.value!, request.ttl ?? 0);
+    case 'delete':
+      return storeOf(request).delete(request.key!);
+    case 'watch': {
+      const name = request.watch!;
+      const watch = storeOf(request).watchPrefix(request.prefix!, request.fromRevision!, {
+        onEvents: (events, revision) => send({ watch: name, kind: 'events', events, revision }),
+        onCompacted: () => send({ watch: name, kind: 'compacted' }),
+        onError: (err) => send({ watch: name, kind: 'error', message: err.message }),
+      });
+      watches.set(name, watch);
+      return null;
+    }
+    case 'unwatch':
+      watches.get(request.watch!)?.close();
+      return null;
+    case 'close':
+      await storeOf(request).close();
+      stores.delete(request.store!);
+      return null;
+    case 'idle':
+      lines.close();
+      process.stdin.destroy();
+      return null;
+    default:
+      throw new Error(`unknown op ${request.op}`);
+  }
+}
+
+const lines = createInterface({ input: process.stdin });
+lines.on('line', (line) => {
+  const request = JSON.parse(line) as Request;
+  serve(request).then(
+    (ok) => send({ id: request.id, ok: ok ?? null }),
+    (err: Error) => send({ id: request.id, error: err.message, name: err.name }),
+  );
+});
