@@ -9,8 +9,9 @@ export const COUNTER_NAMES = [
   'udpRecvPackets', 'udpRecvBytes', 'tunWritePackets', 'tunWriteBytes',
   'dropRxMalformed', 'dropRxOversize', 'dropRxUnknownSender', 'dropRxSpoofedSource',
   'dropRxNotForUs', 'dropRxTtl', 'dropRxWriteError',
-  // I/O errors of whole batches (a read that failed, not a packet)
-  'tunReadErrors', 'udpRecvErrors',
+  // Whole batches: reads that returned packets (packets / batches = batch occupancy) and
+  // reads that failed (an I/O error, not a packet)
+  'tunReadBatches', 'udpRecvBatches', 'tunReadErrors', 'udpRecvErrors',
 ] as const;
 
 export type CounterName = (typeof COUNTER_NAMES)[number];

@@ -91,6 +91,7 @@ export class Forwarder {
       ports[slot] = port;
       sendList[sends++] = slot;
     }
+    c[C.tunReadBatches]++;
     c[C.tunReadPackets] += n;
     c[C.tunReadBytes] += readBytes;
     if (sends > 0) this.send(sends);
@@ -142,6 +143,7 @@ export class Forwarder {
       }
       writeList[writes++] = slot;
     }
+    c[C.udpRecvBatches]++;
     c[C.udpRecvPackets] += n;
     c[C.udpRecvBytes] += recvBytes;
     if (writes > 0) this.write(writes);
