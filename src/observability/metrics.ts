@@ -1,0 +1,221 @@
+// Prometheus text exposition (format 0.0.4) of the agent's state: datapath counters, routes and
+// the lease. Written by hand: one scrape is a few dozen lines, rendered on demand from live data
+// (nothing is copied or kept between scrapes), so no client library is needed.
+//
+// Control plane only: rendering allocates freely; it runs once per scrape, never per packet.
+
+import { COUNTER_NAMES, type CounterName } from '../datapath/counters.js';
+import { formatCidr, formatIPv4 } from '../routing-table/ipv4.js';
+
+export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+
+/** A peer route as the datapath holds it (uint32 host-order fields, as routing-table's Route). */
+export interface RouteInfo {
+  readonly prefix: number;
+  readonly prefixLen: number;
+  readonly publicIp: number;
+}
+
+/** Our own lease (structurally the lease manager's Lease). */
+export interface LeaseInfo {
+  readonly subnet: { readonly prefix: number; readonly prefixLen: number };
+  readonly publicIp: number;
+  /** Expiry in ms since the epoch; null for a reservation (no TTL, never expires). */
+  readonly expiresAt: number | null;
+}
+
+/** Traffic to and from one peer, when the datapath counts it. */
+export interface PeerTraffic extends RouteInfo {
+  readonly sentPackets: number;
+  readonly sentBytes: number;
+  readonly receivedPackets: number;
+  readonly receivedBytes: number;
+}
+
+/**
+ * What a scrape reads. Every member is read at render time, so the agent passes live objects:
+ * the datapath's own counters array and accessors over its current route snapshot and lease.
+ */
+export interface MetricsSource {
+  /** Indexed by COUNTER_NAMES (src/datapath/counters.ts). */
+  readonly counters: Float64Array;
+  /** Peer routes currently in the datapath (our own subnet is not among them). */
+  routes(): Iterable<RouteInfo>;
+  /** Null before the first lease is acquired. */
+  lease(): LeaseInfo | null;
+  /** Optional: per-peer traffic, if the datapath counts it. */
+  peerTraffic?(): Iterable<PeerTraffic>;
+}
+
+const PREFIX = 'flannel_ts_';
+
+type Labels = Readonly<Record<string, string>>;
+
+/** Where each datapath counter goes: a metric family plus the labels that tell its series apart. */
+interface CounterSeries {
+  readonly family: string;
+  readonly labels: Labels;
+}
+
+interface Family {
+  readonly help: string;
+  readonly type: 'counter' | 'gauge';
+}
+
+const FAMILIES: Readonly<Record<string, Family>> = {
+  tun_read_packets_total: { type: 'counter', help: 'Packets read from the TUN device (flannel0), to be sent to peers.' },
+  tun_read_bytes_total: { type: 'counter', help: 'Bytes of the packets read from the TUN device (flannel0).' },
+  udp_sent_packets_total: { type: 'counter', help: 'Encapsulated packets sent to peers over UDP.' },
+  udp_sent_bytes_total: { type: 'counter', help: 'UDP payload bytes sent to peers.' },
+  udp_received_packets_total: { type: 'counter', help: 'Encapsulated packets received from peers over UDP.' },
+  udp_received_bytes_total: { type: 'counter', help: 'UDP payload bytes received from peers.' },
+  tun_written_packets_total: { type: 'counter', help: 'Packets written to the TUN device (flannel0), received from peers.' },
+  tun_written_bytes_total: { type: 'counter', help: 'Bytes of the packets written to the TUN device (flannel0).' },
+  dropped_packets_total: {
+    type: 'counter',
+    help: 'Packets dropped by the datapath, by direction (tx: flannel0 to UDP, rx: UDP to flannel0) and reason.',
+  },
+  icmp_unreachable_sent_total: { type: 'counter', help: 'ICMP destination-unreachable messages sent back for packets with no route.' },
+  read_batches_total: { type: 'counter', help: 'Batched reads that returned packets (packets / batches = batch occupancy).' },
+  read_errors_total: { type: 'counter', help: 'Batched reads that failed with an I/O error.' },
+  routes: { type: 'gauge', help: 'Peer routes in the datapath.' },
+  route_info: { type: 'gauge', help: 'One series per peer route: the subnet and the public IP it is sent to.' },
+  lease_info: { type: 'gauge', help: 'Our own subnet lease and the public IP it advertises.' },
+  lease_expiration_timestamp_seconds: {
+    type: 'gauge',
+    help: 'When our subnet lease expires unless renewed (unix seconds); absent for a reservation.',
+  },
+  peer_sent_packets_total: { type: 'counter', help: 'Packets sent to one peer.' },
+  peer_sent_bytes_total: { type: 'counter', help: 'UDP payload bytes sent to one peer.' },
+  peer_received_packets_total: { type: 'counter', help: 'Packets received from one peer.' },
+  peer_received_bytes_total: { type: 'counter', help: 'UDP payload bytes received from one peer.' },
+};
+
+const drop = (direction: 'tx' | 'rx', reason: string): CounterSeries => ({
+  family: 'dropped_packets_total',
+  labels: { direction, reason },
+});
+
+// A Record over CounterName: a counter added to the datapath without a series here is a compile error.
+const COUNTER_SERIES: Readonly<Record<CounterName, CounterSeries>> = {
+  tunReadPackets: { family: 'tun_read_packets_total', labels: {} },
+  tunReadBytes: { family: 'tun_read_bytes_total', labels: {} },
+  udpSentPackets: { family: 'udp_sent_packets_total', labels: {} },
+  udpSentBytes: { family: 'udp_sent_bytes_total', labels: {} },
+  dropTxMalformed: drop('tx', 'malformed'),
+  dropTxNoRoute: drop('tx', 'no_route'),
+  dropTxTtl: drop('tx', 'ttl_exceeded'),
+  dropTxSendError: drop('tx', 'send_error'),
+  icmpUnreachableSent: { family: 'icmp_unreachable_sent_total', labels: {} },
+  udpRecvPackets: { family: 'udp_received_packets_total', labels: {} },
+  udpRecvBytes: { family: 'udp_received_bytes_total', labels: {} },
+  tunWritePackets: { family: 'tun_written_packets_total', labels: {} },
+  tunWriteBytes: { family: 'tun_written_bytes_total', labels: {} },
+  dropRxMalformed: drop('rx', 'malformed'),
+  dropRxOversize: drop('rx', 'oversize'),
+  dropRxUnknownSender: drop('rx', 'unknown_sender'),
+  dropRxSpoofedSource: drop('rx', 'spoofed_source'),
+  dropRxNotForUs: drop('rx', 'not_for_us'),
+  dropRxTtl: drop('rx', 'ttl_exceeded'),
+  dropRxWriteError: drop('rx', 'write_error'),
+  tunReadBatches: { family: 'read_batches_total', labels: { source: 'tun' } },
+  udpRecvBatches: { family: 'read_batches_total', labels: { source: 'udp' } },
+  tunReadErrors: { family: 'read_errors_total', labels: { source: 'tun' } },
+  udpRecvErrors: { family: 'read_errors_total', labels: { source: 'udp' } },
+};
+
+/** Label values escape backslash, double quote and newline (exposition format 0.0.4). */
+function escapeLabelValue(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
+/** HELP text escapes backslash and newline. */
+function escapeHelp(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
+}
+
+function formatValue(v: number): string {
+  if (Number.isNaN(v)) return 'NaN';
+  if (v === Infinity) return '+Inf';
+  if (v === -Infinity) return '-Inf';
+  return String(v);
+}
+
+function formatLabels(labels: Labels): string {
+  const keys = Object.keys(labels);
+  if (keys.length === 0) return '';
+  return `{${keys.map((k) => `${k}="${escapeLabelValue(labels[k])}"`).join(',')}}`;
+}
+
+/**
+ * Collects samples per family so each family's HELP/TYPE is written once, followed by all its
+ * series, in the order the families were first used.
+ */
+class Exposition {
+  private readonly samples = new Map<string, string[]>();
+
+  add(family: string, labels: Labels, value: number): void {
+    let lines = this.samples.get(family);
+    if (!lines) {
+      if (!(family in FAMILIES)) throw new Error(`metrics: unknown family ${family}`);
+      lines = [];
+      this.samples.set(family, lines);
+    }
+    lines.push(`${PREFIX}${family}${formatLabels(labels)} ${formatValue(value)}`);
+  }
+
+  /** Declares a family with no series yet, so its HELP/TYPE appear even when empty. */
+  declare(family: string): void {
+    if (!this.samples.has(family)) this.samples.set(family, []);
+  }
+
+  render(): string {
+    let out = '';
+    for (const [family, lines] of this.samples) {
+      const { help, type } = FAMILIES[family];
+      out += `# HELP ${PREFIX}${family} ${escapeHelp(help)}\n# TYPE ${PREFIX}${family} ${type}\n`;
+      for (const line of lines) out += `${line}\n`;
+    }
+    return out;
+  }
+}
+
+const cidrOf = (n: { prefix: number; prefixLen: number }) => formatCidr(n.prefix, n.prefixLen);
+
+/** The whole exposition, metrics in a fixed order; every line ends with a newline. */
+export function renderMetrics(source: MetricsSource): string {
+  const x = new Exposition();
+  const counters = source.counters;
+  COUNTER_NAMES.forEach((name, i) => {
+    const series = COUNTER_SERIES[name];
+    x.add(series.family, series.labels, counters[i] ?? 0);
+  });
+
+  const routes = [...source.routes()];
+  x.add('routes', {}, routes.length);
+  x.declare('route_info');
+  for (const r of routes) x.add('route_info', { subnet: cidrOf(r), public_ip: formatIPv4(r.publicIp) }, 1);
+
+  const lease = source.lease();
+  x.declare('lease_info');
+  if (lease) {
+    x.add('lease_info', { subnet: cidrOf(lease.subnet), public_ip: formatIPv4(lease.publicIp) }, 1);
+    if (lease.expiresAt !== null) {
+      x.add('lease_expiration_timestamp_seconds', { subnet: cidrOf(lease.subnet) }, Math.floor(lease.expiresAt / 1000));
+    }
+  }
+
+  if (source.peerTraffic) {
+    for (const family of ['peer_sent_packets_total', 'peer_sent_bytes_total', 'peer_received_packets_total', 'peer_received_bytes_total']) {
+      x.declare(family);
+    }
+    for (const p of source.peerTraffic()) {
+      const labels = { subnet: cidrOf(p), public_ip: formatIPv4(p.publicIp) };
+      x.add('peer_sent_packets_total', labels, p.sentPackets);
+      x.add('peer_sent_bytes_total', labels, p.sentBytes);
+      x.add('peer_received_packets_total', labels, p.receivedPackets);
+      x.add('peer_received_bytes_total', labels, p.receivedBytes);
+    }
+  }
+  return x.render();
+}
