@@ -1,9 +1,24 @@
-// Command-line flags, flanneld style: Go's flag package accepts -flag and --flag, with
-// "=value" or the value as the next argument. Bad flags are a FlagError (one line, exit 2).
-import { parseArgs } from 'node:util';
+// Command-line flags, flanneld style. Go's flag package rules: -flag and --flag, "=value" or the
+// value as the next argument; a boolean flag takes no next argument, only "=value" (Go's ParseBool
+// spellings); the last of a repeated single-value flag wins. Bad flags are a FlagError (one line,
+// exit 2).
+//
+// Two modes:
+// - static: --network/--subnet/--peer on the command line select it (routes from the command line);
+// - registry (flanneld): config, leases and routes from etcd (--etcd-*) or from the embedded file
+//   registry (--kv-file). Flags not given on the command line are read from FLANNELD_<UPPER_SNAKE>
+//   environment variables, as flanneld does (e.g. FLANNELD_ETCD_ENDPOINTS, FLANNELD_IP_MASQ=true).
+//   The environment is not consulted in static mode.
+import { isIPv4 } from 'node:net';
+import { parseEndpoints } from '../etcd/options.js';
 import { contains, parseCidr, parseIPv4 } from '../routing-table/ipv4.js';
+import { DEFAULT_ETCD_PREFIX } from '../subnet/lease.js';
+import { DEFAULT_RENEW_MARGIN_MINUTES } from '../subnet/lease-manager.js';
+import { DEFAULT_SUBNET_FILE } from '../subnet/subnet-env.js';
 
 export class FlagError extends Error {}
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 export interface PeerFlag {
   readonly prefix: number;
@@ -19,25 +34,111 @@ export interface StaticFlags {
   readonly peers: readonly PeerFlag[];
   readonly port: number;
   readonly batch: number;
-  readonly logLevel: 'debug' | 'info' | 'warn' | 'error';
+  readonly logLevel: LogLevel;
 }
 
-export type ParsedFlags = { kind: 'help' } | { kind: 'version' } | { kind: 'static'; flags: StaticFlags };
+export type RegistryStoreFlags =
+  | {
+      readonly kind: 'etcd';
+      /** Comma-separated URLs, as given (validated). */
+      readonly endpoints: string;
+      readonly caFile?: string;
+      readonly certFile?: string;
+      readonly keyFile?: string;
+      readonly username?: string;
+      readonly password?: string;
+    }
+  | { readonly kind: 'file'; readonly path: string };
 
-const options = {
-  network: { type: 'string' },
-  subnet: { type: 'string' },
-  'public-ip': { type: 'string' },
-  iface: { type: 'string', multiple: true },
-  peer: { type: 'string', multiple: true },
-  port: { type: 'string' },
-  batch: { type: 'string' },
-  'log-level': { type: 'string' },
-  help: { type: 'boolean', short: 'h' },
-  version: { type: 'boolean' },
-} as const;
+export interface RegistryFlags {
+  readonly store: RegistryStoreFlags;
+  readonly prefix: string;
+  readonly ifaces: readonly string[];
+  readonly ifaceRegexes: readonly RegExp[];
+  readonly publicIp: number | null;
+  readonly subnetFile: string;
+  readonly renewMarginMinutes: number;
+  readonly ipMasq: boolean;
+  readonly healthzIp: string;
+  /** 0: no health server. */
+  readonly healthzPort: number;
+  readonly iptablesForwardRules: boolean;
+  readonly batch: number;
+  readonly logLevel: LogLevel;
+}
 
-export const USAGE = `Usage: flannel-ts --network CIDR --subnet CIDR --peer CIDR=IP [--peer ...] [options]
+export type ParsedFlags =
+  | { kind: 'help' }
+  | { kind: 'version' }
+  | { kind: 'static'; flags: StaticFlags }
+  | { kind: 'registry'; flags: RegistryFlags };
+
+type FlagType = 'string' | 'list' | 'bool';
+/** static: only in static mode; registry: only in flanneld mode; both: either. */
+type FlagMode = 'static' | 'registry' | 'both';
+
+interface FlagSpec {
+  readonly type: FlagType;
+  readonly mode: FlagMode;
+}
+
+const FLAGS: Readonly<Record<string, FlagSpec>> = {
+  // static mode
+  network: { type: 'string', mode: 'static' },
+  subnet: { type: 'string', mode: 'static' },
+  peer: { type: 'list', mode: 'static' },
+  port: { type: 'string', mode: 'static' },
+  // both modes
+  'public-ip': { type: 'string', mode: 'both' },
+  iface: { type: 'list', mode: 'both' },
+  batch: { type: 'string', mode: 'both' },
+  'log-level': { type: 'string', mode: 'both' },
+  v: { type: 'string', mode: 'both' },
+  // flanneld mode
+  'etcd-endpoints': { type: 'string', mode: 'registry' },
+  'etcd-prefix': { type: 'string', mode: 'registry' },
+  'etcd-cafile': { type: 'string', mode: 'registry' },
+  'etcd-certfile': { type: 'string', mode: 'registry' },
+  'etcd-keyfile': { type: 'string', mode: 'registry' },
+  'etcd-username': { type: 'string', mode: 'registry' },
+  'etcd-password': { type: 'string', mode: 'registry' },
+  'kv-file': { type: 'string', mode: 'registry' },
+  'iface-regex': { type: 'list', mode: 'registry' },
+  'subnet-file': { type: 'string', mode: 'registry' },
+  'subnet-lease-renew-margin': { type: 'string', mode: 'registry' },
+  'ip-masq': { type: 'bool', mode: 'registry' },
+  'healthz-ip': { type: 'string', mode: 'registry' },
+  'healthz-port': { type: 'string', mode: 'registry' },
+  'iptables-forward-rules': { type: 'bool', mode: 'registry' },
+  help: { type: 'bool', mode: 'both' },
+  version: { type: 'bool', mode: 'both' },
+};
+
+const STATIC_SELECTORS = ['network', 'subnet', 'peer'];
+const ETCD_FLAGS = ['etcd-endpoints', 'etcd-cafile', 'etcd-certfile', 'etcd-keyfile', 'etcd-username', 'etcd-password'];
+
+export const DEFAULT_ETCD_ENDPOINTS = 'http://127.0.0.1:4001,http://127.0.0.1:2379';
+
+export const USAGE = `Usage:
+  flannel-ts [--etcd-endpoints URLS | --kv-file PATH] [options]      flanneld mode
+  flannel-ts --network CIDR --subnet CIDR --peer CIDR=IP [...]        static mode
+
+flanneld mode: network config, subnet lease and routes from etcd v3 (or the embedded file registry).
+  --etcd-endpoints URLS        comma-separated (default ${DEFAULT_ETCD_ENDPOINTS})
+  --etcd-prefix PATH           registry prefix (default ${DEFAULT_ETCD_PREFIX})
+  --etcd-cafile/--etcd-certfile/--etcd-keyfile FILE   TLS for https endpoints
+  --etcd-username/--etcd-password                     etcd authentication
+  --kv-file PATH               use the embedded file registry at PATH instead of etcd
+  --iface NAME|IP              external interface (repeatable, first match wins)
+  --iface-regex RE             external interface by regex on its addresses, then names (repeatable)
+  --public-ip IP               PublicIP to announce (default: the interface's address)
+  --subnet-file PATH           where to write the subnet env (default ${DEFAULT_SUBNET_FILE})
+  --subnet-lease-renew-margin M   renew the lease M minutes before expiry, 1..1439 (default ${DEFAULT_RENEW_MARGIN_MINUTES})
+  --ip-masq                    set up IP masquerade for traffic leaving the flannel network
+  --iptables-forward-rules     add FORWARD accept rules for the network (default true)
+  --healthz-ip IP              health/metrics server address (default 0.0.0.0)
+  --healthz-port N             health/metrics server port (default 0: disabled)
+  Every flanneld-mode flag not given may come from FLANNELD_<NAME> (e.g. FLANNELD_ETCD_ENDPOINTS).
 
 Static mode: forwards between flannel0 and UDP with routes given on the command line.
   --network CIDR        the whole flannel network, e.g. 10.244.0.0/16 (routed via flannel0)
@@ -46,14 +147,67 @@ Static mode: forwards between flannel0 and UDP with routes given on the command 
   --public-ip IP        this host's PublicIP (default: the external interface's address)
   --iface NAME|IP       external interface (repeatable; default: the default route's)
   --port N              UDP port, the same on every host (default 8285)
+
+Both modes:
   --batch N             packets per batch, 1..1024 (default 64)
-  --log-level LEVEL     debug|info|warn|error (default info)
+  --log-level LEVEL     debug|info|warn|error (default info); -v N (N >= 1) means debug
   --version, --help
+Flags may be spelled -flag or --flag, with "=value" or the value as the next argument.
 `;
 
-/** flanneld spellings: "-iface eth0" and "-iface=eth0" become "--iface ...". */
-function normalize(argv: readonly string[]): string[] {
-  return argv.map((a) => (/^-[a-z][a-z-]+(=.*)?$/.test(a) ? '-' + a : a));
+interface RawFlags {
+  /** Values given on the command line, by flag name. */
+  readonly values: Map<string, string | string[] | boolean>;
+}
+
+/** Go's strconv.ParseBool. */
+function parseGoBool(flag: string, s: string): boolean {
+  if (['1', 't', 'T', 'TRUE', 'true', 'True'].includes(s)) return true;
+  if (['0', 'f', 'F', 'FALSE', 'false', 'False'].includes(s)) return false;
+  throw new FlagError(`invalid boolean value "${s}" for -${flag}`);
+}
+
+/** Tokenizes argv with Go's flag rules. */
+function tokenize(argv: readonly string[]): RawFlags {
+  const values = new Map<string, string | string[] | boolean>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') {
+      if (i + 1 < argv.length) throw new FlagError(`unexpected argument "${argv[i + 1]}"`);
+      break;
+    }
+    if (!arg.startsWith('-') || arg === '-') throw new FlagError(`unexpected argument "${arg}"`);
+    const body = arg.startsWith('--') ? arg.slice(2) : arg.slice(1);
+    if (body === '' || body.startsWith('-') || body.startsWith('=')) throw new FlagError(`bad flag syntax: ${arg}`);
+    const eq = body.indexOf('=');
+    let name = eq < 0 ? body : body.slice(0, eq);
+    const inline = eq < 0 ? undefined : body.slice(eq + 1);
+    if (name === 'h') name = 'help';
+    const spec = FLAGS[name];
+    if (spec === undefined) throw new FlagError(`flag provided but not defined: -${name}`);
+    if (spec.type === 'bool') {
+      values.set(name, inline === undefined ? true : parseGoBool(name, inline));
+      continue;
+    }
+    let value = inline;
+    if (value === undefined) {
+      if (i + 1 >= argv.length) throw new FlagError(`flag needs an argument: -${name}`);
+      value = argv[++i]!;
+    }
+    if (spec.type === 'list') {
+      const list = (values.get(name) as string[] | undefined) ?? [];
+      list.push(value);
+      values.set(name, list);
+    } else {
+      values.set(name, value);
+    }
+  }
+  return { values };
+}
+
+/** flanneld's environment variable for a flag: FLANNELD_ + upper snake case. */
+export function envVarName(flag: string): string {
+  return `FLANNELD_${flag.toUpperCase().replace(/-/g, '_')}`;
 }
 
 function cidr(flag: string, s: string): { prefix: number; prefixLen: number } {
@@ -78,19 +232,35 @@ function integer(flag: string, s: string | undefined, dflt: number, min: number,
   return Number(s);
 }
 
-export function parseFlags(argv: readonly string[]): ParsedFlags {
-  let values: Record<string, unknown>;
-  let positionals: string[];
-  try {
-    ({ values, positionals } = parseArgs({ args: normalize(argv), options, strict: true, allowPositionals: true }));
-  } catch (err) {
-    throw new FlagError((err as Error).message.split('\n')[0]!);
+function logLevelOf(level: string | undefined, verbosity: string | undefined): LogLevel {
+  const v = integer('v', verbosity, 0, 0, 1_000);
+  const chosen = level ?? (v >= 1 ? 'debug' : 'info');
+  if (!['debug', 'info', 'warn', 'error'].includes(chosen)) throw new FlagError(`--log-level: "${chosen}" is not one of debug, info, warn, error`);
+  return chosen as LogLevel;
+}
+
+/**
+ * Parses argv (without node and the script). `env` supplies FLANNELD_* variables in flanneld mode.
+ * Throws FlagError with a one-line message.
+ */
+export function parseFlags(argv: readonly string[], env: NodeJS.ProcessEnv = {}): ParsedFlags {
+  const { values } = tokenize(argv);
+  if (values.get('help') === true) return { kind: 'help' };
+  if (values.get('version') === true) return { kind: 'version' };
+  const isStatic = STATIC_SELECTORS.some((f) => values.has(f));
+  if (isStatic) {
+    const foreign = [...values.keys()].find((f) => FLAGS[f]!.mode === 'registry');
+    if (foreign !== undefined) {
+      throw new FlagError(`--${foreign} cannot be combined with static mode (--network/--subnet/--peer)`);
+    }
+    return { kind: 'static', flags: staticFlags(values) };
   }
-  if (values.help) return { kind: 'help' };
-  if (values.version) return { kind: 'version' };
-  if (positionals.length > 0) throw new FlagError(`unexpected argument "${positionals[0]}"`);
-  const str = (k: string) => values[k] as string | undefined;
-  const list = (k: string) => (values[k] as string[] | undefined) ?? [];
+  return { kind: 'registry', flags: registryFlags(values, env) };
+}
+
+function staticFlags(values: Map<string, string | string[] | boolean>): StaticFlags {
+  const str = (k: string) => values.get(k) as string | undefined;
+  const list = (k: string) => (values.get(k) as string[] | undefined) ?? [];
   if (!str('network')) throw new FlagError('--network is required (e.g. --network 10.244.0.0/16)');
   if (!str('subnet')) throw new FlagError('--subnet is required (e.g. --subnet 10.244.1.0/24)');
   const network = cidr('network', str('network')!);
@@ -108,19 +278,98 @@ export function parseFlags(argv: readonly string[]): ParsedFlags {
     if (overlaps) throw new FlagError(`--peer ${m[1]} overlaps this host's --subnet ${str('subnet')}`);
     return { ...p, publicIp: address('peer', m[2]!) };
   });
-  const logLevel = str('log-level') ?? 'info';
-  if (!['debug', 'info', 'warn', 'error'].includes(logLevel)) throw new FlagError(`--log-level: "${logLevel}" is not one of debug, info, warn, error`);
   return {
-    kind: 'static',
-    flags: {
-      network,
-      subnet,
-      publicIp: str('public-ip') === undefined ? null : address('public-ip', str('public-ip')!),
-      ifaces: list('iface'),
-      peers,
-      port: integer('port', str('port'), 8285, 1, 65535),
-      batch: integer('batch', str('batch'), 64, 1, 1024),
-      logLevel: logLevel as StaticFlags['logLevel'],
-    },
+    network,
+    subnet,
+    publicIp: str('public-ip') === undefined ? null : address('public-ip', str('public-ip')!),
+    ifaces: list('iface'),
+    peers,
+    port: integer('port', str('port'), 8285, 1, 65535),
+    batch: integer('batch', str('batch'), 64, 1, 1024),
+    logLevel: logLevelOf(str('log-level'), str('v')),
+  };
+}
+
+function registryFlags(cli: Map<string, string | string[] | boolean>, env: NodeJS.ProcessEnv): RegistryFlags {
+  // Command line first; then FLANNELD_* for every flag the command line did not give (flanneld's
+  // flagutil.SetFlagsFromEnv: empty variables count as unset). A list flag takes the whole value.
+  const values = new Map(cli);
+  for (const [name, spec] of Object.entries(FLAGS)) {
+    if (spec.mode === 'static' || values.has(name) || name === 'help' || name === 'version') continue;
+    const raw = env[envVarName(name)];
+    if (raw === undefined || raw === '') continue;
+    if (spec.type === 'bool') {
+      try {
+        values.set(name, parseGoBool(name, raw));
+      } catch {
+        throw new FlagError(`${envVarName(name)}: invalid boolean value "${raw}"`);
+      }
+    } else values.set(name, spec.type === 'list' ? [raw] : raw);
+  }
+  const str = (k: string) => {
+    const v = values.get(k) as string | undefined;
+    return v === '' ? undefined : v;
+  };
+  const list = (k: string) => (values.get(k) as string[] | undefined) ?? [];
+  const bool = (k: string, dflt: boolean) => (values.get(k) as boolean | undefined) ?? dflt;
+
+  let store: RegistryStoreFlags;
+  const kvFile = str('kv-file');
+  if (kvFile !== undefined) {
+    const etcd = ETCD_FLAGS.find((f) => str(f) !== undefined);
+    if (etcd !== undefined) throw new FlagError(`--kv-file and --${etcd} exclude each other: choose the file registry or etcd`);
+    store = { kind: 'file', path: kvFile };
+  } else {
+    const endpoints = str('etcd-endpoints') ?? DEFAULT_ETCD_ENDPOINTS;
+    try {
+      parseEndpoints(endpoints);
+    } catch (err) {
+      throw new FlagError(`--etcd-endpoints: ${(err as Error).message.replace(/^etcd: /, '')}`);
+    }
+    const certFile = str('etcd-certfile');
+    const keyFile = str('etcd-keyfile');
+    if ((certFile === undefined) !== (keyFile === undefined)) {
+      throw new FlagError('--etcd-certfile and --etcd-keyfile must be given together');
+    }
+    const username = str('etcd-username');
+    const password = str('etcd-password');
+    if ((username === undefined) !== (password === undefined)) {
+      throw new FlagError('--etcd-username and --etcd-password must be given together');
+    }
+    store = {
+      kind: 'etcd',
+      endpoints,
+      ...(str('etcd-cafile') !== undefined ? { caFile: str('etcd-cafile')! } : {}),
+      ...(certFile !== undefined ? { certFile, keyFile: keyFile! } : {}),
+      ...(username !== undefined ? { username, password: password! } : {}),
+    };
+  }
+
+  const ifaceRegexes = list('iface-regex').map((re) => {
+    try {
+      return new RegExp(re);
+    } catch (err) {
+      throw new FlagError(`--iface-regex "${re}": ${(err as Error).message}`);
+    }
+  });
+  const healthzIp = str('healthz-ip') ?? '0.0.0.0';
+  if (!isIPv4(healthzIp)) throw new FlagError(`--healthz-ip: "${healthzIp}" is not an IPv4 address`);
+  const prefix = str('etcd-prefix') ?? DEFAULT_ETCD_PREFIX;
+  if (!prefix.startsWith('/')) throw new FlagError(`--etcd-prefix: "${prefix}" must start with "/"`);
+
+  return {
+    store,
+    prefix,
+    ifaces: list('iface'),
+    ifaceRegexes,
+    publicIp: str('public-ip') === undefined ? null : address('public-ip', str('public-ip')!),
+    subnetFile: str('subnet-file') ?? DEFAULT_SUBNET_FILE,
+    renewMarginMinutes: integer('subnet-lease-renew-margin', str('subnet-lease-renew-margin'), DEFAULT_RENEW_MARGIN_MINUTES, 1, 1439),
+    ipMasq: bool('ip-masq', false),
+    healthzIp,
+    healthzPort: integer('healthz-port', str('healthz-port'), 0, 0, 65535),
+    iptablesForwardRules: bool('iptables-forward-rules', true),
+    batch: integer('batch', str('batch'), 64, 1, 1024),
+    logLevel: logLevelOf(str('log-level'), str('v')),
   };
 }

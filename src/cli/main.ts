@@ -1,7 +1,9 @@
 #!/usr/bin/env node
-// flannel-ts entry point: flags, then the agent. Bad flags: one line on stderr, exit 2.
+// flannel-ts entry point: flags, then the agent (static or flanneld mode). Bad flags: one line on
+// stderr, exit 2. A startup failure (no interface, unreadable TLS files, ...): one line, exit 1.
 import { readFileSync } from 'node:fs';
 import { createLogger } from '../observability/log.js';
+import { runRegistryAgent } from '../agent/registry-agent.js';
 import { FlagError, USAGE, parseFlags } from './flags.js';
 import { runStaticAgent } from './static-agent.js';
 
@@ -13,7 +15,7 @@ function version(): string {
 async function main(argv: readonly string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseFlags(argv);
+    parsed = parseFlags(argv, process.env);
   } catch (err) {
     if (err instanceof FlagError) {
       process.stderr.write(`flannel-ts: ${err.message} (see --help)\n`);
@@ -31,7 +33,7 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const log = createLogger(parsed.flags.logLevel);
   try {
-    return await runStaticAgent(parsed.flags, log);
+    return parsed.kind === 'static' ? await runStaticAgent(parsed.flags, log) : await runRegistryAgent(parsed.flags, log);
   } catch (err) {
     log.error('fatal', { error: (err as Error).message });
     process.stderr.write(`flannel-ts: ${(err as Error).message}\n`);

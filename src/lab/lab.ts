@@ -41,6 +41,11 @@ export interface LabOptions {
   agentReadyTimeoutMs?: number;
   /** Log the setup steps to stderr. */
   verbose?: boolean;
+  /**
+   * Runs after the namespaces are built and before the overlay is set up (flannel-ts mode: before
+   * the agents start), e.g. to start etcd in the underlay namespace and write the network config.
+   */
+  beforeAgents?: (lab: Lab) => Promise<void>;
 }
 
 export const NETWORK = '10.244.0.0/16';
@@ -118,6 +123,7 @@ export class Lab implements SyncCleanup {
     try {
       mkdirSync(lab.tempDir, { recursive: true });
       await lab.buildTopology();
+      await options.beforeAgents?.(lab);
       await setUpMode(lab, options);
       return lab;
     } catch (e) {

@@ -36,10 +36,15 @@ function firstIPv4(link: IpAddrJson): number | null {
 
 /**
  * Chooses the external interface as flanneld does: each --iface (a name or an address) in
- * order, first match wins; else, with only --public-ip, the interface that owns that address;
- * else the interface of the default route.
+ * order, first match wins; else each --iface-regex in order, matched against every interface's
+ * IPv4 addresses first, then against interface names; else, with only --public-ip, the interface
+ * that owns that address; else the interface of the default route.
  */
-export function findExternalInterface(ifaces: readonly string[], publicIp: number | null): ExternalInterface {
+export function findExternalInterface(
+  ifaces: readonly string[],
+  publicIp: number | null,
+  ifaceRegexes: readonly RegExp[] = [],
+): ExternalInterface {
   const links = listInterfaces();
   const pick = (link: IpAddrJson | undefined, address?: number): ExternalInterface | null => {
     if (!link) return null;
@@ -55,6 +60,17 @@ export function findExternalInterface(ifaces: readonly string[], publicIp: numbe
       if (found) return found;
     }
     throw new Error(`none of the interfaces given with --iface (${ifaces.join(', ')}) exists with an IPv4 address`);
+  }
+  if (ifaceRegexes.length > 0) {
+    for (const re of ifaceRegexes) {
+      for (const link of links) {
+        const a = link.addr_info?.find((x) => x.family === 'inet' && re.test(x.local));
+        if (a) return { name: link.ifname, address: parseIPv4(a.local), mtu: link.mtu };
+      }
+      const found = pick(links.find((l) => re.test(l.ifname)));
+      if (found) return found;
+    }
+    throw new Error(`no interface matches --iface-regex (${ifaceRegexes.map((r) => r.source).join(', ')}) with an IPv4 address`);
   }
   if (publicIp !== null) {
     const found = pick(owning(publicIp), publicIp);
@@ -82,4 +98,9 @@ export function configureTunLink(cfg: TunLinkConfig): void {
   ip(['addr', 'replace', `${formatIPv4(cfg.address)}/32`, 'dev', cfg.name]);
   ip(['link', 'set', 'dev', cfg.name, 'mtu', String(cfg.mtu), 'up']);
   ip(['route', 'replace', formatCidr(cfg.networkPrefix, cfg.networkLen), 'dev', cfg.name]);
+}
+
+/** Removes an address set by configureTunLink (after the lease moved to another subnet). */
+export function removeTunAddress(name: string, address: number): void {
+  ip(['addr', 'del', `${formatIPv4(address)}/32`, 'dev', name]);
 }

@@ -1,0 +1,200 @@
+// The host side of the agent, shared by static and flanneld mode: flannel0 and the UDP socket set
+// up as flanneld's udp backend does, and the Forwarder driven by the DatapathEngine.
+//
+// flannel0 (IFF_TUN|IFF_NO_PI, not persistent) gets the subnet's network address as a /32, MTU =
+// the external MTU - 28, and one route for the whole network. The UDP socket binds to the external
+// interface's address on the backend port. Closing flannel0's fd removes the device, its address
+// and route: what the agent made goes with it.
+import { C, countersToObject, newCounters } from '../datapath/counters.js';
+import { DatapathEngine } from '../datapath/engine.js';
+import { Forwarder } from '../datapath/forwarder.js';
+import { NativeTun, NativeUdp, createRing } from '../datapath/native-io.js';
+import { PacketSlab, slotSizeFor } from '../datapath/slab.js';
+import { ENCAP_OVERHEAD } from '../encap/ipv4.js';
+import { configureTunLink, removeTunAddress, type ExternalInterface } from '../link/ip.js';
+import { describeErrno, shim } from '../native/shim.js';
+import { formatCidr, formatIPv4 } from '../routing-table/ipv4.js';
+import { RoutingSnapshot, type Route } from '../routing-table/snapshot.js';
+
+/** Socket buffers sized for bursts of a few thousand full-size packets (kernel default ~200 KiB). */
+const SOCKET_BUFFER_BYTES = 4 << 20;
+
+export interface Ipv4Prefix {
+  readonly prefix: number;
+  readonly prefixLen: number;
+}
+
+export interface DatapathOptions {
+  readonly ext: ExternalInterface;
+  /** The whole flannel network, routed via flannel0. */
+  readonly network: Ipv4Prefix;
+  /** This host's subnet (the lease). */
+  readonly subnet: Ipv4Prefix;
+  readonly port: number;
+  readonly batch: number;
+}
+
+export class Datapath {
+  readonly tunName: string;
+  readonly mtu: number;
+  readonly counters: Float64Array;
+  readonly ext: ExternalInterface;
+  readonly port: number;
+  private subnetNow: Ipv4Prefix;
+  private forwarder: Forwarder;
+  private engine: DatapathEngine;
+  private closed = false;
+
+  private constructor(
+    options: DatapathOptions,
+    private readonly tunFd: number,
+    private readonly udpFd: number,
+    private readonly slab: PacketSlab,
+    private readonly ring: ReturnType<typeof createRing>,
+    private readonly tun: NativeTun,
+    private readonly udp: NativeUdp,
+  ) {
+    this.tunName = shim.tunName(tunFd);
+    this.mtu = options.ext.mtu - ENCAP_OVERHEAD;
+    this.ext = options.ext;
+    this.port = options.port;
+    this.subnetNow = options.subnet;
+    this.counters = newCounters();
+    this.forwarder = this.newForwarder(options.subnet);
+    this.engine = new DatapathEngine(this.forwarder, tunFd, udpFd, slab.batch);
+  }
+
+  /**
+   * Creates flannel0 and configures it, binds UDP, and starts forwarding (with no routes yet).
+   * Throws with a one-line message; whatever was opened is closed again.
+   */
+  static open(options: DatapathOptions): Datapath {
+    const mtu = options.ext.mtu - ENCAP_OVERHEAD;
+    const tunFd = shim.openTun('flannel%d');
+    if (tunFd < 0) throw new Error(`cannot create the TUN device: ${describeErrno(tunFd)}`);
+    let udpFd = -1;
+    try {
+      configureTunLink({
+        name: shim.tunName(tunFd), address: options.subnet.prefix, mtu,
+        networkPrefix: options.network.prefix, networkLen: options.network.prefixLen,
+      });
+      udpFd = shim.udpOpen(options.ext.address, options.port, SOCKET_BUFFER_BYTES, SOCKET_BUFFER_BYTES);
+      if (udpFd < 0) throw new Error(`cannot bind UDP ${formatIPv4(options.ext.address)}:${options.port}: ${describeErrno(udpFd)}`);
+      const slab = new PacketSlab({ slotSize: slotSizeFor(mtu), batch: options.batch });
+      const ring = createRing(slab);
+      const dp = new Datapath(options, tunFd, udpFd, slab, ring, new NativeTun(ring, tunFd), new NativeUdp(ring, udpFd));
+      dp.engine.start();
+      return dp;
+    } catch (err) {
+      if (udpFd >= 0) shim.closeFd(udpFd);
+      shim.closeFd(tunFd);
+      throw err;
+    }
+  }
+
+  get subnet(): Ipv4Prefix {
+    return this.subnetNow;
+  }
+
+  /** flannel0's address: the subnet's network address. */
+  get tunAddress(): number {
+    return this.subnetNow.prefix;
+  }
+
+  /** The routes in force. */
+  get routes(): readonly Route[] {
+    return this.forwarder.currentRoutes.routes;
+  }
+
+  /** Swaps in a complete route list; takes effect at the next batch. Throws on an invalid route. */
+  setRoutes(routes: readonly Route[]): void {
+    this.forwarder.setRoutes(RoutingSnapshot.build(routes));
+  }
+
+  /**
+   * The lease moved to another subnet: flannel0 gets the new address (the old one is removed) and
+   * the Forwarder accepts packets for the new subnet. Routes and counters carry over.
+   */
+  changeSubnet(subnet: Ipv4Prefix, network: Ipv4Prefix): void {
+    const old = this.subnetNow;
+    if (old.prefix === subnet.prefix && old.prefixLen === subnet.prefixLen) return;
+    configureTunLink({ name: this.tunName, address: subnet.prefix, mtu: this.mtu, networkPrefix: network.prefix, networkLen: network.prefixLen });
+    if (old.prefix !== subnet.prefix) removeTunAddress(this.tunName, old.prefix);
+    const routes = this.forwarder.currentRoutes;
+    this.engine.stop();
+    this.subnetNow = subnet;
+    this.forwarder = this.newForwarder(subnet);
+    this.forwarder.setRoutes(routes);
+    this.engine = new DatapathEngine(this.forwarder, this.tunFd, this.udpFd, this.slab.batch);
+    this.engine.start();
+  }
+
+  countersObject(): Record<string, number> {
+    return countersToObject(this.counters);
+  }
+
+  /** Stops forwarding and drains what the last wake-up left, so the counters are final. */
+  stop(): void {
+    this.engine.stop();
+    while (this.forwarder.udpToTun() > 0 || this.forwarder.tunToUdp() > 0);
+  }
+
+  /** The last send/write errno, described, if some packets could not be sent or written. */
+  lastWriteError(): string | null {
+    const errno = shim.lastErrno(this.ring);
+    const failures = this.counters[C.dropTxSendError]! + this.counters[C.dropRxWriteError]!;
+    return failures > 0 && errno !== 0 ? describeErrno(errno) : null;
+  }
+
+  /** Closes the socket and flannel0 (which takes its address and route with it). Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.engine.stop();
+    shim.closeFd(this.udpFd);
+    shim.closeFd(this.tunFd);
+  }
+
+  /** The fields of the "forwarding" log line. */
+  describe(publicIp: number, network: Ipv4Prefix): Record<string, unknown> {
+    return {
+      tun: this.tunName, tunAddress: `${formatIPv4(this.tunAddress)}/32`, mtu: this.mtu, iface: this.ext.name,
+      bind: `${formatIPv4(this.ext.address)}:${this.port}`, publicIp: formatIPv4(publicIp),
+      network: formatCidr(network.prefix, network.prefixLen),
+      subnet: formatCidr(this.subnetNow.prefix, this.subnetNow.prefixLen),
+    };
+  }
+
+  private newForwarder(subnet: Ipv4Prefix): Forwarder {
+    return new Forwarder(this.slab, this.tun, this.udp, {
+      tunAddress: subnet.prefix, subnetPrefix: subnet.prefix, subnetLen: subnet.prefixLen, port: this.port, mtu: this.mtu,
+    }, this.counters);
+  }
+}
+
+/** "10.244.2.0/24=192.0.2.2" per route, for logs. */
+export function describeRoutes(routes: readonly Route[]): string[] {
+  return routes.map((r) => `${formatCidr(r.prefix, r.prefixLen)}=${formatIPv4(r.publicIp)}`);
+}
+
+/** Resolves on the first SIGINT/SIGTERM with its name; SIGUSR1 calls onUsr1 meanwhile. */
+export function waitForStopSignal(onUsr1: () => void): { promise: Promise<string>; dispose(): void } {
+  let dispose = (): void => {};
+  const promise = new Promise<string>((resolve) => {
+    const onInt = (): void => finish('SIGINT');
+    const onTerm = (): void => finish('SIGTERM');
+    const finish = (signal: string): void => {
+      dispose();
+      resolve(signal);
+    };
+    dispose = () => {
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
+      process.off('SIGUSR1', onUsr1);
+    };
+    process.on('SIGINT', onInt);
+    process.on('SIGTERM', onTerm);
+    process.on('SIGUSR1', onUsr1);
+  });
+  return { promise, dispose: () => dispose() };
+}

@@ -1,0 +1,213 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, test } from 'node:test';
+import { DEFAULT_ETCD_ENDPOINTS, FlagError, envVarName, parseFlags, type RegistryFlags, type StaticFlags } from '../../src/cli/flags.js';
+import { parseIPv4 } from '../../src/routing-table/ipv4.js';
+
+function registry(argv: string[], env: NodeJS.ProcessEnv = {}): RegistryFlags {
+  const parsed = parseFlags(argv, env);
+  assert.equal(parsed.kind, 'registry');
+  return (parsed as { flags: RegistryFlags }).flags;
+}
+
+function staticMode(argv: string[], env: NodeJS.ProcessEnv = {}): StaticFlags {
+  const parsed = parseFlags(argv, env);
+  assert.equal(parsed.kind, 'static');
+  return (parsed as { flags: StaticFlags }).flags;
+}
+
+function flagError(argv: string[], pattern: RegExp, env: NodeJS.ProcessEnv = {}): void {
+  assert.throws(() => parseFlags(argv, env), (err: unknown) => {
+    assert.ok(err instanceof FlagError, `a FlagError, got ${String(err)}`);
+    assert.match(err.message, pattern);
+    assert.ok(!err.message.includes('\n'), 'one line');
+    return true;
+  });
+}
+
+describe('flanneld mode flags', () => {
+  test('defaults are flanneld defaults', () => {
+    const f = registry([]);
+    assert.deepEqual(f.store, { kind: 'etcd', endpoints: DEFAULT_ETCD_ENDPOINTS });
+    assert.equal(DEFAULT_ETCD_ENDPOINTS, 'http://127.0.0.1:4001,http://127.0.0.1:2379');
+    assert.equal(f.prefix, '/coreos.com/network');
+    assert.equal(f.subnetFile, '/run/flannel/subnet.env');
+    assert.equal(f.renewMarginMinutes, 60);
+    assert.equal(f.ipMasq, false);
+    assert.equal(f.iptablesForwardRules, true);
+    assert.equal(f.healthzIp, '0.0.0.0');
+    assert.equal(f.healthzPort, 0);
+    assert.equal(f.publicIp, null);
+    assert.deepEqual(f.ifaces, []);
+    assert.deepEqual(f.ifaceRegexes, []);
+    assert.equal(f.logLevel, 'info');
+    assert.equal(f.batch, 64);
+  });
+
+  test('single-dash, double-dash, "=value" and next-argument spellings', () => {
+    const f = registry([
+      '-etcd-endpoints=https://10.0.0.1:2379,https://10.0.0.2:2379', '--etcd-prefix', '/my/net',
+      '-etcd-cafile', '/ca.pem', '-etcd-certfile=/c.pem', '--etcd-keyfile=/k.pem',
+      '-etcd-username', 'flannel', '-etcd-password=secret',
+      '-iface', 'eth1', '--iface=10.0.0.5', '-iface-regex', '^10\\.0\\.', '-public-ip', '203.0.113.7',
+      '-subnet-file', '/tmp/s.env', '-subnet-lease-renew-margin=30', '-ip-masq',
+      '-healthz-ip', '127.0.0.1', '-healthz-port=8471', '-iptables-forward-rules=false', '-v', '2',
+    ]);
+    assert.deepEqual(f.store, {
+      kind: 'etcd', endpoints: 'https://10.0.0.1:2379,https://10.0.0.2:2379',
+      caFile: '/ca.pem', certFile: '/c.pem', keyFile: '/k.pem', username: 'flannel', password: 'secret',
+    });
+    assert.equal(f.prefix, '/my/net');
+    assert.deepEqual(f.ifaces, ['eth1', '10.0.0.5']);
+    assert.equal(f.ifaceRegexes.length, 1);
+    assert.ok(f.ifaceRegexes[0]!.test('10.0.0.9'));
+    assert.equal(f.publicIp, parseIPv4('203.0.113.7'));
+    assert.equal(f.subnetFile, '/tmp/s.env');
+    assert.equal(f.renewMarginMinutes, 30);
+    assert.equal(f.ipMasq, true);
+    assert.equal(f.healthzIp, '127.0.0.1');
+    assert.equal(f.healthzPort, 8471);
+    assert.equal(f.iptablesForwardRules, false);
+    assert.equal(f.logLevel, 'debug', '-v 2 means debug');
+  });
+
+  test("booleans take Go's ParseBool spellings after '=', never the next argument", () => {
+    assert.equal(registry(['-ip-masq=true']).ipMasq, true);
+    assert.equal(registry(['-ip-masq=T']).ipMasq, true);
+    assert.equal(registry(['-ip-masq=0']).ipMasq, false);
+    assert.equal(registry(['--ip-masq=False']).ipMasq, false);
+    flagError(['-ip-masq=yes'], /invalid boolean value "yes" for -ip-masq/);
+    flagError(['-ip-masq', 'true'], /unexpected argument "true"/);
+  });
+
+  test('the last of a repeated single-value flag wins; --log-level beats -v', () => {
+    assert.equal(registry(['-subnet-file', '/a', '-subnet-file', '/b']).subnetFile, '/b');
+    assert.equal(registry(['-v=3', '--log-level', 'warn']).logLevel, 'warn');
+    assert.equal(registry(['-v=0']).logLevel, 'info');
+  });
+
+  test('--kv-file selects the embedded registry and excludes etcd flags', () => {
+    assert.deepEqual(registry(['--kv-file', '/var/lib/flannel/registry.json']).store, { kind: 'file', path: '/var/lib/flannel/registry.json' });
+    flagError(['--kv-file', '/r.json', '--etcd-endpoints', 'http://a:2379'], /--kv-file and --etcd-endpoints exclude each other/);
+    flagError(['--kv-file', '/r.json'], /--kv-file and --etcd-cafile exclude each other/, { FLANNELD_ETCD_CAFILE: '/ca.pem' });
+  });
+});
+
+describe('FLANNELD_* environment variables', () => {
+  test('names are FLANNELD_ + upper snake case', () => {
+    assert.equal(envVarName('etcd-endpoints'), 'FLANNELD_ETCD_ENDPOINTS');
+    assert.equal(envVarName('subnet-lease-renew-margin'), 'FLANNELD_SUBNET_LEASE_RENEW_MARGIN');
+    assert.equal(envVarName('ip-masq'), 'FLANNELD_IP_MASQ');
+  });
+
+  test('fill in flags not given on the command line', () => {
+    const f = registry([], {
+      FLANNELD_ETCD_ENDPOINTS: 'http://192.0.2.254:2379',
+      FLANNELD_ETCD_PREFIX: '/env/net',
+      FLANNELD_IFACE: 'eth9',
+      FLANNELD_IP_MASQ: 'true',
+      FLANNELD_SUBNET_FILE: '/env/subnet.env',
+      FLANNELD_SUBNET_LEASE_RENEW_MARGIN: '90',
+      FLANNELD_HEALTHZ_PORT: '9999',
+      FLANNELD_PUBLIC_IP: '192.0.2.9',
+      FLANNELD_KV_FILE: '',
+    });
+    assert.deepEqual(f.store, { kind: 'etcd', endpoints: 'http://192.0.2.254:2379' });
+    assert.equal(f.prefix, '/env/net');
+    assert.deepEqual(f.ifaces, ['eth9']);
+    assert.equal(f.ipMasq, true);
+    assert.equal(f.subnetFile, '/env/subnet.env');
+    assert.equal(f.renewMarginMinutes, 90);
+    assert.equal(f.healthzPort, 9999);
+    assert.equal(f.publicIp, parseIPv4('192.0.2.9'));
+  });
+
+  test('the command line wins over the environment; empty variables are unset', () => {
+    const env = { FLANNELD_ETCD_PREFIX: '/env/net', FLANNELD_IP_MASQ: 'true', FLANNELD_SUBNET_FILE: '' };
+    const f = registry(['-etcd-prefix', '/cli/net', '-ip-masq=false'], env);
+    assert.equal(f.prefix, '/cli/net');
+    assert.equal(f.ipMasq, false);
+    assert.equal(f.subnetFile, '/run/flannel/subnet.env');
+  });
+
+  test('a bad value from the environment is a one-line error naming the variable or flag', () => {
+    flagError([], /FLANNELD_IP_MASQ: invalid boolean value "maybe"/, { FLANNELD_IP_MASQ: 'maybe' });
+    flagError([], /--subnet-lease-renew-margin: "0" is not an integer in 1\.\.1439/, { FLANNELD_SUBNET_LEASE_RENEW_MARGIN: '0' });
+  });
+
+  test('static mode does not read the environment', () => {
+    const f = staticMode(['--network', '10.244.0.0/16', '--subnet', '10.244.1.0/24'], { FLANNELD_IFACE: 'eth9', FLANNELD_IP_MASQ: 'bogus' });
+    assert.deepEqual(f.ifaces, []);
+  });
+});
+
+describe('static mode', () => {
+  test('is selected by --network/--subnet/--peer and parses as before', () => {
+    const f = staticMode([
+      '-network=10.244.0.0/16', '--subnet', '10.244.1.0/24', '-peer', '10.244.2.0/24=192.0.2.2',
+      '--peer=10.244.3.0/24=192.0.2.3', '-iface', 'eth0', '--public-ip', '192.0.2.1', '--port', '8300', '--batch', '128',
+    ]);
+    assert.deepEqual(f.network, { prefix: parseIPv4('10.244.0.0'), prefixLen: 16 });
+    assert.deepEqual(f.subnet, { prefix: parseIPv4('10.244.1.0'), prefixLen: 24 });
+    assert.deepEqual(f.peers, [
+      { prefix: parseIPv4('10.244.2.0'), prefixLen: 24, publicIp: parseIPv4('192.0.2.2') },
+      { prefix: parseIPv4('10.244.3.0'), prefixLen: 24, publicIp: parseIPv4('192.0.2.3') },
+    ]);
+    assert.deepEqual(f.ifaces, ['eth0']);
+    assert.equal(f.publicIp, parseIPv4('192.0.2.1'));
+    assert.equal(f.port, 8300);
+    assert.equal(f.batch, 128);
+  });
+
+  test('static checks still apply', () => {
+    flagError(['--network', '10.244.0.0/16'], /--subnet is required/);
+    flagError(['--subnet', '10.244.1.0/24'], /--network is required/);
+    flagError(['--network', '10.244.0.0/16', '--subnet', '10.9.1.0/24'], /is not inside --network/);
+    flagError(['--network', '10.244.0.0/16', '--subnet', '10.244.1.0/24', '--peer', '10.244.1.0/25=192.0.2.2'], /overlaps/);
+    flagError(['--network', '10.244.0.0/16', '--subnet', '10.244.1.0/24', '--peer', '10.244.2.0/24'], /expected CIDR=IP/);
+  });
+
+  test('flanneld-mode flags cannot be mixed in', () => {
+    flagError(['--network', '10.244.0.0/16', '--subnet', '10.244.1.0/24', '--etcd-endpoints', 'http://a:2379'],
+      /--etcd-endpoints cannot be combined with static mode/);
+    flagError(['--subnet', '10.244.1.0/24', '--network', '10.244.0.0/16', '-ip-masq'], /--ip-masq cannot be combined/);
+  });
+});
+
+describe('bad flags', () => {
+  test('each gives one clear line', () => {
+    flagError(['--etcd-endpoint', 'http://a:2379'], /flag provided but not defined: -etcd-endpoint/);
+    flagError(['-kube-subnet-mgr'], /flag provided but not defined: -kube-subnet-mgr/);
+    flagError(['--etcd-prefix'], /flag needs an argument: -etcd-prefix/);
+    flagError(['stray'], /unexpected argument "stray"/);
+    flagError(['---iface', 'eth0'], /bad flag syntax/);
+    flagError(['--subnet-lease-renew-margin', '1440'], /1\.\.1439/);
+    flagError(['--subnet-lease-renew-margin', 'ten'], /"ten" is not an integer/);
+    flagError(['--healthz-port', '70000'], /--healthz-port/);
+    flagError(['--healthz-ip', 'localhost'], /--healthz-ip: "localhost" is not an IPv4 address/);
+    flagError(['--etcd-endpoints', 'ftp://a:2379'], /--etcd-endpoints: .*scheme must be http or https/);
+    flagError(['--etcd-endpoints', 'a:2379:x'], /--etcd-endpoints/);
+    flagError(['--etcd-certfile', '/c.pem'], /--etcd-certfile and --etcd-keyfile must be given together/);
+    flagError(['--etcd-username', 'u'], /--etcd-username and --etcd-password must be given together/);
+    flagError(['--iface-regex', '(eth'], /--iface-regex "\(eth"/);
+    flagError(['--public-ip', '300.1.1.1'], /--public-ip/);
+    flagError(['--etcd-prefix', 'coreos.com/network'], /must start with "\/"/);
+    flagError(['--log-level', 'loud'], /--log-level: "loud"/);
+    flagError(['-v', 'x'], /-v: "x"/);
+  });
+
+  test('help and version', () => {
+    assert.deepEqual(parseFlags(['-h']), { kind: 'help' });
+    assert.deepEqual(parseFlags(['--help']), { kind: 'help' });
+    assert.deepEqual(parseFlags(['-version']), { kind: 'version' });
+  });
+
+  test('the program prints one line on stderr and exits 2', () => {
+    const main = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+    const r = spawnSync(process.execPath, [main, '-etcd-endpoints'], { encoding: 'utf8', env: {} });
+    assert.equal(r.status, 2);
+    assert.equal(r.stdout, '');
+    assert.equal(r.stderr, 'flannel-ts: flag needs an argument: -etcd-endpoints (see --help)\n');
+  });
+});
