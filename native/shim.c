@@ -15,6 +15,7 @@
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -28,6 +29,10 @@
 #include <uv.h>
 
 #define MAX_BATCH 1024
+/* UDP GSO: at most this many segments and payload bytes in one message (kernel: 64 segments
+   on older kernels; the IP total length must stay <= 65535). */
+#define GSO_MAX_SEGMENTS 64
+#define GSO_MAX_BYTES 65000
 
 #define CHECK(call)                                                                  \
   do {                                                                               \
@@ -84,6 +89,15 @@ typedef struct {
   struct mmsghdr msgs[MAX_BATCH];
   struct iovec iovs[MAX_BATCH];
   struct sockaddr_in names[MAX_BATCH];
+  /* udpSend: the slot behind each iovec, and each message's first iovec and segment count */
+  uint16_t slot_of[MAX_BATCH];
+  uint16_t msg_first[MAX_BATCH];
+  uint16_t msg_segs[MAX_BATCH];
+  union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+  } ctrl[MAX_BATCH];
+  uint32_t gso_segments; /* 0 = UDP GSO off; else the most segments per message */
 } ring_t;
 
 static void ring_finalize(napi_env env, void *data, void *hint) {
@@ -367,9 +381,13 @@ static napi_value udp_recv(napi_env env, napi_callback_info info) {
 
 /*
  * udpSend(ring, fd, list: Uint16Array, count) -> datagrams sent
- * sendmmsg of slots list[0..count) to addrs/ports[slot]. A datagram the kernel refuses is
- * skipped and its lens[slot] set to -errno; a full send buffer waits for POLLOUT (bounded), which
- * is the backpressure a TCP flow inside the tunnel needs instead of loss.
+ * sendmmsg of slots list[0..count) to addrs/ports[slot]. With UDP GSO on (ringSetGso), a run
+ * of consecutive slots to the same peer with the same length (the last may be shorter) goes
+ * as ONE message of scattered iovecs with a UDP_SEGMENT control message: the kernel cuts it
+ * into the same datagrams, so the wire does not change, but the stack is crossed once per
+ * run. A datagram the kernel refuses is skipped and its lens[slot] set to -errno (a refused
+ * GSO message also turns GSO off for the ring); a full send buffer waits for POLLOUT (bounded),
+ * the backpressure a TCP flow inside the tunnel needs instead of loss.
  */
 static napi_value udp_send(napi_env env, napi_callback_info info) {
   napi_value argv[4];
@@ -385,36 +403,66 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
   uint16_t *list = p;
   if (count > list_len) count = (uint32_t)list_len;
   if (count > MAX_BATCH) count = MAX_BATCH;
-  uint32_t m = 0;
-  uint16_t slot_of[MAX_BATCH];
+  uint32_t k = 0, m = 0; /* iovecs, messages */
   for (uint32_t i = 0; i < count; i++) {
     uint32_t slot = list[i];
     if (slot >= r->slot_count || r->lens[slot] < 0 || (uint32_t)r->lens[slot] > r->slot_size) {
       r->last_errno = EINVAL;
       continue;
     }
-    slot_of[m] = (uint16_t)slot;
+    uint32_t len = (uint32_t)r->lens[slot];
+    if (m > 0 && r->gso_segments > 1) {
+      uint32_t g = m - 1, first = r->slot_of[r->msg_first[g]], prev = r->slot_of[k - 1];
+      uint32_t seg = (uint32_t)r->lens[first], segs = r->msg_segs[g];
+      if (r->addrs[slot] == r->addrs[first] && r->ports[slot] == r->ports[first] &&
+          (uint32_t)r->lens[prev] == seg /* no shorter segment has closed the run */ &&
+          len <= seg && segs < r->gso_segments && (segs + 1) * seg <= GSO_MAX_BYTES) {
+        r->iovs[k].iov_base = r->slab + (size_t)slot * r->slot_size;
+        r->iovs[k].iov_len = len;
+        r->slot_of[k++] = (uint16_t)slot;
+        r->msg_segs[g]++;
+        r->msgs[g].msg_hdr.msg_iovlen++;
+        continue;
+      }
+    }
     struct sockaddr_in *sa = &r->names[m];
     memset(sa, 0, sizeof *sa);
     sa->sin_family = AF_INET;
     sa->sin_port = htons(r->ports[slot]);
     sa->sin_addr.s_addr = htonl(r->addrs[slot]);
-    r->iovs[m].iov_base = r->slab + (size_t)slot * r->slot_size;
-    r->iovs[m].iov_len = (size_t)r->lens[slot];
-    memset(&r->msgs[m].msg_hdr, 0, sizeof r->msgs[m].msg_hdr);
-    r->msgs[m].msg_hdr.msg_name = sa;
-    r->msgs[m].msg_hdr.msg_namelen = sizeof *sa;
-    r->msgs[m].msg_hdr.msg_iov = &r->iovs[m];
-    r->msgs[m].msg_hdr.msg_iovlen = 1;
+    r->iovs[k].iov_base = r->slab + (size_t)slot * r->slot_size;
+    r->iovs[k].iov_len = len;
+    r->slot_of[k] = (uint16_t)slot;
+    struct msghdr *h = &r->msgs[m].msg_hdr;
+    memset(h, 0, sizeof *h);
+    h->msg_name = sa;
+    h->msg_namelen = sizeof *sa;
+    h->msg_iov = &r->iovs[k];
+    h->msg_iovlen = 1;
+    r->msg_first[m] = (uint16_t)k;
+    r->msg_segs[m] = 1;
+    k++;
     m++;
+  }
+  for (uint32_t g = 0; g < m; g++) {
+    if (r->msg_segs[g] < 2) continue;
+    struct msghdr *h = &r->msgs[g].msg_hdr;
+    h->msg_control = r->ctrl[g].buf;
+    h->msg_controllen = sizeof r->ctrl[g].buf;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(h);
+    cm->cmsg_level = SOL_UDP;
+    cm->cmsg_type = UDP_SEGMENT;
+    cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+    uint16_t seg = (uint16_t)r->lens[r->slot_of[r->msg_first[g]]];
+    memcpy(CMSG_DATA(cm), &seg, sizeof seg);
   }
   uint32_t done = 0, sent = 0;
   int waits = 0;
   while (done < m) {
     int n = sendmmsg(fd, r->msgs + done, m - done, 0);
     if (n > 0) {
+      for (int j = 0; j < n; j++) sent += r->msg_segs[done + (uint32_t)j];
       done += (uint32_t)n;
-      sent += (uint32_t)n;
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -425,10 +473,41 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
       continue;
     }
     r->last_errno = n < 0 ? errno : EIO;
-    r->lens[slot_of[done]] = -r->last_errno; /* tells JS which datagram was lost */
-    done++;                                   /* and skip it */
+    if (r->msg_segs[done] > 1) r->gso_segments = 0; /* the kernel refused GSO: plain sends from now on */
+    for (uint32_t j = 0; j < r->msg_segs[done]; j++) /* tell JS which datagrams were lost */
+      r->lens[r->slot_of[r->msg_first[done] + j]] = -r->last_errno;
+    done++; /* and skip them */
   }
   return make_int(env, sent);
+}
+
+/* udpProbeGso(fd) -> 0 if the socket accepts UDP_SEGMENT (kernel >= 4.18), else -errno. */
+static napi_value udp_probe_gso(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t fd;
+  if (get_args(env, info, 1, argv) || get_i32(env, argv[0], &fd)) return NULL;
+  int off = 0; /* gso_size 0: no segmentation unless a message asks for it */
+  return make_int(env, setsockopt(fd, SOL_UDP, UDP_SEGMENT, &off, sizeof off) < 0 ? -errno : 0);
+}
+
+/* ringSetGso(ring, maxSegments) -> the setting in force (0 = off; capped at 64). */
+static napi_value ring_set_gso(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  uint32_t segs;
+  if (get_args(env, info, 2, argv)) return NULL;
+  ring_t *r = get_ring(env, argv[0]);
+  if (!r || get_u32(env, argv[1], &segs)) return NULL;
+  r->gso_segments = segs > GSO_MAX_SEGMENTS ? GSO_MAX_SEGMENTS : segs;
+  return make_int(env, r->gso_segments);
+}
+
+/* ringGso(ring) -> the GSO setting in force (0 after the kernel refused a GSO message). */
+static napi_value ring_gso(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (get_args(env, info, 1, argv)) return NULL;
+  ring_t *r = get_ring(env, argv[0]);
+  if (!r) return NULL;
+  return make_int(env, r->gso_segments);
 }
 
 /* lastErrno(ring) -> errno of the last packet a batch call skipped, then resets it to 0. */
@@ -568,6 +647,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"udpLocalPort", NULL, udp_local_port, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpRecv", NULL, udp_recv, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpSend", NULL, udp_send, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpProbeGso", NULL, udp_probe_gso, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"ringSetGso", NULL, ring_set_gso, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"ringGso", NULL, ring_gso, NULL, NULL, NULL, napi_enumerable, NULL},
       {"lastErrno", NULL, last_errno, NULL, NULL, NULL, napi_enumerable, NULL},
       {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
       {"strerror", NULL, str_error, NULL, NULL, NULL, napi_enumerable, NULL},

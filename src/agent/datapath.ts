@@ -32,7 +32,12 @@ export interface DatapathOptions {
   readonly subnet: Ipv4Prefix;
   readonly port: number;
   readonly batch: number;
+  /** Use UDP GSO where the kernel accepts it (false: --no-offload). */
+  readonly offload: boolean;
 }
+
+/** Most datagrams per UDP GSO message (the kernel's limit on older kernels). */
+const GSO_SEGMENTS = 64;
 
 export class Datapath {
   readonly tunName: string;
@@ -82,6 +87,8 @@ export class Datapath {
       if (udpFd < 0) throw new Error(`cannot bind UDP ${formatIPv4(options.ext.address)}:${options.port}: ${describeErrno(udpFd)}`);
       const slab = new PacketSlab({ slotSize: slotSizeFor(mtu), batch: options.batch });
       const ring = createRing(slab);
+      // UDP GSO is negotiated here: a kernel or socket without UDP_SEGMENT keeps plain sends.
+      if (options.offload && shim.udpProbeGso(udpFd) === 0) shim.ringSetGso(ring, GSO_SEGMENTS);
       const dp = new Datapath(options, tunFd, udpFd, slab, ring, new NativeTun(ring, tunFd), new NativeUdp(ring, udpFd));
       dp.engine.start();
       return dp;
@@ -139,6 +146,11 @@ export class Datapath {
     while (this.forwarder.udpToTun() > 0 || this.forwarder.tunToUdp() > 0);
   }
 
+  /** Datagrams per UDP GSO message at most; 0 when off (--no-offload, refused by the kernel). */
+  get udpGso(): number {
+    return shim.ringGso(this.ring);
+  }
+
   /** The last send/write errno, described, if some packets could not be sent or written. */
   lastWriteError(): string | null {
     const errno = shim.lastErrno(this.ring);
@@ -162,6 +174,7 @@ export class Datapath {
       bind: `${formatIPv4(this.ext.address)}:${this.port}`, publicIp: formatIPv4(publicIp),
       network: formatCidr(network.prefix, network.prefixLen),
       subnet: formatCidr(this.subnetNow.prefix, this.subnetNow.prefixLen),
+      udpGso: this.udpGso,
     };
   }
 

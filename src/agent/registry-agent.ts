@@ -116,7 +116,7 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
     log.info('lease acquired', describeLease(lease));
 
     // --- 4./5. flannel0, UDP, subnet file ---------------------------------------------------------
-    const dp = Datapath.open({ ext, network: config.network, subnet: lease.subnet, port: config.backend.port, batch: flags.batch });
+    const dp = Datapath.open({ ext, network: config.network, subnet: lease.subnet, port: config.backend.port, batch: flags.batch, offload: flags.offload });
     datapath = dp;
     const subnetEnv = (subnet: Lease['subnet']) =>
       writeSubnetEnv(flags.subnetFile, { network: config.network, subnet, mtu: dp.mtu, ipMasq: flags.ipMasq });

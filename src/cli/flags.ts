@@ -34,6 +34,8 @@ export interface StaticFlags {
   readonly peers: readonly PeerFlag[];
   readonly port: number;
   readonly batch: number;
+  /** false with --no-offload: plain sendmmsg, no UDP GSO. */
+  readonly offload: boolean;
   readonly logLevel: LogLevel;
 }
 
@@ -64,6 +66,8 @@ export interface RegistryFlags {
   readonly healthzPort: number;
   readonly iptablesForwardRules: boolean;
   readonly batch: number;
+  /** false with --no-offload: plain sendmmsg, no UDP GSO. */
+  readonly offload: boolean;
   readonly logLevel: LogLevel;
 }
 
@@ -92,6 +96,7 @@ const FLAGS: Readonly<Record<string, FlagSpec>> = {
   'public-ip': { type: 'string', mode: 'both' },
   iface: { type: 'list', mode: 'both' },
   batch: { type: 'string', mode: 'both' },
+  'no-offload': { type: 'bool', mode: 'both' },
   'log-level': { type: 'string', mode: 'both' },
   v: { type: 'string', mode: 'both' },
   // flanneld mode
@@ -150,6 +155,7 @@ Static mode: forwards between flannel0 and UDP with routes given on the command 
 
 Both modes:
   --batch N             packets per batch, 1..1024 (default 64)
+  --no-offload          no UDP GSO: one datagram per message in sendmmsg (for comparison)
   --log-level LEVEL     debug|info|warn|error (default info); -v N (N >= 1) means debug
   --version, --help
 Flags may be spelled -flag or --flag, with "=value" or the value as the next argument.
@@ -286,6 +292,7 @@ function staticFlags(values: Map<string, string | string[] | boolean>): StaticFl
     peers,
     port: integer('port', str('port'), 8285, 1, 65535),
     batch: integer('batch', str('batch'), 64, 1, 1024),
+    offload: values.get('no-offload') !== true,
     logLevel: logLevelOf(str('log-level'), str('v')),
   };
 }
@@ -370,6 +377,7 @@ function registryFlags(cli: Map<string, string | string[] | boolean>, env: NodeJ
     healthzPort: integer('healthz-port', str('healthz-port'), 0, 0, 65535),
     iptablesForwardRules: bool('iptables-forward-rules', true),
     batch: integer('batch', str('batch'), 64, 1, 1024),
+    offload: !bool('no-offload', false),
     logLevel: logLevelOf(str('log-level'), str('v')),
   };
 }

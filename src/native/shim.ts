@@ -23,8 +23,17 @@ export interface Shim {
   udpLocalPort(fd: number): number;
   /** One recvmmsg into slots first..: count (0 on EAGAIN) or -errno. lens may exceed slotSize (truncated). */
   udpRecv(ring: RingHandle, fd: number, first: number, max: number): number;
-  /** sendmmsg of the listed slots to addrs/ports[slot]; returns sent; failed slots get lens[slot] = -errno. */
+  /**
+   * sendmmsg of the listed slots to addrs/ports[slot]; returns sent; failed slots get
+   * lens[slot] = -errno. With GSO on, runs of equal-size datagrams to one peer go as one message.
+   */
   udpSend(ring: RingHandle, fd: number, list: Uint16Array, count: number): number;
+  /** 0 if the socket accepts UDP_SEGMENT, else -errno. */
+  udpProbeGso(fd: number): number;
+  /** Turns UDP GSO on for udpSend (max segments per message, capped at 64; 0 = off). */
+  ringSetGso(ring: RingHandle, maxSegments: number): number;
+  /** The GSO setting in force: 0 once the kernel refused a GSO message. */
+  ringGso(ring: RingHandle): number;
   lastErrno(ring: RingHandle): number;
   closeFd(fd: number): number;
   strerror(errno: number): string;
