@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: micro-benchmarks (tinybench) and the throughput comparison in one run.
  *
- *   node --expose-gc dist/bench/run.js [--micro-only | --throughput-only]
+ *   node --expose-gc dist/bench/run.js [--micro-only | --throughput-only | --control-plane]
  *                                      [--modes=flannel-ts,vxlan,host-gw] [--seconds=5]
  *
  * Micro-benchmarks: every `bench/micro-*.ts` module beside this file is loaded, and each of its
@@ -9,8 +9,13 @@
  * tasks (e.g. `routingBenchTasks` from micro-routing.ts, `datapathBenchTasks` from
  * micro-datapath.ts). New micro files are picked up without editing this one.
  *
+ * Control plane (bench/control-plane.ts, issue 3): 1,000 peer leases in a real etcd in a namespace
+ * of its own -> routes, a new lease's time to be routable, the idle agent's RSS; ~15 s. Part of the
+ * default run; `--control-plane` runs only it.
+ *
  * Output: Markdown tables on stdout; the throughput figures also as JSON in
- * bench/results/latest.json. Progress goes to stderr.
+ * bench/results/latest.json, the control-plane figures in bench/results/control-plane.json.
+ * Progress goes to stderr.
  */
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -19,6 +24,7 @@ import { parseArgs } from 'node:util';
 import { Bench } from 'tinybench';
 import { LAB_MODES, type LabMode } from '../src/lab/index.js';
 import { FLANNELD_REFERENCE, runThroughput, throughputTable, type ModeResult } from './throughput.js';
+import { controlPlaneTable, runControlPlaneBench, saveControlPlaneResult } from './control-plane.js';
 
 type BenchTasksFn = (bench: Bench) => void;
 
@@ -112,22 +118,25 @@ async function main(): Promise<void> {
     options: {
       'micro-only': { type: 'boolean', default: false },
       'throughput-only': { type: 'boolean', default: false },
+      'control-plane': { type: 'boolean', default: false },
       modes: { type: 'string' },
       seconds: { type: 'string', default: '5' },
     },
   });
-  if (values['micro-only'] && values['throughput-only']) throw new Error('--micro-only and --throughput-only exclude each other');
+  const only = (['micro-only', 'throughput-only', 'control-plane'] as const).filter((f) => values[f]);
+  if (only.length > 1) throw new Error(`--${only.join(' and --')} exclude each other`);
+  const runAll = only.length === 0;
   const seconds = Number(values.seconds);
   if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 10) throw new Error('--seconds must be in (0, 10]');
 
   let micro: MicroRow[] | undefined;
   let throughput: ModeResult[] | undefined;
 
-  if (!values['throughput-only']) {
+  if (runAll || values['micro-only']) {
     micro = await runMicro();
     process.stdout.write(`\n## Micro-benchmarks\n\n${micro.length > 0 ? microTable(micro) : '(none found)'}\n`);
   }
-  if (!values['micro-only']) {
+  if (runAll || values['throughput-only']) {
     throughput = await runThroughput({ modes: parseModes(values.modes), seconds });
     process.stdout.write(
       `\n## Throughput, pod to pod, two hosts in network namespaces (${seconds} s per iperf3 run)\n\n` +
@@ -148,6 +157,19 @@ async function main(): Promise<void> {
     writeFileSync(join(resultsDir, 'latest.json'), `${JSON.stringify(out, null, 2)}\n`);
     process.stderr.write(`wrote ${join(resultsDir, 'latest.json')}\n`);
     if (throughput.some((r) => !r.ok)) process.exitCode = 1;
+  }
+  if (runAll || values['control-plane']) {
+    process.stderr.write('control plane: 1,000 peer leases in a real etcd\n');
+    try {
+      const r = await runControlPlaneBench();
+      process.stdout.write(
+        `\n## Control plane: a 1,000-node cluster's leases in real etcd (${r.etcdVersion})\n\n${controlPlaneTable(r)}\n`,
+      );
+      process.stderr.write(`wrote ${saveControlPlaneResult(r, join(repoDir, 'bench', 'results'))}\n`);
+    } catch (e) {
+      process.stdout.write(`\n## Control plane\n\nfailed: ${e instanceof Error ? e.message : String(e)}\n`);
+      process.exitCode = 1;
+    }
   }
 }
 

@@ -1,9 +1,41 @@
 /**
- * `npm run demo`: two hosts in network namespaces, a pod on each, connected by flannel-ts
- * (flannel's udp backend). Shows the host's network config, pings pod to pod, runs a short
- * iperf3, prints the agents' counters, and removes everything again (also on Ctrl-C).
+ * `npm run demo`: two hosts in network namespaces, a pod on each, connected by flannel-ts agents
+ * in flanneld mode (flannel's udp backend). The agents get the network config, their subnet
+ * leases and each other's routes from a registry: real etcd (in the lab's underlay namespace,
+ * config written with `etcdctl put` as a user would) when it is installed, the embedded file
+ * registry (--kv-file) otherwise. Shows the leases, subnet.env, the host's network config, pings
+ * pod to pod both ways, runs a 3-second iperf3, prints the agents' counters, and removes
+ * everything again (on success, failure and Ctrl-C).
+ *
+ *   node dist/src/demo/main.js [--registry etcd|file|auto] [--help]
  */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import { Lab, removeStaleLabNamespaces, type AgentCounters } from '../lab/index.js';
+import { underlayEtcd, type NamespacedEtcd } from '../lab/etcd.js';
+import { run } from '../lab/exec.js';
+import { FileKvStore } from '../subnet/file-kv.js';
+import { DEFAULT_ETCD_PREFIX, configKey, subnetsPrefix } from '../subnet/lease.js';
+import { REGISTRY_ENV, RegistryChoiceError, chooseRegistry, type DemoRegistry } from './registry-choice.js';
+
+const NETWORK_CONFIG = '{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}';
+const IPERF_SECONDS = 3;
+
+const HELP = `Usage: npm run demo [-- --registry etcd|file|auto]
+
+Two hosts and two pods in network namespaces, connected by flannel-ts in flanneld mode
+(udp backend): leases, subnet.env, ip addr/route, ping both ways, a ${IPERF_SECONDS}-second iperf3, counters.
+Needs root, iproute2, iputils-ping, iperf3; etcd-server and etcd-client for the etcd registry.
+
+  --registry etcd   real etcd in the lab's underlay namespace (192.0.2.254:2379); the config is
+                    written with etcdctl put
+  --registry file   the embedded file registry: the agents share one --kv-file
+  --registry auto   etcd if the etcd and etcdctl binaries are installed, else file (default)
+
+${REGISTRY_ENV}=etcd|file|auto does the same when --registry is not given.
+Everything the demo creates is removed at the end, also on failure or Ctrl-C.
+`;
 
 const out = (text = ''): void => {
   process.stdout.write(`${text}\n`);
@@ -39,15 +71,123 @@ function countersTable(c1: AgentCounters, c2: AgentCounters): string {
   return rows.map((r) => `${r[0].padEnd(widths[0]!)}  ${r[1].padStart(widths[1]!)}  ${r[2].padStart(widths[2]!)}`).join('\n');
 }
 
+async function missingTools(tools: readonly string[]): Promise<string[]> {
+  const missing: string[] = [];
+  for (const tool of tools) {
+    if ((await run(['sh', '-c', 'command -v "$0"', tool])).code !== 0) missing.push(tool);
+  }
+  return missing;
+}
+
+/** How the agents reach the registry, and how the demo reads it back. */
+interface RegistrySetup {
+  readonly registry: DemoRegistry;
+  agentFlags(): string[];
+  /** Starts the registry and writes the network config, as a user would. */
+  prepare(lab: Lab): Promise<void>;
+  /** The subnet leases as stored: key -> value. */
+  leases(): Promise<Map<string, string>>;
+}
+
+function etcdSetup(): RegistrySetup {
+  let etcd: NamespacedEtcd | null = null;
+  const need = (): NamespacedEtcd => {
+    if (etcd === null) throw new Error('etcd not started');
+    return etcd;
+  };
+  return {
+    registry: 'etcd',
+    agentFlags: () => ['--etcd-endpoints', need().endpoint],
+    async prepare(lab) {
+      etcd = underlayEtcd(lab);
+      await etcd.start();
+      out(`   etcd (pid ${etcd.pid}) listens on ${etcd.endpoint} in the underlay namespace ${lab.underlayNs}`);
+      const argv = ['etcdctl', '--endpoints', etcd.endpoint, 'put', configKey(DEFAULT_ETCD_PREFIX), `'${NETWORK_CONFIG}'`];
+      out(`   $ ${argv.join(' ')}`);
+      out(indent(await etcd.ctl('put', configKey(DEFAULT_ETCD_PREFIX), NETWORK_CONFIG)));
+    },
+    leases: () => need().getPrefix(subnetsPrefix(DEFAULT_ETCD_PREFIX)),
+  };
+}
+
+function fileSetup(): RegistrySetup {
+  let path = '';
+  return {
+    registry: 'file',
+    agentFlags: () => ['--kv-file', path],
+    async prepare(lab) {
+      path = join(lab.tempDir, 'registry.json');
+      const store = new FileKvStore({ path });
+      try {
+        await store.put(configKey(DEFAULT_ETCD_PREFIX), NETWORK_CONFIG, 0);
+      } finally {
+        await store.close();
+      }
+      out(`   registry file ${path} (shared by both agents), config written through FileKvStore:`);
+      out(`   ${configKey(DEFAULT_ETCD_PREFIX)} = ${NETWORK_CONFIG}`);
+    },
+    async leases() {
+      const store = new FileKvStore({ path });
+      try {
+        const listing = await store.list(subnetsPrefix(DEFAULT_ETCD_PREFIX));
+        return new Map(listing.kvs.map((kv) => [kv.key, kv.value]));
+      } finally {
+        await store.close();
+      }
+    },
+  };
+}
+
 async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { registry: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help) {
+    out(HELP);
+    return;
+  }
+  const choice = chooseRegistry(values.registry, process.env, await missingTools(['etcd', 'etcdctl']));
+  const setup = choice.registry === 'etcd' ? etcdSetup() : fileSetup();
+
   removeStaleLabNamespaces();
-  heading('Building the lab: 2 hosts on a bridged underlay (192.0.2.0/24), one pod each, flannel-ts agents');
-  const lab = await Lab.create({ hosts: 2, mode: 'flannel-ts' });
+  heading(`Registry: ${choice.registry === 'etcd' ? 'etcd (v3 API)' : 'embedded file registry (--kv-file)'}, because ${choice.reason}`);
+  let subnetFile = (n: number): string => `subnet-h${n}.env`;
+  const started = Date.now();
+  const lab = await Lab.create({
+    hosts: 2,
+    mode: 'flannel-ts',
+    agentStaticConfig: false,
+    agentArgs: (n) => [...setup.agentFlags(), '--iface', 'eth0', '--subnet-file', subnetFile(n)],
+    beforeAgents: async (l) => {
+      subnetFile = (n) => join(l.tempDir, `subnet-h${n}.env`);
+      await setup.prepare(l);
+      // The lab's pods sit in 10.244.N.0/24: a subnet file left by a previous run asks for it
+      // (flannel reuses the subnet recorded there), so host N leases the subnet its pod lives in.
+      for (const n of l.hostNumbers()) writeFileSync(subnetFile(n), `FLANNEL_SUBNET=10.244.${n}.1/24\n`);
+      heading('Starting one agent per host (no static config: everything comes from the registry)');
+      out(`   host N: flannel-ts ${[...setup.agentFlags(), '--iface', 'eth0', '--subnet-file', join(l.tempDir, 'subnet-hN.env')].join(' ')}`);
+    },
+  });
   try {
-    out(`   namespaces: ${lab.underlayNs} (switch), ${lab.hostNs(1)} ${lab.hostNs(2)} (hosts), ${lab.podNs(1)} ${lab.podNs(2)} (pods)`);
+    out(`   namespaces: ${lab.underlayNs} (switch), ${lab.hostNs(1)} ${lab.hostNs(2)} (hosts), ${lab.podNs(1)} ${lab.podNs(2)} (pods); up in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     for (const n of lab.hostNumbers()) {
-      const forwarding = lab.agent(n).lines.find((l) => l['msg'] === 'forwarding');
-      out(`   agent on host ${n} (pid ${lab.agent(n).pid}) is forwarding: ${JSON.stringify(forwarding)}`);
+      const agent = lab.agent(n);
+      const lease = agent.lines.find((l) => l['msg'] === 'lease acquired');
+      const forwarding = agent.lines.find((l) => l['msg'] === 'forwarding');
+      out(`   host ${n} agent (pid ${agent.pid}): lease ${String(lease?.['subnet'])} for ${String(lease?.['publicIp'])}, expires ${String(lease?.['expiresAt'])}; forwarding since ${String(forwarding?.['time'])}`);
+    }
+    // The agents start together: the one that forwarded first learns the other's lease from its watch.
+    for (const n of lab.hostNumbers()) {
+      const peer = n === 1 ? 2 : 1;
+      const wanted = `${lab.subnet(peer)}=${lab.hostAddr(peer)}`;
+      const line = await lab.agent(n).waitForLine((l) => l['msg'] === 'routes' && (l['routes'] as string[]).includes(wanted), 10_000);
+      out(`   host ${n} routes (from the registry watch): ${JSON.stringify(line['routes'])}`);
+    }
+
+    heading(`Leases in the registry (${choice.registry})`);
+    for (const [key, value] of await setup.leases()) out(`   ${key} = ${value}`);
+
+    for (const n of lab.hostNumbers()) {
+      heading(`Host ${n}: ${subnetFile(n)} (what docker or CNI reads as /run/flannel/subnet.env)`);
+      out(indent(readFileSync(subnetFile(n), 'utf8')));
     }
 
     heading(`Host 1 (${lab.hostNs(1)}): ip -br addr`);
@@ -62,24 +202,28 @@ async function main(): Promise<void> {
     const back = await lab.ping(lab.podNs(2), lab.podAddr(1), { count: 5, intervalSec: 0.2 });
     out(`   ${back.received}/${back.transmitted} replies, average round trip ${back.avgRttUs.toFixed(0)} µs`);
 
-    heading('iperf3 TCP, pod 1 -> pod 2, 3 seconds');
-    const tcp = await lab.iperf3Tcp(1, 2, 3);
+    heading(`iperf3 TCP, pod 1 -> pod 2, ${IPERF_SECONDS} seconds`);
+    const tcp = await lab.iperf3Tcp(1, 2, IPERF_SECONDS);
     out(`   ${(tcp.receivedBitsPerSecond / 1e9).toFixed(2)} Gbit/s received, ${tcp.retransmits} retransmits`);
 
     heading('Agent counters (SIGUSR1)');
     out(indent(countersTable(await lab.agentCounters(1), await lab.agentCounters(2))));
 
-    const ok = there.received === there.transmitted && back.received === back.transmitted && tcp.receivedBitsPerSecond > 0;
-    heading(ok ? 'Demo OK: the overlay carries traffic both ways.' : 'Demo FAILED: see the figures above.');
+    const ok = there.transmitted > 0 && there.received === there.transmitted && back.transmitted > 0 &&
+      back.received === back.transmitted && tcp.receivedBitsPerSecond > 0;
+    heading(ok
+      ? `Demo OK: the overlay carries traffic both ways, leases and routes from ${choice.registry === 'etcd' ? 'etcd' : 'the file registry'}.`
+      : 'Demo FAILED: see the figures above.');
     if (!ok) process.exitCode = 1;
   } finally {
-    heading('Cleaning up (stopping the agents, deleting the namespaces)');
+    heading('Cleaning up (stopping the agents and the registry, deleting the namespaces and files)');
     await lab.destroy();
-    out('   done');
+    out(`   done (${((Date.now() - started) / 1000).toFixed(1)} s in all)`);
   }
 }
 
 main().catch((e: unknown) => {
-  process.stderr.write(`demo failed: ${e instanceof Error ? e.message : String(e)}\n`);
+  const message = e instanceof RegistryChoiceError ? e.message : e instanceof Error ? (e.stack ?? e.message) : String(e);
+  process.stderr.write(`demo failed: ${message}\n`);
   process.exitCode = 1;
 });
