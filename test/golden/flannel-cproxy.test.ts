@@ -1,6 +1,6 @@
 /**
  * Golden test against flannel's own udp backend (its C proxy): the captures in
- * /work/shared/golden/flannel-cproxy (see its README) are replayed through our Forwarder with fake
+ * shared/golden/flannel-cproxy beside the repo (see its README) are replayed through our Forwarder with fake
  * I/O, and what it sends and writes must equal what flannel sent and wrote, byte for byte, in order.
  *
  * Per host, the packets the proxy read from flannel0 and the datagrams it received are merged by
@@ -17,11 +17,11 @@ import { PacketSlab, slotSizeFor } from '../../src/datapath/slab.js';
 import { formatIPv4, parseIPv4 } from '../../src/routing-table/ipv4.js';
 import { RoutingSnapshot } from '../../src/routing-table/snapshot.js';
 import { FakeTun, FakeUdp } from '../helpers/fake-io.js';
+import { GOLDEN_DIR } from '../helpers/golden-dir.js';
 import {
   LINKTYPE_ETHERNET, LINKTYPE_RAW, compareTimestamps, readPcap, stripEthernetIpv4Udp, type PcapPacket,
 } from '../helpers/pcap.js';
 
-const GOLDEN_DIR = process.env.FLANNEL_GOLDEN_DIR ?? '/work/shared/golden/flannel-cproxy';
 const PORT = 8285;
 const MTU = 1472;
 const BATCH = 64;

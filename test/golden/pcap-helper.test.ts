@@ -5,11 +5,11 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { parseIPv4 } from '../../src/routing-table/ipv4.js';
 import { buildIpv4Udp } from '../helpers/packets.js';
+import { GOLDEN_DIR } from '../helpers/golden-dir.js';
 import {
   LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapFormatError, compareTimestamps, readPcap, stripEthernetIpv4Udp, stripIpv4Udp, writePcap,
 } from '../helpers/pcap.js';
 
-const GOLDEN_DIR = process.env.FLANNEL_GOLDEN_DIR ?? '/work/shared/golden/flannel-cproxy';
 
 const samples = [
   { tsSec: 1_795_367_346, tsUsec: 395_419, data: Buffer.from([0x45, 0, 0, 20, 1, 2, 3, 4, 64, 1, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]) },
