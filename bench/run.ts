@@ -22,8 +22,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Bench } from 'tinybench';
-import { LAB_MODES, type LabMode } from '../src/lab/index.js';
-import { FLANNELD_REFERENCE, runThroughput, throughputTable, type ModeResult } from './throughput.js';
+import { BENCH_FORWARDERS, type BenchForwarder, FLANNELD_REFERENCE, runThroughput, throughputTable, type ModeResult } from './throughput.js';
 import { controlPlaneTable, runControlPlaneBench, saveControlPlaneResult } from './control-plane.js';
 
 type BenchTasksFn = (bench: Bench) => void;
@@ -104,13 +103,13 @@ function microTable(rows: readonly MicroRow[]): string {
   return lines.join('\n');
 }
 
-function parseModes(value: string | undefined): LabMode[] {
-  if (value === undefined) return [...LAB_MODES];
+function parseModes(value: string | undefined): BenchForwarder[] {
+  if (value === undefined) return [...BENCH_FORWARDERS];
   const modes = value.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
   for (const m of modes) {
-    if (!(LAB_MODES as readonly string[]).includes(m)) throw new Error(`unknown mode ${m}; known: ${LAB_MODES.join(', ')}`);
+    if (!(BENCH_FORWARDERS as readonly string[]).includes(m)) throw new Error(`unknown mode ${m}; known: ${BENCH_FORWARDERS.join(', ')}`);
   }
-  return modes as LabMode[];
+  return modes as BenchForwarder[];
 }
 
 async function main(): Promise<void> {

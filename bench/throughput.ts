@@ -7,8 +7,16 @@
  */
 import { Lab, removeStaleLabNamespaces, type AgentCounters, type LabMode } from '../src/lab/index.js';
 
+/** What the bench compares: the lab's modes, plus flannel-ts without offloads (one step back). */
+export const BENCH_FORWARDERS = ['flannel-ts', 'flannel-ts-no-offload', 'vxlan', 'host-gw'] as const;
+export type BenchForwarder = (typeof BENCH_FORWARDERS)[number];
+
+function labSetup(forwarder: BenchForwarder): { mode: LabMode; agentArgs: string[] } {
+  return forwarder === 'flannel-ts-no-offload' ? { mode: 'flannel-ts', agentArgs: ['--no-offload'] } : { mode: forwarder, agentArgs: [] };
+}
+
 export interface ThroughputOptions {
-  modes: readonly LabMode[];
+  modes: readonly BenchForwarder[];
   /** iperf3 duration per test (s). */
   seconds: number;
   pingCount: number;
@@ -17,7 +25,7 @@ export interface ThroughputOptions {
 }
 
 export const DEFAULT_THROUGHPUT_OPTIONS: ThroughputOptions = {
-  modes: ['flannel-ts', 'vxlan', 'host-gw'],
+  modes: BENCH_FORWARDERS,
   seconds: 5,
   pingCount: 200,
   pingIntervalSec: 0.005,
@@ -25,7 +33,7 @@ export const DEFAULT_THROUGHPUT_OPTIONS: ThroughputOptions = {
 };
 
 export interface ModeResult {
-  mode: LabMode;
+  mode: BenchForwarder;
   podMtu: number;
   ok: boolean;
   error?: string;
@@ -91,12 +99,13 @@ export const FLANNELD_REFERENCE: ReferenceRow = {
 /** Kernel VXLAN's round trip in the same doc, to put flanneld's 110 µs in proportion. */
 const DOC_VXLAN_RTT_US = 20;
 
-async function measureMode(mode: LabMode, opts: ThroughputOptions): Promise<ModeResult> {
+async function measureMode(mode: BenchForwarder, opts: ThroughputOptions): Promise<ModeResult> {
   const result: ModeResult = { mode, podMtu: 0, ok: false };
   opts.log(`[${mode}] building lab`);
   let lab: Lab | undefined;
   try {
-    lab = await Lab.create({ hosts: 2, mode });
+    const setup = labSetup(mode);
+    lab = await Lab.create({ hosts: 2, mode: setup.mode, agentArgs: setup.agentArgs });
     result.podMtu = lab.podMtu;
     // Warm up: ARP/neighbour entries and the agents' first packets are not part of the figures.
     const warm = await lab.ping(lab.podNs(1), lab.podAddr(2), { count: 5, intervalSec: 0.01 });
@@ -118,7 +127,7 @@ async function measureMode(mode: LabMode, opts: ThroughputOptions): Promise<Mode
     result.udp64SentPps = udp.sentPacketsPerSecond;
     result.udp64LostPercent = udp.lostPercent;
 
-    if (mode === 'flannel-ts') {
+    if (setup.mode === 'flannel-ts') {
       result.agentCounters = { host1: await lab.agentCounters(1), host2: await lab.agentCounters(2) };
       result.kernelDrops = { host1: await kernelDrops(lab, 1), host2: await kernelDrops(lab, 2) };
       opts.log(`[${mode}] kernel drops around the agents: ${JSON.stringify(result.kernelDrops)}`);
@@ -143,8 +152,9 @@ export async function runThroughput(options: Partial<ThroughputOptions> = {}): P
   return results;
 }
 
-const MODE_LABELS: Record<LabMode, string> = {
-  'flannel-ts': 'flannel-ts (this build)',
+const MODE_LABELS: Record<BenchForwarder, string> = {
+  'flannel-ts': 'flannel-ts (this build: batching + UDP GSO)',
+  'flannel-ts-no-offload': 'flannel-ts --no-offload (batching only)',
   vxlan: 'kernel VXLAN (flannel vxlan backend)',
   'host-gw': 'host-gw (kernel routing, no encapsulation)',
 };
