@@ -7,7 +7,7 @@
  *       onRoutes with 1,000 routes;
  *   (b) a new lease routable after its put, p50/p99 over `puts` new leases, one at a time: from the
  *       moment the put is issued (lease grant + put, as an agent's own registration does it) to
- *       (1) the running agent's "routes" line listing it, i.e. after the agent built and swapped
+ *       (1) the running agent's "routes" line listing it as added, i.e. after the agent built and swapped
  *       the datapath's snapshot; (2) an in-process RouteWatcher's onRoutes listing it;
  *   (c) the agent's VmRSS (and VmHWM) from /proc/PID/status, idle with 1,000 peers.
  *
@@ -239,7 +239,7 @@ class TimedAgent {
       } catch {
         return;
       }
-      // Keep the small lines only: each "routes" line lists every route.
+      // Keep the small lines only: a "routes" line may list many routes.
       if (line['msg'] !== 'routes' && line['msg'] !== 'forwarding') this.lines.push(line);
       else this.lines.push({ msg: line['msg'], time: line['time'] });
       for (const w of [...this.waiters]) {
@@ -315,7 +315,7 @@ async function runWorker(job: WorkerJob): Promise<void> {
     const exited = new Promise<never>((_, reject) => agent!.child.once('exit', (code) => reject(new Error(`the agent exited (${String(code)})`))));
     const forwarding = await withDeadline('agent forwarding', Promise.race([agent.next((l) => l['msg'] === 'forwarding'), exited]), 30_000);
     const agentSpawnToForwardingMs = forwarding.at - t0;
-    const agentRoutesAtForwarding = (forwarding.line['routes'] as unknown[]).length;
+    const agentRoutesAtForwarding = forwarding.line['routeCount'] as number;
     const timeOf = (msg: string): number => Date.parse(String(agent!.lines.find((l) => l['msg'] === msg)?.['time']));
     const agentStartingToRoutesMs = timeOf('routes') - timeOf('starting');
     const agentWatchToRoutesMs = timeOf('routes') - timeOf('subnet file written');
@@ -356,7 +356,7 @@ async function runWorker(job: WorkerJob): Promise<void> {
       const cidr = `${formatIPv4(subnet.prefix)}/24`;
       const publicIp = parseIPv4(`198.18.0.${(i % 250) + 1}`);
       const route = `${cidr}=${formatIPv4(publicIp)}`;
-      const agentSaw = agent.next((l) => l['msg'] === 'routes' && (l['routes'] as string[]).includes(route));
+      const agentSaw = agent.next((l) => l['msg'] === 'routes' && (l['added'] as string[]).includes(route));
       const watcherSaw = new Promise<number>((r) => {
         watcherSeen = { wanted: cidr, resolve: r };
       });

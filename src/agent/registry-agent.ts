@@ -31,6 +31,13 @@ import { Datapath, describeRoutes, waitForStopSignal } from './datapath.js';
 import { setUpIpMasq, startHealthServer, type AgentStatus, type Closable, type IpMasqRules } from './hooks.js';
 import { notifySystemdReady } from './systemd.js';
 
+/**
+ * Info-level log lines carry the full route list ("10.244.1.0/24=192.0.2.1" each) only up to this
+ * many routes. With 1,000 peers the list is ~35 kB of JSON, rebuilt and written on every lease
+ * change: beyond this it goes to the debug level, and info lines carry the count and the change.
+ */
+export const ROUTE_LIST_LOG_LIMIT = 64;
+
 /** flanneld retries a missing or invalid config (and a failed lease acquisition) every second. */
 const RETRY_MS = 1000;
 /** A retried failure with an unchanged message is logged again after this long. */
@@ -131,12 +138,13 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
     const firstRoutes = new Promise<void>((resolve) => {
       resolveFirstRoutes = resolve;
     });
+    const routeLog = new RouteChangeLog(log, flags.logLevel === 'debug');
     const watcher = new RouteWatcher({
       store, prefix: flags.prefix, ownSubnet: lease.subnet, logger: log,
       onRoutes: (routes: Route[]) => {
         try {
           dp.setRoutes(routes);
-          log.info('routes', { routes: describeRoutes(routes) });
+          routeLog.changed(routes);
         } catch (err) {
           log.error('could not apply the new routes; keeping the previous ones', { error: (err as Error).message });
         }
@@ -170,7 +178,7 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
       return await shutdown();
     }
     let ready = true;
-    log.info('forwarding', { ...dp.describe(publicIp, config.network), routes: describeRoutes(dp.routes), subnetFile: flags.subnetFile, registry });
+    log.info('forwarding', { ...dp.describe(publicIp, config.network), ...routeListFields(dp.routes), subnetFile: flags.subnetFile, registry });
     // Once forwarding, an unexpected error is logged; it must not take the datapath down.
     process.on('unhandledRejection', (reason) => log.error('unexpected error (the agent keeps running)', { error: String(reason) }));
     await notifySystemdReady(log);
@@ -211,6 +219,32 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
     await health?.close().catch((err: Error) => log.warn('closing the health server', { error: err.message }));
     await ipMasq?.teardown().catch((err: Error) => log.warn('removing the masquerade rules', { error: err.message }));
     return 0;
+  }
+}
+
+/** routeCount, and routes (the full list) when there are at most ROUTE_LIST_LOG_LIMIT of them. */
+export function routeListFields(routes: readonly Route[]): { routeCount: number; routes?: string[] } {
+  return routes.length <= ROUTE_LIST_LOG_LIMIT ? { routeCount: routes.length, routes: describeRoutes(routes) } : { routeCount: routes.length };
+}
+
+/**
+ * The "routes" line after every change: routeCount, added and removed (the change, as
+ * "subnet=PublicIP"), and the full list as routes when it is short (see ROUTE_LIST_LOG_LIMIT);
+ * a longer full list is logged at debug level only, and only built when debug is on.
+ */
+export class RouteChangeLog {
+  private previous = new Set<string>();
+
+  constructor(private readonly log: Logger, private readonly debug: boolean) {}
+
+  changed(routes: readonly Route[]): void {
+    const current = new Set(describeRoutes(routes));
+    const added = [...current].filter((r) => !this.previous.has(r));
+    const removed = [...this.previous].filter((r) => !current.has(r));
+    this.previous = current;
+    const full = routes.length <= ROUTE_LIST_LOG_LIMIT;
+    this.log.info('routes', { routeCount: routes.length, added, removed, ...(full ? { routes: [...current] } : {}) });
+    if (!full && this.debug) this.log.debug('routes (full list)', { routes: [...current] });
   }
 }
 

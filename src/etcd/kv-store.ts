@@ -1,12 +1,13 @@
 // KvStore over etcd v3 (the JSON gateway of etcd >= 3.4), as flannel uses it: every TTL'd write
-// grants a fresh lease first; expiry times come from LeaseTimeToLive; a key without a lease (or
-// whose lease has no TTL left) reports expiresAt null.
+// grants a fresh lease first; expiry times come from LeaseTimeToLive (one request per distinct
+// lease, bounded in parallel, skipped by list(prefix, { expiries: false })); a key without a lease
+// (or whose lease has no TTL left) reports expiresAt null.
 
-import type { KeyValue, KvStore, Listing, Watch, WatchHandlers } from '../subnet/kv.js';
+import type { KeyValue, KvStore, ListedKey, ListOptions, Listing, Watch, WatchHandlers } from '../subnet/kv.js';
 import { decodeBytes, encodeBytes, int64Number, leaseIdOf, prefixRange, type WireHeader, type WireKeyValue } from './codec.js';
 import { EtcdClosedError } from './errors.js';
 import { resolveOptions, type EtcdClientOptions } from './options.js';
-import { EtcdTransport } from './transport.js';
+import { EtcdTransport, UNARY_MAX_SOCKETS } from './transport.js';
 import { PrefixWatch, type ExpiryCache } from './watch.js';
 
 interface RangeReply {
@@ -33,7 +34,10 @@ export class EtcdKvStore implements KvStore {
     return kv === undefined ? null : this.toKeyValue(kv, new Map());
   }
 
-  async list(prefix: string): Promise<Listing> {
+  /** With { expiries: false }: one Range request, no LeaseTimeToLive at all (see ListOptions). */
+  list(prefix: string): Promise<Listing>;
+  list(prefix: string, options: ListOptions): Promise<Listing<ListedKey>>;
+  async list(prefix: string, options?: ListOptions): Promise<Listing<ListedKey>> {
     this.assertOpen();
     const range = prefixRange(prefix);
     const reply = await this.transport.call<RangeReply>(
@@ -41,9 +45,12 @@ export class EtcdKvStore implements KvStore {
       { key: range.key, range_end: range.rangeEnd },
       { retrySafe: true },
     );
+    const revision = int64Number(reply.header?.revision);
+    const wire = reply.kvs ?? [];
+    if (options?.expiries === false) return { kvs: wire.map(toListedKey), revision };
     const cache: ExpiryCache = new Map();
-    const kvs = await Promise.all((reply.kvs ?? []).map((kv) => this.toKeyValue(kv, cache)));
-    return { kvs, revision: int64Number(reply.header?.revision) };
+    const expiries = await mapBounded(wire, EXPIRY_LOOKUP_CONCURRENCY, (kv) => this.leaseExpiry(leaseIdOf(kv.lease), cache));
+    return { kvs: wire.map((kv, i) => ({ ...toListedKey(kv), expiresAt: expiries[i]! })), revision };
   }
 
   async createIfAbsent(key: string, value: string, ttlSeconds: number): Promise<boolean> {
@@ -147,11 +154,28 @@ export class EtcdKvStore implements KvStore {
   }
 
   private async toKeyValue(kv: WireKeyValue, cache: ExpiryCache): Promise<KeyValue> {
-    return {
-      key: decodeBytes(kv.key),
-      value: decodeBytes(kv.value),
-      modRevision: int64Number(kv.mod_revision),
-      expiresAt: await this.leaseExpiry(leaseIdOf(kv.lease), cache),
-    };
+    return { ...toListedKey(kv), expiresAt: await this.leaseExpiry(leaseIdOf(kv.lease), cache) };
   }
+}
+
+/**
+ * LeaseTimeToLive requests in flight at once for one listing: as many as the unary socket pool
+ * holds, so a large listing neither queues hundreds of requests in the agent nor holds all their
+ * replies in memory at once.
+ */
+const EXPIRY_LOOKUP_CONCURRENCY = UNARY_MAX_SOCKETS;
+
+function toListedKey(kv: WireKeyValue): ListedKey {
+  return { key: decodeBytes(kv.key), value: decodeBytes(kv.value), modRevision: int64Number(kv.mod_revision) };
+}
+
+/** Like Promise.all(items.map(fn)), with at most `limit` calls of fn pending at once. */
+async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    for (let i = next++; i < items.length; i = next++) results[i] = await fn(items[i]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
 }

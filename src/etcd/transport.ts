@@ -10,6 +10,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 
 import {
   EtcdClosedError,
@@ -57,6 +58,9 @@ export function isAuthRetryableMessage(message: string): boolean {
   return AUTH_RETRY_MESSAGES.test(message);
 }
 
+/** Keep-alive sockets per endpoint for unary calls; callers fanning out requests bound themselves to this. */
+export const UNARY_MAX_SOCKETS = 16;
+
 export class EtcdTransport {
   private preferred = 0;
   /** null = not authenticated yet; '' = no token needed (no credentials, or auth disabled). */
@@ -74,8 +78,8 @@ export class EtcdTransport {
     // Unary calls share a bounded pool (a listing may fan out one TimeToLive per lease); long-lived
     // watch streams get their own, uncapped agents so they never starve unary calls.
     const tlsOptions: https.AgentOptions = { minVersion: 'TLSv1.2', ...options.tls };
-    this.unaryHttp = new http.Agent({ keepAlive: true, maxSockets: 16 });
-    this.unaryHttps = new https.Agent({ keepAlive: true, maxSockets: 16, ...tlsOptions });
+    this.unaryHttp = new http.Agent({ keepAlive: true, maxSockets: UNARY_MAX_SOCKETS });
+    this.unaryHttps = new https.Agent({ keepAlive: true, maxSockets: UNARY_MAX_SOCKETS, ...tlsOptions });
     this.streamHttp = new http.Agent({ keepAlive: false });
     this.streamHttps = new https.Agent({ keepAlive: false, ...tlsOptions });
   }
@@ -306,13 +310,20 @@ export class EtcdTransport {
         // A watch may legitimately stay silent for hours: TCP keep-alive probes are what
         // eventually notice a peer that vanished without closing the connection.
         if (stream) socket.setKeepAlive(true, 10_000);
-        if (request.reusedSocket) {
+        // A keep-alive socket handed over from the agent's queue of waiting requests is already
+        // connected, yet reusedSocket is false: waiting for its 'connect' would wait forever (and
+        // leave a listener behind per request, hence MaxListenersExceededWarning under load).
+        if (request.reusedSocket || isEstablished(socket, endpoint.secure)) {
           connected = true;
-        } else {
-          socket.once(endpoint.secure ? 'secureConnect' : 'connect', () => {
-            connected = true;
-          });
+          return;
         }
+        const event = endpoint.secure ? 'secureConnect' : 'connect';
+        const onConnected = (): void => {
+          connected = true;
+        };
+        socket.once(event, onConnected);
+        // The socket may outlive this request (keep-alive): leave nothing of it behind.
+        request.once('close', () => socket.removeListener(event, onConnected));
       });
       request.on('error', (err: NodeJS.ErrnoException) => {
         settle();
@@ -338,6 +349,15 @@ export class EtcdTransport {
       request.end(payload);
     });
   }
+}
+
+/** Connected (and, for TLS, past the handshake): a socket that already served a request. */
+function isEstablished(socket: Socket, secure: boolean): boolean {
+  if (socket.connecting || socket.destroyed) return false;
+  if (!secure) return true;
+  // TLSSocket.getProtocol(): 'unknown' while the handshake runs, null before or without a connection.
+  const protocol = (socket as TLSSocket).getProtocol();
+  return protocol !== null && protocol !== 'unknown';
 }
 
 const UNTRUSTED_SERVER_CODES = new Set([

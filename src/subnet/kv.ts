@@ -15,8 +15,21 @@ export interface KeyValue {
   readonly expiresAt: number | null;
 }
 
-export interface Listing {
-  readonly kvs: readonly KeyValue[];
+/** A listed key whose expiry was not looked up: see ListOptions. */
+export type ListedKey = Omit<KeyValue, 'expiresAt'>;
+
+export interface ListOptions {
+  /**
+   * false: the caller does not need expiresAt, and the store may skip looking it up (etcd: one
+   * LeaseTimeToLive round trip per leased key, which dominates listing 1,000 leases). The listing's
+   * entries are then typed without expiresAt; a store that has it for free (memory, file) may still
+   * carry it. To learn one key's expiry, get() it.
+   */
+  readonly expiries: false;
+}
+
+export interface Listing<T extends ListedKey = KeyValue> {
+  readonly kvs: readonly T[];
   /** The store's revision at the time of the listing: watch from revision + 1. */
   readonly revision: number;
 }
@@ -43,7 +56,10 @@ export interface Watch {
 
 export interface KvStore {
   get(key: string): Promise<KeyValue | null>;
+  /** Every key under prefix, sorted by key, with expiresAt. */
   list(prefix: string): Promise<Listing>;
+  /** Every key under prefix, sorted by key, expiries not looked up (see ListOptions). */
+  list(prefix: string, options: ListOptions): Promise<Listing<ListedKey>>;
   /** Creates key only if it does not exist; ttlSeconds 0 = no TTL. Returns false if it existed. */
   createIfAbsent(key: string, value: string, ttlSeconds: number): Promise<boolean>;
   /** Writes key unconditionally; ttlSeconds 0 = no TTL (a reservation). */

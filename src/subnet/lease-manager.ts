@@ -9,7 +9,7 @@ import type { Clock, Logger, TimerHandle } from './clock.js';
 import { silentLogger, systemClock } from './clock.js';
 import type { Ipv4Net, NetworkConfig } from './config.js';
 import { subnetFitsConfig } from './config.js';
-import type { KeyValue, KvStore, Watch, WatchEvent } from './kv.js';
+import type { KeyValue, KvStore, ListedKey, Watch, WatchEvent } from './kv.js';
 import type { LeaseAttrs } from './lease.js';
 import {
   DEFAULT_ETCD_PREFIX,
@@ -74,7 +74,7 @@ export class OutOfSubnetsError extends Error {
 }
 
 interface ListedLease {
-  readonly kv: KeyValue;
+  readonly kv: ListedKey;
   readonly subnet: Ipv4Net;
   readonly ipv6: string | null;
   /** null when the value is unreadable: the subnet is still taken. */
@@ -171,14 +171,17 @@ export class LeaseManager {
 
   /** One pass of flannel's tryAcquireLease; null means "lost the create race". */
   private async tryAcquire(): Promise<Lease | null> {
-    const listing = await this.store.list(subnetsPrefix(this.prefix));
+    // Other hosts' expiries do not matter here (only which subnets are taken): with etcd, looking
+    // them up would cost one request per lease. Only our own key's is read, below.
+    const listing = await this.store.list(subnetsPrefix(this.prefix), { expiries: false });
     this.knownRevision = listing.revision;
     let leases = this.parseListing(listing.kvs);
 
     const mine = leases.find((l) => l.attrs !== null && l.attrs.publicIp === this.publicIp);
     if (mine !== undefined) {
       if (subnetFitsConfig(this.config, mine.subnet) && mine.ipv6 === null) {
-        const reservation = mine.kv.expiresAt === null;
+        // A key gone since the listing is simply written again, as a lease.
+        const reservation = (await this.store.get(mine.kv.key))?.expiresAt === null;
         this.log.info(
           `Found ${reservation ? 'reservation' : 'lease'} (${formatCidr(mine.subnet.prefix, mine.subnet.prefixLen)}) for current IP, reusing`,
         );
@@ -231,7 +234,7 @@ export class LeaseManager {
     return { prefix: candidates[i]!, prefixLen: subnetLen };
   }
 
-  private parseListing(kvs: readonly KeyValue[]): ListedLease[] {
+  private parseListing(kvs: readonly ListedKey[]): ListedLease[] {
     const out: ListedLease[] = [];
     const base = subnetsPrefix(this.prefix);
     for (const kv of kvs) {

@@ -15,7 +15,7 @@ import { formatCidr, maskOf } from '../routing-table/ipv4.js';
 import type { Clock, Logger, TimerHandle } from './clock.js';
 import { silentLogger, systemClock } from './clock.js';
 import type { Ipv4Net } from './config.js';
-import type { KeyValue, KvStore, Watch, WatchEvent } from './kv.js';
+import type { KvStore, ListedKey, Watch, WatchEvent } from './kv.js';
 import { DEFAULT_ETCD_PREFIX, parseLeaseAttrs, parseSubnetKey, subnetsPrefix } from './lease.js';
 
 export type { Route };
@@ -53,7 +53,8 @@ export class RouteWatcher {
   private watch: Watch | null = null;
   private retryTimer: TimerHandle | null = null;
   private backoffMs = LIST_BACKOFF_INITIAL_MS;
-  private lastEmitted: string | null = null;
+  /** The route list last handed to onRoutes (null before the first). */
+  private lastEmitted: readonly Route[] | null = null;
   private running = false;
   /** Bumped on every (re)start of listing, so stale async results are dropped. */
   private generation = 0;
@@ -97,7 +98,8 @@ export class RouteWatcher {
   private async listAndWatch(gen: number): Promise<void> {
     let listing;
     try {
-      listing = await this.store.list(this.base);
+      // Routes need no expiries; with etcd, looking them up would cost one request per lease.
+      listing = await this.store.list(this.base, { expiries: false });
     } catch (err) {
       if (gen !== this.generation || !this.running) return;
       this.log.warn(`listing subnet leases failed (retrying in ${this.backoffMs} ms): ${(err as Error).message}`);
@@ -154,7 +156,7 @@ export class RouteWatcher {
   }
 
   /** null (and a log line) for a key or value flannel could not read. */
-  private parse(kv: KeyValue): PeerLease | null {
+  private parse(kv: ListedKey): PeerLease | null {
     const parsed = parseSubnetKey(kv.key.slice(this.base.length));
     if (parsed === null) {
       this.log.warn(`Ignoring bad subnet node ${kv.key}`);
@@ -193,9 +195,19 @@ export class RouteWatcher {
 
   private emitIfChanged(): void {
     const routes = this.computeRoutes();
-    const fingerprint = routes.map((r) => `${r.prefix}/${r.prefixLen}>${r.publicIp}`).join(',');
-    if (fingerprint === this.lastEmitted) return;
-    this.lastEmitted = fingerprint;
+    if (this.lastEmitted !== null && sameRoutes(routes, this.lastEmitted)) return;
+    // A copy: the consumer owns the array it is handed.
+    this.lastEmitted = routes.slice();
     this.onRoutes(routes);
   }
+}
+
+/** Both sorted the same way (computeRoutes): element-wise equality, no per-change fingerprint string. */
+function sameRoutes(a: readonly Route[], b: readonly Route[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!, y = b[i]!;
+    if (x.prefix !== y.prefix || x.prefixLen !== y.prefixLen || x.publicIp !== y.publicIp) return false;
+  }
+  return true;
 }

@@ -23,9 +23,14 @@ interface Request {
   prefix?: string;
   fromRevision?: number;
   watch?: string;
+  expiries?: false;
+  count?: number;
 }
 
 const stores = new Map<string, EtcdKvStore>();
+/** Process warnings seen so far (e.g. MaxListenersExceededWarning), as "name: message". */
+const warnings: string[] = [];
+process.on('warning', (w) => warnings.push(`${w.name}: ${w.message}`));
 const watches = new Map<string, Watch>();
 
 function send(message: object): void {
@@ -46,7 +51,19 @@ async function serve(request: Request): Promise<unknown> {
     case 'get':
       return storeOf(request).get(request.key!);
     case 'list':
-      return storeOf(request).list(request.prefix!);
+      return request.expiries === false
+        ? storeOf(request).list(request.prefix!, { expiries: false })
+        : storeOf(request).list(request.prefix!);
+    case 'burst': {
+      // count puts (TTL'd when ttl > 0), then count gets, each batch all at once.
+      const store = storeOf(request);
+      const keys = Array.from({ length: request.count! }, (_, i) => `${request.prefix!}${i}`);
+      await Promise.all(keys.map((key) => store.put(key, request.value!, request.ttl ?? 0)));
+      const got = await Promise.all(keys.map((key) => store.get(key)));
+      return got.filter((kv) => kv?.value === request.value).length;
+    }
+    case 'warnings':
+      return warnings;
     case 'put':
       await storeOf(request).put(request.key!, request.value!, request.ttl ?? 0);
       return null;

@@ -7,7 +7,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 import type { EtcdClientOptions } from '../../src/etcd/options.js';
-import type { KeyValue, Listing, WatchEvent } from '../../src/subnet/kv.js';
+import type { KeyValue, ListedKey, Listing, WatchEvent } from '../../src/subnet/kv.js';
 import type { EtcdNetns } from './etcd-netns.js';
 
 const AGENT_MAIN = join(dirname(fileURLToPath(import.meta.url)), 'etcd-agent-main.js');
@@ -118,6 +118,21 @@ export class AgentStore {
 
   list(prefix: string): Promise<Listing> {
     return this.agent.request('list', { store: this.name, prefix }) as Promise<Listing>;
+  }
+
+  /** list(prefix, { expiries: false }). */
+  listWithoutExpiries(prefix: string): Promise<Listing<ListedKey>> {
+    return this.agent.request('list', { store: this.name, prefix, expiries: false }) as Promise<Listing<ListedKey>>;
+  }
+
+  /** count concurrent puts of value under prefix + i, then count concurrent gets; how many read back value. */
+  burst(prefix: string, count: number, value: string, ttl = 0): Promise<number> {
+    return this.agent.request('burst', { store: this.name, prefix, count, value, ttl }) as Promise<number>;
+  }
+
+  /** The process warnings the child has seen, as "name: message". */
+  warnings(): Promise<string[]> {
+    return this.agent.request('warnings', {}) as Promise<string[]>;
   }
 
   async put(key: string, value: string, ttl = 0): Promise<void> {

@@ -77,6 +77,24 @@ describe('etcd v3 client (real etcd in a private netns)', { timeout: 180_000 }, 
     await other.close();
   });
 
+  it('lists without expiries on request: same keys, values and revisions, no expiresAt', async () => {
+    await kv.put('/t3x/leased', 'x', 60);
+    await kv.put('/t3x/reserved', 'y', 0);
+    const full = await kv.list('/t3x/');
+    const bare = await kv.listWithoutExpiries('/t3x/');
+    assert.equal(bare.revision, full.revision);
+    assert.deepEqual(bare.kvs, full.kvs.map(({ key, value, modRevision }) => ({ key, value, modRevision })));
+    assert.ok(bare.kvs.every((k) => !('expiresAt' in k)), JSON.stringify(bare.kvs));
+  });
+
+  it('many concurrent requests (more than the socket pool) succeed without MaxListenersExceededWarning', async () => {
+    assert.equal(await kv.burst('/t3y/', 120, 'burst', 30), 120);
+    const listing = await kv.list('/t3y/');
+    assert.equal(listing.kvs.length, 120);
+    assert.ok(listing.kvs.every((k) => k.expiresAt !== null), 'every listed expiry looked up');
+    assert.deepEqual(await kv.warnings(), []);
+  });
+
   it('TTL: a put with ttl expires about now+ttl; a put without one has no expiry', async () => {
     const before = Date.now();
     await kv.put('/t3/leased', 'x', 60);

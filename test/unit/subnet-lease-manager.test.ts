@@ -5,6 +5,7 @@ import { parseNetworkConfig } from '../../src/subnet/config.js';
 import { LeaseManager, LEASE_TTL_SECONDS, OutOfSubnetsError } from '../../src/subnet/lease-manager.js';
 import type { Lease } from '../../src/subnet/lease-manager.js';
 import { MemoryKvStore } from '../../src/subnet/memory-kv.js';
+import { BareListingStore } from '../helpers/bare-listing-store.js';
 import { formatCidr, parseCidr, parseIPv4 } from '../../src/routing-table/ipv4.js';
 
 const P = '/coreos.com/network/subnets/';
@@ -253,4 +254,20 @@ test('compaction of the own-lease watch: re-checked and watched again', async ()
   assert.deepEqual(events, ['10.244.1.0/24']);
   mgr.stop();
   assert.equal(store.openWatches, 0);
+});
+
+test('acquisition lists without expiries (no per-lease lookups) and still tells a reservation from a lease', async () => {
+  for (const [ttl, expected] of [[0, 'reservation'], [60, 'lease']] as const) {
+    const clock = new ManualClock();
+    const store = new BareListingStore({ clock });
+    const mgr = new LeaseManager({ store, config, publicIp: ME, clock, random: () => 0, logger: new MemoryLogger() });
+    for (let i = 1; i <= 20; i++) await store.put(`${P}10.244.${i}.0-24`, value(`192.0.2.${100 + i}`), 60);
+    await store.put(`${P}10.244.77.0-24`, value('192.0.2.7'), ttl);
+    const lease = await mgr.acquire();
+    assert.deepEqual(store.listings, ['bare'], 'one listing, without expiries');
+    assert.equal(cidr(lease), '10.244.77.0/24');
+    assert.equal(lease.expiresAt === null ? 'reservation' : 'lease', expected);
+    const kv = await store.get(lease.key);
+    assert.equal(kv?.expiresAt, ttl === 0 ? null : clock.now() + 24 * HOUR);
+  }
 });

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock, MemoryLogger, settle } from '../../src/subnet/clock.js';
 import { MemoryKvStore } from '../../src/subnet/memory-kv.js';
+import { BareListingStore } from '../helpers/bare-listing-store.js';
 import { RouteWatcher } from '../../src/subnet/route-watcher.js';
 import type { Route } from '../../src/subnet/route-watcher.js';
 import { formatCidr, formatIPv4, parseCidr } from '../../src/routing-table/ipv4.js';
@@ -172,6 +173,20 @@ test('host bits in a key are cleared; a dual-stack key is routed by its IPv4 par
   await store.put(`${P}10.244.2.0-24&fc00:0:0:2::-64`, v('192.0.2.2'), 0);
   watcher.start();
   await clock.advance(0);
+  assert.deepEqual(emitted, ['10.244.1.0/24>192.0.2.1 10.244.2.0/24>192.0.2.2']);
+  watcher.stop();
+});
+
+test('the listing asks for no expiries (routes need none) and yields every route', async () => {
+  const clock = new ManualClock();
+  const store = new BareListingStore({ clock });
+  const emitted: string[] = [];
+  const watcher = new RouteWatcher({ store, ownSubnet: parseCidr('10.244.7.0/24'), onRoutes: (r) => emitted.push(show(r)), clock });
+  await store.put(`${P}10.244.1.0-24`, v('192.0.2.1'), 60);
+  await store.put(`${P}10.244.2.0-24`, v('192.0.2.2'), 0);
+  watcher.start();
+  await clock.advance(0);
+  assert.deepEqual(store.listings, ['bare']);
   assert.deepEqual(emitted, ['10.244.1.0/24>192.0.2.1 10.244.2.0/24>192.0.2.2']);
   watcher.stop();
 });
