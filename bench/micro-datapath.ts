@@ -10,8 +10,8 @@
  *
  * Standalone: `node dist/bench/micro-datapath.js` runs a short bench and prints ns/packet.
  */
-import { pathToFileURL } from 'node:url';
-import { Bench } from 'tinybench';
+import type { Bench } from 'tinybench';
+import { isMain, runStandalone } from './standalone.js';
 import { newCounters } from '../src/datapath/counters.js';
 import { Forwarder } from '../src/datapath/forwarder.js';
 import { PacketSlab, slotSizeFor } from '../src/datapath/slab.js';
@@ -90,25 +90,8 @@ export function datapathBenchTasks(bench: Bench): void {
   });
 }
 
-async function main(): Promise<void> {
-  const bench = new Bench({ time: 500, warmupTime: 100 });
-  datapathBenchTasks(bench);
-  await bench.run();
-  for (const task of bench.tasks) {
-    const r = task.result;
-    const text =
-      r.state === 'completed' || r.state === 'aborted-with-statistics'
-        ? `${(r.latency.mean * 1e6).toFixed(1)} ns ±${r.latency.rme.toFixed(1)}% (${r.latency.samplesCount} samples)`
-        : r.state === 'errored'
-          ? `error: ${r.error.message}`
-          : r.state;
-    process.stdout.write(`${task.name}: ${text}\n`);
-  }
-  if (sink === -1) process.stdout.write('\n');
-}
-
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().catch((e: unknown) => {
+if (isMain(import.meta.url)) {
+  runStandalone(datapathBenchTasks).catch((e: unknown) => {
     process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
     process.exitCode = 1;
   });

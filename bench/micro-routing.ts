@@ -7,9 +7,10 @@
  *
  * Standalone: `node dist/bench/micro-routing.js` runs a short bench and prints ns/lookup.
  */
-import { pathToFileURL } from 'node:url';
-import { Bench } from 'tinybench';
+import type { Bench } from 'tinybench';
+import { isMain, runStandalone } from './standalone.js';
 import { RoutingSnapshot, type Route } from '../src/routing-table/snapshot.js';
+import { mulberry32 } from '../test/helpers/prng.js';
 
 const ADDRESS_COUNT = 1024; // power of two: the loop index is masked, not reduced modulo
 const LOOKUPS_PER_SAMPLE = 16 * ADDRESS_COUNT;
@@ -17,17 +18,6 @@ const LOOKUPS_PER_SAMPLE = 16 * ADDRESS_COUNT;
 /** Results are folded in here so the JIT cannot drop the lookups as dead code. */
 let sink = 0;
 
-/** mulberry32: tiny seeded PRNG returning uint32s, so every run benchmarks the same tables. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
 
 /** count random /24 routes under base/8 (duplicates possible and harmless). */
 function random24Routes(rand: () => number, base: number, count: number): Route[] {
@@ -88,24 +78,8 @@ export function routingBenchTasks(bench: Bench): void {
   });
 }
 
-async function main(): Promise<void> {
-  const bench = new Bench({ time: 500, warmupTime: 100 });
-  routingBenchTasks(bench);
-  await bench.run();
-  for (const task of bench.tasks) {
-    const r = task.result;
-    const text =
-      r.state === 'completed' || r.state === 'aborted-with-statistics'
-        ? `${(r.latency.mean * 1e6).toFixed(1)} ns ±${r.latency.rme.toFixed(1)}% (${r.latency.samplesCount} samples)`
-        : r.state === 'errored'
-          ? `error: ${r.error.message}`
-          : r.state;
-    process.stdout.write(`${task.name}: ${text}\n`);
-  }
-}
-
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().catch((e: unknown) => {
+if (isMain(import.meta.url)) {
+  runStandalone(routingBenchTasks).catch((e: unknown) => {
     process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
     process.exitCode = 1;
   });

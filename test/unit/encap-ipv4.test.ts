@@ -7,18 +7,8 @@ import {
 } from '../../src/encap/ipv4.js';
 import { parseIPv4 } from '../../src/routing-table/ipv4.js';
 import { buildIpv4, buildIpv4Udp, buildIpv6Like, internetChecksum as referenceChecksum } from '../helpers/packets.js';
+import { mulberry32 as prng } from '../helpers/prng.js';
 
-/** mulberry32: seeded, so a failure reproduces. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex').replace(/(..)(?!$)/g, '$1 ');
 

@@ -10,18 +10,8 @@ import {
   parseCidr,
   parseIPv4,
 } from '../../src/routing-table/ipv4.js';
+import { mulberry32 } from '../helpers/prng.js';
 
-/** mulberry32: tiny seeded PRNG returning uint32s. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
 
 describe('parseIPv4 / formatIPv4', () => {
   it('parses known addresses into host-order uint32', () => {

@@ -4,18 +4,8 @@ import assert from 'node:assert/strict';
 import { formatCidr, formatIPv4, maskOf, parseCidr, parseIPv4 } from '../../src/routing-table/ipv4.js';
 import { referenceLookup } from '../../src/routing-table/reference.js';
 import { RoutingSnapshot, type Route } from '../../src/routing-table/snapshot.js';
+import { mulberry32 } from '../helpers/prng.js';
 
-/** mulberry32: tiny seeded PRNG returning uint32s. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
 
 /** Fixed by default so failures reproduce; set ROUTING_TABLE_SEED=<n> to explore other tables. */
 const BASE_SEED = Number(process.env['ROUTING_TABLE_SEED'] ?? 0x5eed_f1a7) >>> 0;
