@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <linux/virtio_net.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <poll.h>
@@ -33,6 +34,12 @@
    on older kernels; the IP total length must stay <= 65535). */
 #define GSO_MAX_SEGMENTS 64
 #define GSO_MAX_BYTES 65000
+/* TUN with IFF_VNET_HDR: every read and write carries a struct virtio_net_hdr first. The ring's
+   vnet array holds one header per slot, VNET_SLOT bytes apart (used for group leaders). */
+#define VNET_LEN ((int)sizeof(struct virtio_net_hdr))
+#define VNET_SLOT 12
+/* Most packets one coalesced TUN write may gather (the kernel's GSO limit is 64 segments). */
+#define TUN_GROUP_MAX 64
 
 #define CHECK(call)                                                                  \
   do {                                                                               \
@@ -83,7 +90,10 @@ typedef struct {
   int32_t *lens;
   uint32_t *addrs;
   uint16_t *ports;
-  napi_ref refs[4]; /* keep the JS arrays alive as long as the ring lives */
+  uint16_t *offs;  /* per slot: where the bytes to write start (payload of a coalesced member) */
+  uint8_t *vnet;   /* per slot: a virtio_net_hdr for a coalesced group's leader */
+  int tun_vnet;    /* the TUN fd was opened with IFF_VNET_HDR */
+  napi_ref refs[6]; /* keep the JS arrays alive as long as the ring lives */
   int last_errno;   /* errno of the last packet a batch call skipped */
   /* scratch for recvmmsg/sendmmsg, preallocated once */
   struct mmsghdr msgs[MAX_BATCH];
@@ -103,7 +113,7 @@ typedef struct {
 static void ring_finalize(napi_env env, void *data, void *hint) {
   (void)hint;
   ring_t *r = data;
-  for (int i = 0; i < 4; i++) napi_delete_reference(env, r->refs[i]);
+  for (int i = 0; i < 6; i++) napi_delete_reference(env, r->refs[i]);
   free(r);
 }
 
@@ -122,16 +132,19 @@ static int typed_array(napi_env env, napi_value v, napi_typedarray_type want, vo
   return 0;
 }
 
-/* createRing(slab: Uint8Array, slotSize, lens: Int32Array, addrs: Uint32Array, ports: Uint16Array) */
+/*
+ * createRing(slab: Uint8Array, slotSize, lens: Int32Array, addrs: Uint32Array, ports: Uint16Array,
+ *            offs: Uint16Array, vnet: Uint8Array (slotCount * 12))
+ */
 static napi_value create_ring(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
-  if (get_args(env, info, 5, argv)) return NULL;
+  napi_value argv[7];
+  if (get_args(env, info, 7, argv)) return NULL;
   ring_t *r = calloc(1, sizeof(ring_t));
   if (!r) {
     napi_throw_error(env, NULL, "flannel-ts shim: out of memory");
     return NULL;
   }
-  size_t n_lens, n_addrs, n_ports;
+  size_t n_lens, n_addrs, n_ports, n_offs, n_vnet;
   void *p;
   if (typed_array(env, argv[0], napi_uint8_array, &p, &r->slab_len) ||
       get_u32(env, argv[1], &r->slot_size)) goto fail;
@@ -142,19 +155,25 @@ static napi_value create_ring(napi_env env, napi_callback_info info) {
   r->addrs = p;
   if (typed_array(env, argv[4], napi_uint16_array, &p, &n_ports)) goto fail;
   r->ports = p;
+  if (typed_array(env, argv[5], napi_uint16_array, &p, &n_offs)) goto fail;
+  r->offs = p;
+  if (typed_array(env, argv[6], napi_uint8_array, &p, &n_vnet)) goto fail;
+  r->vnet = p;
   if (r->slot_size == 0 || r->slab_len / r->slot_size == 0) {
     napi_throw_range_error(env, NULL, "flannel-ts shim: slab smaller than one slot");
     goto fail;
   }
   r->slot_count = (uint32_t)(r->slab_len / r->slot_size);
-  if (n_lens < r->slot_count || n_addrs < r->slot_count || n_ports < r->slot_count) {
+  if (n_lens < r->slot_count || n_addrs < r->slot_count || n_ports < r->slot_count ||
+      n_offs < r->slot_count || n_vnet < (size_t)r->slot_count * VNET_SLOT) {
     napi_throw_range_error(env, NULL, "flannel-ts shim: metadata arrays shorter than slot count");
     goto fail;
   }
-  for (int i = 0; i < 4; i++) napi_create_reference(env, argv[i == 0 ? 0 : i + 1], 1, &r->refs[i]);
+  static const int ref_args[6] = {0, 2, 3, 4, 5, 6};
+  for (int i = 0; i < 6; i++) napi_create_reference(env, argv[ref_args[i]], 1, &r->refs[i]);
   napi_value ext;
   if (napi_create_external(env, r, ring_finalize, NULL, &ext) != napi_ok) {
-    for (int i = 0; i < 4; i++) napi_delete_reference(env, r->refs[i]);
+    for (int i = 0; i < 6; i++) napi_delete_reference(env, r->refs[i]);
     goto fail;
   }
   return ext;
@@ -181,10 +200,20 @@ static int check_run(ring_t *r, uint32_t first, uint32_t *count) {
 
 /* ---------------------------------------------------------------- TUN */
 
-/* openTun(name, multiQueue: boolean) -> fd | -errno. name may hold a %d pattern ("flannel%d"). */
+/*
+ * openTun(name, vnetHdr: boolean) -> fd | -errno. name may hold a %d pattern ("flannel%d").
+ * With vnetHdr the device is IFF_VNET_HDR: reads and writes carry a virtio_net_hdr (handled here:
+ * JS sees plain packets) and writes may be GSO super-packets. No TUNSETOFFLOAD: the kernel still
+ * hands us only complete, checksummed packets.
+ */
 static napi_value open_tun(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (get_args(env, info, 1, argv)) return NULL;
+  napi_value argv[2];
+  bool vnet = false;
+  if (get_args(env, info, 2, argv)) return NULL;
+  if (napi_get_value_bool(env, argv[1], &vnet) != napi_ok) {
+    napi_throw_type_error(env, NULL, "flannel-ts shim: expected a boolean");
+    return NULL;
+  }
   char name[IFNAMSIZ];
   size_t len;
   if (napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len) != napi_ok) {
@@ -195,14 +224,26 @@ static napi_value open_tun(napi_env env, napi_callback_info info) {
   if (fd < 0) return make_int(env, -errno);
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (vnet ? IFF_VNET_HDR : 0);
   memcpy(ifr.ifr_name, name, len < IFNAMSIZ ? len : IFNAMSIZ - 1);
-  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+  int hdr = VNET_LEN;
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0 || (vnet && ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0)) {
     int e = errno;
     close(fd);
     return make_int(env, -e);
   }
   return make_int(env, fd);
+}
+
+/* ringSetTunVnet(ring, on): the TUN fd this ring reads and writes was opened with vnetHdr. */
+static napi_value ring_set_tun_vnet(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  bool on;
+  if (get_args(env, info, 2, argv)) return NULL;
+  ring_t *r = get_ring(env, argv[0]);
+  if (!r || napi_get_value_bool(env, argv[1], &on) != napi_ok) return NULL;
+  r->tun_vnet = on;
+  return NULL;
 }
 
 /* tunName(fd) -> the device's name, or "" if fd is not a TUN. */
@@ -237,11 +278,19 @@ static napi_value tun_read(napi_env env, napi_callback_info info) {
   uint32_t n = 0;
   while (n < max) {
     uint32_t slot = first + n;
-    ssize_t got = read(fd, r->slab + (size_t)slot * r->slot_size, r->slot_size);
+    struct virtio_net_hdr vh;
+    struct iovec iov[2] = {{&vh, VNET_LEN}, {r->slab + (size_t)slot * r->slot_size, r->slot_size}};
+    ssize_t got = r->tun_vnet ? readv(fd, iov, 2) : read(fd, iov[1].iov_base, r->slot_size);
     if (got < 0) {
       if (errno == EINTR) continue;
       if (n == 0 && errno != EAGAIN) return make_int(env, -errno);
       break;
+    }
+    if (r->tun_vnet) {
+      /* Without TUNSETOFFLOAD the kernel sends no GSO or partial-checksum packets; should one
+         come anyway, length 0 makes JS drop and count it as malformed. */
+      got -= VNET_LEN;
+      if (got < 0 || vh.gso_type != VIRTIO_NET_HDR_GSO_NONE || (vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)) got = 0;
     }
     r->lens[slot] = (int32_t)got;
     n++;
@@ -250,46 +299,72 @@ static napi_value tun_read(napi_env env, napi_callback_info info) {
 }
 
 /*
- * tunWrite(ring, fd, list: Uint16Array, count) -> packets written
- * Writes slots list[0..count) with their lens. A packet that fails is skipped and its
- * lens[slot] set to -errno; EAGAIN waits for POLLOUT briefly, since a TUN queue drains fast.
+ * tunWrite(ring, fd, list: Uint16Array, count, groups: Uint16Array | null) -> packets written
+ * Writes slots list[0..count) with their lens. With groups (a TUN opened with vnetHdr only), a
+ * coalesced run is ONE write: groups[i] = k >= 2 at the leader's position i gathers, with writev,
+ * vnet[leader] (its virtio_net_hdr), the leader's lens bytes and each of the next k-1 slots'
+ * bytes from offs[slot] on; groups[i] = 1 is a plain packet. A write that fails is skipped and
+ * each of its slots gets lens[slot] = -errno; EAGAIN waits for POLLOUT briefly.
  */
 static napi_value tun_write(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
+  napi_value argv[5];
   int32_t fd;
   uint32_t count;
-  void *p;
-  size_t list_len;
-  if (get_args(env, info, 4, argv)) return NULL;
+  void *p, *g = NULL;
+  size_t list_len, groups_len = 0;
+  napi_valuetype gtype;
+  if (get_args(env, info, 5, argv)) return NULL;
   ring_t *r = get_ring(env, argv[0]);
   if (!r || get_i32(env, argv[1], &fd) || typed_array(env, argv[2], napi_uint16_array, &p, &list_len) ||
       get_u32(env, argv[3], &count))
     return NULL;
-  uint16_t *list = p;
+  if (napi_typeof(env, argv[4], &gtype) == napi_ok && gtype != napi_null && gtype != napi_undefined &&
+      typed_array(env, argv[4], napi_uint16_array, &g, &groups_len))
+    return NULL;
+  uint16_t *list = p, *groups = g;
   if (count > list_len) count = (uint32_t)list_len;
+  if (groups && groups_len < count) groups = NULL;
+  static const struct virtio_net_hdr plain_hdr; /* all zero: a complete, checksummed packet */
+  struct iovec iov[TUN_GROUP_MAX + 1];
   uint32_t ok = 0;
-  for (uint32_t i = 0; i < count; i++) {
-    uint32_t slot = list[i];
-    if (slot >= r->slot_count || r->lens[slot] < 0 || (uint32_t)r->lens[slot] > r->slot_size) {
-      r->last_errno = EINVAL;
-      continue;
+  for (uint32_t i = 0; i < count;) {
+    uint32_t k = (groups && r->tun_vnet && groups[i] > 1) ? groups[i] : 1;
+    if (k > TUN_GROUP_MAX || k > count - i) k = 1;
+    int n = 0, bad = 0;
+    if (r->tun_vnet) {
+      iov[n].iov_base = k > 1 ? (void *)(r->vnet + (size_t)list[i] * VNET_SLOT) : (void *)&plain_hdr;
+      iov[n++].iov_len = VNET_LEN;
     }
-    for (int tries = 0;; tries++) {
-      ssize_t w = write(fd, r->slab + (size_t)slot * r->slot_size, (size_t)r->lens[slot]);
-      if (w >= 0) {
-        ok++;
+    for (uint32_t j = 0; j < k; j++) {
+      uint32_t slot = list[i + j];
+      uint32_t start = j == 0 ? 0 : r->offs[slot];
+      if (slot >= r->slot_count || r->lens[slot] < 0 || (uint32_t)r->lens[slot] > r->slot_size ||
+          start > (uint32_t)r->lens[slot]) {
+        bad = 1;
         break;
       }
+      iov[n].iov_base = r->slab + (size_t)slot * r->slot_size + start;
+      iov[n++].iov_len = (size_t)r->lens[slot] - start;
+    }
+    int err = bad ? EINVAL : 0;
+    for (int tries = 0; !err;) {
+      if (writev(fd, iov, n) >= 0) break;
       if (errno == EINTR) continue;
-      if (errno == EAGAIN && tries < 8) {
+      if (errno == EAGAIN && tries++ < 8) {
         struct pollfd pfd = {.fd = fd, .events = POLLOUT};
         poll(&pfd, 1, 1);
         continue;
       }
-      r->last_errno = errno;
-      r->lens[slot] = -errno; /* tells JS which packet was lost */
-      break;
+      err = errno;
     }
+    if (err) {
+      r->last_errno = err;
+      for (uint32_t j = 0; j < k; j++) /* tells JS which packets were lost */
+        if (list[i + j] < r->slot_count) r->lens[list[i + j]] = -err;
+    } else {
+      ok += k;
+    }
+    i += k;
   }
   return make_int(env, ok);
 }
@@ -640,6 +715,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"createRing", NULL, create_ring, NULL, NULL, NULL, napi_enumerable, NULL},
       {"openTun", NULL, open_tun, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"ringSetTunVnet", NULL, ring_set_tun_vnet, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tunName", NULL, tun_name, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tunRead", NULL, tun_read, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tunWrite", NULL, tun_write, NULL, NULL, NULL, napi_enumerable, NULL},

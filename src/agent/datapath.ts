@@ -58,6 +58,8 @@ export class Datapath {
     private readonly ring: ReturnType<typeof createRing>,
     private readonly tun: NativeTun,
     private readonly udp: NativeUdp,
+    /** flannel0 takes coalesced super-packets (IFF_VNET_HDR): GRO on the way in. */
+    readonly tunGro: boolean,
   ) {
     this.tunName = shim.tunName(tunFd);
     this.mtu = options.ext.mtu - ENCAP_OVERHEAD;
@@ -75,7 +77,14 @@ export class Datapath {
    */
   static open(options: DatapathOptions): Datapath {
     const mtu = options.ext.mtu - ENCAP_OVERHEAD;
-    const tunFd = shim.openTun('flannel%d');
+    // Offloads are negotiated here, each with a fallback: a TUN without IFF_VNET_HDR takes plain
+    // packets only (no GRO), a socket without UDP_SEGMENT plain datagrams (no GSO).
+    let tunVnet = options.offload;
+    let tunFd = tunVnet ? shim.openTun('flannel%d', true) : -1;
+    if (tunFd < 0) {
+      tunVnet = false;
+      tunFd = shim.openTun('flannel%d', false);
+    }
     if (tunFd < 0) throw new Error(`cannot create the TUN device: ${describeErrno(tunFd)}`);
     let udpFd = -1;
     try {
@@ -89,7 +98,8 @@ export class Datapath {
       const ring = createRing(slab);
       // UDP GSO is negotiated here: a kernel or socket without UDP_SEGMENT keeps plain sends.
       if (options.offload && shim.udpProbeGso(udpFd) === 0) shim.ringSetGso(ring, GSO_SEGMENTS);
-      const dp = new Datapath(options, tunFd, udpFd, slab, ring, new NativeTun(ring, tunFd), new NativeUdp(ring, udpFd));
+      if (tunVnet) shim.ringSetTunVnet(ring, true);
+      const dp = new Datapath(options, tunFd, udpFd, slab, ring, new NativeTun(ring, tunFd), new NativeUdp(ring, udpFd), tunVnet);
       dp.engine.start();
       return dp;
     } catch (err) {
@@ -175,12 +185,14 @@ export class Datapath {
       network: formatCidr(network.prefix, network.prefixLen),
       subnet: formatCidr(this.subnetNow.prefix, this.subnetNow.prefixLen),
       udpGso: this.udpGso,
+      tunGro: this.tunGro,
     };
   }
 
   private newForwarder(subnet: Ipv4Prefix): Forwarder {
     return new Forwarder(this.slab, this.tun, this.udp, {
       tunAddress: subnet.prefix, subnetPrefix: subnet.prefix, subnetLen: subnet.prefixLen, port: this.port, mtu: this.mtu,
+      tunGro: this.tunGro,
     }, this.counters);
   }
 }

@@ -9,6 +9,8 @@ export const COUNTER_NAMES = [
   'udpRecvPackets', 'udpRecvBytes', 'tunWritePackets', 'tunWriteBytes',
   'dropRxMalformed', 'dropRxOversize', 'dropRxUnknownSender', 'dropRxSpoofedSource',
   'dropRxNotForUs', 'dropRxTtl', 'dropRxWriteError',
+  // GRO into flannel0: super-packets written, and the packets they carried (in tunWritePackets too)
+  'tunGroWrites', 'tunGroPackets',
   // Whole batches: reads that returned packets (packets / batches = batch occupancy) and
   // reads that failed (an I/O error, not a packet)
   'tunReadBatches', 'udpRecvBatches', 'tunReadErrors', 'udpRecvErrors',

@@ -4,8 +4,12 @@
 export interface TunDevice {
   /** Reads up to max packets into slots first, first+1, ...; sets lens. Count or -errno. */
   read(first: number, max: number): number;
-  /** Writes the slots list[0..count); returns packets written; failed slots get lens < 0. */
-  write(list: Uint16Array, count: number): number;
+  /**
+   * Writes the slots list[0..count); returns packets written; failed slots get lens < 0. With
+   * groups (a device that accepts super-packets): groups[i] = k >= 2 writes list[i..i+k) as one
+   * coalesced super-packet (leader patched and vnet header set by planTcpCoalescing), 1 = alone.
+   */
+  write(list: Uint16Array, count: number, groups?: Uint16Array | null): number;
 }
 
 export interface UdpSocket {

@@ -5,7 +5,7 @@ import type { PacketSlab } from './slab.js';
 
 /** Binds a slab to the shim once; every batch call then passes only this handle. */
 export function createRing(slab: PacketSlab): RingHandle {
-  return shim.createRing(slab.bytes, slab.slotSize, slab.lens, slab.addrs, slab.ports);
+  return shim.createRing(slab.bytes, slab.slotSize, slab.lens, slab.addrs, slab.ports, slab.offs, slab.vnetHdrs);
 }
 
 export class NativeTun implements TunDevice {
@@ -13,8 +13,8 @@ export class NativeTun implements TunDevice {
   read(first: number, max: number): number {
     return shim.tunRead(this.ring, this.fd, first, max);
   }
-  write(list: Uint16Array, count: number): number {
-    return shim.tunWrite(this.ring, this.fd, list, count);
+  write(list: Uint16Array, count: number, groups: Uint16Array | null = null): number {
+    return shim.tunWrite(this.ring, this.fd, list, count, groups);
   }
 }
 

@@ -3,6 +3,8 @@
 // from UDP, and ICMP errors built for flannel0. Packets are never copied between regions: a
 // batch is classified in place and sent or written from the slot it was read into.
 
+import { VNET_HDR_SLOT } from '../encap/tcp-coalesce.js';
+
 export interface SlabLayout {
   readonly slotSize: number;
   readonly batch: number;
@@ -19,6 +21,10 @@ export class PacketSlab {
   readonly addrs: Uint32Array;
   /** Peer UDP port per slot, as addrs. */
   readonly ports: Uint16Array;
+  /** Per slot: where the bytes to write start (a coalesced member's payload; 0 otherwise). */
+  readonly offs: Uint16Array;
+  /** Per slot, VNET_HDR_SLOT bytes: the virtio-net header of a coalesced group's leader. */
+  readonly vnetHdrs: Uint8Array;
   /** First slot of each region. */
   readonly txFirst = 0;
   readonly rxFirst: number;
@@ -36,6 +42,8 @@ export class PacketSlab {
     this.lens = new Int32Array(this.slotCount);
     this.addrs = new Uint32Array(this.slotCount);
     this.ports = new Uint16Array(this.slotCount);
+    this.offs = new Uint16Array(this.slotCount);
+    this.vnetHdrs = new Uint8Array(this.slotCount * VNET_HDR_SLOT);
   }
 
   offsetOf(slot: number): number {

@@ -10,14 +10,25 @@ export type RingHandle = { readonly __brand: 'RingHandle' };
 export type PollHandle = { readonly __brand: 'PollHandle' };
 
 export interface Shim {
-  createRing(slab: Uint8Array, slotSize: number, lens: Int32Array, addrs: Uint32Array, ports: Uint16Array): RingHandle;
-  /** fd or -errno; name may contain %d ("flannel%d"). The fd is non-blocking. */
-  openTun(name: string): number;
+  createRing(
+    slab: Uint8Array, slotSize: number, lens: Int32Array, addrs: Uint32Array, ports: Uint16Array,
+    offs: Uint16Array, vnetHdrs: Uint8Array,
+  ): RingHandle;
+  /**
+   * fd or -errno; name may contain %d ("flannel%d"). The fd is non-blocking. vnetHdr: IFF_VNET_HDR,
+   * so that coalesced super-packets can be written (the shim adds and strips the header itself).
+   */
+  openTun(name: string, vnetHdr: boolean): number;
+  /** Tells the ring that its TUN fd was opened with vnetHdr. */
+  ringSetTunVnet(ring: RingHandle, on: boolean): void;
   tunName(fd: number): string;
   /** Reads packets into slots first.. until EAGAIN or max: count or -errno. */
   tunRead(ring: RingHandle, fd: number, first: number, max: number): number;
-  /** Writes the listed slots; returns packets written; failed slots get lens[slot] = -errno. */
-  tunWrite(ring: RingHandle, fd: number, list: Uint16Array, count: number): number;
+  /**
+   * Writes the listed slots; returns packets written; failed slots get lens[slot] = -errno. With
+   * groups (vnetHdr only): groups[i] = k >= 2 writes list[i..i+k) as one super-packet (see native/README.md).
+   */
+  tunWrite(ring: RingHandle, fd: number, list: Uint16Array, count: number, groups: Uint16Array | null): number;
   /** fd or -errno: a non-blocking UDP socket bound to addr:port (addr uint32 host order). */
   udpOpen(addr: number, port: number, rcvbuf: number, sndbuf: number): number;
   udpLocalPort(fd: number): number;

@@ -71,6 +71,8 @@ const FAMILIES: Readonly<Record<string, Family>> = {
   udp_received_bytes_total: { type: 'counter', help: 'UDP payload bytes received from peers.' },
   tun_written_packets_total: { type: 'counter', help: 'Packets written to the TUN device (flannel0), received from peers.' },
   tun_written_bytes_total: { type: 'counter', help: 'Bytes of the packets written to the TUN device (flannel0).' },
+  tun_gro_writes_total: { type: 'counter', help: 'Coalesced TCP super-packets written to the TUN device (GRO).' },
+  tun_gro_packets_total: { type: 'counter', help: 'Packets carried by coalesced super-packets (also in tun_written_packets_total).' },
   dropped_packets_total: {
     type: 'counter',
     help: 'Packets dropped by the datapath, by direction (tx: flannel0 to UDP, rx: UDP to flannel0) and reason.',
@@ -119,6 +121,8 @@ const COUNTER_SERIES: Readonly<Record<CounterName, CounterSeries>> = {
   dropRxTtl: drop('rx', 'ttl_exceeded'),
   dropRxWriteError: drop('rx', 'write_error'),
   tunReadBatches: { family: 'read_batches_total', labels: { source: 'tun' } },
+  tunGroWrites: { family: 'tun_gro_writes_total', labels: {} },
+  tunGroPackets: { family: 'tun_gro_packets_total', labels: {} },
   udpRecvBatches: { family: 'read_batches_total', labels: { source: 'udp' } },
   tunReadErrors: { family: 'read_errors_total', labels: { source: 'tun' } },
   udpRecvErrors: { family: 'read_errors_total', labels: { source: 'udp' } },

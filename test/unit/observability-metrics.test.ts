@@ -18,6 +18,8 @@ function knownSource(): MetricsSource {
   counters[C.udpRecvBytes] = 588;
   counters[C.tunWritePackets] = 6;
   counters[C.tunWriteBytes] = 504;
+  counters[C.tunGroWrites] = 2;
+  counters[C.tunGroPackets] = 7;
   counters[C.dropRxSpoofedSource] = 1;
   counters[C.tunReadBatches] = 3;
   counters[C.udpRecvBatches] = 2;
@@ -69,6 +71,12 @@ flannel_ts_tun_written_packets_total 6
 # HELP flannel_ts_tun_written_bytes_total Bytes of the packets written to the TUN device (flannel0).
 # TYPE flannel_ts_tun_written_bytes_total counter
 flannel_ts_tun_written_bytes_total 504
+# HELP flannel_ts_tun_gro_writes_total Coalesced TCP super-packets written to the TUN device (GRO).
+# TYPE flannel_ts_tun_gro_writes_total counter
+flannel_ts_tun_gro_writes_total 2
+# HELP flannel_ts_tun_gro_packets_total Packets carried by coalesced super-packets (also in tun_written_packets_total).
+# TYPE flannel_ts_tun_gro_packets_total counter
+flannel_ts_tun_gro_packets_total 7
 # HELP flannel_ts_read_batches_total Batched reads that returned packets (packets / batches = batch occupancy).
 # TYPE flannel_ts_read_batches_total counter
 flannel_ts_read_batches_total{source="tun"} 3

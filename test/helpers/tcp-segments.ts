@@ -1,0 +1,268 @@
+// Test-side references for TCP GRO planning (src/encap/tcp-coalesce.ts), written independently
+// and for clarity, not speed: a packet builder, a parser into plain objects, the join rules one
+// by one, a greedy reference planner, and a reference segmenter that cuts a GSO_TCPV4
+// super-packet the way the kernel's TCP segmentation does.
+
+export const TCP_FIN = 0x01, TCP_SYN = 0x02, TCP_RST = 0x04, TCP_PSH = 0x08;
+export const TCP_ACK = 0x10, TCP_URG = 0x20, TCP_ECE = 0x40, TCP_CWR = 0x80;
+
+/** One's-complement 16-bit sum of b[off, off+len) added to initial, folded, NOT inverted. */
+export function onesSum(b: Uint8Array, off: number, len: number, initial = 0): number {
+  let sum = initial;
+  for (let i = 0; i + 1 < len; i += 2) sum += b[off + i] * 256 + b[off + i + 1];
+  if (len % 2 === 1) sum += b[off + len - 1] * 256;
+  while (sum > 0xffff) sum = (sum % 0x10000) + Math.floor(sum / 0x10000);
+  return sum;
+}
+
+/** The 12-byte TCP pseudo-header as bytes: src, dst, zero, protocol 6, TCP length. */
+export function pseudoHeader(src: number, dst: number, tcpLength: number): Uint8Array {
+  const p = new Uint8Array(12);
+  const v = new DataView(p.buffer);
+  v.setUint32(0, src);
+  v.setUint32(4, dst);
+  p[9] = 6;
+  v.setUint16(10, tcpLength);
+  return p;
+}
+
+export interface TcpPacketSpec {
+  src: number; dst: number;
+  tos?: number; ttl?: number; id?: number; df?: boolean; mf?: boolean; reservedBit?: boolean; fragOffset?: number;
+  /** IP options, a multiple of 4 bytes. */
+  ipOptions?: Uint8Array;
+  /** Protocol number (6 unless testing others: then the bytes after the IP header are the payload). */
+  protocol?: number;
+  sport: number; dport: number; seq: number; ack: number; flags: number; window: number; urgent?: number;
+  /** Low nibble of TCP byte 12 (reserved bits, AE). */
+  tcpReserved?: number;
+  /** TCP options, a multiple of 4 bytes. */
+  tcpOptions?: Uint8Array;
+  payload: Uint8Array;
+  /** Store a wrong IP header checksum. */
+  badIpChecksum?: boolean;
+}
+
+/** An IPv4 packet with valid IP and TCP checksums (unless asked for a bad IP one). */
+export function buildTcpPacket(s: TcpPacketSpec): Uint8Array {
+  const ipOpts = s.ipOptions ?? new Uint8Array(0);
+  const tcpOpts = s.tcpOptions ?? new Uint8Array(0);
+  const protocol = s.protocol ?? 6;
+  const ihl = 20 + ipOpts.length;
+  const thl = protocol === 6 ? 20 + tcpOpts.length : 0;
+  const total = ihl + thl + s.payload.length;
+  const p = new Uint8Array(total);
+  const v = new DataView(p.buffer);
+  p[0] = 0x40 | (ihl / 4);
+  p[1] = s.tos ?? 0;
+  v.setUint16(2, total);
+  v.setUint16(4, s.id ?? 0);
+  v.setUint16(6, ((s.reservedBit ? 0x8000 : 0) | (s.df ? 0x4000 : 0) | (s.mf ? 0x2000 : 0) | (s.fragOffset ?? 0)));
+  p[8] = s.ttl ?? 64;
+  p[9] = protocol;
+  v.setUint32(12, s.src);
+  v.setUint32(16, s.dst);
+  p.set(ipOpts, 20);
+  if (protocol === 6) {
+    const t = ihl;
+    v.setUint16(t, s.sport);
+    v.setUint16(t + 2, s.dport);
+    v.setUint32(t + 4, s.seq >>> 0);
+    v.setUint32(t + 8, s.ack >>> 0);
+    p[t + 12] = ((thl / 4) << 4) | (s.tcpReserved ?? 0);
+    p[t + 13] = s.flags;
+    v.setUint16(t + 14, s.window);
+    v.setUint16(t + 18, s.urgent ?? 0);
+    p.set(tcpOpts, t + 20);
+  }
+  p.set(s.payload, ihl + thl);
+  if (protocol === 6) {
+    const tcpLen = total - ihl;
+    const check = ~onesSum(p, ihl, tcpLen, onesSum(pseudoHeader(s.src, s.dst, tcpLen), 0, 12)) & 0xffff;
+    v.setUint16(ihl + 16, check);
+  }
+  const ipCheck = ~onesSum(p, 0, ihl) & 0xffff;
+  v.setUint16(10, s.badIpChecksum ? ipCheck ^ 0x0101 : ipCheck);
+  return p;
+}
+
+export interface ParsedPacket {
+  len: number; ihl: number; tos: number; totalLength: number; id: number;
+  reservedBit: boolean; df: boolean; mf: boolean; fragOffset: number; ttl: number; protocol: number;
+  ipChecksumOk: boolean; src: number; dst: number;
+  /** TCP fields, when protocol 6 and the header fits. */
+  tcp: null | {
+    sport: number; dport: number; seq: number; ack: number; headerLength: number; byte12: number;
+    flags: number; window: number; check: number; urgent: number; options: number[]; payloadLength: number;
+  };
+}
+
+export function parsePacket(p: Uint8Array, len = p.length): ParsedPacket {
+  const v = new DataView(p.buffer, p.byteOffset, len);
+  const ihl = (p[0] & 15) * 4;
+  const fragWord = v.getUint16(6);
+  const parsed: ParsedPacket = {
+    len, ihl, tos: p[1], totalLength: v.getUint16(2), id: v.getUint16(4),
+    reservedBit: (fragWord & 0x8000) !== 0, df: (fragWord & 0x4000) !== 0, mf: (fragWord & 0x2000) !== 0,
+    fragOffset: fragWord & 0x1fff, ttl: p[8], protocol: p[9],
+    ipChecksumOk: onesSum(p, 0, ihl) === 0xffff, src: v.getUint32(12), dst: v.getUint32(16), tcp: null,
+  };
+  if (parsed.protocol === 6 && len >= ihl + 20) {
+    const headerLength = (p[ihl + 12] >> 4) * 4;
+    if (headerLength >= 20 && ihl + headerLength <= len) {
+      parsed.tcp = {
+        sport: v.getUint16(ihl), dport: v.getUint16(ihl + 2), seq: v.getUint32(ihl + 4), ack: v.getUint32(ihl + 8),
+        headerLength, byte12: p[ihl + 12], flags: p[ihl + 13], window: v.getUint16(ihl + 14),
+        check: v.getUint16(ihl + 16), urgent: v.getUint16(ihl + 18),
+        options: Array.from(p.subarray(ihl + 20, ihl + headerLength)), payloadLength: len - ihl - headerLength,
+      };
+    }
+  }
+  return parsed;
+}
+
+/** Full IP header checksum check of a packet. */
+export function ipChecksumValid(p: Uint8Array): boolean {
+  return onesSum(p, 0, (p[0] & 15) * 4) === 0xffff;
+}
+
+/** Full TCP checksum check over pseudo-header, header and payload (computed from scratch). */
+export function tcpChecksumValid(p: Uint8Array): boolean {
+  const pp = parsePacket(p);
+  const tcpLen = p.length - pp.ihl;
+  return onesSum(p, pp.ihl, tcpLen, onesSum(pseudoHeader(pp.src, pp.dst, tcpLen), 0, 12)) === 0xffff;
+}
+
+function flagsAckMaybePsh(flags: number): boolean {
+  return flags === TCP_ACK || flags === (TCP_ACK | TCP_PSH);
+}
+
+/** The reasons a packet could not start a group (empty: it can lead). */
+export function leadViolations(p: ParsedPacket): string[] {
+  const r: string[] = [];
+  if (p.tcp === null) return ['not-tcp'];
+  if (p.ihl !== 20) r.push('ip-options');
+  if (p.mf || p.fragOffset !== 0) r.push('fragment');
+  if (!p.ipChecksumOk) r.push('ip-checksum');
+  if (!flagsAckMaybePsh(p.tcp.flags)) r.push('flags');
+  if (p.tcp.payloadLength <= 0) r.push('empty-payload');
+  return r;
+}
+
+/**
+ * The join rules, one by one: every rule that forbids packet p from joining the group (its
+ * packets so far, leader first). Empty: p may join. The planner's contract plus its stricter
+ * extras (IP checksum, IP flags byte, TCP byte 12, urgent pointer, IP id without DF).
+ */
+export function joinViolations(group: readonly ParsedPacket[], p: ParsedPacket, maxBytes: number): string[] {
+  const L = group[0], P = group[group.length - 1];
+  const lt = L.tcp!, pt = P.tcp!;
+  if (p.tcp === null) return ['not-tcp'];
+  const t = p.tcp;
+  const r: string[] = [];
+  if (p.ihl !== 20) r.push('ip-options');
+  if (p.mf || p.fragOffset !== 0) r.push('fragment');
+  if (!p.ipChecksumOk) r.push('ip-checksum');
+  if (p.src !== L.src || p.dst !== L.dst) r.push('addresses');
+  if (p.tos !== L.tos) r.push('tos');
+  if (p.ttl !== L.ttl) r.push('ttl');
+  if (p.df !== L.df || p.reservedBit !== L.reservedBit) r.push('ip-flags');
+  if (!p.df && p.id !== ((L.id + group.length) & 0xffff)) r.push('ip-id');
+  if (t.sport !== lt.sport || t.dport !== lt.dport) r.push('ports');
+  if (t.ack !== lt.ack) r.push('ack');
+  if (t.window !== lt.window) r.push('window');
+  if (t.byte12 !== lt.byte12) r.push('doff');
+  if (t.options.length !== lt.options.length || t.options.some((x, i) => x !== lt.options[i])) r.push('options');
+  if (t.urgent !== lt.urgent) r.push('urgent-pointer');
+  if (!flagsAckMaybePsh(t.flags)) r.push('flags');
+  if ((pt.flags & TCP_PSH) !== 0) r.push('prev-psh');
+  if (t.seq !== ((pt.seq + pt.payloadLength) >>> 0)) r.push('seq');
+  if (t.payloadLength <= 0) r.push('empty-payload');
+  if (t.payloadLength > lt.payloadLength) r.push('longer-than-leader');
+  if (group.some((m) => m.tcp!.payloadLength !== lt.payloadLength)) r.push('after-short');
+  const total = L.ihl + lt.headerLength + group.reduce((s, m) => s + m.tcp!.payloadLength, 0) + t.payloadLength;
+  if (total > maxBytes) r.push('max-bytes');
+  if (group.length >= 64) r.push('max-packets');
+  return r;
+}
+
+/** The greedy reference plan: groupLens for packets in write order. */
+export function referencePlan(packets: readonly ParsedPacket[], maxBytes: number): number[] {
+  const groupLens: number[] = packets.map(() => 1);
+  let group: ParsedPacket[] = [];
+  let leaderPos = -1;
+  const close = (): void => {
+    if (group.length >= 2) groupLens[leaderPos] = group.length;
+    group = [];
+  };
+  packets.forEach((p, i) => {
+    if (group.length > 0 && joinViolations(group, p, maxBytes).length === 0) {
+      group.push(p);
+      groupLens[i] = 0;
+      return;
+    }
+    close();
+    if (leadViolations(p).length === 0) {
+      group = [p];
+      leaderPos = i;
+    }
+  });
+  close();
+  return groupLens;
+}
+
+/** A little-endian struct virtio_net_hdr (10 bytes). */
+export interface VnetHdr {
+  flags: number; gsoType: number; hdrLen: number; gsoSize: number; csumStart: number; csumOffset: number;
+}
+
+export function parseVnetHdr(b: Uint8Array, off: number): VnetHdr {
+  const v = new DataView(b.buffer, b.byteOffset + off, 10);
+  return {
+    flags: b[off], gsoType: b[off + 1], hdrLen: v.getUint16(2, true), gsoSize: v.getUint16(4, true),
+    csumStart: v.getUint16(6, true), csumOffset: v.getUint16(8, true),
+  };
+}
+
+/**
+ * Cuts a GSO_TCPV4 super-packet as the kernel's TCP segmentation would: hdr_len header bytes
+ * copied per segment; segment i carries gso_size payload bytes (the last the rest), seq =
+ * leader seq + i * gso_size, IP total length per segment, IP id = leader id + i, PSH (and FIN)
+ * only on the last segment if the super-packet had it, the IP checksum recomputed, and the TCP
+ * checksum completed the CHECKSUM_PARTIAL way: the super-packet's pseudo-header sum in the field
+ * is adjusted for the segment's length, then summed over the segment's header and payload.
+ */
+export function segmentSuperPacket(vnet: VnetHdr, sp: Uint8Array): Uint8Array[] {
+  if (vnet.flags !== 1 || vnet.gsoType !== 1) throw new Error(`not a NEEDS_CSUM TCPV4 vnet header: ${JSON.stringify(vnet)}`);
+  if (vnet.gsoSize <= 0) throw new Error('gso_size 0');
+  const hdr = vnet.hdrLen;
+  const ihl = vnet.csumStart;
+  const spv = new DataView(sp.buffer, sp.byteOffset, sp.length);
+  if (spv.getUint16(2) !== sp.length) throw new Error(`super-packet IP total length ${spv.getUint16(2)} != ${sp.length}`);
+  const superTcpLen = sp.length - ihl;
+  const partial = spv.getUint16(ihl + vnet.csumOffset);
+  const payloadLen = sp.length - hdr;
+  const lastFlags = sp[ihl + 13] & (TCP_PSH | TCP_FIN);
+  const out: Uint8Array[] = [];
+  for (let i = 0, at = 0; at < payloadLen; i++, at += vnet.gsoSize) {
+    const n = Math.min(vnet.gsoSize, payloadLen - at);
+    const seg = new Uint8Array(hdr + n);
+    seg.set(sp.subarray(0, hdr), 0);
+    seg.set(sp.subarray(hdr + at, hdr + at + n), hdr);
+    const v = new DataView(seg.buffer);
+    v.setUint16(2, seg.length);
+    v.setUint16(4, (spv.getUint16(4) + i) & 0xffff);
+    v.setUint16(10, 0);
+    v.setUint16(10, ~onesSum(seg, 0, ihl) & 0xffff);
+    v.setUint32(ihl + 4, (spv.getUint32(ihl + 4) + i * vnet.gsoSize) >>> 0);
+    const isLast = at + n >= payloadLen;
+    seg[ihl + 13] = (seg[ihl + 13] & ~(TCP_PSH | TCP_FIN)) | (isLast ? lastFlags : 0);
+    const segTcpLen = seg.length - ihl;
+    // Length adjustment of the pseudo-header sum: - superTcpLen + segTcpLen, one's complement.
+    const adjusted = onesSum(new Uint8Array([(~superTcpLen >> 8) & 0xff, ~superTcpLen & 0xff, segTcpLen >> 8, segTcpLen & 0xff]), 0, 4, partial);
+    v.setUint16(ihl + vnet.csumOffset, adjusted);
+    v.setUint16(ihl + vnet.csumOffset, ~onesSum(seg, ihl, segTcpLen) & 0xffff);
+    out.push(seg);
+  }
+  return out;
+}
