@@ -153,7 +153,7 @@ export async function runThroughput(options: Partial<ThroughputOptions> = {}): P
 }
 
 const MODE_LABELS: Record<BenchForwarder, string> = {
-  'flannel-ts': 'flannel-ts (this build: batching + UDP GSO)',
+  'flannel-ts': 'flannel-ts (this build: batching + UDP GSO + TUN GRO)',
   'flannel-ts-no-offload': 'flannel-ts --no-offload (batching only)',
   vxlan: 'kernel VXLAN (flannel vxlan backend)',
   'host-gw': 'host-gw (kernel routing, no encapsulation)',

@@ -32,7 +32,7 @@ export interface DatapathOptions {
   readonly subnet: Ipv4Prefix;
   readonly port: number;
   readonly batch: number;
-  /** Use UDP GSO where the kernel accepts it (false: --no-offload). */
+  /** Use UDP GSO and GRO into flannel0 where the kernel accepts them (false: --no-offload). */
   readonly offload: boolean;
 }
 

@@ -34,7 +34,7 @@ export interface StaticFlags {
   readonly peers: readonly PeerFlag[];
   readonly port: number;
   readonly batch: number;
-  /** false with --no-offload: plain sendmmsg, no UDP GSO. */
+  /** false with --no-offload: no UDP GSO on send, no GRO into flannel0. */
   readonly offload: boolean;
   readonly logLevel: LogLevel;
 }
@@ -66,7 +66,7 @@ export interface RegistryFlags {
   readonly healthzPort: number;
   readonly iptablesForwardRules: boolean;
   readonly batch: number;
-  /** false with --no-offload: plain sendmmsg, no UDP GSO. */
+  /** false with --no-offload: no UDP GSO on send, no GRO into flannel0. */
   readonly offload: boolean;
   readonly logLevel: LogLevel;
 }
@@ -155,7 +155,7 @@ Static mode: forwards between flannel0 and UDP with routes given on the command 
 
 Both modes:
   --batch N             packets per batch, 1..1024 (default 64)
-  --no-offload          no UDP GSO: one datagram per message in sendmmsg (for comparison)
+  --no-offload          no UDP GSO, no GRO into flannel0: one datagram per message, one write per packet
   --log-level LEVEL     debug|info|warn|error (default info); -v N (N >= 1) means debug
   --version, --help
 Flags may be spelled -flag or --flag, with "=value" or the value as the next argument.
