@@ -11,6 +11,8 @@ export const COUNTER_NAMES = [
   'dropRxNotForUs', 'dropRxTtl', 'dropRxWriteError',
   // GRO into flannel0: super-packets written, and the packets they carried (in tunWritePackets too)
   'tunGroWrites', 'tunGroPackets',
+  // 1 once flannel0 refused a super-packet and GRO was turned off (writes are plain from then on)
+  'tunGroFallbacks',
   // Whole batches: reads that returned packets (packets / batches = batch occupancy) and
   // reads that failed (an I/O error, not a packet)
   'tunReadBatches', 'udpRecvBatches', 'tunReadErrors', 'udpRecvErrors',

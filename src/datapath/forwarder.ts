@@ -33,6 +33,8 @@ export class Forwarder {
   private readonly writeList: Uint16Array;
   private readonly icmpList: Uint16Array;
   private readonly groupLens: Uint16Array;
+  /** GRO in force: config.tunGro, until flannel0 refuses a super-packet. */
+  private tunGro: boolean;
   private readonly subnetMask: number;
 
   constructor(
@@ -47,6 +49,7 @@ export class Forwarder {
     this.writeList = new Uint16Array(slab.batch);
     this.icmpList = new Uint16Array(slab.batch);
     this.groupLens = new Uint16Array(slab.batch);
+    this.tunGro = config.tunGro === true;
     this.subnetMask = config.subnetLen === 0 ? 0 : (0xffffffff << (32 - config.subnetLen)) >>> 0;
   }
 
@@ -173,16 +176,22 @@ export class Forwarder {
 
   private write(count: number): void {
     const c = this.counters, slab = this.slab, lens = slab.lens, list = this.writeList, groupLens = this.groupLens;
-    const groups = this.config.tunGro === true && count > 1
+    const groups = this.tunGro && count > 1
       ? planTcpCoalescing(slab.bytes, slab.slotSize, lens, slab.offs, slab.vnetHdrs, list, count, groupLens)
       : 0;
     const written = this.tun.write(list, count, groups > 0 ? groupLens : null);
     if (groups > 0) {
       for (let i = 0; i < count; i++) {
         const k = groupLens[i];
-        if (k > 1 && lens[list[i]] >= 0) {
+        if (k < 2) continue;
+        if (lens[list[i]] >= 0) {
           c[C.tunGroWrites]++;
           c[C.tunGroPackets] += k;
+        } else if (this.tunGro) {
+          // The kernel refused a super-packet: those packets are lost (counted as write errors),
+          // and GRO stays off rather than losing every later run the same way.
+          this.tunGro = false;
+          c[C.tunGroFallbacks]++;
         }
       }
     }

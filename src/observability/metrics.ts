@@ -73,6 +73,7 @@ const FAMILIES: Readonly<Record<string, Family>> = {
   tun_written_bytes_total: { type: 'counter', help: 'Bytes of the packets written to the TUN device (flannel0).' },
   tun_gro_writes_total: { type: 'counter', help: 'Coalesced TCP super-packets written to the TUN device (GRO).' },
   tun_gro_packets_total: { type: 'counter', help: 'Packets carried by coalesced super-packets (also in tun_written_packets_total).' },
+  tun_gro_fallbacks_total: { type: 'counter', help: 'Times flannel0 refused a super-packet and GRO was turned off.' },
   dropped_packets_total: {
     type: 'counter',
     help: 'Packets dropped by the datapath, by direction (tx: flannel0 to UDP, rx: UDP to flannel0) and reason.',
@@ -123,6 +124,7 @@ const COUNTER_SERIES: Readonly<Record<CounterName, CounterSeries>> = {
   tunReadBatches: { family: 'read_batches_total', labels: { source: 'tun' } },
   tunGroWrites: { family: 'tun_gro_writes_total', labels: {} },
   tunGroPackets: { family: 'tun_gro_packets_total', labels: {} },
+  tunGroFallbacks: { family: 'tun_gro_fallbacks_total', labels: {} },
   udpRecvBatches: { family: 'read_batches_total', labels: { source: 'udp' } },
   tunReadErrors: { family: 'read_errors_total', labels: { source: 'tun' } },
   udpRecvErrors: { family: 'read_errors_total', labels: { source: 'udp' } },

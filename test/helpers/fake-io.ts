@@ -70,6 +70,8 @@ export class FakeTun implements TunDevice {
   readonly written: Buffer[] = [];
   readCalls = 0;
   writeCalls = 0;
+  /** The groups argument of each write call (a copy of its first `count` entries, or null). */
+  readonly writeGroups: (number[] | null)[] = [];
   private readonly faults = new FaultPlan();
   private readonly maxPerCall: number;
 
@@ -108,8 +110,10 @@ export class FakeTun implements TunDevice {
     return n;
   }
 
-  write(list: Uint16Array, count: number): number {
+  /** Records groups, then writes each listed packet as it is (a group's leader as patched). */
+  write(list: Uint16Array, count: number, groups: Uint16Array | null = null): number {
     this.writeCalls++;
+    this.writeGroups.push(groups ? Array.from(groups.subarray(0, count)) : null);
     let ok = 0;
     for (let i = 0; i < count; i++) {
       const slot = list[i]!;

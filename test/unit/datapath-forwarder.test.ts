@@ -10,6 +10,7 @@ import { formatIPv4, parseIPv4 } from '../../src/routing-table/ipv4.js';
 import { RoutingSnapshot } from '../../src/routing-table/snapshot.js';
 import { EIO, ENOBUFS, FakeTun, FakeUdp } from '../helpers/fake-io.js';
 import { buildIpv4Udp, internetChecksum } from '../helpers/packets.js';
+import { buildTcpPacket } from '../helpers/tcp-segments.js';
 
 const MTU = 1472;
 const PORT = 8285;
@@ -197,5 +198,50 @@ describe('batches and I/O edges', () => {
     assert.equal(internetChecksum(out, 0, 20), 0);
     assert.deepEqual(out.subarray(12), p.subarray(12));
     assert.deepEqual(out.subarray(0, 8), p.subarray(0, 8));
+  });
+});
+
+describe('GRO into flannel0 (tunGro)', () => {
+  const PEER_SUBNET_HOST = parseIPv4('10.244.2.2');
+  const POD = parseIPv4('10.244.1.2');
+  // A run of full-size segments of one TCP flow from the peer's pod to ours: coalescable.
+  const segment = (i: number) => buildTcpPacket({
+    src: PEER_SUBNET_HOST, dst: POD, ttl: 64, df: true, id: i, sport: 5201, dport: 40000,
+    seq: 1000 + i * 1000, ack: 7, flags: 0x10, window: 512, payload: new Uint8Array(1000).fill(i),
+  });
+
+  function groSetup() {
+    const slab = new PacketSlab({ slotSize: slotSizeFor(MTU), batch: BATCH });
+    const tun = new FakeTun(slab), udp = new FakeUdp(slab), counters = newCounters();
+    const fwd = new Forwarder(slab, tun, udp, {
+      tunAddress: TUN_ADDRESS, subnetPrefix: TUN_ADDRESS, subnetLen: 24, port: PORT, mtu: MTU, tunGro: true,
+    }, counters);
+    fwd.setRoutes(RoutingSnapshot.build([{ prefix: parseIPv4('10.244.2.0'), prefixLen: 24, publicIp: PEER }]));
+    const receive = (n: number) => {
+      for (let i = 0; i < n; i++) udp.push({ data: segment(i), addr: PEER, port: PORT });
+      fwd.udpToTun();
+    };
+    return { tun, counters, receive };
+  }
+
+  test('a run of one flow is written as one group and counted', () => {
+    const { tun, counters, receive } = groSetup();
+    receive(6);
+    assert.deepEqual(tun.writeGroups, [[6, 0, 0, 0, 0, 0]]);
+    assert.equal(counters[C.tunGroWrites], 1);
+    assert.equal(counters[C.tunGroPackets], 6);
+    assert.equal(counters[C.tunWritePackets], 6);
+  });
+
+  test('a refused super-packet turns GRO off: later batches are written plain', () => {
+    const { tun, counters, receive } = groSetup();
+    tun.failNextWrites(22 /* EINVAL */, 1);
+    receive(4);
+    assert.equal(counters[C.tunGroFallbacks], 1);
+    assert.equal(counters[C.tunGroWrites], 0);
+    assert.ok(counters[C.dropRxWriteError]! >= 1);
+    receive(4);
+    assert.deepEqual(tun.writeGroups.at(-1), null);
+    assert.equal(counters[C.tunWritePackets], 3 + 4);
   });
 });

@@ -77,6 +77,9 @@ flannel_ts_tun_gro_writes_total 2
 # HELP flannel_ts_tun_gro_packets_total Packets carried by coalesced super-packets (also in tun_written_packets_total).
 # TYPE flannel_ts_tun_gro_packets_total counter
 flannel_ts_tun_gro_packets_total 7
+# HELP flannel_ts_tun_gro_fallbacks_total Times flannel0 refused a super-packet and GRO was turned off.
+# TYPE flannel_ts_tun_gro_fallbacks_total counter
+flannel_ts_tun_gro_fallbacks_total 0
 # HELP flannel_ts_read_batches_total Batched reads that returned packets (packets / batches = batch occupancy).
 # TYPE flannel_ts_read_batches_total counter
 flannel_ts_read_batches_total{source="tun"} 3
