@@ -337,9 +337,12 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
     }
     for (uint32_t j = 0; j < k; j++) {
       uint32_t slot = list[i + j];
+      if (slot >= r->slot_count || r->lens[slot] < 0 || (uint32_t)r->lens[slot] > r->slot_size) {
+        bad = 1;
+        break;
+      }
       uint32_t start = j == 0 ? 0 : r->offs[slot];
-      if (slot >= r->slot_count || r->lens[slot] < 0 || (uint32_t)r->lens[slot] > r->slot_size ||
-          start > (uint32_t)r->lens[slot]) {
+      if (start > (uint32_t)r->lens[slot]) {
         bad = 1;
         break;
       }
@@ -548,7 +551,10 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
       continue;
     }
     r->last_errno = n < 0 ? errno : EIO;
-    if (r->msg_segs[done] > 1) r->gso_segments = 0; /* the kernel refused GSO: plain sends from now on */
+    /* The kernel refused GSO itself: plain sends from now on. Other errors (a firewall, no route,
+       a lowered path MTU) say nothing about GSO and must not turn it off. */
+    if (r->msg_segs[done] > 1 && (r->last_errno == EINVAL || r->last_errno == EIO || r->last_errno == EOPNOTSUPP))
+      r->gso_segments = 0;
     for (uint32_t j = 0; j < r->msg_segs[done]; j++) /* tell JS which datagrams were lost */
       r->lens[r->slot_of[r->msg_first[done] + j]] = -r->last_errno;
     done++; /* and skip them */
@@ -693,7 +699,12 @@ static napi_value poll_start(napi_env env, napi_callback_info info) {
     return NULL;
   }
   napi_value ext;
-  CHECK(napi_create_external(env, w, NULL, NULL, &ext));
+  if (napi_create_external(env, w, NULL, NULL, &ext) != napi_ok) {
+    uv_poll_stop(&w->handle);
+    watcher_finalize(env, w, NULL);
+    napi_throw_error(env, NULL, "flannel-ts shim: cannot create the poll handle");
+    return NULL;
+  }
   return ext;
 }
 

@@ -36,6 +36,9 @@ export interface DatapathOptions {
   readonly offload: boolean;
 }
 
+/** Batches each way drained at stop, at most. */
+const DRAIN_BATCHES_AT_STOP = 16;
+
 /** Most datagrams per UDP GSO message (the kernel's limit on older kernels). */
 const GSO_SEGMENTS = 64;
 
@@ -87,6 +90,7 @@ export class Datapath {
     }
     if (tunFd < 0) throw new Error(`cannot create the TUN device: ${describeErrno(tunFd)}`);
     let udpFd = -1;
+    let dp: Datapath | undefined;
     try {
       configureTunLink({
         name: shim.tunName(tunFd), address: options.subnet.prefix, mtu,
@@ -99,10 +103,11 @@ export class Datapath {
       // UDP GSO is negotiated here: a kernel or socket without UDP_SEGMENT keeps plain sends.
       if (options.offload && shim.udpProbeGso(udpFd) === 0) shim.ringSetGso(ring, GSO_SEGMENTS);
       if (tunVnet) shim.ringSetTunVnet(ring, true);
-      const dp = new Datapath(options, tunFd, udpFd, slab, ring, new NativeTun(ring, tunFd), new NativeUdp(ring, udpFd), tunVnet);
+      dp = new Datapath(options, tunFd, udpFd, slab, ring, new NativeTun(ring, tunFd), new NativeUdp(ring, udpFd), tunVnet);
       dp.engine.start();
       return dp;
     } catch (err) {
+      dp?.engine.stop(); // no poll may outlive its fd
       if (udpFd >= 0) shim.closeFd(udpFd);
       shim.closeFd(tunFd);
       throw err;
@@ -136,24 +141,32 @@ export class Datapath {
     const old = this.subnetNow;
     if (old.prefix === subnet.prefix && old.prefixLen === subnet.prefixLen) return;
     configureTunLink({ name: this.tunName, address: subnet.prefix, mtu: this.mtu, networkPrefix: network.prefix, networkLen: network.prefixLen });
-    if (old.prefix !== subnet.prefix) removeTunAddress(this.tunName, old.prefix);
+    // The Forwarder follows the new subnet at once; the old address goes last, so that failing to
+    // remove it can leave a stale address but never a datapath that drops the new subnet's traffic.
     const routes = this.forwarder.currentRoutes;
+    const tunGro = this.forwarder.tunGroInForce;
     this.engine.stop();
     this.subnetNow = subnet;
-    this.forwarder = this.newForwarder(subnet);
+    this.forwarder = this.newForwarder(subnet, tunGro);
     this.forwarder.setRoutes(routes);
     this.engine = new DatapathEngine(this.forwarder, this.tunFd, this.udpFd, this.slab.batch);
     this.engine.start();
+    if (old.prefix !== subnet.prefix) removeTunAddress(this.tunName, old.prefix);
   }
 
   countersObject(): Record<string, number> {
     return countersToObject(this.counters);
   }
 
-  /** Stops forwarding and drains what the last wake-up left, so the counters are final. */
+  /**
+   * Stops forwarding and drains what the last wake-up left, so the counters are final. Bounded:
+   * a peer (or a stranger) that keeps sending must not keep the agent from stopping.
+   */
   stop(): void {
     this.engine.stop();
-    while (this.forwarder.udpToTun() > 0 || this.forwarder.tunToUdp() > 0);
+    for (let k = 0; k < DRAIN_BATCHES_AT_STOP; k++) {
+      if (this.forwarder.udpToTun() + this.forwarder.tunToUdp() === 0) break;
+    }
   }
 
   /** Datagrams per UDP GSO message at most; 0 when off (--no-offload, refused by the kernel). */
@@ -189,10 +202,10 @@ export class Datapath {
     };
   }
 
-  private newForwarder(subnet: Ipv4Prefix): Forwarder {
+  private newForwarder(subnet: Ipv4Prefix, tunGro = this.tunGro): Forwarder {
     return new Forwarder(this.slab, this.tun, this.udp, {
       tunAddress: subnet.prefix, subnetPrefix: subnet.prefix, subnetLen: subnet.prefixLen, port: this.port, mtu: this.mtu,
-      tunGro: this.tunGro,
+      tunGro,
     }, this.counters);
   }
 }

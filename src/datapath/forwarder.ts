@@ -62,6 +62,11 @@ export class Forwarder {
     return this.routes;
   }
 
+  /** GRO into flannel0 in force: tunGro, until flannel0 refused a super-packet. */
+  get tunGroInForce(): boolean {
+    return this.tunGro;
+  }
+
   /** Moves one batch flannel0 -> UDP. Returns the number of packets read (0: flannel0 empty). */
   tunToUdp(): number {
     const { slab, counters: c } = this;
@@ -187,9 +192,9 @@ export class Forwarder {
         if (lens[list[i]] >= 0) {
           c[C.tunGroWrites]++;
           c[C.tunGroPackets] += k;
-        } else if (this.tunGro) {
-          // The kernel refused a super-packet: those packets are lost (counted as write errors),
-          // and GRO stays off rather than losing every later run the same way.
+        } else if (this.tunGro && refusesGro(lens[list[i]])) {
+          // The kernel refused a super-packet as such: those packets are lost (counted as write
+          // errors), and GRO stays off rather than losing every later run the same way.
           this.tunGro = false;
           c[C.tunGroFallbacks]++;
         }
@@ -204,4 +209,9 @@ export class Forwarder {
     c[C.tunWriteBytes] += writtenBytes;
     c[C.dropRxWriteError] += count - written;
   }
+}
+
+/** -errno values with which flannel0 refuses a super-packet itself (not a transient failure). */
+function refusesGro(negErrno: number): boolean {
+  return negErrno === -22 /* EINVAL */ || negErrno === -5 /* EIO */ || negErrno === -95 /* EOPNOTSUPP */;
 }

@@ -42,10 +42,10 @@ const TCP_CHECK_OFFSET = 16;
  * (the I/O side writes singles with an all-zero virtio_net_hdr of its own).
  * Returns the number of groups of k >= 2 (0: nothing coalesced; the batch is written as is).
  *
- * The original TCP checksums of grouped segments are not verified (that would read every payload
- * byte): the kernel computes a fresh one over the super-packet, so end-to-end integrity of the
- * inner payload rests on the outer UDP checksum. IP header checksums are verified (as Linux's
- * inet_gro_receive): a packet with a bad one is written alone, for the kernel to drop.
+ * Every grouped segment's IP header checksum and TCP checksum are verified first, as Linux's
+ * inet_gro_receive and tcp4_gro_receive do: the kernel computes a fresh TCP checksum over the
+ * super-packet, so a corrupted segment merged unchecked would be accepted. A packet that fails
+ * is written alone, for the kernel to drop.
  */
 export function planTcpCoalescing(
   bytes: Uint8Array, slotSize: number, lens: Int32Array, offs: Uint16Array, vnetHdrs: Uint8Array,
@@ -79,7 +79,7 @@ export function planTcpCoalescing(
         hdr === leaderHdr && !prevPsh && prevPayload === leaderPayload && k < MAX_GROUP_PACKETS &&
         payload > 0 && payload <= leaderPayload && total + payload <= maxBytes &&
         seqAt(bytes, off) === ((prevSeq + prevPayload) >>> 0) &&
-        canJoin(bytes, off, leaderOff, hdr, k)
+        canJoin(bytes, off, leaderOff, hdr, k) && tcpChecksumOk(bytes, off, len)
       ) {
         groupLens[i] = 0;
         offs[slot] = hdr;
@@ -100,7 +100,7 @@ export function planTcpCoalescing(
     }
 
     const hdr = tcpHeaderEnd(bytes, off, len);
-    if (hdr > 0 && len > hdr && canLead(bytes, off)) {
+    if (hdr > 0 && len > hdr && canLead(bytes, off) && tcpChecksumOk(bytes, off, len)) {
       leaderPos = i;
       leaderOff = off;
       leaderHdr = hdr;
@@ -167,6 +167,21 @@ function canJoin(b: Uint8Array, off: number, leaderOff: number, hdr: number, k: 
     if (id !== ((leaderId + k) & 0xffff)) return false;
   }
   return ipHeaderSumOk(b, off);
+}
+
+/** The TCP checksum of the segment at off (20-byte IP header, len bytes in all) verifies. */
+function tcpChecksumOk(b: Uint8Array, off: number, len: number): boolean {
+  const tcpLen = len - 20;
+  // Pseudo-header: source and destination addresses, protocol, TCP length.
+  let sum = ((b[off + 12] << 8) | b[off + 13]) + ((b[off + 14] << 8) | b[off + 15]) +
+    ((b[off + 16] << 8) | b[off + 17]) + ((b[off + 18] << 8) | b[off + 19]) + IPPROTO_TCP + tcpLen;
+  const end = off + len - 1;
+  let j = off + 20;
+  for (; j < end; j += 2) sum += (b[j] << 8) | b[j + 1];
+  if (j === end) sum += b[j] << 8;
+  sum = (sum & 0xffff) + Math.floor(sum / 0x10000);
+  sum = (sum & 0xffff) + (sum >>> 16);
+  return sum === 0xffff;
 }
 
 /** The 20-byte IP header's checksum verifies (one's-complement sum of all words is 0xffff). */

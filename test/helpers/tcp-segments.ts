@@ -90,6 +90,8 @@ export interface ParsedPacket {
   len: number; ihl: number; tos: number; totalLength: number; id: number;
   reservedBit: boolean; df: boolean; mf: boolean; fragOffset: number; ttl: number; protocol: number;
   ipChecksumOk: boolean; src: number; dst: number;
+  /** The TCP checksum verifies (false for a non-TCP or truncated packet). */
+  tcpChecksumOk: boolean;
   /** TCP fields, when protocol 6 and the header fits. */
   tcp: null | {
     sport: number; dport: number; seq: number; ack: number; headerLength: number; byte12: number;
@@ -106,6 +108,7 @@ export function parsePacket(p: Uint8Array, len = p.length): ParsedPacket {
     reservedBit: (fragWord & 0x8000) !== 0, df: (fragWord & 0x4000) !== 0, mf: (fragWord & 0x2000) !== 0,
     fragOffset: fragWord & 0x1fff, ttl: p[8], protocol: p[9],
     ipChecksumOk: onesSum(p, 0, ihl) === 0xffff, src: v.getUint32(12), dst: v.getUint32(16), tcp: null,
+    tcpChecksumOk: false,
   };
   if (parsed.protocol === 6 && len >= ihl + 20) {
     const headerLength = (p[ihl + 12] >> 4) * 4;
@@ -116,6 +119,8 @@ export function parsePacket(p: Uint8Array, len = p.length): ParsedPacket {
         check: v.getUint16(ihl + 16), urgent: v.getUint16(ihl + 18),
         options: Array.from(p.subarray(ihl + 20, ihl + headerLength)), payloadLength: len - ihl - headerLength,
       };
+      const tcpLen = len - ihl;
+      parsed.tcpChecksumOk = onesSum(p, ihl, tcpLen, onesSum(pseudoHeader(parsed.src, parsed.dst, tcpLen), 0, 12)) === 0xffff;
     }
   }
   return parsed;
@@ -144,6 +149,7 @@ export function leadViolations(p: ParsedPacket): string[] {
   if (p.ihl !== 20) r.push('ip-options');
   if (p.mf || p.fragOffset !== 0) r.push('fragment');
   if (!p.ipChecksumOk) r.push('ip-checksum');
+  if (!p.tcpChecksumOk) r.push('tcp-checksum');
   if (!flagsAckMaybePsh(p.tcp.flags)) r.push('flags');
   if (p.tcp.payloadLength <= 0) r.push('empty-payload');
   return r;
@@ -163,6 +169,7 @@ export function joinViolations(group: readonly ParsedPacket[], p: ParsedPacket, 
   if (p.ihl !== 20) r.push('ip-options');
   if (p.mf || p.fragOffset !== 0) r.push('fragment');
   if (!p.ipChecksumOk) r.push('ip-checksum');
+  if (!p.tcpChecksumOk) r.push('tcp-checksum');
   if (p.src !== L.src || p.dst !== L.dst) r.push('addresses');
   if (p.tos !== L.tos) r.push('tos');
   if (p.ttl !== L.ttl) r.push('ttl');

@@ -233,6 +233,16 @@ describe('GRO into flannel0 (tunGro)', () => {
     assert.equal(counters[C.tunWritePackets], 6);
   });
 
+  test('a transient write failure (ENOBUFS) loses those packets but keeps GRO on', () => {
+    const { tun, counters, receive } = groSetup();
+    tun.failNextWrites(105 /* ENOBUFS */, 1);
+    receive(4);
+    assert.equal(counters[C.tunGroFallbacks], 0);
+    receive(4);
+    assert.deepEqual(tun.writeGroups.at(-1), [4, 0, 0, 0]);
+    assert.equal(counters[C.tunGroWrites], 1);
+  });
+
   test('a refused super-packet turns GRO off: later batches are written plain', () => {
     const { tun, counters, receive } = groSetup();
     tun.failNextWrites(22 /* EINVAL */, 1);

@@ -270,7 +270,10 @@ function nextPacket(rand: () => number, f: Flow, mess: Mess): Uint8Array {
   }
   f.seq = (f.seq + payloadLen) >>> 0;
   f.id = (f.id + 1) & 0xffff;
-  return buildTcpPacket(spec);
+  const packet = buildTcpPacket(spec);
+  // A payload corrupted in transit (after the sender's checksum): must never be merged.
+  if (ev === 'bad-tcp-checksum' && payloadLen > 0) packet[packet.length - 1 - (rand() % payloadLen)] ^= 1 << (rand() % 8);
+  return packet;
 }
 
 const EVENTS: Array<[string, number]> = [
@@ -278,7 +281,7 @@ const EVENTS: Array<[string, number]> = [
   ['retrans', 15], ['ack-advance', 20], ['window-update', 15], ['ts-advance', 30], ['ts-toggle', 5], ['longer', 15],
   ['udp', 15], ['icmp', 15], ['src', 8], ['dst', 8], ['sport', 8], ['dport', 8], ['ack', 8], ['window', 8], ['tos', 8],
   ['ttl', 8], ['df', 8], ['ip-reserved', 5], ['tcp-reserved', 5], ['urgent', 8], ['ts-once', 5], ['options-bit', 5], ['id', 15],
-  ['bad-ip-checksum', 10], ['ip-options', 12], ['mf', 10], ['frag-offset', 10],
+  ['bad-ip-checksum', 10], ['bad-tcp-checksum', 10], ['ip-options', 12], ['mf', 10], ['frag-offset', 10],
 ];
 const EVENT_TOTAL = EVENTS.reduce((s, [, w]) => s + w, 0);
 
@@ -309,7 +312,7 @@ function randomBatch(rand: () => number): { packets: Uint8Array[]; maxBytes: num
 }
 
 const RULES = [
-  'not-tcp', 'ip-options', 'fragment', 'ip-checksum', 'addresses', 'tos', 'ttl', 'ip-flags', 'ip-id', 'ports', 'ack',
+  'not-tcp', 'ip-options', 'fragment', 'ip-checksum', 'tcp-checksum', 'addresses', 'tos', 'ttl', 'ip-flags', 'ip-id', 'ports', 'ack',
   'window', 'doff', 'options', 'urgent-pointer', 'flags', 'prev-psh', 'seq', 'empty-payload', 'longer-than-leader',
   'after-short', 'max-bytes', 'max-packets',
 ];
