@@ -76,21 +76,29 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
   };
   const stopSignal = waitForStopSignal(reportCounters);
   let stopped: string | null = null;
+  /** Ends the sleep in progress early, if any: one listener for the whole run, nothing per sleep. */
+  let wakeSleeper: (() => void) | null = null;
   void stopSignal.promise.then((s) => {
     stopped = s;
+    wakeSleeper?.();
   });
   /**
    * Sleeps ms; true if a stop signal came first. The timer is not unref'd: while the agent waits
    * for the config or a lease, it is what keeps the process alive.
    */
   const sleepOrStop = (ms: number): Promise<boolean> => {
-    let timer: NodeJS.Timeout | undefined;
-    return Promise.race([
-      new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(false), ms);
-      }),
-      stopSignal.promise.then(() => true),
-    ]).finally(() => clearTimeout(timer));
+    if (stopped !== null) return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => {
+        wakeSleeper = null;
+        resolve(false);
+      }, ms);
+      wakeSleeper = () => {
+        clearTimeout(timer);
+        wakeSleeper = null;
+        resolve(true);
+      };
+    });
   };
 
   const ext = findExternalInterface(flags.ifaces, flags.publicIp, flags.ifaceRegexes);
@@ -125,10 +133,21 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
     // --- 4./5. flannel0, UDP, subnet file ---------------------------------------------------------
     const dp = Datapath.open({ ext, network: config.network, subnet: lease.subnet, port: config.backend.port, batch: flags.batch, offload: flags.offload });
     datapath = dp;
-    const subnetEnv = (subnet: Lease['subnet']) =>
-      writeSubnetEnv(flags.subnetFile, { network: config.network, subnet, mtu: dp.mtu, ipMasq: flags.ipMasq });
-    await subnetEnv(lease.subnet);
-    log.info('subnet file written', { path: flags.subnetFile });
+    // Writes run one after another, so that the file always ends with the latest subnet.
+    let subnetEnvWrites: Promise<void> = Promise.resolve();
+    const subnetEnv = (subnet: Lease['subnet']): Promise<void> => {
+      const write = subnetEnvWrites.then(() =>
+        writeSubnetEnv(flags.subnetFile, { network: config.network, subnet, mtu: dp.mtu, ipMasq: flags.ipMasq }));
+      subnetEnvWrites = write.catch(() => undefined);
+      return write;
+    };
+    try {
+      await subnetEnv(lease.subnet);
+      log.info('subnet file written', { path: flags.subnetFile });
+    } catch (err) {
+      // As flanneld: a failed write is a warning, not a reason to stop forwarding.
+      log.warn('could not write the subnet file', { path: flags.subnetFile, error: (err as Error).message });
+    }
     if (flags.ipMasq || flags.iptablesForwardRules) {
       ipMasq = await setUpIpMasq({ network: config.network, subnet: lease.subnet, ipMasq: flags.ipMasq, forwardRules: flags.iptablesForwardRules }, log);
     }
@@ -157,9 +176,9 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
       onReacquired: (next, previous) => {
         log.warn('lease lost and re-acquired', { ...describeLease(next), previousSubnet: formatCidr(previous.subnet.prefix, previous.subnet.prefixLen) });
         if (next.subnet.prefix === previous.subnet.prefix && next.subnet.prefixLen === previous.subnet.prefixLen) return;
+        watcher.setOwnSubnet(next.subnet); // first: our new subnet must never be routed to a peer
         try {
           dp.changeSubnet(next.subnet, config.network);
-          watcher.setOwnSubnet(next.subnet);
           log.info('flannel0 moved to the new subnet', dp.describe(publicIp, config.network));
         } catch (err) {
           log.error('could not move flannel0 to the new subnet', { error: (err as Error).message });

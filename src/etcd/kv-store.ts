@@ -137,7 +137,11 @@ export class EtcdKvStore implements KvStore {
     return lease;
   }
 
-  /** ms since the epoch when the lease runs out; null without a lease or without TTL left. */
+  /**
+   * ms since the epoch when the lease runs out; null only for a key without a lease (a
+   * reservation). A lease etcd no longer knows (TTL -1: it expired or was revoked between the
+   * range and this call) is reported as expiring now, never as a reservation.
+   */
   private leaseExpiry(leaseId: string, cache: ExpiryCache): Promise<number | null> {
     if (leaseId === NO_LEASE) return Promise.resolve(null);
     let expiry = cache.get(leaseId);
@@ -146,7 +150,7 @@ export class EtcdKvStore implements KvStore {
         .call<{ TTL?: string }>('/v3/lease/timetolive', { ID: leaseId }, { retrySafe: true })
         .then((reply) => {
           const ttl = int64Number(reply.TTL);
-          return ttl < 0 ? null : Date.now() + ttl * 1000;
+          return Date.now() + Math.max(0, ttl) * 1000;
         });
       cache.set(leaseId, expiry);
     }

@@ -149,6 +149,8 @@ function pathWithSbin(): string {
   return dirs.join(':');
 }
 
+const IPTABLES_TIMEOUT_MS = 30_000;
+
 /** Runs one command; resolves with stdout, rejects with a message carrying the tool's stderr. */
 export function runIptables(argv: readonly string[], options: IptablesRunOptions = {}, input?: string): Promise<string> {
   const full = [...(options.commandPrefix ?? []), ...argv];
@@ -166,7 +168,11 @@ export function runIptables(argv: readonly string[], options: IptablesRunOptions
           : new IptablesError(`${full.join(' ')}: ${err.message}`),
       );
     });
+    // A hung iptables (a held xtables lock, a wedged kernel) must not hold the agent's rule
+    // upkeep, or its shutdown, forever.
+    const timer = setTimeout(() => child.kill('SIGKILL'), IPTABLES_TIMEOUT_MS);
     child.on('close', (code, signal) => {
+      clearTimeout(timer);
       if (code === 0) {
         resolve(stdout);
         return;

@@ -12,7 +12,8 @@
 //   writer (or a polling watcher) deletes them, recording delete events.
 // - Watches poll the file (every `pollIntervalMs`) and deliver history after their cursor.
 
-import { mkdir, open, readFile, stat, unlink } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { link, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { KeyValue, KvStore, Listing, Watch, WatchEvent, WatchHandlers } from './kv.js';
 import { writeFileAtomically } from './subnet-env.js';
@@ -202,7 +203,7 @@ export class FileKvStore implements KvStore {
 
   /** Read-modify-write under the lock; the file is rewritten only when the revision moved. */
   private async mutate<T>(change: (state: FileState) => T): Promise<T> {
-    await this.lock();
+    const token = await this.lock();
     try {
       const state = await this.read();
       const before = state.revision;
@@ -220,8 +221,33 @@ export class FileKvStore implements KvStore {
       }
       return result;
     } finally {
-      await unlink(this.lockPath).catch(() => undefined);
+      await this.unlock(token);
     }
+  }
+
+  /** Removes the lock only if it is still ours (a writer stalled past lockStaleMs may have lost it). */
+  private async unlock(token: string): Promise<void> {
+    const held = await readFile(this.lockPath, 'utf8').catch(() => null);
+    if (held === token) await unlink(this.lockPath).catch(() => undefined);
+  }
+
+  /**
+   * Breaks a stale lock: renames it away (only one breaker can win the rename), then checks that
+   * what it took really was stale; a fresh lock taken by mistake (another writer re-locked since
+   * our stat) is put back.
+   */
+  private async breakStaleLock(): Promise<void> {
+    const taken = `${this.lockPath}.stale-${process.pid}-${randomUUID()}`;
+    try {
+      await rename(this.lockPath, taken);
+    } catch {
+      return; // gone already: someone else broke or released it
+    }
+    const st = await stat(taken).catch(() => null);
+    if (st !== null && Date.now() - st.mtimeMs <= this.lockStaleMs) {
+      await link(taken, this.lockPath).catch(() => undefined);
+    }
+    await unlink(taken).catch(() => undefined);
   }
 
   private write(state: FileState, key: string, value: string, ttlSeconds: number): void {
@@ -237,15 +263,17 @@ export class FileKvStore implements KvStore {
     state.history.push({ revision: state.revision, type: 'delete', key });
   }
 
-  private async lock(): Promise<void> {
+  /** Takes the lock file; returns the token written into it. */
+  private async lock(): Promise<string> {
     const deadline = Date.now() + this.lockTimeoutMs;
+    const token = `${process.pid} ${randomUUID()}\n`;
     for (;;) {
       if (this.closed) throw new Error('file kv: store closed');
       try {
         const fh = await open(this.lockPath, 'wx', 0o644);
-        await fh.writeFile(`${process.pid} ${Date.now()}\n`);
+        await fh.writeFile(token);
         await fh.close();
-        return;
+        return token;
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'ENOENT') {
@@ -258,7 +286,7 @@ export class FileKvStore implements KvStore {
       try {
         const st = await stat(this.lockPath);
         if (Date.now() - st.mtimeMs > this.lockStaleMs) {
-          await unlink(this.lockPath).catch(() => undefined);
+          await this.breakStaleLock();
           continue;
         }
       } catch {

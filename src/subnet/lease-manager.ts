@@ -112,6 +112,11 @@ export class LeaseManager {
   private timer: TimerHandle | null = null;
   private ownWatch: Watch | null = null;
   private busy = false;
+  /**
+   * Something about our key happened while a task ran (a watch event, a compaction that closed the
+   * own-key watch): re-check the key when the task ends, rather than lose it until the next renewal.
+   */
+  private recheckPending = false;
   private stopped = true;
 
   constructor(options: LeaseManagerOptions) {
@@ -296,7 +301,11 @@ export class LeaseManager {
   }
 
   private onOwnKeyEvents(key: string, events: readonly WatchEvent[]): void {
-    if (this.stopped || this.busy) return;
+    if (this.stopped) return;
+    if (this.busy) {
+      this.recheckPending = true;
+      return;
+    }
     // Only the last event for our key matters.
     let last: WatchEvent | null = null;
     for (const e of events) if ((e.type === 'put' ? e.kv.key : e.key) === key) last = e;
@@ -325,14 +334,25 @@ export class LeaseManager {
     }
   }
 
-  /** Serialises renewals, re-checks and re-acquisitions. */
+  /**
+   * Serialises renewals, re-checks and re-acquisitions. A task asked for while another runs is
+   * not dropped: it becomes a re-check of our key once the running task ends.
+   */
   private async runExclusive(task: () => Promise<void>): Promise<void> {
-    if (this.busy || this.stopped) return;
+    if (this.stopped) return;
+    if (this.busy) {
+      this.recheckPending = true;
+      return;
+    }
     this.busy = true;
     try {
       await task();
     } finally {
       this.busy = false;
+    }
+    if (this.recheckPending && !this.stopped && this.current !== null) {
+      this.recheckPending = false;
+      await this.runExclusive(() => this.recheck());
     }
   }
 

@@ -271,3 +271,37 @@ test('acquisition lists without expiries (no per-lease lookups) and still tells 
     assert.equal(kv?.expiresAt, ttl === 0 ? null : clock.now() + 24 * HOUR);
   }
 });
+
+test('a compaction during a renewal does not lose the watch on our own key', async () => {
+  const clock = new ManualClock();
+  const mem = new MemoryKvStore({ clock });
+  // A store whose get() can be held, to keep a renewal in flight.
+  let gate: Promise<void> | null = null;
+  const store = new Proxy(mem, {
+    get(target, prop) {
+      if (prop === 'get') return async (key: string) => { if (gate) await gate; return target.get(key); };
+      const v = Reflect.get(target, prop) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  const lm = new LeaseManager({ store, config, publicIp: ME, clock, logger: new MemoryLogger() });
+  const lease = await lm.acquire();
+  let reacquired = 0;
+  lm.start({ onReacquired: () => { reacquired++; } });
+  await clock.advance(1000);
+  let release = (): void => {};
+  gate = new Promise<void>((r) => { release = r; });
+  await clock.advance(23 * HOUR); // the renewal starts and waits on get()
+  mem.simulateCompaction(); // closes the own-key watch while the renewal is busy
+  await settle();
+  release();
+  gate = null;
+  await settle();
+  await settle();
+  assert.equal(mem.openWatches, 1, 'the own-key watch was re-armed after the renewal');
+  await mem.delete(lease.key);
+  await clock.advance(1000);
+  await settle();
+  assert.equal(reacquired, 1, 'losing the key is noticed at once, not at the next renewal');
+  lm.stop();
+});
