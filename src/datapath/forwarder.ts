@@ -182,7 +182,7 @@ export class Forwarder {
   private write(count: number): void {
     const c = this.counters, slab = this.slab, lens = slab.lens, list = this.writeList, groupLens = this.groupLens;
     const groups = this.tunGro && count > 1
-      ? planTcpCoalescing(slab.bytes, slab.slotSize, lens, slab.offs, slab.vnetHdrs, list, count, groupLens)
+      ? planTcpCoalescing(slab.bytes, slab.slotSize, lens, slab.offs, slab.vnetHdrs, list, count, groupLens, 65535, slab.words)
       : 0;
     const written = this.tun.write(list, count, groups > 0 ? groupLens : null);
     if (groups > 0) {

@@ -15,6 +15,8 @@ export class PacketSlab {
   readonly batch: number;
   readonly slotCount: number;
   readonly bytes: Uint8Array;
+  /** The same memory as 32-bit words (slots are 8-byte aligned): for checksums. */
+  readonly words: Uint32Array;
   /** Bytes in each slot (set by reads; negative = -errno after a failed send/write). */
   readonly lens: Int32Array;
   /** Peer IPv4 (uint32, host order) per slot: the sender after a receive, the target of a send. */
@@ -39,6 +41,7 @@ export class PacketSlab {
     this.rxFirst = batch;
     this.icmpFirst = 2 * batch;
     this.bytes = new Uint8Array(this.slotCount * slotSize);
+    this.words = new Uint32Array(this.bytes.buffer);
     this.lens = new Int32Array(this.slotCount);
     this.addrs = new Uint32Array(this.slotCount);
     this.ports = new Uint16Array(this.slotCount);

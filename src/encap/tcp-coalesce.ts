@@ -50,7 +50,14 @@ const TCP_CHECK_OFFSET = 16;
 export function planTcpCoalescing(
   bytes: Uint8Array, slotSize: number, lens: Int32Array, offs: Uint16Array, vnetHdrs: Uint8Array,
   list: Uint16Array, count: number, groupLens: Uint16Array, maxBytes = 65535,
+  /**
+   * Optional: a Uint32Array view of the same buffer as bytes (the slab's `words`). With it, and
+   * slots 4-byte aligned, TCP checksums are summed 32 bits at a time: about 4x fewer steps.
+   */
+  words: Uint32Array | null = null,
 ): number {
+  const wordsUsable = words !== null && words.buffer === bytes.buffer && (bytes.byteOffset & 3) === 0 && (slotSize & 3) === 0;
+  const w = wordsUsable ? words : null;
   let groups = 0;
   // The open candidate group: its leader (list position, byte offset, header length, payload
   // length), packet count, bytes so far, and the previous member's seq, payload and PSH.
@@ -79,7 +86,7 @@ export function planTcpCoalescing(
         hdr === leaderHdr && !prevPsh && prevPayload === leaderPayload && k < MAX_GROUP_PACKETS &&
         payload > 0 && payload <= leaderPayload && total + payload <= maxBytes &&
         seqAt(bytes, off) === ((prevSeq + prevPayload) >>> 0) &&
-        canJoin(bytes, off, leaderOff, hdr, k) && tcpChecksumOk(bytes, off, len)
+        canJoin(bytes, off, leaderOff, hdr, k) && tcpChecksumOk(bytes, w, off, len)
       ) {
         groupLens[i] = 0;
         offs[slot] = hdr;
@@ -100,7 +107,7 @@ export function planTcpCoalescing(
     }
 
     const hdr = tcpHeaderEnd(bytes, off, len);
-    if (hdr > 0 && len > hdr && canLead(bytes, off) && tcpChecksumOk(bytes, off, len)) {
+    if (hdr > 0 && len > hdr && canLead(bytes, off) && tcpChecksumOk(bytes, w, off, len)) {
       leaderPos = i;
       leaderOff = off;
       leaderHdr = hdr;
@@ -169,14 +176,28 @@ function canJoin(b: Uint8Array, off: number, leaderOff: number, hdr: number, k: 
   return ipHeaderSumOk(b, off);
 }
 
-/** The TCP checksum of the segment at off (20-byte IP header, len bytes in all) verifies. */
-function tcpChecksumOk(b: Uint8Array, off: number, len: number): boolean {
+/**
+ * The TCP checksum of the segment at off (20-byte IP header, len bytes in all) verifies. With w
+ * (a Uint32Array over b's buffer, off 4-byte aligned), whole 32-bit words are summed first: a
+ * one's-complement sum of the native little-endian words is the byte swap of the big-endian sum.
+ */
+function tcpChecksumOk(b: Uint8Array, w: Uint32Array | null, off: number, len: number): boolean {
   const tcpLen = len - 20;
   // Pseudo-header: source and destination addresses, protocol, TCP length.
   let sum = ((b[off + 12] << 8) | b[off + 13]) + ((b[off + 14] << 8) | b[off + 15]) +
     ((b[off + 16] << 8) | b[off + 17]) + ((b[off + 18] << 8) | b[off + 19]) + IPPROTO_TCP + tcpLen;
   const end = off + len - 1;
   let j = off + 20;
+  if (w !== null) {
+    const first = (b.byteOffset + j) >>> 2, last = first + (tcpLen >>> 2);
+    let le = 0;
+    for (let i = first; i < last; i++) le += w[i];
+    // Fold the (< 2^53) word sum to 16 bits, then swap it into network byte order.
+    le = (le & 0xffff) + Math.floor(le / 0x10000);
+    while (le > 0xffff) le = (le & 0xffff) + (le >>> 16);
+    sum += ((le & 0xff) << 8) | (le >>> 8);
+    j += (tcpLen >>> 2) << 2;
+  }
   for (; j < end; j += 2) sum += (b[j] << 8) | b[j + 1];
   if (j === end) sum += b[j] << 8;
   sum = (sum & 0xffff) + Math.floor(sum / 0x10000);

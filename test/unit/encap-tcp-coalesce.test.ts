@@ -28,6 +28,8 @@ interface BatchResult {
  * Places packets (in write order) into random slots of a fresh slab, plans, and checks every
  * property of the result against the originals. Returns what happened, for coverage checks.
  */
+let wordPathToggle = false;
+
 function planAndCheck(packets: Uint8Array[], rand: () => number, maxBytes?: number): BatchResult {
   const count = packets.length;
   const slotCount = count + (rand() % 8);
@@ -52,9 +54,11 @@ function planAndCheck(packets: Uint8Array[], rand: () => number, maxBytes?: numb
   const before = bytes.slice();
   const effectiveMax = maxBytes ?? 65535;
 
-  const groups = maxBytes === undefined
+  // Alternate between the byte-wise and the 32-bit-word checksum paths: both must agree with the reference.
+  const words = (wordPathToggle = !wordPathToggle) ? new Uint32Array(bytes.buffer) : null;
+  const groups = maxBytes === undefined && words === null
     ? planTcpCoalescing(bytes, SLOT_SIZE, lens, offs, vnet, list, count, groupLens)
-    : planTcpCoalescing(bytes, SLOT_SIZE, lens, offs, vnet, list, count, groupLens, maxBytes);
+    : planTcpCoalescing(bytes, SLOT_SIZE, lens, offs, vnet, list, count, groupLens, maxBytes ?? 65535, words);
 
   const parsed = packets.map((p) => parsePacket(p));
   const got = Array.from(groupLens.subarray(0, count));
