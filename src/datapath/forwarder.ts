@@ -185,25 +185,21 @@ export class Forwarder {
       ? planTcpCoalescing(slab.bytes, slab.slotSize, lens, slab.offs, slab.vnetHdrs, list, count, groupLens, 65535, slab.words)
       : 0;
     const written = this.tun.write(list, count, groups > 0 ? groupLens : null);
-    if (groups > 0) {
-      for (let i = 0; i < count; i++) {
-        const k = groupLens[i];
-        if (k < 2) continue;
-        if (lens[list[i]] >= 0) {
-          c[C.tunGroWrites]++;
-          c[C.tunGroPackets] += k;
-        } else if (this.tunGro && refusesGro(lens[list[i]])) {
-          // The kernel refused a super-packet as such: those packets are lost (counted as write
-          // errors), and GRO stays off rather than losing every later run the same way.
-          this.tunGro = false;
-          c[C.tunGroFallbacks]++;
-        }
-      }
-    }
+    // One pass over what was written: bytes, and the outcome of each super-packet.
     let writtenBytes = 0;
     for (let i = 0; i < count; i++) {
       const len = lens[list[i]];
       if (len > 0) writtenBytes += len;
+      if (groups === 0 || groupLens[i] < 2) continue;
+      if (len >= 0) {
+        c[C.tunGroWrites]++;
+        c[C.tunGroPackets] += groupLens[i];
+      } else if (this.tunGro && refusesGro(len)) {
+        // The kernel refused a super-packet as such: those packets are lost (counted as write
+        // errors), and GRO stays off rather than losing every later run the same way.
+        this.tunGro = false;
+        c[C.tunGroFallbacks]++;
+      }
     }
     c[C.tunWritePackets] += written;
     c[C.tunWriteBytes] += writtenBytes;

@@ -11,29 +11,6 @@ import { spawnIn, terminate, waitForExit } from './exec.js';
 
 export type AgentCounters = Record<string, number>;
 
-/** The counters the agent reports, by name (the contract with src/datapath). */
-export const AGENT_COUNTER_NAMES = [
-  'tunReadPackets',
-  'tunReadBytes',
-  'udpSentPackets',
-  'udpSentBytes',
-  'dropTxMalformed',
-  'dropTxNoRoute',
-  'dropTxTtl',
-  'dropTxSendError',
-  'icmpUnreachableSent',
-  'udpRecvPackets',
-  'udpRecvBytes',
-  'tunWritePackets',
-  'tunWriteBytes',
-  'dropRxMalformed',
-  'dropRxOversize',
-  'dropRxUnknownSender',
-  'dropRxSpoofedSource',
-  'dropRxNotForUs',
-  'dropRxTtl',
-  'dropRxWriteError',
-] as const;
 
 type LineWaiter = { match: (line: Record<string, unknown>) => boolean; resolve: (line: Record<string, unknown>) => void };
 

@@ -6,6 +6,8 @@
  * root namespace's network configuration.
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
+import { join } from 'node:path';
 
 /** PATH with the sbin directories, where ip, sysctl and tcpdump live, even for a non-login shell. */
 const LAB_PATH = [...(process.env['PATH'] ?? '').split(':').filter((d) => d.length > 0), '/usr/local/sbin', '/usr/sbin', '/sbin']
@@ -22,6 +24,12 @@ const TOOL_PACKAGES: Record<string, string> = {
   ping: 'iputils-ping',
   iperf3: 'iperf3',
   tcpdump: 'tcpdump',
+  etcd: 'etcd-server',
+  etcdctl: 'etcd-client',
+  openssl: 'openssl',
+  iptables: 'iptables',
+  'iptables-save': 'iptables',
+  'iptables-restore': 'iptables',
 };
 
 export interface ExecResult {
@@ -118,17 +126,33 @@ export async function terminate(child: ChildProcess, signal: NodeJS.Signals = 'S
   }
 }
 
-/** Checks that each tool is on PATH; throws one error naming every missing tool. */
-export async function requireTools(tools: readonly string[]): Promise<void> {
-  const missing: string[] = [];
-  for (const tool of tools) {
-    const r = await run(['sh', '-c', 'command -v "$0"', tool]);
-    if (r.code !== 0) missing.push(TOOL_PACKAGES[tool] ? `${tool} (Debian package ${TOOL_PACKAGES[tool]})` : tool);
-  }
+/**
+ * Checks, for `who` ("the network lab", "the etcd tests", ...), that each tool is on PATH (sbin
+ * included) and that we are root; throws one error naming every missing tool and its Debian
+ * package. Tests call it first: a missing tool fails them, it never skips them.
+ */
+export function requireToolsFor(who: string, tools: readonly string[]): void {
+  const dirs = LAB_PATH.split(':');
+  const found = (tool: string) => dirs.some((dir) => {
+    try {
+      accessSync(join(dir, tool), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  const missing = tools.filter((t) => !found(t));
   if (missing.length > 0) {
-    throw new Error(`the network lab needs these tools, which are not installed: ${missing.join(', ')}`);
+    const packages = [...new Set(missing.map((t) => TOOL_PACKAGES[t]).filter((p) => p !== undefined))];
+    throw new Error(`${who} needs these tools, which are not installed: ${missing.join(', ')}` +
+      (packages.length > 0 ? ` (apt-get install ${packages.join(' ')})` : ''));
   }
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-    throw new Error('the network lab needs root (it creates network namespaces)');
+    throw new Error(`${who} needs root (it creates network namespaces)`);
   }
+}
+
+/** requireToolsFor('the network lab', tools), kept async for its callers. */
+export async function requireTools(tools: readonly string[]): Promise<void> {
+  requireToolsFor('the network lab', tools);
 }

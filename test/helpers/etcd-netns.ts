@@ -8,36 +8,14 @@
 
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, closeSync, constants, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
-
-const REQUIRED_TOOLS: Record<string, string> = {
-  ip: 'iproute2',
-  etcd: 'etcd-server',
-  etcdctl: 'etcd-client',
-  openssl: 'openssl',
-};
+import { join } from 'node:path';
+import { requireToolsFor } from '../../src/lab/exec.js';
 
 /** Fails (never skips) with the missing tool and the Debian package that provides it. */
 export function requireTools(): void {
-  const path = (process.env.PATH ?? '').split(delimiter).concat(['/usr/sbin', '/sbin']);
-  const missing = Object.keys(REQUIRED_TOOLS).filter(
-    (tool) => !path.some((dir) => {
-      try {
-        accessSync(join(dir, tool), constants.X_OK);
-        return true;
-      } catch {
-        return false;
-      }
-    }),
-  );
-  if (missing.length > 0) {
-    throw new Error(
-      `etcd integration tests need ${missing.join(', ')} on PATH: apt-get install ${missing.map((t) => REQUIRED_TOOLS[t]).join(' ')}`,
-    );
-  }
-  if (process.getuid?.() !== 0) throw new Error('etcd integration tests need root (they create a network namespace)');
+  requireToolsFor('the etcd integration tests', ['ip', 'etcd', 'etcdctl', 'openssl']);
 }
 
 export interface TlsFiles {

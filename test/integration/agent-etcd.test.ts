@@ -13,6 +13,7 @@ import {
   Lab, agentEntry, removeStaleLabNamespaces, requireTools, staticAgentArgs, type AgentCounters, type AgentProcess,
 } from '../../src/lab/index.js';
 import { UNDERLAY_ETCD_ENDPOINT, underlayEtcd, type NamespacedEtcd } from '../../src/lab/etcd.js';
+import { assertFlannelHost } from '../helpers/flannel-host.js';
 
 const PREFIX = '/coreos.com/network';
 const ENDPOINT = UNDERLAY_ETCD_ENDPOINT;
@@ -106,16 +107,7 @@ describe('flanneld mode with a real etcd, three hosts', { timeout: 240_000 }, ()
 
   test('each subnet file and flannel0 are right', async () => {
     for (const n of lab.hostNumbers()) {
-      assert.equal(
-        readFileSync(subnetFile(n), 'utf8'),
-        `FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.${n}.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n`,
-      );
-      const addr = await lab.execChecked(lab.hostNs(n), ['ip', '-j', 'addr', 'show', 'dev', 'flannel0']);
-      const [link] = JSON.parse(addr.stdout) as { mtu: number; addr_info: { local: string; prefixlen: number }[] }[];
-      assert.equal(link!.mtu, 1472);
-      assert.deepEqual(link!.addr_info.map((a) => `${a.local}/${a.prefixlen}`), [`10.244.${n}.0/32`]);
-      const route = await lab.execChecked(lab.hostNs(n), ['ip', 'route', 'show', '10.244.0.0/16']);
-      assert.match(route.stdout, /^10\.244\.0\.0\/16 dev flannel0/m);
+      await assertFlannelHost(lab, n, subnetFile(n));
     }
   });
 

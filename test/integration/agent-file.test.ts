@@ -5,11 +5,12 @@
  * route to each other from the registry. Needs root, iproute2, ping and the built agent.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Lab, agentEntry, removeStaleLabNamespaces, requireTools, type AgentProcess } from '../../src/lab/index.js';
 import { FileKvStore } from '../../src/subnet/file-kv.js';
+import { assertFlannelHost } from '../helpers/flannel-host.js';
 
 const PREFIX = '/coreos.com/network';
 const GOOD_CONFIG = '{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}';
@@ -99,14 +100,7 @@ describe('flanneld mode with the embedded file registry (--kv-file), two hosts',
 
   test('subnet files and flannel0 are as flanneld makes them', async () => {
     for (const n of lab.hostNumbers()) {
-      assert.equal(
-        readFileSync(subnetFile(n), 'utf8'),
-        `FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.${n}.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n`,
-      );
-      const addr = await lab.execChecked(lab.hostNs(n), ['ip', '-j', 'addr', 'show', 'dev', 'flannel0']);
-      const [link] = JSON.parse(addr.stdout) as { mtu: number; addr_info: { local: string; prefixlen: number }[] }[];
-      assert.equal(link!.mtu, 1472);
-      assert.deepEqual(link!.addr_info.map((a) => `${a.local}/${a.prefixlen}`), [`10.244.${n}.0/32`]);
+      await assertFlannelHost(lab, n, subnetFile(n));
     }
   });
 

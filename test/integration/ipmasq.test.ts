@@ -7,31 +7,21 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants, existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { applyIpMasq, ipMasqInPlace, removeIpMasq } from '../../src/link/ipmasq.js';
 import { startFlannelIptables } from '../../src/link/iptables-rules.js';
 import { applyForwardRules, forwardRulesInPlace, removeForwardRules } from '../../src/link/forward-rules.js';
 import { ensureChain, runIptables, tableRuleLines, tableChains, versionSupportsRandomFully, type ManagedChain } from '../../src/link/iptables-chain.js';
 import { parseCidr } from '../../src/routing-table/ipv4.js';
+import { requireToolsFor } from '../../src/lab/exec.js';
 
 const TOOLS: Record<string, string> = { ip: 'iproute2', iptables: 'iptables', 'iptables-save': 'iptables', 'iptables-restore': 'iptables' };
 const SEARCH_PATH = (process.env.PATH ?? '').split(':').concat(['/usr/sbin', '/sbin']);
 const NS_PREFIX = 'ftipm';
 
 function requireTools(): void {
-  const missing = Object.keys(TOOLS).filter((tool) => !SEARCH_PATH.some((dir) => {
-    try {
-      accessSync(join(dir, tool), constants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  }));
-  if (missing.length > 0) {
-    throw new Error(`the ipmasq integration test needs ${missing.join(', ')}: apt-get install ${[...new Set(missing.map((t) => TOOLS[t]))].join(' ')}`);
-  }
-  if (process.getuid?.() !== 0) throw new Error('the ipmasq integration test needs root (it creates a network namespace)');
+  requireToolsFor('the ipmasq integration test', Object.keys(TOOLS));
 }
 
 const env = { ...process.env, PATH: SEARCH_PATH.join(':') };
