@@ -8,12 +8,21 @@
 import { readFileSync } from 'node:fs';
 import { Lab, removeStaleLabNamespaces, type AgentCounters, type LabMode } from '../src/lab/index.js';
 
-/** What the bench compares: the lab's modes, plus flannel-ts without offloads (one step back). */
-export const BENCH_FORWARDERS = ['flannel-ts', 'flannel-ts-no-offload', 'vxlan', 'host-gw'] as const;
+/**
+ * What the bench compares: the lab's modes, and flannel-ts one step at a time: batching only,
+ * + TUN offloads (TSO reads, GRO writes), + UDP GSO/GRO (everything: the default).
+ */
+export const BENCH_FORWARDERS = ['flannel-ts', 'flannel-ts-tun-offloads', 'flannel-ts-no-offload', 'vxlan', 'host-gw'] as const;
 export type BenchForwarder = (typeof BENCH_FORWARDERS)[number];
 
+const FLANNEL_TS_STEPS: Partial<Record<BenchForwarder, string[]>> = {
+  'flannel-ts-no-offload': ['--no-offload'],
+  'flannel-ts-tun-offloads': ['--offloads=tun'],
+};
+
 function labSetup(forwarder: BenchForwarder): { mode: LabMode; agentArgs: string[] } {
-  return forwarder === 'flannel-ts-no-offload' ? { mode: 'flannel-ts', agentArgs: ['--no-offload'] } : { mode: forwarder, agentArgs: [] };
+  const step = FLANNEL_TS_STEPS[forwarder];
+  return step ? { mode: 'flannel-ts', agentArgs: step } : { mode: forwarder as LabMode, agentArgs: [] };
 }
 
 export interface ThroughputOptions {
@@ -170,7 +179,8 @@ export async function runThroughput(options: Partial<ThroughputOptions> = {}): P
 }
 
 const MODE_LABELS: Record<BenchForwarder, string> = {
-  'flannel-ts': 'flannel-ts (this build: batching + UDP GSO + TUN GRO)',
+  'flannel-ts': 'flannel-ts (this build: batching + TUN offloads + UDP GSO/GRO)',
+  'flannel-ts-tun-offloads': 'flannel-ts --offloads=tun (batching + TSO reads, GRO writes)',
   'flannel-ts-no-offload': 'flannel-ts --no-offload (batching only)',
   vxlan: 'kernel VXLAN (flannel vxlan backend)',
   'host-gw': 'host-gw (kernel routing, no encapsulation)',

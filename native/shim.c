@@ -40,6 +40,8 @@
 #define VNET_SLOT 12
 /* Most packets one coalesced TUN write may gather (the kernel's GSO limit is 64 segments). */
 #define TUN_GROUP_MAX 64
+/* The typed arrays a ring binds (besides the slab), by property name of the layout object. */
+#define RING_ARRAYS 10
 
 #define CHECK(call)                                                                  \
   do {                                                                               \
@@ -85,35 +87,51 @@ static int get_u32(napi_env env, napi_value v, uint32_t *out) {
 typedef struct {
   uint8_t *slab;
   size_t slab_len;
-  uint32_t slot_size;
   uint32_t slot_count;
+  uint32_t *slot_offs; /* per slot: where its bytes start in the slab */
+  uint32_t *slot_caps; /* per slot: how many bytes a read or receive may put there */
   int32_t *lens;
   uint32_t *addrs;
   uint16_t *ports;
   uint16_t *offs;  /* per slot: where the bytes to write start (payload of a coalesced member) */
-  uint8_t *vnet;   /* per slot: a virtio_net_hdr for a coalesced group's leader */
+  uint8_t *vnet;   /* per slot: a virtio_net_hdr (a read's, or a coalesced group leader's) */
+  uint32_t *ext_offs; /* per slot: a second part sent after the slot's bytes (a segment's payload) */
+  uint16_t *ext_lens; /* per slot: its length (0: none) */
+  uint16_t *seg_sizes; /* per slot: after a receive, the UDP GRO segment size (0: one datagram) */
   int tun_vnet;    /* the TUN fd was opened with IFF_VNET_HDR */
-  napi_ref refs[6]; /* keep the JS arrays alive as long as the ring lives */
+  napi_ref refs[RING_ARRAYS + 1]; /* keep the JS arrays alive as long as the ring lives */
   int last_errno;   /* errno of the last packet a batch call skipped */
-  /* scratch for recvmmsg/sendmmsg, preallocated once */
+  int udp_gro;      /* udpRecv asks for the UDP GRO segment size */
+  /* scratch for recvmmsg/sendmmsg, preallocated once (a sent datagram takes up to 2 iovecs) */
   struct mmsghdr msgs[MAX_BATCH];
-  struct iovec iovs[MAX_BATCH];
+  struct iovec iovs[2 * MAX_BATCH];
   struct sockaddr_in names[MAX_BATCH];
-  /* udpSend: the slot behind each iovec, and each message's first iovec and segment count */
+  /* udpSend: the slot and length of each datagram, and each message's first datagram and count */
   uint16_t slot_of[MAX_BATCH];
+  uint32_t dgram_len[MAX_BATCH];
   uint16_t msg_first[MAX_BATCH];
   uint16_t msg_segs[MAX_BATCH];
   union {
-    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    char buf[CMSG_SPACE(sizeof(uint16_t)) + CMSG_SPACE(sizeof(int))];
     struct cmsghdr align;
   } ctrl[MAX_BATCH];
   uint32_t gso_segments; /* 0 = UDP GSO off; else the most segments per message */
 } ring_t;
 
+/* The bytes of slot s, when [off, off + need) lies inside the slab; else NULL. JS owns the
+   offsets, so every use is checked: a bad offset is an EINVAL for that packet, never a stray access. */
+static uint8_t *slot_ptr(const ring_t *r, uint32_t s, size_t need) {
+  if (s >= r->slot_count) return NULL;
+  size_t off = r->slot_offs[s];
+  if (off > r->slab_len || need > r->slab_len - off) return NULL;
+  return r->slab + off;
+}
+
 static void ring_finalize(napi_env env, void *data, void *hint) {
   (void)hint;
   ring_t *r = data;
-  for (int i = 0; i < 6; i++) napi_delete_reference(env, r->refs[i]);
+  for (int i = 0; i < RING_ARRAYS + 1; i++)
+    if (r->refs[i]) napi_delete_reference(env, r->refs[i]);
   free(r);
 }
 
@@ -133,48 +151,63 @@ static int typed_array(napi_env env, napi_value v, napi_typedarray_type want, vo
 }
 
 /*
- * createRing(slab: Uint8Array, slotSize, lens: Int32Array, addrs: Uint32Array, ports: Uint16Array,
- *            offs: Uint16Array, vnet: Uint8Array (slotCount * 12))
+ * createRing(slab: Uint8Array, layout) where layout holds, per slot, the typed arrays named below
+ * (a PacketSlab is such an object). slotOffsets.length is the slot count; every other array must
+ * cover it (vnetHdrs: 12 bytes per slot).
  */
+static const struct {
+  const char *name;
+  napi_typedarray_type type;
+  size_t per_slot;
+} ring_arrays[RING_ARRAYS] = {
+    {"slotOffsets", napi_uint32_array, 1}, {"slotCaps", napi_uint32_array, 1},
+    {"lens", napi_int32_array, 1},         {"addrs", napi_uint32_array, 1},
+    {"ports", napi_uint16_array, 1},       {"offs", napi_uint16_array, 1},
+    {"vnetHdrs", napi_uint8_array, VNET_SLOT}, {"extOffs", napi_uint32_array, 1},
+    {"extLens", napi_uint16_array, 1},     {"segSizes", napi_uint16_array, 1},
+};
+
 static napi_value create_ring(napi_env env, napi_callback_info info) {
-  napi_value argv[7];
-  if (get_args(env, info, 7, argv)) return NULL;
+  napi_value argv[2];
+  if (get_args(env, info, 2, argv)) return NULL;
   ring_t *r = calloc(1, sizeof(ring_t));
   if (!r) {
     napi_throw_error(env, NULL, "flannel-ts shim: out of memory");
     return NULL;
   }
-  size_t n_lens, n_addrs, n_ports, n_offs, n_vnet;
-  void *p;
-  if (typed_array(env, argv[0], napi_uint8_array, &p, &r->slab_len) ||
-      get_u32(env, argv[1], &r->slot_size)) goto fail;
+  void *p, *data[RING_ARRAYS];
+  size_t n[RING_ARRAYS];
+  napi_value arrays[RING_ARRAYS];
+  if (typed_array(env, argv[0], napi_uint8_array, &p, &r->slab_len)) goto fail;
   r->slab = p;
-  if (typed_array(env, argv[2], napi_int32_array, &p, &n_lens)) goto fail;
-  r->lens = p;
-  if (typed_array(env, argv[3], napi_uint32_array, &p, &n_addrs)) goto fail;
-  r->addrs = p;
-  if (typed_array(env, argv[4], napi_uint16_array, &p, &n_ports)) goto fail;
-  r->ports = p;
-  if (typed_array(env, argv[5], napi_uint16_array, &p, &n_offs)) goto fail;
-  r->offs = p;
-  if (typed_array(env, argv[6], napi_uint8_array, &p, &n_vnet)) goto fail;
-  r->vnet = p;
-  if (r->slot_size == 0 || r->slab_len / r->slot_size == 0) {
-    napi_throw_range_error(env, NULL, "flannel-ts shim: slab smaller than one slot");
-    goto fail;
+  for (int i = 0; i < RING_ARRAYS; i++) {
+    if (napi_get_named_property(env, argv[1], ring_arrays[i].name, &arrays[i]) != napi_ok ||
+        typed_array(env, arrays[i], ring_arrays[i].type, &data[i], &n[i]))
+      goto fail;
   }
-  r->slot_count = (uint32_t)(r->slab_len / r->slot_size);
-  if (n_lens < r->slot_count || n_addrs < r->slot_count || n_ports < r->slot_count ||
-      n_offs < r->slot_count || n_vnet < (size_t)r->slot_count * VNET_SLOT) {
-    napi_throw_range_error(env, NULL, "flannel-ts shim: metadata arrays shorter than slot count");
-    goto fail;
+  r->slot_count = (uint32_t)n[0];
+  for (int i = 0; i < RING_ARRAYS; i++) {
+    if (r->slot_count == 0 || r->slot_count > 65536 || n[i] < r->slot_count * ring_arrays[i].per_slot) {
+      napi_throw_range_error(env, NULL, "flannel-ts shim: layout arrays shorter than the slot count");
+      goto fail;
+    }
   }
-  static const int ref_args[6] = {0, 2, 3, 4, 5, 6};
-  for (int i = 0; i < 6; i++) napi_create_reference(env, argv[ref_args[i]], 1, &r->refs[i]);
+  r->slot_offs = data[0];
+  r->slot_caps = data[1];
+  r->lens = data[2];
+  r->addrs = data[3];
+  r->ports = data[4];
+  r->offs = data[5];
+  r->vnet = data[6];
+  r->ext_offs = data[7];
+  r->ext_lens = data[8];
+  r->seg_sizes = data[9];
+  napi_create_reference(env, argv[0], 1, &r->refs[0]);
+  for (int i = 0; i < RING_ARRAYS; i++) napi_create_reference(env, arrays[i], 1, &r->refs[i + 1]);
   napi_value ext;
   if (napi_create_external(env, r, ring_finalize, NULL, &ext) != napi_ok) {
-    for (int i = 0; i < 6; i++) napi_delete_reference(env, r->refs[i]);
-    goto fail;
+    ring_finalize(env, r, NULL);
+    return NULL;
   }
   return ext;
 fail:
@@ -246,6 +279,18 @@ static napi_value ring_set_tun_vnet(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * tunSetOffload(fd, flags) -> 0 | -errno: TUNSETOFFLOAD (TUN_F_CSUM 1, TUN_F_TSO4 2, ...). The
+ * fd must have IFF_VNET_HDR. Reads may then be GSO super-packets or carry partial checksums.
+ */
+static napi_value tun_set_offload(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int32_t fd;
+  uint32_t flags;
+  if (get_args(env, info, 2, argv) || get_i32(env, argv[0], &fd) || get_u32(env, argv[1], &flags)) return NULL;
+  return make_int(env, ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags) < 0 ? -errno : 0);
+}
+
 /* tunName(fd) -> the device's name, or "" if fd is not a TUN. */
 static napi_value tun_name(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -262,8 +307,11 @@ static napi_value tun_name(napi_env env, napi_callback_info info) {
 
 /*
  * tunRead(ring, fd, first, max) -> n | -errno
- * Reads packets into slots first, first+1, ... until EAGAIN or max; lens[slot] = bytes.
- * An error after at least one packet ends the batch and is reported by the next call.
+ * Reads packets into slots first, first+1, ... until EAGAIN or max; lens[slot] = bytes, and
+ * vnet[slot] = the packet's virtio_net_hdr (all zero without IFF_VNET_HDR): with TUNSETOFFLOAD
+ * a read may be a GSO super-packet or carry a partial checksum, which JS completes or segments.
+ * A slot takes at most slotCaps[slot] bytes. An error after at least one packet ends the batch
+ * and is reported by the next call.
  */
 static napi_value tun_read(napi_env env, napi_callback_info info) {
   napi_value argv[4];
@@ -278,19 +326,21 @@ static napi_value tun_read(napi_env env, napi_callback_info info) {
   uint32_t n = 0;
   while (n < max) {
     uint32_t slot = first + n;
-    struct virtio_net_hdr vh;
-    struct iovec iov[2] = {{&vh, VNET_LEN}, {r->slab + (size_t)slot * r->slot_size, r->slot_size}};
-    ssize_t got = r->tun_vnet ? readv(fd, iov, 2) : read(fd, iov[1].iov_base, r->slot_size);
+    uint8_t *vh = r->vnet + (size_t)slot * VNET_SLOT;
+    uint8_t *buf = slot_ptr(r, slot, r->slot_caps[slot]);
+    if (!buf) return make_int(env, n > 0 ? (int64_t)n : -EINVAL);
+    struct iovec iov[2] = {{vh, VNET_LEN}, {buf, r->slot_caps[slot]}};
+    ssize_t got = r->tun_vnet ? readv(fd, iov, 2) : read(fd, buf, r->slot_caps[slot]);
     if (got < 0) {
       if (errno == EINTR) continue;
       if (n == 0 && errno != EAGAIN) return make_int(env, -errno);
       break;
     }
     if (r->tun_vnet) {
-      /* Without TUNSETOFFLOAD the kernel sends no GSO or partial-checksum packets; should one
-         come anyway, length 0 makes JS drop and count it as malformed. */
       got -= VNET_LEN;
-      if (got < 0 || vh.gso_type != VIRTIO_NET_HDR_GSO_NONE || (vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)) got = 0;
+      if (got < 0) got = 0; /* length 0: JS drops and counts it as malformed */
+    } else {
+      memset(vh, 0, VNET_LEN);
     }
     r->lens[slot] = (int32_t)got;
     n++;
@@ -337,16 +387,13 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
     }
     for (uint32_t j = 0; j < k; j++) {
       uint32_t slot = list[i + j];
-      if (slot >= r->slot_count || r->lens[slot] < 0 || (uint32_t)r->lens[slot] > r->slot_size) {
+      uint8_t *buf = slot < r->slot_count && r->lens[slot] >= 0 ? slot_ptr(r, slot, (size_t)r->lens[slot]) : NULL;
+      uint32_t start = j == 0 || !buf ? 0 : r->offs[slot];
+      if (!buf || start > (uint32_t)r->lens[slot]) {
         bad = 1;
         break;
       }
-      uint32_t start = j == 0 ? 0 : r->offs[slot];
-      if (start > (uint32_t)r->lens[slot]) {
-        bad = 1;
-        break;
-      }
-      iov[n].iov_base = r->slab + (size_t)slot * r->slot_size + start;
+      iov[n].iov_base = buf + start;
       iov[n++].iov_len = (size_t)r->lens[slot] - start;
     }
     int err = bad ? EINVAL : 0;
@@ -421,9 +468,11 @@ static napi_value udp_local_port(napi_env env, napi_callback_info info) {
 
 /*
  * udpRecv(ring, fd, first, max) -> n | -errno   (EAGAIN -> 0)
- * One recvmmsg into slots first.. ; lens[slot] = the datagram's real length (MSG_TRUNC: may
- * exceed slotSize, in which case the slot holds only slotSize bytes and JS must drop it);
- * addrs/ports[slot] = the sender.
+ * One recvmmsg into slots first.. (each takes at most slotCaps[slot] bytes); lens[slot] = the
+ * datagram's real length (MSG_TRUNC: may exceed the cap, in which case the slot holds only the
+ * cap and JS must drop it); addrs/ports[slot] = the sender; segSizes[slot] = with UDP GRO on
+ * (udpEnableGro), the size of each coalesced datagram when the kernel handed over several
+ * equal-size datagrams of one sender as one (the last may be shorter), else 0.
  */
 static napi_value udp_recv(napi_env env, napi_callback_info info) {
   napi_value argv[4];
@@ -436,13 +485,19 @@ static napi_value udp_recv(napi_env env, napi_callback_info info) {
     return NULL;
   if (check_run(r, first, &max)) return make_int(env, -EINVAL);
   for (uint32_t i = 0; i < max; i++) {
-    r->iovs[i].iov_base = r->slab + (size_t)(first + i) * r->slot_size;
-    r->iovs[i].iov_len = r->slot_size;
+    uint8_t *buf = slot_ptr(r, first + i, r->slot_caps[first + i]);
+    if (!buf) return make_int(env, -EINVAL);
+    r->iovs[i].iov_base = buf;
+    r->iovs[i].iov_len = r->slot_caps[first + i];
     memset(&r->msgs[i].msg_hdr, 0, sizeof r->msgs[i].msg_hdr);
     r->msgs[i].msg_hdr.msg_iov = &r->iovs[i];
     r->msgs[i].msg_hdr.msg_iovlen = 1;
     r->msgs[i].msg_hdr.msg_name = &r->names[i];
     r->msgs[i].msg_hdr.msg_namelen = sizeof r->names[i];
+    if (r->udp_gro) {
+      r->msgs[i].msg_hdr.msg_control = r->ctrl[i].buf;
+      r->msgs[i].msg_hdr.msg_controllen = sizeof r->ctrl[i].buf;
+    }
   }
   int n;
   do n = recvmmsg(fd, r->msgs, max, MSG_DONTWAIT | MSG_TRUNC, NULL);
@@ -453,19 +508,48 @@ static napi_value udp_recv(napi_env env, napi_callback_info info) {
     r->lens[slot] = (int32_t)r->msgs[i].msg_len;
     r->addrs[slot] = ntohl(r->names[i].sin_addr.s_addr);
     r->ports[slot] = ntohs(r->names[i].sin_port);
+    uint16_t seg = 0;
+    if (r->udp_gro) {
+      struct msghdr *h = &r->msgs[i].msg_hdr;
+      for (struct cmsghdr *cm = CMSG_FIRSTHDR(h); cm; cm = CMSG_NXTHDR(h, cm)) {
+        if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
+          int v;
+          memcpy(&v, CMSG_DATA(cm), sizeof v);
+          if (v > 0 && v < 65536 && (uint32_t)v < r->msgs[i].msg_len) seg = (uint16_t)v;
+        }
+      }
+    }
+    r->seg_sizes[slot] = seg;
   }
   return make_int(env, n);
 }
 
+/* udpEnableGro(ring, fd) -> 0 | -errno: UDP_GRO on the socket (kernel >= 5.0), and udpRecv
+   reports each coalesced receive's segment size. The ring's receive slots must then hold 64 KiB. */
+static napi_value udp_enable_gro(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int32_t fd;
+  if (get_args(env, info, 2, argv)) return NULL;
+  ring_t *r = get_ring(env, argv[0]);
+  if (!r || get_i32(env, argv[1], &fd)) return NULL;
+  int on = 1;
+  if (setsockopt(fd, SOL_UDP, UDP_GRO, &on, sizeof on) < 0) return make_int(env, -errno);
+  r->udp_gro = 1;
+  return make_int(env, 0);
+}
+
 /*
  * udpSend(ring, fd, list: Uint16Array, count) -> datagrams sent
- * sendmmsg of slots list[0..count) to addrs/ports[slot]. With UDP GSO on (ringSetGso), a run
- * of consecutive slots to the same peer with the same length (the last may be shorter) goes
- * as ONE message of scattered iovecs with a UDP_SEGMENT control message: the kernel cuts it
- * into the same datagrams, so the wire does not change, but the stack is crossed once per
- * run. A datagram the kernel refuses is skipped and its lens[slot] set to -errno (a refused
- * GSO message also turns GSO off for the ring); a full send buffer waits for POLLOUT (bounded),
- * the backpressure a TCP flow inside the tunnel needs instead of loss.
+ * sendmmsg of slots list[0..count) to addrs/ports[slot]. A datagram is the slot's lens[slot]
+ * bytes, followed, when extLens[slot] > 0, by extLens[slot] bytes at slab offset extOffs[slot]
+ * (a TCP segment: its own header cell, then its payload inside the super-packet): no copy.
+ * With UDP GSO on (ringSetGso), a run of consecutive datagrams to the same peer with the same
+ * length (the last may be shorter) goes as ONE message of scattered iovecs with a UDP_SEGMENT
+ * control message: the kernel cuts it into the same datagrams, so the wire does not change, but
+ * the stack is crossed once per run. A datagram the kernel refuses is skipped and its
+ * lens[slot] set to -errno (a refused GSO message also turns GSO off for the ring); a full send
+ * buffer waits for POLLOUT (bounded), the backpressure a TCP flow inside the tunnel needs
+ * instead of loss.
  */
 static napi_value udp_send(napi_env env, napi_callback_info info) {
   napi_value argv[4];
@@ -481,57 +565,65 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
   uint16_t *list = p;
   if (count > list_len) count = (uint32_t)list_len;
   if (count > MAX_BATCH) count = MAX_BATCH;
-  uint32_t k = 0, m = 0; /* iovecs, messages */
+  uint32_t d = 0, k = 0, m = 0; /* datagrams, iovecs, messages */
   for (uint32_t i = 0; i < count; i++) {
     uint32_t slot = list[i];
-    if (slot >= r->slot_count || r->lens[slot] < 0 || (uint32_t)r->lens[slot] > r->slot_size) {
+    uint8_t *head = slot < r->slot_count && r->lens[slot] >= 0 ? slot_ptr(r, slot, (size_t)r->lens[slot]) : NULL;
+    uint32_t ext_len = head ? r->ext_lens[slot] : 0, ext_off = head ? r->ext_offs[slot] : 0;
+    if (!head || (ext_len && (ext_off > r->slab_len || ext_len > r->slab_len - ext_off))) {
       r->last_errno = EINVAL;
+      if (slot < r->slot_count) r->lens[slot] = -EINVAL;
       continue;
     }
-    uint32_t len = (uint32_t)r->lens[slot];
+    uint32_t len = (uint32_t)r->lens[slot] + ext_len;
+    int joined = 0;
     if (m > 0 && r->gso_segments > 1) {
-      uint32_t g = m - 1, first = r->slot_of[r->msg_first[g]], prev = r->slot_of[k - 1];
-      uint32_t seg = (uint32_t)r->lens[first], segs = r->msg_segs[g];
-      if (r->addrs[slot] == r->addrs[first] && r->ports[slot] == r->ports[first] &&
-          (uint32_t)r->lens[prev] == seg /* no shorter segment has closed the run */ &&
-          len <= seg && segs < r->gso_segments && (segs + 1) * seg <= GSO_MAX_BYTES) {
-        r->iovs[k].iov_base = r->slab + (size_t)slot * r->slot_size;
-        r->iovs[k].iov_len = len;
-        r->slot_of[k++] = (uint16_t)slot;
+      uint32_t g = m - 1, first = r->msg_first[g], segs = r->msg_segs[g];
+      uint32_t seg = r->dgram_len[first], first_slot = r->slot_of[first];
+      joined = r->addrs[slot] == r->addrs[first_slot] && r->ports[slot] == r->ports[first_slot] &&
+               r->dgram_len[d - 1] == seg /* no shorter datagram has closed the run */ &&
+               len <= seg && segs < r->gso_segments && (segs + 1) * seg <= GSO_MAX_BYTES;
+      if (joined) {
         r->msg_segs[g]++;
-        r->msgs[g].msg_hdr.msg_iovlen++;
-        continue;
       }
     }
-    struct sockaddr_in *sa = &r->names[m];
-    memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    sa->sin_port = htons(r->ports[slot]);
-    sa->sin_addr.s_addr = htonl(r->addrs[slot]);
-    r->iovs[k].iov_base = r->slab + (size_t)slot * r->slot_size;
-    r->iovs[k].iov_len = len;
-    r->slot_of[k] = (uint16_t)slot;
-    struct msghdr *h = &r->msgs[m].msg_hdr;
-    memset(h, 0, sizeof *h);
-    h->msg_name = sa;
-    h->msg_namelen = sizeof *sa;
-    h->msg_iov = &r->iovs[k];
-    h->msg_iovlen = 1;
-    r->msg_first[m] = (uint16_t)k;
-    r->msg_segs[m] = 1;
-    k++;
-    m++;
+    if (!joined) {
+      struct sockaddr_in *sa = &r->names[m];
+      memset(sa, 0, sizeof *sa);
+      sa->sin_family = AF_INET;
+      sa->sin_port = htons(r->ports[slot]);
+      sa->sin_addr.s_addr = htonl(r->addrs[slot]);
+      struct msghdr *h = &r->msgs[m].msg_hdr;
+      memset(h, 0, sizeof *h);
+      h->msg_name = sa;
+      h->msg_namelen = sizeof *sa;
+      h->msg_iov = &r->iovs[k];
+      r->msg_first[m] = (uint16_t)d;
+      r->msg_segs[m] = 1;
+      m++;
+    }
+    struct msghdr *h = &r->msgs[m - 1].msg_hdr;
+    r->iovs[k].iov_base = head;
+    r->iovs[k++].iov_len = (size_t)r->lens[slot];
+    h->msg_iovlen++;
+    if (ext_len) {
+      r->iovs[k].iov_base = r->slab + ext_off;
+      r->iovs[k++].iov_len = ext_len;
+      h->msg_iovlen++;
+    }
+    r->slot_of[d] = (uint16_t)slot;
+    r->dgram_len[d++] = len;
   }
   for (uint32_t g = 0; g < m; g++) {
     if (r->msg_segs[g] < 2) continue;
     struct msghdr *h = &r->msgs[g].msg_hdr;
     h->msg_control = r->ctrl[g].buf;
-    h->msg_controllen = sizeof r->ctrl[g].buf;
+    h->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
     struct cmsghdr *cm = CMSG_FIRSTHDR(h);
     cm->cmsg_level = SOL_UDP;
     cm->cmsg_type = UDP_SEGMENT;
     cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-    uint16_t seg = (uint16_t)r->lens[r->slot_of[r->msg_first[g]]];
+    uint16_t seg = (uint16_t)r->dgram_len[r->msg_first[g]];
     memcpy(CMSG_DATA(cm), &seg, sizeof seg);
   }
   uint32_t done = 0, sent = 0;
@@ -727,6 +819,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"createRing", NULL, create_ring, NULL, NULL, NULL, napi_enumerable, NULL},
       {"openTun", NULL, open_tun, NULL, NULL, NULL, napi_enumerable, NULL},
       {"ringSetTunVnet", NULL, ring_set_tun_vnet, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tunSetOffload", NULL, tun_set_offload, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tunName", NULL, tun_name, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tunRead", NULL, tun_read, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tunWrite", NULL, tun_write, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -734,6 +827,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"udpLocalPort", NULL, udp_local_port, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpRecv", NULL, udp_recv, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpSend", NULL, udp_send, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpEnableGro", NULL, udp_enable_gro, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpProbeGso", NULL, udp_probe_gso, NULL, NULL, NULL, napi_enumerable, NULL},
       {"ringSetGso", NULL, ring_set_gso, NULL, NULL, NULL, napi_enumerable, NULL},
       {"ringGso", NULL, ring_gso, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -9,7 +9,7 @@ import { C, countersToObject, newCounters } from '../datapath/counters.js';
 import { DatapathEngine } from '../datapath/engine.js';
 import { Forwarder } from '../datapath/forwarder.js';
 import { NativeTun, NativeUdp, createRing } from '../datapath/native-io.js';
-import { PacketSlab, slotSizeFor } from '../datapath/slab.js';
+import { PacketSlab, SUPER_SLOT_SIZE, slotSizeFor } from '../datapath/slab.js';
 import { ENCAP_OVERHEAD } from '../encap/ipv4.js';
 import { configureTunLink, removeTunAddress, type ExternalInterface } from '../link/ip.js';
 import { describeErrno, shim } from '../native/shim.js';
@@ -32,9 +32,30 @@ export interface DatapathOptions {
   readonly subnet: Ipv4Prefix;
   readonly port: number;
   readonly batch: number;
-  /** Use UDP GSO and GRO into flannel0 where the kernel accepts them (false: --no-offload). */
-  readonly offload: boolean;
+  /** The offloads to negotiate; each falls back to plain I/O where the kernel refuses it. */
+  readonly offloads: Offloads;
 }
+
+export interface Offloads {
+  /** flannel0 with IFF_VNET_HDR: TSO super-packets and partial checksums read, GRO super-packets written. */
+  readonly tun: boolean;
+  /** The UDP socket: GSO on send (UDP_SEGMENT), GRO on receive (UDP_GRO). */
+  readonly udp: boolean;
+}
+
+/** The offloads in force after negotiation (for logs and metrics). */
+export interface OffloadsInForce {
+  /** TSO4 + checksum offload on flannel0 (TUNSETOFFLOAD). */
+  readonly tunTso: boolean;
+  /** GRO super-packets written to flannel0 (IFF_VNET_HDR). */
+  readonly tunGro: boolean;
+  /** Datagrams per UDP GSO message at most; 0 = off. */
+  readonly udpGso: number;
+  readonly udpGro: boolean;
+}
+
+/** TUNSETOFFLOAD flags: TUN_F_CSUM | TUN_F_TSO4 (IPv4 TCP only: flannel's udp backend is IPv4). */
+const TUN_OFFLOAD_FLAGS = 0x01 | 0x02;
 
 /** Batches each way drained at stop, at most. */
 const DRAIN_BATCHES_AT_STOP = 16;
@@ -63,6 +84,10 @@ export class Datapath {
     private readonly udp: NativeUdp,
     /** flannel0 takes coalesced super-packets (IFF_VNET_HDR): GRO on the way in. */
     readonly tunGro: boolean,
+    /** flannel0 hands out TSO super-packets and partial checksums (TUNSETOFFLOAD). */
+    readonly tunTso: boolean,
+    /** The socket hands out coalesced receives (UDP_GRO). */
+    readonly udpGro: boolean,
   ) {
     this.tunName = shim.tunName(tunFd);
     this.mtu = options.ext.mtu - ENCAP_OVERHEAD;
@@ -81,8 +106,10 @@ export class Datapath {
   static open(options: DatapathOptions): Datapath {
     const mtu = options.ext.mtu - ENCAP_OVERHEAD;
     // Offloads are negotiated here, each with a fallback: a TUN without IFF_VNET_HDR takes plain
-    // packets only (no GRO), a socket without UDP_SEGMENT plain datagrams (no GSO).
-    let tunVnet = options.offload;
+    // packets only (no GRO, no TSO), one without TUNSETOFFLOAD hands out plain packets (no TSO), a
+    // socket without UDP_SEGMENT / UDP_GRO sends and receives plain datagrams.
+    const want = options.offloads;
+    let tunVnet = want.tun;
     let tunFd = tunVnet ? shim.openTun('flannel%d', true) : -1;
     if (tunFd < 0) {
       tunVnet = false;
@@ -92,18 +119,24 @@ export class Datapath {
     let udpFd = -1;
     let dp: Datapath | undefined;
     try {
+      const tunTso = tunVnet && shim.tunSetOffload(tunFd, TUN_OFFLOAD_FLAGS) === 0;
       configureTunLink({
         name: shim.tunName(tunFd), address: options.subnet.prefix, mtu,
         networkPrefix: options.network.prefix, networkLen: options.network.prefixLen,
       });
       udpFd = shim.udpOpen(options.ext.address, options.port, SOCKET_BUFFER_BYTES, SOCKET_BUFFER_BYTES);
       if (udpFd < 0) throw new Error(`cannot bind UDP ${formatIPv4(options.ext.address)}:${options.port}: ${describeErrno(udpFd)}`);
-      const slab = new PacketSlab({ slotSize: slotSizeFor(mtu), batch: options.batch });
+      // Super-packet slots only where an offload may fill them (untouched pages cost no memory).
+      const slotSize = slotSizeFor(mtu);
+      const slab = new PacketSlab({
+        slotSize, batch: options.batch,
+        readSlotSize: tunTso ? SUPER_SLOT_SIZE : slotSize, receiveSlotSize: want.udp ? SUPER_SLOT_SIZE : slotSize,
+      });
       const ring = createRing(slab);
-      // UDP GSO is negotiated here: a kernel or socket without UDP_SEGMENT keeps plain sends.
-      if (options.offload && shim.udpProbeGso(udpFd) === 0) shim.ringSetGso(ring, GSO_SEGMENTS);
+      if (want.udp && shim.udpProbeGso(udpFd) === 0) shim.ringSetGso(ring, GSO_SEGMENTS);
+      const udpGro = want.udp && shim.udpEnableGro(ring, udpFd) === 0;
       if (tunVnet) shim.ringSetTunVnet(ring, true);
-      dp = new Datapath(options, tunFd, udpFd, slab, ring, new NativeTun(ring, tunFd), new NativeUdp(ring, udpFd), tunVnet);
+      dp = new Datapath(options, tunFd, udpFd, slab, ring, new NativeTun(ring, tunFd), new NativeUdp(ring, udpFd), tunVnet, tunTso, udpGro);
       dp.engine.start();
       return dp;
     } catch (err) {
@@ -174,6 +207,11 @@ export class Datapath {
     return shim.ringGso(this.ring);
   }
 
+  /** What offload negotiation gave (GRO into flannel0 may since have been turned off). */
+  offloadsInForce(): OffloadsInForce {
+    return { tunTso: this.tunTso, tunGro: this.forwarder.tunGroInForce, udpGso: this.udpGso, udpGro: this.udpGro };
+  }
+
   /** The last send/write errno, described, if some packets could not be sent or written. */
   lastWriteError(): string | null {
     const errno = shim.lastErrno(this.ring);
@@ -197,8 +235,7 @@ export class Datapath {
       bind: `${formatIPv4(this.ext.address)}:${this.port}`, publicIp: formatIPv4(publicIp),
       network: formatCidr(network.prefix, network.prefixLen),
       subnet: formatCidr(this.subnetNow.prefix, this.subnetNow.prefixLen),
-      udpGso: this.udpGso,
-      tunGro: this.tunGro,
+      ...this.offloadsInForce(),
     };
   }
 

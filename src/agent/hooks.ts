@@ -17,6 +17,8 @@ export interface AgentStatus {
   lease(): Lease | null;
   /** True once flannel0 forwards with the first route listing loaded. */
   ready(): boolean;
+  /** Each offload and whether it is in force. */
+  offloads?(): Readonly<Record<string, boolean>>;
 }
 
 export interface Closable {

@@ -9,6 +9,7 @@
 //   registry (--kv-file). Flags not given on the command line are read from FLANNELD_<UPPER_SNAKE>
 //   environment variables, as flanneld does (e.g. FLANNELD_ETCD_ENDPOINTS, FLANNELD_IP_MASQ=true).
 //   The environment is not consulted in static mode.
+import type { Offloads } from '../agent/datapath.js';
 import { isIPv4 } from 'node:net';
 import { parseEndpoints } from '../etcd/options.js';
 import { contains, parseCidr, parseIPv4 } from '../routing-table/ipv4.js';
@@ -34,8 +35,8 @@ export interface StaticFlags {
   readonly peers: readonly PeerFlag[];
   readonly port: number;
   readonly batch: number;
-  /** false with --no-offload: no UDP GSO on send, no GRO into flannel0. */
-  readonly offload: boolean;
+  /** Which offloads to negotiate (--offloads; --no-offload = none). */
+  readonly offloads: Offloads;
   readonly logLevel: LogLevel;
 }
 
@@ -66,8 +67,8 @@ export interface RegistryFlags {
   readonly healthzPort: number;
   readonly iptablesForwardRules: boolean;
   readonly batch: number;
-  /** false with --no-offload: no UDP GSO on send, no GRO into flannel0. */
-  readonly offload: boolean;
+  /** Which offloads to negotiate (--offloads; --no-offload = none). */
+  readonly offloads: Offloads;
   readonly logLevel: LogLevel;
 }
 
@@ -97,6 +98,7 @@ const FLAGS: Readonly<Record<string, FlagSpec>> = {
   iface: { type: 'list', mode: 'both' },
   batch: { type: 'string', mode: 'both' },
   'no-offload': { type: 'bool', mode: 'both' },
+  offloads: { type: 'string', mode: 'both' },
   'log-level': { type: 'string', mode: 'both' },
   v: { type: 'string', mode: 'both' },
   // flanneld mode
@@ -155,7 +157,10 @@ Static mode: forwards between flannel0 and UDP with routes given on the command 
 
 Both modes:
   --batch N             packets per batch, 1..1024 (default 64)
-  --no-offload          no UDP GSO, no GRO into flannel0: one datagram per message, one write per packet
+  --offloads LIST       offloads to use where the kernel has them (default tun,udp; or none):
+                          tun: TSO super-packets read from flannel0, GRO super-packets written to it
+                          udp: UDP GSO on send, UDP GRO on receive
+  --no-offload          the same as --offloads=none: one packet per read, write, datagram
   --log-level LEVEL     debug|info|warn|error (default info); -v N (N >= 1) means debug
   --version, --help
 Flags may be spelled -flag or --flag, with "=value" or the value as the next argument.
@@ -238,6 +243,18 @@ function integer(flag: string, s: string | undefined, dflt: number, min: number,
   return Number(s);
 }
 
+/** --offloads LIST (tun, udp, both comma-separated, or none); --no-offload wins. */
+function offloadsOf(noOffload: boolean, list: string | undefined): Offloads {
+  if (noOffload) return { tun: false, udp: false };
+  if (list === undefined) return { tun: true, udp: true };
+  const names = list.split(',').map((x) => x.trim()).filter((x) => x !== '');
+  const bad = names.filter((x) => x !== 'tun' && x !== 'udp' && x !== 'none');
+  if (bad.length > 0 || names.length === 0 || (names.includes('none') && names.length > 1)) {
+    throw new FlagError(`--offloads: "${list}" is not a list of tun, udp, or none`);
+  }
+  return { tun: names.includes('tun'), udp: names.includes('udp') };
+}
+
 function logLevelOf(level: string | undefined, verbosity: string | undefined): LogLevel {
   const v = integer('v', verbosity, 0, 0, 1_000);
   const chosen = level ?? (v >= 1 ? 'debug' : 'info');
@@ -292,7 +309,7 @@ function staticFlags(values: Map<string, string | string[] | boolean>): StaticFl
     peers,
     port: integer('port', str('port'), 8285, 1, 65535),
     batch: integer('batch', str('batch'), 64, 1, 1024),
-    offload: values.get('no-offload') !== true,
+    offloads: offloadsOf(values.get('no-offload') === true, str('offloads')),
     logLevel: logLevelOf(str('log-level'), str('v')),
   };
 }
@@ -377,7 +394,7 @@ function registryFlags(cli: Map<string, string | string[] | boolean>, env: NodeJ
     healthzPort: integer('healthz-port', str('healthz-port'), 0, 0, 65535),
     iptablesForwardRules: bool('iptables-forward-rules', true),
     batch: integer('batch', str('batch'), 64, 1, 1024),
-    offload: !bool('no-offload', false),
+    offloads: offloadsOf(bool('no-offload', false), str('offloads')),
     logLevel: logLevelOf(str('log-level'), str('v')),
   };
 }

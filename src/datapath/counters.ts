@@ -13,6 +13,12 @@ export const COUNTER_NAMES = [
   'tunGroWrites', 'tunGroPackets',
   // 1 once flannel0 refused a super-packet and GRO was turned off (writes are plain from then on)
   'tunGroFallbacks',
+  // TSO from flannel0: super-packets read (in tunReadPackets, once each) and the segments they were
+  // cut into; packets whose partial checksum was completed; offloaded reads that could not be
+  // handled (not TCP, a bad virtio header), dropped
+  'tunTsoPackets', 'tunTsoSegments', 'tunCsumCompleted', 'dropTxBadOffload',
+  // UDP GRO: coalesced receives, and the datagrams they carried (in udpRecvPackets too)
+  'udpGroRuns', 'udpGroDatagrams',
   // Whole batches: reads that returned packets (packets / batches = batch occupancy) and
   // reads that failed (an I/O error, not a packet)
   'tunReadBatches', 'udpRecvBatches', 'tunReadErrors', 'udpRecvErrors',

@@ -1,14 +1,23 @@
 // The two batch loops of the datapath: flannel0 -> UDP and UDP -> flannel0. Each call moves
-// one batch: one read call, classification in place in the slab, one send/write call. No
-// per-packet allocation, no copies (an ICMP error is the only packet built, in its own region).
+// one batch: one read call, classification in place in the slab, one send/write call (more only
+// when offloads multiply the packets: a TSO super-packet becomes up to 45 datagrams, a UDP GRO
+// run up to 64 packets). No per-packet allocation, no copies (an ICMP error is the only packet
+// built, in its own region; a TCP segment's headers are built in a header cell, its payload
+// stays in the super-packet).
 import {
   decrementTtl, destinationOf, isWellFormedIPv4, sourceOf, writeNetUnreachable,
 } from '../encap/ipv4.js';
-import { planTcpCoalescing } from '../encap/tcp-coalesce.js';
+import { planTcpCoalescing, VNET_HDR_SLOT } from '../encap/tcp-coalesce.js';
+import { completeChecksum, segmentTcpSuperPacket } from '../encap/tcp-segment.js';
 import { RoutingSnapshot } from '../routing-table/snapshot.js';
 import { C } from './counters.js';
 import type { TunDevice, UdpSocket } from './io.js';
-import type { PacketSlab } from './slab.js';
+import { SEGMENT_CELLS, VIEW_SLOTS, type PacketSlab } from './slab.js';
+
+/** Most datagrams in one send call, and packets in one write call (the shim's MAX_BATCH). */
+const IO_CALL_MAX = 1024;
+const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
+const VIRTIO_NET_HDR_GSO_TCPV4 = 1;
 
 export interface ForwarderConfig {
   /** flannel0's address (the own subnet's network address): source of ICMP errors. */
@@ -33,7 +42,13 @@ export class Forwarder {
   private readonly writeList: Uint16Array;
   private readonly icmpList: Uint16Array;
   private readonly groupLens: Uint16Array;
-  /** GRO in force: config.tunGro, until flannel0 refuses a super-packet. */
+  /** Queued in sendList / writeList, not yet sent / written. */
+  private sends = 0;
+  private writes = 0;
+  /** Next free header cell (tx) and view slot (rx); reset when their lists are flushed. */
+  private nextCell: number;
+  private nextView: number;
+  /** GRO in force: config.tunGro, until flannel0 refused a super-packet. */
   private tunGro: boolean;
   private readonly subnetMask: number;
 
@@ -45,10 +60,12 @@ export class Forwarder {
     /** Indexed by C.*; see counters.ts. */
     readonly counters: Float64Array,
   ) {
-    this.sendList = new Uint16Array(slab.batch);
-    this.writeList = new Uint16Array(slab.batch);
+    this.sendList = new Uint16Array(IO_CALL_MAX);
+    this.writeList = new Uint16Array(IO_CALL_MAX);
     this.icmpList = new Uint16Array(slab.batch);
-    this.groupLens = new Uint16Array(slab.batch);
+    this.groupLens = new Uint16Array(IO_CALL_MAX);
+    this.nextCell = slab.cellFirst;
+    this.nextView = slab.viewFirst;
     this.tunGro = config.tunGro === true;
     this.subnetMask = config.subnetLen === 0 ? 0 : (0xffffffff << (32 - config.subnetLen)) >>> 0;
   }
@@ -62,12 +79,16 @@ export class Forwarder {
     return this.routes;
   }
 
-  /** GRO into flannel0 in force: tunGro, until flannel0 refused a super-packet. */
+  /** GRO in force: tunGro, until flannel0 refused a super-packet. */
   get tunGroInForce(): boolean {
     return this.tunGro;
   }
 
-  /** Moves one batch flannel0 -> UDP. Returns the number of packets read (0: flannel0 empty). */
+  /**
+   * Moves one batch flannel0 -> UDP. Returns the number of packets read (0: flannel0 empty).
+   * A read carries a virtio-net header (all zero for a plain packet): a partial checksum is
+   * completed, a TSO super-packet cut into MTU-sized segments, one datagram each.
+   */
   tunToUdp(): number {
     const { slab, counters: c } = this;
     const n = this.tun.read(slab.txFirst, slab.batch);
@@ -75,13 +96,13 @@ export class Forwarder {
       if (n < 0) c[C.tunReadErrors]++;
       return 0;
     }
-    const bytes = slab.bytes, lens = slab.lens, addrs = slab.addrs, ports = slab.ports;
-    const slotSize = slab.slotSize, routes = this.routes, publicIpOf = routes.publicIpOf;
-    const port = this.config.port, sendList = this.sendList, icmpList = this.icmpList;
-    let sends = 0, icmps = 0, readBytes = 0;
+    const bytes = slab.bytes, words = slab.words, lens = slab.lens, addrs = slab.addrs, ports = slab.ports;
+    const offsets = slab.slotOffsets, vnet = slab.vnetHdrs, routes = this.routes, publicIpOf = routes.publicIpOf;
+    const port = this.config.port, icmpList = this.icmpList;
+    let icmps = 0, readBytes = 0;
     for (let i = 0; i < n; i++) {
       const slot = slab.txFirst + i;
-      const off = slot * slotSize;
+      const off = offsets[slot];
       const len = lens[slot];
       readBytes += len;
       if (!isWellFormedIPv4(bytes, off, len)) {
@@ -92,7 +113,7 @@ export class Forwarder {
       if (peer < 0) {
         c[C.dropTxNoRoute]++;
         const icmpSlot = slab.icmpFirst + icmps;
-        const icmpLen = writeNetUnreachable(bytes, off, len, bytes, icmpSlot * slotSize, this.config.tunAddress);
+        const icmpLen = writeNetUnreachable(bytes, off, len, bytes, offsets[icmpSlot], this.config.tunAddress);
         if (icmpLen > 0) {
           lens[icmpSlot] = icmpLen;
           icmpList[icmps++] = icmpSlot;
@@ -103,19 +124,73 @@ export class Forwarder {
         c[C.dropTxTtl]++;
         continue;
       }
+      const vo = slot * VNET_HDR_SLOT;
+      const flags = vnet[vo], gsoType = vnet[vo + 1];
+      if (gsoType !== 0) {
+        this.sendSegments(off, len, vo, gsoType, publicIpOf[peer]);
+        continue;
+      }
+      if (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+        const csumStart = vnet[vo + 6] | (vnet[vo + 7] << 8), csumOffset = vnet[vo + 8] | (vnet[vo + 9] << 8);
+        if (!completeChecksum(bytes, words, off, len, csumStart, csumOffset)) {
+          c[C.dropTxBadOffload]++;
+          continue;
+        }
+        c[C.tunCsumCompleted]++;
+      }
       addrs[slot] = publicIpOf[peer];
       ports[slot] = port;
-      sendList[sends++] = slot;
+      if (this.sends === IO_CALL_MAX) this.flushSends();
+      this.sendList[this.sends++] = slot;
     }
     c[C.tunReadBatches]++;
     c[C.tunReadPackets] += n;
     c[C.tunReadBytes] += readBytes;
-    if (sends > 0) this.send(sends);
+    this.flushSends();
     if (icmps > 0) c[C.icmpUnreachableSent] += this.tun.write(icmpList, icmps);
     return n;
   }
 
-  /** Moves one batch UDP -> flannel0. Returns the number of datagrams received. */
+  /**
+   * Cuts the TSO super-packet at off (TTL already decremented) into segments, each its own
+   * header cell plus its payload in place, queued for the peer at publicIp.
+   */
+  private sendSegments(off: number, len: number, vo: number, gsoType: number, publicIp: number): void {
+    const { slab, counters: c } = this;
+    const vnet = slab.vnetHdrs;
+    const gsoSize = vnet[vo + 4] | (vnet[vo + 5] << 8);
+    if (gsoType !== VIRTIO_NET_HDR_GSO_TCPV4 || gsoSize === 0) {
+      c[C.dropTxBadOffload]++;
+      return;
+    }
+    // At most this many segments (headers are at least 40 bytes): flush first if they might not fit.
+    const most = Math.ceil((len - 40) / gsoSize);
+    const cellEnd = slab.cellFirst + SEGMENT_CELLS;
+    if (this.nextCell + most > cellEnd || this.sends + most > IO_CALL_MAX) this.flushSends();
+    const first = this.nextCell;
+    const segs = segmentTcpSuperPacket(
+      slab.bytes, slab.words, off, len, gsoSize, slab.slotOffsets, first, Math.min(cellEnd - first, IO_CALL_MAX - this.sends),
+      slab.lens, slab.extOffs, slab.extLens,
+    );
+    if (segs === 0) {
+      c[C.dropTxBadOffload]++;
+      return;
+    }
+    const addrs = slab.addrs, ports = slab.ports, list = this.sendList, port = this.config.port;
+    for (let cell = first; cell < first + segs; cell++) {
+      addrs[cell] = publicIp;
+      ports[cell] = port;
+      list[this.sends++] = cell;
+    }
+    this.nextCell = first + segs;
+    c[C.tunTsoPackets]++;
+    c[C.tunTsoSegments] += segs;
+  }
+
+  /**
+   * Moves one batch UDP -> flannel0. Returns the number of receives (0: nothing waiting). A
+   * coalesced receive (UDP GRO) is split into its datagrams through view slots, no copy.
+   */
   udpToTun(): number {
     const { slab, counters: c } = this;
     const n = this.udp.recv(slab.rxFirst, slab.batch);
@@ -123,66 +198,105 @@ export class Forwarder {
       if (n < 0) c[C.udpRecvErrors]++;
       return 0;
     }
-    const bytes = slab.bytes, lens = slab.lens, addrs = slab.addrs;
-    const slotSize = slab.slotSize, routes = this.routes, publicIpOf = routes.publicIpOf;
-    const mtu = this.config.mtu, subnetPrefix = this.config.subnetPrefix, subnetMask = this.subnetMask;
-    const writeList = this.writeList;
-    let writes = 0, recvBytes = 0;
+    const lens = slab.lens, addrs = slab.addrs, offsets = slab.slotOffsets, segSizes = slab.segSizes;
+    const viewEnd = slab.viewFirst + VIEW_SLOTS;
+    let datagrams = 0, recvBytes = 0;
     for (let i = 0; i < n; i++) {
       const slot = slab.rxFirst + i;
-      const off = slot * slotSize;
       const len = lens[slot];
       recvBytes += len;
-      if (len > mtu) {
-        // Also catches datagrams truncated by the receive (len is the real size).
-        c[C.dropRxOversize]++;
+      const seg = segSizes[slot];
+      if (seg === 0 || len > slab.slotCaps[slot]) {
+        datagrams++;
+        if (this.accept(slot, len)) this.queueWrite(slot);
         continue;
       }
-      if (!isWellFormedIPv4(bytes, off, len)) {
-        c[C.dropRxMalformed]++;
-        continue;
+      const off = offsets[slot], from = addrs[slot];
+      c[C.udpGroRuns]++;
+      for (let at = 0; at < len; at += seg) {
+        if (this.nextView === viewEnd) this.flushWrites();
+        const view = this.nextView++;
+        offsets[view] = off + at;
+        lens[view] = Math.min(seg, len - at);
+        addrs[view] = from;
+        datagrams++;
+        c[C.udpGroDatagrams]++;
+        if (this.accept(view, lens[view])) this.queueWrite(view);
       }
-      // One lookup checks both: the sender is a peer, and the inner source lies in its subnet.
-      const peer = routes.lookup(sourceOf(bytes, off));
-      if (peer < 0 || publicIpOf[peer] !== addrs[slot]) {
-        if (routes.isPeerAddress(addrs[slot])) c[C.dropRxSpoofedSource]++;
-        else c[C.dropRxUnknownSender]++;
-        continue;
-      }
-      if (((destinationOf(bytes, off) & subnetMask) >>> 0) !== subnetPrefix) {
-        c[C.dropRxNotForUs]++;
-        continue;
-      }
-      if (!decrementTtl(bytes, off)) {
-        c[C.dropRxTtl]++;
-        continue;
-      }
-      writeList[writes++] = slot;
     }
     c[C.udpRecvBatches]++;
-    c[C.udpRecvPackets] += n;
+    c[C.udpRecvPackets] += datagrams;
     c[C.udpRecvBytes] += recvBytes;
-    if (writes > 0) this.write(writes);
+    this.flushWrites();
     return n;
   }
 
-  private send(count: number): void {
-    const c = this.counters, lens = this.slab.lens, list = this.sendList;
+  /**
+   * The checks on a received datagram in slot (len bytes, from addrs[slot]): counted and false
+   * for a drop; true, with the inner TTL decremented, for a packet to write to flannel0.
+   */
+  private accept(slot: number, len: number): boolean {
+    const { slab, counters: c, routes } = this;
+    const bytes = slab.bytes, off = slab.slotOffsets[slot], from = slab.addrs[slot];
+    if (len > this.config.mtu) {
+      // Also catches datagrams truncated by the receive (len is the real size).
+      c[C.dropRxOversize]++;
+      return false;
+    }
+    if (!isWellFormedIPv4(bytes, off, len)) {
+      c[C.dropRxMalformed]++;
+      return false;
+    }
+    // One lookup checks both: the sender is a peer, and the inner source lies in its subnet.
+    const peer = routes.lookup(sourceOf(bytes, off));
+    if (peer < 0 || routes.publicIpOf[peer] !== from) {
+      if (routes.isPeerAddress(from)) c[C.dropRxSpoofedSource]++;
+      else c[C.dropRxUnknownSender]++;
+      return false;
+    }
+    if (((destinationOf(bytes, off) & this.subnetMask) >>> 0) !== this.config.subnetPrefix) {
+      c[C.dropRxNotForUs]++;
+      return false;
+    }
+    if (!decrementTtl(bytes, off)) {
+      c[C.dropRxTtl]++;
+      return false;
+    }
+    return true;
+  }
+
+  private queueWrite(slot: number): void {
+    if (this.writes === IO_CALL_MAX) this.flushWrites();
+    this.writeList[this.writes++] = slot;
+  }
+
+  /** Sends the queued datagrams; their header cells are free again. */
+  private flushSends(): void {
+    const count = this.sends;
+    this.sends = 0;
+    this.nextCell = this.slab.cellFirst;
+    if (count === 0) return;
+    const c = this.counters, lens = this.slab.lens, extLens = this.slab.extLens, list = this.sendList;
     const sent = this.udp.send(list, count);
     let sentBytes = 0;
     for (let i = 0; i < count; i++) {
       const len = lens[list[i]];
-      if (len > 0) sentBytes += len;
+      if (len > 0) sentBytes += len + extLens[list[i]];
     }
     c[C.udpSentPackets] += sent;
     c[C.udpSentBytes] += sentBytes;
     c[C.dropTxSendError] += count - sent;
   }
 
-  private write(count: number): void {
+  /** Writes the queued packets to flannel0, coalescing TCP runs where GRO is on; views are free again. */
+  private flushWrites(): void {
+    const count = this.writes;
+    this.writes = 0;
+    this.nextView = this.slab.viewFirst;
+    if (count === 0) return;
     const c = this.counters, slab = this.slab, lens = slab.lens, list = this.writeList, groupLens = this.groupLens;
     const groups = this.tunGro && count > 1
-      ? planTcpCoalescing(slab.bytes, slab.slotSize, lens, slab.offs, slab.vnetHdrs, list, count, groupLens, 65535, slab.words)
+      ? planTcpCoalescing(slab.bytes, slab.slotOffsets, lens, slab.offs, slab.vnetHdrs, list, count, groupLens, 65535, slab.words)
       : 0;
     const written = this.tun.write(list, count, groups > 0 ? groupLens : null);
     // One pass over what was written: bytes, and the outcome of each super-packet.

@@ -5,7 +5,7 @@ import type { PacketSlab } from './slab.js';
 
 /** Binds a slab to the shim once; every batch call then passes only this handle. */
 export function createRing(slab: PacketSlab): RingHandle {
-  return shim.createRing(slab.bytes, slab.slotSize, slab.lens, slab.addrs, slab.ports, slab.offs, slab.vnetHdrs);
+  return shim.createRing(slab.bytes, slab);
 }
 
 export class NativeTun implements TunDevice {

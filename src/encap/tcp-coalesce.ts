@@ -8,6 +8,8 @@
 // tcp_gro_receive / inet_gro_receive conditions, plus a few stricter ones noted in canJoin.
 // Hot path: byte arithmetic on the slab, no allocation, no closures.
 
+import { ipHeaderChecksumOk, onesComplementSum, pseudoHeaderSum, writeIpHeaderChecksum } from './checksum.js';
+
 /** Bytes reserved per slot in the virtio-net header array: 10 used (struct virtio_net_hdr), padded. */
 export const VNET_HDR_SLOT = 12;
 export const VNET_HDR_LEN = 10;
@@ -25,7 +27,8 @@ const TCP_CHECK_OFFSET = 16;
 
 /**
  * Plans GRO-style coalescing of a write batch. list[0..count) holds slot numbers in write order;
- * every listed slot holds a well-formed IPv4 packet of lens[slot] bytes at bytes[slot * slotSize].
+ * every listed slot holds a well-formed IPv4 packet of lens[slot] bytes at bytes[slotOffsets[slot]]
+ * (slots need not be uniform nor aligned; they must not overlap).
  * Groups are runs of CONSECUTIVE list entries. For each group of k >= 2 packets:
  *  - groupLens[i] = k at the leader's list position i, and 0 at the k-1 members' positions;
  *  - offs[memberSlot] = the member's header length (IP ihl*4 + TCP doff*4): where its payload starts;
@@ -48,16 +51,17 @@ const TCP_CHECK_OFFSET = 16;
  * is written alone, for the kernel to drop.
  */
 export function planTcpCoalescing(
-  bytes: Uint8Array, slotSize: number, lens: Int32Array, offs: Uint16Array, vnetHdrs: Uint8Array,
+  bytes: Uint8Array, slotOffsets: Uint32Array, lens: Int32Array, offs: Uint16Array, vnetHdrs: Uint8Array,
   list: Uint16Array, count: number, groupLens: Uint16Array, maxBytes = 65535,
   /**
-   * Optional: a Uint32Array view of the same buffer as bytes (the slab's `words`). With it, and
-   * slots 4-byte aligned, TCP checksums are summed 32 bits at a time: about 4x fewer steps.
+   * Optional: a Uint32Array view of the same buffer as bytes (the slab's `words`; see
+   * onesComplementSum in checksum.ts). With it, TCP checksums are summed 32 bits at a time
+   * (about 4x fewer steps), whatever each packet's alignment: a misaligned head or tail is
+   * summed bytewise, per packet. Another buffer's view is ignored (byte path).
    */
   words: Uint32Array | null = null,
 ): number {
-  const wordsUsable = words !== null && words.buffer === bytes.buffer && (bytes.byteOffset & 3) === 0 && (slotSize & 3) === 0;
-  const w = wordsUsable ? words : null;
+  const w = words !== null && words.buffer === bytes.buffer ? words : null;
   let groups = 0;
   // The open candidate group: its leader (list position, byte offset, header length, payload
   // length), packet count, bytes so far, and the previous member's seq, payload and PSH.
@@ -74,7 +78,7 @@ export function planTcpCoalescing(
 
   for (let i = 0; i < count; i++) {
     const slot = list[i];
-    const off = slot * slotSize;
+    const off = slotOffsets[slot];
     const len = lens[slot];
     offs[slot] = 0;
     groupLens[i] = 1;
@@ -145,7 +149,7 @@ function tcpHeaderEnd(b: Uint8Array, off: number, len: number): number {
 
 /** A leader: a valid IP header checksum and TCP flags of exactly ACK, or ACK|PSH. */
 function canLead(b: Uint8Array, off: number): boolean {
-  return (b[off + 33] & ~TCP_FLAG_PSH) === TCP_FLAG_ACK && ipHeaderSumOk(b, off);
+  return (b[off + 33] & ~TCP_FLAG_PSH) === TCP_FLAG_ACK && ipHeaderChecksumOk(b, off);
 }
 
 /**
@@ -173,45 +177,13 @@ function canJoin(b: Uint8Array, off: number, leaderOff: number, hdr: number, k: 
     const leaderId = (b[leaderOff + 4] << 8) | b[leaderOff + 5];
     if (id !== ((leaderId + k) & 0xffff)) return false;
   }
-  return ipHeaderSumOk(b, off);
+  return ipHeaderChecksumOk(b, off);
 }
 
-/**
- * The TCP checksum of the segment at off (20-byte IP header, len bytes in all) verifies. With w
- * (a Uint32Array over b's buffer, off 4-byte aligned), whole 32-bit words are summed first: a
- * one's-complement sum of the native little-endian words is the byte swap of the big-endian sum.
- */
+/** The TCP checksum of the segment at off (20-byte IP header, len bytes in all) verifies. */
 function tcpChecksumOk(b: Uint8Array, w: Uint32Array | null, off: number, len: number): boolean {
   const tcpLen = len - 20;
-  // Pseudo-header: source and destination addresses, protocol, TCP length.
-  let sum = ((b[off + 12] << 8) | b[off + 13]) + ((b[off + 14] << 8) | b[off + 15]) +
-    ((b[off + 16] << 8) | b[off + 17]) + ((b[off + 18] << 8) | b[off + 19]) + IPPROTO_TCP + tcpLen;
-  const end = off + len - 1;
-  let j = off + 20;
-  if (w !== null) {
-    const first = (b.byteOffset + j) >>> 2, last = first + (tcpLen >>> 2);
-    let le = 0;
-    for (let i = first; i < last; i++) le += w[i];
-    // Fold the (< 2^53) word sum to 16 bits, then swap it into network byte order.
-    le = (le & 0xffff) + Math.floor(le / 0x10000);
-    while (le > 0xffff) le = (le & 0xffff) + (le >>> 16);
-    sum += ((le & 0xff) << 8) | (le >>> 8);
-    j += (tcpLen >>> 2) << 2;
-  }
-  for (; j < end; j += 2) sum += (b[j] << 8) | b[j + 1];
-  if (j === end) sum += b[j] << 8;
-  sum = (sum & 0xffff) + Math.floor(sum / 0x10000);
-  sum = (sum & 0xffff) + (sum >>> 16);
-  return sum === 0xffff;
-}
-
-/** The 20-byte IP header's checksum verifies (one's-complement sum of all words is 0xffff). */
-function ipHeaderSumOk(b: Uint8Array, off: number): boolean {
-  let sum = 0;
-  for (let j = 0; j < 20; j += 2) sum += (b[off + j] << 8) | b[off + j + 1];
-  sum = (sum & 0xffff) + (sum >>> 16);
-  sum = (sum & 0xffff) + (sum >>> 16);
-  return sum === 0xffff;
+  return onesComplementSum(b, w, off + 20, tcpLen, pseudoHeaderSum(b, off, IPPROTO_TCP, tcpLen)) === 0xffff;
 }
 
 function seqAt(b: Uint8Array, off: number): number {
@@ -226,22 +198,12 @@ function sealGroup(
   // IP total length and header checksum (ihl is 5).
   b[off + 2] = total >> 8;
   b[off + 3] = total & 0xff;
-  b[off + 10] = 0;
-  b[off + 11] = 0;
-  let sum = 0;
-  for (let j = 0; j < 20; j += 2) sum += (b[off + j] << 8) | b[off + j + 1];
-  sum = (sum & 0xffff) + (sum >>> 16);
-  sum = (sum & 0xffff) + (sum >>> 16);
-  const ipCheck = ~sum & 0xffff;
-  b[off + 10] = ipCheck >> 8;
-  b[off + 11] = ipCheck & 0xff;
+  writeIpHeaderChecksum(b, off);
 
   const t = off + 20;
   if (psh) b[t + 13] |= TCP_FLAG_PSH;
   // CHECKSUM_PARTIAL: the pseudo-header sum, folded, not inverted.
-  sum = ((b[off + 12] << 8) | b[off + 13]) + ((b[off + 14] << 8) | b[off + 15]) +
-    ((b[off + 16] << 8) | b[off + 17]) + ((b[off + 18] << 8) | b[off + 19]) +
-    IPPROTO_TCP + (total - 20);
+  let sum = pseudoHeaderSum(b, off, IPPROTO_TCP, total - 20);
   sum = (sum & 0xffff) + (sum >>> 16);
   sum = (sum & 0xffff) + (sum >>> 16);
   b[t + TCP_CHECK_OFFSET] = sum >> 8;

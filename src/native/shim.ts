@@ -6,19 +6,35 @@ import { fileURLToPath } from 'node:url';
 
 /** Opaque handle binding the slab and its per-slot metadata arrays in C. */
 export type RingHandle = { readonly __brand: 'RingHandle' };
+/** The per-slot arrays a ring binds (see native/README.md and src/datapath/slab.ts). */
+export interface RingLayout {
+  readonly slotOffsets: Uint32Array;
+  readonly slotCaps: Uint32Array;
+  readonly lens: Int32Array;
+  readonly addrs: Uint32Array;
+  readonly ports: Uint16Array;
+  readonly offs: Uint16Array;
+  readonly vnetHdrs: Uint8Array;
+  readonly extOffs: Uint32Array;
+  readonly extLens: Uint16Array;
+  readonly segSizes: Uint16Array;
+}
 /** Opaque uv_poll_t watcher. */
 export type PollHandle = { readonly __brand: 'PollHandle' };
 
 export interface Shim {
-  createRing(
-    slab: Uint8Array, slotSize: number, lens: Int32Array, addrs: Uint32Array, ports: Uint16Array,
-    offs: Uint16Array, vnetHdrs: Uint8Array,
-  ): RingHandle;
+  /** Binds the slab and its per-slot arrays, found by name on layout (a PacketSlab is one). */
+  createRing(slab: Uint8Array, layout: RingLayout): RingHandle;
   /**
    * fd or -errno; name may contain %d ("flannel%d"). The fd is non-blocking. vnetHdr: IFF_VNET_HDR,
    * so that coalesced super-packets can be written (the shim adds and strips the header itself).
    */
   openTun(name: string, vnetHdr: boolean): number;
+  /**
+   * TUNSETOFFLOAD on a vnetHdr fd (TUN_F_CSUM 1 | TUN_F_TSO4 2 ...): 0 or -errno. Reads may then
+   * be GSO super-packets or carry partial checksums (the read's virtio header is in vnetHdrs).
+   */
+  tunSetOffload(fd: number, flags: number): number;
   /** Tells the ring that its TUN fd was opened with vnetHdr. */
   ringSetTunVnet(ring: RingHandle, on: boolean): void;
   tunName(fd: number): string;
@@ -32,13 +48,16 @@ export interface Shim {
   /** fd or -errno: a non-blocking UDP socket bound to addr:port (addr uint32 host order). */
   udpOpen(addr: number, port: number, rcvbuf: number, sndbuf: number): number;
   udpLocalPort(fd: number): number;
-  /** One recvmmsg into slots first..: count (0 on EAGAIN) or -errno. lens may exceed slotSize (truncated). */
+  /** One recvmmsg into slots first..: count (0 on EAGAIN) or -errno. lens may exceed the slot's cap (truncated). */
   udpRecv(ring: RingHandle, fd: number, first: number, max: number): number;
   /**
-   * sendmmsg of the listed slots to addrs/ports[slot]; returns sent; failed slots get
+   * sendmmsg of the listed slots (each its bytes, then extLens[slot] bytes at extOffs[slot]) to
+   * addrs/ports[slot]; returns sent; failed slots get
    * lens[slot] = -errno. With GSO on, runs of equal-size datagrams to one peer go as one message.
    */
   udpSend(ring: RingHandle, fd: number, list: Uint16Array, count: number): number;
+  /** UDP_GRO on the socket; udpRecv then sets segSizes of coalesced runs. 0 or -errno. */
+  udpEnableGro(ring: RingHandle, fd: number): number;
   /** 0 if the socket accepts UDP_SEGMENT, else -errno. */
   udpProbeGso(fd: number): number;
   /** Turns UDP GSO on for udpSend (max segments per message, capped at 64; 0 = off). */

@@ -45,6 +45,8 @@ export interface MetricsSource {
   lease(): LeaseInfo | null;
   /** Optional: per-peer traffic, if the datapath counts it. */
   peerTraffic?(): Iterable<PeerTraffic>;
+  /** Optional: each offload and whether it is in force (after negotiation and any fallback). */
+  offloads?(): Readonly<Record<string, boolean>>;
 }
 
 const PREFIX = 'flannel_ts_';
@@ -74,6 +76,12 @@ const FAMILIES: Readonly<Record<string, Family>> = {
   tun_gro_writes_total: { type: 'counter', help: 'Coalesced TCP super-packets written to the TUN device (GRO).' },
   tun_gro_packets_total: { type: 'counter', help: 'Packets carried by coalesced super-packets (also in tun_written_packets_total).' },
   tun_gro_fallbacks_total: { type: 'counter', help: 'Times flannel0 refused a super-packet and GRO was turned off.' },
+  offload_enabled: { type: 'gauge', help: 'Whether an offload is in force (1) or off, refused by the kernel or by --offloads (0).' },
+  tun_tso_packets_total: { type: 'counter', help: 'TSO super-packets read from the TUN device (once each in tun_read_packets_total).' },
+  tun_tso_segments_total: { type: 'counter', help: 'Segments the TSO super-packets were cut into, each one datagram.' },
+  tun_checksums_completed_total: { type: 'counter', help: 'Packets read with a partial checksum that was completed before sending.' },
+  udp_gro_runs_total: { type: 'counter', help: 'Coalesced receives (UDP GRO) from the socket.' },
+  udp_gro_datagrams_total: { type: 'counter', help: 'Datagrams carried by coalesced receives (also in udp_received_packets_total).' },
   dropped_packets_total: {
     type: 'counter',
     help: 'Packets dropped by the datapath, by direction (tx: flannel0 to UDP, rx: UDP to flannel0) and reason.',
@@ -125,6 +133,12 @@ const COUNTER_SERIES: Readonly<Record<CounterName, CounterSeries>> = {
   tunGroWrites: { family: 'tun_gro_writes_total', labels: {} },
   tunGroPackets: { family: 'tun_gro_packets_total', labels: {} },
   tunGroFallbacks: { family: 'tun_gro_fallbacks_total', labels: {} },
+  tunTsoPackets: { family: 'tun_tso_packets_total', labels: {} },
+  tunTsoSegments: { family: 'tun_tso_segments_total', labels: {} },
+  tunCsumCompleted: { family: 'tun_checksums_completed_total', labels: {} },
+  dropTxBadOffload: drop('tx', 'bad_offload'),
+  udpGroRuns: { family: 'udp_gro_runs_total', labels: {} },
+  udpGroDatagrams: { family: 'udp_gro_datagrams_total', labels: {} },
   udpRecvBatches: { family: 'read_batches_total', labels: { source: 'udp' } },
   tunReadErrors: { family: 'read_errors_total', labels: { source: 'tun' } },
   udpRecvErrors: { family: 'read_errors_total', labels: { source: 'udp' } },
@@ -209,6 +223,10 @@ export function renderMetrics(source: MetricsSource): string {
     if (lease.expiresAt !== null) {
       x.add('lease_expiration_timestamp_seconds', { subnet: cidrOf(lease.subnet) }, Math.floor(lease.expiresAt / 1000));
     }
+  }
+
+  if (source.offloads) {
+    for (const [name, on] of Object.entries(source.offloads())) x.add('offload_enabled', { offload: name }, on ? 1 : 0);
   }
 
   if (source.peerTraffic) {

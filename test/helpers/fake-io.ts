@@ -11,10 +11,12 @@
  *
  * Semantics follow the native shim (native/shim.c): read/recv return a count or -errno; a
  * failed write/send sets that slot's lens to -errno, skips it and the call returns fewer; a
- * datagram larger than a slot arrives cut to slotSize with lens = its real length (MSG_TRUNC).
+ * datagram larger than a slot arrives cut to the slot's cap with lens = its real length (MSG_TRUNC);
+ * every read sets the slot's virtio-net header (zero unless queued with pushOffloaded).
  */
 import type { TunDevice, UdpSocket } from '../../src/datapath/io.js';
 import type { PacketSlab } from '../../src/datapath/slab.js';
+import { VNET_HDR_LEN, VNET_HDR_SLOT } from '../../src/encap/tcp-coalesce.js';
 
 export const EAGAIN = 11;
 export const EIO = 5;
@@ -22,7 +24,9 @@ export const ENOBUFS = 105;
 export const EMSGSIZE = 90;
 
 export interface Datagram {
+  /** One datagram, or with segSize a UDP GRO run: datagrams of segSize bytes back to back (the last may be shorter). */
   data: Uint8Array;
+  segSize?: number;
   /** uint32, host order */
   addr: number;
   port: number;
@@ -58,9 +62,14 @@ class FaultPlan {
   }
 }
 
+/** A slot's bytes, followed by its second part (extOffs/extLens: a TCP segment's payload) if any. */
 function copyOut(slab: PacketSlab, slot: number): Buffer {
   const off = slab.offsetOf(slot);
-  return Buffer.from(slab.bytes.subarray(off, off + slab.lens[slot]!));
+  const head = slab.bytes.subarray(off, off + slab.lens[slot]!);
+  const extLen = slab.extLens[slot]!;
+  if (extLen === 0) return Buffer.from(head);
+  const ext = slab.extOffs[slot]!;
+  return Buffer.concat([head, slab.bytes.subarray(ext, ext + extLen)]);
 }
 
 export class FakeTun implements TunDevice {
@@ -81,7 +90,7 @@ export class FakeTun implements TunDevice {
 
   push(...packets: Uint8Array[]): void {
     for (const p of packets) {
-      if (p.length > this.slab.slotSize) throw new RangeError(`a ${p.length}-byte packet does not fit a ${this.slab.slotSize}-byte slot`);
+      if (p.length > this.slab.readSlotSize) throw new RangeError(`a ${p.length}-byte packet does not fit a ${this.slab.readSlotSize}-byte slot`);
       this.inbound.push(p);
     }
   }
@@ -96,6 +105,17 @@ export class FakeTun implements TunDevice {
     this.faults.failNextPackets(errno, count);
   }
 
+  /**
+   * Queues a packet read with a virtio-net header (10 bytes: a TSO super-packet, a partial
+   * checksum). The header is keyed by the packet object: queue a copy to send the same bytes twice.
+   */
+  pushOffloaded(packet: Uint8Array, vnetHdr: Uint8Array): void {
+    this.push(packet);
+    this.vnetOf.set(packet, vnetHdr);
+  }
+
+  private readonly vnetOf = new Map<Uint8Array, Uint8Array>();
+
   read(first: number, max: number): number {
     this.readCalls++;
     const err = this.faults.takeCallError();
@@ -106,6 +126,12 @@ export class FakeTun implements TunDevice {
       const slot = first + i;
       this.slab.bytes.set(p, this.slab.offsetOf(slot));
       this.slab.lens[slot] = p.length;
+      // As the shim: every read sets the slot's virtio-net header (zero for a plain packet).
+      const vo = slot * VNET_HDR_SLOT;
+      this.slab.vnetHdrs.fill(0, vo, vo + VNET_HDR_LEN);
+      const vnet = this.vnetOf.get(p);
+      if (vnet) this.slab.vnetHdrs.set(vnet.subarray(0, VNET_HDR_LEN), vo);
+      this.vnetOf.delete(p);
     }
     return n;
   }
@@ -166,11 +192,12 @@ export class FakeUdp implements UdpSocket {
     for (let i = 0; i < n; i++) {
       const d = this.inbound.shift()!;
       const slot = first + i;
-      const kept = Math.min(d.data.length, slab.slotSize);
+      const kept = Math.min(d.data.length, slab.slotCaps[slot]!);
       slab.bytes.set(d.data.subarray(0, kept), slab.offsetOf(slot));
       slab.lens[slot] = d.data.length; // MSG_TRUNC: the real length, even when cut
       slab.addrs[slot] = d.addr >>> 0;
       slab.ports[slot] = d.port;
+      slab.segSizes[slot] = d.segSize ?? 0;
     }
     return n;
   }
@@ -217,7 +244,7 @@ class SlotReplayer {
     this.lens = new Int32Array(packets.length);
     for (let i = 0; i < packets.length; i++) {
       const p = packets[i]!;
-      const kept = Math.min(p.length, slab.slotSize);
+      const kept = Math.min(p.length, slab.slotCaps[first + i]!);
       slab.bytes.set(p.subarray(0, kept), slab.offsetOf(first + i));
       for (let b = MUTABLE_FIRST; b < MUTABLE_END; b++) this.mutable[i * 4 + b - MUTABLE_FIRST] = p[b] ?? 0;
       this.lens[i] = p.length;
@@ -228,9 +255,9 @@ class SlotReplayer {
   restore(first: number, max: number): number {
     if (first !== this.first) throw new RangeError(`replay prepared for slot ${this.first}, asked for ${first}`);
     const n = max < this.count ? max : this.count;
-    const bytes = this.slab.bytes, lens = this.slab.lens, slotSize = this.slab.slotSize, mutable = this.mutable;
+    const bytes = this.slab.bytes, lens = this.slab.lens, offsets = this.slab.slotOffsets, mutable = this.mutable;
     for (let i = 0; i < n; i++) {
-      const off = (first + i) * slotSize + MUTABLE_FIRST, t = i * 4;
+      const off = offsets[first + i]! + MUTABLE_FIRST, t = i * 4;
       bytes[off] = mutable[t]!;
       bytes[off + 1] = mutable[t + 1]!;
       bytes[off + 2] = mutable[t + 2]!;

@@ -235,7 +235,9 @@ export function parseVnetHdr(b: Uint8Array, off: number): VnetHdr {
  * Cuts a GSO_TCPV4 super-packet as the kernel's TCP segmentation would: hdr_len header bytes
  * copied per segment; segment i carries gso_size payload bytes (the last the rest), seq =
  * leader seq + i * gso_size, IP total length per segment, IP id = leader id + i, PSH (and FIN)
- * only on the last segment if the super-packet had it, the IP checksum recomputed, and the TCP
+ * only on the last segment if the super-packet had it, CWR only on the first (tcp_gso_segment
+ * clears it after the first; GRO never builds a super-packet with CWR, so the planner's tests
+ * never see this), the IP checksum recomputed, and the TCP
  * checksum completed the CHECKSUM_PARTIAL way: the super-packet's pseudo-header sum in the field
  * is adjusted for the segment's length, then summed over the segment's header and payload.
  */
@@ -264,6 +266,7 @@ export function segmentSuperPacket(vnet: VnetHdr, sp: Uint8Array): Uint8Array[] 
     v.setUint32(ihl + 4, (spv.getUint32(ihl + 4) + i * vnet.gsoSize) >>> 0);
     const isLast = at + n >= payloadLen;
     seg[ihl + 13] = (seg[ihl + 13] & ~(TCP_PSH | TCP_FIN)) | (isLast ? lastFlags : 0);
+    if (i > 0) seg[ihl + 13] &= ~TCP_CWR;
     const segTcpLen = seg.length - ihl;
     // Length adjustment of the pseudo-header sum: - superTcpLen + segTcpLen, one's complement.
     const adjusted = onesSum(new Uint8Array([(~superTcpLen >> 8) & 0xff, ~superTcpLen & 0xff, segTcpLen >> 8, segTcpLen & 0xff]), 0, 4, partial);
@@ -272,4 +275,43 @@ export function segmentSuperPacket(vnet: VnetHdr, sp: Uint8Array): Uint8Array[] 
     out.push(seg);
   }
   return out;
+}
+
+/** Full UDP checksum check over pseudo-header (protocol 17), header and payload; a 0 field means "none". */
+export function udpChecksumValid(p: Uint8Array): boolean {
+  const ihl = (p[0] & 15) * 4;
+  const v = new DataView(p.buffer, p.byteOffset, p.length);
+  if (v.getUint16(ihl + 6) === 0) return false;
+  const udpLen = p.length - ihl;
+  const pseudo = pseudoHeader(v.getUint32(12), v.getUint32(16), udpLen);
+  pseudo[9] = 17;
+  return onesSum(p, ihl, udpLen, onesSum(pseudo, 0, 12)) === 0xffff;
+}
+
+/**
+ * An IPv4 packet carrying UDP (header + payload) with a valid IP checksum and the UDP checksum
+ * field as given (e.g. a pseudo-header partial sum, or 0).
+ */
+export function buildUdpPacket(s: {
+  src: number; dst: number; sport: number; dport: number; payload: Uint8Array; ipOptions?: Uint8Array; id?: number; ttl?: number;
+  check: number;
+}): Uint8Array {
+  const udp = new Uint8Array(8 + s.payload.length);
+  const uv = new DataView(udp.buffer);
+  uv.setUint16(0, s.sport);
+  uv.setUint16(2, s.dport);
+  uv.setUint16(4, udp.length);
+  uv.setUint16(6, s.check);
+  udp.set(s.payload, 8);
+  return buildTcpPacket({
+    src: s.src, dst: s.dst, protocol: 17, ipOptions: s.ipOptions, id: s.id, ttl: s.ttl,
+    sport: 0, dport: 0, seq: 0, ack: 0, flags: 0, window: 0, payload: udp,
+  });
+}
+
+/** The pseudo-header sum (src, dst, protocol, length) folded, NOT inverted: a CHECKSUM_PARTIAL field. */
+export function partialChecksum(src: number, dst: number, protocol: number, length: number): number {
+  const p = pseudoHeader(src, dst, length);
+  p[9] = protocol;
+  return onesSum(p, 0, 12);
 }

@@ -1,7 +1,7 @@
 /**
  * Offloads on one side only: host 1 runs with --no-offload (plain datagrams and plain TUN writes,
- * as a flanneld peer behaves), host 2 with its defaults (UDP GSO on send, GRO-coalesced writes
- * into flannel0). Real TCP both ways must arrive intact: a coalesced super-packet with a wrong
+ * as a flanneld peer behaves), host 2 with its defaults (TSO super-packets read from flannel0 and
+ * cut into segments, UDP GSO on send, UDP GRO on receive, GRO-coalesced writes into flannel0). Real TCP both ways must arrive intact: a coalesced super-packet with a wrong
  * header or checksum would be dropped by the pod's kernel (TcpInCsumErrors) and stall the flow.
  */
 import assert from 'node:assert/strict';
@@ -38,8 +38,12 @@ describe('offloads on one side only', { timeout: 120_000 }, () => {
     const forwarding = (n: number) => lab.agent(n).lines.find((l) => l['msg'] === 'forwarding')!;
     assert.equal(forwarding(1)['udpGso'], 0);
     assert.equal(forwarding(1)['tunGro'], false);
+    assert.equal(forwarding(1)['tunTso'], false);
+    assert.equal(forwarding(1)['udpGro'], false);
     assert.ok(Number(forwarding(2)['udpGso']) > 1, JSON.stringify(forwarding(2)));
     assert.equal(forwarding(2)['tunGro'], true);
+    assert.equal(forwarding(2)['tunTso'], true);
+    assert.equal(forwarding(2)['udpGro'], true);
   });
 
   test('TCP both ways arrives intact; host 2 coalesces what it writes into flannel0', async () => {
@@ -55,8 +59,12 @@ describe('offloads on one side only', { timeout: 120_000 }, () => {
     assert.ok(counter(c2, 'tunGroWrites') > 0, 'host 2 wrote coalesced super-packets');
     assert.ok(counter(c2, 'tunGroPackets') > 2 * counter(c2, 'tunGroWrites'), 'super-packets carry several segments');
     assert.equal(counter(c1, 'tunGroWrites'), 0, 'host 1 (--no-offload) wrote plain packets only');
+    // Host 2's pod sends through flannel0 with TSO: super-packets cut into MTU-sized segments.
+    assert.ok(counter(c2, 'tunTsoPackets') > 0, 'host 2 read TSO super-packets');
+    assert.ok(counter(c2, 'tunTsoSegments') > 2 * counter(c2, 'tunTsoPackets'), 'a super-packet becomes several datagrams');
+    assert.equal(counter(c1, 'tunTsoPackets'), 0, 'host 1 (--no-offload) read plain packets only');
     for (const c of [c1, c2]) {
-      for (const name of ['dropRxMalformed', 'dropRxOversize', 'dropRxWriteError', 'dropTxSendError', 'dropTxMalformed']) {
+      for (const name of ['dropRxMalformed', 'dropRxOversize', 'dropRxWriteError', 'dropTxSendError', 'dropTxMalformed', 'dropTxBadOffload']) {
         assert.equal(counter(c, name), 0, name);
       }
     }

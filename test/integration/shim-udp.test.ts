@@ -1,6 +1,7 @@
 // The shim's batched UDP send with UDP GSO: a run of equal-size datagrams to one peer goes down
 // the stack as one message, and a plain receiver (as a flanneld peer is) still gets the same
-// separate datagrams, byte for byte, in order. Runs in a namespace of its own.
+// separate datagrams, byte for byte, in order; so does a receiver with UDP GRO, from the runs it
+// gets. Datagrams sent in two parts (header cell + payload) arrive as one. Runs in a namespace of its own.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -15,11 +16,11 @@ const removeNs = () => {
 };
 
 interface Outcome {
-  probe: number; gsoInForce: number; sent: number; planned: number; gsoAfter: number;
+  probe: number; gsoInForce: number; sent: number; planned: number; gsoAfter: number; groEnabled: number[]; runs: number;
   received: { port: number; len: number; index: number; intact: boolean }[];
 }
 
-function run(mode: 'gso' | 'plain'): Outcome {
+function run(mode: 'gso' | 'plain' | 'gso-gro'): Outcome {
   const out = execFileSync('ip', ['netns', 'exec', ns, process.execPath, scenario, mode], { encoding: 'utf8' });
   return JSON.parse(out) as Outcome;
 }
@@ -32,10 +33,16 @@ describe('shim udpSend', () => {
   });
   after(removeNs);
 
-  for (const mode of ['gso', 'plain'] as const) {
+  for (const mode of ['gso', 'plain', 'gso-gro'] as const) {
     it(`${mode}: every datagram arrives separately, intact and in order`, () => {
       const r = run(mode);
-      if (mode === 'gso') {
+      if (mode === 'gso-gro') {
+        assert.deepEqual(r.groEnabled, [0, 0], 'this kernel accepts UDP_GRO');
+        assert.ok(r.runs >= 2, `coalesced runs received: ${r.runs}`);
+      } else {
+        assert.equal(r.runs, 0);
+      }
+      if (mode !== 'plain') {
         assert.equal(r.probe, 0, 'this kernel accepts UDP_SEGMENT');
         assert.equal(r.gsoInForce, 64);
         assert.equal(r.gsoAfter, 64, 'no GSO message was refused');

@@ -12,6 +12,7 @@ import {
   pseudoHeader, referencePlan, segmentSuperPacket, tcpChecksumValid, type ParsedPacket, type TcpPacketSpec,
 } from '../helpers/tcp-segments.js';
 
+/** Room for one packet: every slot gets at least this many bytes (plus a random 0..7 in planAndCheck). */
 const SLOT_SIZE = 2048;
 const SENTINEL = 0xa5;
 
@@ -27,6 +28,9 @@ interface BatchResult {
 /**
  * Places packets (in write order) into random slots of a fresh slab, plans, and checks every
  * property of the result against the originals. Returns what happened, for coverage checks.
+ * Slot layouts vary: uniform and 4-byte aligned, or slots of random sizes >= SLOT_SIZE at
+ * random (odd, misaligned) offsets in shuffled order; the slab is sometimes a view at an odd
+ * byteOffset into a larger buffer (words then still cover the whole buffer).
  */
 let wordPathToggle = false;
 
@@ -38,8 +42,16 @@ function planAndCheck(packets: Uint8Array[], rand: () => number, maxBytes?: numb
     const j = rand() % (i + 1);
     [slots[i], slots[j]] = [slots[j], slots[i]];
   }
-  const bytes = new Uint8Array(slotCount * SLOT_SIZE);
-  for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 31 + 7) & 0xff;
+  const slotOffsets = new Uint32Array(slotCount);
+  const uniform = rand() % 3 === 0;
+  const order = Array.from({ length: slotCount }, (_, s) => s);
+  if (!uniform) for (let i = slotCount - 1; i > 0; i--) { const j = rand() % (i + 1); [order[i], order[j]] = [order[j], order[i]]; }
+  let at = uniform ? 0 : rand() % 8;
+  for (const s of order) { slotOffsets[s] = at; at += SLOT_SIZE + (uniform ? 0 : rand() % 8); }
+  const viewStart = uniform ? 0 : rand() % 8;
+  const backing = new Uint8Array((viewStart + at + 11) & ~3); // a whole number of words
+  const bytes = backing.subarray(viewStart, viewStart + at);
+  for (let i = 0; i < backing.length; i++) backing[i] = (i * 31 + 7) & 0xff;
   const lens = new Int32Array(slotCount).fill(-1);
   const offs = new Uint16Array(slotCount).fill(0xbeef);
   const vnet = new Uint8Array(slotCount * VNET_HDR_SLOT).fill(SENTINEL);
@@ -49,16 +61,20 @@ function planAndCheck(packets: Uint8Array[], rand: () => number, maxBytes?: numb
     const slot = slots[i];
     list[i] = slot;
     lens[slot] = p.length;
-    bytes.set(p, slot * SLOT_SIZE);
+    bytes.set(p, slotOffsets[slot]);
   });
   const before = bytes.slice();
+  const backingBefore = backing.slice();
   const effectiveMax = maxBytes ?? 65535;
 
   // Alternate between the byte-wise and the 32-bit-word checksum paths: both must agree with the reference.
   const words = (wordPathToggle = !wordPathToggle) ? new Uint32Array(bytes.buffer) : null;
   const groups = maxBytes === undefined && words === null
-    ? planTcpCoalescing(bytes, SLOT_SIZE, lens, offs, vnet, list, count, groupLens)
-    : planTcpCoalescing(bytes, SLOT_SIZE, lens, offs, vnet, list, count, groupLens, maxBytes ?? 65535, words);
+    ? planTcpCoalescing(bytes, slotOffsets, lens, offs, vnet, list, count, groupLens)
+    : planTcpCoalescing(bytes, slotOffsets, lens, offs, vnet, list, count, groupLens, maxBytes ?? 65535, words);
+  // Nothing outside the slab view is written.
+  assert.deepEqual(backing.subarray(0, viewStart), backingBefore.subarray(0, viewStart), 'wrote before the slab view');
+  assert.deepEqual(backing.subarray(viewStart + at), backingBefore.subarray(viewStart + at), 'wrote after the slab view');
 
   const parsed = packets.map((p) => parsePacket(p));
   const got = Array.from(groupLens.subarray(0, count));
@@ -75,7 +91,7 @@ function planAndCheck(packets: Uint8Array[], rand: () => number, maxBytes?: numb
     assert.ok(k >= 1 && i + k <= count, `groupLens[${i}] = ${k}`);
     for (let j = i + 1; j < i + k; j++) assert.equal(got[j], 0, `member ${j} of the group at ${i}`);
     const slot = list[i];
-    const off = slot * SLOT_SIZE;
+    const off = slotOffsets[slot];
     assert.equal(offs[slot], 0, 'offs of a leader or single');
     if (k === 1) {
       // (3) singles are byte-for-byte untouched, and so is their vnet header slot.
@@ -98,7 +114,7 @@ function planAndCheck(packets: Uint8Array[], rand: () => number, maxBytes?: numb
     if (total + lt.payloadLength > effectiveMax) maxBytesHit++;
     // Members: untouched bytes, offs = their header length.
     for (let j = 1; j < k; j++) {
-      const ms = list[i + j], mo = ms * SLOT_SIZE;
+      const ms = list[i + j], mo = slotOffsets[ms];
       assert.equal(offs[ms], hdrLen, `offs of member ${i + j}`);
       assert.deepEqual(bytes.subarray(mo, mo + SLOT_SIZE), before.subarray(mo, mo + SLOT_SIZE), `member ${i + j} changed`);
       assert.ok(vnet.subarray(ms * VNET_HDR_SLOT, (ms + 1) * VNET_HDR_SLOT).every((x) => x === SENTINEL), `vnet of member ${i + j}`);
@@ -132,7 +148,7 @@ function planAndCheck(packets: Uint8Array[], rand: () => number, maxBytes?: numb
     sp.set(lead, 0);
     let at = lead.length;
     for (let j = 1; j < k; j++) {
-      const ms = list[i + j], mo = ms * SLOT_SIZE;
+      const ms = list[i + j], mo = slotOffsets[ms];
       const piece = bytes.subarray(mo + offs[ms], mo + lens[ms]);
       sp.set(piece, at);
       at += piece.length;
@@ -170,7 +186,7 @@ function planAndCheck(packets: Uint8Array[], rand: () => number, maxBytes?: numb
   // Slots not in the list are untouched; every byte outside leaders' headers is as before.
   for (let s = 0; s < slotCount; s++) {
     if (leaderSlots.has(s)) continue;
-    const o = s * SLOT_SIZE;
+    const o = slotOffsets[s];
     assert.deepEqual(bytes.subarray(o, o + SLOT_SIZE), before.subarray(o, o + SLOT_SIZE), `slot ${s} changed`);
     if (!list.subarray(0, count).includes(s)) assert.equal(offs[s], 0xbeef, `offs of unlisted slot ${s}`);
   }
@@ -335,7 +351,7 @@ describe('planTcpCoalescing', () => {
     const offs = new Uint16Array(4);
     const vnet = new Uint8Array(4 * VNET_HDR_SLOT);
     const groupLens = new Uint16Array(2);
-    const n = planTcpCoalescing(bytes, 256, lens, offs, vnet, new Uint16Array([3, 1]), 2, groupLens);
+    const n = planTcpCoalescing(bytes, new Uint32Array([0, 256, 512, 768]), lens, offs, vnet, new Uint16Array([3, 1]), 2, groupLens);
     assert.equal(n, 1);
     assert.deepEqual(Array.from(groupLens), [2, 0]);
     assert.deepEqual(Array.from(offs), [0, 40, 0, 0]);
@@ -473,13 +489,14 @@ describe('planTcpCoalescing', () => {
     const bytes = new Uint8Array(64 * SLOT_SIZE);
     const lens = new Int32Array(64), offs = new Uint16Array(64), vnet = new Uint8Array(64 * VNET_HDR_SLOT);
     const list = new Uint16Array(64), groupLens = new Uint16Array(64);
+    const slotOffsets = Uint32Array.from({ length: 64 }, (_, i) => i * SLOT_SIZE);
     packets.forEach((p, i) => { bytes.set(p, i * SLOT_SIZE); lens[i] = p.length; list[i] = i; });
     const leaderCopy = bytes.slice(0, 80);
     let n = 0;
     const iterations = 20_000;
-    for (let r = 0; r < 2000; r++) { bytes.set(leaderCopy, 0); n += planTcpCoalescing(bytes, SLOT_SIZE, lens, offs, vnet, list, 64, groupLens); }
+    for (let r = 0; r < 2000; r++) { bytes.set(leaderCopy, 0); n += planTcpCoalescing(bytes, slotOffsets, lens, offs, vnet, list, 64, groupLens); }
     const t0 = process.hrtime.bigint();
-    for (let r = 0; r < iterations; r++) { bytes.set(leaderCopy, 0); n += planTcpCoalescing(bytes, SLOT_SIZE, lens, offs, vnet, list, 64, groupLens); }
+    for (let r = 0; r < iterations; r++) { bytes.set(leaderCopy, 0); n += planTcpCoalescing(bytes, slotOffsets, lens, offs, vnet, list, 64, groupLens); }
     const ns = Number(process.hrtime.bigint() - t0) / (iterations * 64);
     t.diagnostic(`planTcpCoalescing: ${ns.toFixed(1)} ns per packet (64-packet single-flow batch)`);
     assert.equal(n, 2000 + iterations);

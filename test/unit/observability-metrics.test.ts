@@ -24,10 +24,15 @@ function knownSource(): MetricsSource {
   counters[C.tunReadBatches] = 3;
   counters[C.udpRecvBatches] = 2;
   counters[C.udpRecvErrors] = 4;
+  counters[C.tunTsoPackets] = 1;
+  counters[C.tunTsoSegments] = 3;
+  counters[C.udpGroRuns] = 1;
+  counters[C.udpGroDatagrams] = 2;
   return {
     counters,
     routes: () => [route('10.244.2.0/24', '192.0.2.2'), route('10.244.3.0/24', '192.0.2.3')],
     lease: () => ({ subnet: parseCidr('10.244.7.0/24'), publicIp: parseIPv4('192.0.2.7'), expiresAt: 1_700_000_000_500 }),
+    offloads: () => ({ tun_tso: true, udp_gro: false }),
   };
 }
 
@@ -56,6 +61,7 @@ flannel_ts_dropped_packets_total{direction="rx",reason="spoofed_source"} 1
 flannel_ts_dropped_packets_total{direction="rx",reason="not_for_us"} 0
 flannel_ts_dropped_packets_total{direction="rx",reason="ttl_exceeded"} 0
 flannel_ts_dropped_packets_total{direction="rx",reason="write_error"} 0
+flannel_ts_dropped_packets_total{direction="tx",reason="bad_offload"} 0
 # HELP flannel_ts_icmp_unreachable_sent_total ICMP destination-unreachable messages sent back for packets with no route.
 # TYPE flannel_ts_icmp_unreachable_sent_total counter
 flannel_ts_icmp_unreachable_sent_total 1
@@ -80,6 +86,21 @@ flannel_ts_tun_gro_packets_total 7
 # HELP flannel_ts_tun_gro_fallbacks_total Times flannel0 refused a super-packet and GRO was turned off.
 # TYPE flannel_ts_tun_gro_fallbacks_total counter
 flannel_ts_tun_gro_fallbacks_total 0
+# HELP flannel_ts_tun_tso_packets_total TSO super-packets read from the TUN device (once each in tun_read_packets_total).
+# TYPE flannel_ts_tun_tso_packets_total counter
+flannel_ts_tun_tso_packets_total 1
+# HELP flannel_ts_tun_tso_segments_total Segments the TSO super-packets were cut into, each one datagram.
+# TYPE flannel_ts_tun_tso_segments_total counter
+flannel_ts_tun_tso_segments_total 3
+# HELP flannel_ts_tun_checksums_completed_total Packets read with a partial checksum that was completed before sending.
+# TYPE flannel_ts_tun_checksums_completed_total counter
+flannel_ts_tun_checksums_completed_total 0
+# HELP flannel_ts_udp_gro_runs_total Coalesced receives (UDP GRO) from the socket.
+# TYPE flannel_ts_udp_gro_runs_total counter
+flannel_ts_udp_gro_runs_total 1
+# HELP flannel_ts_udp_gro_datagrams_total Datagrams carried by coalesced receives (also in udp_received_packets_total).
+# TYPE flannel_ts_udp_gro_datagrams_total counter
+flannel_ts_udp_gro_datagrams_total 2
 # HELP flannel_ts_read_batches_total Batched reads that returned packets (packets / batches = batch occupancy).
 # TYPE flannel_ts_read_batches_total counter
 flannel_ts_read_batches_total{source="tun"} 3
@@ -101,6 +122,10 @@ flannel_ts_lease_info{subnet="10.244.7.0/24",public_ip="192.0.2.7"} 1
 # HELP flannel_ts_lease_expiration_timestamp_seconds When our subnet lease expires unless renewed (unix seconds); absent for a reservation.
 # TYPE flannel_ts_lease_expiration_timestamp_seconds gauge
 flannel_ts_lease_expiration_timestamp_seconds{subnet="10.244.7.0/24"} 1700000000
+# HELP flannel_ts_offload_enabled Whether an offload is in force (1) or off, refused by the kernel or by --offloads (0).
+# TYPE flannel_ts_offload_enabled gauge
+flannel_ts_offload_enabled{offload="tun_tso"} 1
+flannel_ts_offload_enabled{offload="udp_gro"} 0
 `;
 
 test('renders the exact exposition for a known input', () => {

@@ -1,0 +1,112 @@
+/**
+ * Micro-benchmarks of the TSO offload work on reads from flannel0 (picked up by bench/run.ts
+ * through `segmentBenchTasks`): cutting a 64 KiB GSO_TCPV4 super-packet into segments, and
+ * completing CHECKSUM_PARTIAL checksums. Every task times a block of calls itself and reports,
+ * through tinybench's `overriddenDuration`, the mean per SEGMENT or per PACKET as its name says.
+ *
+ * Standalone: `node dist/bench/micro-segment.js` runs a short bench and prints the figures.
+ */
+import type { Bench } from 'tinybench';
+import { isMain, runStandalone } from './standalone.js';
+import { onesComplementSum } from '../src/encap/checksum.js';
+import { SEGMENT_HEADER_CELL, completeChecksum, segmentTcpSuperPacket } from '../src/encap/tcp-segment.js';
+import { mulberry32 } from '../test/helpers/prng.js';
+import { buildTcpPacket, partialChecksum } from '../test/helpers/tcp-segments.js';
+
+const GSO_SIZE = 1420;
+const SUPER_PACKETS_PER_SAMPLE = 64;
+const CHECKSUMS_PER_SAMPLE = 4096;
+/** The TCP payload of the checksum tasks: an MSS-sized segment of a 1500-byte MTU. */
+const PAYLOAD = 1460;
+
+/** Results are folded in here so the JIT cannot drop the work as dead code. */
+let sink = 0;
+
+function randomBytes(rand: () => number, n: number): Uint8Array {
+  const b = new Uint8Array(n);
+  for (let i = 0; i < n; i++) b[i] = rand() & 0xff;
+  return b;
+}
+
+/** A TCP packet (timestamps option) whose check field holds the pseudo-header sum (CHECKSUM_PARTIAL). */
+function partialTcpPacket(rand: () => number, payloadLen: number): Uint8Array {
+  const tcpOptions = new Uint8Array([1, 1, 8, 10, 0, 0, 1, 0, 0, 0, 2, 0]);
+  const p = buildTcpPacket({
+    src: 0x0af40102, dst: 0x0af40203, ttl: 63, id: 1234, df: true, sport: 40000, dport: 5201,
+    seq: rand() >>> 0, ack: rand() >>> 0, flags: 0x18, window: 502, tcpOptions, payload: randomBytes(rand, payloadLen),
+  });
+  const partial = partialChecksum(0x0af40102, 0x0af40203, 6, p.length - 20);
+  p[36] = partial >> 8;
+  p[37] = partial & 0xff;
+  return p;
+}
+
+/** Adds the segmentation and checksum tasks to a bench. */
+export function segmentBenchTasks(bench: Bench): void {
+  const rand = mulberry32(0x7505);
+  // A slab-like buffer: the 65535-byte super-packet at an 8-aligned offset (as a slot), then the
+  // header cells.
+  const sp = partialTcpPacket(rand, 65535 - 52);
+  const cells = Math.ceil((sp.length - 52) / GSO_SIZE);
+  const spOff = 64;
+  const cellBase = spOff + 65536;
+  const bytes = new Uint8Array(cellBase + cells * SEGMENT_HEADER_CELL);
+  const words = new Uint32Array(bytes.buffer);
+  bytes.set(sp, spOff);
+  const slotOffsets = Uint32Array.from({ length: cells }, (_, i) => cellBase + i * SEGMENT_HEADER_CELL);
+  const lens = new Int32Array(cells), extOffs = new Uint32Array(cells), extLens = new Uint16Array(cells);
+
+  for (const [label, w] of [['32-bit words', words], ['byte path', null]] as const) {
+    bench.add(`segment: 64 KiB super-packet, gso_size ${GSO_SIZE}, timestamps, ${cells} segments, ${label} (ns/segment)`, () => {
+      let segments = 0;
+      const start = bench.now();
+      for (let r = 0; r < SUPER_PACKETS_PER_SAMPLE; r++) {
+        segments += segmentTcpSuperPacket(bytes, w, spOff, sp.length, GSO_SIZE, slotOffsets, 0, cells, lens, extOffs, extLens);
+      }
+      const elapsed = bench.now() - start;
+      sink += segments;
+      return { overriddenDuration: elapsed / segments, overriddenIterationCost: elapsed };
+    });
+  }
+
+  // Checksum completion of one MSS-sized segment: 20 + 12 TCP header bytes + 1460 payload summed.
+  const packet = partialTcpPacket(rand, PAYLOAD);
+  const pBytes = new Uint8Array(4096);
+  const pWords = new Uint32Array(pBytes.buffer);
+  const pOff = 8;
+  pBytes.set(packet, pOff);
+  const partialHi = packet[36], partialLo = packet[37];
+  const summed = packet.length - 20;
+  for (const [label, w] of [['32-bit words', pWords], ['byte path', null]] as const) {
+    bench.add(`checksum: complete a partial TCP checksum, ${PAYLOAD}-byte payload (${summed} bytes summed), ${label} (ns/packet)`, () => {
+      let ok = 0;
+      const start = bench.now();
+      for (let r = 0; r < CHECKSUMS_PER_SAMPLE; r++) {
+        pBytes[pOff + 36] = partialHi;
+        pBytes[pOff + 37] = partialLo;
+        if (completeChecksum(pBytes, w, pOff, packet.length, 20, 16)) ok++;
+      }
+      const elapsed = bench.now() - start;
+      sink += ok + pBytes[pOff + 36];
+      return { overriddenDuration: elapsed / CHECKSUMS_PER_SAMPLE, overriddenIterationCost: elapsed };
+    });
+  }
+
+  bench.add(`checksum: onesComplementSum of ${PAYLOAD} bytes at an odd offset, 32-bit words (ns/sum)`, () => {
+    let acc = 0;
+    const start = bench.now();
+    for (let r = 0; r < CHECKSUMS_PER_SAMPLE; r++) acc += onesComplementSum(pBytes, pWords, pOff + 1 + (r & 2), PAYLOAD, r);
+    const elapsed = bench.now() - start;
+    sink += acc;
+    return { overriddenDuration: elapsed / CHECKSUMS_PER_SAMPLE, overriddenIterationCost: elapsed };
+  });
+}
+
+if (isMain(import.meta.url)) {
+  runStandalone(segmentBenchTasks)
+    .then(() => { if (sink === -1) process.stdout.write('\n'); })
+    .catch((e: unknown) => {
+      process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+      process.exitCode = 1;
+    });
+}

@@ -1,0 +1,142 @@
+// Offloads for reads from flannel0 (opened with IFF_VNET_HDR and TUN_F_CSUM | TUN_F_TSO4): what
+// the kernel left for us to do before a packet can go on the wire inside a UDP datagram.
+//  - completeChecksum: a CHECKSUM_PARTIAL packet (virtio NEEDS_CSUM, no GSO) gets its L4 checksum;
+//  - segmentTcpSuperPacket: a GSO_TCPV4 super-packet is cut into MTU-sized TCP segments the way
+//    Linux's TCP GSO (tcp_gso_segment / inet_gso_segment) does. No payload is copied: each segment
+//    is a header "cell" (its own IP+TCP header, built in a small slab slot) followed by its payload
+//    where it lies inside the super-packet; the I/O side sends the two as one datagram's iovecs.
+// Hot path: byte arithmetic on the slab, no allocation, no closures.
+
+import { onesComplementSum, pseudoHeaderSum, writeIpHeaderChecksum } from './checksum.js';
+
+/** Size of a header cell (a slot holding one segment's IP+TCP headers; the largest is 60+60). */
+export const SEGMENT_HEADER_CELL = 128;
+
+const IPPROTO_TCP = 6;
+const IPPROTO_UDP = 17;
+const UDP_CHECK_OFFSET = 6;
+const TCP_FLAG_FIN = 0x01;
+const TCP_FLAG_PSH = 0x08;
+const TCP_FLAG_CWR = 0x80;
+/** Offset of the checksum field inside the TCP header. */
+const TCP_CHECK_OFFSET = 16;
+
+/**
+ * Completes a CHECKSUM_PARTIAL packet in place (virtio NEEDS_CSUM without GSO): the field at
+ * off+csumStart+csumOffset holds the pseudo-header sum; stores ~onesComplementSum(bytes[off+csumStart, off+len)).
+ * For UDP (IP protocol 17 and csumOffset 6) a result of 0 is stored as 0xffff (RFC 768: 0 means "no checksum").
+ * Returns false (packet untouched) if csumStart/csumOffset do not fit: csumStart < the IP header
+ * length, or csumStart + csumOffset + 2 > len. words: as for onesComplementSum (or null).
+ */
+export function completeChecksum(
+  bytes: Uint8Array, words: Uint32Array | null, off: number, len: number, csumStart: number, csumOffset: number,
+): boolean {
+  const ihl = (bytes[off] & 15) << 2;
+  if (csumStart < ihl || csumOffset < 0 || csumStart + csumOffset + 2 > len) return false;
+  const field = off + csumStart + csumOffset;
+  let check = ~onesComplementSum(bytes, words, off + csumStart, len - csumStart) & 0xffff;
+  if (check === 0 && csumOffset === UDP_CHECK_OFFSET && bytes[off + 9] === IPPROTO_UDP) check = 0xffff;
+  bytes[field] = check >> 8;
+  bytes[field + 1] = check & 0xff;
+  return true;
+}
+
+/**
+ * Cuts the GSO_TCPV4 super-packet bytes[off, off+len) (a well-formed IPv4 packet: version 4, ihl >= 5,
+ * total length == len, already checked by the caller, and its TTL already decremented by the caller)
+ * into segments carrying gsoSize payload bytes each (the last the rest), the way Linux's TCP GSO does:
+ *  - header length hdr = ihl*4 + TCP doff*4 COMPUTED FROM THE PACKET (the virtio hdr_len is not
+ *    trustworthy: TUN reports the linear length there);
+ *  - per segment i: a copy of the hdr header bytes in header cell (firstCell + i), at byte
+ *    slotOffsets[firstCell + i]; IP total length = hdr + payload_i; IP id = id0 + i (mod 2^16) (as Linux without FIXEDID);
+ *    IP header checksum recomputed; TCP seq = seq0 + i*gsoSize (mod 2^32); FIN and PSH only on the last
+ *    segment (if the super-packet had them); CWR only on the first; the TCP checksum computed in full:
+ *    pseudo-header (src, dst, 6, hdr - ihl*4 + payload_i) + TCP header with check 0 + the payload bytes, which
+ *    stay where they are in the super-packet (the partial value in the super-packet's check field is not used);
+ *  - lens[cell] = hdr; extOffs[cell] = off + hdr + i*gsoSize (absolute byte offset of the payload in bytes);
+ *    extLens[cell] = payload_i.
+ * Returns the number of segments (>= 1), or 0 and touches nothing when the packet cannot be segmented:
+ * not TCP, a fragment (MF or offset != 0), doff < 5 or header beyond len, gsoSize < 1, no payload,
+ * hdr > SEGMENT_HEADER_CELL, or more segments than maxCells.
+ * The super-packet itself is never written (header included). Cells firstCell .. firstCell+maxCells-1
+ * must exist in slotOffsets, lens, extOffs and extLens, and each cell's SEGMENT_HEADER_CELL bytes
+ * must not overlap the super-packet or another cell (not checked).
+ * No allocation; words null (byte path) or a words view as for onesComplementSum.
+ */
+export function segmentTcpSuperPacket(
+  bytes: Uint8Array, words: Uint32Array | null, off: number, len: number, gsoSize: number,
+  slotOffsets: Uint32Array, firstCell: number, maxCells: number,
+  lens: Int32Array, extOffs: Uint32Array, extLens: Uint16Array,
+): number {
+  const ihl = (bytes[off] & 15) << 2;
+  if (bytes[off + 9] !== IPPROTO_TCP) return 0;
+  // MF clear and fragment offset 0 (DF and the reserved bit are copied as they are).
+  if ((bytes[off + 6] & 0x3f) !== 0 || bytes[off + 7] !== 0) return 0;
+  if (ihl + 20 > len) return 0;
+  const t = off + ihl;
+  const doff = bytes[t + 12] >> 4;
+  if (doff < 5) return 0;
+  const thl = doff << 2;
+  const hdr = ihl + thl;
+  if (hdr > len || hdr > SEGMENT_HEADER_CELL || !(gsoSize >= 1)) return 0;
+  const payload = len - hdr;
+  if (payload <= 0) return 0;
+  const segments = Math.ceil(payload / gsoSize);
+  if (segments > maxCells) return 0;
+
+  const id0 = (bytes[off + 4] << 8) | bytes[off + 5];
+  const seq0 = ((bytes[t + 4] << 24) | (bytes[t + 5] << 16) | (bytes[t + 6] << 8) | bytes[t + 7]) >>> 0;
+  const flags0 = bytes[t + 13];
+  // The TCP header's sum is the same for every segment but for seq, flags and the check field:
+  // sum the fixed words once (check counted as 0), then add each segment's seq and flags.
+  // Ports (0..3), ack (8..11), window (14..15), urgent pointer and options (18..thl).
+  const fixedTcpSum = onesComplementSum(bytes, null, t, 4) + onesComplementSum(bytes, null, t + 8, 4) +
+    ((bytes[t + 14] << 8) | bytes[t + 15]) + onesComplementSum(bytes, null, t + 18, thl - 18) + (bytes[t + 12] << 8);
+  // The pseudo-header without the length, which varies.
+  const pseudo = pseudoHeaderSum(bytes, off, IPPROTO_TCP, 0);
+  const lastIndex = segments - 1;
+
+  for (let i = 0; i < segments; i++) {
+    const cell = firstCell + i;
+    const c = slotOffsets[cell];
+    const payloadOff = off + hdr + i * gsoSize;
+    const n = i === lastIndex ? payload - i * gsoSize : gsoSize;
+    copyHeader(bytes, off, c, hdr);
+
+    // IP: total length, id, header checksum.
+    const total = hdr + n;
+    const id = (id0 + i) & 0xffff;
+    bytes[c + 2] = total >> 8;
+    bytes[c + 3] = total & 0xff;
+    bytes[c + 4] = id >> 8;
+    bytes[c + 5] = id & 0xff;
+    writeIpHeaderChecksum(bytes, c);
+
+    // TCP: seq, flags, checksum.
+    const ct = c + ihl;
+    const seq = (seq0 + i * gsoSize) >>> 0;
+    bytes[ct + 4] = seq >>> 24;
+    bytes[ct + 5] = (seq >>> 16) & 0xff;
+    bytes[ct + 6] = (seq >>> 8) & 0xff;
+    bytes[ct + 7] = seq & 0xff;
+    let flags = flags0;
+    if (i !== lastIndex) flags &= ~(TCP_FLAG_FIN | TCP_FLAG_PSH);
+    if (i !== 0) flags &= ~TCP_FLAG_CWR;
+    bytes[ct + 13] = flags;
+    const headerSum = fixedTcpSum + (seq >>> 16) + (seq & 0xffff) + flags;
+    const sum = onesComplementSum(bytes, words, payloadOff, n, pseudo + thl + n + headerSum);
+    const check = ~sum & 0xffff;
+    bytes[ct + TCP_CHECK_OFFSET] = check >> 8;
+    bytes[ct + TCP_CHECK_OFFSET + 1] = check & 0xff;
+
+    lens[cell] = hdr;
+    extOffs[cell] = payloadOff;
+    extLens[cell] = n;
+  }
+  return segments;
+}
+
+/** Copies the hdr header bytes at from to the cell at to (short: a loop beats a builtin call). */
+function copyHeader(bytes: Uint8Array, from: number, to: number, hdr: number): void {
+  for (let j = 0; j < hdr; j++) bytes[to + j] = bytes[from + j];
+}
