@@ -51,6 +51,10 @@ export interface ModeResult {
   tcpRetransmits?: number;
   /** Whole-machine CPU seconds (user+system+irq+softirq, all cores) per gigabit during the TCP run. */
   tcpCpuSecondsPerGbit?: number;
+  /** How busy the whole machine was during the TCP run (100 = every core all the time). */
+  tcpMachineBusyPercent?: number;
+  /** flannel-ts only: the two agents' own CPU seconds (user+system, from /proc/PID/stat) per gigabit. */
+  tcpAgentCpuSecondsPerGbit?: number;
   udp64DeliveredPps?: number;
   udp64SentPps?: number;
   udp64LostPercent?: number;
@@ -67,14 +71,25 @@ export interface ModeResult {
 }
 
 /**
- * CPU seconds the whole machine spent busy so far: user, nice, system, irq and softirq of all
- * cores from /proc/stat (softirq is where kernel VXLAN and routing do their work, so per-process
- * times would miss it). USER_HZ is 100 on Linux.
+ * CPU seconds the whole machine spent so far, all cores, from /proc/stat: busy (user, nice,
+ * system, irq and softirq: softirq is where kernel VXLAN and routing do their work, so
+ * per-process times would miss it) and in all (busy + idle + iowait). USER_HZ is 100 on Linux.
  */
-function busyCpuSeconds(): number {
+function machineCpuSeconds(): { busy: number; total: number } {
   const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith('cpu '))!;
-  const [user, nice, system, , , irq, softirq] = line.trim().split(/\s+/).slice(1).map(Number);
-  return (user! + nice! + system! + irq! + softirq!) / 100;
+  const [user, nice, system, idle, iowait, irq, softirq] = line.trim().split(/\s+/).slice(1).map(Number);
+  const busy = (user! + nice! + system! + irq! + softirq!) / 100;
+  return { busy, total: busy + (idle! + iowait!) / 100 };
+}
+
+/** CPU seconds (user + system) a process has used so far; 0 if it is gone. */
+function processCpuSeconds(pid: number | undefined): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
 }
 
 export interface KernelDrops {
@@ -140,11 +155,16 @@ async function measureMode(mode: BenchForwarder, opts: ThroughputOptions): Promi
     result.pingLoss = ping.transmitted - ping.received;
 
     opts.log(`[${mode}] iperf3 TCP ${opts.seconds} s`);
-    const busyBefore = busyCpuSeconds();
+    const agentPids = setup.mode === 'flannel-ts' ? [lab.agent(1).child.pid, lab.agent(2).child.pid] : [];
+    const agentCpu = (): number => agentPids.reduce((sum: number, pid) => sum + processCpuSeconds(pid), 0);
+    const machineBefore = machineCpuSeconds(), agentsBefore = agentCpu();
     const tcp = await lab.iperf3Tcp(1, 2, opts.seconds);
-    const busy = busyCpuSeconds() - busyBefore;
+    const machineAfter = machineCpuSeconds(), agentsAfter = agentCpu();
+    const busy = machineAfter.busy - machineBefore.busy;
     result.tcpGbitPerSec = tcp.receivedBitsPerSecond / 1e9;
     result.tcpCpuSecondsPerGbit = busy / (result.tcpGbitPerSec * opts.seconds);
+    result.tcpMachineBusyPercent = (100 * busy) / (machineAfter.total - machineBefore.total);
+    if (agentPids.length > 0) result.tcpAgentCpuSecondsPerGbit = (agentsAfter - agentsBefore) / (result.tcpGbitPerSec * opts.seconds);
     result.tcpRetransmits = tcp.retransmits;
 
     opts.log(`[${mode}] iperf3 UDP 64-byte payloads, -b 0, ${opts.seconds} s`);
@@ -203,24 +223,25 @@ function kpps(pps: number | undefined): string {
 export function throughputTable(results: readonly ModeResult[]): string {
   const vxlan = results.find((r) => r.mode === 'vxlan' && r.ok);
   const lines = [
-    '| forwarder | pod MTU | TCP Gbit/s | vs VXLAN | CPU s/Gbit (TCP) | vs VXLAN | UDP64 delivered pps | vs VXLAN | UDP64 loss % | ping RTT µs | vs VXLAN |',
-    '|---|---|---|---|---|---|---|---|---|---|---|',
+    '| forwarder | pod MTU | TCP Gbit/s | vs VXLAN | CPU s/Gbit (TCP) | vs VXLAN | of which agents | machine busy % | UDP64 delivered pps | vs VXLAN | UDP64 loss % | ping RTT µs | vs VXLAN |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const r of results) {
     if (!r.ok) {
-      lines.push(`| ${MODE_LABELS[r.mode]} | ${r.podMtu || 'n/a'} | failed: ${(r.error ?? '').split('\n')[0]} | | | | | | | | |`);
+      lines.push(`| ${MODE_LABELS[r.mode]} | ${r.podMtu || 'n/a'} | failed: ${(r.error ?? '').split('\n')[0]} | | | | | | | | | | |`);
       continue;
     }
     lines.push(
       `| ${MODE_LABELS[r.mode]} | ${r.podMtu} | ${fmt(r.tcpGbitPerSec, 2)} | ${ratio(r.tcpGbitPerSec, vxlan?.tcpGbitPerSec)} | ` +
         `${fmt(r.tcpCpuSecondsPerGbit, 2)} | ${ratio(r.tcpCpuSecondsPerGbit, vxlan?.tcpCpuSecondsPerGbit)} | ` +
+        `${r.tcpAgentCpuSecondsPerGbit === undefined ? '' : fmt(r.tcpAgentCpuSecondsPerGbit, 2)} | ${fmt(r.tcpMachineBusyPercent, 0)} | ` +
         `${kpps(r.udp64DeliveredPps)} | ${ratio(r.udp64DeliveredPps, vxlan?.udp64DeliveredPps)} | ${fmt(r.udp64LostPercent, 1)} | ` +
         `${fmt(r.pingAvgRttUs, 0)} | ${ratio(r.pingAvgRttUs, vxlan?.pingAvgRttUs)} |`,
     );
   }
   const ref = FLANNELD_REFERENCE;
   lines.push(
-    `| *${ref.name}* | 1472 | *${ref.tcpGbitPerSec}* | *${ref.tcpVsVxlan}* | | | *${kpps(ref.udp64DeliveredPps)}* | *${ref.udp64VsVxlan}* | | ` +
+    `| *${ref.name}* | 1472 | *${ref.tcpGbitPerSec}* | *${ref.tcpVsVxlan}* | | | | | *${kpps(ref.udp64DeliveredPps)}* | *${ref.udp64VsVxlan}* | | ` +
       `*${ref.pingAvgRttUs}* | *${(ref.pingAvgRttUs / DOC_VXLAN_RTT_US).toFixed(1)}* |`,
   );
   return lines.join('\n');

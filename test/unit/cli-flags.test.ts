@@ -175,6 +175,27 @@ describe('static mode', () => {
   });
 });
 
+describe('offloads', () => {
+  const S = ['--network', '10.244.0.0/16', '--subnet', '10.244.1.0/24'];
+  test('all by default; --offloads picks; --no-offload (or none) turns all off, in both modes', () => {
+    assert.deepEqual(staticMode(S).offloads, { tun: true, udp: true });
+    assert.deepEqual(registry([]).offloads, { tun: true, udp: true });
+    assert.deepEqual(staticMode([...S, '--offloads=tun']).offloads, { tun: true, udp: false });
+    assert.deepEqual(staticMode([...S, '--offloads', 'udp']).offloads, { tun: false, udp: true });
+    assert.deepEqual(registry(['-offloads=udp,tun']).offloads, { tun: true, udp: true });
+    assert.deepEqual(registry(['--offloads=none']).offloads, { tun: false, udp: false });
+    assert.deepEqual(staticMode([...S, '--no-offload']).offloads, { tun: false, udp: false });
+    assert.deepEqual(staticMode([...S, '--no-offload', '--offloads=tun']).offloads, { tun: false, udp: false }, '--no-offload wins');
+    assert.deepEqual(registry([], { FLANNELD_OFFLOADS: 'tun' }).offloads, { tun: true, udp: false });
+  });
+
+  test('an unknown offload is one clear line', () => {
+    flagError([...S, '--offloads=tso'], /--offloads: "tso" is not a list of tun, udp, or none/);
+    flagError(['--offloads=none,udp'], /--offloads/);
+    flagError([...S, '--offloads='], /--offloads/);
+  });
+});
+
 describe('bad flags', () => {
   test('each gives one clear line', () => {
     flagError(['--etcd-endpoint', 'http://a:2379'], /flag provided but not defined: -etcd-endpoint/);
