@@ -1,14 +1,16 @@
 /**
- * Micro-benchmarks of the TSO offload work on reads from flannel0 (picked up by bench/run.ts
- * through `segmentBenchTasks`): cutting a 64 KiB GSO_TCPV4 super-packet into segments, and
- * completing CHECKSUM_PARTIAL checksums. Every task times a block of calls itself and reports,
- * through tinybench's `overriddenDuration`, the mean per SEGMENT or per PACKET as its name says.
+ * Micro-benchmarks of the TCP offload work (picked up by bench/run.ts through `segmentBenchTasks`):
+ * cutting a 64 KiB GSO_TCPV4 super-packet into segments and completing CHECKSUM_PARTIAL checksums
+ * (reads from flannel0), and planning the coalescing of a received batch (writes into flannel0).
+ * Every task times a block of calls itself and reports, through tinybench's `overriddenDuration`,
+ * the mean per SEGMENT or per PACKET as its name says.
  *
  * Standalone: `node dist/bench/micro-segment.js` runs a short bench and prints the figures.
  */
 import type { Bench } from 'tinybench';
 import { isMain, runStandalone } from './standalone.js';
 import { onesComplementSum } from '../src/encap/checksum.js';
+import { MAX_GROUP_PACKETS, VNET_HDR_SLOT, planTcpCoalescing } from '../src/encap/tcp-coalesce.js';
 import { SEGMENT_HEADER_CELL, completeChecksum, segmentTcpSuperPacket } from '../src/encap/tcp-segment.js';
 import { mulberry32 } from '../test/helpers/prng.js';
 import { buildTcpPacket, partialChecksum } from '../test/helpers/tcp-segments.js';
@@ -16,6 +18,11 @@ import { buildTcpPacket, partialChecksum } from '../test/helpers/tcp-segments.js
 const GSO_SIZE = 1420;
 const SUPER_PACKETS_PER_SAMPLE = 64;
 const CHECKSUMS_PER_SAMPLE = 4096;
+const PLANS_PER_SAMPLE = 64;
+/** A received batch: consecutive full segments of one flow, as UDP GRO delivers them. */
+const BATCH_PACKETS = 64;
+/** Slot stride of the planner's batch: 8-aligned slots, as the slab's. */
+const BATCH_SLOT = 2048;
 /** The TCP payload of the checksum tasks: an MSS-sized segment of a 1500-byte MTU. */
 const PAYLOAD = 1460;
 
@@ -92,6 +99,8 @@ export function segmentBenchTasks(bench: Bench): void {
     });
   }
 
+  planBenchTasks(bench, rand);
+
   bench.add(`checksum: onesComplementSum of ${PAYLOAD} bytes at an odd offset, 32-bit words (ns/sum)`, () => {
     let acc = 0;
     const start = bench.now();
@@ -100,6 +109,53 @@ export function segmentBenchTasks(bench: Bench): void {
     sink += acc;
     return { overriddenDuration: elapsed / CHECKSUMS_PER_SAMPLE, overriddenIterationCost: elapsed };
   });
+}
+
+/**
+ * GRO planning of a batch of BATCH_PACKETS full segments of one flow (gso_size payload, timestamps):
+ * every header compared, every IP and TCP checksum verified, groups sealed. Planning patches the
+ * leaders' headers, so each call first puts the pristine headers back (two 52-byte copies per
+ * batch, included in the figure).
+ */
+function planBenchTasks(bench: Bench, rand: () => number): void {
+  const bytes = new Uint8Array(BATCH_PACKETS * BATCH_SLOT);
+  const words = new Uint32Array(bytes.buffer);
+  const slotOffsets = Uint32Array.from({ length: BATCH_PACKETS }, (_, i) => i * BATCH_SLOT);
+  const lens = new Int32Array(BATCH_PACKETS);
+  const tcpOptions = new Uint8Array([1, 1, 8, 10, 0, 0, 1, 0, 0, 0, 2, 0]);
+  const seq0 = rand() >>> 0, ack = rand() >>> 0;
+  for (let i = 0; i < BATCH_PACKETS; i++) {
+    const p = buildTcpPacket({
+      src: 0x0af40102, dst: 0x0af40203, ttl: 63, id: 1234 + i, df: true, sport: 40000, dport: 5201,
+      seq: (seq0 + i * GSO_SIZE) >>> 0, ack, flags: 0x10, window: 502, tcpOptions, payload: randomBytes(rand, GSO_SIZE),
+    });
+    bytes.set(p, slotOffsets[i]);
+    lens[i] = p.length;
+  }
+  const pristine = bytes.slice();
+  const offs = new Uint16Array(BATCH_PACKETS);
+  const vnet = new Uint8Array(BATCH_PACKETS * VNET_HDR_SLOT);
+  const list = Uint16Array.from({ length: BATCH_PACKETS }, (_, i) => i);
+  const groupLens = new Uint16Array(BATCH_PACKETS);
+  const hdr = 52;
+  for (const [label, w] of [['32-bit words', words], ['byte path', null]] as const) {
+    bench.add(`plan: GRO of ${BATCH_PACKETS} full ${GSO_SIZE}-byte segments of one flow (groups of <= ${MAX_GROUP_PACKETS}, 64 KiB), ${label} (ns/packet)`, () => {
+      let groups = 0;
+      const start = bench.now();
+      for (let r = 0; r < PLANS_PER_SAMPLE; r++) {
+        for (let i = 0; i < BATCH_PACKETS; i++) {
+          if (groupLens[i] < 2) continue;
+          const o = slotOffsets[i];
+          for (let j = 0; j < hdr; j++) bytes[o + j] = pristine[o + j];
+        }
+        groups += planTcpCoalescing(bytes, slotOffsets, lens, offs, vnet, list, BATCH_PACKETS, groupLens, 65535, w);
+      }
+      const elapsed = bench.now() - start;
+      if (groups !== 2 * PLANS_PER_SAMPLE) throw new Error(`plan bench: ${groups} groups, expected ${2 * PLANS_PER_SAMPLE}`);
+      sink += groups;
+      return { overriddenDuration: elapsed / (PLANS_PER_SAMPLE * BATCH_PACKETS), overriddenIterationCost: elapsed };
+    });
+  }
 }
 
 if (isMain(import.meta.url)) {

@@ -9,6 +9,7 @@ import {
 } from '../encap/ipv4.js';
 import { planTcpCoalescing, VNET_HDR_SLOT } from '../encap/tcp-coalesce.js';
 import { completeChecksum, segmentTcpSuperPacket } from '../encap/tcp-segment.js';
+import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4 } from '../encap/wire.js';
 import { RoutingSnapshot } from '../routing-table/snapshot.js';
 import { C } from './counters.js';
 import type { TunDevice, UdpSocket } from './io.js';
@@ -16,8 +17,6 @@ import { SEGMENT_CELLS, VIEW_SLOTS, type PacketSlab } from './slab.js';
 
 /** Most datagrams in one send call, and packets in one write call (the shim's MAX_BATCH). */
 const IO_CALL_MAX = 1024;
-const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
-const VIRTIO_NET_HDR_GSO_TCPV4 = 1;
 
 export interface ForwarderConfig {
   /** flannel0's address (the own subnet's network address): source of ICMP errors. */

@@ -40,32 +40,59 @@ export function foldOnesComplement(sum: number): number {
  * buffer or a big-endian host falls back to the byte loop (same result).
  */
 export function onesComplementSum(bytes: Uint8Array, words: Uint32Array | null, off: number, len: number, initial = 0): number {
-  if (words !== null && len >= WORD_PATH_MIN_LEN && sameBuffer(bytes, words)) {
-    const base = bytes.byteOffset;
-    const wordsStart = words.byteOffset;
+  if (words !== null && len >= WORD_PATH_MIN_LEN) {
+    if (bytes !== viewBytes || words !== viewWords) loadViews(bytes, words);
+    const base = viewBase;
     const start = base + off; // absolute position in the buffer
     const end = start + len;
-    if (start >= wordsStart && end <= wordsStart + words.length * 4) {
-      return foldOnesComplement(initial + wordSum(bytes, words, start - base, end - base, base, wordsStart));
+    if (start >= viewWordsStart && end <= viewWordsEnd) {
+      return foldOnesComplement(initial + wordSum(bytes, words, off, off + len, base, viewWordsStart));
     }
   }
   return foldOnesComplement(initial + byteSum(bytes, off, off + len));
 }
 
-// The last (bytes, words) pair checked by sameBuffer: reading `.buffer` costs a call into the
-// runtime in V8, too slow for once per packet, and the hot path passes the same pair every time.
-let checkedBytes: Uint8Array | null = null;
-let checkedWords: Uint32Array | null = null;
-let checkedSame = false;
+/**
+ * The index in words of the 32-bit word holding bytes[off, off+4), when words is not null and the
+ * word path applies to (bytes, words) as for onesComplementSum, off is 4-byte aligned in the
+ * buffer (bytes.byteOffset + off a multiple of 4) and words covers bytes[off, off+len); else -1.
+ * Then bytes[off + 4j + b] is byte b (bits 8b..8b+7) of words[index + j]: the host is little-endian.
+ * For fast paths that compare or copy headers a word at a time (same results as their byte paths).
+ */
+export function alignedWordIndex(bytes: Uint8Array, words: Uint32Array | null, off: number, len: number): number {
+  if (words === null) return -1;
+  if (bytes !== viewBytes || words !== viewWords) loadViews(bytes, words);
+  const start = viewBase + off;
+  if ((start & 3) !== 0 || start < viewWordsStart || start + len > viewWordsEnd) return -1;
+  return (start - viewWordsStart) >>> 2;
+}
 
-/** words is a view over bytes' ArrayBuffer and the host is little-endian (the word path applies). */
-function sameBuffer(bytes: Uint8Array, words: Uint32Array): boolean {
-  if (bytes !== checkedBytes || words !== checkedWords) {
-    checkedBytes = bytes;
-    checkedWords = words;
-    checkedSame = LITTLE_ENDIAN && words.buffer === bytes.buffer;
+// The geometry of the last (bytes, words) pair used, checked by identity: reading `.buffer` costs
+// a call into the runtime in V8 and `.byteOffset` a builtin call, too slow for once per packet,
+// and the hot path passes the same pair every time. A view's byteOffset and length never change
+// for the fixed-length ArrayBuffers the slab uses (a detached or resized buffer is not supported).
+let viewBytes: Uint8Array | null = null;
+let viewWords: Uint32Array | null = null;
+/** viewBytes.byteOffset. */
+let viewBase = 0;
+/**
+ * The absolute byte range [viewWordsStart, viewWordsEnd) of the buffer that viewWords covers;
+ * empty (end -1) when the word path does not apply: another buffer, or a big-endian host.
+ */
+let viewWordsStart = 0;
+let viewWordsEnd = -1;
+
+function loadViews(bytes: Uint8Array, words: Uint32Array): void {
+  viewBytes = bytes;
+  viewWords = words;
+  viewBase = bytes.byteOffset;
+  if (LITTLE_ENDIAN && words.buffer === bytes.buffer) {
+    viewWordsStart = words.byteOffset;
+    viewWordsEnd = viewWordsStart + words.length * 4;
+  } else {
+    viewWordsStart = 0;
+    viewWordsEnd = -1;
   }
-  return checkedSame;
 }
 
 /** Unfolded sum of the big-endian 16-bit words of bytes[p, end) counted from p. */
@@ -132,6 +159,21 @@ export function writeIpHeaderChecksum(bytes: Uint8Array, off: number): void {
   const check = ~sum & 0xffff;
   bytes[off + 10] = check >> 8;
   bytes[off + 11] = check & 0xff;
+}
+
+/**
+ * ipHeaderChecksumOk for a 20-byte IPv4 header held in words[index, index+5) (an index from
+ * alignedWordIndex). The sum of the little-endian 16-bit halves folds to 0xffff exactly when the
+ * big-endian sum does: a byte swap is a multiplication by 256 modulo 0xffff (256 is invertible),
+ * and only all-zero bytes sum to 0 either way. Halves, not whole words: int32 arithmetic only.
+ */
+export function ipHeader20ChecksumOkWords(words: Uint32Array, index: number): boolean {
+  const a = words[index], b = words[index + 1], c = words[index + 2], d = words[index + 3], e = words[index + 4];
+  let sum = (a & 0xffff) + (a >>> 16) + (b & 0xffff) + (b >>> 16) + (c & 0xffff) + (c >>> 16) +
+    (d & 0xffff) + (d >>> 16) + (e & 0xffff) + (e >>> 16); // below 2^20: two folds reach 16 bits
+  sum = (sum & 0xffff) + (sum >>> 16);
+  sum = (sum & 0xffff) + (sum >>> 16);
+  return sum === 0xffff;
 }
 
 /** The IPv4 header at off (ihl*4 bytes) has a valid header checksum. */

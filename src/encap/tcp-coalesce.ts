@@ -8,22 +8,19 @@
 // tcp_gro_receive / inet_gro_receive conditions, plus a few stricter ones noted in canJoin.
 // Hot path: byte arithmetic on the slab, no allocation, no closures.
 
-import { ipHeaderChecksumOk, onesComplementSum, pseudoHeaderSum, writeIpHeaderChecksum } from './checksum.js';
+import {
+  alignedWordIndex, ipHeader20ChecksumOkWords, ipHeaderChecksumOk, onesComplementSum, pseudoHeaderSum, writeIpHeaderChecksum,
+} from './checksum.js';
+import {
+  IPPROTO_TCP, TCP_CHECK_OFFSET, TCP_FLAG_ACK, TCP_FLAG_PSH, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4,
+  VNET_CSUM_OFFSET, VNET_CSUM_START, VNET_FLAGS, VNET_GSO_SIZE, VNET_GSO_TYPE, VNET_HDR_LEN_FIELD, VNET_HDR_SLOT,
+} from './wire.js';
 
-/** Bytes reserved per slot in the virtio-net header array: 10 used (struct virtio_net_hdr), padded. */
-export const VNET_HDR_SLOT = 12;
-export const VNET_HDR_LEN = 10;
+// Re-exported for the slab, the fake I/O and tests, which import them from here.
+export { VNET_HDR_LEN, VNET_HDR_SLOT } from './wire.js';
 
 /** The largest group, as Linux's GRO (MAX_GRO_SKBS / gso_segs limit of 64). */
 export const MAX_GROUP_PACKETS = 64;
-
-const IPPROTO_TCP = 6;
-const TCP_FLAG_PSH = 0x08;
-const TCP_FLAG_ACK = 0x10;
-const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
-const VIRTIO_NET_HDR_GSO_TCPV4 = 1;
-/** Offset of the checksum field inside the TCP header. */
-const TCP_CHECK_OFFSET = 16;
 
 /**
  * Plans GRO-style coalescing of a write batch. list[0..count) holds slot numbers in write order;
@@ -57,16 +54,19 @@ export function planTcpCoalescing(
    * Optional: a Uint32Array view of the same buffer as bytes (the slab's `words`; see
    * onesComplementSum in checksum.ts). With it, TCP checksums are summed 32 bits at a time
    * (about 4x fewer steps), whatever each packet's alignment: a misaligned head or tail is
-   * summed bytewise, per packet. Another buffer's view is ignored (byte path).
+   * summed bytewise, per packet. Another buffer's view is ignored (byte path). Headers of
+   * packets 4-byte aligned in the buffer are also compared and checked a word at a time.
    */
   words: Uint32Array | null = null,
 ): number {
-  const w = words !== null && words.buffer === bytes.buffer ? words : null;
+  // Another buffer's view is turned down by alignedWordIndex and onesComplementSum (cached there).
+  const w = words;
   let groups = 0;
-  // The open candidate group: its leader (list position, byte offset, header length, payload
-  // length), packet count, bytes so far, and the previous member's seq, payload and PSH.
+  // The open candidate group: its leader (list position, byte offset, index in w or -1, header
+  // length, payload length), packet count, bytes so far, and the previous member's seq, payload and PSH.
   let leaderPos = -1;
   let leaderOff = 0;
+  let leaderWord = -1;
   let leaderHdr = 0;
   let leaderPayload = 0;
   let k = 0;
@@ -86,17 +86,20 @@ export function planTcpCoalescing(
     if (leaderPos >= 0) {
       const hdr = tcpHeaderEnd(bytes, off, len);
       const payload = len - hdr;
+      const seq = seqAt(bytes, off);
+      const word = leaderWord >= 0 ? alignedWordIndex(bytes, w, off, hdr) : -1;
       if (
         hdr === leaderHdr && !prevPsh && prevPayload === leaderPayload && k < MAX_GROUP_PACKETS &&
         payload > 0 && payload <= leaderPayload && total + payload <= maxBytes &&
-        seqAt(bytes, off) === ((prevSeq + prevPayload) >>> 0) &&
-        canJoin(bytes, off, leaderOff, hdr, k) && tcpChecksumOk(bytes, w, off, len)
+        seq === ((prevSeq + prevPayload) >>> 0) &&
+        (word >= 0 ? canJoinWords(bytes, w!, off, word, leaderWord, hdr, k) : canJoin(bytes, off, leaderOff, hdr, k)) &&
+        tcpChecksumOk(bytes, w, off, len)
       ) {
         groupLens[i] = 0;
         offs[slot] = hdr;
         k++;
         total += payload;
-        prevSeq = seqAt(bytes, off);
+        prevSeq = seq;
         prevPayload = payload;
         prevPsh = (bytes[off + 20 + 13] & TCP_FLAG_PSH) !== 0;
         if (prevPsh) anyPsh = true;
@@ -111,9 +114,12 @@ export function planTcpCoalescing(
     }
 
     const hdr = tcpHeaderEnd(bytes, off, len);
-    if (hdr > 0 && len > hdr && canLead(bytes, off) && tcpChecksumOk(bytes, w, off, len)) {
+    if (hdr === 0 || len <= hdr) continue;
+    const word = alignedWordIndex(bytes, w, off, hdr);
+    if ((word >= 0 ? canLeadWords(bytes, w!, off, word) : canLead(bytes, off)) && tcpChecksumOk(bytes, w, off, len)) {
       leaderPos = i;
       leaderOff = off;
+      leaderWord = word;
       leaderHdr = hdr;
       leaderPayload = len - hdr;
       k = 1;
@@ -152,6 +158,11 @@ function canLead(b: Uint8Array, off: number): boolean {
   return (b[off + 33] & ~TCP_FLAG_PSH) === TCP_FLAG_ACK && ipHeaderChecksumOk(b, off);
 }
 
+/** canLead for a leader whose header is words[word ..] (see alignedWordIndex). */
+function canLeadWords(b: Uint8Array, w: Uint32Array, off: number, word: number): boolean {
+  return (b[off + 33] & ~TCP_FLAG_PSH) === TCP_FLAG_ACK && ipHeader20ChecksumOkWords(w, word);
+}
+
 /**
  * The header conditions for a packet at off (with tcpHeaderEnd === hdr, the leader's) to join
  * the group led by the packet at leaderOff as its k-th member (0-based). Beyond the rules of
@@ -178,6 +189,51 @@ function canJoin(b: Uint8Array, off: number, leaderOff: number, hdr: number, k: 
     if (id !== ((leaderId + k) & 0xffff)) return false;
   }
   return ipHeaderChecksumOk(b, off);
+}
+
+// Masks of the fields canJoin compares, per 32-bit word of the headers (little-endian words:
+// byte k of a word is bits 8k..8k+7; offsets from the IP header's first byte).
+/** Bytes 0..3: TOS (1); not version/ihl (0x45 in both), not total length. */
+const JOIN_MASK_TOS = 0x0000ff00;
+/** Bytes 4..7: the IP flags byte (6); not the id (compared apart), fragment offset is 0 in both. */
+const JOIN_MASK_IP_FLAGS = 0x00ff0000;
+/** Bytes 8..11: TTL (8); protocol is 6 in both; not the header checksum. */
+const JOIN_MASK_TTL = 0x000000ff;
+/** Bytes 32..35: TCP data offset/reserved (32) and window (34..35); not the flags (checked apart). */
+const JOIN_MASK_DOFF_WINDOW = 0xffff00ff;
+/** Bytes 36..39: TCP urgent pointer (38..39); not the checksum. */
+const JOIN_MASK_URGENT = 0xffff0000;
+
+/**
+ * canJoin for a packet at off whose header is words[word ..] and a leader whose header is
+ * words[leaderWord ..] (both from alignedWordIndex over hdr bytes): the same fields compared
+ * a word at a time under masks, the same result.
+ */
+function canJoinWords(
+  b: Uint8Array, w: Uint32Array, off: number, word: number, leaderWord: number, hdr: number, k: number,
+): boolean {
+  // Flags: exactly ACK, PSH allowed.
+  if ((b[off + 33] & ~TCP_FLAG_PSH) !== TCP_FLAG_ACK) return false;
+  // IP: TOS, flags byte, TTL, src and dst (words 3, 4); TCP: ports (word 5), ack (7), data
+  // offset/reserved and window (8), urgent pointer (9). One test over the XORed words: int32
+  // operations only, no branch per field.
+  const ipWord1 = w[word + 1], leaderIpWord1 = w[leaderWord + 1];
+  const differ =
+    ((w[word] ^ w[leaderWord]) & JOIN_MASK_TOS) | ((ipWord1 ^ leaderIpWord1) & JOIN_MASK_IP_FLAGS) |
+    ((w[word + 2] ^ w[leaderWord + 2]) & JOIN_MASK_TTL) | (w[word + 3] ^ w[leaderWord + 3]) | (w[word + 4] ^ w[leaderWord + 4]) |
+    (w[word + 5] ^ w[leaderWord + 5]) | (w[word + 7] ^ w[leaderWord + 7]) |
+    ((w[word + 8] ^ w[leaderWord + 8]) & JOIN_MASK_DOFF_WINDOW) | ((w[word + 9] ^ w[leaderWord + 9]) & JOIN_MASK_URGENT);
+  if (differ !== 0) return false;
+  // TCP options, word for word (hdr is a multiple of 4).
+  const end = word + (hdr >>> 2);
+  for (let j = word + 10, l = leaderWord + 10; j < end; j++, l++) if ((w[j] ^ w[l]) !== 0) return false;
+  if ((ipWord1 & 0x400000) === 0) { // DF (bit 6 of byte 6) clear
+    // The id is bytes 4..5, big-endian: the low 16 bits of the word, byte-swapped.
+    const id = ((ipWord1 & 0xff) << 8) | ((ipWord1 >>> 8) & 0xff);
+    const leaderId = ((leaderIpWord1 & 0xff) << 8) | ((leaderIpWord1 >>> 8) & 0xff);
+    if (id !== ((leaderId + k) & 0xffff)) return false;
+  }
+  return ipHeader20ChecksumOkWords(w, word);
 }
 
 /** The TCP checksum of the segment at off (20-byte IP header, len bytes in all) verifies. */
@@ -209,14 +265,14 @@ function sealGroup(
   b[t + TCP_CHECK_OFFSET] = sum >> 8;
   b[t + TCP_CHECK_OFFSET + 1] = sum & 0xff;
 
-  vnet[vo] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-  vnet[vo + 1] = VIRTIO_NET_HDR_GSO_TCPV4;
-  vnet[vo + 2] = hdr & 0xff;
-  vnet[vo + 3] = hdr >> 8;
-  vnet[vo + 4] = gsoSize & 0xff;
-  vnet[vo + 5] = gsoSize >> 8;
-  vnet[vo + 6] = 20;
-  vnet[vo + 7] = 0;
-  vnet[vo + 8] = TCP_CHECK_OFFSET;
-  vnet[vo + 9] = 0;
+  vnet[vo + VNET_FLAGS] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  vnet[vo + VNET_GSO_TYPE] = VIRTIO_NET_HDR_GSO_TCPV4;
+  vnet[vo + VNET_HDR_LEN_FIELD] = hdr & 0xff;
+  vnet[vo + VNET_HDR_LEN_FIELD + 1] = hdr >> 8;
+  vnet[vo + VNET_GSO_SIZE] = gsoSize & 0xff;
+  vnet[vo + VNET_GSO_SIZE + 1] = gsoSize >> 8;
+  vnet[vo + VNET_CSUM_START] = 20;
+  vnet[vo + VNET_CSUM_START + 1] = 0;
+  vnet[vo + VNET_CSUM_OFFSET] = TCP_CHECK_OFFSET;
+  vnet[vo + VNET_CSUM_OFFSET + 1] = 0;
 }

@@ -7,19 +7,13 @@
 //    where it lies inside the super-packet; the I/O side sends the two as one datagram's iovecs.
 // Hot path: byte arithmetic on the slab, no allocation, no closures.
 
-import { onesComplementSum, pseudoHeaderSum, writeIpHeaderChecksum } from './checksum.js';
+import { alignedWordIndex, onesComplementSum, pseudoHeaderSum } from './checksum.js';
+import {
+  IPPROTO_TCP, IPPROTO_UDP, TCP_CHECK_OFFSET, TCP_FLAG_CWR, TCP_FLAG_FIN, TCP_FLAG_PSH, UDP_CHECK_OFFSET,
+} from './wire.js';
 
 /** Size of a header cell (a slot holding one segment's IP+TCP headers; the largest is 60+60). */
 export const SEGMENT_HEADER_CELL = 128;
-
-const IPPROTO_TCP = 6;
-const IPPROTO_UDP = 17;
-const UDP_CHECK_OFFSET = 6;
-const TCP_FLAG_FIN = 0x01;
-const TCP_FLAG_PSH = 0x08;
-const TCP_FLAG_CWR = 0x80;
-/** Offset of the checksum field inside the TCP header. */
-const TCP_CHECK_OFFSET = 16;
 
 /**
  * Completes a CHECKSUM_PARTIAL packet in place (virtio NEEDS_CSUM without GSO): the field at
@@ -61,7 +55,8 @@ export function completeChecksum(
  * The super-packet itself is never written (header included). Cells firstCell .. firstCell+maxCells-1
  * must exist in slotOffsets, lens, extOffs and extLens, and each cell's SEGMENT_HEADER_CELL bytes
  * must not overlap the super-packet or another cell (not checked).
- * No allocation; words null (byte path) or a words view as for onesComplementSum.
+ * No allocation; words null (byte path) or a words view as for onesComplementSum (then headers are also
+ * copied a word at a time into cells 4-aligned in the buffer like the super-packet; same bytes either way).
  */
 export function segmentTcpSuperPacket(
   bytes: Uint8Array, words: Uint32Array | null, off: number, len: number, gsoSize: number,
@@ -94,6 +89,17 @@ export function segmentTcpSuperPacket(
     ((bytes[t + 14] << 8) | bytes[t + 15]) + onesComplementSum(bytes, null, t + 18, thl - 18) + (bytes[t + 12] << 8);
   // The pseudo-header without the length, which varies.
   const pseudo = pseudoHeaderSum(bytes, off, IPPROTO_TCP, 0);
+  // Likewise the IP header's sum without total length (2..3), id (4..5) and checksum (10..11):
+  // each segment's checksum is this plus its total length and id, folded and inverted (the
+  // same value as summing its whole header).
+  let ipFixedSum = 0;
+  for (let j = 0; j < ihl; j += 2) {
+    if (j !== 2 && j !== 4 && j !== 10) ipFixedSum += (bytes[off + j] << 8) | bytes[off + j + 1];
+  }
+  // The header is copied a 32-bit word at a time into every cell that is 4-aligned like the
+  // super-packet (slab slots and cells are 8-aligned); hdr is a multiple of 4.
+  const headerWord = alignedWordIndex(bytes, words, off, hdr);
+  const hdrWords = hdr >>> 2;
   const lastIndex = segments - 1;
 
   for (let i = 0; i < segments; i++) {
@@ -101,7 +107,12 @@ export function segmentTcpSuperPacket(
     const c = slotOffsets[cell];
     const payloadOff = off + hdr + i * gsoSize;
     const n = i === lastIndex ? payload - i * gsoSize : gsoSize;
-    copyHeader(bytes, off, c, hdr);
+    const cellWord = headerWord < 0 ? -1 : alignedWordIndex(bytes, words, c, hdr);
+    if (cellWord >= 0) {
+      for (let j = 0; j < hdrWords; j++) words![cellWord + j] = words![headerWord + j];
+    } else {
+      for (let j = 0; j < hdr; j++) bytes[c + j] = bytes[off + j];
+    }
 
     // IP: total length, id, header checksum.
     const total = hdr + n;
@@ -110,7 +121,12 @@ export function segmentTcpSuperPacket(
     bytes[c + 3] = total & 0xff;
     bytes[c + 4] = id >> 8;
     bytes[c + 5] = id & 0xff;
-    writeIpHeaderChecksum(bytes, c);
+    let ipSum = ipFixedSum + total + id; // below 2^22: two folds reach 16 bits
+    ipSum = (ipSum & 0xffff) + (ipSum >>> 16);
+    ipSum = (ipSum & 0xffff) + (ipSum >>> 16);
+    const ipCheck = ~ipSum & 0xffff;
+    bytes[c + 10] = ipCheck >> 8;
+    bytes[c + 11] = ipCheck & 0xff;
 
     // TCP: seq, flags, checksum.
     const ct = c + ihl;
@@ -134,9 +150,4 @@ export function segmentTcpSuperPacket(
     extLens[cell] = n;
   }
   return segments;
-}
-
-/** Copies the hdr header bytes at from to the cell at to (short: a loop beats a builtin call). */
-function copyHeader(bytes: Uint8Array, from: number, to: number, hdr: number): void {
-  for (let j = 0; j < hdr; j++) bytes[to + j] = bytes[from + j];
 }

@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
-  foldOnesComplement, ipHeaderChecksumOk, onesComplementSum, pseudoHeaderSum, writeIpHeaderChecksum,
+  alignedWordIndex, foldOnesComplement, ipHeader20ChecksumOkWords, ipHeaderChecksumOk, onesComplementSum, pseudoHeaderSum,
+  writeIpHeaderChecksum,
 } from '../../src/encap/checksum.js';
 import { mulberry32 } from '../helpers/prng.js';
 import { onesSum, pseudoHeader } from '../helpers/tcp-segments.js';
@@ -108,6 +109,24 @@ describe('onesComplementSum', () => {
     }
   });
 
+  test('alternating (bytes, words) pairs with different geometry: every call uses its own views', () => {
+    // The module caches the last pair's byteOffsets by identity: switching pairs at every call,
+    // including two byte views of one buffer at different offsets, must never reuse a stale one.
+    const rand = mulberry32(0xa17);
+    const buf = new ArrayBuffer(4096);
+    const all = new Uint8Array(buf);
+    fillRandom(all, rand, 0);
+    const views = [all.subarray(0, 4000), all.subarray(1, 4001), all.subarray(4, 4004), all.subarray(7, 3007)];
+    const wordViews = [new Uint32Array(buf), new Uint32Array(buf, 8), new Uint32Array(buf, 0, 100), new Uint32Array(1024)];
+    for (let r = 0; r < 4000; r++) {
+      const bytes = views[rand() % views.length];
+      const words = wordViews[rand() % wordViews.length];
+      const off = rand() % 1000;
+      const len = 32 + (rand() % 1900);
+      assert.equal(onesComplementSum(bytes, words, off, len), onesSum(bytes, off, len), `call ${r}: view at ${bytes.byteOffset}, words at ${words.byteOffset}+${words.length * 4}`);
+    }
+  });
+
   test('the largest sums: 64 KiB of 0xff with the largest initial, both paths', () => {
     const bytes = new Uint8Array(65544).fill(0xff);
     const words = new Uint32Array(bytes.buffer);
@@ -133,6 +152,32 @@ describe('onesComplementSum', () => {
       const expected = x === 0 ? 0 : x % 0xffff === 0 ? 0xffff : x % 0xffff;
       assert.equal(foldOnesComplement(x), expected, `fold ${x}`);
     }
+  });
+});
+
+describe('alignedWordIndex', () => {
+  test('the word of bytes[off] when 4-aligned in the buffer and covered; -1 otherwise', () => {
+    const buf = new ArrayBuffer(256);
+    const all = new Uint8Array(buf);
+    for (let i = 0; i < all.length; i++) all[i] = i;
+    const words = new Uint32Array(buf);
+    const wordsFrom64 = new Uint32Array(buf, 64, 16); // covers buffer bytes [64, 128)
+    for (let viewStart = 0; viewStart < 8; viewStart++) {
+      const bytes = all.subarray(viewStart);
+      for (let off = 0; off + 8 <= bytes.length; off++) {
+        const abs = viewStart + off;
+        const index = alignedWordIndex(bytes, words, off, 8);
+        assert.equal(index, abs % 4 === 0 ? abs / 4 : -1, `view ${viewStart} off ${off}`);
+        // Byte b of the word is bytes[off + b] (little-endian host).
+        if (index >= 0) assert.equal(words[index], (bytes[off] | (bytes[off + 1] << 8) | (bytes[off + 2] << 16) | (bytes[off + 3] << 24)) >>> 0);
+        const partial = alignedWordIndex(bytes, wordsFrom64, off, 8);
+        assert.equal(partial, abs % 4 === 0 && abs >= 64 && abs + 8 <= 128 ? (abs - 64) / 4 : -1, `partial view ${viewStart} off ${off}`);
+      }
+    }
+    assert.equal(alignedWordIndex(all, null, 0, 8), -1, 'no words');
+    assert.equal(alignedWordIndex(all, new Uint32Array(64), 0, 8), -1, 'another buffer');
+    assert.equal(alignedWordIndex(all, words, 252, 4), 63, 'the last word');
+    assert.equal(alignedWordIndex(all, words, 252, 5), -1, 'beyond the words');
   });
 });
 
@@ -169,12 +214,44 @@ describe('pseudoHeaderSum and IP header checksums', () => {
           assert.equal(onesSum(b, at, ihl), 0xffff, `checksum of a ${ihl}-byte header`);
           assert.ok(ipHeaderChecksumOk(b, at));
           for (let j = 0; j < b.length; j++) if (j !== at + 10 && j !== at + 11) assert.equal(b[j], before[j], `byte ${j}`);
+          if (ihlWords === 5) {
+            const w = new Uint32Array(20 / 4);
+            new Uint8Array(w.buffer).set(b.subarray(at, at + 20));
+            assert.ok(ipHeader20ChecksumOkWords(w, 0), 'words: valid header');
+          }
           // Any single bit flip inside the header (but the version/ihl byte) is caught.
           const flip = at + 1 + (rand() % (ihl - 1));
           b[flip] ^= 1 << (rand() % 8);
           assert.equal(ipHeaderChecksumOk(b, at), false, 'flipped bit not caught');
+          if (ihlWords === 5) {
+            const w = new Uint32Array(20 / 4);
+            new Uint8Array(w.buffer).set(b.subarray(at, at + 20));
+            assert.equal(ipHeader20ChecksumOkWords(w, 0), false, 'words: flipped bit not caught');
+          }
         }
       });
     }
+  });
+});
+
+describe('ipHeader20ChecksumOkWords', () => {
+  test('agrees with ipHeaderChecksumOk on random, valid, all-zero and all-0xff headers, at any word index', () => {
+    const rand = mulberry32(0x1920);
+    const buf = new ArrayBuffer(64);
+    const b = new Uint8Array(buf);
+    const w = new Uint32Array(buf);
+    let valid = 0;
+    for (let r = 0; r < 20_000; r++) {
+      const index = rand() % 11;
+      const at = index * 4;
+      fillRandom(b, rand, r % 4);
+      b[at] = 0x45;
+      if (r % 3 === 0) writeIpHeaderChecksum(b, at);
+      if (r % 97 === 0) b.fill(0, at, at + 20); // sums to 0: not valid either way
+      const expected = ipHeaderChecksumOk(b, at);
+      if (expected) valid++;
+      assert.equal(ipHeader20ChecksumOkWords(w, index), expected, `round ${r}`);
+    }
+    assert.ok(valid > 6000, `valid headers: ${valid}`);
   });
 });

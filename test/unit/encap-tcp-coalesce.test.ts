@@ -331,6 +331,17 @@ function randomBatch(rand: () => number): { packets: Uint8Array[]; maxBytes: num
   return { packets, maxBytes };
 }
 
+/** Rewrites the IP header checksum and the TCP checksum of an IPv4 packet so both verify. */
+function fixChecksums(p: Uint8Array): void {
+  const ihl = (p[0] & 15) * 4;
+  const v = new DataView(p.buffer, p.byteOffset, p.length);
+  v.setUint16(10, 0);
+  v.setUint16(10, ~onesSum(p, 0, ihl) & 0xffff);
+  const tcpLen = p.length - ihl;
+  v.setUint16(ihl + 16, 0);
+  v.setUint16(ihl + 16, ~onesSum(p, ihl, tcpLen, onesSum(pseudoHeader(v.getUint32(12), v.getUint32(16), tcpLen), 0, 12)) & 0xffff);
+}
+
 const RULES = [
   'not-tcp', 'ip-options', 'fragment', 'ip-checksum', 'tcp-checksum', 'addresses', 'tos', 'ttl', 'ip-flags', 'ip-id', 'ports', 'ack',
   'window', 'doff', 'options', 'urgent-pointer', 'flags', 'prev-psh', 'seq', 'empty-payload', 'longer-than-leader',
@@ -439,6 +450,50 @@ describe('planTcpCoalescing', () => {
     bigDoff[32] = 0xf0;
     const r2 = planAndCheck([bigDoff, nextPacket(rand, f, 'full'), nextPacket(rand, f, 'full')], rand);
     assert.deepEqual(r2.groupLens, [1, 2, 0]);
+  });
+
+  test('header fields compared a word at a time (4-aligned packets) or bytewise: every header byte matters the same', () => {
+    // One bit of one header byte of the leader or the first member is flipped (checksums then
+    // made valid again, so only the field comparison decides); the plan must equal the reference
+    // plan with the packets 8-aligned (word path), misaligned (byte path) and without words.
+    const rand = mulberry32(0xf11b);
+    const layouts: Array<[string, number[], boolean]> = [
+      ['aligned, words', [0, 0, 0], true], ['misaligned, words', [1, 2, 3], true], ['leader aligned only, words', [0, 3, 1], true],
+      ['members aligned only, words', [2, 0, 0], true], ['aligned, no words', [0, 0, 0], false],
+    ];
+    let joined = 0, refused = 0;
+    for (const df of [true, false]) {
+      const f = newFlow(rand, 1000);
+      f.df = df;
+      f.timestamps = true;
+      f.mss = 300;
+      const clean = [nextPacket(rand, f, 'full'), nextPacket(rand, f, 'full'), nextPacket(rand, f, 'full')];
+      const hdr = clean[0].length - 300;
+      for (const target of [0, 1]) {
+        for (let j = 1; j < hdr; j++) {
+          for (const bit of [0, 7]) {
+            const packets = clean.map((p) => p.slice());
+            const p = packets[target];
+            p[j] ^= 1 << bit;
+            fixChecksums(p);
+            const expected = referencePlan(packets.map((x) => parsePacket(x)), 65535);
+            if (expected[0] === 3) joined++; else refused++;
+            for (const [name, shifts, useWords] of layouts) {
+              const bytes = new Uint8Array(3 * SLOT_SIZE + 8);
+              const slotOffsets = Uint32Array.from(shifts, (sh, i) => i * SLOT_SIZE + sh);
+              packets.forEach((x, i) => bytes.set(x, slotOffsets[i]));
+              const lens = Int32Array.from(packets, (x) => x.length);
+              const groupLens = new Uint16Array(3);
+              planTcpCoalescing(bytes, slotOffsets, lens, new Uint16Array(3), new Uint8Array(3 * VNET_HDR_SLOT),
+                new Uint16Array([0, 1, 2]), 3, groupLens, 65535, useWords ? new Uint32Array(bytes.buffer) : null);
+              assert.deepEqual(Array.from(groupLens), expected, `df ${df}, packet ${target}, byte ${j} bit ${bit}: ${name}`);
+            }
+          }
+        }
+      }
+    }
+    // Checksum, total length and (with DF) id bytes still join; every compared field refuses.
+    assert.ok(joined > 20 && refused > 150, `${joined} joined, ${refused} refused`);
   });
 
   test('randomized batches against the reference planner and segmenter', () => {

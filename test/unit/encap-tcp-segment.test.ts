@@ -299,6 +299,53 @@ describe('segmentTcpSuperPacket', () => {
     }
   });
 
+  test('headers copied a word at a time (4-aligned super-packet and cell) or bytewise (either misaligned): same segments', () => {
+    const rand = mulberry32(0xa11);
+    const ts = new Uint8Array([1, 1, 8, 10, 1, 2, 3, 4, 5, 6, 7, 8]);
+    const shapes: Array<[Uint8Array | undefined, Uint8Array | undefined]> = [
+      [undefined, ts], [undefined, undefined], [new Uint8Array(40).fill(1), randomBytes(rand, 40)], [new Uint8Array(4).fill(1), undefined],
+    ];
+    const gsoSize = 700;
+    let runs = 0;
+    for (const [ipOptions, tcpOptions] of shapes) {
+      const sp = superPacket({ ...BASE, ipOptions, tcpOptions }, randomBytes(rand, 5000));
+      const hdr = (sp[0] & 15) * 4 + (sp[(sp[0] & 15) * 4 + 12] >> 4) * 4;
+      const expected = segmentSuperPacket({ flags: 1, gsoType: 1, hdrLen: hdr, gsoSize, csumStart: (sp[0] & 15) * 4, csumOffset: 16 }, sp);
+      const cells = expected.length;
+      // The super-packet at 64 + spShift, then cells SEGMENT_HEADER_CELL + 8 apart, each shifted
+      // by 0 (8-aligned: word copy when the super-packet is 4-aligned), 4, or a misaligned 1..3.
+      for (const spShift of [0, 4, 1, 2, 3]) {
+        for (const cellShifts of [[0], [4], [1], [2, 3], [0, 1, 4, 3, 0, 2]]) {
+          const backing = new Uint8Array(64 + sp.length + 8 + cells * (SEGMENT_HEADER_CELL + 8) + 8);
+          for (let i = 0; i < backing.length; i++) backing[i] = rand() & 0xff;
+          const off = 64 + spShift;
+          backing.set(sp, off);
+          const cellBase = (64 + sp.length + 8 + 7) & ~7;
+          const slotOffsets = Uint32Array.from({ length: cells }, (_, i) => cellBase + i * (SEGMENT_HEADER_CELL + 8) + cellShifts[i % cellShifts.length]);
+          const before = backing.slice();
+          for (const words of [new Uint32Array(backing.buffer), null]) {
+            const work = before.slice();
+            const w = words === null ? null : new Uint32Array(work.buffer);
+            const out = outputs(cells);
+            const n = segmentTcpSuperPacket(work, w, off, sp.length, gsoSize, slotOffsets, 0, cells, out.lens, out.extOffs, out.extLens);
+            const where = `hdr ${hdr}, super-packet +${spShift}, cells +${cellShifts.join(',')}, ${words === null ? 'bytes' : 'words'}`;
+            assert.equal(n, cells, where);
+            const want = before.slice();
+            for (let i = 0; i < n; i++) want.set(expected[i].subarray(0, hdr), slotOffsets[i]);
+            sameBytes(work, want, `buffer after segmentation: ${where}`);
+            for (let i = 0; i < n; i++) {
+              assert.equal(out.lens[i], hdr, where);
+              assert.equal(out.extOffs[i], off + hdr + i * gsoSize, where);
+              sameBytes(work.subarray(out.extOffs[i], out.extOffs[i] + out.extLens[i]), expected[i].subarray(hdr), `payload ${i}: ${where}`);
+            }
+            runs++;
+          }
+        }
+      }
+    }
+    assert.equal(runs, 4 * 5 * 5 * 2);
+  });
+
   test('refusals return 0 and write nothing', () => {
     const rand = mulberry32(404);
     const payload = randomBytes(rand, 3000);
