@@ -34,6 +34,8 @@ export interface DatapathOptions {
   readonly batch: number;
   /** The offloads to negotiate; each falls back to plain I/O where the kernel refuses it. */
   readonly offloads: Offloads;
+  /** Read and write flannel0 through io_uring where the kernel allows it (false: --io-uring=false). */
+  readonly tunIoUring: boolean;
 }
 
 export interface Offloads {
@@ -52,10 +54,13 @@ export interface OffloadsInForce {
   /** Datagrams per UDP GSO message at most; 0 = off. */
   readonly udpGso: number;
   readonly udpGro: boolean;
+  /** flannel0's reads and writes go through io_uring (its submission queue size), 0 = syscalls. */
+  readonly tunIoUring: number;
 }
 
 /** TUNSETOFFLOAD flags: TUN_F_CSUM | TUN_F_TSO4 (IPv4 TCP only: flannel's udp backend is IPv4). */
 const TUN_OFFLOAD_FLAGS = 0x01 | 0x02;
+
 
 /** Batches each way drained at stop, at most. */
 const DRAIN_BATCHES_AT_STOP = 16;
@@ -136,6 +141,9 @@ export class Datapath {
       if (want.udp && shim.udpProbeGso(udpFd) === 0) shim.ringSetGso(ring, GSO_SEGMENTS);
       const udpGro = want.udp && shim.udpEnableGro(ring, udpFd) === 0;
       if (tunVnet) shim.ringSetTunVnet(ring, true);
+      // io_uring for flannel0's reads and writes: one io_uring_enter per batch instead of one
+      // syscall per packet; where the kernel or a seccomp profile refuses it, syscalls stay.
+      if (options.tunIoUring) shim.ringEnableUring(ring, options.batch);
       dp = new Datapath(options, tunFd, udpFd, slab, ring, new NativeTun(ring, tunFd), new NativeUdp(ring, udpFd), tunVnet, tunTso, udpGro);
       dp.engine.start();
       return dp;
@@ -209,7 +217,10 @@ export class Datapath {
 
   /** What offload negotiation gave (GRO into flannel0 may since have been turned off). */
   offloadsInForce(): OffloadsInForce {
-    return { tunTso: this.tunTso, tunGro: this.forwarder.tunGroInForce, udpGso: this.udpGso, udpGro: this.udpGro };
+    return {
+      tunTso: this.tunTso, tunGro: this.forwarder.tunGroInForce, udpGso: this.udpGso, udpGro: this.udpGro,
+      tunIoUring: shim.ringUring(this.ring),
+    };
   }
 
   /** The last send/write errno, described, if some packets could not be sent or written. */
@@ -236,6 +247,7 @@ export class Datapath {
       network: formatCidr(network.prefix, network.prefixLen),
       subnet: formatCidr(this.subnetNow.prefix, this.subnetNow.prefixLen),
       ...this.offloadsInForce(),
+
     };
   }
 

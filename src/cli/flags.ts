@@ -37,6 +37,8 @@ export interface StaticFlags {
   readonly batch: number;
   /** Which offloads to negotiate (--offloads; --no-offload = none). */
   readonly offloads: Offloads;
+  /** flannel0 I/O through io_uring where available (--io-uring=false: plain syscalls). */
+  readonly ioUring: boolean;
   readonly logLevel: LogLevel;
 }
 
@@ -69,6 +71,8 @@ export interface RegistryFlags {
   readonly batch: number;
   /** Which offloads to negotiate (--offloads; --no-offload = none). */
   readonly offloads: Offloads;
+  /** flannel0 I/O through io_uring where available (--io-uring=false: plain syscalls). */
+  readonly ioUring: boolean;
   readonly logLevel: LogLevel;
 }
 
@@ -99,6 +103,7 @@ const FLAGS: Readonly<Record<string, FlagSpec>> = {
   batch: { type: 'string', mode: 'both' },
   'no-offload': { type: 'bool', mode: 'both' },
   offloads: { type: 'string', mode: 'both' },
+  'io-uring': { type: 'bool', mode: 'both' },
   'log-level': { type: 'string', mode: 'both' },
   v: { type: 'string', mode: 'both' },
   // flanneld mode
@@ -161,6 +166,7 @@ Both modes:
                           tun: TSO super-packets read from flannel0, GRO super-packets written to it
                           udp: UDP GSO on send, UDP GRO on receive
   --no-offload          the same as --offloads=none: one packet per read, write, datagram
+  --io-uring=false      read and write flannel0 with one syscall per packet, not io_uring batches
   --log-level LEVEL     debug|info|warn|error (default info); -v N (N >= 1) means debug
   --version, --help
 Flags may be spelled -flag or --flag, with "=value" or the value as the next argument.
@@ -310,6 +316,7 @@ function staticFlags(values: Map<string, string | string[] | boolean>): StaticFl
     port: integer('port', str('port'), 8285, 1, 65535),
     batch: integer('batch', str('batch'), 64, 1, 1024),
     offloads: offloadsOf(values.get('no-offload') === true, str('offloads')),
+    ioUring: values.get('io-uring') !== false,
     logLevel: logLevelOf(str('log-level'), str('v')),
   };
 }
@@ -395,6 +402,7 @@ function registryFlags(cli: Map<string, string | string[] | boolean>, env: NodeJ
     iptablesForwardRules: bool('iptables-forward-rules', true),
     batch: integer('batch', str('batch'), 64, 1, 1024),
     offloads: offloadsOf(bool('no-offload', false), str('offloads')),
+    ioUring: bool('io-uring', true),
     logLevel: logLevelOf(str('log-level'), str('v')),
   };
 }

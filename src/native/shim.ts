@@ -38,6 +38,14 @@ export interface Shim {
   /** Tells the ring that its TUN fd was opened with vnetHdr. */
   ringSetTunVnet(ring: RingHandle, on: boolean): void;
   tunName(fd: number): string;
+  /**
+   * TUN reads and writes of this ring through an io_uring instance of `entries` SQEs (1..1024):
+   * one io_uring_enter per batch instead of one syscall per packet. 0, or -errno (ENOSYS, EPERM
+   * when io_uring is missing or disabled) with plain syscalls still in force.
+   */
+  ringEnableUring(ring: RingHandle, entries: number): number;
+  /** The SQ entries of the ring's io_uring; 0 when TUN I/O uses plain syscalls. */
+  ringUring(ring: RingHandle): number;
   /** Reads packets into slots first.. until EAGAIN or max: count or -errno. */
   tunRead(ring: RingHandle, fd: number, first: number, max: number): number;
   /**

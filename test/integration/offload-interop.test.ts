@@ -1,8 +1,10 @@
 /**
- * Offloads on one side only: host 1 runs with --no-offload (plain datagrams and plain TUN writes,
- * as a flanneld peer behaves), host 2 with its defaults (TSO super-packets read from flannel0 and
- * cut into segments, UDP GSO on send, UDP GRO on receive, GRO-coalesced writes into flannel0). Real TCP both ways must arrive intact: a coalesced super-packet with a wrong
- * header or checksum would be dropped by the pod's kernel (TcpInCsumErrors) and stall the flow.
+ * Offloads on one side only: host 1 runs with --no-offload --io-uring=false (plain datagrams,
+ * plain TUN reads and writes, as a flanneld peer behaves), host 2 with its defaults (io_uring for
+ * flannel0, TSO super-packets read from flannel0 and cut into segments, UDP GSO on send, UDP GRO
+ * on receive, GRO-coalesced writes into flannel0). Real TCP both ways must arrive intact: a
+ * coalesced super-packet with a wrong header or checksum would be dropped by the pod's kernel
+ * (TcpInCsumErrors) and stall the flow.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -27,7 +29,7 @@ describe('offloads on one side only', { timeout: 120_000 }, () => {
   before(async () => {
     removeStaleLabNamespaces();
     await requireTools(['iperf3', 'ping']);
-    lab = await Lab.create({ hosts: 2, mode: 'flannel-ts', agentArgs: (n) => (n === 1 ? ['--no-offload'] : []) });
+    lab = await Lab.create({ hosts: 2, mode: 'flannel-ts', agentArgs: (n) => (n === 1 ? ['--no-offload', '--io-uring=false'] : []) });
   });
 
   after(async () => {
@@ -44,6 +46,8 @@ describe('offloads on one side only', { timeout: 120_000 }, () => {
     assert.equal(forwarding(2)['tunGro'], true);
     assert.equal(forwarding(2)['tunTso'], true);
     assert.equal(forwarding(2)['udpGro'], true);
+    assert.equal(forwarding(1)['tunIoUring'], 0);
+    assert.ok(Number(forwarding(2)['tunIoUring']) > 0, 'io_uring for flannel0 on this kernel');
   });
 
   test('TCP both ways arrives intact; host 2 coalesces what it writes into flannel0', async () => {

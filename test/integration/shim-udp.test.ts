@@ -3,17 +3,10 @@
 // separate datagrams, byte for byte, in order; so does a receiver with UDP GRO, from the runs it
 // gets. Datagrams sent in two parts (header cell + payload) arrive as one. Runs in a namespace of its own.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { scenarioNamespace } from '../helpers/scenario-netns.js';
 
-const scenario = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'helpers', 'shim-udp-scenario.js');
-const ns = `ftshim${process.pid.toString(36)}${randomBytes(2).toString('hex')}`;
-const removeNs = () => {
-  try { execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' }); } catch { /* already gone */ }
-};
+const scenario = scenarioNamespace('shim-udp-scenario.js', 'ftshim');
 
 interface Outcome {
   probe: number; gsoInForce: number; sent: number; planned: number; gsoAfter: number; groEnabled: number[]; runs: number;
@@ -21,17 +14,12 @@ interface Outcome {
 }
 
 function run(mode: 'gso' | 'plain' | 'gso-gro'): Outcome {
-  const out = execFileSync('ip', ['netns', 'exec', ns, process.execPath, scenario, mode], { encoding: 'utf8' });
-  return JSON.parse(out) as Outcome;
+  return scenario.run<Outcome>([mode]);
 }
 
 describe('shim udpSend', () => {
-  before(() => {
-    process.on('exit', removeNs);
-    execFileSync('ip', ['netns', 'add', ns]);
-    execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-  });
-  after(removeNs);
+  before(() => scenario.create());
+  after(() => scenario.remove());
 
   for (const mode of ['gso', 'plain', 'gso-gro'] as const) {
     it(`${mode}: every datagram arrives separately, intact and in order`, () => {

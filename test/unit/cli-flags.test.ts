@@ -189,6 +189,15 @@ describe('offloads', () => {
     assert.deepEqual(registry([], { FLANNELD_OFFLOADS: 'tun' }).offloads, { tun: true, udp: false });
   });
 
+  test('io_uring for flannel0 by default; --io-uring=false (or FLANNELD_IO_URING=false) turns it off', () => {
+    assert.equal(staticMode(S).ioUring, true);
+    assert.equal(registry([]).ioUring, true);
+    assert.equal(staticMode([...S, '--io-uring=false']).ioUring, false);
+    assert.equal(registry(['-io-uring=0']).ioUring, false);
+    assert.equal(registry([], { FLANNELD_IO_URING: 'false' }).ioUring, false);
+    flagError([...S, '--io-uring=maybe'], /invalid boolean value "maybe" for -io-uring/);
+  });
+
   test('an unknown offload is one clear line', () => {
     flagError([...S, '--offloads=tso'], /--offloads: "tso" is not a list of tun, udp, or none/);
     flagError(['--offloads=none,udp'], /--offloads/);
