@@ -15,6 +15,7 @@
 
 import { VNET_HDR_SLOT } from '../encap/tcp-coalesce.js';
 import { SEGMENT_HEADER_CELL } from '../encap/tcp-segment.js';
+import { checksumMemory } from '../encap/checksum-simd.js';
 
 export interface SlabLayout {
   /** Slot size of ICMP errors, and the default for the tx and rx regions: one MTU-sized packet. */
@@ -98,7 +99,8 @@ export class PacketSlab {
         this.slotCaps[s] = size;
       }
     }
-    this.bytes = new Uint8Array(at);
+    // In a WebAssembly memory where possible: the SIMD checksum reads the slab in place.
+    this.bytes = checksumMemory(at);
     this.words = new Uint32Array(this.bytes.buffer);
     this.lens = new Int32Array(this.slotCount);
     this.addrs = new Uint32Array(this.slotCount);

@@ -8,6 +8,7 @@ import {
   alignedWordIndex, foldOnesComplement, ipHeader20ChecksumOkWords, ipHeaderChecksumOk, onesComplementSum, pseudoHeaderSum,
   writeIpHeaderChecksum,
 } from '../../src/encap/checksum.js';
+import { checksumMemory, simdSumFor } from '../../src/encap/checksum-simd.js';
 import { mulberry32 } from '../helpers/prng.js';
 import { onesSum, pseudoHeader } from '../helpers/tcp-segments.js';
 
@@ -151,6 +152,42 @@ describe('onesComplementSum', () => {
       const x = (rand() % 0x200000) * 0x100000000 + rand(); // below 2^53
       const expected = x === 0 ? 0 : x % 0xffff === 0 ? 0xffff : x % 0xffff;
       assert.equal(foldOnesComplement(x), expected, `fold ${x}`);
+    }
+  });
+});
+
+describe('onesComplementSum over a checksumMemory (the WebAssembly SIMD bulk)', () => {
+  test('this engine has WebAssembly SIMD: the slab memory gets the SIMD sum', () => {
+    const bytes = checksumMemory(100_000);
+    assert.equal(bytes.length, 100_000);
+    assert.ok(simdSumFor(bytes.buffer) !== null, 'no WebAssembly SIMD: the checksum would fall back to the TypeScript loop');
+    assert.equal(simdSumFor(new Uint8Array(64).buffer), null, 'a plain buffer has none');
+  });
+
+  for (const seed of seeds(4, 7100)) {
+    test(`random offsets (any alignment), lengths 0..70000 and initials: SIMD path = byte path = reference (seed ${seed})`, () => {
+      withSeed('simd', seed, (rand) => {
+        const bytes = checksumMemory(140_000);
+        const words = new Uint32Array(bytes.buffer);
+        fillRandom(bytes, rand, seed % 4);
+        for (let t = 0; t < 400; t++) {
+          const len = t % 5 === 0 ? rand() % 70_000 : rand() % 3000;
+          const off = rand() % (bytes.length - len);
+          const initial = rand() % 0x100000;
+          const want = onesSum(bytes, off, len, initial);
+          assert.equal(onesComplementSum(bytes, words, off, len, initial), want, `off ${off} len ${len}`);
+          assert.equal(onesComplementSum(bytes, null, off, len, initial), want);
+        }
+      });
+    });
+  }
+
+  test('a view that starts inside the memory: positions are absolute in the buffer', () => {
+    const whole = checksumMemory(10_000);
+    for (let i = 0; i < whole.length; i++) whole[i] = (i * 37 + 11) & 0xff;
+    const bytes = new Uint8Array(whole.buffer, 3, 9000), words = new Uint32Array(whole.buffer);
+    for (const [off, len] of [[0, 8999], [1, 4000], [5, 64], [6, 65], [100, 1420]] as const) {
+      assert.equal(onesComplementSum(bytes, words, off, len), onesSum(bytes, off, len), `off ${off} len ${len}`);
     }
   });
 });
