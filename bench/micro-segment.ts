@@ -68,7 +68,7 @@ export function segmentBenchTasks(bench: Bench): void {
       let segments = 0;
       const start = bench.now();
       for (let r = 0; r < SUPER_PACKETS_PER_SAMPLE; r++) {
-        segments += segmentTcpSuperPacket(bytes, w, spOff, sp.length, GSO_SIZE, slotOffsets, 0, cells, lens, extOffs, extLens);
+        segments += segmentTcpSuperPacket(bytes, w, spOff, sp.length, GSO_SIZE, 65535, 0, slotOffsets, 0, cells, lens, extOffs, extLens);
       }
       const elapsed = bench.now() - start;
       sink += segments;

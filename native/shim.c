@@ -523,7 +523,8 @@ static int64_t tun_read_uring(ring_t *r, int fd, uint32_t first, uint32_t max) {
       int32_t len = r->tun_vnet ? res - VNET_LEN : res;
       if (len < 0) len = 0; /* length 0: JS drops and counts it as malformed */
       if (dst != src) {
-        uint8_t *to = slot_ptr(r, dst, (size_t)len), *from = slot_ptr(r, src, (size_t)len);
+        uint8_t *to = (uint32_t)len <= r->slot_caps[dst] ? slot_ptr(r, dst, (size_t)len) : NULL;
+        uint8_t *from = slot_ptr(r, src, (size_t)len);
         if (!to || !from) continue;
         memmove(to, from, (size_t)len);
         memcpy(r->vnet + (size_t)dst * VNET_SLOT, r->vnet + (size_t)src * VNET_SLOT, VNET_SLOT);
@@ -633,11 +634,14 @@ static void tun_wait_writable(int fd) {
  * that complete with -EAGAIN are submitted again, together, after a POLLOUT wait (so, unlike the
  * syscall path, a retried write may land after the chunk's later writes).
  */
-static uint32_t tun_write_uring(ring_t *r, int fd, const uint16_t *list, uint32_t count, const uint16_t *groups) {
+static uint32_t tun_write_uring(ring_t *r, int fd, const uint16_t *list, uint32_t count, const uint16_t *groups,
+                                uint32_t *stopped) {
   uring_t *u = r->uring;
   const unsigned iov_cap = sizeof u->iovs / sizeof u->iovs[0];
   uint32_t ok = 0;
-  for (uint32_t i = 0; i < count;) {
+  int failed = 0; /* the ring itself failed: -errno */
+  uint32_t i = 0;
+  while (i < count && !failed) {
     unsigned w = 0, niov = 0;
     while (i < count && w < u->sq_entries && w < MAX_BATCH && niov + TUN_GROUP_MAX + 1 <= iov_cap) {
       uint32_t k = tun_write_unit(groups, r, count, i);
@@ -662,11 +666,9 @@ static uint32_t tun_write_uring(ring_t *r, int fd, const uint16_t *list, uint32_
         uring_sqe(u, j, IORING_OP_WRITEV, fd, &u->iovs[u->unit_iov[unit]], u->unit_niov[unit]);
       }
       int rc = uring_run(u, npending);
-      if (rc < 0) { /* whether these went out is unknown: counted as lost, like the rest */
+      if (rc < 0) { /* whether these went out is unknown: counted as lost */
         for (unsigned j = 0; j < npending; j++) u->unit_res[u->pending[j]] = rc;
-        for (; i < count; i++)
-          if (list[i] < r->slot_count) r->lens[list[i]] = rc;
-        uring_drop(r, -rc);
+        failed = rc;
         break;
       }
       if (u->res[0] == -EOPNOTSUPP && u->rw_flags) { /* this file has no RWF_NOWAIT: rely on O_NONBLOCK */
@@ -690,8 +692,11 @@ static uint32_t tun_write_uring(ring_t *r, int fd, const uint16_t *list, uint32_
       else
         tun_write_failed(r, list, u->unit_first[unit], u->unit_k[unit], -u->unit_res[unit]);
     }
-    if (!r->uring) break;
   }
+  /* The ring failed: drop it only now that its arrays are read; what was never submitted
+     (list[i..count)) is left to the caller's syscall path. */
+  if (failed) uring_drop(r, -failed);
+  *stopped = i;
   return ok;
 }
 
@@ -721,10 +726,13 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
   uint16_t *list = p, *groups = g;
   if (count > list_len) count = (uint32_t)list_len;
   if (groups && groups_len < count) groups = NULL;
-  if (r->uring) return make_int(env, tun_write_uring(r, fd, list, count, groups));
+  uint32_t ok = 0, i = 0;
+  if (r->uring) {
+    ok = tun_write_uring(r, fd, list, count, groups, &i);
+    if (i >= count) return make_int(env, ok);
+  }
   struct iovec iov[TUN_GROUP_MAX + 1];
-  uint32_t ok = 0;
-  for (uint32_t i = 0; i < count;) {
+  while (i < count) {
     uint32_t k = tun_write_unit(groups, r, count, i);
     int n = tun_write_iov(r, list, i, k, iov);
     int err = n < 0 ? EINVAL : 0;
@@ -893,6 +901,45 @@ static napi_value udp_enable_gro(napi_env env, napi_callback_info info) {
   return make_int(env, 0);
 }
 
+/* Waits (bounded) for room in a full send buffer: the backpressure a TCP flow in the tunnel needs. */
+#define SEND_WAITS 100
+#define SEND_WAIT_MS 10
+
+/*
+ * Sends the datagrams of message g one sendmsg each (its iovecs, 1 or 2 per datagram, are
+ * consecutive), waiting for room as udpSend does; a datagram that still fails gets
+ * lens[slot] = -errno. Returns the datagrams sent.
+ */
+static uint32_t udp_send_singly(ring_t *r, int fd, uint32_t g) {
+  struct msghdr *h = &r->msgs[g].msg_hdr;
+  struct iovec *iov = h->msg_iov;
+  uint32_t sent = 0;
+  int waits = 0;
+  for (uint32_t j = 0; j < r->msg_segs[g]; j++) {
+    uint32_t slot = r->slot_of[r->msg_first[g] + j];
+    struct msghdr one = {.msg_name = h->msg_name, .msg_namelen = h->msg_namelen, .msg_iov = iov};
+    one.msg_iovlen = r->ext_lens[slot] ? 2 : 1;
+    iov += one.msg_iovlen;
+    for (;;) {
+      if (sendmsg(fd, &one, 0) >= 0) {
+        sent++;
+        break;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN && waits < SEND_WAITS) {
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        poll(&pfd, 1, SEND_WAIT_MS);
+        waits++;
+        continue;
+      }
+      r->last_errno = errno;
+      r->lens[slot] = -errno;
+      break;
+    }
+  }
+  return sent;
+}
+
 /*
  * udpSend(ring, fd, list: Uint16Array, count) -> datagrams sent
  * sendmmsg of slots list[0..count) to addrs/ports[slot]. A datagram is the slot's lens[slot]
@@ -901,10 +948,11 @@ static napi_value udp_enable_gro(napi_env env, napi_callback_info info) {
  * With UDP GSO on (ringSetGso), a run of consecutive datagrams to the same peer with the same
  * length (the last may be shorter) goes as ONE message of scattered iovecs with a UDP_SEGMENT
  * control message: the kernel cuts it into the same datagrams, so the wire does not change, but
- * the stack is crossed once per run. A datagram the kernel refuses is skipped and its
- * lens[slot] set to -errno (a refused GSO message also turns GSO off for the ring); a full send
- * buffer waits for POLLOUT (bounded), the backpressure a TCP flow inside the tunnel needs
- * instead of loss.
+ * the stack is crossed once per run. A GSO message the kernel refuses as such (a path MTU below
+ * the segment size; a device without GSO, which also turns GSO off for the ring) is sent again
+ * one datagram at a time. A datagram the kernel refuses is skipped and its lens[slot] set to
+ * -errno; a full send buffer waits for POLLOUT (bounded), the backpressure a TCP flow inside
+ * the tunnel needs instead of loss.
  */
 static napi_value udp_send(napi_env env, napi_callback_info info) {
   napi_value argv[4];
@@ -991,19 +1039,26 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN && waits < 100) {
+    if (n < 0 && errno == EAGAIN && waits < SEND_WAITS) {
       struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-      poll(&pfd, 1, 10);
+      poll(&pfd, 1, SEND_WAIT_MS);
       waits++;
       continue;
     }
-    r->last_errno = n < 0 ? errno : EIO;
-    /* The kernel refused GSO itself: plain sends from now on. Other errors (a firewall, no route,
-       a lowered path MTU) say nothing about GSO and must not turn it off. */
-    if (r->msg_segs[done] > 1 && (r->last_errno == EINVAL || r->last_errno == EIO || r->last_errno == EOPNOTSUPP))
-      r->gso_segments = 0;
-    for (uint32_t j = 0; j < r->msg_segs[done]; j++) /* tell JS which datagrams were lost */
-      r->lens[r->slot_of[r->msg_first[done] + j]] = -r->last_errno;
+    int err = n < 0 ? errno : EIO;
+    if (r->msg_segs[done] > 1 && (err == EMSGSIZE || err == EINVAL || err == EIO || err == EOPNOTSUPP)) {
+      /* The kernel refused the GSO message as such: a segment larger than the route's or path's
+         MTU (EMSGSIZE; EINVAL before Linux 6.15), or a device that cannot do GSO (EIO,
+         EOPNOTSUPP: then plain sends from now on). Its datagrams go one by one instead, as plain
+         sendmsg would (fragmented if need be), so none is lost for it. */
+      if (err == EIO || err == EOPNOTSUPP) r->gso_segments = 0;
+      sent += udp_send_singly(r, fd, done);
+    } else {
+      /* Anything else (a firewall, no route) concerns the datagrams, not GSO. */
+      r->last_errno = err;
+      for (uint32_t j = 0; j < r->msg_segs[done]; j++) /* tell JS which datagrams were lost */
+        r->lens[r->slot_of[r->msg_first[done] + j]] = -err;
+    }
     done++; /* and skip them */
   }
   return make_int(env, sent);

@@ -2,9 +2,10 @@
 // allocation to bump). Every packet read and every drop has a counter; drops by reason.
 
 export const COUNTER_NAMES = [
-  // flannel0 -> UDP
+  // flannel0 -> UDP (dropTxOversize: a plain packet longer than flannel0's MTU, or a TSO
+  // super-packet whose headers leave no room for payload within the MTU)
   'tunReadPackets', 'tunReadBytes', 'udpSentPackets', 'udpSentBytes',
-  'dropTxMalformed', 'dropTxNoRoute', 'dropTxTtl', 'dropTxSendError', 'icmpUnreachableSent',
+  'dropTxMalformed', 'dropTxOversize', 'dropTxNoRoute', 'dropTxTtl', 'dropTxSendError', 'icmpUnreachableSent',
   // UDP -> flannel0
   'udpRecvPackets', 'udpRecvBytes', 'tunWritePackets', 'tunWriteBytes',
   'dropRxMalformed', 'dropRxOversize', 'dropRxUnknownSender', 'dropRxSpoofedSource',

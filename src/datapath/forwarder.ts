@@ -1,14 +1,15 @@
 // The two batch loops of the datapath: flannel0 -> UDP and UDP -> flannel0. Each call moves
 // one batch: one read call, classification in place in the slab, one send/write call (more only
-// when offloads multiply the packets: a TSO super-packet becomes up to 45 datagrams, a UDP GRO
-// run up to 64 packets). No per-packet allocation, no copies (an ICMP error is the only packet
-// built, in its own region; a TCP segment's headers are built in a header cell, its payload
-// stays in the super-packet).
+// when offloads multiply the packets: a TSO super-packet becomes up to thousands of datagrams
+// (45 at a 1500-byte MTU, 1365 at the 48-byte minimum MSS), cut in chunks of what the header
+// cells and the send list hold; a UDP GRO run up to 64 packets). No per-packet allocation, no
+// copies (an ICMP error is the only packet built, in its own region; a TCP segment's headers are
+// built in a header cell, its payload stays in the super-packet).
 import {
   decrementTtl, destinationOf, isWellFormedIPv4, sourceOf, writeNetUnreachable,
 } from '../encap/ipv4.js';
 import { planTcpCoalescing, VNET_HDR_SLOT } from '../encap/tcp-coalesce.js';
-import { completeChecksum, segmentTcpSuperPacket } from '../encap/tcp-segment.js';
+import { completeChecksum, segmentTcpSuperPacket, tcpSegmentCount } from '../encap/tcp-segment.js';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4 } from '../encap/wire.js';
 import { RoutingSnapshot } from '../routing-table/snapshot.js';
 import { C } from './counters.js';
@@ -17,6 +18,8 @@ import { SEGMENT_CELLS, VIEW_SLOTS, type PacketSlab } from './slab.js';
 
 /** Most datagrams in one send call, and packets in one write call (the shim's MAX_BATCH). */
 const IO_CALL_MAX = 1024;
+/** Most segments queued between two flushes: header cells and send-list entries both bound them. */
+const CELLS_PER_SEND = Math.min(SEGMENT_CELLS, IO_CALL_MAX);
 
 export interface ForwarderConfig {
   /** flannel0's address (the own subnet's network address): source of ICMP errors. */
@@ -26,7 +29,10 @@ export interface ForwarderConfig {
   readonly subnetLen: number;
   /** UDP port of every peer (flannel uses the same configured port on all hosts). */
   readonly port: number;
-  /** flannel0's MTU: a larger datagram cannot be a packet a peer read off its flannel0. */
+  /**
+   * flannel0's MTU: a larger datagram cannot be a packet a peer read off its flannel0, so none is
+   * sent either (TSO segments are cut to fit; a longer plain packet is dropped) or accepted.
+   */
   readonly mtu: number;
   /**
    * flannel0 accepts coalesced super-packets (IFF_VNET_HDR): consecutive segments of one TCP flow
@@ -86,7 +92,8 @@ export class Forwarder {
   /**
    * Moves one batch flannel0 -> UDP. Returns the number of packets read (0: flannel0 empty).
    * A read carries a virtio-net header (all zero for a plain packet): a partial checksum is
-   * completed, a TSO super-packet cut into MTU-sized segments, one datagram each.
+   * completed, a TSO super-packet cut into segments that fit the MTU, one datagram each. A plain
+   * packet longer than the MTU (a 64 KiB read slot takes one) is dropped (dropTxOversize).
    */
   tunToUdp(): number {
     const { slab, counters: c } = this;
@@ -97,13 +104,19 @@ export class Forwarder {
     }
     const bytes = slab.bytes, words = slab.words, lens = slab.lens, addrs = slab.addrs, ports = slab.ports;
     const offsets = slab.slotOffsets, vnet = slab.vnetHdrs, routes = this.routes, publicIpOf = routes.publicIpOf;
-    const port = this.config.port, icmpList = this.icmpList;
+    const port = this.config.port, mtu = this.config.mtu, icmpList = this.icmpList;
     let icmps = 0, readBytes = 0;
     for (let i = 0; i < n; i++) {
       const slot = slab.txFirst + i;
       const off = offsets[slot];
       const len = lens[slot];
       readBytes += len;
+      const vo = slot * VNET_HDR_SLOT;
+      const flags = vnet[vo], gsoType = vnet[vo + 1];
+      if (gsoType === 0 && len > mtu) {
+        c[C.dropTxOversize]++;
+        continue;
+      }
       if (!isWellFormedIPv4(bytes, off, len)) {
         c[C.dropTxMalformed]++;
         continue;
@@ -123,8 +136,6 @@ export class Forwarder {
         c[C.dropTxTtl]++;
         continue;
       }
-      const vo = slot * VNET_HDR_SLOT;
-      const flags = vnet[vo], gsoType = vnet[vo + 1];
       if (gsoType !== 0) {
         this.sendSegments(off, len, vo, gsoType, publicIpOf[peer]);
         continue;
@@ -151,39 +162,53 @@ export class Forwarder {
   }
 
   /**
-   * Cuts the TSO super-packet at off (TTL already decremented) into segments, each its own
-   * header cell plus its payload in place, queued for the peer at publicIp.
+   * Cuts the TSO super-packet at off (TTL already decremented) into segments that fit the MTU,
+   * each its own header cell plus its payload in place, queued for the peer at publicIp. One that
+   * fits a send call is queued whole (flushing first if the cells or the send list have no room
+   * left for it); a larger one is cut in chunks of what is left, flushing between them. Dropped
+   * and counted: not TCPV4 or not segmentable (dropTxBadOffload), or the MTU leaves no room for
+   * payload after its headers (dropTxOversize).
    */
   private sendSegments(off: number, len: number, vo: number, gsoType: number, publicIp: number): void {
     const { slab, counters: c } = this;
-    const vnet = slab.vnetHdrs;
+    const bytes = slab.bytes, vnet = slab.vnetHdrs, mtu = this.config.mtu;
     const gsoSize = vnet[vo + 4] | (vnet[vo + 5] << 8);
     if (gsoType !== VIRTIO_NET_HDR_GSO_TCPV4 || gsoSize === 0) {
       c[C.dropTxBadOffload]++;
       return;
     }
-    // At most this many segments (headers are at least 40 bytes): flush first if they might not fit.
-    const most = Math.ceil((len - 40) / gsoSize);
-    const cellEnd = slab.cellFirst + SEGMENT_CELLS;
-    if (this.nextCell + most > cellEnd || this.sends + most > IO_CALL_MAX) this.flushSends();
-    const first = this.nextCell;
-    const segs = segmentTcpSuperPacket(
-      slab.bytes, slab.words, off, len, gsoSize, slab.slotOffsets, first, Math.min(cellEnd - first, IO_CALL_MAX - this.sends),
-      slab.lens, slab.extOffs, slab.extLens,
-    );
-    if (segs === 0) {
-      c[C.dropTxBadOffload]++;
+    const total = tcpSegmentCount(bytes, off, len, gsoSize, mtu);
+    if (total === 0) {
+      // Segmentable but for the MTU (a header of mtu bytes or more): oversize; else a bad offload.
+      if (tcpSegmentCount(bytes, off, len, gsoSize, 0xffff) > 0) c[C.dropTxOversize]++;
+      else c[C.dropTxBadOffload]++;
       return;
     }
+    const cellEnd = slab.cellFirst + SEGMENT_CELLS;
+    if (total <= CELLS_PER_SEND && total > Math.min(cellEnd - this.nextCell, IO_CALL_MAX - this.sends)) this.flushSends();
     const addrs = slab.addrs, ports = slab.ports, list = this.sendList, port = this.config.port;
-    for (let cell = first; cell < first + segs; cell++) {
-      addrs[cell] = publicIp;
-      ports[cell] = port;
-      list[this.sends++] = cell;
+    for (let done = 0; done < total;) {
+      let room = Math.min(cellEnd - this.nextCell, IO_CALL_MAX - this.sends);
+      if (room === 0) {
+        this.flushSends();
+        room = CELLS_PER_SEND;
+      }
+      const first = this.nextCell;
+      // >= 1: done < total and room >= 1.
+      const segs = segmentTcpSuperPacket(
+        bytes, slab.words, off, len, gsoSize, mtu, done, slab.slotOffsets, first, room,
+        slab.lens, slab.extOffs, slab.extLens,
+      );
+      for (let cell = first; cell < first + segs; cell++) {
+        addrs[cell] = publicIp;
+        ports[cell] = port;
+        list[this.sends++] = cell;
+      }
+      this.nextCell = first + segs;
+      done += segs;
     }
-    this.nextCell = first + segs;
     c[C.tunTsoPackets]++;
-    c[C.tunTsoSegments] += segs;
+    c[C.tunTsoSegments] += total;
   }
 
   /**

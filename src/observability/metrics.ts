@@ -114,6 +114,7 @@ const COUNTER_SERIES: Readonly<Record<CounterName, CounterSeries>> = {
   udpSentPackets: { family: 'udp_sent_packets_total', labels: {} },
   udpSentBytes: { family: 'udp_sent_bytes_total', labels: {} },
   dropTxMalformed: drop('tx', 'malformed'),
+  dropTxOversize: drop('tx', 'oversize'),
   dropTxNoRoute: drop('tx', 'no_route'),
   dropTxTtl: drop('tx', 'ttl_exceeded'),
   dropTxSendError: drop('tx', 'send_error'),

@@ -2,9 +2,11 @@
  * Runs inside a namespace for test/integration/shim-udp.test.ts (`ip netns exec NS node this.js`):
  * drives the real shim's udpSend/udpRecv on two loopback sockets, with UDP GSO on or off, and
  * prints what the receiver got as JSON. A plain socket is the receiver, as a flanneld peer is;
- * in "gso-gro" mode the receiver has UDP GRO on and splits coalesced runs itself. Some datagrams
+ * in "gso-gro" mode the receiver has UDP GRO on and splits coalesced runs itself; in "gso-mtu"
+ * the route's MTU is below the datagrams, so every GSO message is refused and sent one by one. Some datagrams
  * are sent in two parts (a header cell, then a payload elsewhere in the slab), as TSO segments are.
  */
+import { execFileSync } from 'node:child_process';
 import { PacketSlab, SUPER_SLOT_SIZE } from '../../src/datapath/slab.js';
 import { createRing } from '../../src/datapath/native-io.js';
 import { shim } from '../../src/native/shim.js';
@@ -17,6 +19,19 @@ const HEADER = 52;
 
 function main(mode: string): void {
   const gso = mode !== 'plain', gro = mode === 'gso-gro';
+  // "gso-mtu": the route to the receivers has an MTU (600, locked) below every datagram: the
+  // kernel refuses each GSO message (EMSGSIZE), and the shim sends its datagrams one by one.
+  const lowMtu = mode === 'gso-mtu';
+  const localRoute = (mtu: string[]) => execFileSync('ip', ['route', 'replace', 'local', '127.0.0.1', 'dev', 'lo', 'table', 'local', ...mtu]);
+  if (lowMtu) localRoute(['mtu', 'lock', '600']);
+  try {
+    run(gso, gro);
+  } finally {
+    if (lowMtu) localRoute([]);
+  }
+}
+
+function run(gso: boolean, gro: boolean): void {
   const slab = new PacketSlab({ slotSize: 2048, batch: 64, receiveSlotSize: gro ? SUPER_SLOT_SIZE : 2048 });
   const ring = createRing(slab);
   const tx = shim.udpOpen(LOOPBACK, 0, 1 << 20, 1 << 20);

@@ -6,11 +6,13 @@
  *  - "check": numbered UDP datagrams of varied sizes routed into the TUN are read by both paths
  *    (with and without IFF_VNET_HDR); numbered packets written by both paths reach a socket;
  *    EAGAIN (empty queue), EBADF and an invalid slot give the same answers on both paths.
+ *  - "fallback": the io_uring fails under the ring; it falls back to syscalls for good.
  *  - "race": a worker thread keeps sending into the TUN while the io_uring path reads, so that
  *    packets arrive between the SQEs of a batch: what was read must still be in order.
  *  - "bench": ns per tunRead / tunWrite call (64 packets, and an empty queue) on both paths.
  */
 import { execFileSync } from 'node:child_process';
+import { readdirSync, readlinkSync } from 'node:fs';
 import { Worker, isMainThread, workerData } from 'node:worker_threads';
 import { createRing } from '../../src/datapath/native-io.js';
 import { PacketSlab } from '../../src/datapath/slab.js';
@@ -197,6 +199,32 @@ function raceSender(ms: number): void {
   while (Date.now() < end) seq += sendNumbered(udpFd, slab, ring, seq, 8);
 }
 
+/**
+ * "fallback": the ring's io_uring fails (its fd is closed behind its back): the write that finds
+ * out marks its packets lost and the ring drops to syscalls for good; later writes and reads work.
+ * Run under MALLOC_PERTURB_ so that any use of the freed io_uring state crashes.
+ */
+function fallback(): void {
+  const tun = openTun(true);
+  const { slab, ring } = newRing(true, true);
+  const rxFd = shim.udpOpen(TUN_ADDR, 0, 8 << 20, 8 << 20);
+  const rxPort = shim.udpLocalPort(rxFd);
+  const uringFds = readdirSync('/proc/self/fd').filter((fd) => {
+    try { return readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:[io_uring]'; } catch { return false; }
+  });
+  const before = shim.ringUring(ring);
+  for (const fd of uringFds) shim.closeFd(Number(fd));
+  const first = writeNumbered(tun, slab, ring, rxPort, 0, 10);
+  const after = shim.ringUring(ring);
+  const second = writeNumbered(tun, slab, ring, rxPort, 10, 10);
+  const delivered = receiveAll(rxFd, slab, ring);
+  const sender = newRing(false, false);
+  const udpFd = shim.udpOpen(TUN_ADDR, 0, 8 << 20, 8 << 20);
+  sendNumbered(udpFd, sender.slab, sender.ring, 100, 5);
+  const read = readAll(tun, slab, ring, true);
+  process.stdout.write(JSON.stringify({ uringFds: uringFds.length, before, after, first, second, delivered, read: read.seqs }) + '\n');
+}
+
 async function race(): Promise<void> {
   const tun = openTun(true);
   const { slab, ring } = newRing(true, true);
@@ -266,6 +294,7 @@ if (!isMainThread) {
 } else {
   const mode = process.argv[2] ?? 'check';
   if (mode === 'check') check();
+  else if (mode === 'fallback') fallback();
   else if (mode === 'race') await race();
   else bench();
 }

@@ -9,7 +9,7 @@ import { scenarioNamespace } from '../helpers/scenario-netns.js';
 
 const scenario = scenarioNamespace('tun-uring-scenario.js', 'fturing');
 
-function run(mode: 'check' | 'race'): Record<string, unknown> {
+function run(mode: 'check' | 'race' | 'fallback'): Record<string, unknown> {
   return scenario.run<Record<string, unknown>>([mode]);
 }
 
@@ -52,6 +52,25 @@ describe('shim tunRead/tunWrite through io_uring', () => {
         assert.equal(o.lastErrno, r['ebadf']);
       }
     }
+  });
+
+  it('when the io_uring fails, that write is lost and counted, and the ring falls back to syscalls for good', () => {
+    // MALLOC_PERTURB_ fills freed memory: a use of the dropped io_uring's state would crash.
+    process.env['MALLOC_PERTURB_'] = '165';
+    let r: { uringFds: number; before: number; after: number; first: { written: number; lens: number[] }; second: { written: number; lens: number[] }; delivered: number[]; read: number[] };
+    try {
+      r = run('fallback') as typeof r;
+    } finally {
+      delete process.env['MALLOC_PERTURB_'];
+    }
+    assert.equal(r.uringFds, 1, 'found the ring\'s io_uring fd');
+    assert.equal(r.before, 64);
+    assert.equal(r.after, 0, 'the ring dropped its io_uring');
+    assert.equal(r.first.written, 0);
+    assert.ok(r.first.lens.every((l) => l < 0), `the failed write marks its packets: ${JSON.stringify(r.first.lens)}`);
+    assert.equal(r.second.written, 10, 'later writes go through syscalls');
+    assert.deepEqual(r.delivered, range(10, 20));
+    assert.deepEqual(r.read, range(100, 105), 'reads too');
   });
 
   it('keeps the order of packets that arrive while a batch is in the kernel', () => {

@@ -11,7 +11,7 @@ import { parseIPv4 } from '../../src/routing-table/ipv4.js';
 import { RoutingSnapshot } from '../../src/routing-table/snapshot.js';
 import { FakeTun, FakeUdp } from '../helpers/fake-io.js';
 import {
-  buildTcpPacket, buildUdpPacket, ipChecksumValid, parseVnetHdr, partialChecksum, segmentSuperPacket,
+  buildTcpPacket, buildUdpPacket, ipChecksumValid, onesSum, parseVnetHdr, partialChecksum, segmentSuperPacket,
   tcpChecksumValid, udpChecksumValid,
 } from '../helpers/tcp-segments.js';
 
@@ -25,11 +25,11 @@ const TIMESTAMPS = Uint8Array.from([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
 /** flannel0's MTU minus IP, TCP and timestamp headers: what Linux picks as gso_size. */
 const GSO_SIZE = MTU - 20 - 32;
 
-function setup(batch = 8) {
-  const slab = new PacketSlab({ slotSize: slotSizeFor(MTU), batch, readSlotSize: SUPER_SLOT_SIZE, receiveSlotSize: SUPER_SLOT_SIZE });
+function setup(batch = 8, mtu = MTU) {
+  const slab = new PacketSlab({ slotSize: slotSizeFor(mtu), batch, readSlotSize: SUPER_SLOT_SIZE, receiveSlotSize: SUPER_SLOT_SIZE });
   const tun = new FakeTun(slab), udp = new FakeUdp(slab), counters = newCounters();
   const fwd = new Forwarder(slab, tun, udp, {
-    tunAddress: OWN, subnetPrefix: OWN, subnetLen: 24, port: PORT, mtu: MTU, tunGro: true,
+    tunAddress: OWN, subnetPrefix: OWN, subnetLen: 24, port: PORT, mtu, tunGro: true,
   }, counters);
   fwd.setRoutes(RoutingSnapshot.build([{ prefix: parseIPv4('10.244.2.0'), prefixLen: 24, publicIp: PEER }]));
   return { slab, tun, udp, fwd, counters };
@@ -52,28 +52,48 @@ function vnetHdr(h: { flags: number; gsoType: number; hdrLen: number; gsoSize: n
  * A TSO super-packet as flannel0 hands it out: one TCP packet with `payload` bytes and a partial
  * checksum (the pseudo-header sum over the whole TCP length), and its virtio_net_hdr.
  */
-function superPacket(payload: number, opts: { ttl?: number; flags?: number; seq?: number; id?: number } = {}) {
+function superPacket(payload: number, opts: { ttl?: number; flags?: number; seq?: number; id?: number; gsoSize?: number; dst?: number } = {}) {
+  const dst = opts.dst ?? PEER_POD;
   const p = buildTcpPacket({
-    src: OWN_POD, dst: PEER_POD, ttl: opts.ttl ?? 64, df: true, id: opts.id ?? 100, sport: 40000, dport: 5201,
+    src: OWN_POD, dst, ttl: opts.ttl ?? 64, df: true, id: opts.id ?? 100, sport: 40000, dport: 5201,
     seq: opts.seq ?? 0xfffff000, ack: 77, flags: opts.flags ?? 0x18, window: 500, tcpOptions: TIMESTAMPS,
     payload: Uint8Array.from({ length: payload }, (_, i) => (i * 7 + 3) & 0xff),
   });
-  new DataView(p.buffer).setUint16(20 + 16, partialChecksum(OWN_POD, PEER_POD, 6, p.length - 20));
-  const hdr = vnetHdr({ flags: 1, gsoType: 1, hdrLen: 52, gsoSize: GSO_SIZE, csumStart: 20, csumOffset: 16 });
+  new DataView(p.buffer).setUint16(20 + 16, partialChecksum(OWN_POD, dst, 6, p.length - 20));
+  const hdr = vnetHdr({ flags: 1, gsoType: 1, hdrLen: 52, gsoSize: opts.gsoSize ?? GSO_SIZE, csumStart: 20, csumOffset: 16 });
   return { packet: p, hdr };
+}
+
+/** The packet after the forwarder's TTL - 1 (header checksum recomputed). */
+function afterTtl(packet: Uint8Array): Buffer {
+  const p = Buffer.from(packet);
+  p[8]--;
+  p.writeUInt16BE(0, 10);
+  p.writeUInt16BE(~onesSum(p, 0, 20) & 0xffff, 10);
+  return p;
 }
 
 /** What the kernel would send for the super-packet, after the forwarder's TTL - 1. */
 function expectedSegments(packet: Uint8Array, hdr: Uint8Array): Buffer[] {
-  const sp = packet.slice();
-  const v = new DataView(sp.buffer);
-  sp[8]--;
-  v.setUint16(10, 0);
-  let sum = 0;
-  for (let i = 0; i < 20; i += 2) sum += v.getUint16(i);
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  v.setUint16(10, ~sum & 0xffff);
-  return segmentSuperPacket(parseVnetHdr(hdr, 0), sp).map((s) => Buffer.from(s));
+  return segmentSuperPacket(parseVnetHdr(hdr, 0), afterTtl(packet)).map((s) => Buffer.from(s));
+}
+
+/** Records how many datagrams each send call of udp carried. */
+function recordSendCalls(udp: FakeUdp): number[] {
+  const sizes: number[] = [];
+  const send = udp.send.bind(udp);
+  udp.send = (list, count) => {
+    sizes.push(count);
+    return send(list, count);
+  };
+  return sizes;
+}
+
+/** A plain TCP packet from our pod to the peer's, payload bytes all `fill`. */
+function plainPacket(payload: number, fill = 0, dst = PEER_POD): Uint8Array {
+  return buildTcpPacket({
+    src: OWN_POD, dst, ttl: 64, sport: 1, dport: 2, seq: 5, ack: 6, flags: 0x10, window: 9, payload: new Uint8Array(payload).fill(fill),
+  });
 }
 
 describe('TSO super-packets from flannel0', () => {
@@ -156,15 +176,177 @@ describe('TSO super-packets from flannel0', () => {
     const { tun, udp, fwd, counters } = setup();
     const { packet, hdr } = superPacket(3 * GSO_SIZE);
     const udpPacket = buildUdpPacket({ src: OWN_POD, dst: PEER_POD, sport: 1, dport: 2, payload: new Uint8Array(4000), check: 0 });
+    const smallUdp = buildUdpPacket({ src: OWN_POD, dst: PEER_POD, sport: 1, dport: 2, payload: new Uint8Array(400), check: 0 });
     // UFO (gso_type 3), TCP segmentation asked for a UDP packet, gso_size 0, a checksum offset beyond the packet.
     tun.pushOffloaded(packet.slice(), vnetHdr({ flags: 1, gsoType: 3, hdrLen: 52, gsoSize: GSO_SIZE, csumStart: 20, csumOffset: 16 }));
     tun.pushOffloaded(udpPacket.slice(), vnetHdr({ flags: 1, gsoType: 1, hdrLen: 28, gsoSize: 1000, csumStart: 20, csumOffset: 6 }));
     tun.pushOffloaded(packet.slice(), vnetHdr({ flags: 1, gsoType: 1, hdrLen: 52, gsoSize: 0, csumStart: 20, csumOffset: 16 }));
-    tun.pushOffloaded(udpPacket.slice(), vnetHdr({ flags: 1, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 20, csumOffset: udpPacket.length }));
+    tun.pushOffloaded(smallUdp, vnetHdr({ flags: 1, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 20, csumOffset: smallUdp.length }));
     tun.pushOffloaded(packet, hdr);
     assert.equal(fwd.tunToUdp(), 5);
     assert.equal(counters[C.dropTxBadOffload], 4);
+    assert.equal(counters[C.dropTxOversize], 0);
     assert.equal(udp.sent.length, 3, 'the good super-packet still goes');
+  });
+
+  test('gso_size + headers above the MTU: cut at MTU - headers, as the reference cut there, no datagram above the MTU', () => {
+    for (const gsoSize of [MTU - 52 + 1, 9000, 65535]) {
+      const { tun, udp, fwd, counters } = setup();
+      const { packet, hdr } = superPacket(30000, { gsoSize });
+      tun.pushOffloaded(packet, hdr);
+      assert.equal(fwd.tunToUdp(), 1);
+      const cutHdr = vnetHdr({ flags: 1, gsoType: 1, hdrLen: 52, gsoSize: MTU - 52, csumStart: 20, csumOffset: 16 });
+      const want = expectedSegments(packet, cutHdr);
+      assert.equal(want.length, Math.ceil(30000 / (MTU - 52)));
+      assert.equal(udp.sent.length, want.length, `gso_size ${gsoSize}`);
+      assert.ok(udp.sent.every((d, i) => d.data.equals(want[i]!)), `gso_size ${gsoSize}: every segment as the reference cut at ${MTU - 52}`);
+      for (const d of udp.sent) {
+        assert.ok(d.data.length <= MTU, `a ${d.data.length}-byte datagram`);
+        assert.ok(ipChecksumValid(d.data) && tcpChecksumValid(d.data));
+      }
+      assert.equal(udp.sent[0]!.data.length, MTU, 'full segments fill the MTU');
+      assert.equal(counters[C.tunTsoSegments], want.length);
+      assert.equal(counters[C.dropTxOversize], 0);
+    }
+  });
+
+  test('a super-packet whose headers leave no room within the MTU is dropped as oversize; the batch goes on', () => {
+    // MTU 52: exactly the 20 + 32 header bytes, not one payload byte more.
+    const { tun, udp, fwd, counters } = setup(8, 52);
+    const { packet, hdr } = superPacket(3000);
+    const small = plainPacket(4);
+    tun.pushOffloaded(packet, hdr);
+    tun.push(small);
+    assert.equal(fwd.tunToUdp(), 2);
+    assert.equal(counters[C.dropTxOversize], 1);
+    assert.equal(counters[C.dropTxBadOffload], 0);
+    assert.equal(counters[C.tunTsoPackets], 0);
+    assert.deepEqual(udp.sent.map((d) => d.data), [afterTtl(small)]);
+  });
+
+  test('a plain packet longer than the MTU (a 64 KiB read slot takes one) is dropped and counted, not sent', () => {
+    const { tun, udp, fwd, counters } = setup();
+    const over = plainPacket(MTU - 40 + 1, 1);
+    const exact = plainPacket(MTU - 40, 2);
+    const hugeUdp = buildUdpPacket({
+      src: OWN_POD, dst: PEER_POD, sport: 5353, dport: 53, payload: new Uint8Array(60000), ttl: 64,
+      check: partialChecksum(OWN_POD, PEER_POD, 17, 8 + 60000),
+    });
+    tun.push(over);
+    tun.push(exact);
+    // Also with a partial checksum to complete (NEEDS_CSUM, no GSO): still one plain packet.
+    tun.pushOffloaded(hugeUdp, vnetHdr({ flags: 1, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 20, csumOffset: 6 }));
+    assert.equal(fwd.tunToUdp(), 3);
+    assert.equal(counters[C.dropTxOversize], 2);
+    assert.equal(counters[C.dropTxMalformed], 0);
+    assert.equal(counters[C.tunCsumCompleted], 0);
+    assert.equal(counters[C.tunReadPackets], 3);
+    assert.deepEqual(udp.sent.map((d) => d.data), [afterTtl(exact)], 'only the packet of exactly the MTU');
+    assert.equal(counters[C.udpSentPackets], 1);
+  });
+
+  test('gso_size 48 (the minimum MSS) on a 60,000-byte payload: all 1250 segments, in order, in several send calls', () => {
+    const { tun, udp, fwd, counters } = setup();
+    const calls = recordSendCalls(udp);
+    const { packet, hdr } = superPacket(60000, { gsoSize: 48 });
+    tun.pushOffloaded(packet, hdr);
+    assert.equal(fwd.tunToUdp(), 1);
+    const want = expectedSegments(packet, hdr);
+    assert.equal(want.length, 1250);
+    assert.equal(udp.sent.length, 1250);
+    assert.ok(udp.sent.every((d, i) => d.data.equals(want[i]!)), 'every segment as the reference, in order');
+    assert.ok(calls.length >= 2 && calls.every((n) => n <= 1024), `send calls: ${calls.join(', ')}`);
+    assert.equal(calls.reduce((a, b) => a + b, 0), 1250);
+    assert.equal(counters[C.tunTsoPackets], 1);
+    assert.equal(counters[C.tunTsoSegments], 1250);
+    assert.equal(counters[C.udpSentPackets], 1250);
+    assert.equal(counters[C.dropTxBadOffload] + counters[C.dropTxOversize] + counters[C.dropTxSendError], 0);
+  });
+
+  test('a batch mixing minimum-MSS super-packets with plain packets and other super-packets keeps every packet in order', () => {
+    const { tun, udp, fwd, counters } = setup();
+    const calls = recordSendCalls(udp);
+    const a = plainPacket(10, 0xa1), b = plainPacket(20, 0xb2), c = plainPacket(30, 0xc3);
+    const tiny1 = superPacket(60000, { gsoSize: 48, seq: 1000, id: 10 });
+    const normal = superPacket(20000, { seq: 2000000, id: 2000 });
+    const tiny2 = superPacket(65535 - 52, { gsoSize: 48, seq: 3000000, id: 3000 });
+    tun.push(a);
+    tun.pushOffloaded(tiny1.packet, tiny1.hdr);
+    tun.pushOffloaded(normal.packet, normal.hdr);
+    tun.push(b);
+    tun.pushOffloaded(tiny2.packet, tiny2.hdr);
+    tun.push(c);
+    assert.equal(fwd.tunToUdp(), 6);
+    const want = [
+      afterTtl(a), ...expectedSegments(tiny1.packet, tiny1.hdr), ...expectedSegments(normal.packet, normal.hdr),
+      afterTtl(b), ...expectedSegments(tiny2.packet, tiny2.hdr), afterTtl(c),
+    ];
+    assert.equal(want.length, 1 + 1250 + Math.ceil(20000 / GSO_SIZE) + 1 + Math.ceil((65535 - 52) / 48) + 1);
+    assert.equal(udp.sent.length, want.length);
+    assert.ok(udp.sent.every((d, i) => d.data.equals(want[i]!)), 'every datagram as expected, in order');
+    assert.ok(calls.every((n) => n <= 1024), `send calls: ${calls.join(', ')}`);
+    assert.equal(counters[C.tunTsoPackets], 3);
+    assert.equal(counters[C.tunTsoSegments], want.length - 3);
+  });
+
+  test('a super-packet with TTL 1: one dropTxTtl, nothing sent', () => {
+    const { tun, udp, fwd, counters } = setup();
+    const { packet, hdr } = superPacket(60000, { gsoSize: 48, ttl: 1 });
+    tun.pushOffloaded(packet, hdr);
+    assert.equal(fwd.tunToUdp(), 1);
+    assert.equal(counters[C.dropTxTtl], 1);
+    assert.equal(counters[C.tunTsoPackets], 0);
+    assert.equal(counters[C.tunTsoSegments], 0);
+    assert.equal(udp.sent.length, 0);
+    assert.equal(tun.written.length, 0);
+  });
+
+  test('a super-packet with no route: exactly one ICMP net-unreachable quoting its header, nothing sent', () => {
+    const { tun, udp, fwd, counters } = setup();
+    const { packet, hdr } = superPacket(20000, { dst: parseIPv4('10.244.9.9') });
+    tun.pushOffloaded(packet, hdr);
+    assert.equal(fwd.tunToUdp(), 1);
+    assert.equal(counters[C.dropTxNoRoute], 1);
+    assert.equal(counters[C.icmpUnreachableSent], 1);
+    assert.equal(counters[C.tunTsoPackets], 0);
+    assert.equal(udp.sent.length, 0);
+    assert.equal(tun.written.length, 1);
+    const icmp = tun.written[0]!;
+    assert.equal(icmp.length, 20 + 8 + 20 + 8);
+    assert.equal(icmp[9], 1, 'ICMP');
+    assert.equal(icmp.readUInt32BE(16), OWN_POD, 'to the sender');
+    assert.deepEqual([icmp[20], icmp[21]], [3, 0], 'destination unreachable, net unreachable');
+    assert.equal(onesSum(icmp, 20, icmp.length - 20), 0xffff, 'ICMP checksum');
+    assert.ok(ipChecksumValid(icmp));
+    // The super-packet's own IP header (total length 20052, TTL as read) and its first 8 TCP bytes.
+    assert.deepEqual(icmp.subarray(28), Buffer.from(packet.subarray(0, 28)));
+    assert.equal(icmp.readUInt16BE(28 + 2), 20052);
+  });
+
+  test('a NEEDS_CSUM UDP packet whose checksum comes out 0 is sent with 0xffff (RFC 768)', () => {
+    const { tun, udp, fwd, counters } = setup();
+    for (let r = 0; r < 4; r++) {
+      const payload = Uint8Array.from({ length: 2 + 37 * r }, (_, i) => (i * 29 + r * 7 + 1) & 0xff);
+      payload[0] = payload[1] = 0;
+      const p = buildUdpPacket({
+        src: OWN_POD, dst: PEER_POD, sport: 5353, dport: 53, payload, ttl: 64,
+        check: partialChecksum(OWN_POD, PEER_POD, 17, 8 + payload.length),
+      });
+      // The first two payload bytes make the sum over the UDP part (with the partial field) 0xffff: ~sum = 0.
+      const fix = 0xffff - onesSum(p, 20, p.length - 20);
+      p[28] = fix >> 8;
+      p[29] = fix & 0xff;
+      assert.equal(onesSum(p, 20, p.length - 20), 0xffff, 'constructed sum');
+      tun.pushOffloaded(p, vnetHdr({ flags: 1, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 20, csumOffset: 6 }));
+    }
+    assert.equal(fwd.tunToUdp(), 4);
+    assert.equal(udp.sent.length, 4);
+    for (const d of udp.sent) {
+      assert.equal(d.data.readUInt16BE(26), 0xffff, 'zero checksum sent as 0xffff');
+      assert.ok(udpChecksumValid(d.data));
+      assert.ok(ipChecksumValid(d.data));
+    }
+    assert.equal(counters[C.tunCsumCompleted], 4);
   });
 });
 

@@ -6,7 +6,7 @@
 // Randomized tests print their seed on failure; rerun one with TCP_SEGMENT_SEED=<seed>.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { SEGMENT_HEADER_CELL, completeChecksum, segmentTcpSuperPacket } from '../../src/encap/tcp-segment.js';
+import { SEGMENT_HEADER_CELL, completeChecksum, segmentTcpSuperPacket, tcpSegmentCount } from '../../src/encap/tcp-segment.js';
 import { mulberry32 } from '../helpers/prng.js';
 import {
   TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_PSH, TCP_URG,
@@ -17,6 +17,8 @@ import {
 const LENS_SENTINEL = -7;
 const EXT_OFFS_SENTINEL = 0xdeadbeef;
 const EXT_LENS_SENTINEL = 0xbeef;
+/** maxSegmentBytes that never cuts below gso_size (an IPv4 packet has at most 65535 bytes). */
+const NO_LIMIT = 65535;
 
 function seeds(count: number, base: number): number[] {
   const only = process.env.TCP_SEGMENT_SEED;
@@ -149,8 +151,23 @@ function layout(rand: () => number, spLen: number, cellCount: number, useWords: 
   return { backing, bytes, words: useWords ? new Uint32Array(backing.buffer) : null, off, slotOffsets };
 }
 
-function vnetFor(c: Case) {
-  return { flags: 1, gsoType: 1, hdrLen: c.hdr, gsoSize: c.gsoSize, csumStart: c.ihl, csumOffset: 16 };
+/** The reference's vnet header for a case; gsoSize: the size the segments are cut at (default the case's). */
+function vnetFor(c: Case, gsoSize = c.gsoSize) {
+  return { flags: 1, gsoType: 1, hdrLen: c.hdr, gsoSize, csumStart: c.ihl, csumOffset: 16 };
+}
+
+/** The payload bytes per segment the segmenter must cut at: gso_size, or less where maxSegmentBytes says so. */
+function cutSize(c: Case, maxSegmentBytes: number): number {
+  return Math.min(c.gsoSize, maxSegmentBytes - c.hdr);
+}
+
+/** The segment in `cell` as the sendmsg would gather it: header cell, then payload in the super-packet. */
+function gather(bytes: Uint8Array, slotOffsets: Uint32Array, out: Outputs, cell: number): Uint8Array {
+  const seg = new Uint8Array(out.lens[cell] + out.extLens[cell]);
+  const h = slotOffsets[cell];
+  seg.set(bytes.subarray(h, h + out.lens[cell]), 0);
+  seg.set(bytes.subarray(out.extOffs[cell], out.extOffs[cell] + out.extLens[cell]), out.lens[cell]);
+  return seg;
 }
 
 interface Outputs { lens: Int32Array; extOffs: Uint32Array; extLens: Uint16Array }
@@ -165,10 +182,13 @@ function outputs(cellCount: number): Outputs {
 
 /**
  * Runs the segmenter on a random layout (with the super-packet at absolute buffer position
- * alignment mod 8, if given) and checks everything against the reference. Returns the segment count.
+ * alignment mod 8, if given) and checks everything against the reference, cut at
+ * min(gso_size, maxSegmentBytes - hdr). Returns the segment count.
  */
-function segmentAndCheck(rand: () => number, c: Case, useWords: boolean, alignment?: number): number {
-  const expected = segmentSuperPacket(vnetFor(c), c.sp);
+function segmentAndCheck(rand: () => number, c: Case, useWords: boolean, alignment?: number, maxSegmentBytes = NO_LIMIT): number {
+  const seg = cutSize(c, maxSegmentBytes);
+  const expected = segmentSuperPacket(vnetFor(c, seg), c.sp);
+  assert.equal(tcpSegmentCount(c.sp, 0, c.sp.length, c.gsoSize, maxSegmentBytes), expected.length, 'tcpSegmentCount');
   const firstCell = rand() % 4;
   const spare = rand() % 3;
   const maxCells = expected.length + spare;
@@ -179,7 +199,7 @@ function segmentAndCheck(rand: () => number, c: Case, useWords: boolean, alignme
   const before = L.backing.slice();
   const out = outputs(cellCount);
 
-  const n = segmentTcpSuperPacket(L.bytes, L.words, L.off, c.sp.length, c.gsoSize, L.slotOffsets, firstCell, maxCells, out.lens, out.extOffs, out.extLens);
+  const n = segmentTcpSuperPacket(L.bytes, L.words, L.off, c.sp.length, c.gsoSize, maxSegmentBytes, 0, L.slotOffsets, firstCell, maxCells, out.lens, out.extOffs, out.extLens);
   assert.equal(n, expected.length, 'segment count');
 
   // The whole backing buffer: as before, but for each used cell's first hdr bytes (the reference
@@ -194,19 +214,16 @@ function segmentAndCheck(rand: () => number, c: Case, useWords: boolean, alignme
   for (let i = 0; i < n; i++) {
     const cell = firstCell + i;
     assert.equal(out.lens[cell], c.hdr, `lens of cell ${cell}`);
-    assert.equal(out.extOffs[cell], L.off + c.hdr + i * c.gsoSize, `extOffs of cell ${cell}`);
-    const payload = i < n - 1 ? c.gsoSize : c.sp.length - c.hdr - i * c.gsoSize;
+    assert.equal(out.extOffs[cell], L.off + c.hdr + i * seg, `extOffs of cell ${cell}`);
+    const payload = i < n - 1 ? seg : c.sp.length - c.hdr - i * seg;
     assert.equal(out.extLens[cell], payload, `extLens of cell ${cell}`);
-    // The segment as the sendmsg would gather it: header cell, then payload in the super-packet.
-    const seg = new Uint8Array(out.lens[cell] + out.extLens[cell]);
-    const h = L.slotOffsets[cell];
-    seg.set(L.bytes.subarray(h, h + out.lens[cell]), 0);
-    seg.set(L.bytes.subarray(out.extOffs[cell], out.extOffs[cell] + out.extLens[cell]), out.lens[cell]);
-    sameBytes(seg, expected[i], `segment ${i} of ${n}`);
-    assert.ok(ipChecksumValid(seg), `segment ${i} IP checksum`);
-    assert.ok(tcpChecksumValid(seg), `segment ${i} TCP checksum`);
+    const segment = gather(L.bytes, L.slotOffsets, out, cell);
+    sameBytes(segment, expected[i], `segment ${i} of ${n}`);
+    assert.ok(segment.length <= maxSegmentBytes, `segment ${i}: ${segment.length} bytes > ${maxSegmentBytes}`);
+    assert.ok(ipChecksumValid(segment), `segment ${i} IP checksum`);
+    assert.ok(tcpChecksumValid(segment), `segment ${i} TCP checksum`);
     // Flags, checked directly too (not only through the reference).
-    const flags = seg[c.ihl + 13];
+    const flags = segment[c.ihl + 13];
     const orig = original.tcp!.flags;
     assert.equal(flags & TCP_CWR, i === 0 ? orig & TCP_CWR : 0, `CWR of segment ${i}`);
     assert.equal(flags & (TCP_PSH | TCP_FIN), i === n - 1 ? orig & (TCP_PSH | TCP_FIN) : 0, `PSH/FIN of segment ${i}`);
@@ -222,15 +239,28 @@ function segmentAndCheck(rand: () => number, c: Case, useWords: boolean, alignme
   return n;
 }
 
-/** Calls the segmenter where it must refuse; checks it returns 0 and writes nothing at all. */
-function expectRefused(rand: () => number, sp: Uint8Array, gsoSize: number, maxCells: number, why: string, len = sp.length): void {
+interface RefusalOptions {
+  len?: number;
+  maxSegmentBytes?: number;
+  firstSegment?: number;
+  /** The packet itself cannot be segmented: tcpSegmentCount is 0 too (default true). */
+  countZero?: boolean;
+}
+
+/**
+ * Calls the segmenter where it must refuse; checks it returns 0 and writes nothing at all (and,
+ * unless the refusal is about firstSegment or maxCells, that tcpSegmentCount is 0 too).
+ */
+function expectRefused(rand: () => number, sp: Uint8Array, gsoSize: number, maxCells: number, why: string, opts: RefusalOptions = {}): void {
+  const { len = sp.length, maxSegmentBytes = NO_LIMIT, firstSegment = 0, countZero = true } = opts;
+  if (countZero) assert.equal(tcpSegmentCount(sp, 0, len, gsoSize, maxSegmentBytes), 0, `${why}: tcpSegmentCount`);
   for (const useWords of [false, true]) {
     const cellCount = maxCells + 2;
     const L = layout(rand, sp.length, cellCount, useWords);
     L.bytes.set(sp, L.off);
     const before = L.backing.slice();
     const out = outputs(cellCount);
-    const n = segmentTcpSuperPacket(L.bytes, L.words, L.off, len, gsoSize, L.slotOffsets, 1, maxCells, out.lens, out.extOffs, out.extLens);
+    const n = segmentTcpSuperPacket(L.bytes, L.words, L.off, len, gsoSize, maxSegmentBytes, firstSegment, L.slotOffsets, 1, maxCells, out.lens, out.extOffs, out.extLens);
     assert.equal(n, 0, `${why}: not refused`);
     sameBytes(L.backing, before, `${why}: buffer written`);
     assert.ok(out.lens.every((x) => x === LENS_SENTINEL), `${why}: lens written`);
@@ -253,7 +283,7 @@ describe('segmentTcpSuperPacket', () => {
     bytes.set(sp, off);
     const slotOffsets = new Uint32Array([700, 400, 550, 850]);
     const lens = new Int32Array(4), extOffs = new Uint32Array(4), extLens = new Uint16Array(4);
-    const n = segmentTcpSuperPacket(bytes, null, off, sp.length, 100, slotOffsets, 1, 3, lens, extOffs, extLens);
+    const n = segmentTcpSuperPacket(bytes, null, off, sp.length, 100, NO_LIMIT, 0, slotOffsets, 1, 3, lens, extOffs, extLens);
     assert.equal(n, 3);
     assert.deepEqual(Array.from(lens), [0, 40, 40, 40]);
     assert.deepEqual(Array.from(extOffs), [0, off + 40, off + 140, off + 240]);
@@ -327,7 +357,7 @@ describe('segmentTcpSuperPacket', () => {
             const work = before.slice();
             const w = words === null ? null : new Uint32Array(work.buffer);
             const out = outputs(cells);
-            const n = segmentTcpSuperPacket(work, w, off, sp.length, gsoSize, slotOffsets, 0, cells, out.lens, out.extOffs, out.extLens);
+            const n = segmentTcpSuperPacket(work, w, off, sp.length, gsoSize, NO_LIMIT, 0, slotOffsets, 0, cells, out.lens, out.extOffs, out.extLens);
             const where = `hdr ${hdr}, super-packet +${spShift}, cells +${cellShifts.join(',')}, ${words === null ? 'bytes' : 'words'}`;
             assert.equal(n, cells, where);
             const want = before.slice();
@@ -355,7 +385,7 @@ describe('segmentTcpSuperPacket', () => {
       const L = layout(rand, ok.length, 8, false);
       L.bytes.set(ok, L.off);
       const out = outputs(8);
-      assert.equal(segmentTcpSuperPacket(L.bytes, null, L.off, ok.length, 1000, L.slotOffsets, 1, 3, out.lens, out.extOffs, out.extLens), 3);
+      assert.equal(segmentTcpSuperPacket(L.bytes, null, L.off, ok.length, 1000, NO_LIMIT, 0, L.slotOffsets, 1, 3, out.lens, out.extOffs, out.extLens), 3);
     }
     expectRefused(rand, superPacket({ ...BASE, protocol: 17 }, payload), 1000, 5, 'UDP');
     expectRefused(rand, superPacket({ ...BASE, mf: true }, payload), 1000, 5, 'MF');
@@ -373,27 +403,112 @@ describe('segmentTcpSuperPacket', () => {
     const headerOnly = superPacket({ ...BASE, tcpOptions: new Uint8Array(12) }, new Uint8Array(0));
     expectRefused(rand, headerOnly, 1000, 5, 'no payload');
     // Shorter than an IP header plus a minimal TCP header (len passed smaller than the buffer).
-    expectRefused(rand, ok, 1000, 5, 'len < ihl + 20', 30);
+    expectRefused(rand, ok, 1000, 5, 'len < ihl + 20', { len: 30 });
     expectRefused(rand, ok, 0, 5000, 'gso_size 0');
     expectRefused(rand, ok, -1, 5000, 'gso_size -1');
     expectRefused(rand, ok, Number.NaN, 5000, 'gso_size NaN');
-    // maxCells: 3000 / 1000 = 3 segments; 3001 / 1000 = 4.
-    expectRefused(rand, ok, 1000, 2, 'maxCells 2 for 3 segments');
-    expectRefused(rand, ok, 1, 2999, 'maxCells 2999 for 3000 segments');
-    expectRefused(rand, ok, 1000, 0, 'maxCells 0');
+    // maxSegmentBytes that leaves no payload byte after the 40-byte header (41 leaves one).
+    expectRefused(rand, ok, 1000, 5, 'maxSegmentBytes 40 = hdr', { maxSegmentBytes: 40 });
+    expectRefused(rand, ok, 1000, 5, 'maxSegmentBytes 0', { maxSegmentBytes: 0 });
+    expectRefused(rand, ok, 1000, 5, 'maxSegmentBytes NaN', { maxSegmentBytes: Number.NaN });
+    assert.equal(tcpSegmentCount(ok, 0, ok.length, 1000, 41), 3000);
+    // The chunk asked for: 3000 / 1000 = 3 segments, numbered 0..2.
+    const chunk = { countZero: false };
+    expectRefused(rand, ok, 1000, 0, 'maxCells 0', chunk);
+    expectRefused(rand, ok, 1000, -1, 'maxCells -1', chunk);
+    expectRefused(rand, ok, 1000, 5, 'firstSegment 3 of 3', { ...chunk, firstSegment: 3 });
+    expectRefused(rand, ok, 1000, 5, 'firstSegment -1', { ...chunk, firstSegment: -1 });
+    expectRefused(rand, ok, 1000, 5, 'firstSegment 1.5', { ...chunk, firstSegment: 1.5 });
+    expectRefused(rand, ok, 1000, 5, 'firstSegment NaN', { ...chunk, firstSegment: Number.NaN });
+    expectRefused(rand, ok, 41, 5, 'firstSegment 74 of 74 (3000 / 41)', { ...chunk, firstSegment: 74 });
   });
 
-  test('maxCells: exactly enough cells is enough', () => {
+  test('maxCells: exactly enough cells is enough; fewer cut the first maxCells segments, no more', () => {
     const rand = mulberry32(405);
     for (const [payloadLen, gsoSize, segments] of [[3000, 1000, 3], [3001, 1000, 4], [1, 1500, 1], [1448 * 45, 1448, 45], [500, 1, 500]]) {
       const sp = superPacket(BASE, randomBytes(rand, payloadLen));
-      const L = layout(rand, sp.length, segments + 1, true);
+      assert.equal(tcpSegmentCount(sp, 0, sp.length, gsoSize, NO_LIMIT), segments);
+      const L = layout(rand, sp.length, segments + 2, true);
       L.bytes.set(sp, L.off);
-      const out = outputs(segments + 1);
-      assert.equal(segmentTcpSuperPacket(L.bytes, L.words, L.off, sp.length, gsoSize, L.slotOffsets, 1, segments, out.lens, out.extOffs, out.extLens), segments);
-      assert.equal(out.lens[0], LENS_SENTINEL);
-      expectRefused(rand, sp, gsoSize, segments - 1, `${segments - 1} cells for ${segments} segments`);
+      const whole = outputs(segments + 2);
+      assert.equal(segmentTcpSuperPacket(L.bytes, L.words, L.off, sp.length, gsoSize, NO_LIMIT, 0, L.slotOffsets, 1, segments, whole.lens, whole.extOffs, whole.extLens), segments);
+      assert.equal(whole.lens[0], LENS_SENTINEL);
+      assert.equal(whole.lens[segments + 1], LENS_SENTINEL);
+      const wholeSegments = Array.from({ length: segments }, (_, i) => gather(L.bytes, L.slotOffsets, whole, 1 + i));
+      if (segments === 1) continue;
+      // One cell fewer: the first segments - 1 (the same bytes), the last cell left alone.
+      const fewer = outputs(segments + 2);
+      assert.equal(segmentTcpSuperPacket(L.bytes, L.words, L.off, sp.length, gsoSize, NO_LIMIT, 0, L.slotOffsets, 1, segments - 1, fewer.lens, fewer.extOffs, fewer.extLens), segments - 1);
+      for (let i = 0; i < segments - 1; i++) sameBytes(gather(L.bytes, L.slotOffsets, fewer, 1 + i), wholeSegments[i], `segment ${i} of the shorter chunk`);
+      assert.equal(fewer.lens[segments], LENS_SENTINEL, 'no cell beyond maxCells written');
+      // More cells than are left after firstSegment: only the rest is cut.
+      const rest = outputs(segments + 2);
+      assert.equal(segmentTcpSuperPacket(L.bytes, L.words, L.off, sp.length, gsoSize, NO_LIMIT, segments - 1, L.slotOffsets, 1, segments, rest.lens, rest.extOffs, rest.extLens), 1);
+      sameBytes(gather(L.bytes, L.slotOffsets, rest, 1), wholeSegments[segments - 1], 'the last segment alone');
+      assert.equal(rest.lens[2], LENS_SENTINEL);
     }
+  });
+
+  test('chunks (random first segment and chunk sizes, cells reused after each) are exactly the whole-packet segments', () => {
+    let chunked = 0, cut = 0;
+    for (const seed of seeds(150, 0xc4a40000)) {
+      withSeed('chunks', seed, (rand) => {
+        const c = randomCase(rand);
+        const limited = rand() % 2 === 0;
+        const maxSegmentBytes = limited ? c.hdr + 1 + (rand() % (c.gsoSize + 40)) : NO_LIMIT;
+        const total = tcpSegmentCount(c.sp, 0, c.sp.length, c.gsoSize, maxSegmentBytes);
+        const expected = segmentSuperPacket(vnetFor(c, cutSize(c, maxSegmentBytes)), c.sp);
+        assert.equal(total, expected.length, 'tcpSegmentCount');
+        if (cutSize(c, maxSegmentBytes) < c.gsoSize) cut++;
+        const useWords = seed % 2 === 0;
+        const cells = 1 + (rand() % Math.min(total, 64));
+        const L = layout(rand, c.sp.length, cells + 2, useWords);
+        L.bytes.set(c.sp, L.off);
+        const spBefore = c.sp.slice();
+        // From a random first segment to the end, in random chunks into the same cells, gathered
+        // after each chunk (as the forwarder sends a chunk before cutting the next into them).
+        const start = rand() % 3 === 0 ? 0 : rand() % total;
+        const got: Uint8Array[] = [];
+        let calls = 0;
+        for (let first = start; first < total; calls++) {
+          const firstCell = rand() % 3;
+          const maxCells = 1 + (rand() % (cells + 1 - Math.max(0, firstCell - 1)));
+          const out = outputs(cells + 2);
+          const n = segmentTcpSuperPacket(L.bytes, L.words, L.off, c.sp.length, c.gsoSize, maxSegmentBytes, first, L.slotOffsets, firstCell, Math.min(maxCells, cells + 2 - firstCell), out.lens, out.extOffs, out.extLens);
+          assert.equal(n, Math.min(Math.min(maxCells, cells + 2 - firstCell), total - first), `count of the chunk at ${first}`);
+          for (let cell = 0; cell < cells + 2; cell++) {
+            if (cell >= firstCell && cell < firstCell + n) got.push(gather(L.bytes, L.slotOffsets, out, cell));
+            else assert.equal(out.lens[cell], LENS_SENTINEL, `cell ${cell} outside the chunk`);
+          }
+          first += n;
+        }
+        sameBytes(L.bytes.subarray(L.off, L.off + c.sp.length), spBefore, 'super-packet untouched');
+        assert.equal(got.length, total - start);
+        for (let i = 0; i < got.length; i++) sameBytes(got[i], expected[start + i], `segment ${start + i} of ${total}`);
+        if (calls > 1) chunked++;
+      });
+    }
+    if (process.env.TCP_SEGMENT_SEED === undefined) assert.ok(chunked > 100 && cut > 40, `coverage: ${chunked} chunked, ${cut} cut below gso_size`);
+  });
+
+  test('maxSegmentBytes below hdr + gso_size: the reference cut at maxSegmentBytes - hdr, every segment within it', () => {
+    let cut = 0;
+    for (const seed of seeds(150, 0x3a770000)) {
+      withSeed('max segment bytes', seed, (rand) => {
+        const c = randomCase(rand);
+        // At most one payload byte per segment up to gso_size - 1 (and sometimes above: no cut).
+        const maxSegmentBytes = c.hdr + 1 + (rand() % (c.gsoSize + 8));
+        if (maxSegmentBytes - c.hdr < c.gsoSize) cut++;
+        segmentAndCheck(rand, c, seed % 2 === 0, undefined, maxSegmentBytes);
+      });
+    }
+    // A 1500-byte MTU with a 1460-byte gso_size and timestamps (52-byte header): 1448 per segment.
+    const rand = mulberry32(0x1500);
+    const ts = new Uint8Array([1, 1, 8, 10, 1, 2, 3, 4, 5, 6, 7, 8]);
+    const c: Case = { sp: superPacket({ ...BASE, tcpOptions: ts }, randomBytes(rand, 10000)), gsoSize: 1460, ihl: 20, hdr: 52 };
+    assert.equal(segmentAndCheck(rand, c, true, undefined, 1500), Math.ceil(10000 / 1448));
+    assert.equal(segmentAndCheck(rand, c, false, undefined, 1512), Math.ceil(10000 / 1460), 'no cut: hdr + gso_size fits');
+    if (process.env.TCP_SEGMENT_SEED === undefined) assert.ok(cut > 100, `coverage: ${cut} cut`);
   });
 
   test('the header length comes from the packet (IP options + TCP options up to 60 + 60 fit a cell)', () => {

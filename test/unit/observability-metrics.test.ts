@@ -51,6 +51,7 @@ flannel_ts_udp_sent_bytes_total 756
 # HELP flannel_ts_dropped_packets_total Packets dropped by the datapath, by direction (tx: flannel0 to UDP, rx: UDP to flannel0) and reason.
 # TYPE flannel_ts_dropped_packets_total counter
 flannel_ts_dropped_packets_total{direction="tx",reason="malformed"} 0
+flannel_ts_dropped_packets_total{direction="tx",reason="oversize"} 0
 flannel_ts_dropped_packets_total{direction="tx",reason="no_route"} 1
 flannel_ts_dropped_packets_total{direction="tx",reason="ttl_exceeded"} 0
 flannel_ts_dropped_packets_total{direction="tx",reason="send_error"} 0
