@@ -10,7 +10,7 @@
 import type { Bench } from 'tinybench';
 import { isMain, runStandalone } from './standalone.js';
 import { onesComplementSum } from '../src/encap/checksum.js';
-import { MAX_GROUP_PACKETS, VNET_HDR_SLOT, planTcpCoalescing } from '../src/encap/tcp-coalesce.js';
+import { MAX_GROUP_PACKETS, VNET_HDR_SLOT, planCoalescing } from '../src/encap/tcp-coalesce.js';
 import { SEGMENT_HEADER_CELL, completeChecksum, segmentTcpSuperPacket } from '../src/encap/tcp-segment.js';
 import { mulberry32 } from '../test/helpers/prng.js';
 import { buildTcpPacket, partialChecksum } from '../test/helpers/tcp-segments.js';
@@ -148,7 +148,7 @@ function planBenchTasks(bench: Bench, rand: () => number): void {
           const o = slotOffsets[i];
           for (let j = 0; j < hdr; j++) bytes[o + j] = pristine[o + j];
         }
-        groups += planTcpCoalescing(bytes, slotOffsets, lens, offs, vnet, list, BATCH_PACKETS, groupLens, 65535, w);
+        groups += planCoalescing(bytes, slotOffsets, lens, offs, vnet, list, BATCH_PACKETS, groupLens, 65535, w);
       }
       const elapsed = bench.now() - start;
       if (groups !== 2 * PLANS_PER_SAMPLE) throw new Error(`plan bench: ${groups} groups, expected ${2 * PLANS_PER_SAMPLE}`);

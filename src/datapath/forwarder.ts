@@ -8,7 +8,7 @@
 import {
   decrementTtl, destinationOf, isWellFormedIPv4, sourceOf, writeNetUnreachable,
 } from '../encap/ipv4.js';
-import { planTcpCoalescing, VNET_HDR_SLOT } from '../encap/tcp-coalesce.js';
+import { planCoalescing, VNET_HDR_SLOT } from '../encap/tcp-coalesce.js';
 import { completeChecksum, segmentTcpSuperPacket, tcpSegmentCount } from '../encap/tcp-segment.js';
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4 } from '../encap/wire.js';
 import { RoutingSnapshot } from '../routing-table/snapshot.js';
@@ -320,7 +320,7 @@ export class Forwarder {
     if (count === 0) return;
     const c = this.counters, slab = this.slab, lens = slab.lens, list = this.writeList, groupLens = this.groupLens;
     const groups = this.tunGro && count > 1
-      ? planTcpCoalescing(slab.bytes, slab.slotOffsets, lens, slab.offs, slab.vnetHdrs, list, count, groupLens, 65535, slab.words)
+      ? planCoalescing(slab.bytes, slab.slotOffsets, lens, slab.offs, slab.vnetHdrs, list, count, groupLens, 65535, slab.words)
       : 0;
     const written = this.tun.write(list, count, groups > 0 ? groupLens : null);
     // One pass over what was written: bytes, and the outcome of each super-packet.

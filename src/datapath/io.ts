@@ -7,7 +7,7 @@ export interface TunDevice {
   /**
    * Writes the slots list[0..count); returns packets written; failed slots get lens < 0. With
    * groups (a device that accepts super-packets): groups[i] = k >= 2 writes list[i..i+k) as one
-   * coalesced super-packet (leader patched and vnet header set by planTcpCoalescing), 1 = alone.
+   * coalesced super-packet (leader patched and vnet header set by planCoalescing), 1 = alone.
    */
   write(list: Uint16Array, count: number, groups?: Uint16Array | null): number;
 }

@@ -1,5 +1,5 @@
 // The Internet checksum (RFC 1071) on the slab: one's-complement sums of big-endian 16-bit words,
-// shared by TCP GRO planning (tcp-coalesce.ts) and TCP segmentation / checksum completion
+// shared by GRO planning for TCP and UDP (tcp-coalesce.ts) and TCP segmentation / checksum completion
 // (tcp-segment.ts). Hot path: no allocation, no closures.
 //
 // The 32-bit fast path rests on two properties of the one's-complement sum (RFC 1071 section 2):

@@ -11,6 +11,10 @@ export const IPPROTO_UDP = 17;
 export const TCP_CHECK_OFFSET = 16;
 /** Offset of the checksum field inside the UDP header. */
 export const UDP_CHECK_OFFSET = 6;
+/** Offset of the length field (header + payload bytes) inside the UDP header. */
+export const UDP_LENGTH_OFFSET = 4;
+/** Size of the UDP header. */
+export const UDP_HEADER_LEN = 8;
 
 /** TCP flag bits (TCP header byte 13). FIN: the sender's last byte. */
 export const TCP_FLAG_FIN = 0x01;
@@ -25,6 +29,8 @@ export const TCP_FLAG_CWR = 0x80;
 export const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
 /** virtio_net_hdr.gso_type: a TCP over IPv4 super-packet, to be cut at gso_size. */
 export const VIRTIO_NET_HDR_GSO_TCPV4 = 1;
+/** virtio_net_hdr.gso_type: a UDP super-datagram (IPv4 or IPv6), to be cut into datagrams of gso_size payload bytes. */
+export const VIRTIO_NET_HDR_GSO_UDP_L4 = 5;
 
 /** Size of struct virtio_net_hdr (without num_buffers): the bytes flannel0 reads and writes. */
 export const VNET_HDR_LEN = 10;

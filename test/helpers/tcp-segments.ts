@@ -315,3 +315,188 @@ export function partialChecksum(src: number, dst: number, protocol: number, leng
   p[9] = protocol;
   return onesSum(p, 0, 12);
 }
+
+// ---- UDP GRO planning references (UDP GSO, VIRTIO_NET_HDR_GSO_UDP_L4) ---------------------------
+
+/** UDP fields of a parsed packet (header at ihl). */
+export interface UdpInfo {
+  sport: number; dport: number;
+  /** The UDP length field. */
+  length: number;
+  check: number;
+  /** len - ihl - 8. */
+  payloadLength: number;
+  /** The checksum field is non-zero and the checksum over pseudo-header, header and payload verifies. */
+  checksumOk: boolean;
+}
+
+export type ParsedUdpPacket = ParsedPacket & { udp: UdpInfo | null };
+
+/** parsePacket plus the UDP fields, when protocol 17 and the 8-byte header fits. */
+export function parseUdpPacket(p: Uint8Array): ParsedUdpPacket {
+  const parsed = parsePacket(p);
+  let udp: UdpInfo | null = null;
+  if (parsed.protocol === 17 && p.length >= parsed.ihl + 8) {
+    const v = new DataView(p.buffer, p.byteOffset, p.length);
+    const u = parsed.ihl;
+    udp = {
+      sport: v.getUint16(u), dport: v.getUint16(u + 2), length: v.getUint16(u + 4), check: v.getUint16(u + 6),
+      payloadLength: p.length - u - 8, checksumOk: udpChecksumValid(p),
+    };
+  }
+  return { ...parsed, udp };
+}
+
+/** The reasons a packet could not start a UDP group (empty: it can lead). */
+export function udpLeadViolations(p: ParsedUdpPacket): string[] {
+  if (p.udp === null) return ['not-udp'];
+  const r: string[] = [];
+  if (p.ihl !== 20) r.push('ip-options');
+  if (p.mf || p.fragOffset !== 0) r.push('fragment');
+  if (!p.ipChecksumOk) r.push('ip-checksum');
+  if (p.udp.length !== p.len - p.ihl) r.push('udp-length');
+  if (p.udp.check === 0) r.push('udp-checksum-none');
+  else if (!p.udp.checksumOk) r.push('udp-checksum');
+  if (p.udp.payloadLength <= 0) r.push('empty-payload');
+  return r;
+}
+
+/**
+ * The UDP join rules, one by one: every rule that forbids datagram p from joining the UDP group
+ * (its datagrams so far, leader first). Empty: p may join. What UDP GSO segmentation of the
+ * super-packet must give back: the leader's header fields but for lengths, id and checksums,
+ * ids numbered from the leader's (DF or not), equal payload sizes but a shorter last one.
+ */
+export function udpJoinViolations(group: readonly ParsedUdpPacket[], p: ParsedUdpPacket, maxBytes: number): string[] {
+  const L = group[0], lu = L.udp!;
+  if (p.udp === null) return ['not-udp'];
+  const u = p.udp;
+  const r: string[] = [];
+  if (p.ihl !== 20) r.push('ip-options');
+  if (p.mf || p.fragOffset !== 0) r.push('fragment');
+  if (!p.ipChecksumOk) r.push('ip-checksum');
+  if (u.length !== p.len - p.ihl) r.push('udp-length');
+  if (u.check === 0) r.push('udp-checksum-none');
+  else if (!u.checksumOk) r.push('udp-checksum');
+  if (p.src !== L.src || p.dst !== L.dst) r.push('addresses');
+  if (p.tos !== L.tos) r.push('tos');
+  if (p.ttl !== L.ttl) r.push('ttl');
+  if (p.df !== L.df || p.reservedBit !== L.reservedBit) r.push('ip-flags');
+  if (p.id !== ((L.id + group.length) & 0xffff)) r.push('ip-id');
+  if (u.sport !== lu.sport || u.dport !== lu.dport) r.push('ports');
+  if (u.payloadLength <= 0) r.push('empty-payload');
+  if (u.payloadLength > lu.payloadLength) r.push('longer-than-leader');
+  if (group.some((m) => m.udp!.payloadLength !== lu.payloadLength)) r.push('after-short');
+  const total = L.ihl + 8 + group.reduce((s, m) => s + m.udp!.payloadLength, 0) + u.payloadLength;
+  if (total > maxBytes) r.push('max-bytes');
+  if (group.length >= 64) r.push('max-packets');
+  return r;
+}
+
+/**
+ * The greedy reference plan for a batch mixing TCP and UDP: a group is a run of TCP segments
+ * (leadViolations / joinViolations) or of UDP datagrams (udpLeadViolations / udpJoinViolations).
+ */
+export function referenceMixedPlan(packets: readonly ParsedUdpPacket[], maxBytes: number): number[] {
+  const groupLens: number[] = packets.map(() => 1);
+  let group: ParsedUdpPacket[] = [];
+  let udp = false;
+  let leaderPos = -1;
+  packets.forEach((p, i) => {
+    if (group.length > 0) {
+      const v = udp ? udpJoinViolations(group, p, maxBytes) : joinViolations(group, p, maxBytes);
+      if (v.length === 0) {
+        group.push(p);
+        groupLens[i] = 0;
+        return;
+      }
+      if (group.length >= 2) groupLens[leaderPos] = group.length;
+      group = [];
+    }
+    if (leadViolations(p).length === 0) { group = [p]; udp = false; leaderPos = i; }
+    else if (udpLeadViolations(p).length === 0) { group = [p]; udp = true; leaderPos = i; }
+  });
+  if (group.length >= 2) groupLens[leaderPos] = group.length;
+  return groupLens;
+}
+
+/**
+ * Cuts a GSO_UDP_L4 (NEEDS_CSUM) IPv4 super-packet as Linux does (inet_gso_segment +
+ * __udp_gso_segment, then checksum completion): every segment gets a copy of the hdr_len header
+ * bytes and gso_size payload bytes (the last the rest), its IP total length, IP id = the
+ * super-packet's id + i, a fresh IP checksum, its UDP length, and the UDP checksum completed from
+ * the partial (pseudo-header) sum adjusted for its length, a computed 0 sent as 0xffff. Throws on
+ * a header the kernel would refuse or mis-segment (wrong fields, one segment or fewer).
+ */
+export function segmentUdpSuperPacket(vnet: VnetHdr, sp: Uint8Array): Uint8Array[] {
+  if (vnet.flags !== 1 || vnet.gsoType !== 5) throw new Error(`not a NEEDS_CSUM UDP_L4 vnet header: ${JSON.stringify(vnet)}`);
+  const ihl = (sp[0] & 15) * 4;
+  if (sp[9] !== 17) throw new Error('not UDP');
+  if (vnet.csumStart !== ihl || vnet.csumOffset !== 6 || vnet.hdrLen !== ihl + 8) throw new Error(`bad offsets: ${JSON.stringify(vnet)}`);
+  if (vnet.gsoSize <= 0) throw new Error('gso_size 0');
+  const spv = new DataView(sp.buffer, sp.byteOffset, sp.length);
+  if (spv.getUint16(2) !== sp.length) throw new Error(`super-packet IP total length ${spv.getUint16(2)} != ${sp.length}`);
+  const superUdpLen = sp.length - ihl;
+  if (spv.getUint16(ihl + 4) !== superUdpLen) throw new Error(`super-packet UDP length ${spv.getUint16(ihl + 4)} != ${superUdpLen}`);
+  if (superUdpLen <= 8 + vnet.gsoSize) throw new Error('one segment or fewer: the kernel refuses (EINVAL)');
+  const partial = spv.getUint16(ihl + 6);
+  const hdr = vnet.hdrLen;
+  const payloadLen = sp.length - hdr;
+  const out: Uint8Array[] = [];
+  for (let i = 0, at = 0; at < payloadLen; i++, at += vnet.gsoSize) {
+    const n = Math.min(vnet.gsoSize, payloadLen - at);
+    const seg = new Uint8Array(hdr + n);
+    seg.set(sp.subarray(0, hdr), 0);
+    seg.set(sp.subarray(hdr + at, hdr + at + n), hdr);
+    const v = new DataView(seg.buffer);
+    v.setUint16(2, seg.length);
+    v.setUint16(4, (spv.getUint16(4) + i) & 0xffff);
+    v.setUint16(10, 0);
+    v.setUint16(10, ~onesSum(seg, 0, ihl) & 0xffff);
+    const segUdpLen = seg.length - ihl;
+    v.setUint16(ihl + 4, segUdpLen);
+    // csum16_add(csum16_sub(check, old length), new length), then completed over the segment.
+    const adjusted = onesSum(new Uint8Array([(~superUdpLen >> 8) & 0xff, ~superUdpLen & 0xff, segUdpLen >> 8, segUdpLen & 0xff]), 0, 4, partial);
+    v.setUint16(ihl + 6, adjusted);
+    const full = ~onesSum(seg, ihl, segUdpLen) & 0xffff;
+    v.setUint16(ihl + 6, full === 0 ? 0xffff : full);
+    out.push(seg);
+  }
+  return out;
+}
+
+export interface UdpPacketSpec {
+  src: number; dst: number; sport: number; dport: number; payload: Uint8Array;
+  tos?: number; ttl?: number; id?: number; df?: boolean; mf?: boolean; reservedBit?: boolean; fragOffset?: number;
+  ipOptions?: Uint8Array;
+  /** Store a wrong IP header checksum. */
+  badIpChecksum?: boolean;
+  /** Store UDP checksum 0 ("none") instead of the computed one. */
+  noChecksum?: boolean;
+  /** Added to the true UDP length in the length field (0 unless testing inconsistent lengths). */
+  lengthDelta?: number;
+}
+
+/**
+ * An IPv4 UDP datagram with valid IP and UDP checksums (a computed 0 stored as 0xffff), unless
+ * asked otherwise. The UDP checksum covers the whole IP payload whatever the length field says.
+ */
+export function buildUdpDatagram(s: UdpPacketSpec): Uint8Array {
+  const udp = new Uint8Array(8 + s.payload.length);
+  const uv = new DataView(udp.buffer);
+  uv.setUint16(0, s.sport);
+  uv.setUint16(2, s.dport);
+  uv.setUint16(4, (udp.length + (s.lengthDelta ?? 0)) & 0xffff);
+  udp.set(s.payload, 8);
+  const p = buildTcpPacket({
+    src: s.src, dst: s.dst, protocol: 17, ipOptions: s.ipOptions, id: s.id, ttl: s.ttl, tos: s.tos, df: s.df, mf: s.mf,
+    reservedBit: s.reservedBit, fragOffset: s.fragOffset, badIpChecksum: s.badIpChecksum,
+    sport: 0, dport: 0, seq: 0, ack: 0, flags: 0, window: 0, payload: udp,
+  });
+  if (!s.noChecksum) {
+    const ihl = (p[0] & 15) * 4;
+    const c = ~onesSum(p, ihl, udp.length, partialChecksum(s.src, s.dst, 17, udp.length)) & 0xffff;
+    new DataView(p.buffer).setUint16(ihl + 6, c === 0 ? 0xffff : c);
+  }
+  return p;
+}

@@ -7,13 +7,24 @@
  * (TcpInCsumErrors) and stall the flow.
  */
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { Lab, removeStaleLabNamespaces, requireTools, type AgentCounters } from '../../src/lab/index.js';
 
 function counter(c: AgentCounters, name: string): number {
   const v = c[name];
   assert.ok(typeof v === 'number', `agent counters lack "${name}": ${JSON.stringify(c)}`);
   return v;
+}
+
+const UDP_BURST = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'helpers', 'udp-burst.js');
+
+async function udpChecksumErrors(lab: Lab, pod: number): Promise<number> {
+  const snmp = await lab.execChecked(lab.podNs(pod), ['cat', '/proc/net/snmp']);
+  const udp = snmp.stdout.split('\n').filter((l) => l.startsWith('Udp: '));
+  const names = udp[0]!.split(/\s+/), values = udp[1]!.split(/\s+/);
+  return Number(values[names.indexOf('InCsumErrors')]);
 }
 
 async function tcpChecksumErrors(lab: Lab, pod: number): Promise<number> {
@@ -76,5 +87,29 @@ describe('offloads on one side only', { timeout: 120_000 }, () => {
     // 0.1% slack for a socket-buffer overflow under load, which the kernel, not we, would count.
     assert.ok(counter(c2, 'udpRecvPackets') >= 0.999 * counter(c1, 'udpSentPackets'), JSON.stringify({ c1, c2 }));
     assert.ok(counter(c1, 'udpRecvPackets') >= 0.999 * counter(c2, 'udpSentPackets'), JSON.stringify({ c1, c2 }));
+  });
+
+  test('UDP runs through the offloading host arrive byte for byte (coalesced into flannel0 as UDP GSO)', async () => {
+    const COUNT = 3000, SIZE = 1000, PORT = 7777;
+    const before = counter(await lab.agentCounters(2), 'tunGroPackets');
+    const receiver = lab.spawn(lab.podNs(2), [process.execPath, UDP_BURST, 'receive', String(PORT), String(COUNT), '8000']);
+    let out = '';
+    const ready = new Promise<void>((resolve) => {
+      receiver.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('ready')) resolve();
+      });
+    });
+    const exited = new Promise<void>((resolve) => receiver.once('exit', () => resolve()));
+    await ready;
+    await lab.execChecked(lab.podNs(1), [process.execPath, UDP_BURST, 'send', lab.podAddr(2), String(PORT), String(COUNT), String(SIZE)], 30_000);
+    await exited;
+    const result = JSON.parse(out.split('\n').find((l) => l.startsWith('{'))!) as { received: number; intact: number; inOrder: boolean };
+    assert.ok(result.received >= 0.9 * COUNT, `received ${result.received} of ${COUNT}`);
+    assert.equal(result.intact, result.received, 'every datagram byte for byte');
+    assert.ok(result.inOrder, 'in the order sent');
+    const grouped = counter(await lab.agentCounters(2), 'tunGroPackets') - before;
+    assert.ok(grouped > COUNT / 4, `host 2 wrote UDP runs as super-packets (${grouped} packets grouped)`);
+    assert.equal(await udpChecksumErrors(lab, 2), 0);
   });
 });

@@ -4,7 +4,7 @@
 // Randomized tests print their seed on failure; rerun one with TCP_COALESCE_SEED=<seed>.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { planTcpCoalescing, VNET_HDR_LEN, VNET_HDR_SLOT } from '../../src/encap/tcp-coalesce.js';
+import { planCoalescing, VNET_HDR_LEN, VNET_HDR_SLOT } from '../../src/encap/tcp-coalesce.js';
 import { mulberry32 } from '../helpers/prng.js';
 import {
   TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
@@ -70,8 +70,8 @@ function planAndCheck(packets: Uint8Array[], rand: () => number, maxBytes?: numb
   // Alternate between the byte-wise and the 32-bit-word checksum paths: both must agree with the reference.
   const words = (wordPathToggle = !wordPathToggle) ? new Uint32Array(bytes.buffer) : null;
   const groups = maxBytes === undefined && words === null
-    ? planTcpCoalescing(bytes, slotOffsets, lens, offs, vnet, list, count, groupLens)
-    : planTcpCoalescing(bytes, slotOffsets, lens, offs, vnet, list, count, groupLens, maxBytes ?? 65535, words);
+    ? planCoalescing(bytes, slotOffsets, lens, offs, vnet, list, count, groupLens)
+    : planCoalescing(bytes, slotOffsets, lens, offs, vnet, list, count, groupLens, maxBytes ?? 65535, words);
   // Nothing outside the slab view is written.
   assert.deepEqual(backing.subarray(0, viewStart), backingBefore.subarray(0, viewStart), 'wrote before the slab view');
   assert.deepEqual(backing.subarray(viewStart + at), backingBefore.subarray(viewStart + at), 'wrote after the slab view');
@@ -348,7 +348,7 @@ const RULES = [
   'after-short', 'max-bytes', 'max-packets',
 ];
 
-describe('planTcpCoalescing', () => {
+describe('planCoalescing', () => {
   test('hand-computed example: two segments, PSH on the second', () => {
     const base = {
       src: 0x0a000001, dst: 0x0a000002, ttl: 64, df: true, sport: 1000, dport: 80, ack: 5, window: 100,
@@ -362,7 +362,7 @@ describe('planTcpCoalescing', () => {
     const offs = new Uint16Array(4);
     const vnet = new Uint8Array(4 * VNET_HDR_SLOT);
     const groupLens = new Uint16Array(2);
-    const n = planTcpCoalescing(bytes, new Uint32Array([0, 256, 512, 768]), lens, offs, vnet, new Uint16Array([3, 1]), 2, groupLens);
+    const n = planCoalescing(bytes, new Uint32Array([0, 256, 512, 768]), lens, offs, vnet, new Uint16Array([3, 1]), 2, groupLens);
     assert.equal(n, 1);
     assert.deepEqual(Array.from(groupLens), [2, 0]);
     assert.deepEqual(Array.from(offs), [0, 40, 0, 0]);
@@ -484,7 +484,7 @@ describe('planTcpCoalescing', () => {
               packets.forEach((x, i) => bytes.set(x, slotOffsets[i]));
               const lens = Int32Array.from(packets, (x) => x.length);
               const groupLens = new Uint16Array(3);
-              planTcpCoalescing(bytes, slotOffsets, lens, new Uint16Array(3), new Uint8Array(3 * VNET_HDR_SLOT),
+              planCoalescing(bytes, slotOffsets, lens, new Uint16Array(3), new Uint8Array(3 * VNET_HDR_SLOT),
                 new Uint16Array([0, 1, 2]), 3, groupLens, 65535, useWords ? new Uint32Array(bytes.buffer) : null);
               assert.deepEqual(Array.from(groupLens), expected, `df ${df}, packet ${target}, byte ${j} bit ${bit}: ${name}`);
             }
@@ -549,11 +549,11 @@ describe('planTcpCoalescing', () => {
     const leaderCopy = bytes.slice(0, 80);
     let n = 0;
     const iterations = 20_000;
-    for (let r = 0; r < 2000; r++) { bytes.set(leaderCopy, 0); n += planTcpCoalescing(bytes, slotOffsets, lens, offs, vnet, list, 64, groupLens); }
+    for (let r = 0; r < 2000; r++) { bytes.set(leaderCopy, 0); n += planCoalescing(bytes, slotOffsets, lens, offs, vnet, list, 64, groupLens); }
     const t0 = process.hrtime.bigint();
-    for (let r = 0; r < iterations; r++) { bytes.set(leaderCopy, 0); n += planTcpCoalescing(bytes, slotOffsets, lens, offs, vnet, list, 64, groupLens); }
+    for (let r = 0; r < iterations; r++) { bytes.set(leaderCopy, 0); n += planCoalescing(bytes, slotOffsets, lens, offs, vnet, list, 64, groupLens); }
     const ns = Number(process.hrtime.bigint() - t0) / (iterations * 64);
-    t.diagnostic(`planTcpCoalescing: ${ns.toFixed(1)} ns per packet (64-packet single-flow batch)`);
+    t.diagnostic(`planCoalescing: ${ns.toFixed(1)} ns per packet (64-packet single-flow batch)`);
     assert.equal(n, 2000 + iterations);
     assert.equal(groupLens[0], 64);
   });
