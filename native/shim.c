@@ -773,6 +773,18 @@ static napi_value ring_enable_uring(napi_env env, napi_callback_info info) {
   return make_int(env, r->uring ? 0 : -errno);
 }
 
+/* ringDisableUring(ring): closes the ring's io_uring now (at Datapath.close; else it would live
+   until the ring is garbage-collected); TUN I/O of the ring uses plain syscalls from then on. */
+static napi_value ring_disable_uring(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (get_args(env, info, 1, argv)) return NULL;
+  ring_t *r = get_ring(env, argv[0]);
+  if (!r) return NULL;
+  uring_free(r->uring);
+  r->uring = NULL;
+  return NULL;
+}
+
 /* ringUring(ring) -> the SQ entries of its io_uring, 0 when TUN I/O uses plain syscalls. */
 static napi_value ring_uring(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -1234,6 +1246,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"tunRead", NULL, tun_read, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tunWrite", NULL, tun_write, NULL, NULL, NULL, napi_enumerable, NULL},
       {"ringEnableUring", NULL, ring_enable_uring, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"ringDisableUring", NULL, ring_disable_uring, NULL, NULL, NULL, napi_enumerable, NULL},
       {"ringUring", NULL, ring_uring, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpOpen", NULL, udp_open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpLocalPort", NULL, udp_local_port, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -235,6 +235,7 @@ export class Datapath {
     if (this.closed) return;
     this.closed = true;
     this.engine.stop();
+    shim.ringDisableUring(this.ring);
     shim.closeFd(this.udpFd);
     shim.closeFd(this.tunFd);
   }

@@ -44,6 +44,8 @@ export interface Shim {
    * when io_uring is missing or disabled) with plain syscalls still in force.
    */
   ringEnableUring(ring: RingHandle, entries: number): number;
+  /** Closes the ring's io_uring now; its TUN I/O uses plain syscalls from then on. */
+  ringDisableUring(ring: RingHandle): void;
   /** The SQ entries of the ring's io_uring; 0 when TUN I/O uses plain syscalls. */
   ringUring(ring: RingHandle): number;
   /** Reads packets into slots first.. until EAGAIN or max: count or -errno. */

@@ -204,14 +204,19 @@ function raceSender(ms: number): void {
  * out marks its packets lost and the ring drops to syscalls for good; later writes and reads work.
  * Run under MALLOC_PERTURB_ so that any use of the freed io_uring state crashes.
  */
+/** The process's open io_uring fds. */
+function ioUringFds(): string[] {
+  return readdirSync('/proc/self/fd').filter((fd) => {
+    try { return readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:[io_uring]'; } catch { return false; }
+  });
+}
+
 function fallback(): void {
   const tun = openTun(true);
   const { slab, ring } = newRing(true, true);
   const rxFd = shim.udpOpen(TUN_ADDR, 0, 8 << 20, 8 << 20);
   const rxPort = shim.udpLocalPort(rxFd);
-  const uringFds = readdirSync('/proc/self/fd').filter((fd) => {
-    try { return readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:[io_uring]'; } catch { return false; }
-  });
+  const uringFds = ioUringFds();
   const before = shim.ringUring(ring);
   for (const fd of uringFds) shim.closeFd(Number(fd));
   const first = writeNumbered(tun, slab, ring, rxPort, 0, 10);
@@ -222,7 +227,12 @@ function fallback(): void {
   const udpFd = shim.udpOpen(TUN_ADDR, 0, 8 << 20, 8 << 20);
   sendNumbered(udpFd, sender.slab, sender.ring, 100, 5);
   const read = readAll(tun, slab, ring, true);
-  process.stdout.write(JSON.stringify({ uringFds: uringFds.length, before, after, first, second, delivered, read: read.seqs }) + '\n');
+  // ringDisableUring closes a ring's io_uring at once (Datapath.close), not at garbage collection.
+  const other = newRing(true, true);
+  const openBefore = ioUringFds().length;
+  shim.ringDisableUring(other.ring);
+  const disabled = { inForce: shim.ringUring(other.ring), closedFds: openBefore - ioUringFds().length };
+  process.stdout.write(JSON.stringify({ uringFds: uringFds.length, before, after, first, second, delivered, read: read.seqs, disabled }) + '\n');
 }
 
 async function race(): Promise<void> {

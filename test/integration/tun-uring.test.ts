@@ -57,7 +57,7 @@ describe('shim tunRead/tunWrite through io_uring', () => {
   it('when the io_uring fails, that write is lost and counted, and the ring falls back to syscalls for good', () => {
     // MALLOC_PERTURB_ fills freed memory: a use of the dropped io_uring's state would crash.
     process.env['MALLOC_PERTURB_'] = '165';
-    let r: { uringFds: number; before: number; after: number; first: { written: number; lens: number[] }; second: { written: number; lens: number[] }; delivered: number[]; read: number[] };
+    let r: { uringFds: number; before: number; after: number; first: { written: number; lens: number[] }; second: { written: number; lens: number[] }; delivered: number[]; read: number[]; disabled: { inForce: number; closedFds: number } };
     try {
       r = run('fallback') as typeof r;
     } finally {
@@ -71,6 +71,7 @@ describe('shim tunRead/tunWrite through io_uring', () => {
     assert.equal(r.second.written, 10, 'later writes go through syscalls');
     assert.deepEqual(r.delivered, range(10, 20));
     assert.deepEqual(r.read, range(100, 105), 'reads too');
+    assert.deepEqual(r.disabled, { inForce: 0, closedFds: 1 }, 'ringDisableUring closes the io_uring at once');
   });
 
   it('keeps the order of packets that arrive while a batch is in the kernel', () => {
