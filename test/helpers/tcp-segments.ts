@@ -142,13 +142,30 @@ function flagsAckMaybePsh(flags: number): boolean {
   return flags === TCP_ACK || flags === (TCP_ACK | TCP_PSH);
 }
 
+/** IPv4 header rules of any group member: no options, not a fragment, a valid header checksum. */
+function ipv4Violations(p: ParsedPacket): string[] {
+  const r: string[] = [];
+  if (p.ihl !== 20) r.push('ip-options');
+  if (p.mf || p.fragOffset !== 0) r.push('fragment');
+  if (!p.ipChecksumOk) r.push('ip-checksum');
+  return r;
+}
+
+/** IPv4 header fields a member must share with its leader L (lengths, id and checksum aside). */
+function sameIpv4Violations(L: ParsedPacket, p: ParsedPacket): string[] {
+  const r: string[] = [];
+  if (p.src !== L.src || p.dst !== L.dst) r.push('addresses');
+  if (p.tos !== L.tos) r.push('tos');
+  if (p.ttl !== L.ttl) r.push('ttl');
+  if (p.df !== L.df || p.reservedBit !== L.reservedBit) r.push('ip-flags');
+  return r;
+}
+
 /** The reasons a packet could not start a group (empty: it can lead). */
 export function leadViolations(p: ParsedPacket): string[] {
   const r: string[] = [];
   if (p.tcp === null) return ['not-tcp'];
-  if (p.ihl !== 20) r.push('ip-options');
-  if (p.mf || p.fragOffset !== 0) r.push('fragment');
-  if (!p.ipChecksumOk) r.push('ip-checksum');
+  r.push(...ipv4Violations(p));
   if (!p.tcpChecksumOk) r.push('tcp-checksum');
   if (!flagsAckMaybePsh(p.tcp.flags)) r.push('flags');
   if (p.tcp.payloadLength <= 0) r.push('empty-payload');
@@ -166,14 +183,9 @@ export function joinViolations(group: readonly ParsedPacket[], p: ParsedPacket, 
   if (p.tcp === null) return ['not-tcp'];
   const t = p.tcp;
   const r: string[] = [];
-  if (p.ihl !== 20) r.push('ip-options');
-  if (p.mf || p.fragOffset !== 0) r.push('fragment');
-  if (!p.ipChecksumOk) r.push('ip-checksum');
+  r.push(...ipv4Violations(p));
   if (!p.tcpChecksumOk) r.push('tcp-checksum');
-  if (p.src !== L.src || p.dst !== L.dst) r.push('addresses');
-  if (p.tos !== L.tos) r.push('tos');
-  if (p.ttl !== L.ttl) r.push('ttl');
-  if (p.df !== L.df || p.reservedBit !== L.reservedBit) r.push('ip-flags');
+  r.push(...sameIpv4Violations(L, p));
   if (!p.df && p.id !== ((L.id + group.length) & 0xffff)) r.push('ip-id');
   if (t.sport !== lt.sport || t.dport !== lt.dport) r.push('ports');
   if (t.ack !== lt.ack) r.push('ack');
@@ -193,29 +205,49 @@ export function joinViolations(group: readonly ParsedPacket[], p: ParsedPacket, 
   return r;
 }
 
-/** The greedy reference plan: groupLens for packets in write order. */
-export function referencePlan(packets: readonly ParsedPacket[], maxBytes: number): number[] {
+/** One kind of group: why a packet could not lead one, and why it could not join one (empty: it can). */
+export interface GroupRules<P> {
+  lead(p: P): string[];
+  join(group: readonly P[], p: P, maxBytes: number): string[];
+}
+
+export const TCP_GROUP_RULES: GroupRules<ParsedPacket> = { lead: leadViolations, join: joinViolations };
+
+/**
+ * The greedy plan, groupLens for packets in write order: a packet joins the open group if that
+ * group's rules allow it; otherwise the group closes and the packet leads a new group under the
+ * first of ruleSets that lets it lead (or stays single). onRefusal, when given, sees the reasons
+ * of every refused join (for coverage counts).
+ */
+export function greedyPlan<P>(
+  packets: readonly P[], ruleSets: readonly GroupRules<P>[], maxBytes: number, onRefusal?: (reasons: string[]) => void,
+): number[] {
   const groupLens: number[] = packets.map(() => 1);
-  let group: ParsedPacket[] = [];
+  let group: P[] = [];
+  let rules = ruleSets[0];
   let leaderPos = -1;
-  const close = (): void => {
-    if (group.length >= 2) groupLens[leaderPos] = group.length;
-    group = [];
-  };
   packets.forEach((p, i) => {
-    if (group.length > 0 && joinViolations(group, p, maxBytes).length === 0) {
-      group.push(p);
-      groupLens[i] = 0;
-      return;
+    if (group.length > 0) {
+      const v = rules.join(group, p, maxBytes);
+      if (v.length === 0) {
+        group.push(p);
+        groupLens[i] = 0;
+        return;
+      }
+      onRefusal?.(v);
+      if (group.length >= 2) groupLens[leaderPos] = group.length;
+      group = [];
     }
-    close();
-    if (leadViolations(p).length === 0) {
-      group = [p];
-      leaderPos = i;
-    }
+    const leading = ruleSets.find((r) => r.lead(p).length === 0);
+    if (leading !== undefined) { group = [p]; rules = leading; leaderPos = i; }
   });
-  close();
+  if (group.length >= 2) groupLens[leaderPos] = group.length;
   return groupLens;
+}
+
+/** The greedy reference plan of TCP segments: groupLens for packets in write order. */
+export function referencePlan(packets: readonly ParsedPacket[], maxBytes: number): number[] {
+  return greedyPlan(packets, [TCP_GROUP_RULES], maxBytes);
 }
 
 /** A little-endian struct virtio_net_hdr (10 bytes). */
@@ -229,6 +261,40 @@ export function parseVnetHdr(b: Uint8Array, off: number): VnetHdr {
     flags: b[off], gsoType: b[off + 1], hdrLen: v.getUint16(2, true), gsoSize: v.getUint16(4, true),
     csumStart: v.getUint16(6, true), csumOffset: v.getUint16(8, true),
   };
+}
+
+/**
+ * The IP part of GSO segmentation, shared by the TCP and UDP reference segmenters: segment i gets
+ * a copy of the hdrLen header bytes and gsoSize payload bytes (the last the rest), its IP total
+ * length, IP id = the super-packet's id + i and a fresh IP checksum; then l4 patches its
+ * transport header (v views the segment).
+ */
+function cutSuperPacket(
+  sp: Uint8Array, hdrLen: number, ihl: number, gsoSize: number,
+  l4: (seg: Uint8Array, v: DataView, i: number, isLast: boolean) => void,
+): Uint8Array[] {
+  const spv = new DataView(sp.buffer, sp.byteOffset, sp.length);
+  const payloadLen = sp.length - hdrLen;
+  const out: Uint8Array[] = [];
+  for (let i = 0, at = 0; at < payloadLen; i++, at += gsoSize) {
+    const n = Math.min(gsoSize, payloadLen - at);
+    const seg = new Uint8Array(hdrLen + n);
+    seg.set(sp.subarray(0, hdrLen), 0);
+    seg.set(sp.subarray(hdrLen + at, hdrLen + at + n), hdrLen);
+    const v = new DataView(seg.buffer);
+    v.setUint16(2, seg.length);
+    v.setUint16(4, (spv.getUint16(4) + i) & 0xffff);
+    v.setUint16(10, 0);
+    v.setUint16(10, ~onesSum(seg, 0, ihl) & 0xffff);
+    l4(seg, v, i, at + n >= payloadLen);
+    out.push(seg);
+  }
+  return out;
+}
+
+/** A partial (pseudo-header) checksum sum re-based from length oldLen to newLen, one's complement. */
+function lengthAdjusted(partial: number, oldLen: number, newLen: number): number {
+  return onesSum(new Uint8Array([(~oldLen >> 8) & 0xff, ~oldLen & 0xff, newLen >> 8, newLen & 0xff]), 0, 4, partial);
 }
 
 /**
@@ -250,31 +316,15 @@ export function segmentSuperPacket(vnet: VnetHdr, sp: Uint8Array): Uint8Array[] 
   if (spv.getUint16(2) !== sp.length) throw new Error(`super-packet IP total length ${spv.getUint16(2)} != ${sp.length}`);
   const superTcpLen = sp.length - ihl;
   const partial = spv.getUint16(ihl + vnet.csumOffset);
-  const payloadLen = sp.length - hdr;
   const lastFlags = sp[ihl + 13] & (TCP_PSH | TCP_FIN);
-  const out: Uint8Array[] = [];
-  for (let i = 0, at = 0; at < payloadLen; i++, at += vnet.gsoSize) {
-    const n = Math.min(vnet.gsoSize, payloadLen - at);
-    const seg = new Uint8Array(hdr + n);
-    seg.set(sp.subarray(0, hdr), 0);
-    seg.set(sp.subarray(hdr + at, hdr + at + n), hdr);
-    const v = new DataView(seg.buffer);
-    v.setUint16(2, seg.length);
-    v.setUint16(4, (spv.getUint16(4) + i) & 0xffff);
-    v.setUint16(10, 0);
-    v.setUint16(10, ~onesSum(seg, 0, ihl) & 0xffff);
+  return cutSuperPacket(sp, hdr, ihl, vnet.gsoSize, (seg, v, i, isLast) => {
     v.setUint32(ihl + 4, (spv.getUint32(ihl + 4) + i * vnet.gsoSize) >>> 0);
-    const isLast = at + n >= payloadLen;
     seg[ihl + 13] = (seg[ihl + 13] & ~(TCP_PSH | TCP_FIN)) | (isLast ? lastFlags : 0);
     if (i > 0) seg[ihl + 13] &= ~TCP_CWR;
-    const segTcpLen = seg.length - ihl;
     // Length adjustment of the pseudo-header sum: - superTcpLen + segTcpLen, one's complement.
-    const adjusted = onesSum(new Uint8Array([(~superTcpLen >> 8) & 0xff, ~superTcpLen & 0xff, segTcpLen >> 8, segTcpLen & 0xff]), 0, 4, partial);
-    v.setUint16(ihl + vnet.csumOffset, adjusted);
-    v.setUint16(ihl + vnet.csumOffset, ~onesSum(seg, ihl, segTcpLen) & 0xffff);
-    out.push(seg);
-  }
-  return out;
+    v.setUint16(ihl + vnet.csumOffset, lengthAdjusted(partial, superTcpLen, seg.length - ihl));
+    v.setUint16(ihl + vnet.csumOffset, ~onesSum(seg, ihl, seg.length - ihl) & 0xffff);
+  });
 }
 
 /** Full UDP checksum check over pseudo-header (protocol 17), header and payload; a 0 field means "none". */
@@ -351,9 +401,7 @@ export function parseUdpPacket(p: Uint8Array): ParsedUdpPacket {
 export function udpLeadViolations(p: ParsedUdpPacket): string[] {
   if (p.udp === null) return ['not-udp'];
   const r: string[] = [];
-  if (p.ihl !== 20) r.push('ip-options');
-  if (p.mf || p.fragOffset !== 0) r.push('fragment');
-  if (!p.ipChecksumOk) r.push('ip-checksum');
+  r.push(...ipv4Violations(p));
   if (p.udp.length !== p.len - p.ihl) r.push('udp-length');
   if (p.udp.check === 0) r.push('udp-checksum-none');
   else if (!p.udp.checksumOk) r.push('udp-checksum');
@@ -372,16 +420,11 @@ export function udpJoinViolations(group: readonly ParsedUdpPacket[], p: ParsedUd
   if (p.udp === null) return ['not-udp'];
   const u = p.udp;
   const r: string[] = [];
-  if (p.ihl !== 20) r.push('ip-options');
-  if (p.mf || p.fragOffset !== 0) r.push('fragment');
-  if (!p.ipChecksumOk) r.push('ip-checksum');
+  r.push(...ipv4Violations(p));
   if (u.length !== p.len - p.ihl) r.push('udp-length');
   if (u.check === 0) r.push('udp-checksum-none');
   else if (!u.checksumOk) r.push('udp-checksum');
-  if (p.src !== L.src || p.dst !== L.dst) r.push('addresses');
-  if (p.tos !== L.tos) r.push('tos');
-  if (p.ttl !== L.ttl) r.push('ttl');
-  if (p.df !== L.df || p.reservedBit !== L.reservedBit) r.push('ip-flags');
+  r.push(...sameIpv4Violations(L, p));
   if (p.id !== ((L.id + group.length) & 0xffff)) r.push('ip-id');
   if (u.sport !== lu.sport || u.dport !== lu.dport) r.push('ports');
   if (u.payloadLength <= 0) r.push('empty-payload');
@@ -393,31 +436,14 @@ export function udpJoinViolations(group: readonly ParsedUdpPacket[], p: ParsedUd
   return r;
 }
 
+export const UDP_GROUP_RULES: GroupRules<ParsedUdpPacket> = { lead: udpLeadViolations, join: udpJoinViolations };
+
 /**
  * The greedy reference plan for a batch mixing TCP and UDP: a group is a run of TCP segments
- * (leadViolations / joinViolations) or of UDP datagrams (udpLeadViolations / udpJoinViolations).
+ * (TCP_GROUP_RULES, tried first) or of UDP datagrams (UDP_GROUP_RULES).
  */
 export function referenceMixedPlan(packets: readonly ParsedUdpPacket[], maxBytes: number): number[] {
-  const groupLens: number[] = packets.map(() => 1);
-  let group: ParsedUdpPacket[] = [];
-  let udp = false;
-  let leaderPos = -1;
-  packets.forEach((p, i) => {
-    if (group.length > 0) {
-      const v = udp ? udpJoinViolations(group, p, maxBytes) : joinViolations(group, p, maxBytes);
-      if (v.length === 0) {
-        group.push(p);
-        groupLens[i] = 0;
-        return;
-      }
-      if (group.length >= 2) groupLens[leaderPos] = group.length;
-      group = [];
-    }
-    if (leadViolations(p).length === 0) { group = [p]; udp = false; leaderPos = i; }
-    else if (udpLeadViolations(p).length === 0) { group = [p]; udp = true; leaderPos = i; }
-  });
-  if (group.length >= 2) groupLens[leaderPos] = group.length;
-  return groupLens;
+  return greedyPlan<ParsedUdpPacket>(packets, [TCP_GROUP_RULES, UDP_GROUP_RULES], maxBytes);
 }
 
 /**
@@ -440,29 +466,14 @@ export function segmentUdpSuperPacket(vnet: VnetHdr, sp: Uint8Array): Uint8Array
   if (spv.getUint16(ihl + 4) !== superUdpLen) throw new Error(`super-packet UDP length ${spv.getUint16(ihl + 4)} != ${superUdpLen}`);
   if (superUdpLen <= 8 + vnet.gsoSize) throw new Error('one segment or fewer: the kernel refuses (EINVAL)');
   const partial = spv.getUint16(ihl + 6);
-  const hdr = vnet.hdrLen;
-  const payloadLen = sp.length - hdr;
-  const out: Uint8Array[] = [];
-  for (let i = 0, at = 0; at < payloadLen; i++, at += vnet.gsoSize) {
-    const n = Math.min(vnet.gsoSize, payloadLen - at);
-    const seg = new Uint8Array(hdr + n);
-    seg.set(sp.subarray(0, hdr), 0);
-    seg.set(sp.subarray(hdr + at, hdr + at + n), hdr);
-    const v = new DataView(seg.buffer);
-    v.setUint16(2, seg.length);
-    v.setUint16(4, (spv.getUint16(4) + i) & 0xffff);
-    v.setUint16(10, 0);
-    v.setUint16(10, ~onesSum(seg, 0, ihl) & 0xffff);
+  return cutSuperPacket(sp, vnet.hdrLen, ihl, vnet.gsoSize, (seg, v) => {
     const segUdpLen = seg.length - ihl;
     v.setUint16(ihl + 4, segUdpLen);
     // csum16_add(csum16_sub(check, old length), new length), then completed over the segment.
-    const adjusted = onesSum(new Uint8Array([(~superUdpLen >> 8) & 0xff, ~superUdpLen & 0xff, segUdpLen >> 8, segUdpLen & 0xff]), 0, 4, partial);
-    v.setUint16(ihl + 6, adjusted);
+    v.setUint16(ihl + 6, lengthAdjusted(partial, superUdpLen, segUdpLen));
     const full = ~onesSum(seg, ihl, segUdpLen) & 0xffff;
     v.setUint16(ihl + 6, full === 0 ? 0xffff : full);
-    out.push(seg);
-  }
-  return out;
+  });
 }
 
 export interface UdpPacketSpec {

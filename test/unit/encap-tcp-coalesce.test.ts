@@ -4,194 +4,70 @@
 // Randomized tests print their seed on failure; rerun one with TCP_COALESCE_SEED=<seed>.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { planCoalescing, VNET_HDR_LEN, VNET_HDR_SLOT } from '../../src/encap/tcp-coalesce.js';
+import { planCoalescing, VNET_HDR_SLOT } from '../../src/encap/tcp-coalesce.js';
+import {
+  SLOT_SIZE, RuleCoverage, assertPlanOnEveryLayout, assertSegmentMatches, coalesceHarness, forEachSeed, randomBytes, timeSingleFlowBatch,
+  type CoalesceProtocol, type GroupExpectation,
+} from '../helpers/coalesce-harness.js';
 import { mulberry32 } from '../helpers/prng.js';
 import {
-  TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
-  buildTcpPacket, ipChecksumValid, joinViolations, leadViolations, onesSum, parsePacket, parseVnetHdr,
+  TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_GROUP_RULES, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
+  buildTcpPacket, ipChecksumValid, joinViolations, leadViolations, onesSum, parsePacket,
   pseudoHeader, referencePlan, segmentSuperPacket, tcpChecksumValid, type ParsedPacket, type TcpPacketSpec,
 } from '../helpers/tcp-segments.js';
 
-/** Room for one packet: every slot gets at least this many bytes (plus a random 0..7 in planAndCheck). */
-const SLOT_SIZE = 2048;
-const SENTINEL = 0xa5;
-
-interface BatchResult {
-  groups: number;
-  groupLens: number[];
-  /** Super-packets as written: the leader's bytes then the members' payloads. */
-  superPackets: Uint8Array[];
-  maxGroup: number;
-  maxBytesHit: number;
-}
-
 /**
- * Places packets (in write order) into random slots of a fresh slab, plans, and checks every
- * property of the result against the originals. Returns what happened, for coverage checks.
- * Slot layouts vary: uniform and 4-byte aligned, or slots of random sizes >= SLOT_SIZE at
- * random (odd, misaligned) offsets in shuffled order; the slab is sometimes a view at an odd
- * byteOffset into a larger buffer (words then still cover the whole buffer).
+ * The TCP checks of a planned group on top of the shared harness's: (1) the join rules one by
+ * one on the ORIGINAL packets; the leader's PSH is the group's; (5) the TCP checksum field is the
+ * pseudo-header sum (folded, not inverted), computed another way, and completing it gives a valid
+ * checksum for the whole; (2) re-segmenting gives back the original packets.
  */
-let wordPathToggle = false;
-
-function planAndCheck(packets: Uint8Array[], rand: () => number, maxBytes?: number): BatchResult {
-  const count = packets.length;
-  const slotCount = count + (rand() % 8);
-  const slots = Array.from({ length: slotCount }, (_, s) => s);
-  for (let i = slotCount - 1; i > 0; i--) {
-    const j = rand() % (i + 1);
-    [slots[i], slots[j]] = [slots[j], slots[i]];
-  }
-  const slotOffsets = new Uint32Array(slotCount);
-  const uniform = rand() % 3 === 0;
-  const order = Array.from({ length: slotCount }, (_, s) => s);
-  if (!uniform) for (let i = slotCount - 1; i > 0; i--) { const j = rand() % (i + 1); [order[i], order[j]] = [order[j], order[i]]; }
-  let at = uniform ? 0 : rand() % 8;
-  for (const s of order) { slotOffsets[s] = at; at += SLOT_SIZE + (uniform ? 0 : rand() % 8); }
-  const viewStart = uniform ? 0 : rand() % 8;
-  const backing = new Uint8Array((viewStart + at + 11) & ~3); // a whole number of words
-  const bytes = backing.subarray(viewStart, viewStart + at);
-  for (let i = 0; i < backing.length; i++) backing[i] = (i * 31 + 7) & 0xff;
-  const lens = new Int32Array(slotCount).fill(-1);
-  const offs = new Uint16Array(slotCount).fill(0xbeef);
-  const vnet = new Uint8Array(slotCount * VNET_HDR_SLOT).fill(SENTINEL);
-  const list = new Uint16Array(count + 3).fill(0xffff);
-  const groupLens = new Uint16Array(count + 3).fill(0xeeee);
-  packets.forEach((p, i) => {
-    const slot = slots[i];
-    list[i] = slot;
-    lens[slot] = p.length;
-    bytes.set(p, slotOffsets[slot]);
-  });
-  const before = bytes.slice();
-  const backingBefore = backing.slice();
-  const effectiveMax = maxBytes ?? 65535;
-
-  // Alternate between the byte-wise and the 32-bit-word checksum paths: both must agree with the reference.
-  const words = (wordPathToggle = !wordPathToggle) ? new Uint32Array(bytes.buffer) : null;
-  const groups = maxBytes === undefined && words === null
-    ? planCoalescing(bytes, slotOffsets, lens, offs, vnet, list, count, groupLens)
-    : planCoalescing(bytes, slotOffsets, lens, offs, vnet, list, count, groupLens, maxBytes ?? 65535, words);
-  // Nothing outside the slab view is written.
-  assert.deepEqual(backing.subarray(0, viewStart), backingBefore.subarray(0, viewStart), 'wrote before the slab view');
-  assert.deepEqual(backing.subarray(viewStart + at), backingBefore.subarray(viewStart + at), 'wrote after the slab view');
-
-  const parsed = packets.map((p) => parsePacket(p));
-  const got = Array.from(groupLens.subarray(0, count));
-  // Greedy and exact: the same groups as the reference planner (so not merely "allowed").
-  assert.deepEqual(got, referencePlan(parsed, effectiveMax), 'groupLens differ from the reference plan');
-  assert.deepEqual(Array.from(groupLens.subarray(count)), [0xeeee, 0xeeee, 0xeeee], 'wrote beyond count');
-  assert.equal(groups, got.filter((k) => k >= 2).length, 'return value = number of groups');
-
-  const superPackets: Uint8Array[] = [];
-  let maxGroup = 1, maxBytesHit = 0;
-  const leaderSlots = new Set<number>();
-  for (let i = 0; i < count;) {
-    const k = got[i];
-    assert.ok(k >= 1 && i + k <= count, `groupLens[${i}] = ${k}`);
-    for (let j = i + 1; j < i + k; j++) assert.equal(got[j], 0, `member ${j} of the group at ${i}`);
-    const slot = list[i];
-    const off = slotOffsets[slot];
-    assert.equal(offs[slot], 0, 'offs of a leader or single');
-    if (k === 1) {
-      // (3) singles are byte-for-byte untouched, and so is their vnet header slot.
-      assert.deepEqual(bytes.subarray(off, off + SLOT_SIZE), before.subarray(off, off + SLOT_SIZE), `single ${i} changed`);
-      assert.ok(vnet.subarray(slot * VNET_HDR_SLOT, (slot + 1) * VNET_HDR_SLOT).every((x) => x === SENTINEL), `vnet of single ${i}`);
-      i++;
-      continue;
-    }
-    leaderSlots.add(slot);
-    maxGroup = Math.max(maxGroup, k);
-    const group = parsed.slice(i, i + k);
-    // (1) the rules, one by one, on the ORIGINAL packets.
+const tcp: CoalesceProtocol<ParsedPacket> = {
+  parse: (p) => parsePacket(p),
+  referencePlan,
+  expectGroup(group, i, maxBytes): GroupExpectation {
+    const k = group.length;
     assert.deepEqual(leadViolations(group[0]), [], `leader ${i}`);
-    for (let j = 1; j < k; j++) assert.deepEqual(joinViolations(group.slice(0, j), group[j], effectiveMax), [], `member ${i + j}`);
-
+    for (let j = 1; j < k; j++) assert.deepEqual(joinViolations(group.slice(0, j), group[j], maxBytes), [], `member ${i + j}`);
     const L = group[0], lt = L.tcp!;
     const hdrLen = L.ihl + lt.headerLength;
-    const payloads = group.map((m) => m.tcp!.payloadLength);
-    const total = hdrLen + payloads.reduce((a, b) => a + b, 0);
-    if (total + lt.payloadLength > effectiveMax) maxBytesHit++;
-    // Members: untouched bytes, offs = their header length.
-    for (let j = 1; j < k; j++) {
-      const ms = list[i + j], mo = slotOffsets[ms];
-      assert.equal(offs[ms], hdrLen, `offs of member ${i + j}`);
-      assert.deepEqual(bytes.subarray(mo, mo + SLOT_SIZE), before.subarray(mo, mo + SLOT_SIZE), `member ${i + j} changed`);
-      assert.ok(vnet.subarray(ms * VNET_HDR_SLOT, (ms + 1) * VNET_HDR_SLOT).every((x) => x === SENTINEL), `vnet of member ${i + j}`);
-    }
-    // Leader: only total length, IP checksum, PSH and TCP checksum may change; payload untouched.
-    const lead = bytes.subarray(off, off + lens[slot]);
-    const orig = before.subarray(off, off + lens[slot]);
-    assert.deepEqual(bytes.subarray(off + lens[slot], off + SLOT_SIZE), before.subarray(off + lens[slot], off + SLOT_SIZE));
-    const mayChange = new Set([2, 3, 10, 11, L.ihl + 13, L.ihl + 16, L.ihl + 17]);
-    for (let b = 0; b < lead.length; b++) if (!mayChange.has(b)) assert.equal(lead[b], orig[b], `leader ${i} byte ${b}`);
-    assert.equal(lead[L.ihl + 13] & ~TCP_PSH, orig[L.ihl + 13] & ~TCP_PSH, 'leader flags other than PSH');
-    const anyPsh = group.some((m) => (m.tcp!.flags & TCP_PSH) !== 0);
-    assert.equal((lead[L.ihl + 13] & TCP_PSH) !== 0, anyPsh, 'PSH of the super-packet');
-    assert.equal(lead[2] * 256 + lead[3], total, 'super-packet IP total length');
-    assert.ok(ipChecksumValid(lead), 'super-packet IP checksum');
-    // (5) TCP checksum field = the pseudo-header sum (folded, not inverted), computed another way.
-    const field = lead[L.ihl + 16] * 256 + lead[L.ihl + 17];
-    assert.equal(field, onesSum(pseudoHeader(L.src, L.dst, total - L.ihl), 0, 12), 'partial checksum field');
-    // (4) the vnet header, exactly, and its padding untouched.
-    const vo = slot * VNET_HDR_SLOT;
-    const expectVnet = new Uint8Array(VNET_HDR_LEN);
-    const ev = new DataView(expectVnet.buffer);
-    expectVnet[0] = 1; expectVnet[1] = 1;
-    ev.setUint16(2, hdrLen, true); ev.setUint16(4, lt.payloadLength, true);
-    ev.setUint16(6, L.ihl, true); ev.setUint16(8, 16, true);
-    assert.deepEqual(vnet.subarray(vo, vo + VNET_HDR_LEN), expectVnet, 'vnet header');
-    assert.ok(vnet.subarray(vo + VNET_HDR_LEN, vo + VNET_HDR_SLOT).every((x) => x === SENTINEL), 'vnet padding');
+    const total = hdrLen + group.reduce((a, m) => a + m.tcp!.payloadLength, 0);
+    return {
+      vnet: { flags: 1, gsoType: 1, hdrLen, gsoSize: lt.payloadLength, csumStart: L.ihl, csumOffset: 16 },
+      total,
+      // Total length, IP checksum, PSH and TCP checksum.
+      mayChange: new Set([2, 3, 10, 11, L.ihl + 13, L.ihl + 16, L.ihl + 17]),
+      check(lead, orig, sp, vnet, originals): void {
+        assert.equal(lead[L.ihl + 13] & ~TCP_PSH, orig[L.ihl + 13] & ~TCP_PSH, 'leader flags other than PSH');
+        const anyPsh = group.some((m) => (m.tcp!.flags & TCP_PSH) !== 0);
+        assert.equal((lead[L.ihl + 13] & TCP_PSH) !== 0, anyPsh, 'PSH of the super-packet');
+        const field = lead[L.ihl + 16] * 256 + lead[L.ihl + 17];
+        assert.equal(field, onesSum(pseudoHeader(L.src, L.dst, total - L.ihl), 0, 12), 'partial checksum field');
+        // Completing the partial checksum the kernel's way gives a valid checksum for the whole.
+        const completed = sp.slice();
+        const cv = new DataView(completed.buffer);
+        cv.setUint16(L.ihl + 16, ~onesSum(completed, L.ihl, total - L.ihl) & 0xffff);
+        assert.ok(tcpChecksumValid(completed), 'completed super-packet TCP checksum');
 
-    // The super-packet as the writev would gather it.
-    const sp = new Uint8Array(total);
-    sp.set(lead, 0);
-    let at = lead.length;
-    for (let j = 1; j < k; j++) {
-      const ms = list[i + j], mo = slotOffsets[ms];
-      const piece = bytes.subarray(mo + offs[ms], mo + lens[ms]);
-      sp.set(piece, at);
-      at += piece.length;
-    }
-    assert.equal(at, total);
-    superPackets.push(sp);
-    // Completing the partial checksum the kernel's way gives a valid checksum for the whole.
-    const completed = sp.slice();
-    const cv = new DataView(completed.buffer);
-    cv.setUint16(L.ihl + 16, ~onesSum(completed, L.ihl, total - L.ihl) & 0xffff);
-    assert.ok(tcpChecksumValid(completed), 'completed super-packet TCP checksum');
+        const segs = segmentSuperPacket(vnet, sp);
+        assert.equal(segs.length, k, 'segment count');
+        segs.forEach((seg, j) => {
+          const original = originals[j];
+          assert.ok(ipChecksumValid(seg), `segment ${j} IP checksum`);
+          assert.ok(tcpChecksumValid(seg), `segment ${j} TCP checksum`);
+          assert.equal(seg.length, original.length, `segment ${j} length`);
+          const sv = parsePacket(seg);
+          assert.equal(sv.tcp!.seq, group[j].tcp!.seq, `segment ${j} seq`);
+          assert.deepEqual(seg.subarray(hdrLen), original.subarray(hdrLen), `segment ${j} payload`);
+          // With DF the IP id is free (Linux GRO ignores it); all else must be identical.
+          assertSegmentMatches(seg, original, L.df, `segment ${j}`);
+        });
+      },
+    };
+  },
+};
 
-    // (2) re-segmenting gives back the original packets.
-    const segs = segmentSuperPacket(parseVnetHdr(vnet, vo), sp);
-    assert.equal(segs.length, k, 'segment count');
-    segs.forEach((seg, j) => {
-      const original = packets[i + j];
-      assert.ok(ipChecksumValid(seg), `segment ${j} IP checksum`);
-      assert.ok(tcpChecksumValid(seg), `segment ${j} TCP checksum`);
-      assert.equal(seg.length, original.length, `segment ${j} length`);
-      const sv = parsePacket(seg);
-      assert.equal(sv.tcp!.seq, group[j].tcp!.seq, `segment ${j} seq`);
-      assert.deepEqual(seg.subarray(hdrLen), original.subarray(hdrLen), `segment ${j} payload`);
-      if (L.df) {
-        // With DF the IP id is free (Linux GRO ignores it); all else must be identical.
-        const a = seg.slice(), b = original.slice();
-        a[4] = b[4] = a[5] = b[5] = a[10] = b[10] = a[11] = b[11] = 0;
-        assert.deepEqual(a, b, `segment ${j} (DF) differs beyond id`);
-      } else {
-        assert.deepEqual(seg, original, `segment ${j} differs from the original`);
-      }
-    });
-    i += k;
-  }
-  // Slots not in the list are untouched; every byte outside leaders' headers is as before.
-  for (let s = 0; s < slotCount; s++) {
-    if (leaderSlots.has(s)) continue;
-    const o = slotOffsets[s];
-    assert.deepEqual(bytes.subarray(o, o + SLOT_SIZE), before.subarray(o, o + SLOT_SIZE), `slot ${s} changed`);
-    if (!list.subarray(0, count).includes(s)) assert.equal(offs[s], 0xbeef, `offs of unlisted slot ${s}`);
-  }
-  return { groups, groupLens: got, superPackets, maxGroup, maxBytesHit };
-}
+const planAndCheck = coalesceHarness(tcp);
 
 // ---- random traffic --------------------------------------------------------------------------
 
@@ -218,12 +94,6 @@ function tsOptions(f: Flow): Uint8Array | undefined {
   v.setUint32(4, f.tsVal);
   v.setUint32(8, f.tsEcr);
   return o;
-}
-
-function randomBytes(rand: () => number, n: number): Uint8Array {
-  const b = new Uint8Array(n);
-  for (let i = 0; i < n; i++) b[i] = rand() & 0xff;
-  return b;
 }
 
 /** clean: rare short/PSH segments; messy: every kind of event; full: only full segments. */
@@ -457,10 +327,6 @@ describe('planCoalescing', () => {
     // made valid again, so only the field comparison decides); the plan must equal the reference
     // plan with the packets 8-aligned (word path), misaligned (byte path) and without words.
     const rand = mulberry32(0xf11b);
-    const layouts: Array<[string, number[], boolean]> = [
-      ['aligned, words', [0, 0, 0], true], ['misaligned, words', [1, 2, 3], true], ['leader aligned only, words', [0, 3, 1], true],
-      ['members aligned only, words', [2, 0, 0], true], ['aligned, no words', [0, 0, 0], false],
-    ];
     let joined = 0, refused = 0;
     for (const df of [true, false]) {
       const f = newFlow(rand, 1000);
@@ -478,16 +344,7 @@ describe('planCoalescing', () => {
             fixChecksums(p);
             const expected = referencePlan(packets.map((x) => parsePacket(x)), 65535);
             if (expected[0] === 3) joined++; else refused++;
-            for (const [name, shifts, useWords] of layouts) {
-              const bytes = new Uint8Array(3 * SLOT_SIZE + 8);
-              const slotOffsets = Uint32Array.from(shifts, (sh, i) => i * SLOT_SIZE + sh);
-              packets.forEach((x, i) => bytes.set(x, slotOffsets[i]));
-              const lens = Int32Array.from(packets, (x) => x.length);
-              const groupLens = new Uint16Array(3);
-              planCoalescing(bytes, slotOffsets, lens, new Uint16Array(3), new Uint8Array(3 * VNET_HDR_SLOT),
-                new Uint16Array([0, 1, 2]), 3, groupLens, 65535, useWords ? new Uint32Array(bytes.buffer) : null);
-              assert.deepEqual(Array.from(groupLens), expected, `df ${df}, packet ${target}, byte ${j} bit ${bit}: ${name}`);
-            }
+            assertPlanOnEveryLayout(packets, expected, `df ${df}, packet ${target}, byte ${j} bit ${bit}`);
           }
         }
       }
@@ -497,41 +354,22 @@ describe('planCoalescing', () => {
   });
 
   test('randomized batches against the reference planner and segmenter', () => {
-    const only = process.env.TCP_COALESCE_SEED;
-    const seeds = only !== undefined ? [Number(only)] : Array.from({ length: 600 }, (_, i) => 0x5eed0000 + i);
-    const sole = new Map<string, number>(RULES.map((r) => [r, 0]));
+    const coverage = new RuleCoverage(RULES, TCP_GROUP_RULES);
     let groups = 0, packets = 0, grouped = 0, full64 = 0, maxBytesHit = 0;
-    for (const seed of seeds) {
-      try {
-        const rand = mulberry32(seed);
-        const batch = randomBatch(rand);
-        const r = planAndCheck(batch.packets, rand, batch.maxBytes);
-        groups += r.groups;
-        packets += batch.packets.length;
-        grouped += r.groupLens.reduce((s, k) => s + (k >= 2 ? k : 0), 0);
-        if (r.maxGroup === 64) full64++;
-        maxBytesHit += r.maxBytesHit;
-        // Coverage: which rules alone refused a packet (so each rule is shown to matter).
-        const parsed = batch.packets.map((p) => parsePacket(p));
-        const max = batch.maxBytes ?? 65535;
-        let group: ParsedPacket[] = [];
-        for (const p of parsed) {
-          if (group.length > 0) {
-            const v = joinViolations(group, p, max);
-            if (v.length === 0) { group.push(p); continue; }
-            if (v.length === 1) sole.set(v[0], sole.get(v[0])! + 1);
-          }
-          group = leadViolations(p).length === 0 ? [p] : [];
-        }
-      } catch (e) {
-        console.error(`encap-tcp-coalesce: failing seed ${seed} (rerun with TCP_COALESCE_SEED=${seed})`);
-        throw e;
-      }
-    }
-    if (only !== undefined) return;
-    if (process.env.TCP_COALESCE_STATS) console.log({ groups, packets, grouped, full64, maxBytesHit, sole: Object.fromEntries(sole) });
-    const uncovered = RULES.filter((r) => sole.get(r) === 0);
-    assert.deepEqual(uncovered, [], `rules never the sole reason for a refusal: ${JSON.stringify(Object.fromEntries(sole))}`);
+    const full = forEachSeed('encap-tcp-coalesce', 'TCP_COALESCE_SEED', 0x5eed0000, 600, (seed) => {
+      const rand = mulberry32(seed);
+      const batch = randomBatch(rand);
+      const r = planAndCheck(batch.packets, rand, batch.maxBytes);
+      groups += r.groups;
+      packets += batch.packets.length;
+      grouped += r.groupLens.reduce((s, k) => s + (k >= 2 ? k : 0), 0);
+      if (r.maxGroup === 64) full64++;
+      maxBytesHit += r.maxBytesHit;
+      coverage.record(batch.packets.map((p) => parsePacket(p)), batch.maxBytes ?? 65535);
+    });
+    if (!full) return;
+    if (process.env.TCP_COALESCE_STATS) console.log({ groups, packets, grouped, full64, maxBytesHit, sole: coverage.counts() });
+    coverage.assertEveryRuleSoleReason();
     assert.ok(groups > 1000 && grouped > packets / 3, `too little coalescing: ${groups} groups, ${grouped}/${packets} packets`);
     assert.ok(full64 > 5 && maxBytesHit > 5, `limits not exercised: ${full64} full groups, ${maxBytesHit} cut by maxBytes`);
   });
@@ -541,20 +379,7 @@ describe('planCoalescing', () => {
     const f = newFlow(rand, 1448);
     f.mss = 1000; // 64 x 1000 + header fits 65535
     const packets = Array.from({ length: 64 }, () => nextPacket(rand, f, 'full'));
-    const bytes = new Uint8Array(64 * SLOT_SIZE);
-    const lens = new Int32Array(64), offs = new Uint16Array(64), vnet = new Uint8Array(64 * VNET_HDR_SLOT);
-    const list = new Uint16Array(64), groupLens = new Uint16Array(64);
-    const slotOffsets = Uint32Array.from({ length: 64 }, (_, i) => i * SLOT_SIZE);
-    packets.forEach((p, i) => { bytes.set(p, i * SLOT_SIZE); lens[i] = p.length; list[i] = i; });
-    const leaderCopy = bytes.slice(0, 80);
-    let n = 0;
-    const iterations = 20_000;
-    for (let r = 0; r < 2000; r++) { bytes.set(leaderCopy, 0); n += planCoalescing(bytes, slotOffsets, lens, offs, vnet, list, 64, groupLens); }
-    const t0 = process.hrtime.bigint();
-    for (let r = 0; r < iterations; r++) { bytes.set(leaderCopy, 0); n += planCoalescing(bytes, slotOffsets, lens, offs, vnet, list, 64, groupLens); }
-    const ns = Number(process.hrtime.bigint() - t0) / (iterations * 64);
+    const ns = timeSingleFlowBatch(packets, 80, false);
     t.diagnostic(`planCoalescing: ${ns.toFixed(1)} ns per packet (64-packet single-flow batch)`);
-    assert.equal(n, 2000 + iterations);
-    assert.equal(groupLens[0], 64);
   });
 });
