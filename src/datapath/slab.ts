@@ -16,6 +16,7 @@
 import { VNET_HDR_SLOT } from '../encap/tcp-coalesce.js';
 import { SEGMENT_HEADER_CELL } from '../encap/tcp-segment.js';
 import { checksumMemory } from '../encap/checksum-simd.js';
+import type { RingLayout } from '../native/shim.js';
 
 export interface SlabLayout {
   /** Slot size of ICMP errors, and the default for the tx and rx regions: one MTU-sized packet. */
@@ -34,7 +35,7 @@ export const VIEW_SLOTS = 1024;
 /** A slot that takes any TSO super-packet or UDP GRO run (IPv4 total length <= 65535). */
 export const SUPER_SLOT_SIZE = 65536;
 
-export class PacketSlab {
+export class PacketSlab implements RingLayout {
   readonly slotSize: number;
   readonly readSlotSize: number;
   readonly receiveSlotSize: number;

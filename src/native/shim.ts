@@ -6,18 +6,14 @@ import { fileURLToPath } from 'node:url';
 
 /** Opaque handle binding the slab and its per-slot metadata arrays in C. */
 export type RingHandle = { readonly __brand: 'RingHandle' };
-/** The per-slot arrays a ring binds (see native/README.md and src/datapath/slab.ts). */
+/**
+ * The per-slot typed arrays a ring binds, by name (native/README.md "The ring"; a PacketSlab,
+ * src/datapath/slab.ts, is one and documents each).
+ */
 export interface RingLayout {
-  readonly slotOffsets: Uint32Array;
-  readonly slotCaps: Uint32Array;
-  readonly lens: Int32Array;
-  readonly addrs: Uint32Array;
-  readonly ports: Uint16Array;
-  readonly offs: Uint16Array;
-  readonly vnetHdrs: Uint8Array;
-  readonly extOffs: Uint32Array;
-  readonly extLens: Uint16Array;
-  readonly segSizes: Uint16Array;
+  readonly slotOffsets: Uint32Array; readonly slotCaps: Uint32Array; readonly lens: Int32Array;
+  readonly addrs: Uint32Array; readonly ports: Uint16Array; readonly offs: Uint16Array; readonly vnetHdrs: Uint8Array;
+  readonly extOffs: Uint32Array; readonly extLens: Uint16Array; readonly segSizes: Uint16Array;
 }
 /** Opaque uv_poll_t watcher. */
 export type PollHandle = { readonly __brand: 'PollHandle' };
