@@ -162,14 +162,20 @@ export class EtcdTransport {
     return this.token;
   }
 
-  private async callOnEndpoints<T>(path: string, body: object, opts: CallOptions, token: string): Promise<T> {
-    const payload = JSON.stringify(body);
-    const attempts: string[] = [];
+  /** [index, endpoint] for each endpoint, in turn from the last one that answered. */
+  private *endpointsInTurn(): Generator<[number, Endpoint]> {
     const count = this.options.endpoints.length;
     const first = this.preferred;
     for (let i = 0; i < count; i++) {
       const index = (first + i) % count;
-      const endpoint = this.options.endpoints[index]!;
+      yield [index, this.options.endpoints[index]!];
+    }
+  }
+
+  private async callOnEndpoints<T>(path: string, body: object, opts: CallOptions, token: string): Promise<T> {
+    const payload = JSON.stringify(body);
+    const attempts: string[] = [];
+    for (const [index, endpoint] of this.endpointsInTurn()) {
       let reply: RawReply;
       try {
         reply = await this.exchangeResendingStale(endpoint, path, payload, token);
@@ -205,11 +211,7 @@ export class EtcdTransport {
   private async openStreamOnEndpoints(path: string, body: object, token: string): Promise<OpenStream> {
     const payload = JSON.stringify(body);
     const attempts: string[] = [];
-    const count = this.options.endpoints.length;
-    const first = this.preferred;
-    for (let i = 0; i < count; i++) {
-      const index = (first + i) % count;
-      const endpoint = this.options.endpoints[index]!;
+    for (const [index, endpoint] of this.endpointsInTurn()) {
       let opened: { request: http.ClientRequest; response: http.IncomingMessage };
       try {
         opened = await this.startExchange(endpoint, path, payload, token, true);
