@@ -61,7 +61,6 @@ export interface OffloadsInForce {
 /** TUNSETOFFLOAD flags: TUN_F_CSUM | TUN_F_TSO4 (IPv4 TCP only: flannel's udp backend is IPv4). */
 const TUN_OFFLOAD_FLAGS = 0x01 | 0x02;
 
-
 /** Batches each way drained at stop, at most. */
 const DRAIN_BATCHES_AT_STOP = 16;
 
@@ -248,7 +247,6 @@ export class Datapath {
       network: formatCidr(network.prefix, network.prefixLen),
       subnet: formatCidr(this.subnetNow.prefix, this.subnetNow.prefixLen),
       ...this.offloadsInForce(),
-
     };
   }
 

@@ -2,7 +2,11 @@
 // between the kernel (or a test fake) and slots of one PacketSlab. Counts or -errno, no throws.
 
 export interface TunDevice {
-  /** Reads up to max packets into slots first, first+1, ...; sets lens. Count or -errno. */
+  /**
+   * Reads up to max packets into slots first, first+1, ... (each at most its slot's cap); sets
+   * lens and each slot's virtio-net header in vnetHdrs (all zero for a plain packet; a TSO
+   * super-packet or a partial checksum otherwise). Count or -errno.
+   */
   read(first: number, max: number): number;
   /**
    * Writes the slots list[0..count); returns packets written; failed slots get lens < 0. With
@@ -13,8 +17,14 @@ export interface TunDevice {
 }
 
 export interface UdpSocket {
-  /** Receives up to max datagrams into slots first..; sets lens, addrs, ports. Count or -errno. */
+  /**
+   * Receives up to max datagrams into slots first..; sets lens, addrs, ports, and segSizes (a UDP
+   * GRO run of datagrams of that size back to back; 0 for one datagram). Count or -errno.
+   */
   recv(first: number, max: number): number;
-  /** Sends the slots list[0..count) to addrs/ports; returns sent; failed slots get lens < 0. */
+  /**
+   * Sends the slots list[0..count) to addrs/ports, each datagram the slot's lens bytes followed by
+   * extLens bytes at extOffs (a TCP segment's payload; 0 for none); returns sent; failed slots get lens < 0.
+   */
   send(list: Uint16Array, count: number): number;
 }
