@@ -12,7 +12,7 @@ import { isMain, runStandalone } from './standalone.js';
 import { onesComplementSum } from '../src/encap/checksum.js';
 import { MAX_GROUP_PACKETS, VNET_HDR_SLOT, planCoalescing } from '../src/encap/tcp-coalesce.js';
 import { SEGMENT_HEADER_CELL, completeChecksum, segmentTcpSuperPacket } from '../src/encap/tcp-segment.js';
-import { mulberry32 } from '../test/helpers/prng.js';
+import { mulberry32, randomBytes } from '../test/helpers/prng.js';
 import { buildTcpPacket, partialChecksum } from '../test/helpers/tcp-segments.js';
 
 const GSO_SIZE = 1420;
@@ -28,12 +28,6 @@ const PAYLOAD = 1460;
 
 /** Results are folded in here so the JIT cannot drop the work as dead code. */
 let sink = 0;
-
-function randomBytes(rand: () => number, n: number): Uint8Array {
-  const b = new Uint8Array(n);
-  for (let i = 0; i < n; i++) b[i] = rand() & 0xff;
-  return b;
-}
 
 /** A TCP packet (timestamps option) whose check field holds the pseudo-header sum (CHECKSUM_PARTIAL). */
 function partialTcpPacket(rand: () => number, payloadLen: number): Uint8Array {

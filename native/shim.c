@@ -373,6 +373,13 @@ static ring_t *get_ring(napi_env env, napi_value v) {
   return p;
 }
 
+/* The ring of a call whose one argument is a ring (NULL with a pending exception otherwise). */
+static ring_t *only_ring_arg(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (get_args(env, info, 1, argv)) return NULL;
+  return get_ring(env, argv[0]);
+}
+
 /* Validates a run of slots [first, first+count) and clamps count to MAX_BATCH. */
 static int check_run(ring_t *r, uint32_t first, uint32_t *count) {
   if (*count > MAX_BATCH) *count = MAX_BATCH;
@@ -776,9 +783,7 @@ static napi_value ring_enable_uring(napi_env env, napi_callback_info info) {
 /* ringDisableUring(ring): closes the ring's io_uring now (at Datapath.close; else it would live
    until the ring is garbage-collected); TUN I/O of the ring uses plain syscalls from then on. */
 static napi_value ring_disable_uring(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (get_args(env, info, 1, argv)) return NULL;
-  ring_t *r = get_ring(env, argv[0]);
+  ring_t *r = only_ring_arg(env, info);
   if (!r) return NULL;
   uring_free(r->uring);
   r->uring = NULL;
@@ -787,9 +792,7 @@ static napi_value ring_disable_uring(napi_env env, napi_callback_info info) {
 
 /* ringUring(ring) -> the SQ entries of its io_uring, 0 when TUN I/O uses plain syscalls. */
 static napi_value ring_uring(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (get_args(env, info, 1, argv)) return NULL;
-  ring_t *r = get_ring(env, argv[0]);
+  ring_t *r = only_ring_arg(env, info);
   if (!r) return NULL;
   return make_int(env, r->uring ? r->uring->sq_entries : 0);
 }
@@ -1098,18 +1101,14 @@ static napi_value ring_set_gso(napi_env env, napi_callback_info info) {
 
 /* ringGso(ring) -> the GSO setting in force (0 after the kernel refused a GSO message). */
 static napi_value ring_gso(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (get_args(env, info, 1, argv)) return NULL;
-  ring_t *r = get_ring(env, argv[0]);
+  ring_t *r = only_ring_arg(env, info);
   if (!r) return NULL;
   return make_int(env, r->gso_segments);
 }
 
 /* lastErrno(ring) -> errno of the last packet a batch call skipped, then resets it to 0. */
 static napi_value last_errno(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (get_args(env, info, 1, argv)) return NULL;
-  ring_t *r = get_ring(env, argv[0]);
+  ring_t *r = only_ring_arg(env, info);
   if (!r) return NULL;
   int e = r->last_errno;
   r->last_errno = 0;

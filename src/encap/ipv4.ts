@@ -1,10 +1,11 @@
 // flannel's per-packet rules on raw IPv4 headers inside the slab. Hot path: every function
 // works in place on (bytes, offset), allocates nothing and touches only the header.
 
+import { onesComplementSum } from './checksum.js';
+import { IPPROTO_ICMP } from './wire.js';
+
 /** IPv4 + UDP header bytes that the outer datagram adds: flannel's MTU is the external MTU - 28. */
 export const ENCAP_OVERHEAD = 28;
-
-export const IPPROTO_ICMP = 1;
 
 /**
  * A packet is accepted only if it is IPv4, its IHL is at least 5 and fits, and its total
@@ -47,12 +48,7 @@ export function decrementTtl(b: Uint8Array, off: number): boolean {
 
 /** Internet checksum (RFC 1071) of b[off, off+len). */
 export function internetChecksum(b: Uint8Array, off: number, len: number): number {
-  let sum = 0;
-  const end = off + (len & ~1);
-  for (let i = off; i < end; i += 2) sum += (b[i] << 8) | b[i + 1];
-  if (len & 1) sum += b[off + len - 1] << 8;
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  return ~sum & 0xffff;
+  return ~onesComplementSum(b, null, off, len) & 0xffff;
 }
 
 /**

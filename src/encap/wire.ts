@@ -2,6 +2,8 @@
 // and flag bits, and the layout of struct virtio_net_hdr (the header flannel0 prefixes to every
 // packet when opened with IFF_VNET_HDR; see include/uapi/linux/virtio_net.h).
 
+/** IP protocol number of ICMP. */
+export const IPPROTO_ICMP = 1;
 /** IP protocol number of TCP. */
 export const IPPROTO_TCP = 6;
 /** IP protocol number of UDP. */

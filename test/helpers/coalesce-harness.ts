@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { planCoalescing, VNET_HDR_LEN, VNET_HDR_SLOT } from '../../src/encap/tcp-coalesce.js';
 import { greedyPlan, ipChecksumValid, parseVnetHdr, type GroupRules, type ParsedPacket, type VnetHdr } from './tcp-segments.js';
+import { runSeeded, seedsFor } from './prng.js';
 
 /** Room for one packet: every slot gets at least this many bytes (plus a random 0..7). */
 export const SLOT_SIZE = 2048;
@@ -39,13 +40,6 @@ export interface BatchResult {
   maxGroup: number;
   /** Groups that a next leader-sized payload would have pushed beyond maxBytes. */
   maxBytesHit: number;
-}
-
-/** n bytes from rand. */
-export function randomBytes(rand: () => number, n: number): Uint8Array {
-  const b = new Uint8Array(n);
-  for (let i = 0; i < n; i++) b[i] = rand() & 0xff;
-  return b;
 }
 
 function shuffle(a: number[], rand: () => number): void {
@@ -202,17 +196,8 @@ export function assertSegmentMatches(seg: Uint8Array, original: Uint8Array, igno
 export function forEachSeed(
   label: string, envVar: string, firstSeed: number, seedCount: number, body: (seed: number) => void,
 ): boolean {
-  const only = process.env[envVar];
-  const seeds = only !== undefined ? [Number(only)] : Array.from({ length: seedCount }, (_, i) => firstSeed + i);
-  for (const seed of seeds) {
-    try {
-      body(seed);
-    } catch (e) {
-      console.error(`${label}: failing seed ${seed} (rerun with ${envVar}=${seed})`);
-      throw e;
-    }
-  }
-  return only === undefined;
+  for (const seed of seedsFor(envVar, seedCount, firstSeed)) runSeeded(label, envVar, seed, () => body(seed));
+  return process.env[envVar] === undefined;
 }
 
 /** Counts, per join rule, how often it alone refused a packet: each rule shown to matter. */

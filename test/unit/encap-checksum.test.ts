@@ -9,22 +9,12 @@ import {
   writeIpHeaderChecksum,
 } from '../../src/encap/checksum.js';
 import { checksumMemory, simdSumFor } from '../../src/encap/checksum-simd.js';
-import { mulberry32 } from '../helpers/prng.js';
+import { mulberry32, runSeeded, seedsFor } from '../helpers/prng.js';
 import { onesSum, pseudoHeader } from '../helpers/tcp-segments.js';
 
-function seeds(count: number, base: number): number[] {
-  const only = process.env.CHECKSUM_SEED;
-  return only !== undefined ? [Number(only)] : Array.from({ length: count }, (_, i) => base + i);
-}
-
-function withSeed(name: string, seed: number, body: (rand: () => number) => void): void {
-  try {
-    body(mulberry32(seed));
-  } catch (e) {
-    console.error(`encap-checksum ${name}: failing seed ${seed} (rerun with CHECKSUM_SEED=${seed})`);
-    throw e;
-  }
-}
+const seeds = (count: number, base: number): number[] => seedsFor('CHECKSUM_SEED', count, base);
+const withSeed = (name: string, seed: number, body: (rand: () => number) => void): void =>
+  runSeeded(`encap-checksum ${name}`, 'CHECKSUM_SEED', seed, body);
 
 function fillRandom(b: Uint8Array, rand: () => number, style: number): void {
   for (let i = 0; i < b.length; i++) {

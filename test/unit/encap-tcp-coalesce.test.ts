@@ -6,10 +6,10 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { planCoalescing, VNET_HDR_SLOT } from '../../src/encap/tcp-coalesce.js';
 import {
-  SLOT_SIZE, RuleCoverage, assertPlanOnEveryLayout, assertSegmentMatches, coalesceHarness, forEachSeed, randomBytes, timeSingleFlowBatch,
+  SLOT_SIZE, RuleCoverage, assertPlanOnEveryLayout, assertSegmentMatches, coalesceHarness, forEachSeed, timeSingleFlowBatch,
   type CoalesceProtocol, type GroupExpectation,
 } from '../helpers/coalesce-harness.js';
-import { mulberry32 } from '../helpers/prng.js';
+import { mulberry32, randomBytes } from '../helpers/prng.js';
 import {
   TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_GROUP_RULES, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
   buildTcpPacket, ipChecksumValid, joinViolations, leadViolations, onesSum, parsePacket,

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { SEGMENT_HEADER_CELL, completeChecksum, segmentTcpSuperPacket, tcpSegmentCount } from '../../src/encap/tcp-segment.js';
-import { mulberry32 } from '../helpers/prng.js';
+import { mulberry32, randomBytes, runSeeded, seedsFor } from '../helpers/prng.js';
 import {
   TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_PSH, TCP_URG,
   buildTcpPacket, buildUdpPacket, ipChecksumValid, onesSum, parsePacket, partialChecksum, segmentSuperPacket,
@@ -20,25 +20,9 @@ const EXT_LENS_SENTINEL = 0xbeef;
 /** maxSegmentBytes that never cuts below gso_size (an IPv4 packet has at most 65535 bytes). */
 const NO_LIMIT = 65535;
 
-function seeds(count: number, base: number): number[] {
-  const only = process.env.TCP_SEGMENT_SEED;
-  return only !== undefined ? [Number(only)] : Array.from({ length: count }, (_, i) => base + i);
-}
-
-function withSeed(name: string, seed: number, body: (rand: () => number) => void): void {
-  try {
-    body(mulberry32(seed));
-  } catch (e) {
-    console.error(`encap-tcp-segment ${name}: failing seed ${seed} (rerun with TCP_SEGMENT_SEED=${seed})`);
-    throw e;
-  }
-}
-
-function randomBytes(rand: () => number, n: number): Uint8Array {
-  const b = new Uint8Array(n);
-  for (let i = 0; i < n; i++) b[i] = rand() & 0xff;
-  return b;
-}
+const seeds = (count: number, base: number): number[] => seedsFor('TCP_SEGMENT_SEED', count, base);
+const withSeed = (name: string, seed: number, body: (rand: () => number) => void): void =>
+  runSeeded(`encap-tcp-segment ${name}`, 'TCP_SEGMENT_SEED', seed, body);
 
 /** Byte-for-byte equality, fast; deepEqual (with its diff) only on a mismatch. */
 function sameBytes(actual: Uint8Array, expected: Uint8Array, message: string): void {

@@ -8,10 +8,10 @@ import { describe, test } from 'node:test';
 import { MAX_GROUP_PACKETS, planCoalescing, VNET_HDR_SLOT } from '../../src/encap/tcp-coalesce.js';
 import { VIRTIO_NET_HDR_GSO_UDP_L4 } from '../../src/encap/wire.js';
 import {
-  SLOT_SIZE, RuleCoverage, assertPlanOnEveryLayout, assertSegmentMatches, coalesceHarness, forEachSeed, randomBytes,
+  SLOT_SIZE, RuleCoverage, assertPlanOnEveryLayout, assertSegmentMatches, coalesceHarness, forEachSeed,
   timeSingleFlowBatch, type BatchResult, type CoalesceProtocol, type GroupExpectation,
 } from '../helpers/coalesce-harness.js';
-import { mulberry32 } from '../helpers/prng.js';
+import { mulberry32, randomBytes } from '../helpers/prng.js';
 import {
   TCP_ACK, TCP_PSH, UDP_GROUP_RULES, buildTcpPacket, buildUdpDatagram, joinViolations, leadViolations, onesSum,
   parseUdpPacket, parseVnetHdr, partialChecksum, referenceMixedPlan, segmentSuperPacket, segmentUdpSuperPacket,
