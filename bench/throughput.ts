@@ -10,15 +10,16 @@ import { Lab, removeStaleLabNamespaces, type AgentCounters, type LabMode } from 
 
 /**
  * What the bench compares: the lab's modes, and flannel-ts one step at a time: batching only,
- * + TUN offloads (TSO reads, GRO writes), + UDP GSO/GRO, + io_uring for flannel0 (everything:
- * the default).
+ * + TUN offloads (TSO reads, GRO writes), + UDP GSO/GRO, + io_uring for flannel0 (the default),
+ * + a worker thread per direction (--workers 2).
  */
 export const BENCH_FORWARDERS = [
-  'flannel-ts', 'flannel-ts-no-uring', 'flannel-ts-tun-offloads', 'flannel-ts-no-offload', 'vxlan', 'host-gw',
+  'flannel-ts', 'flannel-ts-workers', 'flannel-ts-no-uring', 'flannel-ts-tun-offloads', 'flannel-ts-no-offload', 'vxlan', 'host-gw',
 ] as const;
 export type BenchForwarder = (typeof BENCH_FORWARDERS)[number];
 
 const FLANNEL_TS_STEPS: Partial<Record<BenchForwarder, string[]>> = {
+  'flannel-ts-workers': ['--workers', '2'],
   'flannel-ts-no-uring': ['--io-uring=false'],
   'flannel-ts-tun-offloads': ['--offloads=tun', '--io-uring=false'],
   'flannel-ts-no-offload': ['--no-offload', '--io-uring=false'],
@@ -204,6 +205,7 @@ export async function runThroughput(options: Partial<ThroughputOptions> = {}): P
 
 const MODE_LABELS: Record<BenchForwarder, string> = {
   'flannel-ts': 'flannel-ts (this build: batching + TUN offloads + UDP GSO/GRO + io_uring)',
+  'flannel-ts-workers': 'flannel-ts --workers 2 (the default + a worker thread per direction)',
   'flannel-ts-no-uring': 'flannel-ts --io-uring=false (batching + TUN offloads + UDP GSO/GRO)',
   'flannel-ts-tun-offloads': 'flannel-ts --offloads=tun --io-uring=false (batching + TSO reads, GRO writes)',
   'flannel-ts-no-offload': 'flannel-ts --no-offload --io-uring=false (batching only)',

@@ -1,15 +1,15 @@
 // The host side of the agent, shared by static and flanneld mode: flannel0 and the UDP socket set
-// up as flanneld's udp backend does, and the Forwarder driven by the DatapathEngine.
+// up as flanneld's udp backend does, and the forwarding lanes (one on this thread, or a worker per direction).
 //
 // flannel0 (IFF_TUN|IFF_NO_PI, not persistent) gets the subnet's network address as a /32, MTU =
 // the external MTU - 28, and one route for the whole network. The UDP socket binds to the external
 // interface's address on the backend port. Closing flannel0's fd removes the device, its address
 // and route: what the agent made goes with it.
 import { C, countersToObject, newCounters } from '../datapath/counters.js';
-import { DatapathEngine } from '../datapath/engine.js';
-import { Forwarder } from '../datapath/forwarder.js';
-import { NativeTun, NativeUdp, createRing } from '../datapath/native-io.js';
-import { PacketSlab, SUPER_SLOT_SIZE, slotSizeFor } from '../datapath/slab.js';
+import type { ForwarderConfig } from '../datapath/forwarder.js';
+import { Lane, type LaneSetup, type Lanes } from '../datapath/lane.js';
+import { SUPER_SLOT_SIZE, slotSizeFor } from '../datapath/slab.js';
+import { WorkerLanes } from '../datapath/worker-lanes.js';
 import { ENCAP_OVERHEAD } from '../encap/ipv4.js';
 import { configureTunLink, removeTunAddress, type ExternalInterface } from '../link/ip.js';
 import { describeErrno, shim } from '../native/shim.js';
@@ -36,6 +36,11 @@ export interface DatapathOptions {
   readonly offloads: Offloads;
   /** Read and write flannel0 through io_uring where the kernel allows it (false: --io-uring=false). */
   readonly tunIoUring: boolean;
+  /**
+   * Forwarding threads: 1 = both directions on the main thread, beside the control plane;
+   * 2 = one worker thread per direction (flannel0 -> UDP, UDP -> flannel0). Default 1.
+   */
+  readonly workers?: 1 | 2;
 }
 
 export interface Offloads {
@@ -56,6 +61,8 @@ export interface OffloadsInForce {
   readonly udpGro: boolean;
   /** flannel0's reads and writes go through io_uring (its submission queue size), 0 = syscalls. */
   readonly tunIoUring: number;
+  /** Threads forwarding: 1 = the main thread, 2 = a worker per direction. */
+  readonly workers: number;
 }
 
 /** TUNSETOFFLOAD flags: TUN_F_CSUM | TUN_F_TSO4 (IPv4 TCP only: flannel's udp backend is IPv4). */
@@ -70,37 +77,30 @@ const GSO_SEGMENTS = 64;
 export class Datapath {
   readonly tunName: string;
   readonly mtu: number;
+  /** Indexed by C.*; shared with the worker threads when there are any (each direction writes its own). */
   readonly counters: Float64Array;
   readonly ext: ExternalInterface;
   readonly port: number;
   private subnetNow: Ipv4Prefix;
-  private forwarder: Forwarder;
-  private engine: DatapathEngine;
+  private routesNow: RoutingSnapshot = RoutingSnapshot.EMPTY;
   private closed = false;
 
   private constructor(
     options: DatapathOptions,
     private readonly tunFd: number,
     private readonly udpFd: number,
-    private readonly slab: PacketSlab,
-    private readonly ring: ReturnType<typeof createRing>,
-    private readonly tun: NativeTun,
-    private readonly udp: NativeUdp,
-    /** flannel0 takes coalesced super-packets (IFF_VNET_HDR): GRO on the way in. */
-    readonly tunGro: boolean,
+    private readonly lanes: Lanes,
+    counters: Float64Array,
     /** flannel0 hands out TSO super-packets and partial checksums (TUNSETOFFLOAD). */
     readonly tunTso: boolean,
-    /** The socket hands out coalesced receives (UDP_GRO). */
-    readonly udpGro: boolean,
+    readonly workers: number,
   ) {
     this.tunName = shim.tunName(tunFd);
     this.mtu = options.ext.mtu - ENCAP_OVERHEAD;
     this.ext = options.ext;
     this.port = options.port;
     this.subnetNow = options.subnet;
-    this.counters = newCounters();
-    this.forwarder = this.newForwarder(options.subnet);
-    this.engine = new DatapathEngine(this.forwarder, tunFd, udpFd, slab.batch);
+    this.counters = counters;
   }
 
   /**
@@ -121,7 +121,6 @@ export class Datapath {
     }
     if (tunFd < 0) throw new Error(`cannot create the TUN device: ${describeErrno(tunFd)}`);
     let udpFd = -1;
-    let dp: Datapath | undefined;
     try {
       const tunTso = tunVnet && shim.tunSetOffload(tunFd, TUN_OFFLOAD_FLAGS) === 0;
       configureTunLink({
@@ -132,22 +131,30 @@ export class Datapath {
       if (udpFd < 0) throw new Error(`cannot bind UDP ${formatIPv4(options.ext.address)}:${options.port}: ${describeErrno(udpFd)}`);
       // Super-packet slots only where an offload may fill them (untouched pages cost no memory).
       const slotSize = slotSizeFor(mtu);
-      const slab = new PacketSlab({
-        slotSize, batch: options.batch,
-        readSlotSize: tunTso ? SUPER_SLOT_SIZE : slotSize, receiveSlotSize: want.udp ? SUPER_SLOT_SIZE : slotSize,
-      });
-      const ring = createRing(slab);
-      if (want.udp && shim.udpProbeGso(udpFd) === 0) shim.ringSetGso(ring, GSO_SEGMENTS);
-      const udpGro = want.udp && shim.udpEnableGro(ring, udpFd) === 0;
-      if (tunVnet) shim.ringSetTunVnet(ring, true);
-      // io_uring for flannel0's reads and writes: one io_uring_enter per batch instead of one
-      // syscall per packet; where the kernel or a seccomp profile refuses it, syscalls stay.
-      if (options.tunIoUring) shim.ringEnableUring(ring, options.batch);
-      dp = new Datapath(options, tunFd, udpFd, slab, ring, new NativeTun(ring, tunFd), new NativeUdp(ring, udpFd), tunVnet, tunTso, udpGro);
-      dp.engine.start();
-      return dp;
+      const setup: LaneSetup = {
+        slab: {
+          slotSize, batch: options.batch,
+          readSlotSize: tunTso ? SUPER_SLOT_SIZE : slotSize, receiveSlotSize: want.udp ? SUPER_SLOT_SIZE : slotSize,
+        },
+        tunVnet,
+        gsoSegments: want.udp && shim.udpProbeGso(udpFd) === 0 ? GSO_SEGMENTS : 0,
+        udpGro: want.udp,
+        uringEntries: options.tunIoUring ? options.batch : 0,
+      };
+      const config = forwarderConfig(options.subnet, options.port, mtu, tunVnet);
+      const workers = options.workers ?? 1;
+      let lanes: Lanes, counters: Float64Array;
+      if (workers === 2) {
+        counters = newCounters(true);
+        lanes = new WorkerLanes(setup, tunFd, udpFd, config, counters);
+      } else {
+        counters = newCounters();
+        const lane = new Lane(setup, tunFd, udpFd, config, counters, 'both');
+        lane.start();
+        lanes = lane;
+      }
+      return new Datapath(options, tunFd, udpFd, lanes, counters, tunTso, workers);
     } catch (err) {
-      dp?.engine.stop(); // no poll may outlive its fd
       if (udpFd >= 0) shim.closeFd(udpFd);
       shim.closeFd(tunFd);
       throw err;
@@ -165,12 +172,14 @@ export class Datapath {
 
   /** The routes in force. */
   get routes(): readonly Route[] {
-    return this.forwarder.currentRoutes.routes;
+    return this.routesNow.routes;
   }
 
-  /** Swaps in a complete route list; takes effect at the next batch. Throws on an invalid route. */
+  /** Swaps in a complete route list; in force when this returns. Throws on an invalid route. */
   setRoutes(routes: readonly Route[]): void {
-    this.forwarder.setRoutes(RoutingSnapshot.build(routes));
+    const snapshot = RoutingSnapshot.build(routes);
+    this.lanes.setRoutes(snapshot);
+    this.routesNow = snapshot;
   }
 
   /**
@@ -181,16 +190,10 @@ export class Datapath {
     const old = this.subnetNow;
     if (old.prefix === subnet.prefix && old.prefixLen === subnet.prefixLen) return;
     configureTunLink({ name: this.tunName, address: subnet.prefix, mtu: this.mtu, networkPrefix: network.prefix, networkLen: network.prefixLen });
-    // The Forwarder follows the new subnet at once; the old address goes last, so that failing to
+    // The lanes follow the new subnet at once; the old address goes last, so that failing to
     // remove it can leave a stale address but never a datapath that drops the new subnet's traffic.
-    const routes = this.forwarder.currentRoutes;
-    const tunGro = this.forwarder.tunGroInForce;
-    this.engine.stop();
+    this.lanes.setConfig(forwarderConfig(subnet, this.port, this.mtu, this.lanes.status().tunGro));
     this.subnetNow = subnet;
-    this.forwarder = this.newForwarder(subnet, tunGro);
-    this.forwarder.setRoutes(routes);
-    this.engine = new DatapathEngine(this.forwarder, this.tunFd, this.udpFd, this.slab.batch);
-    this.engine.start();
     if (old.prefix !== subnet.prefix) removeTunAddress(this.tunName, old.prefix);
   }
 
@@ -203,28 +206,26 @@ export class Datapath {
    * a peer (or a stranger) that keeps sending must not keep the agent from stopping.
    */
   stop(): void {
-    this.engine.stop();
-    for (let k = 0; k < DRAIN_BATCHES_AT_STOP; k++) {
-      if (this.forwarder.udpToTun() + this.forwarder.tunToUdp() === 0) break;
-    }
+    this.lanes.stop(DRAIN_BATCHES_AT_STOP);
   }
 
   /** Datagrams per UDP GSO message at most; 0 when off (--no-offload, refused by the kernel). */
   get udpGso(): number {
-    return shim.ringGso(this.ring);
+    return this.lanes.status().udpGso;
   }
 
   /** What offload negotiation gave (GRO into flannel0 may since have been turned off). */
   offloadsInForce(): OffloadsInForce {
+    const s = this.lanes.status();
     return {
-      tunTso: this.tunTso, tunGro: this.forwarder.tunGroInForce, udpGso: this.udpGso, udpGro: this.udpGro,
-      tunIoUring: shim.ringUring(this.ring),
+      tunTso: this.tunTso, tunGro: s.tunGro, udpGso: s.udpGso, udpGro: s.udpGro, tunIoUring: s.tunIoUring,
+      workers: this.workers,
     };
   }
 
   /** The last send/write errno, described, if some packets could not be sent or written. */
   lastWriteError(): string | null {
-    const errno = shim.lastErrno(this.ring);
+    const errno = this.lanes.status().lastErrno;
     const failures = this.counters[C.dropTxSendError]! + this.counters[C.dropRxWriteError]!;
     return failures > 0 && errno !== 0 ? describeErrno(errno) : null;
   }
@@ -233,8 +234,7 @@ export class Datapath {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.engine.stop();
-    shim.ringDisableUring(this.ring);
+    this.lanes.close();
     shim.closeFd(this.udpFd);
     shim.closeFd(this.tunFd);
   }
@@ -249,13 +249,10 @@ export class Datapath {
       ...this.offloadsInForce(),
     };
   }
+}
 
-  private newForwarder(subnet: Ipv4Prefix, tunGro = this.tunGro): Forwarder {
-    return new Forwarder(this.slab, this.tun, this.udp, {
-      tunAddress: subnet.prefix, subnetPrefix: subnet.prefix, subnetLen: subnet.prefixLen, port: this.port, mtu: this.mtu,
-      tunGro,
-    }, this.counters);
-  }
+function forwarderConfig(subnet: Ipv4Prefix, port: number, mtu: number, tunGro: boolean): ForwarderConfig {
+  return { tunAddress: subnet.prefix, subnetPrefix: subnet.prefix, subnetLen: subnet.prefixLen, port, mtu, tunGro };
 }
 
 /** "10.244.2.0/24=192.0.2.2" per route, for logs. */

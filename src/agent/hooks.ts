@@ -19,6 +19,8 @@ export interface AgentStatus {
   ready(): boolean;
   /** Each offload and whether it is in force. */
   offloads?(): Readonly<Record<string, boolean>>;
+  /** Threads forwarding packets (--workers). */
+  datapathThreads?(): number;
 }
 
 export interface Closable {

@@ -131,7 +131,7 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
     log.info('lease acquired', describeLease(lease));
 
     // --- 4./5. flannel0, UDP, subnet file ---------------------------------------------------------
-    const dp = Datapath.open({ ext, network: config.network, subnet: lease.subnet, port: config.backend.port, batch: flags.batch, offloads: flags.offloads, tunIoUring: flags.ioUring });
+    const dp = Datapath.open({ ext, network: config.network, subnet: lease.subnet, port: config.backend.port, batch: flags.batch, offloads: flags.offloads, tunIoUring: flags.ioUring, workers: flags.workers });
     datapath = dp;
     // Writes run one after another, so that the file always ends with the latest subnet.
     let subnetEnvWrites: Promise<void> = Promise.resolve();
@@ -210,6 +210,7 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
           const o = dp.offloadsInForce();
           return { tun_tso: o.tunTso, tun_gro: o.tunGro, udp_gso: o.udpGso > 0, udp_gro: o.udpGro, tun_io_uring: o.tunIoUring > 0 };
         },
+        datapathThreads: () => dp.workers,
         ready: () => ready,
       };
       try {

@@ -39,6 +39,8 @@ export interface StaticFlags {
   readonly offloads: Offloads;
   /** flannel0 I/O through io_uring where available (--io-uring=false: plain syscalls). */
   readonly ioUring: boolean;
+  /** Forwarding threads: 1 (the main thread) or 2 (a worker per direction). */
+  readonly workers: 1 | 2;
   readonly logLevel: LogLevel;
 }
 
@@ -73,6 +75,8 @@ export interface RegistryFlags {
   readonly offloads: Offloads;
   /** flannel0 I/O through io_uring where available (--io-uring=false: plain syscalls). */
   readonly ioUring: boolean;
+  /** Forwarding threads: 1 (the main thread) or 2 (a worker per direction). */
+  readonly workers: 1 | 2;
   readonly logLevel: LogLevel;
 }
 
@@ -104,6 +108,7 @@ const FLAGS: Readonly<Record<string, FlagSpec>> = {
   'no-offload': { type: 'bool', mode: 'both' },
   offloads: { type: 'string', mode: 'both' },
   'io-uring': { type: 'bool', mode: 'both' },
+  workers: { type: 'string', mode: 'both' },
   'log-level': { type: 'string', mode: 'both' },
   v: { type: 'string', mode: 'both' },
   // flanneld mode
@@ -167,6 +172,8 @@ Both modes:
                           udp: UDP GSO on send, UDP GRO on receive
   --no-offload          the same as --offloads=none: one packet per read, write, datagram
   --io-uring=false      read and write flannel0 with one syscall per packet, not io_uring batches
+  --workers N           forwarding threads: 1 = the main thread (default), 2 = a worker thread per
+                          direction (flannel0 -> UDP, UDP -> flannel0), for hosts where one core is the limit
   --log-level LEVEL     debug|info|warn|error (default info); -v N (N >= 1) means debug
   --version, --help
 Flags may be spelled -flag or --flag, with "=value" or the value as the next argument.
@@ -317,6 +324,7 @@ function staticFlags(values: Map<string, string | string[] | boolean>): StaticFl
     batch: integer('batch', str('batch'), 64, 1, 1024),
     offloads: offloadsOf(values.get('no-offload') === true, str('offloads')),
     ioUring: values.get('io-uring') !== false,
+    workers: integer('workers', str('workers'), 1, 1, 2) as 1 | 2,
     logLevel: logLevelOf(str('log-level'), str('v')),
   };
 }
@@ -403,6 +411,7 @@ function registryFlags(cli: Map<string, string | string[] | boolean>, env: NodeJ
     batch: integer('batch', str('batch'), 64, 1, 1024),
     offloads: offloadsOf(bool('no-offload', false), str('offloads')),
     ioUring: bool('io-uring', true),
+    workers: integer('workers', str('workers'), 1, 1, 2) as 1 | 2,
     logLevel: logLevelOf(str('log-level'), str('v')),
   };
 }

@@ -9,7 +9,7 @@ import type { StaticFlags } from './flags.js';
 export async function runStaticAgent(flags: StaticFlags, log: Logger): Promise<number> {
   const ext = findExternalInterface(flags.ifaces, flags.publicIp);
   const publicIp = flags.publicIp ?? ext.address;
-  const datapath = Datapath.open({ ext, network: flags.network, subnet: flags.subnet, port: flags.port, batch: flags.batch, offloads: flags.offloads, tunIoUring: flags.ioUring });
+  const datapath = Datapath.open({ ext, network: flags.network, subnet: flags.subnet, port: flags.port, batch: flags.batch, offloads: flags.offloads, tunIoUring: flags.ioUring, workers: flags.workers });
   try {
     datapath.setRoutes(flags.peers);
     log.info('forwarding', { ...datapath.describe(publicIp, flags.network), routes: describeRoutes(flags.peers) });

@@ -47,6 +47,8 @@ export interface MetricsSource {
   peerTraffic?(): Iterable<PeerTraffic>;
   /** Optional: each offload and whether it is in force (after negotiation and any fallback). */
   offloads?(): Readonly<Record<string, boolean>>;
+  /** Optional: how many threads forward packets (1: the main thread; 2: a worker per direction). */
+  datapathThreads?(): number;
 }
 
 const PREFIX = 'flannel_ts_';
@@ -77,6 +79,7 @@ const FAMILIES: Readonly<Record<string, Family>> = {
   tun_gro_packets_total: { type: 'counter', help: 'Packets carried by coalesced super-packets (also in tun_written_packets_total).' },
   tun_gro_fallbacks_total: { type: 'counter', help: 'Times flannel0 refused a super-packet and GRO was turned off.' },
   offload_enabled: { type: 'gauge', help: 'Whether an offload is in force (1) or off, refused by the kernel or by --offloads (0).' },
+  datapath_threads: { type: 'gauge', help: 'Threads forwarding packets: 1 = the main thread, 2 = a worker thread per direction (--workers).' },
   tun_tso_packets_total: { type: 'counter', help: 'TSO super-packets read from the TUN device (once each in tun_read_packets_total).' },
   tun_tso_segments_total: { type: 'counter', help: 'Segments the TSO super-packets were cut into, each one datagram.' },
   tun_checksums_completed_total: { type: 'counter', help: 'Packets read with a partial checksum that was completed before sending.' },
@@ -229,6 +232,7 @@ export function renderMetrics(source: MetricsSource): string {
   if (source.offloads) {
     for (const [name, on] of Object.entries(source.offloads())) x.add('offload_enabled', { offload: name }, on ? 1 : 0);
   }
+  if (source.datapathThreads) x.add('datapath_threads', {}, source.datapathThreads());
 
   if (source.peerTraffic) {
     for (const family of ['peer_sent_packets_total', 'peer_sent_bytes_total', 'peer_received_packets_total', 'peer_received_bytes_total']) {

@@ -54,8 +54,10 @@ describe('flanneld mode with a real etcd, three hosts', { timeout: 240_000 }, ()
   let etcd: NamespacedEtcd;
   let tempDir = '';
   const subnetFile = (n: number): string => join(tempDir, `subnet-h${n}.env`);
+  // Host 1 forwards on a worker thread per direction, so that route updates, a moved lease
+  // (new subnet) and stopping are also exercised across threads.
   const agentArgs = (n: number): string[] => [
-    '--etcd-endpoints', ENDPOINT, '--iface', 'eth0', '--subnet-file', subnetFile(n),
+    '--etcd-endpoints', ENDPOINT, '--iface', 'eth0', '--subnet-file', subnetFile(n), ...(n === 1 ? ['--workers', '2'] : []),
   ];
   const startEtcdAgent = (n: number): Promise<AgentProcess> =>
     lab.startAgent(n, [process.execPath, agentEntry(lab.repoDir), ...agentArgs(n)], 20_000);

@@ -241,3 +241,28 @@ describe('bad flags', () => {
     assert.equal(r.stderr, 'flannel-ts: flag needs an argument: -etcd-endpoints (see --help)\n');
   });
 });
+
+describe('--workers', () => {
+  const S = ['--network', '10.244.0.0/16', '--subnet', '10.244.1.0/24'];
+  test('1 by default; --workers 2 / --workers=2 (static), -workers=2 or FLANNELD_WORKERS=2 (flanneld)', () => {
+    assert.equal(staticMode(S).workers, 1);
+    assert.equal(registry([]).workers, 1);
+    assert.equal(staticMode([...S, '--workers', '2']).workers, 2);
+    assert.equal(staticMode([...S, '--workers=2']).workers, 2);
+    assert.equal(staticMode([...S, '--workers=1']).workers, 1);
+    assert.equal(registry(['-workers=2']).workers, 2);
+    assert.equal(registry(['--workers', '2']).workers, 2);
+    assert.equal(registry([], { FLANNELD_WORKERS: '2' }).workers, 2);
+    assert.equal(registry([], { FLANNELD_WORKERS: '1' }).workers, 1);
+  });
+
+  test('anything but 1 or 2 is one clear line, in both modes', () => {
+    flagError([...S, '--workers', '3'], /^--workers: "3" is not an integer in 1\.\.2$/);
+    flagError([...S, '--workers=0'], /^--workers: "0" is not an integer in 1\.\.2$/);
+    flagError([...S, '--workers', 'two'], /^--workers: "two" is not an integer in 1\.\.2$/);
+    flagError(['--workers=3'], /^--workers: "3" is not an integer in 1\.\.2$/);
+    flagError([], /^--workers: "0" is not an integer in 1\.\.2$/, { FLANNELD_WORKERS: '0' });
+    flagError([], /^--workers: "two" is not an integer in 1\.\.2$/, { FLANNELD_WORKERS: 'two' });
+    flagError([...S, '--workers'], /flag needs an argument: -workers/);
+  });
+});

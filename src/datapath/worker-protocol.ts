@@ -1,0 +1,54 @@
+// What crosses between the main thread and a datapath worker (lane-worker.ts): the start-up
+// data, commands (routes, config, stop, close; never packets), and a shared Int32Array of status
+// through which each command is acknowledged and the lane's status is published.
+import type { MessagePort } from 'node:worker_threads';
+import type { Route } from '../routing-table/snapshot.js';
+import type { Directions } from './engine.js';
+import type { ForwarderConfig } from './forwarder.js';
+import type { LaneSetup, LaneStatus } from './lane.js';
+
+export interface LaneWorkerInit {
+  readonly direction: Exclude<Directions, 'both'>;
+  readonly setup: LaneSetup;
+  readonly tunFd: number;
+  readonly udpFd: number;
+  readonly config: ForwarderConfig;
+  /** SharedArrayBuffer of the counters' Float64Array (both lanes write it, each its own counters). */
+  readonly counters: SharedArrayBuffer;
+  /** SharedArrayBuffer of STATUS_FIELDS Int32 (S.*). */
+  readonly status: SharedArrayBuffer;
+  /** Where a lane that could not start says why. */
+  readonly replies: MessagePort;
+}
+
+/** Each command carries a sequence number; the worker stores it in status[S.ack] when done. */
+export type LaneCommand =
+  | { readonly seq: number; readonly type: 'routes'; readonly routes: readonly Route[] }
+  | { readonly seq: number; readonly type: 'config'; readonly config: ForwarderConfig }
+  | { readonly seq: number; readonly type: 'stop'; readonly drainBatches: number }
+  | { readonly seq: number; readonly type: 'close' };
+
+/** Fields of the status array. */
+export const S = { ack: 0, udpGso: 1, udpGro: 2, tunGro: 3, tunIoUring: 4, lastErrno: 5 } as const;
+export const STATUS_FIELDS = 6;
+/** status[S.ack] before the lane has started, and after it failed to. */
+export const ACK_NONE = -1;
+export const ACK_FAILED = -2;
+
+export function publishStatus(status: Int32Array, s: LaneStatus): void {
+  Atomics.store(status, S.udpGso, s.udpGso);
+  Atomics.store(status, S.udpGro, s.udpGro ? 1 : 0);
+  Atomics.store(status, S.tunGro, s.tunGro ? 1 : 0);
+  Atomics.store(status, S.tunIoUring, s.tunIoUring);
+  Atomics.store(status, S.lastErrno, s.lastErrno);
+}
+
+export function readStatus(status: Int32Array): LaneStatus {
+  return {
+    udpGso: Atomics.load(status, S.udpGso),
+    udpGro: Atomics.load(status, S.udpGro) === 1,
+    tunGro: Atomics.load(status, S.tunGro) === 1,
+    tunIoUring: Atomics.load(status, S.tunIoUring),
+    lastErrno: Atomics.load(status, S.lastErrno),
+  };
+}
