@@ -9,6 +9,8 @@ export const COUNTER_NAMES = [
   // super-packet whose headers leave no room for payload within the MTU)
   'tunReadPackets', 'tunReadBytes', 'udpSentPackets', 'udpSentBytes',
   'dropTxMalformed', 'dropTxOversize', 'dropTxNoRoute', 'dropTxTtl', 'dropTxSendError', 'icmpUnreachableSent',
+  // ICMP errors built but not written to flannel0 (its queue full, say)
+  'icmpUnreachableFailed',
   // UDP -> flannel0
   'udpRecvPackets', 'udpRecvBytes', 'tunWritePackets', 'tunWriteBytes',
   'dropRxMalformed', 'dropRxOversize', 'dropRxUnknownSender', 'dropRxSpoofedSource',

@@ -157,7 +157,11 @@ export class Forwarder {
     c[C.tunReadPackets] += n;
     c[C.tunReadBytes] += readBytes;
     this.flushSends();
-    if (icmps > 0) c[C.icmpUnreachableSent] += this.tun.write(icmpList, icmps);
+    if (icmps > 0) {
+      const written = this.tun.write(icmpList, icmps);
+      c[C.icmpUnreachableSent] += written;
+      c[C.icmpUnreachableFailed] += icmps - written;
+    }
     return n;
   }
 

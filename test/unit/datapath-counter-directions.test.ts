@@ -162,6 +162,13 @@ const STEPS: readonly Step[] = [
     },
   },
   {
+    name: 'an ICMP error that flannel0 does not take', direction: 'tx',
+    prepare: ({ tun }) => {
+      tun.failNextWrites(ENOBUFS, 1);
+      tun.push(plainToPeer(10, NO_ROUTE_POD));
+    },
+  },
+  {
     name: 'a read error', direction: 'tx',
     prepare: ({ tun }) => tun.failNextRead(EIO),
   },
@@ -247,6 +254,7 @@ describe('counters: each belongs to one direction', () => {
     assert.equal(c.dropTxSendError, 2);
     assert.ok(c.dropRxWriteError >= 2);
     assert.equal(c.tunTsoPackets, 1);
+    assert.equal(c.icmpUnreachableFailed, 1);
   });
 
   test('one forwarder per direction on its own slab, one shared counters array: the same counters as one forwarder', () => {

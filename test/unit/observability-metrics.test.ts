@@ -66,6 +66,9 @@ flannel_ts_dropped_packets_total{direction="tx",reason="bad_offload"} 0
 # HELP flannel_ts_icmp_unreachable_sent_total ICMP destination-unreachable messages sent back for packets with no route.
 # TYPE flannel_ts_icmp_unreachable_sent_total counter
 flannel_ts_icmp_unreachable_sent_total 1
+# HELP flannel_ts_icmp_unreachable_failed_total ICMP destination-unreachable messages built but not written to the TUN device.
+# TYPE flannel_ts_icmp_unreachable_failed_total counter
+flannel_ts_icmp_unreachable_failed_total 0
 # HELP flannel_ts_udp_received_packets_total Encapsulated packets received from peers over UDP.
 # TYPE flannel_ts_udp_received_packets_total counter
 flannel_ts_udp_received_packets_total 7
