@@ -1168,10 +1168,23 @@ static void watcher_cb(uv_poll_t *h, int status, int events) {
   napi_close_handle_scope(env, scope);
 }
 
+/* The environment is going away (a worker thread ends, or is terminated, with this watcher still
+   polling): the handle must be closed before its loop is, or Node aborts. The reference and async
+   context go with the environment. */
+static void watcher_env_cleanup(void *arg) {
+  watcher_t *w = arg;
+  if (!w->closing) {
+    w->closing = 1;
+    uv_poll_stop(&w->handle);
+    uv_close((uv_handle_t *)&w->handle, watcher_closed);
+  }
+}
+
 static void watcher_finalize(napi_env env, void *data, void *hint) {
   (void)hint;
   watcher_t *w = data;
   if (!w->closing) {
+    napi_remove_env_cleanup_hook(env, watcher_env_cleanup, w);
     w->closing = 1;
     napi_delete_reference(env, w->callback);
     napi_async_destroy(env, w->async);
@@ -1205,6 +1218,7 @@ static napi_value poll_start(napi_env env, napi_callback_info info) {
   napi_create_string_utf8(env, "flannel-ts:poll", NAPI_AUTO_LENGTH, &name);
   napi_create_reference(env, argv[2], 1, &w->callback);
   napi_async_init(env, NULL, name, &w->async);
+  napi_add_env_cleanup_hook(env, watcher_env_cleanup, w);
   rc = uv_poll_start(&w->handle, writable ? UV_WRITABLE : UV_READABLE, watcher_cb);
   if (rc < 0) {
     watcher_finalize(env, w, NULL);
