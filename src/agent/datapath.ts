@@ -77,8 +77,6 @@ const GSO_SEGMENTS = 64;
 export class Datapath {
   readonly tunName: string;
   readonly mtu: number;
-  /** Indexed by C.*; shared with the worker threads when there are any (each direction writes its own). */
-  readonly counters: Float64Array;
   readonly ext: ExternalInterface;
   readonly port: number;
   private subnetNow: Ipv4Prefix;
@@ -90,7 +88,6 @@ export class Datapath {
     private readonly tunFd: number,
     private readonly udpFd: number,
     private readonly lanes: Lanes,
-    counters: Float64Array,
     /** flannel0 hands out TSO super-packets and partial checksums (TUNSETOFFLOAD). */
     readonly tunTso: boolean,
     readonly workers: number,
@@ -100,7 +97,6 @@ export class Datapath {
     this.ext = options.ext;
     this.port = options.port;
     this.subnetNow = options.subnet;
-    this.counters = counters;
   }
 
   /**
@@ -121,6 +117,7 @@ export class Datapath {
     }
     if (tunFd < 0) throw new Error(`cannot create the TUN device: ${describeErrno(tunFd)}`);
     let udpFd = -1;
+    let lanes: Lanes | undefined;
     try {
       const tunTso = tunVnet && shim.tunSetOffload(tunFd, TUN_OFFLOAD_FLAGS) === 0;
       configureTunLink({
@@ -141,22 +138,22 @@ export class Datapath {
         udpGro: want.udp,
         uringEntries: options.tunIoUring ? options.batch : 0,
       };
-      const config = forwarderConfig(options.subnet, options.port, mtu, tunVnet);
+      const config = { ...forwarderConfig(options.subnet, options.port, mtu), tunGro: tunVnet };
       const workers = options.workers ?? 1;
-      let lanes: Lanes, counters: Float64Array;
       if (workers === 2) {
-        counters = newCounters(true);
-        lanes = new WorkerLanes(setup, tunFd, udpFd, config, counters);
+        lanes = new WorkerLanes(setup, tunFd, udpFd, config);
       } else {
-        counters = newCounters();
-        const lane = new Lane(setup, tunFd, udpFd, config, counters, 'both');
-        lane.start();
+        const lane = new Lane(setup, tunFd, udpFd, config, newCounters(), 'both');
         lanes = lane;
+        lane.start();
       }
-      return new Datapath(options, tunFd, udpFd, lanes, counters, tunTso, workers);
+      return new Datapath(options, tunFd, udpFd, lanes, tunTso, workers);
     } catch (err) {
-      if (udpFd >= 0) shim.closeFd(udpFd);
-      shim.closeFd(tunFd);
+      // No poll may outlive its fd: the fds are closed only once the lanes are certainly done.
+      if (lanes?.close() ?? true) {
+        if (udpFd >= 0) shim.closeFd(udpFd);
+        shim.closeFd(tunFd);
+      }
       throw err;
     }
   }
@@ -175,8 +172,14 @@ export class Datapath {
     return this.routesNow.routes;
   }
 
-  /** Swaps in a complete route list; in force when this returns. Throws on an invalid route. */
+  /** Indexed by C.*, current as of this read (both directions added up with --workers 2). */
+  get counters(): Float64Array {
+    return this.lanes.counters();
+  }
+
+  /** Swaps in a complete route list; in force when this returns. Throws on an invalid route, or once closed. */
   setRoutes(routes: readonly Route[]): void {
+    if (this.closed) throw new Error('the datapath is closed');
     const snapshot = RoutingSnapshot.build(routes);
     this.lanes.setRoutes(snapshot);
     this.routesNow = snapshot;
@@ -192,7 +195,7 @@ export class Datapath {
     configureTunLink({ name: this.tunName, address: subnet.prefix, mtu: this.mtu, networkPrefix: network.prefix, networkLen: network.prefixLen });
     // The lanes follow the new subnet at once; the old address goes last, so that failing to
     // remove it can leave a stale address but never a datapath that drops the new subnet's traffic.
-    this.lanes.setConfig(forwarderConfig(subnet, this.port, this.mtu, this.lanes.status().tunGro));
+    this.lanes.setConfig(forwarderConfig(subnet, this.port, this.mtu));
     this.subnetNow = subnet;
     if (old.prefix !== subnet.prefix) removeTunAddress(this.tunName, old.prefix);
   }
@@ -230,11 +233,15 @@ export class Datapath {
     return failures > 0 && errno !== 0 ? describeErrno(errno) : null;
   }
 
-  /** Closes the socket and flannel0 (which takes its address and route with it). Idempotent. */
+  /**
+   * Closes the socket and flannel0 (which takes its address and route with it). Idempotent. If a
+   * worker did not confirm that it stopped, both stay open until the process ends: closing them
+   * could hand their numbers to new fds that the worker would then read or write.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.lanes.close();
+    if (!this.lanes.close()) return;
     shim.closeFd(this.udpFd);
     shim.closeFd(this.tunFd);
   }
@@ -251,8 +258,9 @@ export class Datapath {
   }
 }
 
-function forwarderConfig(subnet: Ipv4Prefix, port: number, mtu: number, tunGro: boolean): ForwarderConfig {
-  return { tunAddress: subnet.prefix, subnetPrefix: subnet.prefix, subnetLen: subnet.prefixLen, port, mtu, tunGro };
+/** The Forwarder's view of a subnet (a lane keeps its own GRO state across subnet changes). */
+function forwarderConfig(subnet: Ipv4Prefix, port: number, mtu: number): ForwarderConfig {
+  return { tunAddress: subnet.prefix, subnetPrefix: subnet.prefix, subnetLen: subnet.prefixLen, port, mtu };
 }
 
 /** "10.244.2.0/24=192.0.2.2" per route, for logs. */

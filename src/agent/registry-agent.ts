@@ -203,7 +203,7 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
     await notifySystemdReady(log);
     if (flags.healthzPort !== 0) {
       const status: AgentStatus = {
-        counters: dp.counters,
+        get counters() { return dp.counters; }, // live: both directions added up with --workers 2
         routes: () => dp.routes,
         lease: () => leases?.lease ?? null,
         offloads: () => {

@@ -1,8 +1,7 @@
 // Datapath counters: one Float64Array slot per counter (exact up to 2^53, no overflow, no
 // allocation to bump). Every packet read and every drop has a counter; drops by reason.
 // Each counter belongs to one direction and only that direction's loop writes it (tx:
-// Forwarder.tunToUdp, rx: Forwarder.udpToTun; a unit test holds them to it), so that the two
-// worker threads of --workers 2 can share one array without atomics.
+// Forwarder.tunToUdp, rx: Forwarder.udpToTun; test/unit/datapath-counter-directions.test.ts).
 
 export const COUNTER_NAMES = [
   // flannel0 -> UDP (dropTxOversize: a plain packet longer than flannel0's MTU, or a TSO
@@ -32,24 +31,13 @@ export const COUNTER_NAMES = [
 
 export type CounterName = (typeof COUNTER_NAMES)[number];
 
-/** The counters written by UDP -> flannel0 (Forwarder.udpToTun); every other one by flannel0 -> UDP. */
-export const RX_COUNTER_NAMES: ReadonlySet<CounterName> = new Set<CounterName>([
-  'udpRecvPackets', 'udpRecvBytes', 'tunWritePackets', 'tunWriteBytes',
-  'dropRxMalformed', 'dropRxOversize', 'dropRxUnknownSender', 'dropRxSpoofedSource',
-  'dropRxNotForUs', 'dropRxTtl', 'dropRxWriteError',
-  'tunGroWrites', 'tunGroPackets', 'tunGroFallbacks', 'udpGroRuns', 'udpGroDatagrams',
-  'udpRecvBatches', 'udpRecvErrors',
-]);
-
 /** Index of each counter in the Float64Array, e.g. C.tunReadPackets === 0. */
 export const C = Object.freeze(Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, i]))) as {
   readonly [K in CounterName]: number;
 };
 
-/** shared: backed by a SharedArrayBuffer, for lanes on worker threads. */
-export function newCounters(shared = false): Float64Array {
-  const bytes = COUNTER_NAMES.length * Float64Array.BYTES_PER_ELEMENT;
-  return new Float64Array(shared ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes));
+export function newCounters(): Float64Array {
+  return new Float64Array(COUNTER_NAMES.length);
 }
 
 export function countersToObject(c: Float64Array): Record<CounterName, number> {

@@ -1,9 +1,8 @@
 // One forwarding lane: a slab, its native ring and a Forwarder over flannel0 and the UDP socket,
 // driven by a DatapathEngine on the calling thread. The agent runs one lane for both directions
 // on its main thread (--workers 1), or one lane per direction, each in its own worker thread
-// (--workers 2, worker-lanes.ts). A lane owns its slab and ring (and the ring's io_uring); lanes
-// share only the two fds, routing snapshots built from the same routes, and the counters array,
-// in which each direction writes its own counters only (counters.ts).
+// (--workers 2, worker-lanes.ts). A lane owns its slab, ring (and the ring's io_uring) and
+// counters array; lanes share only the two fds and routing snapshots built from the same routes.
 import { shim, type RingHandle } from '../native/shim.js';
 import type { RoutingSnapshot } from '../routing-table/snapshot.js';
 import { DatapathEngine, type Directions } from './engine.js';
@@ -46,9 +45,15 @@ export interface Lanes {
   setConfig(config: ForwarderConfig): void;
   /** Stops forwarding and drains at most drainBatches each way, so the counters are final. */
   stop(drainBatches: number): void;
-  /** Releases the lanes' resources but the fds (the caller closes those afterwards). */
-  close(): void;
+  /**
+   * Releases the lanes' resources but the fds. True when no lane can touch the fds any more, so
+   * the caller may close them; false when a lane did not confirm it stopped (then leave the fds
+   * open: closing them could let a new fd with the same number be polled or written).
+   */
+  close(): boolean;
   status(): LaneStatus;
+  /** The counters (indexed by C.*), current as of this call; the same array every time. */
+  counters(): Float64Array;
 }
 
 export class Lane implements Lanes {
@@ -66,7 +71,7 @@ export class Lane implements Lanes {
     private readonly tunFd: number,
     private readonly udpFd: number,
     config: ForwarderConfig,
-    private readonly counters: Float64Array,
+    private readonly counterArray: Float64Array,
     private readonly directions: Directions,
   ) {
     this.slab = new PacketSlab(setup.slab);
@@ -80,7 +85,7 @@ export class Lane implements Lanes {
     if (setup.uringEntries > 0) shim.ringEnableUring(this.ring, setup.uringEntries);
     this.tun = new NativeTun(this.ring, tunFd);
     this.udp = new NativeUdp(this.ring, udpFd);
-    this.forwarder = new Forwarder(this.slab, this.tun, this.udp, config, counters);
+    this.forwarder = new Forwarder(this.slab, this.tun, this.udp, config, counterArray);
   }
 
   get routes(): RoutingSnapshot {
@@ -97,7 +102,7 @@ export class Lane implements Lanes {
     const running = this.engine !== null;
     this.stopPolling();
     const routes = this.forwarder.currentRoutes;
-    this.forwarder = new Forwarder(this.slab, this.tun, this.udp, { ...config, tunGro: this.forwarder.tunGroInForce }, this.counters);
+    this.forwarder = new Forwarder(this.slab, this.tun, this.udp, { ...config, tunGro: this.forwarder.tunGroInForce }, this.counterArray);
     this.forwarder.setRoutes(routes);
     if (running) this.start();
   }
@@ -105,7 +110,12 @@ export class Lane implements Lanes {
   start(): void {
     if (this.engine !== null || this.closed) return;
     this.engine = new DatapathEngine(this.forwarder, this.tunFd, this.udpFd, this.slab.batch, this.directions);
-    this.engine.start();
+    try {
+      this.engine.start();
+    } catch (err) {
+      this.stopPolling(); // the first watcher may have started: none may outlive a failed start
+      throw err;
+    }
   }
 
   /**
@@ -121,11 +131,17 @@ export class Lane implements Lanes {
   }
 
   /** Stops polling and closes the ring's io_uring; the fds are the caller's to close. Idempotent. */
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.stopPolling();
-    shim.ringDisableUring(this.ring);
+  close(): boolean {
+    if (!this.closed) {
+      this.closed = true;
+      this.stopPolling();
+      shim.ringDisableUring(this.ring);
+    }
+    return true;
+  }
+
+  counters(): Float64Array {
+    return this.counterArray;
   }
 
   status(): LaneStatus {

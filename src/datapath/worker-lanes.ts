@@ -1,11 +1,11 @@
 // Forwarding on two worker threads, one per direction (--workers 2): flannel0 -> UDP in one,
-// UDP -> flannel0 in the other, each a Lane with its own slab, ring and io_uring over the same
-// two fds. Only routes and config cross threads, never packets; counters are one shared array
-// in which each direction writes its own. Every call waits (Atomics.wait, bounded) until both
-// workers have acknowledged it, so a route update is in force when setRoutes returns and no
-// worker polls an fd once close returns.
+// UDP -> flannel0 in the other, each a Lane with its own slab, ring, io_uring and counters over
+// the same two fds. Only routes and config cross threads, never packets. Every call waits
+// (Atomics.wait, bounded) until both workers have acknowledged it, so a route update is in force
+// when setRoutes returns, and close tells whether both workers are certainly done with the fds.
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import type { RoutingSnapshot } from '../routing-table/snapshot.js';
+import { COUNTER_NAMES, newCounters } from './counters.js';
 import type { ForwarderConfig } from './forwarder.js';
 import type { LaneSetup, LaneStatus, Lanes } from './lane.js';
 import {
@@ -15,34 +15,39 @@ import {
 /** A worker's start-up (a new thread, its modules, slab and ring) and any command, at most. */
 const REPLY_TIMEOUT_MS = 10_000;
 
+/** A cache line, at least: each lane's counters sit this far from any other memory. */
+const COUNTER_PADDING_BYTES = 64;
+
 interface LaneThread {
   readonly worker: Worker;
+  readonly direction: string;
   readonly status: Int32Array;
   readonly replies: MessagePort;
-  readonly direction: string;
+  readonly counters: Float64Array;
+  /** Why the lane failed, once known. */
+  failure: string | null;
 }
 
 export class WorkerLanes implements Lanes {
   private readonly threads: LaneThread[] = [];
+  private readonly merged = newCounters();
   private seq = 0;
   private closed = false;
 
-  /**
-   * Starts both workers and waits until each runs its lane. counters must be backed by a
-   * SharedArrayBuffer. Throws if a worker cannot start (both are then ended).
-   */
-  constructor(setup: LaneSetup, tunFd: number, udpFd: number, config: ForwarderConfig, counters: Float64Array) {
-    if (!(counters.buffer instanceof SharedArrayBuffer)) throw new TypeError('worker lanes need shared counters');
+  /** Starts both workers and waits until each runs its lane. Throws if one cannot start (both are then ended). */
+  constructor(setup: LaneSetup, tunFd: number, udpFd: number, config: ForwarderConfig) {
     try {
       for (const direction of ['tx', 'rx'] as const) {
         const status = new Int32Array(new SharedArrayBuffer(STATUS_FIELDS * 4));
         status[S.ack] = ACK_NONE;
+        const counters = paddedSharedCounters();
         const { port1, port2 } = new MessageChannel();
-        const init: LaneWorkerInit = { direction, setup, tunFd, udpFd, config, counters: counters.buffer, status: status.buffer as SharedArrayBuffer, replies: port2 };
+        const init: LaneWorkerInit = { direction, setup, tunFd, udpFd, config, counters, status: status.buffer as SharedArrayBuffer, replies: port2 };
         const worker = new Worker(new URL('./lane-worker.js', import.meta.url), { workerData: init, transferList: [port2] });
-        // A lane that throws while forwarding is a bug, fatal as it would be on the main thread.
+        // A lane that throws while forwarding is a bug, fatal as it would be on the main thread
+        // (the lane has closed itself first: lane-worker.ts).
         worker.on('error', (err) => { if (!this.closed) throw err; });
-        this.threads.push({ worker, status, replies: port1, direction });
+        this.threads.push({ worker, direction, status, replies: port1, counters, failure: null });
       }
       for (const t of this.threads) this.waitFor(t, 0, 'start');
     } catch (err) {
@@ -63,25 +68,28 @@ export class WorkerLanes implements Lanes {
     this.command({ type: 'stop', drainBatches });
   }
 
-  /** Ends both workers: once this returns, neither polls an fd nor has an io_uring. Idempotent. */
-  close(): void {
-    if (this.closed) return;
+  /**
+   * Ends both workers. True when each confirmed that it stopped polling (or failed, which stops
+   * it too); a worker still starting is waited for first. Idempotent (later calls: true).
+   */
+  close(): boolean {
+    if (this.closed) return true;
     this.closed = true;
     const seq = ++this.seq;
+    let confirmed = true;
     for (const t of this.threads) {
-      if (Atomics.load(t.status, S.ack) >= 0) t.worker.postMessage({ seq, type: 'close' } satisfies LaneCommand);
-    }
-    for (const t of this.threads) {
-      if (Atomics.load(t.status, S.ack) >= 0) {
-        try {
-          this.waitFor(t, seq, 'close');
-        } catch {
-          // A worker that does not answer is terminated below all the same.
-        }
+      try {
+        this.waitFor(t, 0, 'start');
+        t.worker.postMessage({ seq, type: 'close' } satisfies LaneCommand);
+        this.waitFor(t, seq, 'close');
+      } catch {
+        // Failed (and so stopped) or silent: only a silent one leaves the fds unsafe to close.
+        confirmed &&= Atomics.load(t.status, S.ack) === ACK_FAILED;
       }
       t.replies.close();
       void t.worker.terminate();
     }
+    return confirmed;
   }
 
   /** The two lanes' status together: GSO from the sending lane, GRO from the receiving one. */
@@ -96,6 +104,13 @@ export class WorkerLanes implements Lanes {
     };
   }
 
+  /** Both lanes' counters added up (each counter is written by one direction: counters.ts). */
+  counters(): Float64Array {
+    const out = this.merged, [tx, rx] = this.threads;
+    for (let i = 0; i < out.length; i++) out[i] = tx!.counters[i]! + rx!.counters[i]!;
+    return out;
+  }
+
   private command(body: DistributiveOmit<LaneCommand, 'seq'>): void {
     if (this.closed) throw new Error('the datapath workers have ended');
     const seq = ++this.seq;
@@ -103,21 +118,30 @@ export class WorkerLanes implements Lanes {
     for (const t of this.threads) this.waitFor(t, seq, body.type);
   }
 
-  /** Blocks until thread t has acknowledged seq; throws on failure or after REPLY_TIMEOUT_MS. */
+  /** Blocks until thread t has acknowledged seq; throws if it failed, or after REPLY_TIMEOUT_MS. */
   private waitFor(t: LaneThread, seq: number, what: string): void {
     const deadline = Date.now() + REPLY_TIMEOUT_MS;
     for (;;) {
       const ack = Atomics.load(t.status, S.ack);
       if (ack >= seq) return;
       if (ack === ACK_FAILED) {
-        const reply = receiveMessageOnPort(t.replies)?.message as { error?: string } | undefined;
-        throw new Error(`the ${t.direction} datapath worker could not start: ${reply?.error ?? 'unknown error'}`);
+        if (t.failure === null) {
+          const reply = receiveMessageOnPort(t.replies)?.message as { error?: string } | undefined;
+          t.failure = reply?.error ?? 'unknown error';
+        }
+        throw new Error(`the ${t.direction} datapath worker failed: ${t.failure}`);
       }
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`the ${t.direction} datapath worker did not answer "${what}" within ${REPLY_TIMEOUT_MS} ms`);
       Atomics.wait(t.status, S.ack, ack, left);
     }
   }
+}
+
+/** A counters array over shared memory, a cache line clear of anything else: the other lane's counters above all. */
+function paddedSharedCounters(): Float64Array {
+  const bytes = COUNTER_NAMES.length * Float64Array.BYTES_PER_ELEMENT;
+  return new Float64Array(new SharedArrayBuffer(bytes + 2 * COUNTER_PADDING_BYTES), COUNTER_PADDING_BYTES, COUNTER_NAMES.length);
 }
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;

@@ -13,8 +13,8 @@ export interface LaneWorkerInit {
   readonly tunFd: number;
   readonly udpFd: number;
   readonly config: ForwarderConfig;
-  /** SharedArrayBuffer of the counters' Float64Array (both lanes write it, each its own counters). */
-  readonly counters: SharedArrayBuffer;
+  /** This lane's counters, over a SharedArrayBuffer that the main thread reads. */
+  readonly counters: Float64Array;
   /** SharedArrayBuffer of STATUS_FIELDS Int32 (S.*). */
   readonly status: SharedArrayBuffer;
   /** Where a lane that could not start says why. */
