@@ -212,11 +212,6 @@ export class Datapath {
     this.lanes.stop(DRAIN_BATCHES_AT_STOP);
   }
 
-  /** Datagrams per UDP GSO message at most; 0 when off (--no-offload, refused by the kernel). */
-  get udpGso(): number {
-    return this.lanes.status().udpGso;
-  }
-
   /** What offload negotiation gave (GRO into flannel0 may since have been turned off). */
   offloadsInForce(): OffloadsInForce {
     const s = this.lanes.status();

@@ -88,10 +88,6 @@ export class Lane implements Lanes {
     this.forwarder = new Forwarder(this.slab, this.tun, this.udp, config, counterArray);
   }
 
-  get routes(): RoutingSnapshot {
-    return this.forwarder.currentRoutes;
-  }
-
   /** Takes effect at the next batch. */
   setRoutes(routes: RoutingSnapshot): void {
     this.forwarder.setRoutes(routes);
