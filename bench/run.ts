@@ -2,12 +2,16 @@
  * `npm run bench`: micro-benchmarks (tinybench) and the throughput comparison in one run.
  *
  *   node --expose-gc dist/bench/run.js [--micro-only | --throughput-only | --control-plane]
- *                                      [--modes=flannel-ts,vxlan,host-gw] [--seconds=5]
+ *                                      [--modes=flannel-ts,vxlan,host-gw] [--seconds=5] [--rounds=3]
  *
  * Micro-benchmarks: every `bench/micro-*.ts` module beside this file is loaded, and each of its
  * exports whose name ends in `BenchTasks` is called as `(bench: Bench) => void` to add tinybench
  * tasks (e.g. `routingBenchTasks` from micro-routing.ts, `datapathBenchTasks` from
  * micro-datapath.ts). New micro files are picked up without editing this one.
+ *
+ * Throughput (bench/throughput.ts): every forwarder's lab is built and kept up, then --rounds
+ * interleaved rounds (1..10, default 3) measure each forwarder in turn; the table shows medians
+ * and per-round ratios to VXLAN. ~12 s per forwarder and round with the default 5 s iperf3 runs (7 forwarders, 3 rounds: ~4 min).
  *
  * Control plane (bench/control-plane.ts, issue 3): 1,000 peer leases in a real etcd in a namespace
  * of its own -> routes, a new lease's time to be routable, the idle agent's RSS; ~15 s. Part of the
@@ -22,7 +26,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Bench } from 'tinybench';
-import { BENCH_FORWARDERS, type BenchForwarder, FLANNELD_REFERENCE, runThroughput, throughputTable, type ModeResult } from './throughput.js';
+import { BENCH_FORWARDERS, type BenchForwarder, FLANNELD_REFERENCE, runThroughput, throughputTable, type ThroughputRun } from './throughput.js';
 import { controlPlaneTable, runControlPlaneBench, saveControlPlaneResult } from './control-plane.js';
 
 type BenchTasksFn = (bench: Bench) => void;
@@ -112,6 +116,15 @@ function parseModes(value: string | undefined): BenchForwarder[] {
   return modes as BenchForwarder[];
 }
 
+/** --rounds: a whole number from 1 to 10. */
+function parseRounds(value: string): number {
+  const rounds = Number(value);
+  if (!/^\s*\d+\s*$/.test(value) || !Number.isInteger(rounds) || rounds < 1 || rounds > 10) {
+    throw new Error(`--rounds must be a whole number from 1 to 10, not "${value}"`);
+  }
+  return rounds;
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -120,6 +133,7 @@ async function main(): Promise<void> {
       'control-plane': { type: 'boolean', default: false },
       modes: { type: 'string' },
       seconds: { type: 'string', default: '5' },
+      rounds: { type: 'string', default: '3' },
     },
   });
   const only = (['micro-only', 'throughput-only', 'control-plane'] as const).filter((f) => values[f]);
@@ -127,21 +141,30 @@ async function main(): Promise<void> {
   const runAll = only.length === 0;
   const seconds = Number(values.seconds);
   if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 10) throw new Error('--seconds must be in (0, 10]');
+  const rounds = parseRounds(values.rounds);
+  const modes = parseModes(values.modes);
 
   let micro: MicroRow[] | undefined;
-  let throughput: ModeResult[] | undefined;
+  let throughput: ThroughputRun | undefined;
 
   if (runAll || values['micro-only']) {
     micro = await runMicro();
     process.stdout.write(`\n## Micro-benchmarks\n\n${micro.length > 0 ? microTable(micro) : '(none found)'}\n`);
   }
   if (runAll || values['throughput-only']) {
-    throughput = await runThroughput({ modes: parseModes(values.modes), seconds });
+    const started = Date.now();
+    throughput = await runThroughput({ modes, seconds, rounds });
+    const wallSeconds = (Date.now() - started) / 1000;
     process.stdout.write(
-      `\n## Throughput, pod to pod, two hosts in network namespaces (${seconds} s per iperf3 run)\n\n` +
-        `${throughputTable(throughput)}\n\n` +
-        'Ratios are against kernel VXLAN measured in this same run; the italic row is flanneld\'s, copied from\n' +
-        `${FLANNELD_REFERENCE.source} (measured on the same kind of machine earlier, not in this run).\n`,
+      `\n## Throughput, pod to pod, two hosts in network namespaces (${rounds} interleaved round${rounds === 1 ? '' : 's'}, ` +
+        `${seconds} s per iperf3 run)\n\n` +
+        `${throughputTable(throughput.results)}\n\n` +
+        `Every figure is the median over ${rounds} interleaved round${rounds === 1 ? '' : 's'}: all labs stay up, each round\n` +
+        'measures every forwarder in turn (ping, TCP, UDP64), starting one forwarder later each round. Each\n' +
+        '"vs VXLAN" is the median of the per-round ratios to kernel VXLAN measured in the same round, so drift\n' +
+        'between rounds cancels; "TCP vs VXLAN, range" is the lowest and highest per-round TCP ratio. The italic\n' +
+        `row is flanneld's, copied from ${FLANNELD_REFERENCE.source} (measured on the same kind of machine earlier,\n` +
+        `not in this run). Throughput part: ${wallSeconds.toFixed(0)} s wall time.\n`,
     );
     const resultsDir = join(repoDir, 'bench', 'results');
     mkdirSync(resultsDir, { recursive: true });
@@ -149,13 +172,17 @@ async function main(): Promise<void> {
       date: new Date().toISOString(),
       node: process.version,
       seconds,
-      throughput,
+      rounds,
+      wallSeconds,
+      /** Per forwarder: medians in the top-level fields, every round's sample in `rounds`. */
+      throughput: throughput.results,
+      idleCheck: throughput.idle ?? null,
       reference: FLANNELD_REFERENCE,
       micro: micro ?? null,
     };
     writeFileSync(join(resultsDir, 'latest.json'), `${JSON.stringify(out, null, 2)}\n`);
     process.stderr.write(`wrote ${join(resultsDir, 'latest.json')}\n`);
-    if (throughput.some((r) => !r.ok)) process.exitCode = 1;
+    if (throughput.results.some((r) => !r.ok)) process.exitCode = 1;
   }
   if (runAll || values['control-plane']) {
     process.stderr.write('control plane: 1,000 peer leases in a real etcd\n');
