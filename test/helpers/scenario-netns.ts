@@ -1,7 +1,7 @@
 // A private network namespace for a shim scenario script (test/helpers/*-scenario.ts): the test
 // creates it before its cases and removes it after them (and at process exit, even on failure);
 // each run executes the compiled scenario inside it and parses the JSON it prints.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,8 @@ export interface ScenarioNamespace {
   remove(): void;
   /** Runs the scenario with these arguments inside the namespace; its stdout parsed as JSON. */
   run<T>(args: readonly string[], timeoutMs?: number): T;
+  /** Runs it without judging the outcome: for tests that check its exit code, signal or timing. */
+  spawn(args: readonly string[], timeoutMs?: number): SpawnSyncReturns<string>;
 }
 
 /** scenario: the file name in test/helpers, e.g. 'shim-udp-scenario.js'; prefix: the namespace name's start. */
@@ -34,6 +36,9 @@ export function scenarioNamespace(scenario: string, prefix: string): ScenarioNam
     run<T>(args: readonly string[], timeoutMs = 60_000): T {
       const out = execFileSync('ip', ['netns', 'exec', ns, process.execPath, file, ...args], { encoding: 'utf8', timeout: timeoutMs });
       return JSON.parse(out) as T;
+    },
+    spawn(args: readonly string[], timeoutMs = 60_000): SpawnSyncReturns<string> {
+      return spawnSync('ip', ['netns', 'exec', ns, process.execPath, file, ...args], { encoding: 'utf8', timeout: timeoutMs });
     },
   };
 }

@@ -7,14 +7,10 @@
 // And the healthy path closes cleanly and lets the process exit promptly. Each case runs
 // test/helpers/worker-lanes-scenario.ts in a namespace of its own and checks its exit and JSON.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { scenarioNamespace } from '../helpers/scenario-netns.js';
 
 const scenario = scenarioNamespace('worker-lanes-scenario.js', 'fwlanes');
-const scenarioFile = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'helpers', 'worker-lanes-scenario.js');
 
 /** Well below WorkerLanes' 10 s reply timeout: a failure must be seen, not waited out. */
 const PROMPT_MS = 3000;
@@ -30,7 +26,7 @@ interface Outcome<T> {
 
 /** Runs the scenario in the namespace; asserts it exited by itself with code 0 within timeoutMs. */
 function run<T>(mode: string, timeoutMs = 12_000): Outcome<T> {
-  const r = spawnSync('ip', ['netns', 'exec', scenario.ns, process.execPath, scenarioFile, mode], { encoding: 'utf8', timeout: timeoutMs });
+  const r = scenario.spawn([mode], timeoutMs);
   const endedAt = Date.now();
   const what = `${mode}: status ${r.status}, signal ${r.signal}, error ${r.error?.message}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
   assert.equal(r.error, undefined, `the scenario ran and exited within ${timeoutMs} ms: ${what}`);
