@@ -272,7 +272,7 @@ export class Lab implements SyncCleanup {
     if (opts.sizeBytes !== undefined) argv.push('-s', String(opts.sizeBytes));
     if (opts.dontFragment) argv.push('-M', 'do');
     argv.push(toAddr);
-    const r = await this.exec(fromNs, argv, (count * interval + (opts.timeoutSec ?? 2) + 10) * 1000);
+    const r = await this.exec(fromNs, argv, Math.ceil((count * interval + (opts.timeoutSec ?? 2) + 10) * 1000));
     return parsePing(r.stdout + r.stderr);
   }
 
