@@ -10,6 +10,7 @@
 import type { Bench } from 'tinybench';
 import { isMain, runStandalone } from './standalone.js';
 import { onesComplementSum } from '../src/encap/checksum.js';
+import { checksumMemory } from '../src/encap/checksum-simd.js';
 import { MAX_GROUP_PACKETS, VNET_HDR_SLOT, planCoalescing } from '../src/encap/tcp-coalesce.js';
 import { SEGMENT_HEADER_CELL, completeChecksum, segmentTcpSuperPacket } from '../src/encap/tcp-segment.js';
 import { mulberry32, randomBytes } from '../test/helpers/prng.js';
@@ -51,18 +52,25 @@ export function segmentBenchTasks(bench: Bench): void {
   const cells = Math.ceil((sp.length - 52) / GSO_SIZE);
   const spOff = 64;
   const cellBase = spOff + 65536;
+  // The slab is a WebAssembly memory (checksumMemory) where SIMD is available: the first variant
+  // measures that; the others a plain buffer (the fallback's word and byte paths).
+  const simdBytes = checksumMemory(cellBase + cells * SEGMENT_HEADER_CELL);
   const bytes = new Uint8Array(cellBase + cells * SEGMENT_HEADER_CELL);
   const words = new Uint32Array(bytes.buffer);
+  simdBytes.set(sp, spOff);
   bytes.set(sp, spOff);
   const slotOffsets = Uint32Array.from({ length: cells }, (_, i) => cellBase + i * SEGMENT_HEADER_CELL);
   const lens = new Int32Array(cells), extOffs = new Uint32Array(cells), extLens = new Uint16Array(cells);
 
-  for (const [label, w] of [['32-bit words', words], ['byte path', null]] as const) {
+  const segmentVariants = [
+    ['wasm SIMD memory', simdBytes, new Uint32Array(simdBytes.buffer)], ['32-bit words', bytes, words], ['byte path', bytes, null],
+  ] as const;
+  for (const [label, b, w] of segmentVariants) {
     bench.add(`segment: 64 KiB super-packet, gso_size ${GSO_SIZE}, timestamps, ${cells} segments, ${label} (ns/segment)`, () => {
       let segments = 0;
       const start = bench.now();
       for (let r = 0; r < SUPER_PACKETS_PER_SAMPLE; r++) {
-        segments += segmentTcpSuperPacket(bytes, w, spOff, sp.length, GSO_SIZE, 65535, 0, slotOffsets, 0, cells, lens, extOffs, extLens);
+        segments += segmentTcpSuperPacket(b, w, spOff, sp.length, GSO_SIZE, 65535, 0, slotOffsets, 0, cells, lens, extOffs, extLens);
       }
       const elapsed = bench.now() - start;
       sink += segments;
@@ -74,11 +82,15 @@ export function segmentBenchTasks(bench: Bench): void {
   const packet = partialTcpPacket(rand, PAYLOAD);
   const pBytes = new Uint8Array(4096);
   const pWords = new Uint32Array(pBytes.buffer);
+  const simdPBytes = checksumMemory(4096);
+  const simdPWords = new Uint32Array(simdPBytes.buffer);
   const pOff = 8;
   pBytes.set(packet, pOff);
+  simdPBytes.set(packet, pOff);
   const partialHi = packet[36], partialLo = packet[37];
   const summed = packet.length - 20;
-  for (const [label, w] of [['32-bit words', pWords], ['byte path', null]] as const) {
+  const checksumVariants = [['wasm SIMD memory', simdPBytes, simdPWords], ['32-bit words', pBytes, pWords], ['byte path', pBytes, null]] as const;
+  for (const [label, pBytes, w] of checksumVariants) {
     bench.add(`checksum: complete a partial TCP checksum, ${PAYLOAD}-byte payload (${summed} bytes summed), ${label} (ns/packet)`, () => {
       let ok = 0;
       const start = bench.now();
@@ -95,14 +107,16 @@ export function segmentBenchTasks(bench: Bench): void {
 
   planBenchTasks(bench, rand);
 
-  bench.add(`checksum: onesComplementSum of ${PAYLOAD} bytes at an odd offset, 32-bit words (ns/sum)`, () => {
-    let acc = 0;
-    const start = bench.now();
-    for (let r = 0; r < CHECKSUMS_PER_SAMPLE; r++) acc += onesComplementSum(pBytes, pWords, pOff + 1 + (r & 2), PAYLOAD, r);
-    const elapsed = bench.now() - start;
-    sink += acc;
-    return { overriddenDuration: elapsed / CHECKSUMS_PER_SAMPLE, overriddenIterationCost: elapsed };
-  });
+  for (const [label, b, w] of [['wasm SIMD memory', simdPBytes, simdPWords], ['32-bit words', pBytes, pWords]] as const) {
+    bench.add(`checksum: onesComplementSum of ${PAYLOAD} bytes at an odd offset, ${label} (ns/sum)`, () => {
+      let acc = 0;
+      const start = bench.now();
+      for (let r = 0; r < CHECKSUMS_PER_SAMPLE; r++) acc += onesComplementSum(b, w, pOff + 1 + (r & 2), PAYLOAD, r);
+      const elapsed = bench.now() - start;
+      sink += acc;
+      return { overriddenDuration: elapsed / CHECKSUMS_PER_SAMPLE, overriddenIterationCost: elapsed };
+    });
+  }
 }
 
 /**
@@ -112,6 +126,7 @@ export function segmentBenchTasks(bench: Bench): void {
  * batch, included in the figure).
  */
 function planBenchTasks(bench: Bench, rand: () => number): void {
+  const simdBytes = checksumMemory(BATCH_PACKETS * BATCH_SLOT);
   const bytes = new Uint8Array(BATCH_PACKETS * BATCH_SLOT);
   const words = new Uint32Array(bytes.buffer);
   const slotOffsets = Uint32Array.from({ length: BATCH_PACKETS }, (_, i) => i * BATCH_SLOT);
@@ -124,6 +139,7 @@ function planBenchTasks(bench: Bench, rand: () => number): void {
       seq: (seq0 + i * GSO_SIZE) >>> 0, ack, flags: 0x10, window: 502, tcpOptions, payload: randomBytes(rand, GSO_SIZE),
     });
     bytes.set(p, slotOffsets[i]);
+    simdBytes.set(p, slotOffsets[i]);
     lens[i] = p.length;
   }
   const pristine = bytes.slice();
@@ -132,7 +148,10 @@ function planBenchTasks(bench: Bench, rand: () => number): void {
   const list = Uint16Array.from({ length: BATCH_PACKETS }, (_, i) => i);
   const groupLens = new Uint16Array(BATCH_PACKETS);
   const hdr = 52;
-  for (const [label, w] of [['32-bit words', words], ['byte path', null]] as const) {
+  const planVariants = [
+    ['wasm SIMD memory', simdBytes, new Uint32Array(simdBytes.buffer)], ['32-bit words', bytes, words], ['byte path', bytes, null],
+  ] as const;
+  for (const [label, b, w] of planVariants) {
     bench.add(`plan: GRO of ${BATCH_PACKETS} full ${GSO_SIZE}-byte segments of one flow (groups of <= ${MAX_GROUP_PACKETS}, 64 KiB), ${label} (ns/packet)`, () => {
       let groups = 0;
       const start = bench.now();
@@ -140,9 +159,9 @@ function planBenchTasks(bench: Bench, rand: () => number): void {
         for (let i = 0; i < BATCH_PACKETS; i++) {
           if (groupLens[i] < 2) continue;
           const o = slotOffsets[i];
-          for (let j = 0; j < hdr; j++) bytes[o + j] = pristine[o + j];
+          for (let j = 0; j < hdr; j++) b[o + j] = pristine[o + j];
         }
-        groups += planCoalescing(bytes, slotOffsets, lens, offs, vnet, list, BATCH_PACKETS, groupLens, 65535, w);
+        groups += planCoalescing(b, slotOffsets, lens, offs, vnet, list, BATCH_PACKETS, groupLens, 65535, w);
       }
       const elapsed = bench.now() - start;
       if (groups !== 2 * PLANS_PER_SAMPLE) throw new Error(`plan bench: ${groups} groups, expected ${2 * PLANS_PER_SAMPLE}`);

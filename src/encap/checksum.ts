@@ -8,14 +8,20 @@
 //  - parity: a sum whose words start at an odd position is the byte swap of the same bytes summed
 //    as if the words started one byte earlier. The fast path therefore sums with word boundaries
 //    at even ABSOLUTE positions in the buffer and swaps the result when `off` is odd there.
+// Over a checksumMemory (the slab, where WebAssembly SIMD is available) sums go to the module of
+// checksum-simd.ts instead: one call per range (onesComplementSum), or one call for many ranges
+// at a fixed stride (stridedSums: the segments of a super-packet, the datagrams of a received run).
 
-import { simdSumFor, type SimdSum } from './checksum-simd.js';
+import { SIMD_RANGE_MAX, simdChecksumFor, STRIDED_SUMS_MAX, type SimdChecksum } from './checksum-simd.js';
 
 /** Whether the host stores a Uint32 little-endian (the word path assumes so; otherwise it is off). */
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
-/** From this many bytes on, the bulk goes to the WebAssembly SIMD sum (a call costs a few words' worth). */
+/** From this many bytes on, a sum goes to the WebAssembly SIMD sumRange (a call costs a few words' worth). */
 const SIMD_MIN_LEN = 64;
+
+/** The most ranges one stridedSums call sums (the size of its result area). */
+export const STRIDED_SUMS_CAPACITY = STRIDED_SUMS_MAX;
 
 /** Below this many bytes the byte loop is as fast as setting up the word loop. */
 const WORD_PATH_MIN_LEN = 32;
@@ -42,7 +48,9 @@ export function foldOnesComplement(sum: number): number {
  * work): the word for byte position p of bytes is words[(bytes.byteOffset + p - words.byteOffset) / 4].
  * With it, the 4-byte-aligned bulk of the range (aligned in the buffer) is summed 32 bits at a
  * time whatever the alignment of off; a range the view does not cover, a short range, another
- * buffer or a big-endian host falls back to the byte loop (same result).
+ * buffer or a big-endian host falls back to the byte loop (same result). Where bytes is over a
+ * checksumMemory (and words over the same buffer), a range of 64 bytes to SIMD_RANGE_MAX is summed
+ * by one WebAssembly SIMD call instead, whatever its alignment (same result).
  */
 export function onesComplementSum(bytes: Uint8Array, words: Uint32Array | null, off: number, len: number, initial = 0): number {
   if (words !== null && len >= WORD_PATH_MIN_LEN) {
@@ -50,12 +58,46 @@ export function onesComplementSum(bytes: Uint8Array, words: Uint32Array | null, 
     const base = viewBase;
     const start = base + off; // absolute position in the buffer
     const end = start + len;
+    if (viewSimd !== null && len >= SIMD_MIN_LEN && len <= SIMD_RANGE_MAX) {
+      return foldOnesComplement(initial + viewSimd.sumRange(start, len));
+    }
     if (start >= viewWordsStart && end <= viewWordsEnd) {
       return foldOnesComplement(initial + wordSum(bytes, words, off, off + len, base, viewWordsStart));
     }
   }
   return foldOnesComplement(initial + byteSum(bytes, off, off + len));
 }
+
+/**
+ * The sums of `count` ranges of bytes at a fixed stride, in one go: range k is
+ * bytes[off + k*stride, + len) for k < count - 1, and the last is bytes[off + (count-1)*stride, + lastLen).
+ * Returns an array whose elements [0, count) hold onesComplementSum(bytes, words, start_k, len_k)
+ * (folded, not inverted, initial 0): add an initial with foldOnesComplement(initial + sum), the same
+ * value as passing it to onesComplementSum. The array is the module's (no allocation) and is
+ * overwritten by the next stridedSums call: read it first.
+ * count in [0, STRIDED_SUMS_CAPACITY]; stride >= 0; every range inside bytes; len, lastLen at most SIMD_RANGE_MAX.
+ * words: as for onesComplementSum. Over a checksumMemory (with its words view) all ranges are summed
+ * by one WebAssembly call; otherwise one onesComplementSum per range (same results).
+ */
+export function stridedSums(
+  bytes: Uint8Array, words: Uint32Array | null, off: number, stride: number, count: number, len: number, lastLen: number,
+): Uint32Array {
+  if (words !== null) {
+    if (bytes !== viewBytes || words !== viewWords) loadViews(bytes, words);
+    const simd = viewSimd;
+    if (simd !== null) {
+      simd.sumStrided(viewBase + off, stride, count, len, lastLen, simd.sumsAt);
+      return simd.sums;
+    }
+  }
+  const last = count - 1;
+  for (let k = 0, p = off; k < last; k++, p += stride) fallbackSums[k] = onesComplementSum(bytes, words, p, len);
+  if (count > 0) fallbackSums[last] = onesComplementSum(bytes, words, off + last * stride, lastLen);
+  return fallbackSums;
+}
+
+/** stridedSums' result area where WebAssembly SIMD does not apply. */
+const fallbackSums = new Uint32Array(STRIDED_SUMS_MAX);
 
 /**
  * The index in words of the 32-bit word holding bytes[off, off+4), when words is not null and the
@@ -86,8 +128,8 @@ let viewBase = 0;
  */
 let viewWordsStart = 0;
 let viewWordsEnd = -1;
-/** The WebAssembly SIMD sum over viewBytes' buffer, when it is a checksumMemory (else null). */
-let viewSimd: SimdSum | null = null;
+/** The WebAssembly SIMD checksum over viewBytes' buffer, when it is a checksumMemory (else null). */
+let viewSimd: SimdChecksum | null = null;
 
 function loadViews(bytes: Uint8Array, words: Uint32Array): void {
   viewBytes = bytes;
@@ -96,7 +138,7 @@ function loadViews(bytes: Uint8Array, words: Uint32Array): void {
   if (LITTLE_ENDIAN && words.buffer === bytes.buffer) {
     viewWordsStart = words.byteOffset;
     viewWordsEnd = viewWordsStart + words.length * 4;
-    viewSimd = simdSumFor(bytes.buffer);
+    viewSimd = simdChecksumFor(bytes.buffer);
   } else {
     viewWordsStart = 0;
     viewWordsEnd = -1;
@@ -125,14 +167,6 @@ function wordSum(bytes: Uint8Array, words: Uint32Array, p: number, end: number, 
     head += ((base + p) & 1) === 0 ? bytes[p] << 8 : bytes[p];
     p++;
   }
-  // The bulk, 32 bytes at a time, in WebAssembly SIMD where the buffer is a checksumMemory: it
-  // sums little-endian halves too (framed at even absolute positions, as the words below).
-  let simdLe = 0;
-  if (viewSimd !== null && end - p >= SIMD_MIN_LEN) {
-    const n = (end - p) & ~31;
-    simdLe = viewSimd(base + p, n);
-    p += n;
-  }
   const count = (end - p) >>> 2;
   const first = (base + p - wordsStart) >>> 2;
   const stop = first + count;
@@ -145,7 +179,7 @@ function wordSum(bytes: Uint8Array, words: Uint32Array, p: number, end: number, 
     b += words[i + 4] + words[i + 5] + words[i + 6] + words[i + 7];
   }
   for (; i < stop; i++) a += words[i];
-  const le = foldOnesComplement(simdLe + a + b);
+  const le = foldOnesComplement(a + b);
   p += count << 2;
   for (; p < end; p++) head += ((base + p) & 1) === 0 ? bytes[p] << 8 : bytes[p];
   // Little-endian halves -> big-endian: swap the folded sum.

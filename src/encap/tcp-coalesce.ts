@@ -11,7 +11,8 @@
 // Hot path: byte arithmetic on the slab, no allocation, no closures.
 
 import {
-  alignedWordIndex, ipHeader20ChecksumOkWords, ipHeaderChecksumOk, onesComplementSum, pseudoHeaderSum, writeIpHeaderChecksum,
+  alignedWordIndex, foldOnesComplement, ipHeader20ChecksumOkWords, ipHeaderChecksumOk, pseudoHeaderSum, STRIDED_SUMS_CAPACITY,
+  stridedSums, writeIpHeaderChecksum,
 } from './checksum.js';
 import {
   IPPROTO_TCP, IPPROTO_UDP, TCP_CHECK_OFFSET, TCP_FLAG_ACK, TCP_FLAG_PSH, UDP_CHECK_OFFSET, UDP_HEADER_LEN, UDP_LENGTH_OFFSET,
@@ -72,15 +73,17 @@ export function planCoalescing(
   /**
    * Optional: a Uint32Array view of the same buffer as bytes (the slab's `words`; see
    * onesComplementSum in checksum.ts). With it, L4 checksums are summed 32 bits at a time
-   * (about 4x fewer steps), whatever each packet's alignment: a misaligned head or tail is
-   * summed bytewise, per packet. Another buffer's view is ignored (byte path). Headers of
-   * packets 4-byte aligned in the buffer are also compared and checked a word at a time.
+   * (about 4x fewer steps), whatever each packet's alignment, and over a checksumMemory in
+   * WebAssembly SIMD, one call per stretch of packets at a fixed stride (see l4SumAt). Another
+   * buffer's view is ignored (byte path). Headers of packets 4-byte aligned in the buffer are
+   * also compared and checked a word at a time.
    */
   words: Uint32Array | null = null,
 ): number {
-  // Another buffer's view is turned down by alignedWordIndex and onesComplementSum (cached there).
+  // Another buffer's view is turned down by alignedWordIndex and stridedSums (cached there).
   const w = words;
   let groups = 0;
+  runSumsFrom = runSumsTo = 0;
   // The open candidate group: its protocol, leader (list position, byte offset, index in w or -1,
   // header length, payload length), packet count, bytes so far, and the previous member's payload
   // (and, for TCP, its seq and PSH).
@@ -115,7 +118,7 @@ export function planCoalescing(
           payload > 0 && payload <= leaderPayload && total + payload <= maxBytes &&
           seq === ((prevSeq + prevPayload) >>> 0) &&
           (word >= 0 ? canJoinTcpWords(bytes, w!, off, word, leaderWord, hdr, k) : canJoinTcp(bytes, off, leaderOff, hdr, k)) &&
-          tcpChecksumOk(bytes, w, off, len)
+          tcpChecksumOk(bytes, off, len, l4SumAt(bytes, w, slotOffsets, lens, list, count, i))
         ) {
           groupLens[i] = 0;
           offs[slot] = hdr;
@@ -136,7 +139,7 @@ export function planCoalescing(
           const word = leaderWord >= 0 ? alignedWordIndex(bytes, w, off, UDP_HDR_END) : -1;
           if (
             (word >= 0 ? canJoinUdpWords(w!, word, leaderWord, k) : canJoinUdp(bytes, off, leaderOff, k)) &&
-            udpChecksumOk(bytes, w, off, len)
+            udpChecksumPresent(bytes, off) && udpChecksumOk(bytes, off, len, l4SumAt(bytes, w, slotOffsets, lens, list, count, i))
           ) {
             groupLens[i] = 0;
             offs[slot] = UDP_HDR_END;
@@ -160,7 +163,8 @@ export function planCoalescing(
       const hdr = tcpHeaderEnd(bytes, off, len);
       if (hdr === 0 || len <= hdr) continue;
       const word = alignedWordIndex(bytes, w, off, hdr);
-      if (!((word >= 0 ? canLeadTcpWords(bytes, w!, off, word) : canLeadTcp(bytes, off)) && tcpChecksumOk(bytes, w, off, len))) continue;
+      if (!((word >= 0 ? canLeadTcpWords(bytes, w!, off, word) : canLeadTcp(bytes, off)) &&
+        tcpChecksumOk(bytes, off, len, l4SumAt(bytes, w, slotOffsets, lens, list, count, i)))) continue;
       proto = IPPROTO_TCP;
       leaderWord = word;
       leaderHdr = hdr;
@@ -170,7 +174,8 @@ export function planCoalescing(
     } else {
       if (udpPayloadLength(bytes, off, len) === 0) continue;
       const word = alignedWordIndex(bytes, w, off, UDP_HDR_END);
-      if (!((word >= 0 ? ipHeader20ChecksumOkWords(w!, word) : ipHeaderChecksumOk(bytes, off)) && udpChecksumOk(bytes, w, off, len))) continue;
+      if (!((word >= 0 ? ipHeader20ChecksumOkWords(w!, word) : ipHeaderChecksumOk(bytes, off)) &&
+        udpChecksumPresent(bytes, off) && udpChecksumOk(bytes, off, len, l4SumAt(bytes, w, slotOffsets, lens, list, count, i)))) continue;
       proto = IPPROTO_UDP;
       leaderWord = word;
       leaderHdr = UDP_HDR_END;
@@ -289,10 +294,61 @@ function canJoinTcpWords(
   return ipHeader20ChecksumOkWords(w, word);
 }
 
-/** The TCP checksum of the segment at off (20-byte IP header, len bytes in all) verifies. */
-function tcpChecksumOk(b: Uint8Array, w: Uint32Array | null, off: number, len: number): boolean {
-  const tcpLen = len - 20;
-  return onesComplementSum(b, w, off + 20, tcpLen, pseudoHeaderSum(b, off, IPPROTO_TCP, tcpLen)) === 0xffff;
+/**
+ * The TCP checksum of the segment at off (20-byte IP header, len bytes in all) verifies; l4Sum is
+ * the folded sum of its TCP bytes (l4SumAt).
+ */
+function tcpChecksumOk(b: Uint8Array, off: number, len: number, l4Sum: number): boolean {
+  return foldOnesComplement(pseudoHeaderSum(b, off, IPPROTO_TCP, len - 20) + l4Sum) === 0xffff;
+}
+
+// The L4 sums of a stretch of the list: positions [runSumsFrom, runSumsTo), the sum of position i
+// at runSums[i - runSumsFrom]. runSums is stridedSums' result area: valid until its next call,
+// which only l4SumAt makes during planning; planCoalescing empties the stretch on entry.
+let runSums: Uint32Array = new Uint32Array(0);
+let runSumsFrom = 0;
+let runSumsTo = 0;
+
+/**
+ * The folded one's-complement sum of the L4 bytes [off + 20, off + len) of the packet at list
+ * position i (off, len its slot's offset and length; len >= 20), not inverted.
+ * Received datagrams mostly lie at a fixed stride with equal lengths (those of one UDP GRO run
+ * sit back to back in one receive slot, segSize apart; plain receive slots are a slot size apart),
+ * so on a miss this sums the whole STRETCH from i at once: the following list positions whose
+ * slots continue the stride of positions i and i+1 with i's length, then at most one of them
+ * shorter, as the last datagram of a run is (at most STRIDED_SUMS_CAPACITY positions) — one
+ * stridedSums call, i.e. one WebAssembly call over a checksumMemory. Every position of a
+ * stretch is verified in planning unless its headers rule it out first (as few packets are), so
+ * little is summed in vain. A position's bytes are only patched when it is sealed as a leader,
+ * after its own check: the sums stay valid for the whole planning.
+ */
+function l4SumAt(
+  b: Uint8Array, w: Uint32Array | null, slotOffsets: Uint32Array, lens: Int32Array, list: Uint16Array, count: number, i: number,
+): number {
+  if (i >= runSumsFrom && i < runSumsTo) return runSums[i - runSumsFrom];
+  const off = slotOffsets[list[i]];
+  const len = lens[list[i]];
+  let n = 1;
+  let stride = 0;
+  let lastLen = len;
+  const limit = Math.min(count - i, STRIDED_SUMS_CAPACITY);
+  if (limit > 1) {
+    stride = slotOffsets[list[i + 1]] - off;
+    if (stride > 0) {
+      while (n < limit && slotOffsets[list[i + n]] === off + n * stride && lens[list[i + n]] === len) n++;
+      if (n < limit && slotOffsets[list[i + n]] === off + n * stride) {
+        const shorter = lens[list[i + n]];
+        if (shorter >= 20 && shorter < len) {
+          lastLen = shorter;
+          n++;
+        }
+      }
+    }
+  }
+  runSums = stridedSums(b, w, off + 20, stride, n, len - 20, lastLen - 20);
+  runSumsFrom = i;
+  runSumsTo = i + n;
+  return runSums[0];
 }
 
 function seqAt(b: Uint8Array, off: number): number {
@@ -346,15 +402,21 @@ function canJoinUdpWords(w: Uint32Array, word: number, leaderWord: number, k: nu
 }
 
 /**
- * The UDP checksum of the datagram at off (20-byte IP header, len bytes in all) is present
- * (non-zero) and verifies. A valid non-zero field is exactly what Linux computes for the datagram
- * (a computed 0 is sent as 0xffff, which verifies too), so segmentation gives it back.
+ * The UDP datagram at off (20-byte IP header) carries a checksum (the field is not 0, "none"):
+ * a condition for grouping, as a valid non-zero field is exactly what Linux computes for the
+ * datagram (a computed 0 is sent as 0xffff), so segmentation gives it back.
  */
-function udpChecksumOk(b: Uint8Array, w: Uint32Array | null, off: number, len: number): boolean {
+function udpChecksumPresent(b: Uint8Array, off: number): boolean {
   const u = off + 20;
-  if ((b[u + UDP_CHECK_OFFSET] | b[u + UDP_CHECK_OFFSET + 1]) === 0) return false;
-  const udpLen = len - 20;
-  return onesComplementSum(b, w, u, udpLen, pseudoHeaderSum(b, off, IPPROTO_UDP, udpLen)) === 0xffff;
+  return (b[u + UDP_CHECK_OFFSET] | b[u + UDP_CHECK_OFFSET + 1]) !== 0;
+}
+
+/**
+ * The UDP checksum of the datagram at off (20-byte IP header, len bytes in all) verifies; l4Sum is
+ * the folded sum of its UDP bytes (l4SumAt).
+ */
+function udpChecksumOk(b: Uint8Array, off: number, len: number, l4Sum: number): boolean {
+  return foldOnesComplement(pseudoHeaderSum(b, off, IPPROTO_UDP, len - 20) + l4Sum) === 0xffff;
 }
 
 /**

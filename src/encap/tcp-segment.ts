@@ -9,10 +9,15 @@
 //    one datagram's iovecs.
 // Hot path: byte arithmetic on the slab, no allocation, no closures.
 
-import { alignedWordIndex, onesComplementSum, pseudoHeaderSum } from './checksum.js';
+import {
+  alignedWordIndex, foldOnesComplement, onesComplementSum, pseudoHeaderSum, STRIDED_SUMS_CAPACITY, stridedSums,
+} from './checksum.js';
 import {
   IPPROTO_TCP, IPPROTO_UDP, TCP_CHECK_OFFSET, TCP_FLAG_CWR, TCP_FLAG_FIN, TCP_FLAG_PSH, UDP_CHECK_OFFSET,
 } from './wire.js';
+
+/** Placeholder until the first stridedSums call of segmentTcpSuperPacket. */
+const EMPTY_SUMS: Uint32Array = new Uint32Array(0);
 
 /** Size of a header cell (a slot holding one segment's IP+TCP headers; the largest is 60+60). */
 export const SEGMENT_HEADER_CELL = 128;
@@ -108,7 +113,9 @@ export function tcpSegmentCount(bytes: Uint8Array, off: number, len: number, gso
  * must exist in slotOffsets, lens, extOffs and extLens, and each cell's SEGMENT_HEADER_CELL bytes
  * must not overlap the super-packet or another cell (not checked).
  * No allocation; words null (byte path) or a words view as for onesComplementSum (then headers are also
- * copied a word at a time into cells 4-aligned in the buffer like the super-packet; same bytes either way).
+ * copied a word at a time into cells 4-aligned in the buffer like the super-packet, and over a
+ * checksumMemory the payloads of the chunk are summed by one WebAssembly call per
+ * STRIDED_SUMS_CAPACITY segments; same bytes either way).
  */
 export function segmentTcpSuperPacket(
   bytes: Uint8Array, words: Uint32Array | null, off: number, len: number, gsoSize: number,
@@ -150,8 +157,21 @@ export function segmentTcpSuperPacket(
   const headerWord = alignedWordIndex(bytes, words, off, hdr);
   const hdrWords = hdr >>> 2;
   const lastIndex = segments - 1;
+  // The payload sums, up to STRIDED_SUMS_CAPACITY segments at a time in one stridedSums call
+  // (one WebAssembly call over a checksumMemory): payloadSums[k - sumsFirst] for k below sumsEnd.
+  let payloadSums = EMPTY_SUMS;
+  let sumsFirst = firstSegment;
+  let sumsEnd = firstSegment;
 
   for (let k = firstSegment; k < end; k++) {
+    if (k === sumsEnd) {
+      const batch = Math.min(STRIDED_SUMS_CAPACITY, end - k);
+      const batchLast = k + batch - 1;
+      const lastLen = batchLast === lastIndex ? payload - batchLast * seg : seg;
+      payloadSums = stridedSums(bytes, words, off + hdr + k * seg, seg, batch, seg, lastLen);
+      sumsFirst = k;
+      sumsEnd = k + batch;
+    }
     const cell = firstCell + (k - firstSegment);
     const c = slotOffsets[cell];
     const payloadOff = off + hdr + k * seg;
@@ -189,7 +209,7 @@ export function segmentTcpSuperPacket(
     if (k !== 0) flags &= ~TCP_FLAG_CWR;
     bytes[ct + 13] = flags;
     const headerSum = fixedTcpSum + (seq >>> 16) + (seq & 0xffff) + flags;
-    const sum = onesComplementSum(bytes, words, payloadOff, n, pseudo + thl + n + headerSum);
+    const sum = foldOnesComplement(pseudo + thl + n + headerSum + payloadSums[k - sumsFirst]);
     const check = ~sum & 0xffff;
     bytes[ct + TCP_CHECK_OFFSET] = check >> 8;
     bytes[ct + TCP_CHECK_OFFSET + 1] = check & 0xff;
