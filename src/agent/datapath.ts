@@ -54,6 +54,8 @@ export interface Offloads {
 export interface OffloadsInForce {
   /** TSO4 + checksum offload on flannel0 (TUNSETOFFLOAD). */
   readonly tunTso: boolean;
+  /** USO on flannel0 too (TUN_F_USO4 | TUN_F_USO6, Linux 6.2+): UDP GSO super-packets read and cut. */
+  readonly tunUso: boolean;
   /** GRO super-packets written to flannel0 (IFF_VNET_HDR). */
   readonly tunGro: boolean;
   /** Datagrams per UDP GSO message at most; 0 = off. */
@@ -67,6 +69,12 @@ export interface OffloadsInForce {
 
 /** TUNSETOFFLOAD flags: TUN_F_CSUM | TUN_F_TSO4 (IPv4 TCP only: flannel's udp backend is IPv4). */
 const TUN_OFFLOAD_FLAGS = 0x01 | 0x02;
+/**
+ * ... | TUN_F_USO4 | TUN_F_USO6: UDP GSO super-packets too (a pod sending with UDP_SEGMENT hands
+ * flannel0 one read per sendmsg instead of one per datagram). Linux takes USO4 only together with
+ * USO6, and refuses both (EINVAL) before 6.2. flannel0 carries no IPv6 route, so only IPv4 comes.
+ */
+const TUN_OFFLOAD_FLAGS_USO = TUN_OFFLOAD_FLAGS | 0x20 | 0x40;
 
 /** Batches each way drained at stop, at most. */
 const DRAIN_BATCHES_AT_STOP = 16;
@@ -90,6 +98,8 @@ export class Datapath {
     private readonly lanes: Lanes,
     /** flannel0 hands out TSO super-packets and partial checksums (TUNSETOFFLOAD). */
     readonly tunTso: boolean,
+    /** ... and UDP GSO super-packets. */
+    readonly tunUso: boolean,
     readonly workers: number,
   ) {
     this.tunName = shim.tunName(tunFd);
@@ -119,7 +129,8 @@ export class Datapath {
     let udpFd = -1;
     let lanes: Lanes | undefined;
     try {
-      const tunTso = tunVnet && shim.tunSetOffload(tunFd, TUN_OFFLOAD_FLAGS) === 0;
+      const tunUso = tunVnet && shim.tunSetOffload(tunFd, TUN_OFFLOAD_FLAGS_USO) === 0;
+      const tunTso = tunUso || (tunVnet && shim.tunSetOffload(tunFd, TUN_OFFLOAD_FLAGS) === 0);
       configureTunLink({
         name: shim.tunName(tunFd), address: options.subnet.prefix, mtu,
         networkPrefix: options.network.prefix, networkLen: options.network.prefixLen,
@@ -147,7 +158,7 @@ export class Datapath {
         lanes = lane;
         lane.start();
       }
-      return new Datapath(options, tunFd, udpFd, lanes, tunTso, workers);
+      return new Datapath(options, tunFd, udpFd, lanes, tunTso, tunUso, workers);
     } catch (err) {
       // No poll may outlive its fd: the fds are closed only once the lanes are certainly done.
       if (lanes?.close() ?? true) {
@@ -216,7 +227,7 @@ export class Datapath {
   offloadsInForce(): OffloadsInForce {
     const s = this.lanes.status();
     return {
-      tunTso: this.tunTso, tunGro: s.tunGro, udpGso: s.udpGso, udpGro: s.udpGro, tunIoUring: s.tunIoUring,
+      tunTso: this.tunTso, tunUso: this.tunUso, tunGro: s.tunGro, udpGso: s.udpGso, udpGro: s.udpGro, tunIoUring: s.tunIoUring,
       workers: this.workers,
     };
   }

@@ -208,7 +208,7 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
         lease: () => leases?.lease ?? null,
         offloads: () => {
           const o = dp.offloadsInForce();
-          return { tun_tso: o.tunTso, tun_gro: o.tunGro, udp_gso: o.udpGso > 0, udp_gro: o.udpGro, tun_io_uring: o.tunIoUring > 0 };
+          return { tun_tso: o.tunTso, tun_uso: o.tunUso, tun_gro: o.tunGro, udp_gso: o.udpGso > 0, udp_gro: o.udpGro, tun_io_uring: o.tunIoUring > 0 };
         },
         datapathThreads: () => dp.workers,
         ready: () => ready,

@@ -168,7 +168,7 @@ Static mode: forwards between flannel0 and UDP with routes given on the command 
 Both modes:
   --batch N             packets per batch, 1..1024 (default 64)
   --offloads LIST       offloads to use where the kernel has them (default tun,udp; or none):
-                          tun: TSO super-packets read from flannel0, GRO super-packets written to it
+                          tun: TSO and USO super-packets read from flannel0, GRO super-packets written to it
                           udp: UDP GSO on send, UDP GRO on receive
   --no-offload          the same as --offloads=none: one packet per read, write, datagram
   --io-uring=false      read and write flannel0 with one syscall per packet, not io_uring batches

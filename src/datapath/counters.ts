@@ -20,8 +20,11 @@ export const COUNTER_NAMES = [
   'tunGroFallbacks',
   // TSO from flannel0: super-packets read (in tunReadPackets, once each) and the segments they were
   // cut into; packets whose partial checksum was completed; offloaded reads that could not be
-  // handled (not TCP, a bad virtio header), dropped
+  // handled (not TCP or UDP, a bad virtio header), dropped
   'tunTsoPackets', 'tunTsoSegments', 'tunCsumCompleted', 'dropTxBadOffload',
+  // USO from flannel0: UDP GSO super-packets read (in tunReadPackets, once each) and the datagrams
+  // they were cut into
+  'tunUsoPackets', 'tunUsoSegments',
   // UDP GRO: coalesced receives, and the datagrams they carried (in udpRecvPackets too)
   'udpGroRuns', 'udpGroDatagrams',
   // Whole batches: reads that returned packets (packets / batches = batch occupancy) and

@@ -1,16 +1,17 @@
 // The two batch loops of the datapath: flannel0 -> UDP and UDP -> flannel0. Each call moves
 // one batch: one read call, classification in place in the slab, one send/write call (more only
 // when offloads multiply the packets: a TSO super-packet becomes up to thousands of datagrams
-// (45 at a 1500-byte MTU, 1365 at the 48-byte minimum MSS), cut in chunks of what the header
-// cells and the send list hold; a UDP GRO run up to 64 packets). No per-packet allocation, no
-// copies (an ICMP error is the only packet built, in its own region; a TCP segment's headers are
-// built in a header cell, its payload stays in the super-packet).
+// (45 at a 1500-byte MTU, 1365 at the 48-byte minimum MSS), a USO one up to its 64-128
+// datagrams, cut in chunks of what the header cells and the send list hold; a UDP GRO run up to
+// 64 packets). No per-packet allocation, no copies (an ICMP error is the only packet built, in its
+// own region; a segment's headers are built in a header cell, its payload stays in the super-packet).
 import {
   decrementTtl, destinationOf, isWellFormedIPv4, sourceOf, writeNetUnreachable,
 } from '../encap/ipv4.js';
 import { planCoalescing, VNET_HDR_SLOT } from '../encap/tcp-coalesce.js';
 import { completeChecksum, segmentTcpSuperPacket, tcpSegmentCount } from '../encap/tcp-segment.js';
-import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4 } from '../encap/wire.js';
+import { segmentUdpSuperPacket, udpSegmentCount } from '../encap/udp-segment.js';
+import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_UDP_L4 } from '../encap/wire.js';
 import { RoutingSnapshot } from '../routing-table/snapshot.js';
 import { C } from './counters.js';
 import type { TunDevice, UdpSocket } from './io.js';
@@ -92,7 +93,7 @@ export class Forwarder {
   /**
    * Moves one batch flannel0 -> UDP. Returns the number of packets read (0: flannel0 empty).
    * A read carries a virtio-net header (all zero for a plain packet): a partial checksum is
-   * completed, a TSO super-packet cut into segments that fit the MTU, one datagram each. A plain
+   * completed, a TSO or USO super-packet cut into segments that fit the MTU, one datagram each. A plain
    * packet longer than the MTU (a 64 KiB read slot takes one) is dropped (dropTxOversize).
    */
   tunToUdp(): number {
@@ -166,25 +167,29 @@ export class Forwarder {
   }
 
   /**
-   * Cuts the TSO super-packet at off (TTL already decremented) into segments that fit the MTU,
-   * each its own header cell plus its payload in place, queued for the peer at publicIp. One that
-   * fits a send call is queued whole (flushing first if the cells or the send list have no room
-   * left for it); a larger one is cut in chunks of what is left, flushing between them. Dropped
-   * and counted: not TCPV4 or not segmentable (dropTxBadOffload), or the MTU leaves no room for
-   * payload after its headers (dropTxOversize).
+   * Cuts the super-packet at off (TTL already decremented) into datagrams that fit the MTU, each its
+   * own header cell plus its payload in place, queued for the peer at publicIp: a TSO (GSO_TCPV4)
+   * one into TCP segments (cut smaller than gso_size where the MTU needs), a USO (GSO_UDP_L4) one
+   * into its UDP datagrams (never re-cut: datagram boundaries are the application's). One that fits
+   * a send call is queued whole (flushing first if the cells or the send list have no room left for
+   * it); a larger one is cut in chunks of what is left, flushing between them. Dropped and counted:
+   * another GSO type or not segmentable (dropTxBadOffload), or a segment that cannot fit the MTU
+   * (dropTxOversize).
    */
   private sendSegments(off: number, len: number, vo: number, gsoType: number, publicIp: number): void {
     const { slab, counters: c } = this;
     const bytes = slab.bytes, vnet = slab.vnetHdrs, mtu = this.config.mtu;
     const gsoSize = vnet[vo + 4] | (vnet[vo + 5] << 8);
-    if (gsoType !== VIRTIO_NET_HDR_GSO_TCPV4 || gsoSize === 0) {
+    const udp = gsoType === VIRTIO_NET_HDR_GSO_UDP_L4;
+    if ((gsoType !== VIRTIO_NET_HDR_GSO_TCPV4 && !udp) || gsoSize === 0) {
       c[C.dropTxBadOffload]++;
       return;
     }
-    const total = tcpSegmentCount(bytes, off, len, gsoSize, mtu);
+    const total = udp ? udpSegmentCount(bytes, off, len, gsoSize, mtu) : tcpSegmentCount(bytes, off, len, gsoSize, mtu);
     if (total === 0) {
-      // Segmentable but for the MTU (a header of mtu bytes or more): oversize; else a bad offload.
-      if (tcpSegmentCount(bytes, off, len, gsoSize, 0xffff) > 0) c[C.dropTxOversize]++;
+      // Segmentable but for the MTU: oversize; else a bad offload.
+      const unbounded = udp ? udpSegmentCount(bytes, off, len, gsoSize, 0xffff) : tcpSegmentCount(bytes, off, len, gsoSize, 0xffff);
+      if (unbounded > 0) c[C.dropTxOversize]++;
       else c[C.dropTxBadOffload]++;
       return;
     }
@@ -199,10 +204,13 @@ export class Forwarder {
       }
       const first = this.nextCell;
       // >= 1: done < total and room >= 1.
-      const segs = segmentTcpSuperPacket(
-        bytes, slab.words, off, len, gsoSize, mtu, done, slab.slotOffsets, first, room,
-        slab.lens, slab.extOffs, slab.extLens,
-      );
+      const segs = udp
+        ? segmentUdpSuperPacket(
+          bytes, slab.words, off, len, gsoSize, mtu, done, slab.slotOffsets, first, room, slab.lens, slab.extOffs, slab.extLens,
+        )
+        : segmentTcpSuperPacket(
+          bytes, slab.words, off, len, gsoSize, mtu, done, slab.slotOffsets, first, room, slab.lens, slab.extOffs, slab.extLens,
+        );
       for (let cell = first; cell < first + segs; cell++) {
         addrs[cell] = publicIp;
         ports[cell] = port;
@@ -211,8 +219,13 @@ export class Forwarder {
       this.nextCell = first + segs;
       done += segs;
     }
-    c[C.tunTsoPackets]++;
-    c[C.tunTsoSegments] += total;
+    if (udp) {
+      c[C.tunUsoPackets]++;
+      c[C.tunUsoSegments] += total;
+    } else {
+      c[C.tunTsoPackets]++;
+      c[C.tunTsoSegments] += total;
+    }
   }
 
   /**

@@ -1,7 +1,7 @@
 // Every counter belongs to one direction, and only that direction's loop writes it: what the
 // metrics' direction labels and --workers 2 rely on (each worker's lane counts one direction in
 // its own array; the agent reports their sum). A Forwarder is driven through traffic that reaches
-// every counter (plain and TSO packets, partial checksums, every drop, I/O errors, UDP GRO runs,
+// every counter (plain, TSO and USO packets, partial checksums, every drop, I/O errors, UDP GRO runs,
 // coalesced writes and their fallback); after each call, the counters that changed must all be of
 // the direction called. Then the same traffic through two Forwarders, one per direction, on their
 // own slabs and counters (the worker-lanes arrangement) must add up to the very same counters.
@@ -147,6 +147,16 @@ const STEPS: readonly Step[] = [
       const a = superPacket(20000), b = superPacket(5000, NO_ROUTE_POD);
       tun.pushOffloaded(a.packet, a.hdr);
       tun.pushOffloaded(b.packet, b.hdr);
+    },
+  },
+  {
+    name: 'a USO super-packet (UDP GSO from our pod)', direction: 'tx',
+    prepare: ({ tun }) => {
+      const payload = Uint8Array.from({ length: 2500 }, (_, i) => i & 0xff);
+      const packet = buildUdpPacket({
+        src: OWN_POD, dst: PEER_POD, sport: 4433, dport: 443, payload, ttl: 64, check: partialChecksum(OWN_POD, PEER_POD, 17, 8 + payload.length),
+      });
+      tun.pushOffloaded(packet, vnetHdr(1, 5 /* GSO_UDP_L4 */, 28, 1000, 20, 6));
     },
   },
   {

@@ -26,6 +26,8 @@ function knownSource(): MetricsSource {
   counters[C.udpRecvErrors] = 4;
   counters[C.tunTsoPackets] = 1;
   counters[C.tunTsoSegments] = 3;
+  counters[C.tunUsoPackets] = 2;
+  counters[C.tunUsoSegments] = 80;
   counters[C.udpGroRuns] = 1;
   counters[C.udpGroDatagrams] = 2;
   return {
@@ -99,6 +101,12 @@ flannel_ts_tun_tso_segments_total 3
 # HELP flannel_ts_tun_checksums_completed_total Packets read with a partial checksum that was completed before sending.
 # TYPE flannel_ts_tun_checksums_completed_total counter
 flannel_ts_tun_checksums_completed_total 0
+# HELP flannel_ts_tun_uso_packets_total UDP GSO super-packets read from the TUN device (once each in tun_read_packets_total).
+# TYPE flannel_ts_tun_uso_packets_total counter
+flannel_ts_tun_uso_packets_total 2
+# HELP flannel_ts_tun_uso_segments_total Datagrams the UDP GSO super-packets were cut into, each one datagram on the wire.
+# TYPE flannel_ts_tun_uso_segments_total counter
+flannel_ts_tun_uso_segments_total 80
 # HELP flannel_ts_udp_gro_runs_total Coalesced receives (UDP GRO) from the socket.
 # TYPE flannel_ts_udp_gro_runs_total counter
 flannel_ts_udp_gro_runs_total 1
