@@ -152,6 +152,7 @@ export function planCoalescing(
       }
       if (k >= 2) {
         sealGroup(bytes, proto, leaderOff, leaderHdr, leaderPayload, total, anyPsh, vnetHdrs, list[leaderPos] * VNET_HDR_SLOT);
+        forgetSumsOver(leaderOff, leaderOff + leaderHdr, i);
         groupLens[leaderPos] = k;
         groups++;
       }
@@ -305,9 +306,30 @@ function tcpChecksumOk(b: Uint8Array, off: number, len: number, l4Sum: number): 
 // The L4 sums of a stretch of the list: positions [runSumsFrom, runSumsTo), the sum of position i
 // at runSums[i - runSumsFrom]. runSums is stridedSums' result area: valid until its next call,
 // which only l4SumAt makes during planning; planCoalescing empties the stretch on entry.
+// The stretch's ranges: position j sums bytes from runL4Start + (j - runSumsFrom) * runStride, all
+// of them ending by runEnd (byte offsets in bytes).
 let runSums: Uint32Array = new Uint32Array(0);
 let runSumsFrom = 0;
 let runSumsTo = 0;
+let runL4Start = 0;
+let runStride = 0;
+let runEnd = 0;
+
+/**
+ * Empties the stretch if bytes[from, to) — a leader's header, just patched by sealGroup — may
+ * overlap a range whose cached sum is still to be read: that of list position i (the position
+ * being planned) or a later one. A real overlap takes a list that holds a slot twice (or slots
+ * that overlap); a stale sum would then let a packet whose patched bytes no longer verify be
+ * grouped. The test is against the span of those ranges, gaps included: in a list out of
+ * address order a leader lying in a gap also empties it (one more stridedSums call); never in a
+ * list in address order without overlaps, as the forwarder's are.
+ */
+function forgetSumsOver(from: number, to: number, i: number): void {
+  if (i >= runSumsTo) return;
+  // Positions from i on lie at increasing offsets from here (a one-position stretch: runL4Start).
+  const pending = runL4Start + (i - runSumsFrom) * runStride;
+  if (from < runEnd && to > pending) runSumsFrom = runSumsTo = 0;
+}
 
 /**
  * The folded one's-complement sum of the L4 bytes [off + 20, off + len) of the packet at list
@@ -320,7 +342,8 @@ let runSumsTo = 0;
  * stridedSums call, i.e. one WebAssembly call over a checksumMemory. Every position of a
  * stretch is verified in planning unless its headers rule it out first (as few packets are), so
  * little is summed in vain. A position's bytes are only patched when it is sealed as a leader,
- * after its own check: the sums stay valid for the whole planning.
+ * after its own check; should the list hold that slot again (or a slot overlapping it) at a
+ * position whose sum is cached, forgetSumsOver drops the stretch, so that position is summed anew.
  */
 function l4SumAt(
   b: Uint8Array, w: Uint32Array | null, slotOffsets: Uint32Array, lens: Int32Array, list: Uint16Array, count: number, i: number,
@@ -348,6 +371,9 @@ function l4SumAt(
   runSums = stridedSums(b, w, off + 20, stride, n, len - 20, lastLen - 20);
   runSumsFrom = i;
   runSumsTo = i + n;
+  runL4Start = off + 20;
+  runStride = stride;
+  runEnd = off + (n - 1) * stride + lastLen;
   return runSums[0];
 }
 
