@@ -15,6 +15,7 @@
 import { alignedWordIndex, foldOnesComplement, pseudoHeaderSum, STRIDED_SUMS_CAPACITY, stridedSums } from './checksum.js';
 import { SEGMENT_HEADER_CELL } from './tcp-segment.js';
 import { IPPROTO_UDP, UDP_CHECK_OFFSET, UDP_HEADER_LEN, UDP_LENGTH_OFFSET } from './wire.js';
+import { ipHeaderFixedSum, writeSegmentIpHeader } from './segment-header.js';
 
 /** Placeholder until the first stridedSums call of segmentUdpSuperPacket. */
 const EMPTY_SUMS: Uint32Array = new Uint32Array(0);
@@ -112,17 +113,11 @@ export function segmentUdpSuperPacket(
   // length field (the same value as the pseudo-header's length: counted twice) and the payload.
   const fixedUdpSum = pseudoHeaderSum(bytes, off, IPPROTO_UDP, 0) +
     ((bytes[u] << 8) | bytes[u + 1]) + ((bytes[u + 2] << 8) | bytes[u + 3]);
-  // The IP header's sum without total length (2..3), id (4..5) and checksum (10..11): each
-  // datagram's checksum is this plus its total length and id, folded and inverted (the same value
-  // as summing its whole header).
-  let ipFixedSum = 0;
-  for (let j = 0; j < ihl; j += 2) {
-    if (j !== 2 && j !== 4 && j !== 10) ipFixedSum += (bytes[off + j] << 8) | bytes[off + j + 1];
-  }
+  // The IP header's sum but for what each segment sets (segment-header.ts).
+  const ipFixedSum = ipHeaderFixedSum(bytes, off, ihl);
   // The header is copied a 32-bit word at a time into every cell that is 4-aligned like the
   // super-packet (slab slots and cells are 8-aligned); hdr is a multiple of 4.
   const headerWord = alignedWordIndex(bytes, words, off, hdr);
-  const hdrWords = hdr >>> 2;
   const lastIndex = segments - 1;
   const lastLen = payload - lastIndex * gsoSize;
   // The payload sums, up to STRIDED_SUMS_CAPACITY datagrams at a time in one stridedSums call
@@ -143,26 +138,8 @@ export function segmentUdpSuperPacket(
     const cell = firstCell + (k - firstSegment);
     const c = slotOffsets[cell];
     const n = k === lastIndex ? lastLen : gsoSize;
-    const cellWord = headerWord < 0 ? -1 : alignedWordIndex(bytes, words, c, hdr);
-    if (cellWord >= 0) {
-      for (let j = 0; j < hdrWords; j++) words![cellWord + j] = words![headerWord + j];
-    } else {
-      for (let j = 0; j < hdr; j++) bytes[c + j] = bytes[off + j];
-    }
-
-    // IP: total length, id, header checksum.
-    const total = hdr + n;
-    const id = (id0 + k) & 0xffff;
-    bytes[c + 2] = total >> 8;
-    bytes[c + 3] = total & 0xff;
-    bytes[c + 4] = id >> 8;
-    bytes[c + 5] = id & 0xff;
-    let ipSum = ipFixedSum + total + id; // below 2^22: two folds reach 16 bits
-    ipSum = (ipSum & 0xffff) + (ipSum >>> 16);
-    ipSum = (ipSum & 0xffff) + (ipSum >>> 16);
-    const ipCheck = ~ipSum & 0xffff;
-    bytes[c + 10] = ipCheck >> 8;
-    bytes[c + 11] = ipCheck & 0xff;
+    // The headers, with this segment's IP total length, id and header checksum.
+    writeSegmentIpHeader(bytes, words, off, hdr, headerWord, c, ipFixedSum, hdr + n, (id0 + k) & 0xffff);
 
     // UDP: length, checksum (0 -> 0xffff).
     const cu = c + ihl;

@@ -7,31 +7,14 @@
  * (TcpInCsumErrors) and stall the flow.
  */
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { Lab, removeStaleLabNamespaces, requireTools, type AgentCounters } from '../../src/lab/index.js';
+import { burstReceiver, burstSenderArgv, checksumErrors } from '../helpers/pod-udp.js';
 
 function counter(c: AgentCounters, name: string): number {
   const v = c[name];
   assert.ok(typeof v === 'number', `agent counters lack "${name}": ${JSON.stringify(c)}`);
   return v;
-}
-
-const UDP_BURST = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'helpers', 'udp-burst.js');
-
-async function udpChecksumErrors(lab: Lab, pod: number): Promise<number> {
-  const snmp = await lab.execChecked(lab.podNs(pod), ['cat', '/proc/net/snmp']);
-  const udp = snmp.stdout.split('\n').filter((l) => l.startsWith('Udp: '));
-  const names = udp[0]!.split(/\s+/), values = udp[1]!.split(/\s+/);
-  return Number(values[names.indexOf('InCsumErrors')]);
-}
-
-async function tcpChecksumErrors(lab: Lab, pod: number): Promise<number> {
-  const snmp = await lab.execChecked(lab.podNs(pod), ['cat', '/proc/net/snmp']);
-  const tcp = snmp.stdout.split('\n').filter((l) => l.startsWith('Tcp: '));
-  const names = tcp[0]!.split(/\s+/), values = tcp[1]!.split(/\s+/);
-  return Number(values[names.indexOf('InCsumErrors')]);
 }
 
 describe('offloads on one side only', { timeout: 120_000 }, () => {
@@ -68,8 +51,8 @@ describe('offloads on one side only', { timeout: 120_000 }, () => {
     const fromOffloading = await lab.iperf3Tcp(2, 1, 2);
     assert.ok(toOffloading.receivedBitsPerSecond > 50e6, `TCP 1->2 ${toOffloading.receivedBitsPerSecond} bit/s`);
     assert.ok(fromOffloading.receivedBitsPerSecond > 50e6, `TCP 2->1 ${fromOffloading.receivedBitsPerSecond} bit/s`);
-    assert.equal(await tcpChecksumErrors(lab, 1), 0);
-    assert.equal(await tcpChecksumErrors(lab, 2), 0);
+    assert.equal(await checksumErrors(lab, 1, 'Tcp'), 0);
+    assert.equal(await checksumErrors(lab, 2, 'Tcp'), 0);
     const c1 = await lab.agentCounters(1), c2 = await lab.agentCounters(2);
     assert.ok(counter(c2, 'tunGroWrites') > 0, 'host 2 wrote coalesced super-packets');
     assert.ok(counter(c2, 'tunGroPackets') > 2 * counter(c2, 'tunGroWrites'), 'super-packets carry several segments');
@@ -92,25 +75,15 @@ describe('offloads on one side only', { timeout: 120_000 }, () => {
   test('UDP runs through the offloading host arrive byte for byte (coalesced into flannel0 as UDP GSO)', async () => {
     const COUNT = 3000, SIZE = 1000, PORT = 7777;
     const before = counter(await lab.agentCounters(2), 'tunGroPackets');
-    const receiver = lab.spawn(lab.podNs(2), [process.execPath, UDP_BURST, 'receive', String(PORT), String(COUNT), '10000']);
-    let out = '';
-    const ready = new Promise<void>((resolve) => {
-      receiver.stdout!.on('data', (d: Buffer) => {
-        out += d.toString();
-        if (out.includes('ready')) resolve();
-      });
-    });
-    const exited = new Promise<void>((resolve) => receiver.once('exit', () => resolve()));
-    await ready;
-    await lab.execChecked(lab.podNs(1), [process.execPath, UDP_BURST, 'send', lab.podAddr(2), String(PORT), String(COUNT), String(SIZE)], 30_000);
-    await exited;
-    const result = JSON.parse(out.split('\n').find((l) => l.startsWith('{'))!) as { received: number; intact: number; inOrder: boolean };
+    const received = await burstReceiver(lab, 2, PORT, COUNT, 10_000);
+    await lab.execChecked(lab.podNs(1), burstSenderArgv(lab.podAddr(2), PORT, COUNT, SIZE), 30_000);
+    const result = await received.result;
     // UDP may lose a few under load (socket buffers on a busy 2-core machine); what arrives must be exact.
     assert.ok(result.received >= 0.8 * COUNT, `received ${result.received} of ${COUNT}`);
     assert.equal(result.intact, result.received, 'every datagram byte for byte');
     assert.ok(result.inOrder, 'in the order sent');
     const grouped = counter(await lab.agentCounters(2), 'tunGroPackets') - before;
     assert.ok(grouped > COUNT / 4, `host 2 wrote UDP runs as super-packets (${grouped} packets grouped)`);
-    assert.equal(await udpChecksumErrors(lab, 2), 0);
+    assert.equal(await checksumErrors(lab, 2, 'Udp'), 0);
   });
 });

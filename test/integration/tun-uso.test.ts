@@ -12,9 +12,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Lab, removeStaleLabNamespaces, requireTools, type AgentCounters } from '../../src/lab/index.js';
+import { burstReceiver, checksumErrors } from '../helpers/pod-udp.js';
 
-const HELPERS = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'helpers');
-const UDP_BURST = path.join(HELPERS, 'udp-burst.js');
 // A .py file is not compiled into dist: read it from the source tree (dist/test/integration -> test/helpers).
 const UDP_GSO_SEND = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'test', 'helpers', 'udp-gso-send.py');
 
@@ -22,13 +21,6 @@ function counter(c: AgentCounters, name: string): number {
   const v = c[name];
   assert.ok(typeof v === 'number', `agent counters lack "${name}": ${JSON.stringify(c)}`);
   return v;
-}
-
-async function udpChecksumErrors(lab: Lab, pod: number): Promise<number> {
-  const snmp = await lab.execChecked(lab.podNs(pod), ['cat', '/proc/net/snmp']);
-  const udp = snmp.stdout.split('\n').filter((l) => l.startsWith('Udp: '));
-  const names = udp[0]!.split(/\s+/), values = udp[1]!.split(/\s+/);
-  return Number(values[names.indexOf('InCsumErrors')]);
 }
 
 describe('USO: UDP GSO super-packets read from flannel0', { timeout: 120_000 }, () => {
@@ -56,24 +48,14 @@ describe('USO: UDP GSO super-packets read from flannel0', { timeout: 120_000 }, 
     // 3,000 datagrams of 1,200 bytes (the last of each sendto 1,000), 40 per sendto: 75 super-packets.
     const COUNT = 3000, SIZE = 1200, PER = 40, SHORTER = 200, PORT = 7778;
     const before1 = await lab.agentCounters(1);
-    const receiver = lab.spawn(lab.podNs(2), [process.execPath, UDP_BURST, 'receive', String(PORT), String(COUNT), '15000']);
-    let out = '';
-    const ready = new Promise<void>((resolve) => {
-      receiver.stdout!.on('data', (d: Buffer) => {
-        out += d.toString();
-        if (out.includes('ready')) resolve();
-      });
-    });
-    const exited = new Promise<void>((resolve) => receiver.once('exit', () => resolve()));
-    await ready;
+    const received = await burstReceiver(lab, 2, PORT, COUNT, 15_000);
     await lab.execChecked(lab.podNs(1), ['python3', UDP_GSO_SEND, lab.podAddr(2), String(PORT), String(COUNT), String(SIZE), String(PER), String(SHORTER)], 60_000);
-    await exited;
-    const result = JSON.parse(out.split('\n').find((l) => l.startsWith('{'))!) as { received: number; intact: number; inOrder: boolean };
+    const result = await received.result;
     // UDP may lose a few under load (socket buffers on a busy 2-core machine); what arrives must be exact.
     assert.ok(result.received >= 0.8 * COUNT, `received ${result.received} of ${COUNT}`);
     assert.equal(result.intact, result.received, 'every datagram byte for byte (the short last ones too)');
     assert.ok(result.inOrder, 'in the order sent');
-    assert.equal(await udpChecksumErrors(lab, 2), 0, 'no datagram with a bad UDP checksum reached the pod');
+    assert.equal(await checksumErrors(lab, 2, 'Udp'), 0, 'no datagram with a bad UDP checksum reached the pod');
 
     const c1 = await lab.agentCounters(1);
     const d = (name: string): number => counter(c1, name) - counter(before1, name);
