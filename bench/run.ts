@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: micro-benchmarks (tinybench) and the throughput comparison in one run.
  *
- *   node --expose-gc dist/bench/run.js [--micro-only | --throughput-only | --control-plane]
+ *   node --expose-gc dist/bench/run.js [--micro-only | --throughput-only | --control-plane | --uso]
  *                                      [--modes=flannel-ts,vxlan,host-gw] [--seconds=5] [--rounds=3]
  *
  * Micro-benchmarks: every `bench/micro-*.ts` module beside this file is loaded, and each of its
@@ -17,6 +17,9 @@
  * of its own -> routes, a new lease's time to be routable, the idle agent's RSS; ~15 s. Part of the
  * default run; `--control-plane` runs only it.
  *
+ * USO (bench/uso.ts): a pod sending with UDP GSO, the sending agent with USO on flannel0 vs
+ * without TUN offloads; ~1 min. Part of the default run; `--uso` runs only it (needs python3).
+ *
  * Output: Markdown tables on stdout; the throughput figures also as JSON in
  * bench/results/latest.json, the control-plane figures in bench/results/control-plane.json.
  * Progress goes to stderr.
@@ -28,6 +31,7 @@ import { parseArgs } from 'node:util';
 import { Bench } from 'tinybench';
 import { BENCH_FORWARDERS, type BenchForwarder, FLANNELD_REFERENCE, runThroughput, throughputTable, type ThroughputRun } from './throughput.js';
 import { controlPlaneTable, runControlPlaneBench, saveControlPlaneResult } from './control-plane.js';
+import { runUsoBench, usoTable } from './uso.js';
 
 type BenchTasksFn = (bench: Bench) => void;
 
@@ -131,12 +135,13 @@ async function main(): Promise<void> {
       'micro-only': { type: 'boolean', default: false },
       'throughput-only': { type: 'boolean', default: false },
       'control-plane': { type: 'boolean', default: false },
+      uso: { type: 'boolean', default: false },
       modes: { type: 'string' },
       seconds: { type: 'string', default: '5' },
       rounds: { type: 'string', default: '3' },
     },
   });
-  const only = (['micro-only', 'throughput-only', 'control-plane'] as const).filter((f) => values[f]);
+  const only = (['micro-only', 'throughput-only', 'control-plane', 'uso'] as const).filter((f) => values[f]);
   if (only.length > 1) throw new Error(`--${only.join(' and --')} exclude each other`);
   const runAll = only.length === 0;
   const seconds = Number(values.seconds);
@@ -194,6 +199,18 @@ async function main(): Promise<void> {
       process.stderr.write(`wrote ${saveControlPlaneResult(r, join(repoDir, 'bench', 'results'))}\n`);
     } catch (e) {
       process.stdout.write(`\n## Control plane\n\nfailed: ${e instanceof Error ? e.message : String(e)}\n`);
+      process.exitCode = 1;
+    }
+  }
+  if (runAll || values.uso) {
+    process.stderr.write('uso: a pod sending with UDP GSO\n');
+    try {
+      const r = await runUsoBench(repoDir, seconds, rounds);
+      process.stdout.write(
+        `\n## USO: a pod sending with UDP GSO (${rounds} interleaved round${rounds === 1 ? '' : 's'}, ${seconds} s each, medians)\n\n${usoTable(r)}\n`,
+      );
+    } catch (e) {
+      process.stdout.write(`\n## USO\n\nfailed: ${e instanceof Error ? e.message : String(e)}\n`);
       process.exitCode = 1;
     }
   }

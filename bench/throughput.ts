@@ -153,7 +153,7 @@ function machineCpuSeconds(): { busy: number; total: number } {
 }
 
 /** CPU seconds (user + system) a process has used so far; 0 if it is gone. */
-function processCpuSeconds(pid: number | undefined): number {
+export function processCpuSeconds(pid: number | undefined): number {
   try {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
     return (Number(fields[11]) + Number(fields[12])) / 100;
