@@ -406,3 +406,90 @@ describe('UDP GRO runs from the socket', () => {
     assert.equal(counters[C.tunWritePackets], 0);
   });
 });
+
+/**
+ * A USO super-packet as flannel0 hands it out (one sendmsg of a UDP_SEGMENT socket): one UDP packet
+ * with `payload` bytes, the UDP length of the whole, a partial checksum, and its virtio_net_hdr.
+ */
+function usoPacket(payload: number, gsoSize: number, id = 300) {
+  const data = Uint8Array.from({ length: payload }, (_, i) => (i * 13 + 5) & 0xff);
+  const p = buildUdpPacket({
+    src: OWN_POD, dst: PEER_POD, sport: 4433, dport: 443, payload: data, ttl: 64, id,
+    check: partialChecksum(OWN_POD, PEER_POD, 17, 8 + payload),
+  });
+  return { packet: p, data, hdr: vnetHdr({ flags: 1, gsoType: 5, hdrLen: 28, gsoSize, csumStart: 20, csumOffset: 6 }) };
+}
+
+/** Checks that `sent` are the datagrams of a USO super-packet of `data` cut every gsoSize bytes (id0 = the super-packet's id). */
+function assertUsoDatagrams(sent: readonly { data: Buffer; addr: number; port: number }[], data: Uint8Array, gsoSize: number, id0: number): void {
+  assert.equal(sent.length, Math.ceil(data.length / gsoSize));
+  sent.forEach((d, k) => {
+    const p = d.data, v = new DataView(p.buffer, p.byteOffset, p.length);
+    const n = Math.min(gsoSize, data.length - k * gsoSize);
+    assert.equal(p.length, 28 + n, `datagram ${k} length`);
+    assert.ok(p.length <= MTU);
+    assert.equal(v.getUint16(2), 28 + n, 'IP total length');
+    assert.equal(v.getUint16(4), (id0 + k) & 0xffff, 'IP id advances');
+    assert.equal(p[8], 63, 'TTL decremented once');
+    assert.ok(ipChecksumValid(p), `datagram ${k}: IP checksum`);
+    assert.equal(v.getUint16(20), 4433);
+    assert.equal(v.getUint16(22), 443);
+    assert.equal(v.getUint16(24), 8 + n, 'UDP length');
+    assert.ok(udpChecksumValid(p), `datagram ${k}: UDP checksum`);
+    assert.ok(Buffer.from(p.subarray(28)).equals(Buffer.from(data.subarray(k * gsoSize, k * gsoSize + n))), `datagram ${k}: payload`);
+    assert.equal(d.addr, PEER);
+    assert.equal(d.port, PORT);
+  });
+}
+
+describe('USO super-packets from flannel0', () => {
+  test('a UDP GSO super-packet goes out as its datagrams, one per datagram, the last one shorter', () => {
+    const { tun, udp, fwd, counters } = setup();
+    const gso = 1200;
+    const { packet, data, hdr } = usoPacket(40 * gso - 200, gso);
+    tun.pushOffloaded(packet, hdr);
+    assert.equal(fwd.tunToUdp(), 1);
+    assertUsoDatagrams(udp.sent, data, gso, 300);
+    assert.equal(counters[C.tunUsoPackets], 1);
+    assert.equal(counters[C.tunUsoSegments], 40);
+    assert.equal(counters[C.tunTsoPackets], 0);
+    assert.equal(counters[C.udpSentPackets], 40);
+    assert.equal(counters[C.dropTxBadOffload] + counters[C.dropTxOversize], 0);
+  });
+
+  test('datagrams over the MTU are not re-cut (their boundaries are the application\'s): one oversize drop, the batch goes on', () => {
+    const { tun, udp, fwd, counters } = setup();
+    tun.pushOffloaded(usoPacket(3 * 1460, 1460).packet, usoPacket(3 * 1460, 1460).hdr); // 28 + 1460 > 1472
+    const after = plainPacket(100, 7);
+    tun.push(after);
+    assert.equal(fwd.tunToUdp(), 2);
+    assert.equal(counters[C.dropTxOversize], 1);
+    assert.equal(counters[C.tunUsoPackets], 0);
+    assert.deepEqual(udp.sent.map((d) => d.data), [afterTtl(after)]);
+  });
+
+  test('a GSO_UDP_L4 header on what is not a UDP super-packet Linux builds: one bad-offload drop each', () => {
+    const { tun, udp, fwd, counters } = setup();
+    const wrongLength = usoPacket(3000, 1000);
+    new DataView(wrongLength.packet.buffer).setUint16(24, 8 + 2999); // UDP length != IP payload
+    tun.pushOffloaded(wrongLength.packet, wrongLength.hdr);
+    const tcpUnderUdpHeader = superPacket(3000);
+    tun.pushOffloaded(tcpUnderUdpHeader.packet, vnetHdr({ flags: 1, gsoType: 5, hdrLen: 28, gsoSize: 1000, csumStart: 20, csumOffset: 6 }));
+    assert.equal(fwd.tunToUdp(), 2);
+    assert.equal(counters[C.dropTxBadOffload], 2);
+    assert.equal(udp.sent.length, 0);
+  });
+
+  test('more datagrams than header cells: sent in several calls, in order, none lost', () => {
+    const { tun, udp, fwd, counters } = setup();
+    const gso = 40;
+    const { packet, data, hdr } = usoPacket(60_000, gso, 0xfff0); // 1,500 datagrams; the id wraps
+    tun.pushOffloaded(packet, hdr);
+    const calls = recordSendCalls(udp);
+    assert.equal(fwd.tunToUdp(), 1);
+    assert.ok(calls.length >= 2, `send calls: ${calls.join(',')}`);
+    assert.ok(calls.every((n) => n <= SEGMENT_CELLS));
+    assertUsoDatagrams(udp.sent, data, gso, 0xfff0);
+    assert.equal(counters[C.tunUsoSegments], 1500);
+  });
+});
