@@ -2,10 +2,20 @@
 // flannel-ts entry point: flags, then the agent (static or flanneld mode). Bad flags: one line on
 // stderr, exit 2. A startup failure (no interface, unreadable TLS files, ...): one line, exit 1.
 import { readFileSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
 import { createLogger } from '../observability/log.js';
 import { runRegistryAgent } from '../agent/registry-agent.js';
 import { FlagError, USAGE, parseFlags } from './flags.js';
 import { runStaticAgent } from './static-agent.js';
+
+// The datapath's functions run once per batch. At a low packet rate (pings, DNS, a quiet cluster's
+// RPCs) V8 takes thousands of batches to optimize them, and as long again after a deoptimization,
+// so quiet traffic runs on baseline code: measured here, 15% more agent CPU and 14% more round
+// trip per ping than with a budget of 1 KiB (two labs alternating, 4 rounds of 200 pings), and no
+// change under TCP (6 alternating rounds). A smaller interrupt budget makes V8 tier hot functions
+// up sooner. Set here, before any of them first runs (functions compile lazily); V8's flags are
+// process-wide, so worker threads (--workers 2) get it too.
+setFlagsFromString('--interrupt-budget=1024');
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
