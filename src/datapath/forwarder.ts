@@ -1,7 +1,7 @@
 // The two batch loops of the datapath: flannel0 -> UDP and UDP -> flannel0. Each call moves
 // one batch: one read call, classification in place in the slab, one send/write call (more only
 // when offloads multiply the packets: a TSO super-packet becomes up to thousands of datagrams
-// (45 at a 1500-byte MTU, 1365 at the 48-byte minimum MSS), a USO one up to its 64-128
+// (45 at a 1500-byte MTU, 8191 at Linux's smallest gso_size, 8), a USO one up to 128
 // datagrams, cut in chunks of what the header cells and the send list hold; a UDP GRO run up to
 // 64 packets). No per-packet allocation, no copies (an ICMP error is the only packet built, in its
 // own region; a segment's headers are built in a header cell, its payload stays in the super-packet).
@@ -21,6 +21,14 @@ import { SEGMENT_CELLS, VIEW_SLOTS, type PacketSlab } from './slab.js';
 const IO_CALL_MAX = 1024;
 /** Most segments queued between two flushes: header cells and send-list entries both bound them. */
 const CELLS_PER_SEND = Math.min(SEGMENT_CELLS, IO_CALL_MAX);
+/**
+ * Bounds of what a Linux sender puts in a super-packet, so that one read cannot make the agent
+ * cut tens of thousands of datagrams: TCP's smallest gso_size (TCP_MIN_GSO_SIZE: the 48-byte
+ * minimum MSS less 40 bytes of options) and UDP GSO's most datagrams per send (UDP_MAX_SEGMENTS:
+ * 64, 128 in newer kernels). Beyond them a super-packet is a bad offload, not traffic.
+ */
+const TCP_MIN_GSO_SIZE = 8;
+const UDP_MAX_SEGMENTS = 128;
 
 export interface ForwarderConfig {
   /** flannel0's address (the own subnet's network address): source of ICMP errors. */
@@ -173,19 +181,23 @@ export class Forwarder {
    * into its UDP datagrams (never re-cut: datagram boundaries are the application's). One that fits
    * a send call is queued whole (flushing first if the cells or the send list have no room left for
    * it); a larger one is cut in chunks of what is left, flushing between them. Dropped and counted:
-   * another GSO type or not segmentable (dropTxBadOffload), or a segment that cannot fit the MTU
-   * (dropTxOversize).
+   * another GSO type, not segmentable or beyond what Linux builds (TCP_MIN_GSO_SIZE,
+   * UDP_MAX_SEGMENTS) (dropTxBadOffload), or a segment that cannot fit the MTU (dropTxOversize).
    */
   private sendSegments(off: number, len: number, vo: number, gsoType: number, publicIp: number): void {
     const { slab, counters: c } = this;
     const bytes = slab.bytes, vnet = slab.vnetHdrs, mtu = this.config.mtu;
     const gsoSize = vnet[vo + 4] | (vnet[vo + 5] << 8);
     const udp = gsoType === VIRTIO_NET_HDR_GSO_UDP_L4;
-    if ((gsoType !== VIRTIO_NET_HDR_GSO_TCPV4 && !udp) || gsoSize === 0) {
+    if ((gsoType !== VIRTIO_NET_HDR_GSO_TCPV4 && !udp) || gsoSize < (udp ? 1 : TCP_MIN_GSO_SIZE)) {
       c[C.dropTxBadOffload]++;
       return;
     }
     const total = udp ? udpSegmentCount(bytes, off, len, gsoSize, mtu) : tcpSegmentCount(bytes, off, len, gsoSize, mtu);
+    if (udp && total > UDP_MAX_SEGMENTS) {
+      c[C.dropTxBadOffload]++;
+      return;
+    }
     if (total === 0) {
       // Segmentable but for the MTU: oversize; else a bad offload.
       const unbounded = udp ? udpSegmentCount(bytes, off, len, gsoSize, 0xffff) : tcpSegmentCount(bytes, off, len, gsoSize, 0xffff);

@@ -263,6 +263,20 @@ describe('TSO super-packets from flannel0', () => {
     assert.equal(counters[C.dropTxBadOffload] + counters[C.dropTxOversize] + counters[C.dropTxSendError], 0);
   });
 
+  test('gso_size below TCP_MIN_GSO_SIZE (8): one bad-offload drop, nothing cut; 8 is cut', () => {
+    const { tun, udp, fwd, counters } = setup();
+    const tiny = superPacket(4000, { gsoSize: 7 });
+    tun.pushOffloaded(tiny.packet, tiny.hdr);
+    const least = superPacket(4000, { gsoSize: 8 });
+    tun.pushOffloaded(least.packet, least.hdr);
+    assert.equal(fwd.tunToUdp(), 2);
+    assert.equal(counters[C.dropTxBadOffload], 1);
+    const want = expectedSegments(least.packet, least.hdr);
+    assert.equal(want.length, 500);
+    assert.ok(udp.sent.length === 500 && udp.sent.every((d, i) => d.data.equals(want[i]!)), 'the gso_size 8 one as the reference');
+    assert.equal(counters[C.tunTsoSegments], 500);
+  });
+
   test('a batch mixing minimum-MSS super-packets with plain packets and other super-packets keeps every packet in order', () => {
     const { tun, udp, fwd, counters } = setup();
     const calls = recordSendCalls(udp);
@@ -480,16 +494,31 @@ describe('USO super-packets from flannel0', () => {
     assert.equal(udp.sent.length, 0);
   });
 
-  test('more datagrams than header cells: sent in several calls, in order, none lost', () => {
+  test('more datagrams than UDP_MAX_SEGMENTS (128): one bad-offload drop, nothing cut; 128 go out whole', () => {
     const { tun, udp, fwd, counters } = setup();
     const gso = 40;
-    const { packet, data, hdr } = usoPacket(60_000, gso, 0xfff0); // 1,500 datagrams; the id wraps
-    tun.pushOffloaded(packet, hdr);
+    const over = usoPacket(128 * gso + 1, gso); // 129 datagrams: no Linux sender builds it
+    tun.pushOffloaded(over.packet, over.hdr);
+    const max = usoPacket(128 * gso, gso, 0xfff0); // the id wraps
+    tun.pushOffloaded(max.packet, max.hdr);
+    assert.equal(fwd.tunToUdp(), 2);
+    assert.equal(counters[C.dropTxBadOffload], 1);
+    assertUsoDatagrams(udp.sent, max.data, gso, 0xfff0);
+    assert.equal(counters[C.tunUsoPackets], 1);
+    assert.equal(counters[C.tunUsoSegments], 128);
+  });
+
+  test('more datagrams in one batch than header cells: sent in several calls, in order, none lost', () => {
+    const { tun, udp, fwd, counters } = setup(12);
+    const gso = 40;
+    const packets = Array.from({ length: 12 }, (_, i) => usoPacket(128 * gso - i, gso, 1000 * i));
+    for (const p of packets) tun.pushOffloaded(p.packet, p.hdr);
     const calls = recordSendCalls(udp);
-    assert.equal(fwd.tunToUdp(), 1);
+    assert.equal(fwd.tunToUdp(), 12);
     assert.ok(calls.length >= 2, `send calls: ${calls.join(',')}`);
     assert.ok(calls.every((n) => n <= SEGMENT_CELLS));
-    assertUsoDatagrams(udp.sent, data, gso, 0xfff0);
-    assert.equal(counters[C.tunUsoSegments], 1500);
+    packets.forEach((p, i) => assertUsoDatagrams(udp.sent.slice(128 * i, 128 * (i + 1)), p.data, gso, 1000 * i));
+    assert.equal(udp.sent.length, 12 * 128);
+    assert.equal(counters[C.tunUsoSegments], 12 * 128);
   });
 });
