@@ -36,6 +36,8 @@ export interface SentDatagram {
   data: Buffer;
   addr: number;
   port: number;
+  /** The slab slot it was sent from (a header cell for a segment cut from a super-packet). */
+  slot: number;
 }
 
 export interface FakeIoOptions {
@@ -213,7 +215,7 @@ export class FakeUdp implements UdpSocket {
         slab.lens[slot] = -err;
         continue;
       }
-      this.sent.push({ data: copyOut(slab, slot), addr: slab.addrs[slot]!, port: slab.ports[slot]! });
+      this.sent.push({ data: copyOut(slab, slot), addr: slab.addrs[slot]!, port: slab.ports[slot]!, slot });
       ok++;
     }
     return ok;

@@ -4,7 +4,8 @@
 // and random UDP GRO segment sizes and senders on the way in. After each batch:
 //  - flannel0 -> UDP: every packet read is sent (one datagram, or the segments of a TSO/USO
 //    super-packet) or counted in one drop counter; every datagram is a well-formed IPv4 packet of
-//    at most the MTU with a valid header checksum and a live TTL, for a peer's address;
+//    at most the MTU with a valid header checksum and a live TTL, for a peer's address, and every
+//    segment cut from a super-packet also has the right TCP/UDP length and a valid checksum;
 //  - UDP -> flannel0: every datagram received is written or counted in one drop counter; what is
 //    written comes from a peer's subnet, for ours, with a live TTL.
 // Rerun one seed alone with FUZZ_SEED=<seed>.
@@ -12,12 +13,12 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { C, newCounters } from '../../src/datapath/counters.js';
 import { Forwarder } from '../../src/datapath/forwarder.js';
-import { PacketSlab, SUPER_SLOT_SIZE, slotSizeFor } from '../../src/datapath/slab.js';
+import { PacketSlab, SEGMENT_CELLS, SUPER_SLOT_SIZE, slotSizeFor } from '../../src/datapath/slab.js';
 import { parseIPv4 } from '../../src/routing-table/ipv4.js';
 import { RoutingSnapshot } from '../../src/routing-table/snapshot.js';
 import { FakeTun, FakeUdp } from '../helpers/fake-io.js';
 import { randomBytes, runSeeded, seedsFor } from '../helpers/prng.js';
-import { buildTcpPacket, buildUdpPacket, ipChecksumValid, partialChecksum } from '../helpers/tcp-segments.js';
+import { buildTcpPacket, buildUdpPacket, ipChecksumValid, partialChecksum, tcpChecksumValid, udpChecksumValid } from '../helpers/tcp-segments.js';
 
 const MTU = 1472;
 const PORT = 8285;
@@ -91,7 +92,8 @@ function hostileVnet(rand: () => number): Uint8Array {
 describe('hostile input: the Forwarder never throws and accounts for every packet', () => {
   for (const seed of seedsFor('FUZZ_SEED', 4, 0xf022)) {
     test(`flannel0 -> UDP, seed ${seed}`, () => runSeeded('datapath-fuzz tx', 'FUZZ_SEED', seed, (rand) => {
-      const { tun, udp, fwd, counters: c } = setup();
+      const { slab, tun, udp, fwd, counters: c } = setup();
+      let segments = 0;
       for (let b = 0; b < BATCHES; b++) {
         const sentBefore = udp.sent.length;
         for (let i = 0; i < BATCH; i++) {
@@ -108,8 +110,20 @@ describe('hostile input: the Forwarder never throws and accounts for every packe
           assert.ok(d.data[8]! >= 1, 'TTL');
           assert.equal(d.addr, PEER);
           assert.equal(d.port, PORT);
+          if (d.slot >= slab.cellFirst && d.slot < slab.cellFirst + SEGMENT_CELLS) {
+            segments++;
+            const l4 = (d.data[0]! & 15) * 4, proto = d.data[9];
+            if (proto === 17) {
+              assert.equal(d.data.readUInt16BE(l4 + 4), d.data.length - l4, 'a cut datagram\'s UDP length');
+              assert.ok(udpChecksumValid(d.data), 'a cut datagram\'s UDP checksum');
+            } else {
+              assert.equal(proto, 6, 'a segment is TCP or UDP');
+              assert.ok(tcpChecksumValid(d.data), 'a cut segment\'s TCP checksum');
+            }
+          }
         }
       }
+      assert.equal(segments, c[C.tunTsoSegments]! + c[C.tunUsoSegments]!, 'every cut segment was checked');
       // Each packet read: sent as itself, sent as a super-packet's segments, or one drop.
       const plainSent = c[C.udpSentPackets]! - c[C.tunTsoSegments]! - c[C.tunUsoSegments]!;
       const dropped = TX_DROPS.reduce((n, name) => n + c[C[name]]!, 0);
