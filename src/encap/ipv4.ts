@@ -2,7 +2,7 @@
 // works in place on (bytes, offset), allocates nothing and touches only the header.
 
 import { onesComplementSum } from './checksum.js';
-import { IPPROTO_ICMP } from './wire.js';
+import { IPPROTO_ICMP, IPPROTO_UDP, UDP_HEADER_LEN, UDP_LENGTH_OFFSET } from './wire.js';
 
 /** IPv4 + UDP header bytes that the outer datagram adds: flannel's MTU is the external MTU - 28. */
 export const ENCAP_OVERHEAD = 28;
@@ -18,6 +18,26 @@ export function isWellFormedIPv4(b: Uint8Array, off: number, len: number): boole
   const ihl = (vihl & 0x0f) << 2;
   if (ihl < 20 || ihl > len) return false;
   return ((b[off + 2] << 8) | b[off + 3]) === len;
+}
+
+/** MF set or a fragment offset: a fragment (DF and the reserved bit do not make one). */
+export function isFragment(b: Uint8Array, off: number): boolean {
+  return (b[off + 6] & 0x3f) !== 0 || b[off + 7] !== 0;
+}
+
+/**
+ * Where the UDP payload of the IPv4 packet b[off, off+len) starts (ihl*4 + 8), for a whole
+ * UDP datagram Linux's UDP GSO and GRO would handle: not a fragment, at least one payload byte,
+ * and a UDP length field of exactly len - ihl*4 (what udp_send_skb and udp_gro_complete write
+ * for a super-datagram too); else 0. The caller has checked the IPv4 header (isWellFormedIPv4).
+ */
+export function udpPayloadOffset(b: Uint8Array, off: number, len: number): number {
+  const ihl = (b[off] & 15) << 2;
+  if (b[off + 9] !== IPPROTO_UDP || isFragment(b, off)) return 0;
+  const end = ihl + UDP_HEADER_LEN;
+  if (end >= len) return 0;
+  const u = off + ihl;
+  return ((b[u + UDP_LENGTH_OFFSET] << 8) | b[u + UDP_LENGTH_OFFSET + 1]) === len - ihl ? end : 0;
 }
 
 export function sourceOf(b: Uint8Array, off: number): number {

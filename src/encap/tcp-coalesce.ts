@@ -14,6 +14,7 @@ import {
   alignedWordIndex, foldOnesComplement, ipHeader20ChecksumOkWords, ipHeaderChecksumOk, pseudoHeaderSum, STRIDED_SUMS_CAPACITY,
   stridedSums, writeIpHeaderChecksum,
 } from './checksum.js';
+import { isFragment, udpPayloadOffset } from './ipv4.js';
 import {
   IPPROTO_TCP, IPPROTO_UDP, TCP_CHECK_OFFSET, TCP_FLAG_ACK, TCP_FLAG_PSH, UDP_CHECK_OFFSET, UDP_HEADER_LEN, UDP_LENGTH_OFFSET,
   VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_UDP_L4,
@@ -204,8 +205,7 @@ export function planCoalescing(
  */
 function tcpHeaderEnd(b: Uint8Array, off: number, len: number): number {
   if (len < 40 || b[off] !== 0x45 || b[off + 9] !== IPPROTO_TCP) return 0;
-  // MF clear and fragment offset 0 (DF and the reserved bit are compared to the leader's).
-  if ((b[off + 6] & 0x3f) !== 0 || b[off + 7] !== 0) return 0;
+  if (isFragment(b, off)) return 0; // DF and the reserved bit are compared to the leader's
   const doff = b[off + 32] >> 4;
   if (doff < 5) return 0;
   const hdr = 20 + (doff << 2);
@@ -387,12 +387,8 @@ function seqAt(b: Uint8Array, off: number): number {
  * protocol, IP options, a fragment, a truncated or inconsistent UDP header) and for an empty payload.
  */
 function udpPayloadLength(b: Uint8Array, off: number, len: number): number {
-  if (len <= UDP_HDR_END || b[off] !== 0x45 || b[off + 9] !== IPPROTO_UDP) return 0;
-  // MF clear and fragment offset 0 (DF and the reserved bit are compared to the leader's).
-  if ((b[off + 6] & 0x3f) !== 0 || b[off + 7] !== 0) return 0;
-  const u = off + 20;
-  if (((b[u + UDP_LENGTH_OFFSET] << 8) | b[u + UDP_LENGTH_OFFSET + 1]) !== len - 20) return 0;
-  return len - UDP_HDR_END;
+  if (len <= UDP_HDR_END || b[off] !== 0x45) return 0;
+  return udpPayloadOffset(b, off, len) === UDP_HDR_END ? len - UDP_HDR_END : 0;
 }
 
 /**

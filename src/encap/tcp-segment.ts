@@ -16,6 +16,7 @@ import {
   IPPROTO_TCP, IPPROTO_UDP, TCP_CHECK_OFFSET, TCP_FLAG_CWR, TCP_FLAG_FIN, TCP_FLAG_PSH, UDP_CHECK_OFFSET,
 } from './wire.js';
 import { ipHeaderFixedSum, writeSegmentIpHeader } from './segment-header.js';
+import { isFragment } from './ipv4.js';
 
 /** Placeholder until the first stridedSums call of segmentTcpSuperPacket. */
 const EMPTY_SUMS: Uint32Array = new Uint32Array(0);
@@ -52,8 +53,7 @@ export function completeChecksum(
 function segmentableHeaderLength(bytes: Uint8Array, off: number, len: number): number {
   const ihl = (bytes[off] & 15) << 2;
   if (bytes[off + 9] !== IPPROTO_TCP) return 0;
-  // MF clear and fragment offset 0 (DF and the reserved bit are copied as they are).
-  if ((bytes[off + 6] & 0x3f) !== 0 || bytes[off + 7] !== 0) return 0;
+  if (isFragment(bytes, off)) return 0; // DF and the reserved bit are copied as they are
   if (ihl + 20 > len) return 0;
   const doff = bytes[off + ihl + 12] >> 4;
   if (doff < 5) return 0;

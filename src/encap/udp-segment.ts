@@ -14,6 +14,7 @@
 
 import { alignedWordIndex, foldOnesComplement, pseudoHeaderSum, STRIDED_SUMS_CAPACITY, stridedSums } from './checksum.js';
 import { SEGMENT_HEADER_CELL } from './tcp-segment.js';
+import { udpPayloadOffset } from './ipv4.js';
 import { IPPROTO_UDP, UDP_CHECK_OFFSET, UDP_HEADER_LEN, UDP_LENGTH_OFFSET } from './wire.js';
 import { ipHeaderFixedSum, writeSegmentIpHeader } from './segment-header.js';
 
@@ -21,23 +22,14 @@ import { ipHeaderFixedSum, writeSegmentIpHeader } from './segment-header.js';
 const EMPTY_SUMS: Uint32Array = new Uint32Array(0);
 
 /**
- * Header length hdr = ihl*4 + 8 of a UDP super-packet bytes[off, off+len) that can be segmented,
- * else 0: not UDP, a fragment (MF or offset != 0), len < hdr + 1 (no payload byte), a UDP length
- * field other than len - ihl*4, or hdr > SEGMENT_HEADER_CELL. Computed from the packet, not from
- * the virtio hdr_len (TUN reports the linear length there).
- * The UDP length rule: udp_send_skb writes the whole super-datagram's length there (and UDP GRO's
- * udp_gro_complete likewise), so anything else is not a super-packet Linux would build.
+ * Header length hdr = ihl*4 + 8 of a UDP super-packet bytes[off, off+len) that can be segmented
+ * (udpPayloadOffset: unfragmented UDP, a payload byte, the UDP length of the whole), else 0; also
+ * 0 when hdr > SEGMENT_HEADER_CELL. Computed from the packet, not from the virtio hdr_len (TUN
+ * reports the linear length there).
  */
 function segmentableHeaderLength(bytes: Uint8Array, off: number, len: number): number {
-  const ihl = (bytes[off] & 15) << 2;
-  if (bytes[off + 9] !== IPPROTO_UDP) return 0;
-  // MF clear and fragment offset 0 (DF and the reserved bit are copied as they are).
-  if ((bytes[off + 6] & 0x3f) !== 0 || bytes[off + 7] !== 0) return 0;
-  const hdr = ihl + UDP_HEADER_LEN;
-  if (hdr >= len || hdr > SEGMENT_HEADER_CELL) return 0;
-  const u = off + ihl;
-  if (((bytes[u + UDP_LENGTH_OFFSET] << 8) | bytes[u + UDP_LENGTH_OFFSET + 1]) !== len - ihl) return 0;
-  return hdr;
+  const hdr = udpPayloadOffset(bytes, off, len);
+  return hdr <= SEGMENT_HEADER_CELL ? hdr : 0;
 }
 
 /**
