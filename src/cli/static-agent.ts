@@ -12,10 +12,13 @@ export async function runStaticAgent(flags: StaticFlags, log: Logger): Promise<n
   const datapath = Datapath.open({ ext, network: flags.network, subnet: flags.subnet, port: flags.port, batch: flags.batch, offloads: flags.offloads, tunIoUring: flags.ioUring, workers: flags.workers });
   try {
     datapath.setRoutes(flags.peers);
+    // The handlers go in before "forwarding" is logged: whoever reads that line may send SIGUSR1
+    // at once, and without a listener Node answers SIGUSR1 by starting its inspector.
+    const reportCounters = () => log.info('counters', { counters: datapath.countersObject() });
+    const stopSignal = waitForStopSignal(reportCounters);
     log.info('forwarding', { ...datapath.describe(publicIp, flags.network), routes: describeRoutes(flags.peers) });
 
-    const reportCounters = () => log.info('counters', { counters: datapath.countersObject() });
-    const signal = await waitForStopSignal(reportCounters).promise;
+    const signal = await stopSignal.promise;
     log.info('stopping', { signal });
     datapath.stop();
     reportCounters();
