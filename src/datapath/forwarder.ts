@@ -1,7 +1,7 @@
 // The two batch loops of the datapath: flannel0 -> UDP and UDP -> flannel0. Each call moves
 // one batch: one read call, classification in place in the slab, one send/write call (more only
 // when offloads multiply the packets: a TSO super-packet becomes up to thousands of datagrams
-// (45 at a 1500-byte MTU, 8191 at Linux's smallest gso_size, 8), a USO one up to 128
+// (45 at a 1500-byte MTU, ~8,190 at Linux's smallest gso_size, 8), a USO one up to 128
 // datagrams, cut in chunks of what the header cells and the send list hold; a UDP GRO run up to
 // 64 packets). No per-packet allocation, no copies (an ICMP error is the only packet built, in its
 // own region; a segment's headers are built in a header cell, its payload stays in the super-packet).

@@ -29,7 +29,8 @@ export function isFragment(b: Uint8Array, off: number): boolean {
  * Where the UDP payload of the IPv4 packet b[off, off+len) starts (ihl*4 + 8), for a whole
  * UDP datagram Linux's UDP GSO and GRO would handle: not a fragment, at least one payload byte,
  * and a UDP length field of exactly len - ihl*4 (what udp_send_skb and udp_gro_complete write
- * for a super-datagram too); else 0. The caller has checked the IPv4 header (isWellFormedIPv4).
+ * for a super-datagram too); else 0. Reads the IP header and the UDP length field: the caller has
+ * checked that the IP header lies within len (isWellFormedIPv4, or a 20-byte header and len > 28).
  */
 export function udpPayloadOffset(b: Uint8Array, off: number, len: number): number {
   const ihl = (b[off] & 15) << 2;
