@@ -107,7 +107,8 @@ function peerPublicIp(i: number): number {
 
 export function percentiles(values: readonly number[]): Percentiles {
   const sorted = [...values].sort((a, b) => a - b);
-  const rank = (p: number): number => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? Number.NaN;
+  const rank = (p: number): number =>
+    sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? Number.NaN;
   return { p50: rank(50), p99: rank(99), max: sorted[sorted.length - 1] ?? Number.NaN, samples: sorted.length };
 }
 
@@ -138,7 +139,12 @@ export async function runControlPlaneBench(options: Partial<ControlPlaneOptions>
       peers: opts.peers,
       puts: opts.puts,
     };
-    const worker = ns.spawn(ns.name, [process.execPath, fileURLToPath(import.meta.url), '--worker', JSON.stringify(job)]);
+    const worker = ns.spawn(ns.name, [
+      process.execPath,
+      fileURLToPath(import.meta.url),
+      '--worker',
+      JSON.stringify(job),
+    ]);
     const result = await collectWorker(worker, opts.log);
     await etcd.stop();
     return { ...result, etcdVersion: version, totalMs: performance.now() - started };
@@ -147,7 +153,10 @@ export async function runControlPlaneBench(options: Partial<ControlPlaneOptions>
   }
 }
 
-function collectWorker(worker: ChildProcess, log: (line: string) => void): Promise<Omit<ControlPlaneResult, 'etcdVersion' | 'totalMs'>> {
+function collectWorker(
+  worker: ChildProcess,
+  log: (line: string) => void,
+): Promise<Omit<ControlPlaneResult, 'etcdVersion' | 'totalMs'>> {
   return new Promise((resolvePromise, reject) => {
     let result: Omit<ControlPlaneResult, 'etcdVersion' | 'totalMs'> | null = null;
     const stderr: string[] = [];
@@ -170,18 +179,46 @@ export function controlPlaneTable(r: ControlPlaneResult): string {
   const ms = (v: number): string => (v >= 100 ? v.toFixed(0) : v.toFixed(1));
   const pct = (p: Percentiles): string => `p50 ${ms(p.p50)} ms, p99 ${ms(p.p99)} ms (max ${ms(p.max)}, n=${p.samples})`;
   const rows: [string, string, string][] = [
-    [`(a) ${r.peers} peer leases -> routes, agent: spawn to "forwarding" (${r.agentRoutesAtForwarding} routes)`, `${ms(r.agentSpawnToForwardingMs)} ms`, '< 1 s'],
-    ['(a) same, agent\'s own log: "starting" to first "routes" (config, lease, flannel0, routes)', `${ms(r.agentStartingToRoutesMs)} ms`, '< 1 s'],
-    ['(a) same, agent\'s own log: "subnet file written" (RouteWatcher start) to first "routes"', `${ms(r.agentWatchToRoutesMs)} ms`, '< 1 s'],
-    [`(a) same, RouteWatcher + EtcdKvStore in-process: start() to ${r.peers} routes`, r.watcherLoadMs.map((v) => `${ms(v)} ms`).join(', '), '< 1 s'],
+    [
+      `(a) ${r.peers} peer leases -> routes, agent: spawn to "forwarding" (${r.agentRoutesAtForwarding} routes)`,
+      `${ms(r.agentSpawnToForwardingMs)} ms`,
+      '< 1 s',
+    ],
+    [
+      '(a) same, agent\'s own log: "starting" to first "routes" (config, lease, flannel0, routes)',
+      `${ms(r.agentStartingToRoutesMs)} ms`,
+      '< 1 s',
+    ],
+    [
+      '(a) same, agent\'s own log: "subnet file written" (RouteWatcher start) to first "routes"',
+      `${ms(r.agentWatchToRoutesMs)} ms`,
+      '< 1 s',
+    ],
+    [
+      `(a) same, RouteWatcher + EtcdKvStore in-process: start() to ${r.peers} routes`,
+      r.watcherLoadMs.map((v) => `${ms(v)} ms`).join(', '),
+      '< 1 s',
+    ],
     ['(b) new lease routable after its put: agent\'s "routes" line', pct(r.newLeaseToAgentRouteMs), 'p99 < 100 ms'],
     ['(b) same, in-process RouteWatcher onRoutes', pct(r.newLeaseToWatcherRouteMs), ''],
     ['(b) the put itself (lease grant + put, acknowledged)', pct(r.putAckMs), ''],
     ['(c) idle agent RSS with no peers (VmRSS), for comparison', `${r.agentNoPeersRssMB.toFixed(1)} MB`, ''],
-    [`(c) idle agent RSS with ${r.peers} peers (VmRSS; peak VmHWM)`, `${r.agentIdleRssMB.toFixed(1)} MB (peak ${r.agentIdleHwmMB.toFixed(1)} MB)`, '< 80 MB'],
-    [`(c) agent RSS after (b), ${r.peers + r.newLeaseToAgentRouteMs.samples} peers`, `${r.agentRssAfterPutsMB.toFixed(1)} MB`, ''],
+    [
+      `(c) idle agent RSS with ${r.peers} peers (VmRSS; peak VmHWM)`,
+      `${r.agentIdleRssMB.toFixed(1)} MB (peak ${r.agentIdleHwmMB.toFixed(1)} MB)`,
+      '< 80 MB',
+    ],
+    [
+      `(c) agent RSS after (b), ${r.peers + r.newLeaseToAgentRouteMs.samples} peers`,
+      `${r.agentRssAfterPutsMB.toFixed(1)} MB`,
+      '',
+    ],
   ];
-  return ['| measurement | result | issue 3 target |', '|---|---|---|', ...rows.map((c) => `| ${c.join(' | ')} |`)].join('\n');
+  return [
+    '| measurement | result | issue 3 target |',
+    '|---|---|---|',
+    ...rows.map((c) => `| ${c.join(' | ')} |`),
+  ].join('\n');
 }
 
 export function saveControlPlaneResult(r: ControlPlaneResult, resultsDir: string): string {
@@ -219,14 +256,18 @@ async function withDeadline<T>(what: string, promise: Promise<T>, ms: number): P
 
 function readMemoryMB(pid: number): { rss: number; hwm: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN);
+  const kb = (name: string): number =>
+    Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN);
   return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
 }
 
 /** The agent as a child of the worker, its JSON lines timestamped on arrival. */
 class TimedAgent {
   readonly child: ChildProcess;
-  private waiters: { match: (l: Record<string, unknown>) => boolean; resolve: (at: number, l: Record<string, unknown>) => void }[] = [];
+  private waiters: {
+    match: (l: Record<string, unknown>) => boolean;
+    resolve: (at: number, l: Record<string, unknown>) => void;
+  }[] = [];
   readonly lines: Record<string, unknown>[] = [];
 
   constructor(argv: readonly string[]) {
@@ -267,11 +308,24 @@ async function runWorker(job: WorkerJob): Promise<void> {
     await store.put(configKey(DEFAULT_ETCD_PREFIX), NETWORK_CONFIG, 0);
 
     const subnetFile = join(job.tempDir, 'subnet.env');
-    const agentArgv = [process.execPath, job.agentEntry, '--etcd-endpoints', job.endpoint, '--iface', 'eth0', '--subnet-file', subnetFile];
+    const agentArgv = [
+      process.execPath,
+      job.agentEntry,
+      '--etcd-endpoints',
+      job.endpoint,
+      '--iface',
+      'eth0',
+      '--subnet-file',
+      subnetFile,
+    ];
     // (c) baseline: the same agent with no peers. Its lease stays in etcd; the agent started
     // later reuses it (same PublicIP), so it is never counted as a peer.
     const lonely = new TimedAgent(agentArgv);
-    await withDeadline('agent forwarding without peers', lonely.next((l) => l['msg'] === 'forwarding'), 30_000);
+    await withDeadline(
+      'agent forwarding without peers',
+      lonely.next((l) => l['msg'] === 'forwarding'),
+      30_000,
+    );
     await sleep(2000);
     const agentNoPeersRssMB = readMemoryMB(lonely.child.pid!).rss;
     await stopAgent(lonely);
@@ -283,7 +337,11 @@ async function runWorker(job: WorkerJob): Promise<void> {
     await Promise.all(
       Array.from({ length: SEED_CONCURRENCY }, async () => {
         for (let i = next++; i < job.peers; i = next++) {
-          await store.put(subnetKey(DEFAULT_ETCD_PREFIX, peerSubnet(i)), formatLeaseAttrs(peerPublicIp(i)), LEASE_TTL_SECONDS);
+          await store.put(
+            subnetKey(DEFAULT_ETCD_PREFIX, peerSubnet(i)),
+            formatLeaseAttrs(peerPublicIp(i)),
+            LEASE_TTL_SECONDS,
+          );
         }
       }),
     );
@@ -295,15 +353,20 @@ async function runWorker(job: WorkerJob): Promise<void> {
     for (let run = 0; run < 3; run++) {
       const t0 = performance.now();
       let watcher: RouteWatcher | null = null;
-      await withDeadline('in-process RouteWatcher load', new Promise<void>((done) => {
-        watcher = new RouteWatcher({
-          store, ownSubnet: { prefix: parseIPv4('10.255.255.0'), prefixLen: 24 },
-          onRoutes: (routes) => {
-            if (routes.length >= job.peers) done();
-          },
-        });
-        watcher.start();
-      }), 30_000);
+      await withDeadline(
+        'in-process RouteWatcher load',
+        new Promise<void>((done) => {
+          watcher = new RouteWatcher({
+            store,
+            ownSubnet: { prefix: parseIPv4('10.255.255.0'), prefixLen: 24 },
+            onRoutes: (routes) => {
+              if (routes.length >= job.peers) done();
+            },
+          });
+          watcher.start();
+        }),
+        30_000,
+      );
       watcherLoadMs.push(performance.now() - t0);
       (watcher as RouteWatcher | null)?.stop();
     }
@@ -312,14 +375,22 @@ async function runWorker(job: WorkerJob): Promise<void> {
     // (a) the agent.
     const t0 = performance.now();
     agent = new TimedAgent(agentArgv);
-    const exited = new Promise<never>((_, reject) => agent!.child.once('exit', (code) => reject(new Error(`the agent exited (${String(code)})`))));
-    const forwarding = await withDeadline('agent forwarding', Promise.race([agent.next((l) => l['msg'] === 'forwarding'), exited]), 30_000);
+    const exited = new Promise<never>((_, reject) =>
+      agent!.child.once('exit', (code) => reject(new Error(`the agent exited (${String(code)})`))),
+    );
+    const forwarding = await withDeadline(
+      'agent forwarding',
+      Promise.race([agent.next((l) => l['msg'] === 'forwarding'), exited]),
+      30_000,
+    );
     const agentSpawnToForwardingMs = forwarding.at - t0;
     const agentRoutesAtForwarding = forwarding.line['routeCount'] as number;
     const timeOf = (msg: string): number => Date.parse(String(agent!.lines.find((l) => l['msg'] === msg)?.['time']));
     const agentStartingToRoutesMs = timeOf('routes') - timeOf('starting');
     const agentWatchToRoutesMs = timeOf('routes') - timeOf('subnet file written');
-    say(`agent forwarding with ${agentRoutesAtForwarding} routes ${agentSpawnToForwardingMs.toFixed(0)} ms after spawn`);
+    say(
+      `agent forwarding with ${agentRoutesAtForwarding} routes ${agentSpawnToForwardingMs.toFixed(0)} ms after spawn`,
+    );
 
     // (c) idle.
     await sleep(3000);
@@ -329,10 +400,14 @@ async function runWorker(job: WorkerJob): Promise<void> {
     // (b) new leases, one at a time; the agent and an in-process watcher both watch.
     let watcherSeen: { wanted: string; resolve: (at: number) => void } | null = null;
     const watcher = new RouteWatcher({
-      store, ownSubnet: { prefix: parseIPv4('10.255.255.0'), prefixLen: 24 },
+      store,
+      ownSubnet: { prefix: parseIPv4('10.255.255.0'), prefixLen: 24 },
       onRoutes: (routes: Route[]) => {
         const at = performance.now();
-        if (watcherSeen !== null && routes.some((r) => `${formatIPv4(r.prefix)}/${r.prefixLen}` === watcherSeen!.wanted)) {
+        if (
+          watcherSeen !== null &&
+          routes.some((r) => `${formatIPv4(r.prefix)}/${r.prefixLen}` === watcherSeen!.wanted)
+        ) {
           const w = watcherSeen;
           watcherSeen = null;
           w.resolve(at);
@@ -417,7 +492,10 @@ if (process.argv[2] === '--worker' && process.argv[1] === fileURLToPath(import.m
   runControlPlaneBench().then(
     (r) => {
       process.stdout.write(`\n## Control plane (issue 3), real etcd ${r.etcdVersion}\n\n${controlPlaneTable(r)}\n`);
-      const path = saveControlPlaneResult(r, resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results'));
+      const path = saveControlPlaneResult(
+        r,
+        resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results'),
+      );
       process.stderr.write(`wrote ${path}\n`);
     },
     (e: unknown) => {

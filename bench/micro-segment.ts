@@ -34,8 +34,19 @@ let sink = 0;
 function partialTcpPacket(rand: () => number, payloadLen: number): Uint8Array {
   const tcpOptions = new Uint8Array([1, 1, 8, 10, 0, 0, 1, 0, 0, 0, 2, 0]);
   const p = buildTcpPacket({
-    src: 0x0af40102, dst: 0x0af40203, ttl: 63, id: 1234, df: true, sport: 40000, dport: 5201,
-    seq: rand() >>> 0, ack: rand() >>> 0, flags: 0x18, window: 502, tcpOptions, payload: randomBytes(rand, payloadLen),
+    src: 0x0af40102,
+    dst: 0x0af40203,
+    ttl: 63,
+    id: 1234,
+    df: true,
+    sport: 40000,
+    dport: 5201,
+    seq: rand() >>> 0,
+    ack: rand() >>> 0,
+    flags: 0x18,
+    window: 502,
+    tcpOptions,
+    payload: randomBytes(rand, payloadLen),
   });
   const partial = partialChecksum(0x0af40102, 0x0af40203, 6, p.length - 20);
   p[36] = partial >> 8;
@@ -60,22 +71,43 @@ export function segmentBenchTasks(bench: Bench): void {
   simdBytes.set(sp, spOff);
   bytes.set(sp, spOff);
   const slotOffsets = Uint32Array.from({ length: cells }, (_, i) => cellBase + i * SEGMENT_HEADER_CELL);
-  const lens = new Int32Array(cells), extOffs = new Uint32Array(cells), extLens = new Uint16Array(cells);
+  const lens = new Int32Array(cells),
+    extOffs = new Uint32Array(cells),
+    extLens = new Uint16Array(cells);
 
   const segmentVariants = [
-    ['wasm SIMD memory', simdBytes, new Uint32Array(simdBytes.buffer)], ['32-bit words', bytes, words], ['byte path', bytes, null],
+    ['wasm SIMD memory', simdBytes, new Uint32Array(simdBytes.buffer)],
+    ['32-bit words', bytes, words],
+    ['byte path', bytes, null],
   ] as const;
   for (const [label, b, w] of segmentVariants) {
-    bench.add(`segment: 64 KiB super-packet, gso_size ${GSO_SIZE}, timestamps, ${cells} segments, ${label} (ns/segment)`, () => {
-      let segments = 0;
-      const start = bench.now();
-      for (let r = 0; r < SUPER_PACKETS_PER_SAMPLE; r++) {
-        segments += segmentTcpSuperPacket(b, w, spOff, sp.length, GSO_SIZE, 65535, 0, slotOffsets, 0, cells, lens, extOffs, extLens);
-      }
-      const elapsed = bench.now() - start;
-      sink += segments;
-      return { overriddenDuration: elapsed / segments, overriddenIterationCost: elapsed };
-    });
+    bench.add(
+      `segment: 64 KiB super-packet, gso_size ${GSO_SIZE}, timestamps, ${cells} segments, ${label} (ns/segment)`,
+      () => {
+        let segments = 0;
+        const start = bench.now();
+        for (let r = 0; r < SUPER_PACKETS_PER_SAMPLE; r++) {
+          segments += segmentTcpSuperPacket(
+            b,
+            w,
+            spOff,
+            sp.length,
+            GSO_SIZE,
+            65535,
+            0,
+            slotOffsets,
+            0,
+            cells,
+            lens,
+            extOffs,
+            extLens,
+          );
+        }
+        const elapsed = bench.now() - start;
+        sink += segments;
+        return { overriddenDuration: elapsed / segments, overriddenIterationCost: elapsed };
+      },
+    );
   }
 
   // Checksum completion of one MSS-sized segment: 20 + 12 TCP header bytes + 1460 payload summed.
@@ -87,27 +119,38 @@ export function segmentBenchTasks(bench: Bench): void {
   const pOff = 8;
   pBytes.set(packet, pOff);
   simdPBytes.set(packet, pOff);
-  const partialHi = packet[36], partialLo = packet[37];
+  const partialHi = packet[36],
+    partialLo = packet[37];
   const summed = packet.length - 20;
-  const checksumVariants = [['wasm SIMD memory', simdPBytes, simdPWords], ['32-bit words', pBytes, pWords], ['byte path', pBytes, null]] as const;
+  const checksumVariants = [
+    ['wasm SIMD memory', simdPBytes, simdPWords],
+    ['32-bit words', pBytes, pWords],
+    ['byte path', pBytes, null],
+  ] as const;
   for (const [label, pBytes, w] of checksumVariants) {
-    bench.add(`checksum: complete a partial TCP checksum, ${PAYLOAD}-byte payload (${summed} bytes summed), ${label} (ns/packet)`, () => {
-      let ok = 0;
-      const start = bench.now();
-      for (let r = 0; r < CHECKSUMS_PER_SAMPLE; r++) {
-        pBytes[pOff + 36] = partialHi;
-        pBytes[pOff + 37] = partialLo;
-        if (completeChecksum(pBytes, w, pOff, packet.length, 20, 16)) ok++;
-      }
-      const elapsed = bench.now() - start;
-      sink += ok + pBytes[pOff + 36];
-      return { overriddenDuration: elapsed / CHECKSUMS_PER_SAMPLE, overriddenIterationCost: elapsed };
-    });
+    bench.add(
+      `checksum: complete a partial TCP checksum, ${PAYLOAD}-byte payload (${summed} bytes summed), ${label} (ns/packet)`,
+      () => {
+        let ok = 0;
+        const start = bench.now();
+        for (let r = 0; r < CHECKSUMS_PER_SAMPLE; r++) {
+          pBytes[pOff + 36] = partialHi;
+          pBytes[pOff + 37] = partialLo;
+          if (completeChecksum(pBytes, w, pOff, packet.length, 20, 16)) ok++;
+        }
+        const elapsed = bench.now() - start;
+        sink += ok + pBytes[pOff + 36];
+        return { overriddenDuration: elapsed / CHECKSUMS_PER_SAMPLE, overriddenIterationCost: elapsed };
+      },
+    );
   }
 
   planBenchTasks(bench, rand);
 
-  for (const [label, b, w] of [['wasm SIMD memory', simdPBytes, simdPWords], ['32-bit words', pBytes, pWords]] as const) {
+  for (const [label, b, w] of [
+    ['wasm SIMD memory', simdPBytes, simdPWords],
+    ['32-bit words', pBytes, pWords],
+  ] as const) {
     bench.add(`checksum: onesComplementSum of ${PAYLOAD} bytes at an odd offset, ${label} (ns/sum)`, () => {
       let acc = 0;
       const start = bench.now();
@@ -132,11 +175,23 @@ function planBenchTasks(bench: Bench, rand: () => number): void {
   const slotOffsets = Uint32Array.from({ length: BATCH_PACKETS }, (_, i) => i * BATCH_SLOT);
   const lens = new Int32Array(BATCH_PACKETS);
   const tcpOptions = new Uint8Array([1, 1, 8, 10, 0, 0, 1, 0, 0, 0, 2, 0]);
-  const seq0 = rand() >>> 0, ack = rand() >>> 0;
+  const seq0 = rand() >>> 0,
+    ack = rand() >>> 0;
   for (let i = 0; i < BATCH_PACKETS; i++) {
     const p = buildTcpPacket({
-      src: 0x0af40102, dst: 0x0af40203, ttl: 63, id: 1234 + i, df: true, sport: 40000, dport: 5201,
-      seq: (seq0 + i * GSO_SIZE) >>> 0, ack, flags: 0x10, window: 502, tcpOptions, payload: randomBytes(rand, GSO_SIZE),
+      src: 0x0af40102,
+      dst: 0x0af40203,
+      ttl: 63,
+      id: 1234 + i,
+      df: true,
+      sport: 40000,
+      dport: 5201,
+      seq: (seq0 + i * GSO_SIZE) >>> 0,
+      ack,
+      flags: 0x10,
+      window: 502,
+      tcpOptions,
+      payload: randomBytes(rand, GSO_SIZE),
     });
     bytes.set(p, slotOffsets[i]);
     simdBytes.set(p, slotOffsets[i]);
@@ -149,31 +204,39 @@ function planBenchTasks(bench: Bench, rand: () => number): void {
   const groupLens = new Uint16Array(BATCH_PACKETS);
   const hdr = 52;
   const planVariants = [
-    ['wasm SIMD memory', simdBytes, new Uint32Array(simdBytes.buffer)], ['32-bit words', bytes, words], ['byte path', bytes, null],
+    ['wasm SIMD memory', simdBytes, new Uint32Array(simdBytes.buffer)],
+    ['32-bit words', bytes, words],
+    ['byte path', bytes, null],
   ] as const;
   for (const [label, b, w] of planVariants) {
-    bench.add(`plan: GRO of ${BATCH_PACKETS} full ${GSO_SIZE}-byte segments of one flow (groups of <= ${MAX_GROUP_PACKETS}, 64 KiB), ${label} (ns/packet)`, () => {
-      let groups = 0;
-      const start = bench.now();
-      for (let r = 0; r < PLANS_PER_SAMPLE; r++) {
-        for (let i = 0; i < BATCH_PACKETS; i++) {
-          if (groupLens[i] < 2) continue;
-          const o = slotOffsets[i];
-          for (let j = 0; j < hdr; j++) b[o + j] = pristine[o + j];
+    bench.add(
+      `plan: GRO of ${BATCH_PACKETS} full ${GSO_SIZE}-byte segments of one flow (groups of <= ${MAX_GROUP_PACKETS}, 64 KiB), ${label} (ns/packet)`,
+      () => {
+        let groups = 0;
+        const start = bench.now();
+        for (let r = 0; r < PLANS_PER_SAMPLE; r++) {
+          for (let i = 0; i < BATCH_PACKETS; i++) {
+            if (groupLens[i] < 2) continue;
+            const o = slotOffsets[i];
+            for (let j = 0; j < hdr; j++) b[o + j] = pristine[o + j];
+          }
+          groups += planCoalescing(b, slotOffsets, lens, offs, vnet, list, BATCH_PACKETS, groupLens, 65535, w);
         }
-        groups += planCoalescing(b, slotOffsets, lens, offs, vnet, list, BATCH_PACKETS, groupLens, 65535, w);
-      }
-      const elapsed = bench.now() - start;
-      if (groups !== 2 * PLANS_PER_SAMPLE) throw new Error(`plan bench: ${groups} groups, expected ${2 * PLANS_PER_SAMPLE}`);
-      sink += groups;
-      return { overriddenDuration: elapsed / (PLANS_PER_SAMPLE * BATCH_PACKETS), overriddenIterationCost: elapsed };
-    });
+        const elapsed = bench.now() - start;
+        if (groups !== 2 * PLANS_PER_SAMPLE)
+          throw new Error(`plan bench: ${groups} groups, expected ${2 * PLANS_PER_SAMPLE}`);
+        sink += groups;
+        return { overriddenDuration: elapsed / (PLANS_PER_SAMPLE * BATCH_PACKETS), overriddenIterationCost: elapsed };
+      },
+    );
   }
 }
 
 if (isMain(import.meta.url)) {
   runStandalone(segmentBenchTasks)
-    .then(() => { if (sink === -1) process.stdout.write('\n'); })
+    .then(() => {
+      if (sink === -1) process.stdout.write('\n');
+    })
     .catch((e: unknown) => {
       process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
       process.exitCode = 1;

@@ -29,7 +29,14 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Bench } from 'tinybench';
-import { BENCH_FORWARDERS, type BenchForwarder, FLANNELD_REFERENCE, runThroughput, throughputTable, type ThroughputRun } from './throughput.js';
+import {
+  BENCH_FORWARDERS,
+  type BenchForwarder,
+  FLANNELD_REFERENCE,
+  runThroughput,
+  throughputTable,
+  type ThroughputRun,
+} from './throughput.js';
 import { controlPlaneTable, runControlPlaneBench, saveControlPlaneResult } from './control-plane.js';
 import { runUsoBench, usoTable } from './uso.js';
 
@@ -113,9 +120,13 @@ function microTable(rows: readonly MicroRow[]): string {
 
 function parseModes(value: string | undefined): BenchForwarder[] {
   if (value === undefined) return [...BENCH_FORWARDERS];
-  const modes = value.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  const modes = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
   for (const m of modes) {
-    if (!(BENCH_FORWARDERS as readonly string[]).includes(m)) throw new Error(`unknown mode ${m}; known: ${BENCH_FORWARDERS.join(', ')}`);
+    if (!(BENCH_FORWARDERS as readonly string[]).includes(m))
+      throw new Error(`unknown mode ${m}; known: ${BENCH_FORWARDERS.join(', ')}`);
   }
   return modes as BenchForwarder[];
 }

@@ -16,7 +16,13 @@ import { Lab, podMtuFor, removeStaleLabNamespaces, type AgentCounters, type LabM
  * + a worker thread per direction (--workers 2).
  */
 export const BENCH_FORWARDERS = [
-  'flannel-ts', 'flannel-ts-workers', 'flannel-ts-no-uring', 'flannel-ts-tun-offloads', 'flannel-ts-no-offload', 'vxlan', 'host-gw',
+  'flannel-ts',
+  'flannel-ts-workers',
+  'flannel-ts-no-uring',
+  'flannel-ts-tun-offloads',
+  'flannel-ts-no-offload',
+  'vxlan',
+  'host-gw',
 ] as const;
 export type BenchForwarder = (typeof BENCH_FORWARDERS)[number];
 
@@ -146,7 +152,9 @@ export interface ThroughputRun {
  * per-process times would miss it) and in all (busy + idle + iowait). USER_HZ is 100 on Linux.
  */
 function machineCpuSeconds(): { busy: number; total: number } {
-  const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith('cpu '))!;
+  const line = readFileSync('/proc/stat', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('cpu '))!;
   const [user, nice, system, idle, iowait, irq, softirq] = line.trim().split(/\s+/).slice(1).map(Number);
   const busy = (user! + nice! + system! + irq! + softirq!) / 100;
   return { busy, total: busy + (idle! + iowait!) / 100 };
@@ -193,11 +201,11 @@ export interface ReferenceRow {
 
 /**
  * flanneld's udp datapath (its C proxy) as measured for the design doc
- * (shared/design/ANCHORS.md), same lab shape and machine kind. Not measured by this run.
+ * (docs/benchmarks.md), same lab shape and machine kind. Not measured by this run.
  */
 export const FLANNELD_REFERENCE: ReferenceRow = {
-  name: "flanneld udp (C proxy), from the design doc, not measured in this run",
-  source: 'shared/design/ANCHORS.md',
+  name: 'flanneld udp (C proxy), from the design doc, not measured in this run',
+  source: 'docs/benchmarks.md',
   tcpGbitPerSec: 1.03,
   tcpVsVxlan: 0.075,
   udp64DeliveredPps: 59_000,
@@ -233,18 +241,28 @@ async function buildLab(mode: BenchForwarder, log: ThroughputOptions['log']): Pr
   }
 }
 
-async function measureRound(b: BenchLab, round: number, position: number, opts: ThroughputOptions): Promise<RoundSample> {
+async function measureRound(
+  b: BenchLab,
+  round: number,
+  position: number,
+  opts: ThroughputOptions,
+): Promise<RoundSample> {
   const { lab, mode } = b;
   const tag = `[round ${round}/${opts.rounds}] [${mode}]`;
   opts.log(`${tag} ping x${opts.pingCount}, ${opts.pingIntervalSec * 1000} ms apart`);
-  const ping = await lab.ping(lab.podNs(1), lab.podAddr(2), { count: opts.pingCount, intervalSec: opts.pingIntervalSec });
+  const ping = await lab.ping(lab.podNs(1), lab.podAddr(2), {
+    count: opts.pingCount,
+    intervalSec: opts.pingIntervalSec,
+  });
   if (ping.received === 0) throw new Error(`round ${round}: pod 1 no longer reaches pod 2`);
 
   opts.log(`${tag} iperf3 TCP ${opts.seconds} s`);
   const agentCpu = (): number => b.agentPids.reduce((sum, pid) => sum + processCpuSeconds(pid), 0);
-  const machineBefore = machineCpuSeconds(), agentsBefore = agentCpu();
+  const machineBefore = machineCpuSeconds(),
+    agentsBefore = agentCpu();
   const tcp = await lab.iperf3Tcp(1, 2, opts.seconds);
-  const machineAfter = machineCpuSeconds(), agentsAfter = agentCpu();
+  const machineAfter = machineCpuSeconds(),
+    agentsAfter = agentCpu();
   const busy = machineAfter.busy - machineBefore.busy;
   const tcpGbitPerSec = tcp.receivedBitsPerSecond / 1e9;
 
@@ -264,7 +282,8 @@ async function measureRound(b: BenchLab, round: number, position: number, opts: 
     pingAvgRttUs: ping.avgRttUs,
     pingLoss: ping.transmitted - ping.received,
   };
-  if (b.agentPids.length > 0) sample.tcpAgentCpuSecondsPerGbit = (agentsAfter - agentsBefore) / (tcpGbitPerSec * opts.seconds);
+  if (b.agentPids.length > 0)
+    sample.tcpAgentCpuSecondsPerGbit = (agentsAfter - agentsBefore) / (tcpGbitPerSec * opts.seconds);
   opts.log(
     `${tag} TCP ${tcpGbitPerSec.toFixed(2)} Gbit/s, busy ${sample.tcpMachineBusyPercent.toFixed(0)}%, ` +
       `UDP64 ${(sample.udp64DeliveredPps / 1000).toFixed(1)}k pps, ping ${sample.pingAvgRttUs.toFixed(0)} µs`,
@@ -283,9 +302,11 @@ export function roundOrder<T>(items: readonly T[], round: number): T[] {
 async function idleCheck(labs: readonly BenchLab[], seconds: number): Promise<IdleCheck> {
   const pids = labs.flatMap((b) => b.agentPids);
   const agentCpu = (): number => pids.reduce((sum, pid) => sum + processCpuSeconds(pid), 0);
-  const machineBefore = machineCpuSeconds(), agentsBefore = agentCpu();
+  const machineBefore = machineCpuSeconds(),
+    agentsBefore = agentCpu();
   await new Promise((r) => setTimeout(r, seconds * 1000));
-  const machineAfter = machineCpuSeconds(), agentsAfter = agentCpu();
+  const machineAfter = machineCpuSeconds(),
+    agentsAfter = agentCpu();
   return {
     seconds,
     labsUp: labs.length,
@@ -385,17 +406,30 @@ export function median(values: readonly number[]): number {
 }
 
 const MEDIAN_FIELDS = [
-  'tcpGbitPerSec', 'tcpRetransmits', 'tcpCpuSecondsPerGbit', 'tcpMachineBusyPercent', 'tcpAgentCpuSecondsPerGbit',
-  'udp64DeliveredPps', 'udp64SentPps', 'udp64LostPercent', 'pingAvgRttUs', 'pingLoss',
+  'tcpGbitPerSec',
+  'tcpRetransmits',
+  'tcpCpuSecondsPerGbit',
+  'tcpMachineBusyPercent',
+  'tcpAgentCpuSecondsPerGbit',
+  'udp64DeliveredPps',
+  'udp64SentPps',
+  'udp64LostPercent',
+  'pingAvgRttUs',
+  'pingLoss',
 ] as const satisfies readonly (keyof RoundSample & keyof ModeResult)[];
 
 /** Per-round ratios of a field to the VXLAN sample of the same round (rounds with both only). */
-function roundRatios(samples: readonly RoundSample[], vxlanByRound: ReadonlyMap<number, RoundSample>, field: keyof RoundSample): number[] {
+function roundRatios(
+  samples: readonly RoundSample[],
+  vxlanByRound: ReadonlyMap<number, RoundSample>,
+  field: keyof RoundSample,
+): number[] {
   const ratios: number[] = [];
   for (const s of samples) {
     const base = vxlanByRound.get(s.round)?.[field];
     const value = s[field];
-    if (typeof base === 'number' && typeof value === 'number' && base > 0 && Number.isFinite(value)) ratios.push(value / base);
+    if (typeof base === 'number' && typeof value === 'number' && base > 0 && Number.isFinite(value))
+      ratios.push(value / base);
   }
   return ratios;
 }
@@ -467,7 +501,9 @@ export function throughputTable(results: readonly ModeResult[]): string {
   ];
   for (const r of results) {
     if (!r.ok) {
-      lines.push(`| ${MODE_LABELS[r.mode]} | ${r.podMtu || 'n/a'} | failed: ${(r.error ?? '').split('\n')[0]} | | | | | | | | | | | |`);
+      lines.push(
+        `| ${MODE_LABELS[r.mode]} | ${r.podMtu || 'n/a'} | failed: ${(r.error ?? '').split('\n')[0]} | | | | | | | | | | | |`,
+      );
       continue;
     }
     const v = r.vsVxlan;

@@ -48,22 +48,32 @@ export async function runUsoBench(repoDir: string, seconds: number, rounds: numb
   const flood = join(repoDir, 'bench', 'udp-gso-flood.py');
   const labs: Lab[] = [];
   try {
-    for (const v of USO_VARIANTS) labs.push(await Lab.create({ hosts: 2, mode: 'flannel-ts', agentArgs: v.agentArgs, repoDir }));
+    for (const v of USO_VARIANTS)
+      labs.push(await Lab.create({ hosts: 2, mode: 'flannel-ts', agentArgs: v.agentArgs, repoDir }));
     const samples: UsoSample[][] = USO_VARIANTS.map(() => []);
     for (let round = 1; round <= rounds; round++) {
-      for (const i of roundOrder(USO_VARIANTS.map((_, k) => k), round)) {
+      for (const i of roundOrder(
+        USO_VARIANTS.map((_, k) => k),
+        round,
+      )) {
         samples[i]!.push(await floodOnce(labs[i]!, flood, seconds));
         const s = samples[i]!.at(-1)!;
-        process.stderr.write(`uso round ${round}: ${USO_VARIANTS[i]!.label}: ${(s.wireDatagramsPerSec / 1000).toFixed(0)}k datagrams/s, ` +
-          `${s.agentMicrosPerDatagram.toFixed(2)} agent-µs each\n`);
+        process.stderr.write(
+          `uso round ${round}: ${USO_VARIANTS[i]!.label}: ${(s.wireDatagramsPerSec / 1000).toFixed(0)}k datagrams/s, ` +
+            `${s.agentMicrosPerDatagram.toFixed(2)} agent-µs each\n`,
+        );
       }
     }
     return USO_VARIANTS.map((v, i) => {
       const r = samples[i]!;
       const m = (f: (s: UsoSample) => number): number => median(r.map(f));
       return {
-        label: v.label, rounds: r, wireDatagramsPerSec: m((s) => s.wireDatagramsPerSec),
-        agentMicrosPerDatagram: m((s) => s.agentMicrosPerDatagram), usoReadsPerSec: m((s) => s.usoReadsPerSec), tunReadsPerSec: m((s) => s.tunReadsPerSec),
+        label: v.label,
+        rounds: r,
+        wireDatagramsPerSec: m((s) => s.wireDatagramsPerSec),
+        agentMicrosPerDatagram: m((s) => s.agentMicrosPerDatagram),
+        usoReadsPerSec: m((s) => s.usoReadsPerSec),
+        tunReadsPerSec: m((s) => s.tunReadsPerSec),
       };
     });
   } finally {
@@ -83,9 +93,15 @@ async function floodOnce(lab: Lab, flood: string, seconds: number): Promise<UsoS
       sink.once('exit', () => reject(new Error('the UDP sink ended before it was ready (is python3 installed?)')));
     });
     const pid = lab.agent(1).pid;
-    const before = await lab.agentCounters(1), cpuBefore = processCpuSeconds(pid);
-    await lab.execChecked(lab.podNs(1), ['python3', flood, 'send', lab.podAddr(2), String(PORT), String(seconds), String(SIZE), String(PER_SEND)], (seconds + 30) * 1000);
-    const after = await lab.agentCounters(1), cpu = processCpuSeconds(pid) - cpuBefore;
+    const before = await lab.agentCounters(1),
+      cpuBefore = processCpuSeconds(pid);
+    await lab.execChecked(
+      lab.podNs(1),
+      ['python3', flood, 'send', lab.podAddr(2), String(PORT), String(seconds), String(SIZE), String(PER_SEND)],
+      (seconds + 30) * 1000,
+    );
+    const after = await lab.agentCounters(1),
+      cpu = processCpuSeconds(pid) - cpuBefore;
     const d = (name: string): number => (after[name] ?? 0) - (before[name] ?? 0);
     const wire = d('udpSentPackets');
     return {
@@ -101,9 +117,11 @@ async function floodOnce(lab: Lab, flood: string, seconds: number): Promise<UsoS
 
 export function usoTable(results: readonly UsoResult[]): string {
   const base = results[results.length - 1];
-  const rows = results.map((r) =>
-    `| ${r.label} | ${(r.wireDatagramsPerSec / 1000).toFixed(0)}k | ${base ? (r.wireDatagramsPerSec / base.wireDatagramsPerSec).toFixed(2) : ''} | ` +
-    `${r.agentMicrosPerDatagram.toFixed(2)} | ${(r.tunReadsPerSec / 1000).toFixed(1)}k | ${(r.usoReadsPerSec / 1000).toFixed(1)}k |`);
+  const rows = results.map(
+    (r) =>
+      `| ${r.label} | ${(r.wireDatagramsPerSec / 1000).toFixed(0)}k | ${base ? (r.wireDatagramsPerSec / base.wireDatagramsPerSec).toFixed(2) : ''} | ` +
+      `${r.agentMicrosPerDatagram.toFixed(2)} | ${(r.tunReadsPerSec / 1000).toFixed(1)}k | ${(r.usoReadsPerSec / 1000).toFixed(1)}k |`,
+  );
   return [
     `| sending agent (pod sends ${PER_SEND} x ${SIZE} bytes per UDP_SEGMENT sendto) | datagrams on the wire/s | vs without offloads | agent CPU µs/datagram | flannel0 reads/s | of which USO super-packets/s |`,
     '|---|---|---|---|---|---|',

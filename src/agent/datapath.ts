@@ -132,17 +132,23 @@ export class Datapath {
       const tunUso = tunVnet && shim.tunSetOffload(tunFd, TUN_OFFLOAD_FLAGS_USO) === 0;
       const tunTso = tunUso || (tunVnet && shim.tunSetOffload(tunFd, TUN_OFFLOAD_FLAGS) === 0);
       configureTunLink({
-        name: shim.tunName(tunFd), address: options.subnet.prefix, mtu,
-        networkPrefix: options.network.prefix, networkLen: options.network.prefixLen,
+        name: shim.tunName(tunFd),
+        address: options.subnet.prefix,
+        mtu,
+        networkPrefix: options.network.prefix,
+        networkLen: options.network.prefixLen,
       });
       udpFd = shim.udpOpen(options.ext.address, options.port, SOCKET_BUFFER_BYTES, SOCKET_BUFFER_BYTES);
-      if (udpFd < 0) throw new Error(`cannot bind UDP ${formatIPv4(options.ext.address)}:${options.port}: ${describeErrno(udpFd)}`);
+      if (udpFd < 0)
+        throw new Error(`cannot bind UDP ${formatIPv4(options.ext.address)}:${options.port}: ${describeErrno(udpFd)}`);
       // Super-packet slots only where an offload may fill them (untouched pages cost no memory).
       const slotSize = slotSizeFor(mtu);
       const setup: LaneSetup = {
         slab: {
-          slotSize, batch: options.batch,
-          readSlotSize: tunTso ? SUPER_SLOT_SIZE : slotSize, receiveSlotSize: want.udp ? SUPER_SLOT_SIZE : slotSize,
+          slotSize,
+          batch: options.batch,
+          readSlotSize: tunTso ? SUPER_SLOT_SIZE : slotSize,
+          receiveSlotSize: want.udp ? SUPER_SLOT_SIZE : slotSize,
         },
         tunVnet,
         gsoSegments: want.udp && shim.udpProbeGso(udpFd) === 0 ? GSO_SEGMENTS : 0,
@@ -203,7 +209,13 @@ export class Datapath {
   changeSubnet(subnet: Ipv4Prefix, network: Ipv4Prefix): void {
     const old = this.subnetNow;
     if (old.prefix === subnet.prefix && old.prefixLen === subnet.prefixLen) return;
-    configureTunLink({ name: this.tunName, address: subnet.prefix, mtu: this.mtu, networkPrefix: network.prefix, networkLen: network.prefixLen });
+    configureTunLink({
+      name: this.tunName,
+      address: subnet.prefix,
+      mtu: this.mtu,
+      networkPrefix: network.prefix,
+      networkLen: network.prefixLen,
+    });
     // The lanes follow the new subnet at once; the old address goes last, so that failing to
     // remove it can leave a stale address but never a datapath that drops the new subnet's traffic.
     this.lanes.setConfig(forwarderConfig(subnet, this.port, this.mtu));
@@ -227,7 +239,12 @@ export class Datapath {
   offloadsInForce(): OffloadsInForce {
     const s = this.lanes.status();
     return {
-      tunTso: this.tunTso, tunUso: this.tunUso, tunGro: s.tunGro, udpGso: s.udpGso, udpGro: s.udpGro, tunIoUring: s.tunIoUring,
+      tunTso: this.tunTso,
+      tunUso: this.tunUso,
+      tunGro: s.tunGro,
+      udpGso: s.udpGso,
+      udpGro: s.udpGro,
+      tunIoUring: s.tunIoUring,
       workers: this.workers,
     };
   }
@@ -256,8 +273,12 @@ export class Datapath {
   /** The fields of the "forwarding" log line. */
   describe(publicIp: number, network: Ipv4Prefix): Record<string, unknown> {
     return {
-      tun: this.tunName, tunAddress: `${formatIPv4(this.tunAddress)}/32`, mtu: this.mtu, iface: this.ext.name,
-      bind: `${formatIPv4(this.ext.address)}:${this.port}`, publicIp: formatIPv4(publicIp),
+      tun: this.tunName,
+      tunAddress: `${formatIPv4(this.tunAddress)}/32`,
+      mtu: this.mtu,
+      iface: this.ext.name,
+      bind: `${formatIPv4(this.ext.address)}:${this.port}`,
+      publicIp: formatIPv4(publicIp),
       network: formatCidr(network.prefix, network.prefixLen),
       subnet: formatCidr(this.subnetNow.prefix, this.subnetNow.prefixLen),
       ...this.offloadsInForce(),

@@ -28,9 +28,17 @@ export interface Closable {
 }
 
 /** Starts /healthz, /readyz and /metrics on ip:port; a bind failure throws one line. */
-export async function startHealthServer(ip: string, port: number, status: AgentStatus, log: Logger): Promise<Closable | null> {
+export async function startHealthServer(
+  ip: string,
+  port: number,
+  status: AgentStatus,
+  log: Logger,
+): Promise<Closable | null> {
   const server = await startHttpServer({
-    host: ip, port, source: status, isReady: () => status.ready(),
+    host: ip,
+    port,
+    source: status,
+    isReady: () => status.ready(),
     onError: (e) => log.warn('metrics', { error: e.message }),
   });
   log.info('health server listening', { host: server.host, port: server.port });
@@ -57,7 +65,10 @@ export interface IpMasqOptions {
 /** Installs flannel's rules (re-checked every 5 s, like flanneld's --iptables-resync). */
 export async function setUpIpMasq(options: IpMasqOptions, log: Logger): Promise<IpMasqRules | null> {
   return startFlannelIptables({
-    network: options.network, subnet: options.subnet, ipMasq: options.ipMasq, forwardRules: options.forwardRules,
+    network: options.network,
+    subnet: options.subnet,
+    ipMasq: options.ipMasq,
+    forwardRules: options.forwardRules,
     onResyncError: (e) => log.warn('iptables resync', { error: e.message }),
   });
 }

@@ -105,7 +105,13 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
   const publicIp = flags.publicIp ?? ext.address;
   const store = openStore(flags);
   const registry = flags.store.kind === 'file' ? `file ${flags.store.path}` : `etcd ${flags.store.endpoints}`;
-  log.info('starting', { registry, prefix: flags.prefix, iface: ext.name, ifaceAddress: formatIPv4(ext.address), publicIp: formatIPv4(publicIp) });
+  log.info('starting', {
+    registry,
+    prefix: flags.prefix,
+    iface: ext.name,
+    ifaceAddress: formatIPv4(ext.address),
+    publicIp: formatIPv4(publicIp),
+  });
 
   let leases: LeaseManager | null = null;
   let routeWatcher: RouteWatcher | null = null;
@@ -115,29 +121,49 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
     // --- 2. network config -----------------------------------------------------------------
     const config = await waitForConfig(store, flags.prefix, log, sleepOrStop);
     if (config === null) return stopSummary(log, stopped);
-    if (config.enableIPv6) log.warn('EnableIPv6 is set in the network config; flannel-ts carries IPv4 only and leases no IPv6 subnet');
+    if (config.enableIPv6)
+      log.warn('EnableIPv6 is set in the network config; flannel-ts carries IPv4 only and leases no IPv6 subnet');
     log.info('network config', {
-      network: formatCidr(config.network.prefix, config.network.prefixLen), subnetLen: config.subnetLen,
-      subnetMin: formatIPv4(config.subnetMin), subnetMax: formatIPv4(config.subnetMax), backend: config.backend,
+      network: formatCidr(config.network.prefix, config.network.prefixLen),
+      subnetLen: config.subnetLen,
+      subnetMin: formatIPv4(config.subnetMin),
+      subnetMax: formatIPv4(config.subnetMax),
+      backend: config.backend,
     });
 
     // --- 3. lease ----------------------------------------------------------------------------
     const previousSubnet = await readPreviousSubnet(flags.subnetFile);
     leases = new LeaseManager({
-      store, prefix: flags.prefix, config, publicIp, previousSubnet, renewMarginMinutes: flags.renewMarginMinutes, logger: log,
+      store,
+      prefix: flags.prefix,
+      config,
+      publicIp,
+      previousSubnet,
+      renewMarginMinutes: flags.renewMarginMinutes,
+      logger: log,
     });
     const lease = await acquireLease(leases, log, sleepOrStop);
     if (lease === null) return stopSummary(log, stopped);
     log.info('lease acquired', describeLease(lease));
 
     // --- 4./5. flannel0, UDP, subnet file ---------------------------------------------------------
-    const dp = Datapath.open({ ext, network: config.network, subnet: lease.subnet, port: config.backend.port, batch: flags.batch, offloads: flags.offloads, tunIoUring: flags.ioUring, workers: flags.workers });
+    const dp = Datapath.open({
+      ext,
+      network: config.network,
+      subnet: lease.subnet,
+      port: config.backend.port,
+      batch: flags.batch,
+      offloads: flags.offloads,
+      tunIoUring: flags.ioUring,
+      workers: flags.workers,
+    });
     datapath = dp;
     // Writes run one after another, so that the file always ends with the latest subnet.
     let subnetEnvWrites: Promise<void> = Promise.resolve();
     const subnetEnv = (subnet: Lease['subnet']): Promise<void> => {
       const write = subnetEnvWrites.then(() =>
-        writeSubnetEnv(flags.subnetFile, { network: config.network, subnet, mtu: dp.mtu, ipMasq: flags.ipMasq }));
+        writeSubnetEnv(flags.subnetFile, { network: config.network, subnet, mtu: dp.mtu, ipMasq: flags.ipMasq }),
+      );
       subnetEnvWrites = write.catch(() => undefined);
       return write;
     };
@@ -149,7 +175,15 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
       log.warn('could not write the subnet file', { path: flags.subnetFile, error: (err as Error).message });
     }
     if (flags.ipMasq || flags.iptablesForwardRules) {
-      ipMasq = await setUpIpMasq({ network: config.network, subnet: lease.subnet, ipMasq: flags.ipMasq, forwardRules: flags.iptablesForwardRules }, log);
+      ipMasq = await setUpIpMasq(
+        {
+          network: config.network,
+          subnet: lease.subnet,
+          ipMasq: flags.ipMasq,
+          forwardRules: flags.iptablesForwardRules,
+        },
+        log,
+      );
     }
 
     // --- 6. routes and lease upkeep ------------------------------------------------------------------
@@ -159,7 +193,10 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
     });
     const routeLog = new RouteChangeLog(log, flags.logLevel === 'debug');
     const watcher = new RouteWatcher({
-      store, prefix: flags.prefix, ownSubnet: lease.subnet, logger: log,
+      store,
+      prefix: flags.prefix,
+      ownSubnet: lease.subnet,
+      logger: log,
       onRoutes: (routes: Route[]) => {
         try {
           dp.setRoutes(routes);
@@ -174,8 +211,12 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
     watcher.start();
     leases.start({
       onReacquired: (next, previous) => {
-        log.warn('lease lost and re-acquired', { ...describeLease(next), previousSubnet: formatCidr(previous.subnet.prefix, previous.subnet.prefixLen) });
-        if (next.subnet.prefix === previous.subnet.prefix && next.subnet.prefixLen === previous.subnet.prefixLen) return;
+        log.warn('lease lost and re-acquired', {
+          ...describeLease(next),
+          previousSubnet: formatCidr(previous.subnet.prefix, previous.subnet.prefixLen),
+        });
+        if (next.subnet.prefix === previous.subnet.prefix && next.subnet.prefixLen === previous.subnet.prefixLen)
+          return;
         watcher.setOwnSubnet(next.subnet); // first: our new subnet must never be routed to a peer
         try {
           dp.changeSubnet(next.subnet, config.network);
@@ -187,7 +228,9 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
           () => log.info('subnet file written', { path: flags.subnetFile }),
           (err: Error) => log.error('could not write the subnet file', { path: flags.subnetFile, error: err.message }),
         );
-        ipMasq?.update(next.subnet).catch((err: Error) => log.error('could not update the masquerade rules', { error: err.message }));
+        ipMasq
+          ?.update(next.subnet)
+          .catch((err: Error) => log.error('could not update the masquerade rules', { error: err.message }));
       },
       onError: (err) => log.warn('lease upkeep failed; retrying', { error: err.message }),
     });
@@ -197,18 +240,34 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
       return await shutdown();
     }
     let ready = true;
-    log.info('forwarding', { ...dp.describe(publicIp, config.network), ...routeListFields(dp.routes), subnetFile: flags.subnetFile, registry });
+    log.info('forwarding', {
+      ...dp.describe(publicIp, config.network),
+      ...routeListFields(dp.routes),
+      subnetFile: flags.subnetFile,
+      registry,
+    });
     // Once forwarding, an unexpected error is logged; it must not take the datapath down.
-    process.on('unhandledRejection', (reason) => log.error('unexpected error (the agent keeps running)', { error: String(reason) }));
+    process.on('unhandledRejection', (reason) =>
+      log.error('unexpected error (the agent keeps running)', { error: String(reason) }),
+    );
     await notifySystemdReady(log);
     if (flags.healthzPort !== 0) {
       const status: AgentStatus = {
-        get counters() { return dp.counters; }, // live: both directions added up with --workers 2
+        get counters() {
+          return dp.counters;
+        }, // live: both directions added up with --workers 2
         routes: () => dp.routes,
         lease: () => leases?.lease ?? null,
         offloads: () => {
           const o = dp.offloadsInForce();
-          return { tun_tso: o.tunTso, tun_uso: o.tunUso, tun_gro: o.tunGro, udp_gso: o.udpGso > 0, udp_gro: o.udpGro, tun_io_uring: o.tunIoUring > 0 };
+          return {
+            tun_tso: o.tunTso,
+            tun_uso: o.tunUso,
+            tun_gro: o.tunGro,
+            udp_gso: o.udpGso > 0,
+            udp_gro: o.udpGro,
+            tun_io_uring: o.tunIoUring > 0,
+          };
         },
         datapathThreads: () => dp.workers,
         ready: () => ready,
@@ -248,7 +307,9 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
 
 /** routeCount, and routes (the full list) when there are at most ROUTE_LIST_LOG_LIMIT of them. */
 export function routeListFields(routes: readonly Route[]): { routeCount: number; routes?: string[] } {
-  return routes.length <= ROUTE_LIST_LOG_LIMIT ? { routeCount: routes.length, routes: describeRoutes(routes) } : { routeCount: routes.length };
+  return routes.length <= ROUTE_LIST_LOG_LIMIT
+    ? { routeCount: routes.length, routes: describeRoutes(routes) }
+    : { routeCount: routes.length };
 }
 
 /**
@@ -259,7 +320,10 @@ export function routeListFields(routes: readonly Route[]): { routeCount: number;
 export class RouteChangeLog {
   private previous = new Set<string>();
 
-  constructor(private readonly log: Logger, private readonly debug: boolean) {}
+  constructor(
+    private readonly log: Logger,
+    private readonly debug: boolean,
+  ) {}
 
   changed(routes: readonly Route[]): void {
     const current = new Set(describeRoutes(routes));
@@ -313,7 +377,11 @@ async function waitForConfig(
 }
 
 /** The lease, retried every second until acquired; null if a stop signal came first. */
-async function acquireLease(leases: LeaseManager, log: Logger, sleepOrStop: (ms: number) => Promise<boolean>): Promise<Lease | null> {
+async function acquireLease(
+  leases: LeaseManager,
+  log: Logger,
+  sleepOrStop: (ms: number) => Promise<boolean>,
+): Promise<Lease | null> {
   const retry = new RetryLog(log);
   for (;;) {
     try {

@@ -252,7 +252,8 @@ function address(flag: string, s: string): number {
 
 function integer(flag: string, s: string | undefined, dflt: number, min: number, max: number): number {
   if (s === undefined) return dflt;
-  if (!/^\d+$/.test(s) || Number(s) < min || Number(s) > max) throw new FlagError(`--${flag}: "${s}" is not an integer in ${min}..${max}`);
+  if (!/^\d+$/.test(s) || Number(s) < min || Number(s) > max)
+    throw new FlagError(`--${flag}: "${s}" is not an integer in ${min}..${max}`);
   return Number(s);
 }
 
@@ -260,7 +261,10 @@ function integer(flag: string, s: string | undefined, dflt: number, min: number,
 function offloadsOf(noOffload: boolean, list: string | undefined): Offloads {
   if (noOffload) return { tun: false, udp: false };
   if (list === undefined) return { tun: true, udp: true };
-  const names = list.split(',').map((x) => x.trim()).filter((x) => x !== '');
+  const names = list
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '');
   const bad = names.filter((x) => x !== 'tun' && x !== 'udp' && x !== 'none');
   if (bad.length > 0 || names.length === 0 || (names.includes('none') && names.length > 1)) {
     throw new FlagError(`--offloads: "${list}" is not a list of tun, udp, or none`);
@@ -271,7 +275,8 @@ function offloadsOf(noOffload: boolean, list: string | undefined): Offloads {
 function logLevelOf(level: string | undefined, verbosity: string | undefined): LogLevel {
   const v = integer('v', verbosity, 0, 0, 1_000);
   const chosen = level ?? (v >= 1 ? 'debug' : 'info');
-  if (!['debug', 'info', 'warn', 'error'].includes(chosen)) throw new FlagError(`--log-level: "${chosen}" is not one of debug, info, warn, error`);
+  if (!['debug', 'info', 'warn', 'error'].includes(chosen))
+    throw new FlagError(`--log-level: "${chosen}" is not one of debug, info, warn, error`);
   return chosen as LogLevel;
 }
 
@@ -310,7 +315,8 @@ function staticFlags(values: Map<string, string | string[] | boolean>): StaticFl
     if (!m) throw new FlagError(`--peer "${spec}": expected CIDR=IP, e.g. 10.244.2.0/24=192.0.2.2`);
     const p = cidr('peer', m[1]!);
     if (!inNetwork(p)) throw new FlagError(`--peer ${m[1]} is not inside --network ${str('network')}`);
-    const overlaps = contains(p.prefix, p.prefixLen, subnet.prefix) || contains(subnet.prefix, subnet.prefixLen, p.prefix);
+    const overlaps =
+      contains(p.prefix, p.prefixLen, subnet.prefix) || contains(subnet.prefix, subnet.prefixLen, p.prefix);
     if (overlaps) throw new FlagError(`--peer ${m[1]} overlaps this host's --subnet ${str('subnet')}`);
     return { ...p, publicIp: address('peer', m[2]!) };
   });
@@ -356,7 +362,8 @@ function registryFlags(cli: Map<string, string | string[] | boolean>, env: NodeJ
   const kvFile = str('kv-file');
   if (kvFile !== undefined) {
     const etcd = ETCD_FLAGS.find((f) => str(f) !== undefined);
-    if (etcd !== undefined) throw new FlagError(`--kv-file and --${etcd} exclude each other: choose the file registry or etcd`);
+    if (etcd !== undefined)
+      throw new FlagError(`--kv-file and --${etcd} exclude each other: choose the file registry or etcd`);
     store = { kind: 'file', path: kvFile };
   } else {
     const endpoints = str('etcd-endpoints') ?? DEFAULT_ETCD_ENDPOINTS;
@@ -403,7 +410,13 @@ function registryFlags(cli: Map<string, string | string[] | boolean>, env: NodeJ
     ifaceRegexes,
     publicIp: str('public-ip') === undefined ? null : address('public-ip', str('public-ip')!),
     subnetFile: str('subnet-file') ?? DEFAULT_SUBNET_FILE,
-    renewMarginMinutes: integer('subnet-lease-renew-margin', str('subnet-lease-renew-margin'), DEFAULT_RENEW_MARGIN_MINUTES, 1, 1439),
+    renewMarginMinutes: integer(
+      'subnet-lease-renew-margin',
+      str('subnet-lease-renew-margin'),
+      DEFAULT_RENEW_MARGIN_MINUTES,
+      1,
+      1439,
+    ),
     ipMasq: bool('ip-masq', false),
     healthzIp,
     healthzPort: integer('healthz-port', str('healthz-port'), 0, 0, 65535),

@@ -18,7 +18,9 @@ import { runStaticAgent } from './static-agent.js';
 setFlagsFromString('--interrupt-budget=1024');
 
 function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
   return pkg.version;
 }
 
@@ -43,7 +45,9 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const log = createLogger(parsed.flags.logLevel);
   try {
-    return parsed.kind === 'static' ? await runStaticAgent(parsed.flags, log) : await runRegistryAgent(parsed.flags, log);
+    return parsed.kind === 'static'
+      ? await runStaticAgent(parsed.flags, log)
+      : await runRegistryAgent(parsed.flags, log);
   } catch (err) {
     log.error('fatal', { error: (err as Error).message });
     process.stderr.write(`flannel-ts: ${(err as Error).message}\n`);

@@ -9,7 +9,16 @@ import type { StaticFlags } from './flags.js';
 export async function runStaticAgent(flags: StaticFlags, log: Logger): Promise<number> {
   const ext = findExternalInterface(flags.ifaces, flags.publicIp);
   const publicIp = flags.publicIp ?? ext.address;
-  const datapath = Datapath.open({ ext, network: flags.network, subnet: flags.subnet, port: flags.port, batch: flags.batch, offloads: flags.offloads, tunIoUring: flags.ioUring, workers: flags.workers });
+  const datapath = Datapath.open({
+    ext,
+    network: flags.network,
+    subnet: flags.subnet,
+    port: flags.port,
+    batch: flags.batch,
+    offloads: flags.offloads,
+    tunIoUring: flags.ioUring,
+    workers: flags.workers,
+  });
   try {
     datapath.setRoutes(flags.peers);
     // The handlers go in before "forwarding" is logged: whoever reads that line may send SIGUSR1

@@ -6,30 +6,55 @@
 export const COUNTER_NAMES = [
   // flannel0 -> UDP (dropTxOversize: a plain packet longer than flannel0's MTU, or a TSO
   // super-packet whose headers leave no room for payload within the MTU)
-  'tunReadPackets', 'tunReadBytes', 'udpSentPackets', 'udpSentBytes',
-  'dropTxMalformed', 'dropTxOversize', 'dropTxNoRoute', 'dropTxTtl', 'dropTxSendError', 'icmpUnreachableSent',
+  'tunReadPackets',
+  'tunReadBytes',
+  'udpSentPackets',
+  'udpSentBytes',
+  'dropTxMalformed',
+  'dropTxOversize',
+  'dropTxNoRoute',
+  'dropTxTtl',
+  'dropTxSendError',
+  'icmpUnreachableSent',
   // ICMP errors built but not written to flannel0 (its queue full, say)
   'icmpUnreachableFailed',
   // UDP -> flannel0
-  'udpRecvPackets', 'udpRecvBytes', 'tunWritePackets', 'tunWriteBytes',
-  'dropRxMalformed', 'dropRxOversize', 'dropRxUnknownSender', 'dropRxSpoofedSource',
-  'dropRxNotForUs', 'dropRxTtl', 'dropRxWriteError',
+  'udpRecvPackets',
+  'udpRecvBytes',
+  'tunWritePackets',
+  'tunWriteBytes',
+  'dropRxMalformed',
+  'dropRxOversize',
+  'dropRxUnknownSender',
+  'dropRxSpoofedSource',
+  'dropRxNotForUs',
+  'dropRxTtl',
+  'dropRxWriteError',
   // GRO into flannel0: super-packets written, and the packets they carried (in tunWritePackets too)
-  'tunGroWrites', 'tunGroPackets',
+  'tunGroWrites',
+  'tunGroPackets',
   // 1 once flannel0 refused a super-packet and GRO was turned off (writes are plain from then on)
   'tunGroFallbacks',
   // TSO from flannel0: super-packets read (in tunReadPackets, once each) and the segments they were
   // cut into; packets whose partial checksum was completed; offloaded reads that could not be
   // handled (not TCP or UDP, a bad virtio header), dropped
-  'tunTsoPackets', 'tunTsoSegments', 'tunCsumCompleted', 'dropTxBadOffload',
+  'tunTsoPackets',
+  'tunTsoSegments',
+  'tunCsumCompleted',
+  'dropTxBadOffload',
   // USO from flannel0: UDP GSO super-packets read (in tunReadPackets, once each) and the datagrams
   // they were cut into
-  'tunUsoPackets', 'tunUsoSegments',
+  'tunUsoPackets',
+  'tunUsoSegments',
   // UDP GRO: coalesced receives, and the datagrams they carried (in udpRecvPackets too)
-  'udpGroRuns', 'udpGroDatagrams',
+  'udpGroRuns',
+  'udpGroDatagrams',
   // Whole batches: reads that returned packets (packets / batches = batch occupancy) and
   // reads that failed (an I/O error, not a packet)
-  'tunReadBatches', 'udpRecvBatches', 'tunReadErrors', 'udpRecvErrors',
+  'tunReadBatches',
+  'udpRecvBatches',
+  'tunReadErrors',
+  'udpRecvErrors',
 ] as const;
 
 export type CounterName = (typeof COUNTER_NAMES)[number];
@@ -45,6 +70,8 @@ export function newCounters(): Float64Array {
 
 export function countersToObject(c: Float64Array): Record<CounterName, number> {
   const out = {} as Record<CounterName, number>;
-  COUNTER_NAMES.forEach((n, i) => { out[n] = c[i]; });
+  COUNTER_NAMES.forEach((n, i) => {
+    out[n] = c[i];
+  });
   return out;
 }

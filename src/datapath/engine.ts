@@ -24,7 +24,8 @@ export class DatapathEngine {
 
   start(): void {
     if (this.tunWatch || this.udpWatch) return;
-    const fwd = this.forwarder, batch = this.batch;
+    const fwd = this.forwarder,
+      batch = this.batch;
     if (this.directions !== 'rx') {
       this.tunWatch = shim.pollStart(this.tunFd, false, () => {
         for (let k = 0; k < BATCHES_PER_WAKE; k++) if (fwd.tunToUdp() < batch) break;

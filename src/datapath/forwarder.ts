@@ -5,9 +5,7 @@
 // datagrams, cut in chunks of what the header cells and the send list hold; a UDP GRO run up to
 // 64 packets). No per-packet allocation, no copies (an ICMP error is the only packet built, in its
 // own region; a segment's headers are built in a header cell, its payload stays in the super-packet).
-import {
-  decrementTtl, destinationOf, isWellFormedIPv4, sourceOf, writeNetUnreachable,
-} from '../encap/ipv4.js';
+import { decrementTtl, destinationOf, isWellFormedIPv4, sourceOf, writeNetUnreachable } from '../encap/ipv4.js';
 import { planCoalescing, VNET_HDR_SLOT } from '../encap/tcp-coalesce.js';
 import { completeChecksum, segmentTcpSuperPacket, tcpSegmentCount } from '../encap/tcp-segment.js';
 import { segmentUdpSuperPacket, udpSegmentCount } from '../encap/udp-segment.js';
@@ -111,17 +109,28 @@ export class Forwarder {
       if (n < 0) c[C.tunReadErrors]++;
       return 0;
     }
-    const bytes = slab.bytes, words = slab.words, lens = slab.lens, addrs = slab.addrs, ports = slab.ports;
-    const offsets = slab.slotOffsets, vnet = slab.vnetHdrs, routes = this.routes, publicIpOf = routes.publicIpOf;
-    const port = this.config.port, mtu = this.config.mtu, icmpList = this.icmpList;
-    let icmps = 0, readBytes = 0;
+    const bytes = slab.bytes,
+      words = slab.words,
+      lens = slab.lens,
+      addrs = slab.addrs,
+      ports = slab.ports;
+    const offsets = slab.slotOffsets,
+      vnet = slab.vnetHdrs,
+      routes = this.routes,
+      publicIpOf = routes.publicIpOf;
+    const port = this.config.port,
+      mtu = this.config.mtu,
+      icmpList = this.icmpList;
+    let icmps = 0,
+      readBytes = 0;
     for (let i = 0; i < n; i++) {
       const slot = slab.txFirst + i;
       const off = offsets[slot];
       const len = lens[slot];
       readBytes += len;
       const vo = slot * VNET_HDR_SLOT;
-      const flags = vnet[vo], gsoType = vnet[vo + 1];
+      const flags = vnet[vo],
+        gsoType = vnet[vo + 1];
       if (gsoType === 0 && len > mtu) {
         c[C.dropTxOversize]++;
         continue;
@@ -150,7 +159,8 @@ export class Forwarder {
         continue;
       }
       if (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
-        const csumStart = vnet[vo + 6] | (vnet[vo + 7] << 8), csumOffset = vnet[vo + 8] | (vnet[vo + 9] << 8);
+        const csumStart = vnet[vo + 6] | (vnet[vo + 7] << 8),
+          csumOffset = vnet[vo + 8] | (vnet[vo + 9] << 8);
         if (!completeChecksum(bytes, words, off, len, csumStart, csumOffset)) {
           c[C.dropTxBadOffload]++;
           continue;
@@ -186,7 +196,9 @@ export class Forwarder {
    */
   private sendSegments(off: number, len: number, vo: number, gsoType: number, publicIp: number): void {
     const { slab, counters: c } = this;
-    const bytes = slab.bytes, vnet = slab.vnetHdrs, mtu = this.config.mtu;
+    const bytes = slab.bytes,
+      vnet = slab.vnetHdrs,
+      mtu = this.config.mtu;
     const gsoSize = vnet[vo + 4] | (vnet[vo + 5] << 8);
     const udp = gsoType === VIRTIO_NET_HDR_GSO_UDP_L4;
     if ((gsoType !== VIRTIO_NET_HDR_GSO_TCPV4 && !udp) || gsoSize < (udp ? 1 : TCP_MIN_GSO_SIZE)) {
@@ -200,14 +212,20 @@ export class Forwarder {
     }
     if (total === 0) {
       // Segmentable but for the MTU: oversize; else a bad offload.
-      const unbounded = udp ? udpSegmentCount(bytes, off, len, gsoSize, 0xffff) : tcpSegmentCount(bytes, off, len, gsoSize, 0xffff);
+      const unbounded = udp
+        ? udpSegmentCount(bytes, off, len, gsoSize, 0xffff)
+        : tcpSegmentCount(bytes, off, len, gsoSize, 0xffff);
       if (unbounded > 0) c[C.dropTxOversize]++;
       else c[C.dropTxBadOffload]++;
       return;
     }
     const cellEnd = slab.cellFirst + SEGMENT_CELLS;
-    if (total <= CELLS_PER_SEND && total > Math.min(cellEnd - this.nextCell, IO_CALL_MAX - this.sends)) this.flushSends();
-    const addrs = slab.addrs, ports = slab.ports, list = this.sendList, port = this.config.port;
+    if (total <= CELLS_PER_SEND && total > Math.min(cellEnd - this.nextCell, IO_CALL_MAX - this.sends))
+      this.flushSends();
+    const addrs = slab.addrs,
+      ports = slab.ports,
+      list = this.sendList,
+      port = this.config.port;
     for (let done = 0; done < total;) {
       let room = Math.min(cellEnd - this.nextCell, IO_CALL_MAX - this.sends);
       if (room === 0) {
@@ -218,11 +236,35 @@ export class Forwarder {
       // >= 1: done < total and room >= 1.
       const segs = udp
         ? segmentUdpSuperPacket(
-          bytes, slab.words, off, len, gsoSize, mtu, done, slab.slotOffsets, first, room, slab.lens, slab.extOffs, slab.extLens,
-        )
+            bytes,
+            slab.words,
+            off,
+            len,
+            gsoSize,
+            mtu,
+            done,
+            slab.slotOffsets,
+            first,
+            room,
+            slab.lens,
+            slab.extOffs,
+            slab.extLens,
+          )
         : segmentTcpSuperPacket(
-          bytes, slab.words, off, len, gsoSize, mtu, done, slab.slotOffsets, first, room, slab.lens, slab.extOffs, slab.extLens,
-        );
+            bytes,
+            slab.words,
+            off,
+            len,
+            gsoSize,
+            mtu,
+            done,
+            slab.slotOffsets,
+            first,
+            room,
+            slab.lens,
+            slab.extOffs,
+            slab.extLens,
+          );
       for (let cell = first; cell < first + segs; cell++) {
         addrs[cell] = publicIp;
         ports[cell] = port;
@@ -251,9 +293,13 @@ export class Forwarder {
       if (n < 0) c[C.udpRecvErrors]++;
       return 0;
     }
-    const lens = slab.lens, addrs = slab.addrs, offsets = slab.slotOffsets, segSizes = slab.segSizes;
+    const lens = slab.lens,
+      addrs = slab.addrs,
+      offsets = slab.slotOffsets,
+      segSizes = slab.segSizes;
     const viewEnd = slab.viewFirst + VIEW_SLOTS;
-    let datagrams = 0, recvBytes = 0;
+    let datagrams = 0,
+      recvBytes = 0;
     for (let i = 0; i < n; i++) {
       const slot = slab.rxFirst + i;
       const len = lens[slot];
@@ -264,7 +310,8 @@ export class Forwarder {
         if (this.accept(slot, len)) this.queueWrite(slot);
         continue;
       }
-      const off = offsets[slot], from = addrs[slot];
+      const off = offsets[slot],
+        from = addrs[slot];
       c[C.udpGroRuns]++;
       for (let at = 0; at < len; at += seg) {
         if (this.nextView === viewEnd) this.flushWrites();
@@ -290,7 +337,9 @@ export class Forwarder {
    */
   private accept(slot: number, len: number): boolean {
     const { slab, counters: c, routes } = this;
-    const bytes = slab.bytes, off = slab.slotOffsets[slot], from = slab.addrs[slot];
+    const bytes = slab.bytes,
+      off = slab.slotOffsets[slot],
+      from = slab.addrs[slot];
     if (len > this.config.mtu) {
       // Also catches datagrams truncated by the receive (len is the real size).
       c[C.dropRxOversize]++;
@@ -307,7 +356,7 @@ export class Forwarder {
       else c[C.dropRxUnknownSender]++;
       return false;
     }
-    if (((destinationOf(bytes, off) & this.subnetMask) >>> 0) !== this.config.subnetPrefix) {
+    if ((destinationOf(bytes, off) & this.subnetMask) >>> 0 !== this.config.subnetPrefix) {
       c[C.dropRxNotForUs]++;
       return false;
     }
@@ -329,7 +378,10 @@ export class Forwarder {
     this.sends = 0;
     this.nextCell = this.slab.cellFirst;
     if (count === 0) return;
-    const c = this.counters, lens = this.slab.lens, extLens = this.slab.extLens, list = this.sendList;
+    const c = this.counters,
+      lens = this.slab.lens,
+      extLens = this.slab.extLens,
+      list = this.sendList;
     const sent = this.udp.send(list, count);
     let sentBytes = 0;
     for (let i = 0; i < count; i++) {
@@ -347,10 +399,26 @@ export class Forwarder {
     this.writes = 0;
     this.nextView = this.slab.viewFirst;
     if (count === 0) return;
-    const c = this.counters, slab = this.slab, lens = slab.lens, list = this.writeList, groupLens = this.groupLens;
-    const groups = this.tunGro && count > 1
-      ? planCoalescing(slab.bytes, slab.slotOffsets, lens, slab.offs, slab.vnetHdrs, list, count, groupLens, 65535, slab.words)
-      : 0;
+    const c = this.counters,
+      slab = this.slab,
+      lens = slab.lens,
+      list = this.writeList,
+      groupLens = this.groupLens;
+    const groups =
+      this.tunGro && count > 1
+        ? planCoalescing(
+            slab.bytes,
+            slab.slotOffsets,
+            lens,
+            slab.offs,
+            slab.vnetHdrs,
+            list,
+            count,
+            groupLens,
+            65535,
+            slab.words,
+          )
+        : 0;
     const written = this.tun.write(list, count, groups > 0 ? groupLens : null);
     // One pass over what was written: bytes, and the outcome of each super-packet.
     let writtenBytes = 0;
@@ -376,5 +444,5 @@ export class Forwarder {
 
 /** -errno values with which flannel0 refuses a super-packet itself (not a transient failure). */
 function refusesGro(negErrno: number): boolean {
-  return negErrno === -22 /* EINVAL */ || negErrno === -5 /* EIO */ || negErrno === -95 /* EOPNOTSUPP */;
+  return negErrno === -22 /* EINVAL */ || negErrno === -5 /* EIO */ || negErrno === -95; /* EOPNOTSUPP */
 }

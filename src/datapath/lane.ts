@@ -76,7 +76,8 @@ export class Lane implements Lanes {
   ) {
     this.slab = new PacketSlab(setup.slab);
     this.ring = createRing(this.slab);
-    const sends = directions !== 'rx', receives = directions !== 'tx';
+    const sends = directions !== 'rx',
+      receives = directions !== 'tx';
     if (sends && setup.gsoSegments > 0) shim.ringSetGso(this.ring, setup.gsoSegments);
     this.udpGro = receives && setup.udpGro && shim.udpEnableGro(this.ring, udpFd) === 0;
     if (setup.tunVnet) shim.ringSetTunVnet(this.ring, true);
@@ -98,7 +99,13 @@ export class Lane implements Lanes {
     const running = this.engine !== null;
     this.stopPolling();
     const routes = this.forwarder.currentRoutes;
-    this.forwarder = new Forwarder(this.slab, this.tun, this.udp, { ...config, tunGro: this.forwarder.tunGroInForce }, this.counterArray);
+    this.forwarder = new Forwarder(
+      this.slab,
+      this.tun,
+      this.udp,
+      { ...config, tunGro: this.forwarder.tunGroInForce },
+      this.counterArray,
+    );
     this.forwarder.setRoutes(routes);
     if (running) this.start();
   }
@@ -120,7 +127,9 @@ export class Lane implements Lanes {
    */
   stop(drainBatches: number): void {
     this.stopPolling();
-    const fwd = this.forwarder, tx = this.directions !== 'rx', rx = this.directions !== 'tx';
+    const fwd = this.forwarder,
+      tx = this.directions !== 'rx',
+      rx = this.directions !== 'tx';
     for (let k = 0; k < drainBatches; k++) {
       if ((rx ? fwd.udpToTun() : 0) + (tx ? fwd.tunToUdp() : 0) === 0) break;
     }

@@ -9,7 +9,10 @@ export function createRing(slab: PacketSlab): RingHandle {
 }
 
 export class NativeTun implements TunDevice {
-  constructor(private readonly ring: RingHandle, readonly fd: number) {}
+  constructor(
+    private readonly ring: RingHandle,
+    readonly fd: number,
+  ) {}
   read(first: number, max: number): number {
     return shim.tunRead(this.ring, this.fd, first, max);
   }
@@ -19,7 +22,10 @@ export class NativeTun implements TunDevice {
 }
 
 export class NativeUdp implements UdpSocket {
-  constructor(private readonly ring: RingHandle, readonly fd: number) {}
+  constructor(
+    private readonly ring: RingHandle,
+    readonly fd: number,
+  ) {}
   recv(first: number, max: number): number {
     return shim.udpRecv(this.ring, this.fd, first, max);
   }

@@ -74,8 +74,13 @@ export class PacketSlab implements RingLayout {
   readonly viewFirst: number;
 
   constructor({ slotSize, batch, readSlotSize = slotSize, receiveSlotSize = slotSize }: SlabLayout) {
-    for (const [what, size] of [['slot', slotSize], ['read slot', readSlotSize], ['receive slot', receiveSlotSize]] as const) {
-      if (!Number.isInteger(size) || size < 64 || size % 8 !== 0 || size > SUPER_SLOT_SIZE) throw new RangeError(`bad ${what} size ${size}`);
+    for (const [what, size] of [
+      ['slot', slotSize],
+      ['read slot', readSlotSize],
+      ['receive slot', receiveSlotSize],
+    ] as const) {
+      if (!Number.isInteger(size) || size < 64 || size % 8 !== 0 || size > SUPER_SLOT_SIZE)
+        throw new RangeError(`bad ${what} size ${size}`);
     }
     if (!Number.isInteger(batch) || batch < 1 || batch > 1024) throw new RangeError(`bad batch size ${batch}`);
     this.slotSize = slotSize;
@@ -90,7 +95,9 @@ export class PacketSlab implements RingLayout {
     this.slotOffsets = new Uint32Array(this.slotCount);
     this.slotCaps = new Uint32Array(this.slotCount);
     const regions: [first: number, count: number, size: number][] = [
-      [this.txFirst, batch, readSlotSize], [this.rxFirst, batch, receiveSlotSize], [this.icmpFirst, batch, slotSize],
+      [this.txFirst, batch, readSlotSize],
+      [this.rxFirst, batch, receiveSlotSize],
+      [this.icmpFirst, batch, slotSize],
       [this.cellFirst, SEGMENT_CELLS, SEGMENT_HEADER_CELL],
     ];
     let at = 0;

@@ -9,7 +9,13 @@ import { COUNTER_NAMES, newCounters } from './counters.js';
 import type { ForwarderConfig } from './forwarder.js';
 import type { LaneSetup, LaneStatus, Lanes } from './lane.js';
 import {
-  ACK_FAILED, ACK_NONE, S, STATUS_FIELDS, readStatus, type LaneCommand, type LaneWorkerInit,
+  ACK_FAILED,
+  ACK_NONE,
+  S,
+  STATUS_FIELDS,
+  readStatus,
+  type LaneCommand,
+  type LaneWorkerInit,
 } from './worker-protocol.js';
 
 /** A worker's start-up (a new thread, its modules, slab and ring) and any command, at most. */
@@ -42,11 +48,25 @@ export class WorkerLanes implements Lanes {
         status[S.ack] = ACK_NONE;
         const counters = paddedSharedCounters();
         const { port1, port2 } = new MessageChannel();
-        const init: LaneWorkerInit = { direction, setup, tunFd, udpFd, config, counters, status: status.buffer as SharedArrayBuffer, replies: port2 };
-        const worker = new Worker(new URL('./lane-worker.js', import.meta.url), { workerData: init, transferList: [port2] });
+        const init: LaneWorkerInit = {
+          direction,
+          setup,
+          tunFd,
+          udpFd,
+          config,
+          counters,
+          status: status.buffer as SharedArrayBuffer,
+          replies: port2,
+        };
+        const worker = new Worker(new URL('./lane-worker.js', import.meta.url), {
+          workerData: init,
+          transferList: [port2],
+        });
         // A lane that throws while forwarding is a bug, fatal as it would be on the main thread
         // (the lane has closed itself first: lane-worker.ts).
-        worker.on('error', (err) => { if (!this.closed) throw err; });
+        worker.on('error', (err) => {
+          if (!this.closed) throw err;
+        });
         this.threads.push({ worker, direction, status, replies: port1, counters, failure: null });
       }
       for (const t of this.threads) this.waitFor(t, 0, 'start');
@@ -106,7 +126,8 @@ export class WorkerLanes implements Lanes {
 
   /** Both lanes' counters added up (each counter is written by one direction: counters.ts). */
   counters(): Float64Array {
-    const out = this.merged, [tx, rx] = this.threads;
+    const out = this.merged,
+      [tx, rx] = this.threads;
     for (let i = 0; i < out.length; i++) out[i] = tx!.counters[i]! + rx!.counters[i]!;
     return out;
   }
@@ -132,7 +153,8 @@ export class WorkerLanes implements Lanes {
         throw new Error(`the ${t.direction} datapath worker failed: ${t.failure}`);
       }
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`the ${t.direction} datapath worker did not answer "${what}" within ${REPLY_TIMEOUT_MS} ms`);
+      if (left <= 0)
+        throw new Error(`the ${t.direction} datapath worker did not answer "${what}" within ${REPLY_TIMEOUT_MS} ms`);
       Atomics.wait(t.status, S.ack, ack, left);
     }
   }
@@ -141,7 +163,11 @@ export class WorkerLanes implements Lanes {
 /** A counters array over shared memory, a cache line clear of anything else: the other lane's counters above all. */
 function paddedSharedCounters(): Float64Array {
   const bytes = COUNTER_NAMES.length * Float64Array.BYTES_PER_ELEMENT;
-  return new Float64Array(new SharedArrayBuffer(bytes + 2 * COUNTER_PADDING_BYTES), COUNTER_PADDING_BYTES, COUNTER_NAMES.length);
+  return new Float64Array(
+    new SharedArrayBuffer(bytes + 2 * COUNTER_PADDING_BYTES),
+    COUNTER_PADDING_BYTES,
+    COUNTER_NAMES.length,
+  );
 }
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;

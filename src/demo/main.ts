@@ -65,10 +65,16 @@ function countersTable(c1: AgentCounters, c2: AgentCounters): string {
     for (const name of group.names) rows.push([name, String(c1[name] ?? '-'), String(c2[name] ?? '-')]);
   }
   const drops = (c: AgentCounters): string =>
-    String(Object.entries(c).filter(([k]) => k.startsWith('drop')).reduce((s, [, v]) => s + v, 0));
+    String(
+      Object.entries(c)
+        .filter(([k]) => k.startsWith('drop'))
+        .reduce((s, [, v]) => s + v, 0),
+    );
   rows.push(['drops (all reasons)', drops(c1), drops(c2)]);
   const widths = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => `${r[0].padEnd(widths[0]!)}  ${r[1].padStart(widths[1]!)}  ${r[2].padStart(widths[2]!)}`).join('\n');
+  return rows
+    .map((r) => `${r[0].padEnd(widths[0]!)}  ${r[1].padStart(widths[1]!)}  ${r[2].padStart(widths[2]!)}`)
+    .join('\n');
 }
 
 async function missingTools(tools: readonly string[]): Promise<string[]> {
@@ -102,7 +108,14 @@ function etcdSetup(): RegistrySetup {
       etcd = underlayEtcd(lab);
       await etcd.start();
       out(`   etcd (pid ${etcd.pid}) listens on ${etcd.endpoint} in the underlay namespace ${lab.underlayNs}`);
-      const argv = ['etcdctl', '--endpoints', etcd.endpoint, 'put', configKey(DEFAULT_ETCD_PREFIX), `'${NETWORK_CONFIG}'`];
+      const argv = [
+        'etcdctl',
+        '--endpoints',
+        etcd.endpoint,
+        'put',
+        configKey(DEFAULT_ETCD_PREFIX),
+        `'${NETWORK_CONFIG}'`,
+      ];
       out(`   $ ${argv.join(' ')}`);
       out(indent(await etcd.ctl('put', configKey(DEFAULT_ETCD_PREFIX), NETWORK_CONFIG)));
     },
@@ -148,7 +161,9 @@ async function main(): Promise<void> {
   const setup = choice.registry === 'etcd' ? etcdSetup() : fileSetup();
 
   removeStaleLabNamespaces();
-  heading(`Registry: ${choice.registry === 'etcd' ? 'etcd (v3 API)' : 'embedded file registry (--kv-file)'}, because ${choice.reason}`);
+  heading(
+    `Registry: ${choice.registry === 'etcd' ? 'etcd (v3 API)' : 'embedded file registry (--kv-file)'}, because ${choice.reason}`,
+  );
   let subnetFile = (n: number): string => `subnet-h${n}.env`;
   const started = Date.now();
   const lab = await Lab.create({
@@ -163,22 +178,30 @@ async function main(): Promise<void> {
       // (flannel reuses the subnet recorded there), so host N leases the subnet its pod lives in.
       for (const n of l.hostNumbers()) writeFileSync(subnetFile(n), `FLANNEL_SUBNET=10.244.${n}.1/24\n`);
       heading('Starting one agent per host (no static config: everything comes from the registry)');
-      out(`   host N: flannel-ts ${[...setup.agentFlags(), '--iface', 'eth0', '--subnet-file', join(l.tempDir, 'subnet-hN.env')].join(' ')}`);
+      out(
+        `   host N: flannel-ts ${[...setup.agentFlags(), '--iface', 'eth0', '--subnet-file', join(l.tempDir, 'subnet-hN.env')].join(' ')}`,
+      );
     },
   });
   try {
-    out(`   namespaces: ${lab.underlayNs} (switch), ${lab.hostNs(1)} ${lab.hostNs(2)} (hosts), ${lab.podNs(1)} ${lab.podNs(2)} (pods); up in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    out(
+      `   namespaces: ${lab.underlayNs} (switch), ${lab.hostNs(1)} ${lab.hostNs(2)} (hosts), ${lab.podNs(1)} ${lab.podNs(2)} (pods); up in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+    );
     for (const n of lab.hostNumbers()) {
       const agent = lab.agent(n);
       const lease = agent.lines.find((l) => l['msg'] === 'lease acquired');
       const forwarding = agent.lines.find((l) => l['msg'] === 'forwarding');
-      out(`   host ${n} agent (pid ${agent.pid}): lease ${String(lease?.['subnet'])} for ${String(lease?.['publicIp'])}, expires ${String(lease?.['expiresAt'])}; forwarding since ${String(forwarding?.['time'])}`);
+      out(
+        `   host ${n} agent (pid ${agent.pid}): lease ${String(lease?.['subnet'])} for ${String(lease?.['publicIp'])}, expires ${String(lease?.['expiresAt'])}; forwarding since ${String(forwarding?.['time'])}`,
+      );
     }
     // The agents start together: the one that forwarded first learns the other's lease from its watch.
     for (const n of lab.hostNumbers()) {
       const peer = n === 1 ? 2 : 1;
       const wanted = `${lab.subnet(peer)}=${lab.hostAddr(peer)}`;
-      const line = await lab.agent(n).waitForLine((l) => l['msg'] === 'routes' && (l['routes'] as string[]).includes(wanted), 10_000);
+      const line = await lab
+        .agent(n)
+        .waitForLine((l) => l['msg'] === 'routes' && (l['routes'] as string[]).includes(wanted), 10_000);
       out(`   host ${n} routes (from the registry watch): ${JSON.stringify(line['routes'])}`);
     }
 
@@ -209,11 +232,17 @@ async function main(): Promise<void> {
     heading('Agent counters (SIGUSR1)');
     out(indent(countersTable(await lab.agentCounters(1), await lab.agentCounters(2))));
 
-    const ok = there.transmitted > 0 && there.received === there.transmitted && back.transmitted > 0 &&
-      back.received === back.transmitted && tcp.receivedBitsPerSecond > 0;
-    heading(ok
-      ? `Demo OK: the overlay carries traffic both ways, leases and routes from ${choice.registry === 'etcd' ? 'etcd' : 'the file registry'}.`
-      : 'Demo FAILED: see the figures above.');
+    const ok =
+      there.transmitted > 0 &&
+      there.received === there.transmitted &&
+      back.transmitted > 0 &&
+      back.received === back.transmitted &&
+      tcp.receivedBitsPerSecond > 0;
+    heading(
+      ok
+        ? `Demo OK: the overlay carries traffic both ways, leases and routes from ${choice.registry === 'etcd' ? 'etcd' : 'the file registry'}.`
+        : 'Demo FAILED: see the figures above.',
+    );
     if (!ok) process.exitCode = 1;
   } finally {
     heading('Cleaning up (stopping the agents and the registry, deleting the namespaces and files)');
@@ -223,7 +252,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
-  const message = e instanceof RegistryChoiceError ? e.message : e instanceof Error ? (e.stack ?? e.message) : String(e);
+  const message =
+    e instanceof RegistryChoiceError ? e.message : e instanceof Error ? (e.stack ?? e.message) : String(e);
   process.stderr.write(`demo failed: ${message}\n`);
   process.exitCode = 1;
 });

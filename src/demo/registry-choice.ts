@@ -53,7 +53,10 @@ export function chooseRegistry(
     return { registry: 'etcd', reason: `etcd was requested (${wanted.source})` };
   }
   return installed
-    ? { registry: 'etcd', reason: `the etcd and etcdctl binaries are installed (set ${REGISTRY_ENV}=file to use the embedded file registry instead)` }
+    ? {
+        registry: 'etcd',
+        reason: `the etcd and etcdctl binaries are installed (set ${REGISTRY_ENV}=file to use the embedded file registry instead)`,
+      }
     : {
         registry: 'file',
         reason: `${missing}, so the agents share the embedded file registry (--kv-file) instead`,

@@ -52,7 +52,13 @@ export function foldOnesComplement(sum: number): number {
  * checksumMemory (and words over the same buffer), a range of 64 bytes to SIMD_RANGE_MAX is summed
  * by one WebAssembly SIMD call instead, whatever its alignment (same result).
  */
-export function onesComplementSum(bytes: Uint8Array, words: Uint32Array | null, off: number, len: number, initial = 0): number {
+export function onesComplementSum(
+  bytes: Uint8Array,
+  words: Uint32Array | null,
+  off: number,
+  len: number,
+  initial = 0,
+): number {
   if (words !== null && len >= WORD_PATH_MIN_LEN) {
     if (bytes !== viewBytes || words !== viewWords) loadViews(bytes, words);
     const base = viewBase;
@@ -80,7 +86,13 @@ export function onesComplementSum(bytes: Uint8Array, words: Uint32Array | null, 
  * by one WebAssembly call; otherwise one onesComplementSum per range (same results).
  */
 export function stridedSums(
-  bytes: Uint8Array, words: Uint32Array | null, off: number, stride: number, count: number, len: number, lastLen: number,
+  bytes: Uint8Array,
+  words: Uint32Array | null,
+  off: number,
+  stride: number,
+  count: number,
+  len: number,
+  lastLen: number,
 ): Uint32Array {
   if (words !== null) {
     if (bytes !== viewBytes || words !== viewWords) loadViews(bytes, words);
@@ -159,7 +171,14 @@ function byteSum(bytes: Uint8Array, p: number, end: number): number {
  * Folded 16-bit sum of bytes[p, end) as big-endian words counted from p, through words for the
  * 4-byte-aligned bulk. base: bytes.byteOffset; wordsStart: words.byteOffset (both in the buffer).
  */
-function wordSum(bytes: Uint8Array, words: Uint32Array, p: number, end: number, base: number, wordsStart: number): number {
+function wordSum(
+  bytes: Uint8Array,
+  words: Uint32Array,
+  p: number,
+  end: number,
+  base: number,
+  wordsStart: number,
+): number {
   const oddStart = (base + p) & 1;
   // Head and tail (at most 3 bytes each): big-endian words at EVEN absolute positions.
   let head = 0;
@@ -173,7 +192,9 @@ function wordSum(bytes: Uint8Array, words: Uint32Array, p: number, end: number, 
   // Whole uint32 words added as doubles (exact below 2^53: len below 8 MiB), eight per step into
   // two accumulators: on V8 about 1.5x faster than splitting each word into its 16-bit halves.
   // Folding the 32-bit sum to 16 bits gives the sum of the little-endian halves (2^16 = 1 mod 0xffff).
-  let a = 0, b = 0, i = first;
+  let a = 0,
+    b = 0,
+    i = first;
   for (; i + 7 < stop; i += 8) {
     a += words[i] + words[i + 1] + words[i + 2] + words[i + 3];
     b += words[i + 4] + words[i + 5] + words[i + 6] + words[i + 7];
@@ -195,9 +216,14 @@ function wordSum(bytes: Uint8Array, words: Uint32Array, p: number, end: number, 
  * not inverted.
  */
 export function pseudoHeaderSum(bytes: Uint8Array, ipOff: number, protocol: number, length: number): number {
-  return ((bytes[ipOff + 12] << 8) | bytes[ipOff + 13]) + ((bytes[ipOff + 14] << 8) | bytes[ipOff + 15]) +
-    ((bytes[ipOff + 16] << 8) | bytes[ipOff + 17]) + ((bytes[ipOff + 18] << 8) | bytes[ipOff + 19]) +
-    protocol + length;
+  return (
+    ((bytes[ipOff + 12] << 8) | bytes[ipOff + 13]) +
+    ((bytes[ipOff + 14] << 8) | bytes[ipOff + 15]) +
+    ((bytes[ipOff + 16] << 8) | bytes[ipOff + 17]) +
+    ((bytes[ipOff + 18] << 8) | bytes[ipOff + 19]) +
+    protocol +
+    length
+  );
 }
 
 /** Recomputes and stores the IPv4 header checksum of the header at off (length ihl*4 from its first byte). */
@@ -219,9 +245,22 @@ export function writeIpHeaderChecksum(bytes: Uint8Array, off: number): void {
  * and only all-zero bytes sum to 0 either way. Halves, not whole words: int32 arithmetic only.
  */
 export function ipHeader20ChecksumOkWords(words: Uint32Array, index: number): boolean {
-  const a = words[index], b = words[index + 1], c = words[index + 2], d = words[index + 3], e = words[index + 4];
-  let sum = (a & 0xffff) + (a >>> 16) + (b & 0xffff) + (b >>> 16) + (c & 0xffff) + (c >>> 16) +
-    (d & 0xffff) + (d >>> 16) + (e & 0xffff) + (e >>> 16); // below 2^20: two folds reach 16 bits
+  const a = words[index],
+    b = words[index + 1],
+    c = words[index + 2],
+    d = words[index + 3],
+    e = words[index + 4];
+  let sum =
+    (a & 0xffff) +
+    (a >>> 16) +
+    (b & 0xffff) +
+    (b >>> 16) +
+    (c & 0xffff) +
+    (c >>> 16) +
+    (d & 0xffff) +
+    (d >>> 16) +
+    (e & 0xffff) +
+    (e >>> 16); // below 2^20: two folds reach 16 bits
   sum = (sum & 0xffff) + (sum >>> 16);
   sum = (sum & 0xffff) + (sum >>> 16);
   return sum === 0xffff;

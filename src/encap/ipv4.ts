@@ -82,8 +82,12 @@ export function internetChecksum(b: Uint8Array, off: number, len: number): numbe
  * The offender must be well-formed (isWellFormedIPv4).
  */
 export function writeNetUnreachable(
-  src: Uint8Array, srcOff: number, srcLen: number,
-  dst: Uint8Array, dstOff: number, tunAddress: number,
+  src: Uint8Array,
+  srcOff: number,
+  srcLen: number,
+  dst: Uint8Array,
+  dstOff: number,
+  tunAddress: number,
 ): number {
   const ihl = (src[srcOff] & 0x0f) << 2;
   if (src[srcOff + 9] === IPPROTO_ICMP) return 0;
@@ -93,24 +97,41 @@ export function writeNetUnreachable(
   const total = 20 + 8 + quoted;
   const o = dstOff;
   // IPv4 header
-  dst[o] = 0x45; dst[o + 1] = 0;
-  dst[o + 2] = total >> 8; dst[o + 3] = total & 0xff;
-  dst[o + 4] = 0; dst[o + 5] = 0; dst[o + 6] = 0; dst[o + 7] = 0;
-  dst[o + 8] = 8; dst[o + 9] = IPPROTO_ICMP;
-  dst[o + 10] = 0; dst[o + 11] = 0;
-  dst[o + 12] = tunAddress >>> 24; dst[o + 13] = (tunAddress >>> 16) & 0xff;
-  dst[o + 14] = (tunAddress >>> 8) & 0xff; dst[o + 15] = tunAddress & 0xff;
+  dst[o] = 0x45;
+  dst[o + 1] = 0;
+  dst[o + 2] = total >> 8;
+  dst[o + 3] = total & 0xff;
+  dst[o + 4] = 0;
+  dst[o + 5] = 0;
+  dst[o + 6] = 0;
+  dst[o + 7] = 0;
+  dst[o + 8] = 8;
+  dst[o + 9] = IPPROTO_ICMP;
+  dst[o + 10] = 0;
+  dst[o + 11] = 0;
+  dst[o + 12] = tunAddress >>> 24;
+  dst[o + 13] = (tunAddress >>> 16) & 0xff;
+  dst[o + 14] = (tunAddress >>> 8) & 0xff;
+  dst[o + 15] = tunAddress & 0xff;
   for (let i = 0; i < 4; i++) dst[o + 16 + i] = src[srcOff + 12 + i];
   const ipCheck = internetChecksum(dst, o, 20);
-  dst[o + 10] = ipCheck >> 8; dst[o + 11] = ipCheck & 0xff;
+  dst[o + 10] = ipCheck >> 8;
+  dst[o + 11] = ipCheck & 0xff;
   // ICMP header: type 3, code 0, checksum, 4 unused bytes
   const io = o + 20;
-  dst[io] = 3; dst[io + 1] = 0; dst[io + 2] = 0; dst[io + 3] = 0;
-  dst[io + 4] = 0; dst[io + 5] = 0; dst[io + 6] = 0; dst[io + 7] = 0;
+  dst[io] = 3;
+  dst[io + 1] = 0;
+  dst[io + 2] = 0;
+  dst[io + 3] = 0;
+  dst[io + 4] = 0;
+  dst[io + 5] = 0;
+  dst[io + 6] = 0;
+  dst[io + 7] = 0;
   const have = srcLen < quoted ? srcLen : quoted;
   for (let i = 0; i < have; i++) dst[io + 8 + i] = src[srcOff + i];
   for (let i = have; i < quoted; i++) dst[io + 8 + i] = 0;
   const icmpCheck = internetChecksum(dst, io, 8 + quoted);
-  dst[io + 2] = icmpCheck >> 8; dst[io + 3] = icmpCheck & 0xff;
+  dst[io + 2] = icmpCheck >> 8;
+  dst[io + 3] = icmpCheck & 0xff;
   return total;
 }

@@ -25,8 +25,15 @@ export function ipHeaderFixedSum(bytes: Uint8Array, off: number, ihl: number): n
  * a byte at a time (as it does when the cell is not 4-aligned like it). hdr is a multiple of 4.
  */
 export function writeSegmentIpHeader(
-  bytes: Uint8Array, words: Uint32Array | null, off: number, hdr: number, headerWord: number, c: number,
-  ipFixedSum: number, total: number, id: number,
+  bytes: Uint8Array,
+  words: Uint32Array | null,
+  off: number,
+  hdr: number,
+  headerWord: number,
+  c: number,
+  ipFixedSum: number,
+  total: number,
+  id: number,
 ): void {
   const cellWord = headerWord < 0 ? -1 : alignedWordIndex(bytes, words, c, hdr);
   if (cellWord >= 0) {

@@ -11,14 +11,35 @@
 // Hot path: byte arithmetic on the slab, no allocation, no closures.
 
 import {
-  alignedWordIndex, foldOnesComplement, ipHeader20ChecksumOkWords, ipHeaderChecksumOk, pseudoHeaderSum, STRIDED_SUMS_CAPACITY,
-  stridedSums, writeIpHeaderChecksum,
+  alignedWordIndex,
+  foldOnesComplement,
+  ipHeader20ChecksumOkWords,
+  ipHeaderChecksumOk,
+  pseudoHeaderSum,
+  STRIDED_SUMS_CAPACITY,
+  stridedSums,
+  writeIpHeaderChecksum,
 } from './checksum.js';
 import { isFragment, udpPayloadOffset } from './ipv4.js';
 import {
-  IPPROTO_TCP, IPPROTO_UDP, TCP_CHECK_OFFSET, TCP_FLAG_ACK, TCP_FLAG_PSH, UDP_CHECK_OFFSET, UDP_HEADER_LEN, UDP_LENGTH_OFFSET,
-  VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_UDP_L4,
-  VNET_CSUM_OFFSET, VNET_CSUM_START, VNET_FLAGS, VNET_GSO_SIZE, VNET_GSO_TYPE, VNET_HDR_LEN_FIELD, VNET_HDR_SLOT,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  TCP_CHECK_OFFSET,
+  TCP_FLAG_ACK,
+  TCP_FLAG_PSH,
+  UDP_CHECK_OFFSET,
+  UDP_HEADER_LEN,
+  UDP_LENGTH_OFFSET,
+  VIRTIO_NET_HDR_F_NEEDS_CSUM,
+  VIRTIO_NET_HDR_GSO_TCPV4,
+  VIRTIO_NET_HDR_GSO_UDP_L4,
+  VNET_CSUM_OFFSET,
+  VNET_CSUM_START,
+  VNET_FLAGS,
+  VNET_GSO_SIZE,
+  VNET_GSO_TYPE,
+  VNET_HDR_LEN_FIELD,
+  VNET_HDR_SLOT,
 } from './wire.js';
 
 // Re-exported for the slab, the fake I/O and tests, which import them from here.
@@ -69,8 +90,15 @@ const UDP_HDR_END = 20 + UDP_HEADER_LEN;
  * shorter than the leader's.
  */
 export function planCoalescing(
-  bytes: Uint8Array, slotOffsets: Uint32Array, lens: Int32Array, offs: Uint16Array, vnetHdrs: Uint8Array,
-  list: Uint16Array, count: number, groupLens: Uint16Array, maxBytes = 65535,
+  bytes: Uint8Array,
+  slotOffsets: Uint32Array,
+  lens: Int32Array,
+  offs: Uint16Array,
+  vnetHdrs: Uint8Array,
+  list: Uint16Array,
+  count: number,
+  groupLens: Uint16Array,
+  maxBytes = 65535,
   /**
    * Optional: a Uint32Array view of the same buffer as bytes (the slab's `words`; see
    * onesComplementSum in checksum.ts). With it, L4 checksums are summed 32 bits at a time
@@ -115,10 +143,17 @@ export function planCoalescing(
         const seq = seqAt(bytes, off);
         const word = leaderWord >= 0 ? alignedWordIndex(bytes, w, off, hdr) : -1;
         if (
-          hdr === leaderHdr && !prevPsh && prevPayload === leaderPayload && k < MAX_GROUP_PACKETS &&
-          payload > 0 && payload <= leaderPayload && total + payload <= maxBytes &&
-          seq === ((prevSeq + prevPayload) >>> 0) &&
-          (word >= 0 ? canJoinTcpWords(bytes, w!, off, word, leaderWord, hdr, k) : canJoinTcp(bytes, off, leaderOff, hdr, k)) &&
+          hdr === leaderHdr &&
+          !prevPsh &&
+          prevPayload === leaderPayload &&
+          k < MAX_GROUP_PACKETS &&
+          payload > 0 &&
+          payload <= leaderPayload &&
+          total + payload <= maxBytes &&
+          seq === (prevSeq + prevPayload) >>> 0 &&
+          (word >= 0
+            ? canJoinTcpWords(bytes, w!, off, word, leaderWord, hdr, k)
+            : canJoinTcp(bytes, off, leaderOff, hdr, k)) &&
           tcpChecksumOk(bytes, off, len, l4SumAt(bytes, w, slotOffsets, lens, list, count, i))
         ) {
           groupLens[i] = 0;
@@ -134,13 +169,17 @@ export function planCoalescing(
       } else {
         const payload = udpPayloadLength(bytes, off, len);
         if (
-          payload > 0 && prevPayload === leaderPayload && k < MAX_GROUP_PACKETS &&
-          payload <= leaderPayload && total + payload <= maxBytes
+          payload > 0 &&
+          prevPayload === leaderPayload &&
+          k < MAX_GROUP_PACKETS &&
+          payload <= leaderPayload &&
+          total + payload <= maxBytes
         ) {
           const word = leaderWord >= 0 ? alignedWordIndex(bytes, w, off, UDP_HDR_END) : -1;
           if (
             (word >= 0 ? canJoinUdpWords(w!, word, leaderWord, k) : canJoinUdp(bytes, off, leaderOff, k)) &&
-            udpChecksumPresent(bytes, off) && udpChecksumOk(bytes, off, len, l4SumAt(bytes, w, slotOffsets, lens, list, count, i))
+            udpChecksumPresent(bytes, off) &&
+            udpChecksumOk(bytes, off, len, l4SumAt(bytes, w, slotOffsets, lens, list, count, i))
           ) {
             groupLens[i] = 0;
             offs[slot] = UDP_HDR_END;
@@ -152,7 +191,17 @@ export function planCoalescing(
         }
       }
       if (k >= 2) {
-        sealGroup(bytes, proto, leaderOff, leaderHdr, leaderPayload, total, anyPsh, vnetHdrs, list[leaderPos] * VNET_HDR_SLOT);
+        sealGroup(
+          bytes,
+          proto,
+          leaderOff,
+          leaderHdr,
+          leaderPayload,
+          total,
+          anyPsh,
+          vnetHdrs,
+          list[leaderPos] * VNET_HDR_SLOT,
+        );
         forgetSumsOver(leaderOff, leaderOff + leaderHdr, i);
         groupLens[leaderPos] = k;
         groups++;
@@ -165,8 +214,11 @@ export function planCoalescing(
       const hdr = tcpHeaderEnd(bytes, off, len);
       if (hdr === 0 || len <= hdr) continue;
       const word = alignedWordIndex(bytes, w, off, hdr);
-      if (!((word >= 0 ? canLeadTcpWords(bytes, w!, off, word) : canLeadTcp(bytes, off)) &&
-        tcpChecksumOk(bytes, off, len, l4SumAt(bytes, w, slotOffsets, lens, list, count, i)))) continue;
+      if (!(
+        (word >= 0 ? canLeadTcpWords(bytes, w!, off, word) : canLeadTcp(bytes, off)) &&
+        tcpChecksumOk(bytes, off, len, l4SumAt(bytes, w, slotOffsets, lens, list, count, i))
+      ))
+        continue;
       proto = IPPROTO_TCP;
       leaderWord = word;
       leaderHdr = hdr;
@@ -176,8 +228,12 @@ export function planCoalescing(
     } else {
       if (udpPayloadLength(bytes, off, len) === 0) continue;
       const word = alignedWordIndex(bytes, w, off, UDP_HDR_END);
-      if (!((word >= 0 ? ipHeader20ChecksumOkWords(w!, word) : ipHeaderChecksumOk(bytes, off)) &&
-        udpChecksumPresent(bytes, off) && udpChecksumOk(bytes, off, len, l4SumAt(bytes, w, slotOffsets, lens, list, count, i)))) continue;
+      if (!(
+        (word >= 0 ? ipHeader20ChecksumOkWords(w!, word) : ipHeaderChecksumOk(bytes, off)) &&
+        udpChecksumPresent(bytes, off) &&
+        udpChecksumOk(bytes, off, len, l4SumAt(bytes, w, slotOffsets, lens, list, count, i))
+      ))
+        continue;
       proto = IPPROTO_UDP;
       leaderWord = word;
       leaderHdr = UDP_HDR_END;
@@ -191,7 +247,17 @@ export function planCoalescing(
     prevPayload = leaderPayload;
   }
   if (leaderPos >= 0 && k >= 2) {
-    sealGroup(bytes, proto, leaderOff, leaderHdr, leaderPayload, total, anyPsh, vnetHdrs, list[leaderPos] * VNET_HDR_SLOT);
+    sealGroup(
+      bytes,
+      proto,
+      leaderOff,
+      leaderHdr,
+      leaderPayload,
+      total,
+      anyPsh,
+      vnetHdrs,
+      list[leaderPos] * VNET_HDR_SLOT,
+    );
     groupLens[leaderPos] = k;
     groups++;
   }
@@ -230,16 +296,19 @@ function canLeadTcpWords(b: Uint8Array, w: Uint32Array, off: number, word: numbe
  * header checksum, and, without DF, IP id = leader's id + k (segmentation numbers them so).
  */
 function canJoinTcp(b: Uint8Array, off: number, leaderOff: number, hdr: number, k: number): boolean {
-  const t = off + 20, lt = leaderOff + 20;
+  const t = off + 20,
+    lt = leaderOff + 20;
   // Flags: exactly ACK, PSH allowed.
   if ((b[t + 13] & ~TCP_FLAG_PSH) !== TCP_FLAG_ACK) return false;
   // IP: TOS, flags byte (DF; MF and offset are already 0), TTL, protocol, src and dst.
-  if (b[off + 1] !== b[leaderOff + 1] || b[off + 6] !== b[leaderOff + 6] || b[off + 8] !== b[leaderOff + 8]) return false;
+  if (b[off + 1] !== b[leaderOff + 1] || b[off + 6] !== b[leaderOff + 6] || b[off + 8] !== b[leaderOff + 8])
+    return false;
   for (let j = 12; j < 20; j++) if (b[off + j] !== b[leaderOff + j]) return false;
   // TCP: ports (0..3), ack (8..11), data offset/reserved (12), window (14..15), urgent pointer (18..19).
   for (let j = 0; j < 4; j++) if (b[t + j] !== b[lt + j]) return false;
   for (let j = 8; j < 13; j++) if (b[t + j] !== b[lt + j]) return false;
-  if (b[t + 14] !== b[lt + 14] || b[t + 15] !== b[lt + 15] || b[t + 18] !== b[lt + 18] || b[t + 19] !== b[lt + 19]) return false;
+  if (b[t + 14] !== b[lt + 14] || b[t + 15] !== b[lt + 15] || b[t + 18] !== b[lt + 18] || b[t + 19] !== b[lt + 19])
+    return false;
   // TCP options, byte for byte.
   for (let j = 40; j < hdr; j++) if (b[off + j] !== b[leaderOff + j]) return false;
   if ((b[off + 6] & 0x40) === 0) {
@@ -269,24 +338,37 @@ const JOIN_MASK_URGENT = 0xffff0000;
  * a word at a time under masks, the same result.
  */
 function canJoinTcpWords(
-  b: Uint8Array, w: Uint32Array, off: number, word: number, leaderWord: number, hdr: number, k: number,
+  b: Uint8Array,
+  w: Uint32Array,
+  off: number,
+  word: number,
+  leaderWord: number,
+  hdr: number,
+  k: number,
 ): boolean {
   // Flags: exactly ACK, PSH allowed.
   if ((b[off + 33] & ~TCP_FLAG_PSH) !== TCP_FLAG_ACK) return false;
   // IP: TOS, flags byte, TTL, src and dst (words 3, 4); TCP: ports (word 5), ack (7), data
   // offset/reserved and window (8), urgent pointer (9). One test over the XORed words: int32
   // operations only, no branch per field.
-  const ipWord1 = w[word + 1], leaderIpWord1 = w[leaderWord + 1];
+  const ipWord1 = w[word + 1],
+    leaderIpWord1 = w[leaderWord + 1];
   const differ =
-    ((w[word] ^ w[leaderWord]) & JOIN_MASK_TOS) | ((ipWord1 ^ leaderIpWord1) & JOIN_MASK_IP_FLAGS) |
-    ((w[word + 2] ^ w[leaderWord + 2]) & JOIN_MASK_TTL) | (w[word + 3] ^ w[leaderWord + 3]) | (w[word + 4] ^ w[leaderWord + 4]) |
-    (w[word + 5] ^ w[leaderWord + 5]) | (w[word + 7] ^ w[leaderWord + 7]) |
-    ((w[word + 8] ^ w[leaderWord + 8]) & JOIN_MASK_DOFF_WINDOW) | ((w[word + 9] ^ w[leaderWord + 9]) & JOIN_MASK_URGENT);
+    ((w[word] ^ w[leaderWord]) & JOIN_MASK_TOS) |
+    ((ipWord1 ^ leaderIpWord1) & JOIN_MASK_IP_FLAGS) |
+    ((w[word + 2] ^ w[leaderWord + 2]) & JOIN_MASK_TTL) |
+    (w[word + 3] ^ w[leaderWord + 3]) |
+    (w[word + 4] ^ w[leaderWord + 4]) |
+    (w[word + 5] ^ w[leaderWord + 5]) |
+    (w[word + 7] ^ w[leaderWord + 7]) |
+    ((w[word + 8] ^ w[leaderWord + 8]) & JOIN_MASK_DOFF_WINDOW) |
+    ((w[word + 9] ^ w[leaderWord + 9]) & JOIN_MASK_URGENT);
   if (differ !== 0) return false;
   // TCP options, word for word (hdr is a multiple of 4).
   const end = word + (hdr >>> 2);
   for (let j = word + 10, l = leaderWord + 10; j < end; j++, l++) if ((w[j] ^ w[l]) !== 0) return false;
-  if ((ipWord1 & 0x400000) === 0) { // DF (bit 6 of byte 6) clear
+  if ((ipWord1 & 0x400000) === 0) {
+    // DF (bit 6 of byte 6) clear
     // The id is bytes 4..5, big-endian: the low 16 bits of the word, byte-swapped.
     const id = ((ipWord1 & 0xff) << 8) | ((ipWord1 >>> 8) & 0xff);
     const leaderId = ((leaderIpWord1 & 0xff) << 8) | ((leaderIpWord1 >>> 8) & 0xff);
@@ -346,7 +428,13 @@ function forgetSumsOver(from: number, to: number, i: number): void {
  * position whose sum is cached, forgetSumsOver drops the stretch, so that position is summed anew.
  */
 function l4SumAt(
-  b: Uint8Array, w: Uint32Array | null, slotOffsets: Uint32Array, lens: Int32Array, list: Uint16Array, count: number, i: number,
+  b: Uint8Array,
+  w: Uint32Array | null,
+  slotOffsets: Uint32Array,
+  lens: Int32Array,
+  list: Uint16Array,
+  count: number,
+  i: number,
 ): number {
   if (i >= runSumsFrom && i < runSumsTo) return runSums[i - runSumsFrom];
   const off = slotOffsets[list[i]];
@@ -399,7 +487,8 @@ function udpPayloadLength(b: Uint8Array, off: number, len: number): number {
  * are numbered so, DF or not), and the IP header checksum is valid.
  */
 function canJoinUdp(b: Uint8Array, off: number, leaderOff: number, k: number): boolean {
-  if (b[off + 1] !== b[leaderOff + 1] || b[off + 6] !== b[leaderOff + 6] || b[off + 8] !== b[leaderOff + 8]) return false;
+  if (b[off + 1] !== b[leaderOff + 1] || b[off + 6] !== b[leaderOff + 6] || b[off + 8] !== b[leaderOff + 8])
+    return false;
   // src, dst (12..19) and UDP ports (20..23).
   for (let j = 12; j < 24; j++) if (b[off + j] !== b[leaderOff + j]) return false;
   const id = (b[off + 4] << 8) | b[off + 5];
@@ -410,10 +499,14 @@ function canJoinUdp(b: Uint8Array, off: number, leaderOff: number, k: number): b
 
 /** canJoinUdp for headers at words[word ..] and words[leaderWord ..] (alignedWordIndex over 28 bytes). */
 function canJoinUdpWords(w: Uint32Array, word: number, leaderWord: number, k: number): boolean {
-  const ipWord1 = w[word + 1], leaderIpWord1 = w[leaderWord + 1];
+  const ipWord1 = w[word + 1],
+    leaderIpWord1 = w[leaderWord + 1];
   const differ =
-    ((w[word] ^ w[leaderWord]) & JOIN_MASK_TOS) | ((ipWord1 ^ leaderIpWord1) & JOIN_MASK_IP_FLAGS) |
-    ((w[word + 2] ^ w[leaderWord + 2]) & JOIN_MASK_TTL) | (w[word + 3] ^ w[leaderWord + 3]) | (w[word + 4] ^ w[leaderWord + 4]) |
+    ((w[word] ^ w[leaderWord]) & JOIN_MASK_TOS) |
+    ((ipWord1 ^ leaderIpWord1) & JOIN_MASK_IP_FLAGS) |
+    ((w[word + 2] ^ w[leaderWord + 2]) & JOIN_MASK_TTL) |
+    (w[word + 3] ^ w[leaderWord + 3]) |
+    (w[word + 4] ^ w[leaderWord + 4]) |
     (w[word + 5] ^ w[leaderWord + 5]);
   if (differ !== 0) return false;
   // The id is bytes 4..5, big-endian: the low 16 bits of the word, byte-swapped.
@@ -446,8 +539,15 @@ function udpChecksumOk(b: Uint8Array, off: number, len: number, l4Sum: number): 
  * virtio_net_hdr. psh: TCP only, set PSH on the leader.
  */
 function sealGroup(
-  b: Uint8Array, proto: number, off: number, hdr: number, gsoSize: number, total: number, psh: boolean,
-  vnet: Uint8Array, vo: number,
+  b: Uint8Array,
+  proto: number,
+  off: number,
+  hdr: number,
+  gsoSize: number,
+  total: number,
+  psh: boolean,
+  vnet: Uint8Array,
+  vo: number,
 ): void {
   // IP total length and header checksum (ihl is 5).
   b[off + 2] = total >> 8;

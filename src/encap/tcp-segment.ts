@@ -10,10 +10,21 @@
 // Hot path: byte arithmetic on the slab, no allocation, no closures.
 
 import {
-  alignedWordIndex, foldOnesComplement, onesComplementSum, pseudoHeaderSum, STRIDED_SUMS_CAPACITY, stridedSums,
+  alignedWordIndex,
+  foldOnesComplement,
+  onesComplementSum,
+  pseudoHeaderSum,
+  STRIDED_SUMS_CAPACITY,
+  stridedSums,
 } from './checksum.js';
 import {
-  IPPROTO_TCP, IPPROTO_UDP, TCP_CHECK_OFFSET, TCP_FLAG_CWR, TCP_FLAG_FIN, TCP_FLAG_PSH, UDP_CHECK_OFFSET,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  TCP_CHECK_OFFSET,
+  TCP_FLAG_CWR,
+  TCP_FLAG_FIN,
+  TCP_FLAG_PSH,
+  UDP_CHECK_OFFSET,
 } from './wire.js';
 import { ipHeaderFixedSum, writeSegmentIpHeader } from './segment-header.js';
 import { isFragment } from './ipv4.js';
@@ -32,7 +43,12 @@ export const SEGMENT_HEADER_CELL = 128;
  * length, or csumStart + csumOffset + 2 > len. words: as for onesComplementSum (or null).
  */
 export function completeChecksum(
-  bytes: Uint8Array, words: Uint32Array | null, off: number, len: number, csumStart: number, csumOffset: number,
+  bytes: Uint8Array,
+  words: Uint32Array | null,
+  off: number,
+  len: number,
+  csumStart: number,
+  csumOffset: number,
 ): boolean {
   const ihl = (bytes[off] & 15) << 2;
   if (csumStart < ihl || csumOffset < 0 || csumStart + csumOffset + 2 > len) return false;
@@ -79,7 +95,13 @@ function segmentPayloadSize(hdr: number, gsoSize: number, maxSegmentBytes: numbe
  * seg < 1 (gsoSize < 1, or maxSegmentBytes leaves no room for a payload byte after the header;
  * with maxSegmentBytes = 65535 only the packet and gsoSize decide). Reads the headers only; no allocation.
  */
-export function tcpSegmentCount(bytes: Uint8Array, off: number, len: number, gsoSize: number, maxSegmentBytes: number): number {
+export function tcpSegmentCount(
+  bytes: Uint8Array,
+  off: number,
+  len: number,
+  gsoSize: number,
+  maxSegmentBytes: number,
+): number {
   const hdr = segmentableHeaderLength(bytes, off, len);
   if (hdr === 0) return 0;
   const seg = segmentPayloadSize(hdr, gsoSize, maxSegmentBytes);
@@ -119,10 +141,19 @@ export function tcpSegmentCount(bytes: Uint8Array, off: number, len: number, gso
  * STRIDED_SUMS_CAPACITY segments; same bytes either way).
  */
 export function segmentTcpSuperPacket(
-  bytes: Uint8Array, words: Uint32Array | null, off: number, len: number, gsoSize: number,
-  maxSegmentBytes: number, firstSegment: number,
-  slotOffsets: Uint32Array, firstCell: number, maxCells: number,
-  lens: Int32Array, extOffs: Uint32Array, extLens: Uint16Array,
+  bytes: Uint8Array,
+  words: Uint32Array | null,
+  off: number,
+  len: number,
+  gsoSize: number,
+  maxSegmentBytes: number,
+  firstSegment: number,
+  slotOffsets: Uint32Array,
+  firstCell: number,
+  maxCells: number,
+  lens: Int32Array,
+  extOffs: Uint32Array,
+  extLens: Uint16Array,
 ): number {
   const hdr = segmentableHeaderLength(bytes, off, len);
   if (hdr === 0) return 0;
@@ -130,7 +161,8 @@ export function segmentTcpSuperPacket(
   const payload = len - hdr;
   if (seg === 0 || payload <= 0) return 0;
   const segments = Math.ceil(payload / seg);
-  if (!(firstSegment >= 0 && firstSegment < segments) || (firstSegment | 0) !== firstSegment || !(maxCells >= 1)) return 0;
+  if (!(firstSegment >= 0 && firstSegment < segments) || (firstSegment | 0) !== firstSegment || !(maxCells >= 1))
+    return 0;
   const end = Math.min(segments, firstSegment + maxCells);
 
   const ihl = (bytes[off] & 15) << 2;
@@ -142,8 +174,12 @@ export function segmentTcpSuperPacket(
   // The TCP header's sum is the same for every segment but for seq, flags and the check field:
   // sum the fixed words once (check counted as 0), then add each segment's seq and flags.
   // Ports (0..3), ack (8..11), window (14..15), urgent pointer and options (18..thl).
-  const fixedTcpSum = onesComplementSum(bytes, null, t, 4) + onesComplementSum(bytes, null, t + 8, 4) +
-    ((bytes[t + 14] << 8) | bytes[t + 15]) + onesComplementSum(bytes, null, t + 18, thl - 18) + (bytes[t + 12] << 8);
+  const fixedTcpSum =
+    onesComplementSum(bytes, null, t, 4) +
+    onesComplementSum(bytes, null, t + 8, 4) +
+    ((bytes[t + 14] << 8) | bytes[t + 15]) +
+    onesComplementSum(bytes, null, t + 18, thl - 18) +
+    (bytes[t + 12] << 8);
   // The pseudo-header without the length, which varies.
   const pseudo = pseudoHeaderSum(bytes, off, IPPROTO_TCP, 0);
   // The IP header's sum but for what each segment sets (segment-header.ts).

@@ -12,7 +12,13 @@
 // to answer as for any oversized packet.
 // Hot path: byte arithmetic on the slab, no allocation, no closures.
 
-import { alignedWordIndex, foldOnesComplement, pseudoHeaderSum, STRIDED_SUMS_CAPACITY, stridedSums } from './checksum.js';
+import {
+  alignedWordIndex,
+  foldOnesComplement,
+  pseudoHeaderSum,
+  STRIDED_SUMS_CAPACITY,
+  stridedSums,
+} from './checksum.js';
 import { SEGMENT_HEADER_CELL } from './tcp-segment.js';
 import { udpPayloadOffset } from './ipv4.js';
 import { IPPROTO_UDP, UDP_CHECK_OFFSET, UDP_HEADER_LEN, UDP_LENGTH_OFFSET } from './wire.js';
@@ -46,7 +52,13 @@ function segmentableHeaderLength(bytes: Uint8Array, off: number, len: number): n
  * holds is a well-formed datagram, which is what such a sender meant. Reads the headers only; no
  * allocation. gsoSize is an integer.
  */
-export function udpSegmentCount(bytes: Uint8Array, off: number, len: number, gsoSize: number, maxSegmentBytes: number): number {
+export function udpSegmentCount(
+  bytes: Uint8Array,
+  off: number,
+  len: number,
+  gsoSize: number,
+  maxSegmentBytes: number,
+): number {
   const hdr = segmentableHeaderLength(bytes, off, len);
   if (hdr === 0 || !(gsoSize >= 1)) return 0;
   const payload = len - hdr;
@@ -86,14 +98,24 @@ export function udpSegmentCount(bytes: Uint8Array, off: number, len: number, gso
  * STRIDED_SUMS_CAPACITY datagrams; same bytes either way).
  */
 export function segmentUdpSuperPacket(
-  bytes: Uint8Array, words: Uint32Array | null, off: number, len: number, gsoSize: number,
-  maxSegmentBytes: number, firstSegment: number,
-  slotOffsets: Uint32Array, firstCell: number, maxCells: number,
-  lens: Int32Array, extOffs: Uint32Array, extLens: Uint16Array,
+  bytes: Uint8Array,
+  words: Uint32Array | null,
+  off: number,
+  len: number,
+  gsoSize: number,
+  maxSegmentBytes: number,
+  firstSegment: number,
+  slotOffsets: Uint32Array,
+  firstCell: number,
+  maxCells: number,
+  lens: Int32Array,
+  extOffs: Uint32Array,
+  extLens: Uint16Array,
 ): number {
   const segments = udpSegmentCount(bytes, off, len, gsoSize, maxSegmentBytes);
   if (segments === 0) return 0;
-  if (!(firstSegment >= 0 && firstSegment < segments) || (firstSegment | 0) !== firstSegment || !(maxCells >= 1)) return 0;
+  if (!(firstSegment >= 0 && firstSegment < segments) || (firstSegment | 0) !== firstSegment || !(maxCells >= 1))
+    return 0;
   const end = Math.min(segments, firstSegment + maxCells);
 
   const ihl = (bytes[off] & 15) << 2;
@@ -103,8 +125,10 @@ export function segmentUdpSuperPacket(
   const id0 = (bytes[off + 4] << 8) | bytes[off + 5];
   // Each datagram's UDP checksum sums the pseudo-header (its length varies), the ports, the UDP
   // length field (the same value as the pseudo-header's length: counted twice) and the payload.
-  const fixedUdpSum = pseudoHeaderSum(bytes, off, IPPROTO_UDP, 0) +
-    ((bytes[u] << 8) | bytes[u + 1]) + ((bytes[u + 2] << 8) | bytes[u + 3]);
+  const fixedUdpSum =
+    pseudoHeaderSum(bytes, off, IPPROTO_UDP, 0) +
+    ((bytes[u] << 8) | bytes[u + 1]) +
+    ((bytes[u + 2] << 8) | bytes[u + 3]);
   // The IP header's sum but for what each segment sets (segment-header.ts).
   const ipFixedSum = ipHeaderFixedSum(bytes, off, ihl);
   // The header is copied a 32-bit word at a time into every cell that is 4-aligned like the
@@ -123,7 +147,15 @@ export function segmentUdpSuperPacket(
     if (k === sumsEnd) {
       const batch = Math.min(STRIDED_SUMS_CAPACITY, end - k);
       const batchLast = k + batch - 1;
-      payloadSums = stridedSums(bytes, words, off + hdr + k * gsoSize, gsoSize, batch, gsoSize, batchLast === lastIndex ? lastLen : gsoSize);
+      payloadSums = stridedSums(
+        bytes,
+        words,
+        off + hdr + k * gsoSize,
+        gsoSize,
+        batch,
+        gsoSize,
+        batchLast === lastIndex ? lastLen : gsoSize,
+      );
       sumsFirst = k;
       sumsEnd = k + batch;
     }
@@ -139,7 +171,7 @@ export function segmentUdpSuperPacket(
     bytes[cu + UDP_LENGTH_OFFSET] = udpLen >> 8;
     bytes[cu + UDP_LENGTH_OFFSET + 1] = udpLen & 0xff;
     const sum = foldOnesComplement(fixedUdpSum + 2 * udpLen + payloadSums[k - sumsFirst]);
-    const check = (~sum & 0xffff) || 0xffff;
+    const check = ~sum & 0xffff || 0xffff;
     bytes[cu + UDP_CHECK_OFFSET] = check >> 8;
     bytes[cu + UDP_CHECK_OFFSET + 1] = check & 0xff;
 

@@ -4,7 +4,15 @@
 // (or whose lease has no TTL left) reports expiresAt null.
 
 import type { KeyValue, KvStore, ListedKey, ListOptions, Listing, Watch, WatchHandlers } from '../subnet/kv.js';
-import { decodeBytes, encodeBytes, int64Number, leaseIdOf, prefixRange, type WireHeader, type WireKeyValue } from './codec.js';
+import {
+  decodeBytes,
+  encodeBytes,
+  int64Number,
+  leaseIdOf,
+  prefixRange,
+  type WireHeader,
+  type WireKeyValue,
+} from './codec.js';
 import { EtcdClosedError } from './errors.js';
 import { resolveOptions, type EtcdClientOptions } from './options.js';
 import { EtcdTransport, UNARY_MAX_SOCKETS } from './transport.js';
@@ -49,7 +57,9 @@ export class EtcdKvStore implements KvStore {
     const wire = reply.kvs ?? [];
     if (options?.expiries === false) return { kvs: wire.map(toListedKey), revision };
     const cache: ExpiryCache = new Map();
-    const expiries = await mapBounded(wire, EXPIRY_LOOKUP_CONCURRENCY, (kv) => this.leaseExpiry(leaseIdOf(kv.lease), cache));
+    const expiries = await mapBounded(wire, EXPIRY_LOOKUP_CONCURRENCY, (kv) =>
+      this.leaseExpiry(leaseIdOf(kv.lease), cache),
+    );
     return { kvs: wire.map((kv, i) => ({ ...toListedKey(kv), expiresAt: expiries[i]! })), revision };
   }
 
@@ -131,7 +141,11 @@ export class EtcdKvStore implements KvStore {
       throw new RangeError(`etcd: ttlSeconds must be an integer >= 0 (got ${ttlSeconds})`);
     }
     if (ttlSeconds === 0) return NO_LEASE;
-    const reply = await this.transport.call<{ ID?: string }>('/v3/lease/grant', { TTL: String(ttlSeconds) }, { retrySafe: true });
+    const reply = await this.transport.call<{ ID?: string }>(
+      '/v3/lease/grant',
+      { TTL: String(ttlSeconds) },
+      { retrySafe: true },
+    );
     const lease = leaseIdOf(reply.ID);
     if (lease === NO_LEASE) throw new Error('etcd /v3/lease/grant: reply carries no lease ID');
     return lease;

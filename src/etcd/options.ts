@@ -53,7 +53,9 @@ export function parseEndpoints(spec: string | readonly string[]): Endpoint[] {
     try {
       url = new URL(text);
     } catch {
-      throw new Error(`etcd: bad endpoint ${JSON.stringify(text)}: not a URL (expected http://host:port or https://host:port)`);
+      throw new Error(
+        `etcd: bad endpoint ${JSON.stringify(text)}: not a URL (expected http://host:port or https://host:port)`,
+      );
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
       throw new Error(`etcd: bad endpoint ${JSON.stringify(text)}: scheme must be http or https`);
@@ -67,7 +69,7 @@ function readPem(file: string, role: string): Buffer {
   try {
     return readFileSync(file);
   } catch (err) {
-    throw new Error(`etcd: cannot read ${role} ${file}: ${(err as Error).message}`);
+    throw new Error(`etcd: cannot read ${role} ${file}: ${(err as Error).message}`, { cause: err });
   }
 }
 
@@ -83,7 +85,9 @@ export function loadTlsMaterial(caFile?: string, certFile?: string, keyFile?: st
   const hasCert = certFile !== undefined && certFile !== '';
   const hasKey = keyFile !== undefined && keyFile !== '';
   if (hasCert !== hasKey) {
-    throw new Error(`etcd: a client certificate needs both certFile and keyFile (got only ${hasCert ? `certFile ${certFile}` : `keyFile ${keyFile}`})`);
+    throw new Error(
+      `etcd: a client certificate needs both certFile and keyFile (got only ${hasCert ? `certFile ${certFile}` : `keyFile ${keyFile}`})`,
+    );
   }
   const material: { ca?: Buffer; cert?: Buffer; key?: Buffer } = {};
   if (caFile !== undefined && caFile !== '') {
@@ -91,7 +95,7 @@ export function loadTlsMaterial(caFile?: string, certFile?: string, keyFile?: st
     try {
       new X509Certificate(ca);
     } catch (err) {
-      throw new Error(`etcd: CA file ${caFile} is not a PEM certificate: ${(err as Error).message}`);
+      throw new Error(`etcd: CA file ${caFile} is not a PEM certificate: ${(err as Error).message}`, { cause: err });
     }
     material.ca = ca;
   }
@@ -101,17 +105,22 @@ export function loadTlsMaterial(caFile?: string, certFile?: string, keyFile?: st
     try {
       new X509Certificate(cert);
     } catch (err) {
-      throw new Error(`etcd: certificate file ${certFile} is not a PEM certificate: ${(err as Error).message}`);
+      throw new Error(`etcd: certificate file ${certFile} is not a PEM certificate: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     try {
       createPrivateKey(key);
     } catch (err) {
-      throw new Error(`etcd: key file ${keyFile} is not a PEM private key: ${(err as Error).message}`);
+      throw new Error(`etcd: key file ${keyFile} is not a PEM private key: ${(err as Error).message}`, { cause: err });
     }
     try {
       createSecureContext({ cert, key });
     } catch (err) {
-      throw new Error(`etcd: key file ${keyFile} does not match certificate file ${certFile}: ${(err as Error).message}`);
+      throw new Error(
+        `etcd: key file ${keyFile} does not match certificate file ${certFile}: ${(err as Error).message}`,
+        { cause: err },
+      );
     }
     material.cert = cert;
     material.key = key;

@@ -12,12 +12,7 @@ import https from 'node:https';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 
-import {
-  EtcdClosedError,
-  EtcdResponseError,
-  EtcdUnavailableError,
-  GRPC_UNAVAILABLE,
-} from './errors.js';
+import { EtcdClosedError, EtcdResponseError, EtcdUnavailableError, GRPC_UNAVAILABLE } from './errors.js';
 import type { Endpoint, ResolvedOptions } from './options.js';
 
 export interface CallOptions {
@@ -185,13 +180,17 @@ export class EtcdTransport {
           continue;
         }
         if (err instanceof BrokenExchangeError) {
-          throw new Error(`etcd ${path} at ${endpoint.label}: ${err.message} (the request may or may not have been applied)`);
+          throw new Error(
+            `etcd ${path} at ${endpoint.label}: ${err.message} (the request may or may not have been applied)`,
+            { cause: err },
+          );
         }
         throw err;
       }
       const error = replyError(endpoint, path, reply);
       if (error !== null) {
-        const moveOn = error.grpcCode === GRPC_UNAVAILABLE && (opts.retrySafe || NO_LEADER_MESSAGES.test(error.etcdMessage));
+        const moveOn =
+          error.grpcCode === GRPC_UNAVAILABLE && (opts.retrySafe || NO_LEADER_MESSAGES.test(error.etcdMessage));
         if (moveOn) {
           attempts.push(`${endpoint.label}: ${error.etcdMessage}`);
           continue;
@@ -243,7 +242,12 @@ export class EtcdTransport {
     throw new EtcdUnavailableError(path, attempts);
   }
 
-  private async exchangeResendingStale(endpoint: Endpoint, path: string, payload: string, token: string): Promise<RawReply> {
+  private async exchangeResendingStale(
+    endpoint: Endpoint,
+    path: string,
+    payload: string,
+    token: string,
+  ): Promise<RawReply> {
     try {
       return await this.exchange(endpoint, path, payload, token);
     } catch (err) {
@@ -295,8 +299,12 @@ export class EtcdTransport {
         path,
         headers,
         agent: endpoint.secure
-          ? (stream ? this.streamHttps : this.unaryHttps)
-          : (stream ? this.streamHttp : this.unaryHttp),
+          ? stream
+            ? this.streamHttps
+            : this.unaryHttps
+          : stream
+            ? this.streamHttp
+            : this.unaryHttp,
       };
       const request = endpoint.secure ? https.request(requestOptions) : http.request(requestOptions);
       this.inflight.add(request);
@@ -334,7 +342,8 @@ export class EtcdTransport {
         const reason = describeSocketError(err);
         if (err instanceof EtcdClosedError) reject(err);
         else if (!connected) reject(new UnreachedError(reason));
-        else if (request.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) reject(new StaleSocketError(reason));
+        else if (request.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE'))
+          reject(new StaleSocketError(reason));
         else reject(new BrokenExchangeError(reason));
       });
       request.on('response', (response) => {
@@ -363,12 +372,18 @@ function isEstablished(socket: Socket, secure: boolean): boolean {
 }
 
 const UNTRUSTED_SERVER_CODES = new Set([
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_UNTRUSTED',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_UNTRUSTED',
 ]);
 const CLIENT_CERT_REJECTED_CODES = new Set([
-  'ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE', 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED',
-  'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA', 'ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN',
+  'ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE',
+  'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED',
+  'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA',
+  'ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN',
 ]);
 
 /** A one-line reason, with a hint for the TLS failures a flag can fix. */
@@ -406,7 +421,8 @@ function replyError(endpoint: Endpoint, path: string, reply: RawReply): EtcdResp
   if (reply.status === 200) return null;
   try {
     const parsed = JSON.parse(reply.body) as { error?: unknown; message?: unknown; code?: unknown };
-    const message = typeof parsed.message === 'string' ? parsed.message : typeof parsed.error === 'string' ? parsed.error : null;
+    const message =
+      typeof parsed.message === 'string' ? parsed.message : typeof parsed.error === 'string' ? parsed.error : null;
     if (message !== null && typeof parsed.code === 'number') {
       return new EtcdResponseError(endpoint.label, path, parsed.code, reply.status, message);
     }

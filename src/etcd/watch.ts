@@ -133,7 +133,11 @@ export class PrefixWatch implements Watch {
     this.request = null;
     const delay = this.retryDelayMs;
     this.retryDelayMs = Math.min(this.retryDelayMs * 2, MAX_RETRY_MS);
-    this.report(new Error(`etcd watch on ${JSON.stringify(this.prefix)} from revision ${this.nextRevision}: ${err.message}; retrying in ${delay} ms`));
+    this.report(
+      new Error(
+        `etcd watch on ${JSON.stringify(this.prefix)} from revision ${this.nextRevision}: ${err.message}; retrying in ${delay} ms`,
+      ),
+    );
     this.retryTimer = setTimeout(() => void this.connect(), delay);
   }
 
@@ -166,9 +170,10 @@ export class PrefixWatch implements Watch {
     const cache: ExpiryCache = new Map();
     const events = await Promise.all(wireEvents.map((event) => this.toWatchEvent(event, cache)));
     if (connection !== this.connection) return;
-    const lastRevision = events[events.length - 1]!.type === 'put'
-      ? (events[events.length - 1] as { kv: KeyValue }).kv.modRevision
-      : (events[events.length - 1] as { modRevision: number }).modRevision;
+    const lastRevision =
+      events[events.length - 1]!.type === 'put'
+        ? (events[events.length - 1] as { kv: KeyValue }).kv.modRevision
+        : (events[events.length - 1] as { modRevision: number }).modRevision;
     this.nextRevision = Math.max(this.nextRevision, lastRevision + 1);
     try {
       this.handlers.onEvents(events, int64Number(result.header?.revision));

@@ -11,8 +11,10 @@ import { spawnIn, terminate, waitForExit } from './exec.js';
 
 export type AgentCounters = Record<string, number>;
 
-
-type LineWaiter = { match: (line: Record<string, unknown>) => boolean; resolve: (line: Record<string, unknown>) => void };
+type LineWaiter = {
+  match: (line: Record<string, unknown>) => boolean;
+  resolve: (line: Record<string, unknown>) => void;
+};
 
 export class AgentProcess {
   /** Every JSON line the agent printed, in order. */
@@ -83,7 +85,11 @@ export class AgentProcess {
    * Resolves with the first line (already printed, from index `fromIndex` on, or future) that
    * matches; rejects if the agent exits first or the timeout passes.
    */
-  waitForLine(match: (line: Record<string, unknown>) => boolean, timeoutMs: number, fromIndex = 0): Promise<Record<string, unknown>> {
+  waitForLine(
+    match: (line: Record<string, unknown>) => boolean,
+    timeoutMs: number,
+    fromIndex = 0,
+  ): Promise<Record<string, unknown>> {
     for (let i = fromIndex; i < this.lines.length; i++) {
       if (match(this.lines[i]!)) return Promise.resolve(this.lines[i]!);
     }
@@ -97,7 +103,11 @@ export class AgentProcess {
       };
       const timer = setTimeout(() => {
         this.waiters = this.waiters.filter((w) => w !== waiter);
-        reject(new Error(`agent in ${this.namespace}: no expected line after ${timeoutMs} ms; output:\n${this.describeOutput()}`));
+        reject(
+          new Error(
+            `agent in ${this.namespace}: no expected line after ${timeoutMs} ms; output:\n${this.describeOutput()}`,
+          ),
+        );
       }, timeoutMs);
       this.waiters.push(waiter);
       void this.exitedPromise.then(({ code, signal }) => {

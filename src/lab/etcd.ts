@@ -68,10 +68,23 @@ export class NamespacedEtcd {
     if (this.child !== null) throw new Error('etcd is already running');
     const { namespace, clientUrl, dataDir } = this.options;
     const child = this.runner.spawn(namespace, [
-      'etcd', '--name', 'lab', '--data-dir', dataDir,
-      '--listen-client-urls', clientUrl, '--advertise-client-urls', clientUrl,
-      '--listen-peer-urls', 'http://127.0.0.1:2380', '--initial-advertise-peer-urls', 'http://127.0.0.1:2380',
-      '--initial-cluster', 'lab=http://127.0.0.1:2380', '--log-level', 'warn',
+      'etcd',
+      '--name',
+      'lab',
+      '--data-dir',
+      dataDir,
+      '--listen-client-urls',
+      clientUrl,
+      '--advertise-client-urls',
+      clientUrl,
+      '--listen-peer-urls',
+      'http://127.0.0.1:2380',
+      '--initial-advertise-peer-urls',
+      'http://127.0.0.1:2380',
+      '--initial-cluster',
+      'lab=http://127.0.0.1:2380',
+      '--log-level',
+      'warn',
     ]);
     // Drain its output (a full pipe would block etcd), keeping the tail for error messages.
     for (const stream of [child.stdout, child.stderr]) {
@@ -91,7 +104,9 @@ export class NamespacedEtcd {
       if (r.code === 0) return;
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    throw new Error(`etcd not healthy within ${this.options.startTimeoutMs ?? 20_000} ms:\n${this.outputTail.join('')}`);
+    throw new Error(
+      `etcd not healthy within ${this.options.startTimeoutMs ?? 20_000} ms:\n${this.outputTail.join('')}`,
+    );
   }
 
   /** SIGKILL: a crash. */
@@ -113,7 +128,12 @@ export class NamespacedEtcd {
 
   /** etcdctl as a user runs it, from inside the namespace; rejects on a non-zero exit. */
   async ctl(...args: string[]): Promise<string> {
-    const r = await this.runner.execChecked(this.options.namespace, ['etcdctl', '--endpoints', this.options.clientUrl, ...args]);
+    const r = await this.runner.execChecked(this.options.namespace, [
+      'etcdctl',
+      '--endpoints',
+      this.options.clientUrl,
+      ...args,
+    ]);
     return r.stdout;
   }
 
@@ -176,7 +196,11 @@ export class EtcdNamespace implements NamespaceRunner, SyncCleanup {
 
   /** etcd on 127.0.0.1:2379 inside this namespace (not started). */
   etcd(): NamespacedEtcd {
-    return new NamespacedEtcd(this, { namespace: this.name, clientUrl: 'http://127.0.0.1:2379', dataDir: join(this.tempDir, 'etcd-data') });
+    return new NamespacedEtcd(this, {
+      namespace: this.name,
+      clientUrl: 'http://127.0.0.1:2379',
+      dataDir: join(this.tempDir, 'etcd-data'),
+    });
   }
 
   spawn(ns: string, argv: readonly string[]): ChildProcess {

@@ -10,7 +10,12 @@ import { accessSync, constants } from 'node:fs';
 import { join } from 'node:path';
 
 /** PATH with the sbin directories, where ip, sysctl and tcpdump live, even for a non-login shell. */
-const LAB_PATH = [...(process.env['PATH'] ?? '').split(':').filter((d) => d.length > 0), '/usr/local/sbin', '/usr/sbin', '/sbin']
+const LAB_PATH = [
+  ...(process.env['PATH'] ?? '').split(':').filter((d) => d.length > 0),
+  '/usr/local/sbin',
+  '/usr/sbin',
+  '/sbin',
+]
   .filter((d, i, all) => all.indexOf(d) === i)
   .join(':');
 const LAB_ENV = { ...process.env, PATH: LAB_PATH };
@@ -45,9 +50,7 @@ export class CommandError extends Error {
     readonly argv: readonly string[],
     readonly result: ExecResult,
   ) {
-    super(
-      `command failed (exit ${result.code}): ${argv.join(' ')}\n${result.stderr.trim() || result.stdout.trim()}`,
-    );
+    super(`command failed (exit ${result.code}): ${argv.join(' ')}\n${result.stderr.trim() || result.stdout.trim()}`);
   }
 }
 
@@ -114,7 +117,11 @@ export function waitForExit(child: ChildProcess): Promise<{ code: number | null;
 }
 
 /** Sends `signal`, then SIGKILL if the process is still alive after `graceMs`. */
-export async function terminate(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM', graceMs = 3000): Promise<void> {
+export async function terminate(
+  child: ChildProcess,
+  signal: NodeJS.Signals = 'SIGTERM',
+  graceMs = 3000,
+): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = waitForExit(child);
   child.kill(signal);
@@ -133,19 +140,22 @@ export async function terminate(child: ChildProcess, signal: NodeJS.Signals = 'S
  */
 export function requireToolsFor(who: string, tools: readonly string[]): void {
   const dirs = LAB_PATH.split(':');
-  const found = (tool: string) => dirs.some((dir) => {
-    try {
-      accessSync(join(dir, tool), constants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  });
+  const found = (tool: string) =>
+    dirs.some((dir) => {
+      try {
+        accessSync(join(dir, tool), constants.X_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    });
   const missing = tools.filter((t) => !found(t));
   if (missing.length > 0) {
     const packages = [...new Set(missing.map((t) => TOOL_PACKAGES[t]).filter((p) => p !== undefined))];
-    throw new Error(`${who} needs these tools, which are not installed: ${missing.join(', ')}` +
-      (packages.length > 0 ? ` (apt-get install ${packages.join(' ')})` : ''));
+    throw new Error(
+      `${who} needs these tools, which are not installed: ${missing.join(', ')}` +
+        (packages.length > 0 ? ` (apt-get install ${packages.join(' ')})` : ''),
+    );
   }
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
     throw new Error(`${who} needs root (it creates network namespaces)`);

@@ -19,7 +19,14 @@ import { fileURLToPath } from 'node:url';
 import { AgentProcess, type AgentCounters } from './agent.js';
 import { registerLive, unregisterLive, type SyncCleanup } from './cleanup.js';
 import { inNamespace, requireTools, run, runChecked, spawnIn, terminate, type ExecResult } from './exec.js';
-import { parseIperfTcp, parseIperfUdp, parsePing, type PingResult, type TcpThroughput, type UdpThroughput } from './measure.js';
+import {
+  parseIperfTcp,
+  parseIperfUdp,
+  parsePing,
+  type PingResult,
+  type TcpThroughput,
+  type UdpThroughput,
+} from './measure.js';
 import { setUpMode, podMtuFor, type LabMode } from './modes.js';
 import { deleteNamespacesSync, forgetOwner, labTempDir, newPrefix, recordOwner } from './namespaces.js';
 
@@ -117,7 +124,13 @@ export class Lab implements SyncCleanup {
     const tools = ['ip', 'sysctl', 'ping', 'iperf3', 'ss'];
     if (options.mode === 'vxlan') tools.push('bridge');
     await requireTools(tools);
-    const lab = new Lab(newPrefix(), options.mode, hosts, options.repoDir ?? defaultRepoDir(), options.verbose ?? false);
+    const lab = new Lab(
+      newPrefix(),
+      options.mode,
+      hosts,
+      options.repoDir ?? defaultRepoDir(),
+      options.verbose ?? false,
+    );
     recordOwner(lab.prefix);
     registerLive(lab);
     try {
@@ -145,7 +158,9 @@ export class Lab implements SyncCleanup {
     // noise through the overlay or its counters).
     await runChecked(
       inNamespace(name, [
-        'sysctl', '-q', '-w',
+        'sysctl',
+        '-q',
+        '-w',
         'net.ipv4.conf.all.rp_filter=0',
         'net.ipv4.conf.default.rp_filter=0',
         'net.ipv6.conf.all.disable_ipv6=1',
@@ -264,7 +279,13 @@ export class Lab implements SyncCleanup {
   async ping(
     fromNs: string,
     toAddr: string,
-    opts: { count?: number; intervalSec?: number; sizeBytes?: number; timeoutSec?: number; dontFragment?: boolean } = {},
+    opts: {
+      count?: number;
+      intervalSec?: number;
+      sizeBytes?: number;
+      timeoutSec?: number;
+      dontFragment?: boolean;
+    } = {},
   ): Promise<PingResult> {
     const count = opts.count ?? 3;
     const interval = opts.intervalSec ?? 0.2;
@@ -291,7 +312,12 @@ export class Lab implements SyncCleanup {
     throw new Error(`iperf3 server in ${ns} did not start listening`);
   }
 
-  private async iperfClient(fromPod: number, toPod: number, extra: readonly string[], seconds: number): Promise<string> {
+  private async iperfClient(
+    fromPod: number,
+    toPod: number,
+    extra: readonly string[],
+    seconds: number,
+  ): Promise<string> {
     const port = 5201;
     const server = await this.startIperfServer(toPod, port);
     try {

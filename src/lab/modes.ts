@@ -54,8 +54,21 @@ async function setUpVxlan(lab: Lab): Promise<void> {
   for (const n of lab.hostNumbers()) {
     const h = lab.hostNs(n);
     await lab.execChecked(h, [
-      'ip', 'link', 'add', VXLAN_DEVICE, 'type', 'vxlan', 'id', '1', 'dstport', '8472',
-      'local', lab.hostAddr(n), 'dev', 'eth0', 'nolearning',
+      'ip',
+      'link',
+      'add',
+      VXLAN_DEVICE,
+      'type',
+      'vxlan',
+      'id',
+      '1',
+      'dstport',
+      '8472',
+      'local',
+      lab.hostAddr(n),
+      'dev',
+      'eth0',
+      'nolearning',
     ]);
     await lab.execChecked(h, ['ip', 'link', 'set', VXLAN_DEVICE, 'mtu', '1450']);
     await lab.execChecked(h, ['ip', 'addr', 'add', `10.244.${n}.0/32`, 'dev', VXLAN_DEVICE]);
@@ -72,8 +85,30 @@ async function setUpVxlan(lab: Lab): Promise<void> {
       const vtep = `10.244.${m}.0`;
       const mac = macs.get(m)!;
       await lab.execChecked(h, ['ip', 'route', 'add', lab.subnet(m), 'via', vtep, 'dev', VXLAN_DEVICE, 'onlink']);
-      await lab.execChecked(h, ['ip', 'neigh', 'replace', vtep, 'lladdr', mac, 'dev', VXLAN_DEVICE, 'nud', 'permanent']);
-      await lab.execChecked(h, ['bridge', 'fdb', 'replace', mac, 'dev', VXLAN_DEVICE, 'dst', lab.hostAddr(m), 'self', 'permanent']);
+      await lab.execChecked(h, [
+        'ip',
+        'neigh',
+        'replace',
+        vtep,
+        'lladdr',
+        mac,
+        'dev',
+        VXLAN_DEVICE,
+        'nud',
+        'permanent',
+      ]);
+      await lab.execChecked(h, [
+        'bridge',
+        'fdb',
+        'replace',
+        mac,
+        'dev',
+        VXLAN_DEVICE,
+        'dst',
+        lab.hostAddr(m),
+        'self',
+        'permanent',
+      ]);
     }
   }
 }
@@ -86,10 +121,14 @@ export function agentEntry(repoDir: string): string {
 /** The agent's argv for host n with the static (no etcd) configuration. */
 export function staticAgentArgs(lab: Lab, n: number): string[] {
   const args = [
-    '--network', '10.244.0.0/16',
-    '--subnet', lab.subnet(n),
-    '--public-ip', lab.hostAddr(n),
-    '--iface', 'eth0',
+    '--network',
+    '10.244.0.0/16',
+    '--subnet',
+    lab.subnet(n),
+    '--public-ip',
+    lab.hostAddr(n),
+    '--iface',
+    'eth0',
   ];
   for (const m of lab.hostNumbers()) {
     if (m !== n) args.push('--peer', `${lab.subnet(m)}=${lab.hostAddr(m)}`);

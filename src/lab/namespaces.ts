@@ -108,7 +108,7 @@ export function removeStaleLabNamespaces(): string[] {
   }
   deleteNamespacesSync(stale);
   // Ownership records whose owner died and whose namespaces are gone.
-  let records: string[] = [];
+  let records: string[];
   try {
     records = readdirSync(OWNER_DIR);
   } catch {

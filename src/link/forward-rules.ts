@@ -3,7 +3,14 @@
 // FORWARD policy is DROP (docker sets it) still forwards pod traffic.
 
 import { formatCidr } from '../routing-table/ipv4.js';
-import { ensureChain, isInPlace, readInstalledState, removeChain, type IptablesRunOptions, type ManagedChain } from './iptables-chain.js';
+import {
+  ensureChain,
+  isInPlace,
+  readInstalledState,
+  removeChain,
+  type IptablesRunOptions,
+  type ManagedChain,
+} from './iptables-chain.js';
 import type { Ipv4Prefix } from './ipmasq.js';
 
 export const FORWARD_CHAIN = 'FLANNEL-FWD';

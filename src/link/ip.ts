@@ -21,7 +21,7 @@ function ip(args: string[]): string {
     return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (err) {
     const e = err as { stderr?: string; message: string };
-    throw new Error(`ip ${args.join(' ')}: ${(e.stderr ?? e.message).trim()}`);
+    throw new Error(`ip ${args.join(' ')}: ${(e.stderr ?? e.message).trim()}`, { cause: err });
   }
 }
 
@@ -56,7 +56,8 @@ export function findExternalInterface(
   if (ifaces.length > 0) {
     for (const spec of ifaces) {
       const asAddress = /^\d+\.\d+\.\d+\.\d+$/.test(spec) ? parseIPv4(spec) : null;
-      const found = asAddress !== null ? pick(owning(asAddress), asAddress) : pick(links.find((l) => l.ifname === spec));
+      const found =
+        asAddress !== null ? pick(owning(asAddress), asAddress) : pick(links.find((l) => l.ifname === spec));
       if (found) return found;
     }
     throw new Error(`none of the interfaces given with --iface (${ifaces.join(', ')}) exists with an IPv4 address`);
@@ -70,11 +71,16 @@ export function findExternalInterface(
       const found = pick(links.find((l) => re.test(l.ifname)));
       if (found) return found;
     }
-    throw new Error(`no interface matches --iface-regex (${ifaceRegexes.map((r) => r.source).join(', ')}) with an IPv4 address`);
+    throw new Error(
+      `no interface matches --iface-regex (${ifaceRegexes.map((r) => r.source).join(', ')}) with an IPv4 address`,
+    );
   }
   if (publicIp !== null) {
     const found = pick(owning(publicIp), publicIp);
-    if (!found) throw new Error(`no interface owns --public-ip ${formatIPv4(publicIp)}; name the external interface with --iface`);
+    if (!found)
+      throw new Error(
+        `no interface owns --public-ip ${formatIPv4(publicIp)}; name the external interface with --iface`,
+      );
     return found;
   }
   const routes = JSON.parse(ip(['-j', '-4', 'route', 'show', 'default'])) as { dev?: string }[];

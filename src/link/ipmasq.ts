@@ -96,6 +96,10 @@ export async function ipMasqInPlace(options: IpMasqOptions): Promise<boolean> {
  */
 export async function removeIpMasq(options: IptablesRunOptions = {}): Promise<void> {
   // The rules do not matter for removal; any parameters give the same jump and chain name.
-  const chain = ipMasqChain({ network: { prefix: 0, prefixLen: 0 }, subnet: { prefix: 0, prefixLen: 0 }, randomFully: false });
+  const chain = ipMasqChain({
+    network: { prefix: 0, prefixLen: 0 },
+    subnet: { prefix: 0, prefixLen: 0 },
+    randomFully: false,
+  });
   await removeChain(chain, options);
 }

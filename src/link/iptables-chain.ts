@@ -93,7 +93,12 @@ export function installedState(save: string, chain: ManagedChain): InstalledStat
 /** True when the chain holds exactly its rules, in order, and exactly one jump leads to it. */
 export function isInPlace(state: InstalledState, chain: ManagedChain): boolean {
   const want = chain.rules.map(ruleLine);
-  return state.chainExists && state.jumps === 1 && state.rules.length === want.length && state.rules.every((l, i) => l === want[i]);
+  return (
+    state.chainExists &&
+    state.jumps === 1 &&
+    state.rules.length === want.length &&
+    state.rules.every((l, i) => l === want[i])
+  );
 }
 
 /**
@@ -152,11 +157,18 @@ function pathWithSbin(): string {
 const IPTABLES_TIMEOUT_MS = 30_000;
 
 /** Runs one command; resolves with stdout, rejects with a message carrying the tool's stderr. */
-export function runIptables(argv: readonly string[], options: IptablesRunOptions = {}, input?: string): Promise<string> {
+export function runIptables(
+  argv: readonly string[],
+  options: IptablesRunOptions = {},
+  input?: string,
+): Promise<string> {
   const full = [...(options.commandPrefix ?? []), ...argv];
   const tool = argv[0];
   return new Promise((resolve, reject) => {
-    const child = spawn(full[0], full.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, PATH: pathWithSbin() } });
+    const child = spawn(full[0], full.slice(1), {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, PATH: pathWithSbin() },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -182,7 +194,9 @@ export function runIptables(argv: readonly string[], options: IptablesRunOptions
       const missing = /No such file or directory/.test(stderr) && /exec/.test(stderr);
       reject(
         new IptablesError(
-          missing ? `${tool} not found: install the iptables package (apt-get install iptables) (${detail})` : `${full.join(' ')} failed: ${detail}`,
+          missing
+            ? `${tool} not found: install the iptables package (apt-get install iptables) (${detail})`
+            : `${full.join(' ')} failed: ${detail}`,
         ),
       );
     });
@@ -193,7 +207,10 @@ export function runIptables(argv: readonly string[], options: IptablesRunOptions
   });
 }
 
-export async function readInstalledState(chain: ManagedChain, options: IptablesRunOptions = {}): Promise<InstalledState> {
+export async function readInstalledState(
+  chain: ManagedChain,
+  options: IptablesRunOptions = {},
+): Promise<InstalledState> {
   const save = await runIptables(['iptables-save', '-t', chain.table], options);
   return installedState(save, chain);
 }
@@ -202,7 +219,11 @@ export async function readInstalledState(chain: ManagedChain, options: IptablesR
 export async function ensureChain(chain: ManagedChain, options: IptablesRunOptions = {}): Promise<void> {
   const state = await readInstalledState(chain, options);
   if (isInPlace(state, chain)) return;
-  await runIptables(['iptables-restore', `--wait=${LOCK_WAIT_SECONDS}`, '--noflush'], options, installPayload(chain, state));
+  await runIptables(
+    ['iptables-restore', `--wait=${LOCK_WAIT_SECONDS}`, '--noflush'],
+    options,
+    installPayload(chain, state),
+  );
 }
 
 /** Removes the jump(s) and the chain; does nothing when neither is there. Idempotent. */

@@ -3,7 +3,13 @@
 // removed, rewrites the masquerade chain when the lease moves, removes everything on teardown.
 // Every iptables call is serialized, so a resync tick never races update() or teardown().
 
-import { ensureChain, iptablesSupportsRandomFully, removeChain, type IptablesRunOptions, type ManagedChain } from './iptables-chain.js';
+import {
+  ensureChain,
+  iptablesSupportsRandomFully,
+  removeChain,
+  type IptablesRunOptions,
+  type ManagedChain,
+} from './iptables-chain.js';
 import { forwardChain } from './forward-rules.js';
 import { ipMasqChain, type Ipv4Prefix } from './ipmasq.js';
 
@@ -45,18 +51,20 @@ export async function startFlannelIptables(options: FlannelIptablesOptions): Pro
     queue = next.catch(() => undefined);
     return next;
   };
-  const ensureAll = () => serialized(async () => {
-    for (const chain of chains) await ensureChain(chain, options);
-  });
+  const ensureAll = () =>
+    serialized(async () => {
+      for (const chain of chains) await ensureChain(chain, options);
+    });
 
   await ensureAll();
 
   const resyncMs = (options.resyncSeconds ?? DEFAULT_IPTABLES_RESYNC_SECONDS) * 1000;
-  const timer = resyncMs > 0
-    ? setInterval(() => {
-      ensureAll().catch((err: Error) => options.onResyncError?.(err));
-    }, resyncMs)
-    : null;
+  const timer =
+    resyncMs > 0
+      ? setInterval(() => {
+          ensureAll().catch((err: Error) => options.onResyncError?.(err));
+        }, resyncMs)
+      : null;
   timer?.unref();
 
   return {

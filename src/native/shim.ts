@@ -11,9 +11,16 @@ export type RingHandle = { readonly __brand: 'RingHandle' };
  * src/datapath/slab.ts, is one and documents each).
  */
 export interface RingLayout {
-  readonly slotOffsets: Uint32Array; readonly slotCaps: Uint32Array; readonly lens: Int32Array;
-  readonly addrs: Uint32Array; readonly ports: Uint16Array; readonly offs: Uint16Array; readonly vnetHdrs: Uint8Array;
-  readonly extOffs: Uint32Array; readonly extLens: Uint16Array; readonly segSizes: Uint16Array;
+  readonly slotOffsets: Uint32Array;
+  readonly slotCaps: Uint32Array;
+  readonly lens: Int32Array;
+  readonly addrs: Uint32Array;
+  readonly ports: Uint16Array;
+  readonly offs: Uint16Array;
+  readonly vnetHdrs: Uint8Array;
+  readonly extOffs: Uint32Array;
+  readonly extLens: Uint16Array;
+  readonly segSizes: Uint16Array;
 }
 /** Opaque uv_poll_t watcher. */
 export type PollHandle = { readonly __brand: 'PollHandle' };
@@ -85,7 +92,10 @@ function load(): Shim {
   try {
     return require(file) as Shim;
   } catch (err) {
-    throw new Error(`flannel-ts: cannot load the native shim ${file} (run "npm ci" or "node scripts/build-native.mjs"): ${(err as Error).message}`);
+    throw new Error(
+      `flannel-ts: cannot load the native shim ${file} (run "npm ci" or "node scripts/build-native.mjs"): ${(err as Error).message}`,
+      { cause: err },
+    );
   }
 }
 

@@ -35,7 +35,14 @@ export interface HealthServer {
 
 const TEXT = 'text/plain; charset=utf-8';
 
-function reply(req: IncomingMessage, res: ServerResponse, status: number, contentType: string, body: string, extra: Record<string, string> = {}): void {
+function reply(
+  req: IncomingMessage,
+  res: ServerResponse,
+  status: number,
+  contentType: string,
+  body: string,
+  extra: Record<string, string> = {},
+): void {
   res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(body), ...extra });
   res.end(req.method === 'HEAD' ? undefined : body);
 }

@@ -10,7 +10,10 @@ export interface Logger {
   error(msg: string, fields?: Record<string, unknown>): void;
 }
 
-export function createLogger(minLevel: Level = 'info', write: (line: string) => void = (l) => process.stdout.write(l)): Logger {
+export function createLogger(
+  minLevel: Level = 'info',
+  write: (line: string) => void = (l) => process.stdout.write(l),
+): Logger {
   const emit = (level: Level, msg: string, fields?: Record<string, unknown>) => {
     if (order[level] < order[minLevel]) return;
     write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields }) + '\n');

@@ -67,33 +67,72 @@ interface Family {
 }
 
 const FAMILIES: Readonly<Record<string, Family>> = {
-  tun_read_packets_total: { type: 'counter', help: 'Packets read from the TUN device (flannel0), to be sent to peers.' },
+  tun_read_packets_total: {
+    type: 'counter',
+    help: 'Packets read from the TUN device (flannel0), to be sent to peers.',
+  },
   tun_read_bytes_total: { type: 'counter', help: 'Bytes of the packets read from the TUN device (flannel0).' },
   udp_sent_packets_total: { type: 'counter', help: 'Encapsulated packets sent to peers over UDP.' },
   udp_sent_bytes_total: { type: 'counter', help: 'UDP payload bytes sent to peers.' },
   udp_received_packets_total: { type: 'counter', help: 'Encapsulated packets received from peers over UDP.' },
   udp_received_bytes_total: { type: 'counter', help: 'UDP payload bytes received from peers.' },
-  tun_written_packets_total: { type: 'counter', help: 'Packets written to the TUN device (flannel0), received from peers.' },
+  tun_written_packets_total: {
+    type: 'counter',
+    help: 'Packets written to the TUN device (flannel0), received from peers.',
+  },
   tun_written_bytes_total: { type: 'counter', help: 'Bytes of the packets written to the TUN device (flannel0).' },
   tun_gro_writes_total: { type: 'counter', help: 'Coalesced TCP super-packets written to the TUN device (GRO).' },
-  tun_gro_packets_total: { type: 'counter', help: 'Packets carried by coalesced super-packets (also in tun_written_packets_total).' },
+  tun_gro_packets_total: {
+    type: 'counter',
+    help: 'Packets carried by coalesced super-packets (also in tun_written_packets_total).',
+  },
   tun_gro_fallbacks_total: { type: 'counter', help: 'Times flannel0 refused a super-packet and GRO was turned off.' },
-  offload_enabled: { type: 'gauge', help: 'Whether an offload is in force (1) or off, refused by the kernel or by --offloads (0).' },
-  datapath_threads: { type: 'gauge', help: 'Threads forwarding packets: 1 = the main thread, 2 = a worker thread per direction (--workers).' },
-  tun_tso_packets_total: { type: 'counter', help: 'TSO super-packets read from the TUN device (once each in tun_read_packets_total).' },
+  offload_enabled: {
+    type: 'gauge',
+    help: 'Whether an offload is in force (1) or off, refused by the kernel or by --offloads (0).',
+  },
+  datapath_threads: {
+    type: 'gauge',
+    help: 'Threads forwarding packets: 1 = the main thread, 2 = a worker thread per direction (--workers).',
+  },
+  tun_tso_packets_total: {
+    type: 'counter',
+    help: 'TSO super-packets read from the TUN device (once each in tun_read_packets_total).',
+  },
   tun_tso_segments_total: { type: 'counter', help: 'Segments the TSO super-packets were cut into, each one datagram.' },
-  tun_uso_packets_total: { type: 'counter', help: 'UDP GSO super-packets read from the TUN device (once each in tun_read_packets_total).' },
-  tun_uso_segments_total: { type: 'counter', help: 'Datagrams the UDP GSO super-packets were cut into, each one datagram on the wire.' },
-  tun_checksums_completed_total: { type: 'counter', help: 'Packets read with a partial checksum that was completed before sending.' },
+  tun_uso_packets_total: {
+    type: 'counter',
+    help: 'UDP GSO super-packets read from the TUN device (once each in tun_read_packets_total).',
+  },
+  tun_uso_segments_total: {
+    type: 'counter',
+    help: 'Datagrams the UDP GSO super-packets were cut into, each one datagram on the wire.',
+  },
+  tun_checksums_completed_total: {
+    type: 'counter',
+    help: 'Packets read with a partial checksum that was completed before sending.',
+  },
   udp_gro_runs_total: { type: 'counter', help: 'Coalesced receives (UDP GRO) from the socket.' },
-  udp_gro_datagrams_total: { type: 'counter', help: 'Datagrams carried by coalesced receives (also in udp_received_packets_total).' },
+  udp_gro_datagrams_total: {
+    type: 'counter',
+    help: 'Datagrams carried by coalesced receives (also in udp_received_packets_total).',
+  },
   dropped_packets_total: {
     type: 'counter',
     help: 'Packets dropped by the datapath, by direction (tx: flannel0 to UDP, rx: UDP to flannel0) and reason.',
   },
-  icmp_unreachable_sent_total: { type: 'counter', help: 'ICMP destination-unreachable messages sent back for packets with no route.' },
-  icmp_unreachable_failed_total: { type: 'counter', help: 'ICMP destination-unreachable messages built but not written to the TUN device.' },
-  read_batches_total: { type: 'counter', help: 'Batched reads that returned packets (packets / batches = batch occupancy).' },
+  icmp_unreachable_sent_total: {
+    type: 'counter',
+    help: 'ICMP destination-unreachable messages sent back for packets with no route.',
+  },
+  icmp_unreachable_failed_total: {
+    type: 'counter',
+    help: 'ICMP destination-unreachable messages built but not written to the TUN device.',
+  },
+  read_batches_total: {
+    type: 'counter',
+    help: 'Batched reads that returned packets (packets / batches = batch occupancy).',
+  },
   read_errors_total: { type: 'counter', help: 'Batched reads that failed with an I/O error.' },
   routes: { type: 'gauge', help: 'Peer routes in the datapath.' },
   route_info: { type: 'gauge', help: 'One series per peer route: the subnet and the public IP it is sent to.' },
@@ -241,7 +280,12 @@ export function renderMetrics(source: MetricsSource): string {
   if (source.datapathThreads) x.add('datapath_threads', {}, source.datapathThreads());
 
   if (source.peerTraffic) {
-    for (const family of ['peer_sent_packets_total', 'peer_sent_bytes_total', 'peer_received_packets_total', 'peer_received_bytes_total']) {
+    for (const family of [
+      'peer_sent_packets_total',
+      'peer_sent_bytes_total',
+      'peer_received_packets_total',
+      'peer_received_bytes_total',
+    ]) {
       x.declare(family);
     }
     for (const p of source.peerTraffic()) {

@@ -73,7 +73,7 @@ export function parseCidr(s: string): { prefix: number; prefixLen: number } {
   try {
     addr = parseIPv4(s.slice(0, slash));
   } catch (err) {
-    throw new Error(`invalid CIDR ${JSON.stringify(s)}: ${(err as Error).message}`);
+    throw new Error(`invalid CIDR ${JSON.stringify(s)}: ${(err as Error).message}`, { cause: err });
   }
   const prefixLen = Number(lenText);
   return { prefix: (addr & maskOf(prefixLen)) >>> 0, prefixLen };

@@ -112,8 +112,7 @@ export function parseNetworkConfig(text: string): NetworkConfig {
 
   const subnetSize = 2 ** (32 - subnetLen);
   const networkSize = 2 ** (32 - network.prefixLen);
-  const inNetwork = (addr: number): boolean =>
-    ((addr & maskOf(network.prefixLen)) >>> 0) === network.prefix;
+  const inNetwork = (addr: number): boolean => (addr & maskOf(network.prefixLen)) >>> 0 === network.prefix;
 
   // 0.0.0.0 means "not set", as in flannel (it compares with ip.IP4(0)).
   let subnetMin: number;
@@ -135,10 +134,10 @@ export function parseNetworkConfig(text: string): NetworkConfig {
   }
 
   const subnetMask = maskOf(subnetLen);
-  if (((subnetMin & subnetMask) >>> 0) !== subnetMin) {
+  if ((subnetMin & subnetMask) >>> 0 !== subnetMin) {
     throw new NetworkConfigError(`SubnetMin is not on a SubnetLen boundary: ${formatIPv4(subnetMin)}`, 'SubnetMin');
   }
-  if (((subnetMax & subnetMask) >>> 0) !== subnetMax) {
+  if ((subnetMax & subnetMask) >>> 0 !== subnetMax) {
     throw new NetworkConfigError(`SubnetMax is not on a SubnetLen boundary: ${formatIPv4(subnetMax)}`, 'SubnetMax');
   }
 
@@ -241,5 +240,7 @@ function readBackend(v: unknown): { type: 'udp'; port: number } {
 
 /** flannel's isSubnetConfigCompat: subnet inside [SubnetMin, SubnetMax] with length SubnetLen. */
 export function subnetFitsConfig(config: NetworkConfig, subnet: Ipv4Net): boolean {
-  return subnet.prefix >= config.subnetMin && subnet.prefix <= config.subnetMax && subnet.prefixLen === config.subnetLen;
+  return (
+    subnet.prefix >= config.subnetMin && subnet.prefix <= config.subnetMax && subnet.prefixLen === config.subnetLen
+  );
 }

@@ -193,7 +193,7 @@ export class FileKvStore implements KvStore {
     try {
       state = JSON.parse(text) as FileState;
     } catch (err) {
-      throw new Error(`file kv: ${this.path} is not a valid registry file: ${(err as Error).message}`);
+      throw new Error(`file kv: ${this.path} is not a valid registry file: ${(err as Error).message}`, { cause: err });
     }
     if (state === null || state.format !== 'flannel-ts-registry/1' || typeof state.keys !== 'object') {
       throw new Error(`file kv: ${this.path} is not a flannel-ts registry file`);

@@ -91,7 +91,7 @@ export function validateRenewMargin(minutes: number): void {
 
 export function subnetsOverlap(a: Ipv4Net, b: Ipv4Net): boolean {
   const mask = maskOf(Math.min(a.prefixLen, b.prefixLen));
-  return ((a.prefix & mask) >>> 0) === ((b.prefix & mask) >>> 0);
+  return (a.prefix & mask) >>> 0 === (b.prefix & mask) >>> 0;
 }
 
 export class LeaseManager {
@@ -382,9 +382,7 @@ export class LeaseManager {
       this.log.info(`Lease renewed, new expiration: ${new Date(this.current.expiresAt!).toISOString()}`);
       this.scheduleRenewal(this.current.expiresAt! - this.renewMarginMs - this.clock.now());
     } catch (err) {
-      this.failed(`Error renewing lease (trying again in 1 min): ${(err as Error).message}`, err, () =>
-        this.renew(),
-      );
+      this.failed(`Error renewing lease (trying again in 1 min): ${(err as Error).message}`, err, () => this.renew());
     }
   }
 

@@ -206,7 +206,8 @@ export class RouteWatcher {
 function sameRoutes(a: readonly Route[], b: readonly Route[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) {
-    const x = a[i]!, y = b[i]!;
+    const x = a[i]!,
+      y = b[i]!;
     if (x.prefix !== y.prefix || x.prefixLen !== y.prefixLen || x.publicIp !== y.publicIp) return false;
   }
   return true;

@@ -109,7 +109,10 @@ function unquote(v: string): string {
 export function previousSubnetFromEnv(vars: ReadonlyMap<string, string>): Ipv4Net | null {
   const raw = vars.get('FLANNEL_SUBNET');
   if (raw === undefined) return null;
-  const parts = raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const parts = raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
   if (parts.length !== 1) return null;
   try {
     return parseCidr(parts[0]!);
@@ -157,7 +160,10 @@ export interface DockerOptsOptions {
  * Throws "Invalid value of FLANNEL_IPMASQ: X" where the script exits 1. The script's final routing
  * table check (`ip route show`) is not part of this function.
  */
-export function dockerOpts(env: ReadonlyMap<string, string> | Readonly<Record<string, string>>, options: DockerOptsOptions = {}): string {
+export function dockerOpts(
+  env: ReadonlyMap<string, string> | Readonly<Record<string, string>>,
+  options: DockerOptsOptions = {},
+): string {
   const get = (name: string): string => {
     const v = env instanceof Map ? env.get(name) : (env as Record<string, string>)[name];
     return v ?? '';

@@ -7,12 +7,22 @@ import { parseIPv4 } from '../../src/routing-table/ipv4.js';
 import { buildIpv4Udp } from '../helpers/packets.js';
 import { GOLDEN_DIR } from '../helpers/golden-dir.js';
 import {
-  LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapFormatError, compareTimestamps, readPcap, stripEthernetIpv4Udp, stripIpv4Udp, writePcap,
+  LINKTYPE_ETHERNET,
+  LINKTYPE_RAW,
+  PcapFormatError,
+  compareTimestamps,
+  readPcap,
+  stripEthernetIpv4Udp,
+  stripIpv4Udp,
+  writePcap,
 } from '../helpers/pcap.js';
 
-
 const samples = [
-  { tsSec: 1_795_367_346, tsUsec: 395_419, data: Buffer.from([0x45, 0, 0, 20, 1, 2, 3, 4, 64, 1, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]) },
+  {
+    tsSec: 1_795_367_346,
+    tsUsec: 395_419,
+    data: Buffer.from([0x45, 0, 0, 20, 1, 2, 3, 4, 64, 1, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]),
+  },
   { tsSec: 1_795_367_347, tsUsec: 0, data: Buffer.alloc(0) },
   { tsSec: 0, tsUsec: 999_999, data: Buffer.from('a longer packet body, 33 bytes..!') },
 ];
@@ -83,14 +93,20 @@ describe('pcap reader and writer', () => {
 
   test('a truncated file is a clear error naming where', () => {
     const file = writePcap(LINKTYPE_RAW, samples);
-    assert.throws(() => readPcap(file.subarray(0, 10)), (e: unknown) =>
-      e instanceof PcapFormatError && /global header/.test(e.message));
+    assert.throws(
+      () => readPcap(file.subarray(0, 10)),
+      (e: unknown) => e instanceof PcapFormatError && /global header/.test(e.message),
+    );
     // Cut inside the first record's data (24 header + 16 record header + 5 of 20 bytes).
-    assert.throws(() => readPcap(file.subarray(0, 24 + 16 + 5)), (e: unknown) =>
-      e instanceof PcapFormatError && /record #0 .*declares 20 bytes of data, 5 left/.test(e.message));
+    assert.throws(
+      () => readPcap(file.subarray(0, 24 + 16 + 5)),
+      (e: unknown) => e instanceof PcapFormatError && /record #0 .*declares 20 bytes of data, 5 left/.test(e.message),
+    );
     // Cut inside the second record's header.
-    assert.throws(() => readPcap(file.subarray(0, 24 + 16 + 20 + 7)), (e: unknown) =>
-      e instanceof PcapFormatError && /record #1 header/.test(e.message));
+    assert.throws(
+      () => readPcap(file.subarray(0, 24 + 16 + 20 + 7)),
+      (e: unknown) => e instanceof PcapFormatError && /record #1 header/.test(e.message),
+    );
     // A file that ends exactly after a record is fine.
     assert.equal(readPcap(file.subarray(0, 24 + 16 + 20)).packets.length, 1);
   });
@@ -98,7 +114,10 @@ describe('pcap reader and writer', () => {
   test('not a pcap file: pcapng and garbage are refused', () => {
     const pcapng = Buffer.alloc(28);
     pcapng.writeUInt32LE(0x0a0d0d0a, 0);
-    assert.throws(() => readPcap(pcapng), (e: unknown) => e instanceof PcapFormatError && /magic 0x0a0d0d0a/.test(e.message));
+    assert.throws(
+      () => readPcap(pcapng),
+      (e: unknown) => e instanceof PcapFormatError && /magic 0x0a0d0d0a/.test(e.message),
+    );
     assert.throws(() => readPcap(Buffer.alloc(24)), PcapFormatError);
   });
 
@@ -140,7 +159,13 @@ describe('underlay frame decoding', () => {
 
   test('Ethernet + IPv4 + UDP: addresses, ports and payload', () => {
     const d = stripEthernetIpv4Udp(ethernet([0x0800], udpPacket, 10));
-    assert.deepEqual(d, { srcIp: parseIPv4('192.0.2.1'), dstIp: parseIPv4('192.0.2.2'), srcPort: 8285, dstPort: 8286, payload: inner });
+    assert.deepEqual(d, {
+      srcIp: parseIPv4('192.0.2.1'),
+      dstIp: parseIPv4('192.0.2.2'),
+      srcPort: 8285,
+      dstPort: 8286,
+      payload: inner,
+    });
   });
 
   test('an 802.1Q tag is skipped', () => {

@@ -18,6 +18,9 @@ export class BareListingStore extends MemoryKvStore {
       return listing;
     }
     this.listings.push('bare');
-    return { revision: listing.revision, kvs: listing.kvs.map(({ key, value, modRevision }) => ({ key, value, modRevision })) };
+    return {
+      revision: listing.revision,
+      kvs: listing.kvs.map(({ key, value, modRevision }) => ({ key, value, modRevision })),
+    };
   }
 }

@@ -15,9 +15,27 @@ export interface RunningCapture {
 }
 
 /** Starts `tcpdump -i iface -w file filter` in ns; resolves once tcpdump is listening. */
-export async function startCapture(lab: Lab, ns: string, iface: string, filter: string, name: string): Promise<RunningCapture> {
+export async function startCapture(
+  lab: Lab,
+  ns: string,
+  iface: string,
+  filter: string,
+  name: string,
+): Promise<RunningCapture> {
   const file = join(lab.tempDir, `${name}.pcap`);
-  const child = lab.spawn(ns, ['tcpdump', '-n', '--immediate-mode', '-i', iface, '-U', '-s', '2048', '-w', file, filter]);
+  const child = lab.spawn(ns, [
+    'tcpdump',
+    '-n',
+    '--immediate-mode',
+    '-i',
+    iface,
+    '-U',
+    '-s',
+    '2048',
+    '-w',
+    file,
+    filter,
+  ]);
   const stderr: string[] = [];
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`tcpdump did not start: ${stderr.join('\n')}`)), 5000);

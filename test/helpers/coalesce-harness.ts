@@ -5,7 +5,14 @@
 // randomized-seed loop, the rule-coverage counts, the word/byte-path layouts and the micro timing.
 import assert from 'node:assert/strict';
 import { planCoalescing, VNET_HDR_LEN, VNET_HDR_SLOT } from '../../src/encap/tcp-coalesce.js';
-import { greedyPlan, ipChecksumValid, parseVnetHdr, type GroupRules, type ParsedPacket, type VnetHdr } from './tcp-segments.js';
+import {
+  greedyPlan,
+  ipChecksumValid,
+  parseVnetHdr,
+  type GroupRules,
+  type ParsedPacket,
+  type VnetHdr,
+} from './tcp-segments.js';
 import { runSeeded, seedsFor } from './prng.js';
 
 /** Room for one packet: every slot gets at least this many bytes (plus a random 0..7). */
@@ -43,15 +50,21 @@ export interface BatchResult {
 }
 
 function shuffle(a: number[], rand: () => number): void {
-  for (let i = a.length - 1; i > 0; i--) { const j = rand() % (i + 1); [a[i], a[j]] = [a[j], a[i]]; }
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = rand() % (i + 1);
+    [a[i], a[j]] = [a[j], a[i]];
+  }
 }
 
 function vnetBytes(h: VnetHdr): Uint8Array {
   const b = new Uint8Array(VNET_HDR_LEN);
   const v = new DataView(b.buffer);
-  b[0] = h.flags; b[1] = h.gsoType;
-  v.setUint16(2, h.hdrLen, true); v.setUint16(4, h.gsoSize, true);
-  v.setUint16(6, h.csumStart, true); v.setUint16(8, h.csumOffset, true);
+  b[0] = h.flags;
+  b[1] = h.gsoType;
+  v.setUint16(2, h.hdrLen, true);
+  v.setUint16(4, h.gsoSize, true);
+  v.setUint16(6, h.csumStart, true);
+  v.setUint16(8, h.csumOffset, true);
   return b;
 }
 
@@ -77,7 +90,10 @@ export function coalesceHarness<P extends ParsedPacket>(
     const order = Array.from({ length: slotCount }, (_, s) => s);
     if (!uniform) shuffle(order, rand);
     let at = uniform ? 0 : rand() % 8;
-    for (const s of order) { slotOffsets[s] = at; at += SLOT_SIZE + (uniform ? 0 : rand() % 8); }
+    for (const s of order) {
+      slotOffsets[s] = at;
+      at += SLOT_SIZE + (uniform ? 0 : rand() % 8);
+    }
     const viewStart = uniform ? 0 : rand() % 8;
     const backing = new Uint8Array((viewStart + at + 11) & ~3); // a whole number of words
     const bytes = backing.subarray(viewStart, viewStart + at);
@@ -87,19 +103,34 @@ export function coalesceHarness<P extends ParsedPacket>(
     const vnet = new Uint8Array(slotCount * VNET_HDR_SLOT).fill(SENTINEL);
     const list = new Uint16Array(count + 3).fill(0xffff);
     const groupLens = new Uint16Array(count + 3).fill(0xeeee);
-    packets.forEach((p, i) => { const slot = slots[i]; list[i] = slot; lens[slot] = p.length; bytes.set(p, slotOffsets[slot]); });
+    packets.forEach((p, i) => {
+      const slot = slots[i];
+      list[i] = slot;
+      lens[slot] = p.length;
+      bytes.set(p, slotOffsets[slot]);
+    });
     const before = bytes.slice();
     const backingBefore = backing.slice();
     const effectiveMax = maxBytes ?? 65535;
 
     // Both the byte-wise and the word path must agree with the reference.
-    const words = (wordPathToggle = !wordPathToggle) ? new Uint32Array(bytes.buffer) : null;
-    const groups = maxBytes === undefined && words === null
-      ? planCoalescing(bytes, slotOffsets, lens, offs, vnet, list, count, groupLens)
-      : planCoalescing(bytes, slotOffsets, lens, offs, vnet, list, count, groupLens, effectiveMax, words);
+    wordPathToggle = !wordPathToggle;
+    const words = wordPathToggle ? new Uint32Array(bytes.buffer) : null;
+    const groups =
+      maxBytes === undefined && words === null
+        ? planCoalescing(bytes, slotOffsets, lens, offs, vnet, list, count, groupLens)
+        : planCoalescing(bytes, slotOffsets, lens, offs, vnet, list, count, groupLens, effectiveMax, words);
     // Nothing outside the slab view is written.
-    assert.deepEqual(backing.subarray(0, viewStart), backingBefore.subarray(0, viewStart), 'wrote before the slab view');
-    assert.deepEqual(backing.subarray(viewStart + at), backingBefore.subarray(viewStart + at), 'wrote after the slab view');
+    assert.deepEqual(
+      backing.subarray(0, viewStart),
+      backingBefore.subarray(0, viewStart),
+      'wrote before the slab view',
+    );
+    assert.deepEqual(
+      backing.subarray(viewStart + at),
+      backingBefore.subarray(viewStart + at),
+      'wrote after the slab view',
+    );
 
     const parsed = packets.map((p) => protocol.parse(p));
     const got = Array.from(groupLens.subarray(0, count));
@@ -108,7 +139,8 @@ export function coalesceHarness<P extends ParsedPacket>(
     assert.deepEqual(Array.from(groupLens.subarray(count)), [0xeeee, 0xeeee, 0xeeee], 'wrote beyond count');
     assert.equal(groups, got.filter((k) => k >= 2).length, 'return value = number of groups');
 
-    let maxGroup = 1, maxBytesHit = 0;
+    let maxGroup = 1,
+      maxBytesHit = 0;
     const leaderSlots = new Set<number>();
     for (let i = 0; i < count;) {
       const k = got[i];
@@ -119,8 +151,15 @@ export function coalesceHarness<P extends ParsedPacket>(
       assert.equal(offs[slot], 0, 'offs of a leader or single');
       if (k === 1) {
         // Singles are byte-for-byte untouched, and so is their vnet header slot.
-        assert.deepEqual(bytes.subarray(off, off + SLOT_SIZE), before.subarray(off, off + SLOT_SIZE), `single ${i} changed`);
-        assert.ok(vnet.subarray(slot * VNET_HDR_SLOT, (slot + 1) * VNET_HDR_SLOT).every((x) => x === SENTINEL), `vnet of single ${i}`);
+        assert.deepEqual(
+          bytes.subarray(off, off + SLOT_SIZE),
+          before.subarray(off, off + SLOT_SIZE),
+          `single ${i} changed`,
+        );
+        assert.ok(
+          vnet.subarray(slot * VNET_HDR_SLOT, (slot + 1) * VNET_HDR_SLOT).every((x) => x === SENTINEL),
+          `vnet of single ${i}`,
+        );
         i++;
         continue;
       }
@@ -132,29 +171,45 @@ export function coalesceHarness<P extends ParsedPacket>(
       if (total + gsoSize > effectiveMax) maxBytesHit++;
       // Members: untouched bytes, offs = the header length.
       for (let j = 1; j < k; j++) {
-        const ms = list[i + j], mo = slotOffsets[ms];
+        const ms = list[i + j],
+          mo = slotOffsets[ms];
         assert.equal(offs[ms], hdrLen, `offs of member ${i + j}`);
-        assert.deepEqual(bytes.subarray(mo, mo + SLOT_SIZE), before.subarray(mo, mo + SLOT_SIZE), `member ${i + j} changed`);
-        assert.ok(vnet.subarray(ms * VNET_HDR_SLOT, (ms + 1) * VNET_HDR_SLOT).every((x) => x === SENTINEL), `vnet of member ${i + j}`);
+        assert.deepEqual(
+          bytes.subarray(mo, mo + SLOT_SIZE),
+          before.subarray(mo, mo + SLOT_SIZE),
+          `member ${i + j} changed`,
+        );
+        assert.ok(
+          vnet.subarray(ms * VNET_HDR_SLOT, (ms + 1) * VNET_HDR_SLOT).every((x) => x === SENTINEL),
+          `vnet of member ${i + j}`,
+        );
       }
       // Leader: only the fields the contract names change; payload and the rest of the slot untouched.
       const lead = bytes.subarray(off, off + lens[slot]);
       const orig = before.subarray(off, off + lens[slot]);
-      assert.deepEqual(bytes.subarray(off + lens[slot], off + SLOT_SIZE), before.subarray(off + lens[slot], off + SLOT_SIZE));
-      for (let b = 0; b < lead.length; b++) if (!expected.mayChange.has(b)) assert.equal(lead[b], orig[b], `leader ${i} byte ${b}`);
+      assert.deepEqual(
+        bytes.subarray(off + lens[slot], off + SLOT_SIZE),
+        before.subarray(off + lens[slot], off + SLOT_SIZE),
+      );
+      for (let b = 0; b < lead.length; b++)
+        if (!expected.mayChange.has(b)) assert.equal(lead[b], orig[b], `leader ${i} byte ${b}`);
       assert.equal(lead[2] * 256 + lead[3], total, 'super-packet IP total length');
       assert.ok(ipChecksumValid(lead), 'super-packet IP checksum');
       // The vnet header, exactly, and its padding untouched.
       const vo = slot * VNET_HDR_SLOT;
       assert.deepEqual(vnet.subarray(vo, vo + VNET_HDR_LEN), vnetBytes(expected.vnet), 'vnet header');
-      assert.ok(vnet.subarray(vo + VNET_HDR_LEN, vo + VNET_HDR_SLOT).every((x) => x === SENTINEL), 'vnet padding');
+      assert.ok(
+        vnet.subarray(vo + VNET_HDR_LEN, vo + VNET_HDR_SLOT).every((x) => x === SENTINEL),
+        'vnet padding',
+      );
 
       // The super-packet as the writev would gather it.
       const sp = new Uint8Array(total);
       sp.set(lead, 0);
       let pos = lead.length;
       for (let j = 1; j < k; j++) {
-        const ms = list[i + j], mo = slotOffsets[ms];
+        const ms = list[i + j],
+          mo = slotOffsets[ms];
         const piece = bytes.subarray(mo + offs[ms], mo + lens[ms]);
         sp.set(piece, pos);
         pos += piece.length;
@@ -183,7 +238,8 @@ export function assertSegmentMatches(seg: Uint8Array, original: Uint8Array, igno
     assert.deepEqual(seg, original, `${what} differs from the original`);
     return;
   }
-  const a = seg.slice(), b = original.slice();
+  const a = seg.slice(),
+    b = original.slice();
   a[4] = b[4] = a[5] = b[5] = a[10] = b[10] = a[11] = b[11] = 0;
   assert.deepEqual(a, b, `${what} (DF) differs beyond id`);
 }
@@ -194,7 +250,11 @@ export function assertSegmentMatches(seg: Uint8Array, original: Uint8Array, igno
  * the full set ran (coverage assertions only make sense then).
  */
 export function forEachSeed(
-  label: string, envVar: string, firstSeed: number, seedCount: number, body: (seed: number) => void,
+  label: string,
+  envVar: string,
+  firstSeed: number,
+  seedCount: number,
+  body: (seed: number) => void,
 ): boolean {
   for (const seed of seedsFor(envVar, seedCount, firstSeed)) runSeeded(label, envVar, seed, () => body(seed));
   return process.env[envVar] === undefined;
@@ -204,13 +264,18 @@ export function forEachSeed(
 export class RuleCoverage<P> {
   private readonly sole: Map<string, number>;
 
-  constructor(private readonly ruleNames: readonly string[], private readonly rules: GroupRules<P>) {
+  constructor(
+    private readonly ruleNames: readonly string[],
+    private readonly rules: GroupRules<P>,
+  ) {
     this.sole = new Map(ruleNames.map((r) => [r, 0]));
   }
 
   /** Walks a batch greedily under the rules, counting refusals with a single reason. */
   record(parsed: readonly P[], maxBytes: number): void {
-    greedyPlan(parsed, [this.rules], maxBytes, (v) => { if (v.length === 1) this.sole.set(v[0], this.sole.get(v[0])! + 1); });
+    greedyPlan(parsed, [this.rules], maxBytes, (v) => {
+      if (v.length === 1) this.sole.set(v[0], this.sole.get(v[0])! + 1);
+    });
   }
 
   counts(): Record<string, number> {
@@ -224,8 +289,11 @@ export class RuleCoverage<P> {
 }
 
 const LAYOUTS: Array<[string, number[], boolean]> = [
-  ['aligned, words', [0, 0, 0], true], ['misaligned, words', [1, 2, 3], true], ['leader aligned only, words', [0, 3, 1], true],
-  ['members aligned only, words', [2, 0, 0], true], ['aligned, no words', [0, 0, 0], false],
+  ['aligned, words', [0, 0, 0], true],
+  ['misaligned, words', [1, 2, 3], true],
+  ['leader aligned only, words', [0, 3, 1], true],
+  ['members aligned only, words', [2, 0, 0], true],
+  ['aligned, no words', [0, 0, 0], false],
 ];
 
 /**
@@ -239,8 +307,18 @@ export function assertPlanOnEveryLayout(packets: readonly Uint8Array[], expected
     packets.forEach((x, i) => bytes.set(x, slotOffsets[i]));
     const lens = Int32Array.from(packets, (x) => x.length);
     const groupLens = new Uint16Array(3);
-    planCoalescing(bytes, slotOffsets, lens, new Uint16Array(3), new Uint8Array(3 * VNET_HDR_SLOT),
-      new Uint16Array([0, 1, 2]), 3, groupLens, 65535, useWords ? new Uint32Array(bytes.buffer) : null);
+    planCoalescing(
+      bytes,
+      slotOffsets,
+      lens,
+      new Uint16Array(3),
+      new Uint8Array(3 * VNET_HDR_SLOT),
+      new Uint16Array([0, 1, 2]),
+      3,
+      groupLens,
+      65535,
+      useWords ? new Uint32Array(bytes.buffer) : null,
+    );
     assert.deepEqual(Array.from(groupLens), expected, `${what}: ${name}`);
   }
 }
@@ -253,10 +331,17 @@ export function assertPlanOnEveryLayout(packets: readonly Uint8Array[], expected
 export function timeSingleFlowBatch(packets: readonly Uint8Array[], headerBytes: number, useWords: boolean): number {
   assert.equal(packets.length, 64);
   const bytes = new Uint8Array(64 * SLOT_SIZE);
-  const lens = new Int32Array(64), offs = new Uint16Array(64), vnet = new Uint8Array(64 * VNET_HDR_SLOT);
-  const list = new Uint16Array(64), groupLens = new Uint16Array(64);
+  const lens = new Int32Array(64),
+    offs = new Uint16Array(64),
+    vnet = new Uint8Array(64 * VNET_HDR_SLOT);
+  const list = new Uint16Array(64),
+    groupLens = new Uint16Array(64);
   const slotOffsets = Uint32Array.from({ length: 64 }, (_, i) => i * SLOT_SIZE);
-  packets.forEach((p, i) => { bytes.set(p, i * SLOT_SIZE); lens[i] = p.length; list[i] = i; });
+  packets.forEach((p, i) => {
+    bytes.set(p, i * SLOT_SIZE);
+    lens[i] = p.length;
+    list[i] = i;
+  });
   const words = useWords ? new Uint32Array(bytes.buffer) : null;
   const leaderCopy = bytes.slice(0, headerBytes);
   const plan = (): number => {

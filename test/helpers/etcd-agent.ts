@@ -21,7 +21,10 @@ export interface WatchLog {
 
 /** An error thrown by the client inside the agent, with its message and class name. */
 export class AgentCallError extends Error {
-  constructor(message: string, readonly errorName: string) {
+  constructor(
+    message: string,
+    readonly errorName: string,
+  ) {
     super(message);
   }
 }
@@ -77,7 +80,9 @@ export class EtcdAgent {
   async idleExit(timeoutMs: number): Promise<number | null | 'still running'> {
     await this.request('idle');
     this.child.stdin!.end();
-    const timeout = new Promise<'still running'>((resolve) => setTimeout(() => resolve('still running'), timeoutMs).unref());
+    const timeout = new Promise<'still running'>((resolve) =>
+      setTimeout(() => resolve('still running'), timeoutMs).unref(),
+    );
     return Promise.race([this.exited, timeout]);
   }
 
@@ -87,8 +92,15 @@ export class EtcdAgent {
 
   private onLine(line: string): void {
     const message = JSON.parse(line) as {
-      id?: number; ok?: unknown; error?: string; name?: string;
-      watch?: string; kind?: string; events?: WatchEvent[]; revision?: number; message?: string;
+      id?: number;
+      ok?: unknown;
+      error?: string;
+      name?: string;
+      watch?: string;
+      kind?: string;
+      events?: WatchEvent[];
+      revision?: number;
+      message?: string;
     };
     if (message.id !== undefined) {
       const pending = this.pending.get(message.id);
@@ -110,7 +122,10 @@ export class EtcdAgent {
 }
 
 export class AgentStore {
-  constructor(private readonly agent: EtcdAgent, readonly name: string) {}
+  constructor(
+    private readonly agent: EtcdAgent,
+    readonly name: string,
+  ) {}
 
   get(key: string): Promise<KeyValue | null> {
     return this.agent.request('get', { store: this.name, key }) as Promise<KeyValue | null>;
@@ -164,11 +179,18 @@ export class AgentStore {
 }
 
 /** Polls until predicate holds; fails with description (and the last state) after timeoutMs. */
-export async function waitUntil(description: string, predicate: () => boolean, timeoutMs = 10_000, state?: () => unknown): Promise<void> {
+export async function waitUntil(
+  description: string,
+  predicate: () => boolean,
+  timeoutMs = 10_000,
+  state?: () => unknown,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!predicate()) {
     if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${description}${state ? `; state: ${JSON.stringify(state())}` : ''}`);
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${description}${state ? `; state: ${JSON.stringify(state())}` : ''}`,
+      );
     }
     await new Promise((resolve) => setTimeout(resolve, 25));
   }

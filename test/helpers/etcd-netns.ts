@@ -92,7 +92,10 @@ export class EtcdInstance {
   readonly dataDir: string;
   readonly logFile: string;
 
-  constructor(private readonly env: EtcdNetns, readonly spec: EtcdSpec) {
+  constructor(
+    private readonly env: EtcdNetns,
+    readonly spec: EtcdSpec,
+  ) {
     this.dataDir = join(env.dir, `${spec.name}.etcd`);
     this.logFile = join(env.dir, `${spec.name}.log`);
   }
@@ -111,18 +114,37 @@ export class EtcdInstance {
     const { name, peerPort, tls, authTokenTtl } = this.spec;
     const peerUrl = `http://127.0.0.1:${peerPort}`;
     const args = [
-      'netns', 'exec', this.env.name, 'etcd',
-      '--name', name,
-      '--data-dir', this.dataDir,
-      '--listen-client-urls', this.clientUrl,
-      '--advertise-client-urls', this.clientUrl,
-      '--listen-peer-urls', peerUrl,
-      '--initial-advertise-peer-urls', peerUrl,
-      '--initial-cluster', `${name}=${peerUrl}`,
-      '--log-level', 'warn',
+      'netns',
+      'exec',
+      this.env.name,
+      'etcd',
+      '--name',
+      name,
+      '--data-dir',
+      this.dataDir,
+      '--listen-client-urls',
+      this.clientUrl,
+      '--advertise-client-urls',
+      this.clientUrl,
+      '--listen-peer-urls',
+      peerUrl,
+      '--initial-advertise-peer-urls',
+      peerUrl,
+      '--initial-cluster',
+      `${name}=${peerUrl}`,
+      '--log-level',
+      'warn',
     ];
     if (tls !== undefined) {
-      args.push('--cert-file', tls.serverCert, '--key-file', tls.serverKey, '--client-cert-auth', '--trusted-ca-file', tls.ca);
+      args.push(
+        '--cert-file',
+        tls.serverCert,
+        '--key-file',
+        tls.serverKey,
+        '--client-cert-auth',
+        '--trusted-ca-file',
+        tls.ca,
+      );
     }
     if (authTokenTtl !== undefined) args.push('--auth-token-ttl', String(authTokenTtl));
     const log = openSync(this.logFile, 'a');
@@ -162,9 +184,10 @@ export class EtcdInstance {
 
   /** Runs etcdctl against this member (with its TLS client files) inside the namespace. */
   ctl(args: readonly string[], timeoutMs = 10_000): Promise<string> {
-    const tlsArgs = this.spec.tls === undefined ? [] : [
-      '--cacert', this.spec.tls.ca, '--cert', this.spec.tls.clientCert, '--key', this.spec.tls.clientKey,
-    ];
+    const tlsArgs =
+      this.spec.tls === undefined
+        ? []
+        : ['--cacert', this.spec.tls.ca, '--cert', this.spec.tls.clientCert, '--key', this.spec.tls.clientKey];
     const userArgs = this.user === undefined ? [] : ['--user', this.user];
     return this.env.exec('etcdctl', ['--endpoints', this.clientUrl, ...tlsArgs, ...userArgs, ...args], timeoutMs);
   }
@@ -187,7 +210,10 @@ export class EtcdNetns {
     process.exit(signal === 'SIGINT' ? 130 : 143);
   };
 
-  private constructor(readonly name: string, readonly dir: string) {
+  private constructor(
+    readonly name: string,
+    readonly dir: string,
+  ) {
     // `on`, not `once`: a second signal arriving during cleanup must not find the default
     // action (immediate death) restored.
     process.on('exit', this.exitHandler);
@@ -206,7 +232,7 @@ export class EtcdNetns {
       execFileSync('ip', ['-n', name, 'link', 'set', 'lo', 'up'], { stdio: 'pipe' });
     } catch (err) {
       env.destroySync();
-      throw new Error(`cannot create network namespace ${name}: ${(err as Error).message}`);
+      throw new Error(`cannot create network namespace ${name}: ${(err as Error).message}`, { cause: err });
     }
     return env;
   }
@@ -247,13 +273,47 @@ export class EtcdNetns {
       execFileSync('openssl', args, { stdio: 'pipe' });
     };
     const ecKey = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-    openssl(['req', '-x509', ...ecKey, '-keyout', file('ca.key'), '-out', file('ca.crt'), '-days', '2', '-subj', '/CN=flannel-ts test CA']);
+    openssl([
+      'req',
+      '-x509',
+      ...ecKey,
+      '-keyout',
+      file('ca.key'),
+      '-out',
+      file('ca.crt'),
+      '-days',
+      '2',
+      '-subj',
+      '/CN=flannel-ts test CA',
+    ]);
     const issue = (role: string, extensions: string): void => {
       writeFileSync(file(`${role}.ext`), extensions);
-      openssl(['req', ...ecKey, '-keyout', file(`${role}.key`), '-out', file(`${role}.csr`), '-subj', `/CN=flannel-ts test ${role}`]);
       openssl([
-        'x509', '-req', '-in', file(`${role}.csr`), '-CA', file('ca.crt'), '-CAkey', file('ca.key'),
-        '-CAcreateserial', '-out', file(`${role}.crt`), '-days', '2', '-extfile', file(`${role}.ext`),
+        'req',
+        ...ecKey,
+        '-keyout',
+        file(`${role}.key`),
+        '-out',
+        file(`${role}.csr`),
+        '-subj',
+        `/CN=flannel-ts test ${role}`,
+      ]);
+      openssl([
+        'x509',
+        '-req',
+        '-in',
+        file(`${role}.csr`),
+        '-CA',
+        file('ca.crt'),
+        '-CAkey',
+        file('ca.key'),
+        '-CAcreateserial',
+        '-out',
+        file(`${role}.crt`),
+        '-days',
+        '2',
+        '-extfile',
+        file(`${role}.ext`),
       ]);
     };
     issue('server', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n');
@@ -270,11 +330,12 @@ export class EtcdNetns {
   /** Kills every child, deletes the namespace and the temp dir. Idempotent. */
   async destroy(): Promise<void> {
     const pending = [...this.children].map(
-      (child) => new Promise<void>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGKILL');
-      }),
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          child.once('exit', () => resolve());
+          child.kill('SIGKILL');
+        }),
     );
     await Promise.all(pending);
     this.destroySync();

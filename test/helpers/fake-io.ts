@@ -86,13 +86,17 @@ export class FakeTun implements TunDevice {
   private readonly faults = new FaultPlan();
   private readonly maxPerCall: number;
 
-  constructor(private readonly slab: PacketSlab, options: FakeIoOptions = {}) {
+  constructor(
+    private readonly slab: PacketSlab,
+    options: FakeIoOptions = {},
+  ) {
     this.maxPerCall = options.maxPerCall ?? Infinity;
   }
 
   push(...packets: Uint8Array[]): void {
     for (const p of packets) {
-      if (p.length > this.slab.readSlotSize) throw new RangeError(`a ${p.length}-byte packet does not fit a ${this.slab.readSlotSize}-byte slot`);
+      if (p.length > this.slab.readSlotSize)
+        throw new RangeError(`a ${p.length}-byte packet does not fit a ${this.slab.readSlotSize}-byte slot`);
       this.inbound.push(p);
     }
   }
@@ -167,7 +171,10 @@ export class FakeUdp implements UdpSocket {
   private readonly faults = new FaultPlan();
   private readonly maxPerCall: number;
 
-  constructor(private readonly slab: PacketSlab, options: FakeIoOptions = {}) {
+  constructor(
+    private readonly slab: PacketSlab,
+    options: FakeIoOptions = {},
+  ) {
     this.maxPerCall = options.maxPerCall ?? Infinity;
   }
 
@@ -239,8 +246,13 @@ class SlotReplayer {
   readonly lens: Int32Array;
   readonly count: number;
 
-  constructor(private readonly slab: PacketSlab, private readonly first: number, packets: readonly Uint8Array[]) {
-    if (packets.length === 0 || packets.length > slab.batch) throw new RangeError(`replay needs 1..${slab.batch} packets`);
+  constructor(
+    private readonly slab: PacketSlab,
+    private readonly first: number,
+    packets: readonly Uint8Array[],
+  ) {
+    if (packets.length === 0 || packets.length > slab.batch)
+      throw new RangeError(`replay needs 1..${slab.batch} packets`);
     this.count = packets.length;
     this.mutable = new Uint8Array(packets.length * 4);
     this.lens = new Int32Array(packets.length);
@@ -257,9 +269,13 @@ class SlotReplayer {
   restore(first: number, max: number): number {
     if (first !== this.first) throw new RangeError(`replay prepared for slot ${this.first}, asked for ${first}`);
     const n = max < this.count ? max : this.count;
-    const bytes = this.slab.bytes, lens = this.slab.lens, offsets = this.slab.slotOffsets, mutable = this.mutable;
+    const bytes = this.slab.bytes,
+      lens = this.slab.lens,
+      offsets = this.slab.slotOffsets,
+      mutable = this.mutable;
     for (let i = 0; i < n; i++) {
-      const off = offsets[first + i]! + MUTABLE_FIRST, t = i * 4;
+      const off = offsets[first + i]! + MUTABLE_FIRST,
+        t = i * 4;
       bytes[off] = mutable[t]!;
       bytes[off + 1] = mutable[t + 1]!;
       bytes[off + 2] = mutable[t + 2]!;
@@ -302,15 +318,23 @@ export class ReplayUdp implements UdpSocket {
   packetsSent = 0;
   bytesSent = 0;
 
-  constructor(private readonly slab: PacketSlab, datagrams: readonly Datagram[]) {
-    this.replay = new SlotReplayer(slab, slab.rxFirst, datagrams.map((d) => d.data));
+  constructor(
+    private readonly slab: PacketSlab,
+    datagrams: readonly Datagram[],
+  ) {
+    this.replay = new SlotReplayer(
+      slab,
+      slab.rxFirst,
+      datagrams.map((d) => d.data),
+    );
     this.addrs = Uint32Array.from(datagrams, (d) => d.addr >>> 0);
     this.ports = Uint16Array.from(datagrams, (d) => d.port);
   }
 
   recv(first: number, max: number): number {
     const n = this.replay.restore(first, max);
-    const addrs = this.slab.addrs, ports = this.slab.ports;
+    const addrs = this.slab.addrs,
+      ports = this.slab.ports;
     for (let i = 0; i < n; i++) {
       addrs[first + i] = this.addrs[i]!;
       ports[first + i] = this.ports[i]!;
@@ -343,7 +367,11 @@ const peerSubnet = (k: number): number => (0x0af40000 | ((k + 1) << 8)) >>> 0;
 const peerAddress = (k: number): number => (0xc0000200 | (k + 1)) >>> 0;
 
 export function mixRoutes(): { prefix: number; prefixLen: number; publicIp: number }[] {
-  return Array.from({ length: PEER_COUNT }, (_, i) => ({ prefix: peerSubnet(i + 1), prefixLen: 24, publicIp: peerAddress(i + 1) }));
+  return Array.from({ length: PEER_COUNT }, (_, i) => ({
+    prefix: peerSubnet(i + 1),
+    prefixLen: 24,
+    publicIp: peerAddress(i + 1),
+  }));
 }
 
 export interface MixedTraffic {
@@ -384,7 +412,8 @@ export function mixedTraffic(batch: number): MixedTraffic {
   const perBatch = { sent: 0, icmps: 0, txDrops: 0, written: 0, rxDrops: 0 };
   const tunPackets: Uint8Array[] = [];
   const udpDatagrams: Datagram[] = [];
-  let txBad = 0, rxBad = 0;
+  let txBad = 0,
+    rxBad = 0;
   for (let i = 0; i < batch; i++) {
     const k = 1 + (i % PEER_COUNT);
     const size = i % 3 === 0 ? MIX_HOST.mtu : 64;
@@ -393,10 +422,17 @@ export function mixedTraffic(batch: number): MixedTraffic {
       perBatch.sent++;
     } else {
       const bad = [
-        () => { perBatch.icmps++; return ip(pod, noRoute, 64); },
+        () => {
+          perBatch.icmps++;
+          return ip(pod, noRoute, 64);
+        },
         () => ip(pod, noRoute, 84, 1),
         () => ip(pod, (peerSubnet(k) | 9) >>> 0, 84, 17, 1),
-        () => { const p = ip(pod, (peerSubnet(k) | 9) >>> 0, 84); p[0] = 0x46; return p.subarray(0, 22); },
+        () => {
+          const p = ip(pod, (peerSubnet(k) | 9) >>> 0, 84);
+          p[0] = 0x46;
+          return p.subarray(0, 22);
+        },
       ][txBad++ % 4]!;
       tunPackets.push(bad());
       perBatch.txDrops++;

@@ -14,7 +14,10 @@ export async function assertFlannelHost(lab: Lab, n: number, subnetFile: string)
   const [link] = JSON.parse(addr.stdout) as { mtu: number; addr_info: { local: string; prefixlen: number }[] }[];
   assert.ok(link, `flannel0 exists on host ${n}`);
   assert.equal(link.mtu, 1472);
-  assert.deepEqual(link.addr_info.map((a) => `${a.local}/${a.prefixlen}`), [`10.244.${n}.0/32`]);
+  assert.deepEqual(
+    link.addr_info.map((a) => `${a.local}/${a.prefixlen}`),
+    [`10.244.${n}.0/32`],
+  );
   const route = await lab.execChecked(lab.hostNs(n), ['ip', 'route', 'show', '10.244.0.0/16']);
   assert.match(route.stdout, /^10\.244\.0\.0\/16 dev flannel0/m);
 }

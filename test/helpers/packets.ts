@@ -50,7 +50,9 @@ export function buildIpv4(spec: Ipv4Spec): Buffer {
 }
 
 /** A UDP datagram (checksum 0 = none, legal in IPv4) inside a well-formed IPv4 packet. */
-export function buildIpv4Udp(spec: Omit<Ipv4Spec, 'protocol' | 'payload'> & { srcPort: number; dstPort: number; data: Uint8Array }): Buffer {
+export function buildIpv4Udp(
+  spec: Omit<Ipv4Spec, 'protocol' | 'payload'> & { srcPort: number; dstPort: number; data: Uint8Array },
+): Buffer {
   const udp = Buffer.alloc(8 + spec.data.length);
   udp.writeUInt16BE(spec.srcPort, 0);
   udp.writeUInt16BE(spec.dstPort, 2);

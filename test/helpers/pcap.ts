@@ -44,7 +44,9 @@ export class PcapFormatError extends Error {
 /** Parses a classic pcap file. Throws PcapFormatError on a bad magic or a truncated header/record. */
 export function readPcap(buf: Buffer): PcapFile {
   if (buf.length < GLOBAL_HEADER_LEN) {
-    throw new PcapFormatError(`pcap truncated: ${buf.length} bytes, the global header alone needs ${GLOBAL_HEADER_LEN}`);
+    throw new PcapFormatError(
+      `pcap truncated: ${buf.length} bytes, the global header alone needs ${GLOBAL_HEADER_LEN}`,
+    );
   }
   const magicLE = buf.readUInt32LE(0);
   const magicBE = buf.readUInt32BE(0);
@@ -158,7 +160,8 @@ export function stripEthernetIpv4Udp(frame: Uint8Array): UdpDatagram {
     off += 4;
     etherType = b.readUInt16BE(off);
   }
-  if (etherType !== ETHERTYPE_IPV4) throw new Error(`Ethernet frame carries ethertype 0x${etherType.toString(16)}, not IPv4`);
+  if (etherType !== ETHERTYPE_IPV4)
+    throw new Error(`Ethernet frame carries ethertype 0x${etherType.toString(16)}, not IPv4`);
   return stripIpv4Udp(b.subarray(off + 2));
 }
 
@@ -178,7 +181,8 @@ export function stripIpv4Udp(packet: Uint8Array): UdpDatagram {
   if ((b.readUInt16BE(6) & 0x3fff) !== 0) throw new Error('IPv4 fragment: the UDP datagram is not whole');
   if (b[9] !== 17) throw new Error(`IPv4 protocol ${b[9]} is not UDP`);
   const udpLen = b.readUInt16BE(ihl + 4);
-  if (udpLen < 8 || ihl + udpLen > totalLen) throw new Error(`bad UDP length ${udpLen} in an IPv4 packet of ${totalLen}`);
+  if (udpLen < 8 || ihl + udpLen > totalLen)
+    throw new Error(`bad UDP length ${udpLen} in an IPv4 packet of ${totalLen}`);
   return {
     srcIp: b.readUInt32BE(12),
     dstIp: b.readUInt32BE(16),

@@ -12,7 +12,8 @@ const UDP_BURST = path.join(path.dirname(fileURLToPath(import.meta.url)), 'udp-b
 export async function checksumErrors(lab: Lab, pod: number, protocol: 'Tcp' | 'Udp'): Promise<number> {
   const snmp = await lab.execChecked(lab.podNs(pod), ['cat', '/proc/net/snmp']);
   const rows = snmp.stdout.split('\n').filter((l) => l.startsWith(`${protocol}: `));
-  const names = rows[0]!.split(/\s+/), values = rows[1]!.split(/\s+/);
+  const names = rows[0]!.split(/\s+/),
+    values = rows[1]!.split(/\s+/);
   return Number(values[names.indexOf('InCsumErrors')]);
 }
 
@@ -34,9 +35,20 @@ export function burstSenderArgv(addr: string, port: number, count: number, size:
  * (Wrapped in an object: an async function's returned promise would be adopted, not handed back.)
  */
 export async function burstReceiver(
-  lab: Lab, pod: number, port: number, count: number, timeoutMs: number,
+  lab: Lab,
+  pod: number,
+  port: number,
+  count: number,
+  timeoutMs: number,
 ): Promise<{ result: Promise<BurstResult> }> {
-  const receiver = lab.spawn(lab.podNs(pod), [process.execPath, UDP_BURST, 'receive', String(port), String(count), String(timeoutMs)]);
+  const receiver = lab.spawn(lab.podNs(pod), [
+    process.execPath,
+    UDP_BURST,
+    'receive',
+    String(port),
+    String(count),
+    String(timeoutMs),
+  ]);
   let out = '';
   const ready = new Promise<void>((resolve) => {
     receiver.stdout!.on('data', (d: Buffer) => {

@@ -23,7 +23,11 @@ export function scenarioNamespace(scenario: string, prefix: string): ScenarioNam
   const file = path.join(path.dirname(fileURLToPath(import.meta.url)), scenario);
   const ns = `${prefix}${process.pid.toString(36)}${randomBytes(2).toString('hex')}`;
   const remove = (): void => {
-    try { execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' }); } catch { /* already gone */ }
+    try {
+      execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+    } catch {
+      /* already gone */
+    }
   };
   return {
     ns,
@@ -34,11 +38,17 @@ export function scenarioNamespace(scenario: string, prefix: string): ScenarioNam
     },
     remove,
     run<T>(args: readonly string[], timeoutMs = 60_000): T {
-      const out = execFileSync('ip', ['netns', 'exec', ns, process.execPath, file, ...args], { encoding: 'utf8', timeout: timeoutMs });
+      const out = execFileSync('ip', ['netns', 'exec', ns, process.execPath, file, ...args], {
+        encoding: 'utf8',
+        timeout: timeoutMs,
+      });
       return JSON.parse(out) as T;
     },
     spawn(args: readonly string[], timeoutMs = 60_000): SpawnSyncReturns<string> {
-      return spawnSync('ip', ['netns', 'exec', ns, process.execPath, file, ...args], { encoding: 'utf8', timeout: timeoutMs });
+      return spawnSync('ip', ['netns', 'exec', ns, process.execPath, file, ...args], {
+        encoding: 'utf8',
+        timeout: timeoutMs,
+      });
     },
   };
 }

@@ -18,11 +18,13 @@ const TWO_PART = 10;
 const HEADER = 52;
 
 function main(mode: string): void {
-  const gso = mode !== 'plain', gro = mode === 'gso-gro';
+  const gso = mode !== 'plain',
+    gro = mode === 'gso-gro';
   // "gso-mtu": the route to the receivers has an MTU (600, locked) below every datagram: the
   // kernel refuses each GSO message (EMSGSIZE), and the shim sends its datagrams one by one.
   const lowMtu = mode === 'gso-mtu';
-  const localRoute = (mtu: string[]) => execFileSync('ip', ['route', 'replace', 'local', '127.0.0.1', 'dev', 'lo', 'table', 'local', ...mtu]);
+  const localRoute = (mtu: string[]) =>
+    execFileSync('ip', ['route', 'replace', 'local', '127.0.0.1', 'dev', 'lo', 'table', 'local', ...mtu]);
   if (lowMtu) localRoute(['mtu', 'lock', '600']);
   try {
     run(gso, gro);
@@ -41,7 +43,8 @@ function run(gso: boolean, gro: boolean): void {
   const probe = shim.udpProbeGso(tx);
   const gsoInForce = gso && probe === 0 ? shim.ringSetGso(ring, 64) : 0;
   const groEnabled = gro ? [shim.udpEnableGro(ring, rxA), shim.udpEnableGro(ring, rxB)] : [];
-  const portA = shim.udpLocalPort(rxA), portB = shim.udpLocalPort(rxB);
+  const portA = shim.udpLocalPort(rxA),
+    portB = shim.udpLocalPort(rxB);
   // A run that GSO groups (10 x 1000 bytes, then a shorter 300 closing it), a datagram to
   // another peer, then another run to the first peer: every datagram numbered in its bytes.
   const plan: { port: number; len: number }[] = [
@@ -74,24 +77,47 @@ function run(gso: boolean, gro: boolean): void {
   const sent = shim.udpSend(ring, tx, list, plan.length);
   const received: { port: number; len: number; index: number; intact: boolean }[] = [];
   let runs = 0;
-  for (const [fd, port] of [[rxA, portA], [rxB, portB]] as const) {
+  for (const [fd, port] of [
+    [rxA, portA],
+    [rxB, portB],
+  ] as const) {
     const n = shim.udpRecv(ring, fd, slab.rxFirst, slab.batch);
     // Each receive, split into its datagrams if it is a coalesced run.
     const datagrams: [off: number, len: number][] = [];
     for (let k = 0; k < n; k++) {
-      const slot = slab.rxFirst + k, seg = slab.segSizes[slot]!, total = slab.lens[slot]!;
+      const slot = slab.rxFirst + k,
+        seg = slab.segSizes[slot]!,
+        total = slab.lens[slot]!;
       if (seg > 0) runs++;
-      for (let at = 0; at < total; at += seg || total) datagrams.push([slab.offsetOf(slot) + at, Math.min(seg || total, total - at)]);
+      for (let at = 0; at < total; at += seg || total)
+        datagrams.push([slab.offsetOf(slot) + at, Math.min(seg || total, total - at)]);
     }
     for (const [off, len] of datagrams) {
       // Which planned datagram is this? Its first byte is (index * 7) & 0xff.
-      const index = plan.findIndex((d, i) => d.port === port && d.len === len && ((i * 7) & 0xff) === slab.bytes[off] && !received.some((r) => r.index === i));
+      const index = plan.findIndex(
+        (d, i) =>
+          d.port === port &&
+          d.len === len &&
+          ((i * 7) & 0xff) === slab.bytes[off] &&
+          !received.some((r) => r.index === i),
+      );
       let intact = index >= 0;
       for (let j = 0; intact && j < len; j++) intact = slab.bytes[off + j] === ((index * 7 + j) & 0xff);
       received.push({ port, len, index, intact });
     }
   }
-  process.stdout.write(JSON.stringify({ probe, gsoInForce, sent, planned: plan.length, received, gsoAfter: shim.ringGso(ring), groEnabled, runs }) + '\n');
+  process.stdout.write(
+    JSON.stringify({
+      probe,
+      gsoInForce,
+      sent,
+      planned: plan.length,
+      received,
+      gsoAfter: shim.ringGso(ring),
+      groEnabled,
+      runs,
+    }) + '\n',
+  );
 }
 
 main(process.argv[2] ?? 'plain');

@@ -3,8 +3,14 @@
 // by one, a greedy reference planner, and a reference segmenter that cuts a GSO_TCPV4
 // super-packet the way the kernel's TCP segmentation does.
 
-export const TCP_FIN = 0x01, TCP_SYN = 0x02, TCP_RST = 0x04, TCP_PSH = 0x08;
-export const TCP_ACK = 0x10, TCP_URG = 0x20, TCP_ECE = 0x40, TCP_CWR = 0x80;
+export const TCP_FIN = 0x01,
+  TCP_SYN = 0x02,
+  TCP_RST = 0x04,
+  TCP_PSH = 0x08;
+export const TCP_ACK = 0x10,
+  TCP_URG = 0x20,
+  TCP_ECE = 0x40,
+  TCP_CWR = 0x80;
 
 /** One's-complement 16-bit sum of b[off, off+len) added to initial, folded, NOT inverted. */
 export function onesSum(b: Uint8Array, off: number, len: number, initial = 0): number {
@@ -27,13 +33,26 @@ export function pseudoHeader(src: number, dst: number, tcpLength: number): Uint8
 }
 
 export interface TcpPacketSpec {
-  src: number; dst: number;
-  tos?: number; ttl?: number; id?: number; df?: boolean; mf?: boolean; reservedBit?: boolean; fragOffset?: number;
+  src: number;
+  dst: number;
+  tos?: number;
+  ttl?: number;
+  id?: number;
+  df?: boolean;
+  mf?: boolean;
+  reservedBit?: boolean;
+  fragOffset?: number;
   /** IP options, a multiple of 4 bytes. */
   ipOptions?: Uint8Array;
   /** Protocol number (6 unless testing others: then the bytes after the IP header are the payload). */
   protocol?: number;
-  sport: number; dport: number; seq: number; ack: number; flags: number; window: number; urgent?: number;
+  sport: number;
+  dport: number;
+  seq: number;
+  ack: number;
+  flags: number;
+  window: number;
+  urgent?: number;
   /** Low nibble of TCP byte 12 (reserved bits, AE). */
   tcpReserved?: number;
   /** TCP options, a multiple of 4 bytes. */
@@ -57,7 +76,7 @@ export function buildTcpPacket(s: TcpPacketSpec): Uint8Array {
   p[1] = s.tos ?? 0;
   v.setUint16(2, total);
   v.setUint16(4, s.id ?? 0);
-  v.setUint16(6, ((s.reservedBit ? 0x8000 : 0) | (s.df ? 0x4000 : 0) | (s.mf ? 0x2000 : 0) | (s.fragOffset ?? 0)));
+  v.setUint16(6, (s.reservedBit ? 0x8000 : 0) | (s.df ? 0x4000 : 0) | (s.mf ? 0x2000 : 0) | (s.fragOffset ?? 0));
   p[8] = s.ttl ?? 64;
   p[9] = protocol;
   v.setUint32(12, s.src);
@@ -87,15 +106,36 @@ export function buildTcpPacket(s: TcpPacketSpec): Uint8Array {
 }
 
 export interface ParsedPacket {
-  len: number; ihl: number; tos: number; totalLength: number; id: number;
-  reservedBit: boolean; df: boolean; mf: boolean; fragOffset: number; ttl: number; protocol: number;
-  ipChecksumOk: boolean; src: number; dst: number;
+  len: number;
+  ihl: number;
+  tos: number;
+  totalLength: number;
+  id: number;
+  reservedBit: boolean;
+  df: boolean;
+  mf: boolean;
+  fragOffset: number;
+  ttl: number;
+  protocol: number;
+  ipChecksumOk: boolean;
+  src: number;
+  dst: number;
   /** The TCP checksum verifies (false for a non-TCP or truncated packet). */
   tcpChecksumOk: boolean;
   /** TCP fields, when protocol 6 and the header fits. */
   tcp: null | {
-    sport: number; dport: number; seq: number; ack: number; headerLength: number; byte12: number;
-    flags: number; window: number; check: number; urgent: number; options: number[]; payloadLength: number;
+    sport: number;
+    dport: number;
+    seq: number;
+    ack: number;
+    headerLength: number;
+    byte12: number;
+    flags: number;
+    window: number;
+    check: number;
+    urgent: number;
+    options: number[];
+    payloadLength: number;
   };
 }
 
@@ -104,23 +144,43 @@ export function parsePacket(p: Uint8Array, len = p.length): ParsedPacket {
   const ihl = (p[0] & 15) * 4;
   const fragWord = v.getUint16(6);
   const parsed: ParsedPacket = {
-    len, ihl, tos: p[1], totalLength: v.getUint16(2), id: v.getUint16(4),
-    reservedBit: (fragWord & 0x8000) !== 0, df: (fragWord & 0x4000) !== 0, mf: (fragWord & 0x2000) !== 0,
-    fragOffset: fragWord & 0x1fff, ttl: p[8], protocol: p[9],
-    ipChecksumOk: onesSum(p, 0, ihl) === 0xffff, src: v.getUint32(12), dst: v.getUint32(16), tcp: null,
+    len,
+    ihl,
+    tos: p[1],
+    totalLength: v.getUint16(2),
+    id: v.getUint16(4),
+    reservedBit: (fragWord & 0x8000) !== 0,
+    df: (fragWord & 0x4000) !== 0,
+    mf: (fragWord & 0x2000) !== 0,
+    fragOffset: fragWord & 0x1fff,
+    ttl: p[8],
+    protocol: p[9],
+    ipChecksumOk: onesSum(p, 0, ihl) === 0xffff,
+    src: v.getUint32(12),
+    dst: v.getUint32(16),
+    tcp: null,
     tcpChecksumOk: false,
   };
   if (parsed.protocol === 6 && len >= ihl + 20) {
     const headerLength = (p[ihl + 12] >> 4) * 4;
     if (headerLength >= 20 && ihl + headerLength <= len) {
       parsed.tcp = {
-        sport: v.getUint16(ihl), dport: v.getUint16(ihl + 2), seq: v.getUint32(ihl + 4), ack: v.getUint32(ihl + 8),
-        headerLength, byte12: p[ihl + 12], flags: p[ihl + 13], window: v.getUint16(ihl + 14),
-        check: v.getUint16(ihl + 16), urgent: v.getUint16(ihl + 18),
-        options: Array.from(p.subarray(ihl + 20, ihl + headerLength)), payloadLength: len - ihl - headerLength,
+        sport: v.getUint16(ihl),
+        dport: v.getUint16(ihl + 2),
+        seq: v.getUint32(ihl + 4),
+        ack: v.getUint32(ihl + 8),
+        headerLength,
+        byte12: p[ihl + 12],
+        flags: p[ihl + 13],
+        window: v.getUint16(ihl + 14),
+        check: v.getUint16(ihl + 16),
+        urgent: v.getUint16(ihl + 18),
+        options: Array.from(p.subarray(ihl + 20, ihl + headerLength)),
+        payloadLength: len - ihl - headerLength,
       };
       const tcpLen = len - ihl;
-      parsed.tcpChecksumOk = onesSum(p, ihl, tcpLen, onesSum(pseudoHeader(parsed.src, parsed.dst, tcpLen), 0, 12)) === 0xffff;
+      parsed.tcpChecksumOk =
+        onesSum(p, ihl, tcpLen, onesSum(pseudoHeader(parsed.src, parsed.dst, tcpLen), 0, 12)) === 0xffff;
     }
   }
   return parsed;
@@ -178,8 +238,10 @@ export function leadViolations(p: ParsedPacket): string[] {
  * extras (IP checksum, IP flags byte, TCP byte 12, urgent pointer, IP id without DF).
  */
 export function joinViolations(group: readonly ParsedPacket[], p: ParsedPacket, maxBytes: number): string[] {
-  const L = group[0], P = group[group.length - 1];
-  const lt = L.tcp!, pt = P.tcp!;
+  const L = group[0],
+    P = group[group.length - 1];
+  const lt = L.tcp!,
+    pt = P.tcp!;
   if (p.tcp === null) return ['not-tcp'];
   const t = p.tcp;
   const r: string[] = [];
@@ -195,7 +257,7 @@ export function joinViolations(group: readonly ParsedPacket[], p: ParsedPacket, 
   if (t.urgent !== lt.urgent) r.push('urgent-pointer');
   if (!flagsAckMaybePsh(t.flags)) r.push('flags');
   if ((pt.flags & TCP_PSH) !== 0) r.push('prev-psh');
-  if (t.seq !== ((pt.seq + pt.payloadLength) >>> 0)) r.push('seq');
+  if (t.seq !== (pt.seq + pt.payloadLength) >>> 0) r.push('seq');
   if (t.payloadLength <= 0) r.push('empty-payload');
   if (t.payloadLength > lt.payloadLength) r.push('longer-than-leader');
   if (group.some((m) => m.tcp!.payloadLength !== lt.payloadLength)) r.push('after-short');
@@ -220,7 +282,10 @@ export const TCP_GROUP_RULES: GroupRules<ParsedPacket> = { lead: leadViolations,
  * of every refused join (for coverage counts).
  */
 export function greedyPlan<P>(
-  packets: readonly P[], ruleSets: readonly GroupRules<P>[], maxBytes: number, onRefusal?: (reasons: string[]) => void,
+  packets: readonly P[],
+  ruleSets: readonly GroupRules<P>[],
+  maxBytes: number,
+  onRefusal?: (reasons: string[]) => void,
 ): number[] {
   const groupLens: number[] = packets.map(() => 1);
   let group: P[] = [];
@@ -239,7 +304,11 @@ export function greedyPlan<P>(
       group = [];
     }
     const leading = ruleSets.find((r) => r.lead(p).length === 0);
-    if (leading !== undefined) { group = [p]; rules = leading; leaderPos = i; }
+    if (leading !== undefined) {
+      group = [p];
+      rules = leading;
+      leaderPos = i;
+    }
   });
   if (group.length >= 2) groupLens[leaderPos] = group.length;
   return groupLens;
@@ -252,14 +321,23 @@ export function referencePlan(packets: readonly ParsedPacket[], maxBytes: number
 
 /** A little-endian struct virtio_net_hdr (10 bytes). */
 export interface VnetHdr {
-  flags: number; gsoType: number; hdrLen: number; gsoSize: number; csumStart: number; csumOffset: number;
+  flags: number;
+  gsoType: number;
+  hdrLen: number;
+  gsoSize: number;
+  csumStart: number;
+  csumOffset: number;
 }
 
 export function parseVnetHdr(b: Uint8Array, off: number): VnetHdr {
   const v = new DataView(b.buffer, b.byteOffset + off, 10);
   return {
-    flags: b[off], gsoType: b[off + 1], hdrLen: v.getUint16(2, true), gsoSize: v.getUint16(4, true),
-    csumStart: v.getUint16(6, true), csumOffset: v.getUint16(8, true),
+    flags: b[off],
+    gsoType: b[off + 1],
+    hdrLen: v.getUint16(2, true),
+    gsoSize: v.getUint16(4, true),
+    csumStart: v.getUint16(6, true),
+    csumOffset: v.getUint16(8, true),
   };
 }
 
@@ -270,7 +348,10 @@ export function parseVnetHdr(b: Uint8Array, off: number): VnetHdr {
  * transport header (v views the segment).
  */
 function cutSuperPacket(
-  sp: Uint8Array, hdrLen: number, ihl: number, gsoSize: number,
+  sp: Uint8Array,
+  hdrLen: number,
+  ihl: number,
+  gsoSize: number,
   l4: (seg: Uint8Array, v: DataView, i: number, isLast: boolean) => void,
 ): Uint8Array[] {
   const spv = new DataView(sp.buffer, sp.byteOffset, sp.length);
@@ -308,12 +389,14 @@ function lengthAdjusted(partial: number, oldLen: number, newLen: number): number
  * is adjusted for the segment's length, then summed over the segment's header and payload.
  */
 export function segmentSuperPacket(vnet: VnetHdr, sp: Uint8Array): Uint8Array[] {
-  if (vnet.flags !== 1 || vnet.gsoType !== 1) throw new Error(`not a NEEDS_CSUM TCPV4 vnet header: ${JSON.stringify(vnet)}`);
+  if (vnet.flags !== 1 || vnet.gsoType !== 1)
+    throw new Error(`not a NEEDS_CSUM TCPV4 vnet header: ${JSON.stringify(vnet)}`);
   if (vnet.gsoSize <= 0) throw new Error('gso_size 0');
   const hdr = vnet.hdrLen;
   const ihl = vnet.csumStart;
   const spv = new DataView(sp.buffer, sp.byteOffset, sp.length);
-  if (spv.getUint16(2) !== sp.length) throw new Error(`super-packet IP total length ${spv.getUint16(2)} != ${sp.length}`);
+  if (spv.getUint16(2) !== sp.length)
+    throw new Error(`super-packet IP total length ${spv.getUint16(2)} != ${sp.length}`);
   const superTcpLen = sp.length - ihl;
   const partial = spv.getUint16(ihl + vnet.csumOffset);
   const lastFlags = sp[ihl + 13] & (TCP_PSH | TCP_FIN);
@@ -343,7 +426,14 @@ export function udpChecksumValid(p: Uint8Array): boolean {
  * field as given (e.g. a pseudo-header partial sum, or 0).
  */
 export function buildUdpPacket(s: {
-  src: number; dst: number; sport: number; dport: number; payload: Uint8Array; ipOptions?: Uint8Array; id?: number; ttl?: number;
+  src: number;
+  dst: number;
+  sport: number;
+  dport: number;
+  payload: Uint8Array;
+  ipOptions?: Uint8Array;
+  id?: number;
+  ttl?: number;
   check: number;
 }): Uint8Array {
   const udp = new Uint8Array(8 + s.payload.length);
@@ -354,8 +444,19 @@ export function buildUdpPacket(s: {
   uv.setUint16(6, s.check);
   udp.set(s.payload, 8);
   return buildTcpPacket({
-    src: s.src, dst: s.dst, protocol: 17, ipOptions: s.ipOptions, id: s.id, ttl: s.ttl,
-    sport: 0, dport: 0, seq: 0, ack: 0, flags: 0, window: 0, payload: udp,
+    src: s.src,
+    dst: s.dst,
+    protocol: 17,
+    ipOptions: s.ipOptions,
+    id: s.id,
+    ttl: s.ttl,
+    sport: 0,
+    dport: 0,
+    seq: 0,
+    ack: 0,
+    flags: 0,
+    window: 0,
+    payload: udp,
   });
 }
 
@@ -370,7 +471,8 @@ export function partialChecksum(src: number, dst: number, protocol: number, leng
 
 /** UDP fields of a parsed packet (header at ihl). */
 export interface UdpInfo {
-  sport: number; dport: number;
+  sport: number;
+  dport: number;
   /** The UDP length field. */
   length: number;
   check: number;
@@ -390,8 +492,12 @@ export function parseUdpPacket(p: Uint8Array): ParsedUdpPacket {
     const v = new DataView(p.buffer, p.byteOffset, p.length);
     const u = parsed.ihl;
     udp = {
-      sport: v.getUint16(u), dport: v.getUint16(u + 2), length: v.getUint16(u + 4), check: v.getUint16(u + 6),
-      payloadLength: p.length - u - 8, checksumOk: udpChecksumValid(p),
+      sport: v.getUint16(u),
+      dport: v.getUint16(u + 2),
+      length: v.getUint16(u + 4),
+      check: v.getUint16(u + 6),
+      payloadLength: p.length - u - 8,
+      checksumOk: udpChecksumValid(p),
     };
   }
   return { ...parsed, udp };
@@ -416,7 +522,8 @@ export function udpLeadViolations(p: ParsedUdpPacket): string[] {
  * ids numbered from the leader's (DF or not), equal payload sizes but a shorter last one.
  */
 export function udpJoinViolations(group: readonly ParsedUdpPacket[], p: ParsedUdpPacket, maxBytes: number): string[] {
-  const L = group[0], lu = L.udp!;
+  const L = group[0],
+    lu = L.udp!;
   if (p.udp === null) return ['not-udp'];
   const u = p.udp;
   const r: string[] = [];
@@ -455,15 +562,19 @@ export function referenceMixedPlan(packets: readonly ParsedUdpPacket[], maxBytes
  * a header the kernel would refuse or mis-segment (wrong fields, one segment or fewer).
  */
 export function segmentUdpSuperPacket(vnet: VnetHdr, sp: Uint8Array): Uint8Array[] {
-  if (vnet.flags !== 1 || vnet.gsoType !== 5) throw new Error(`not a NEEDS_CSUM UDP_L4 vnet header: ${JSON.stringify(vnet)}`);
+  if (vnet.flags !== 1 || vnet.gsoType !== 5)
+    throw new Error(`not a NEEDS_CSUM UDP_L4 vnet header: ${JSON.stringify(vnet)}`);
   const ihl = (sp[0] & 15) * 4;
   if (sp[9] !== 17) throw new Error('not UDP');
-  if (vnet.csumStart !== ihl || vnet.csumOffset !== 6 || vnet.hdrLen !== ihl + 8) throw new Error(`bad offsets: ${JSON.stringify(vnet)}`);
+  if (vnet.csumStart !== ihl || vnet.csumOffset !== 6 || vnet.hdrLen !== ihl + 8)
+    throw new Error(`bad offsets: ${JSON.stringify(vnet)}`);
   if (vnet.gsoSize <= 0) throw new Error('gso_size 0');
   const spv = new DataView(sp.buffer, sp.byteOffset, sp.length);
-  if (spv.getUint16(2) !== sp.length) throw new Error(`super-packet IP total length ${spv.getUint16(2)} != ${sp.length}`);
+  if (spv.getUint16(2) !== sp.length)
+    throw new Error(`super-packet IP total length ${spv.getUint16(2)} != ${sp.length}`);
   const superUdpLen = sp.length - ihl;
-  if (spv.getUint16(ihl + 4) !== superUdpLen) throw new Error(`super-packet UDP length ${spv.getUint16(ihl + 4)} != ${superUdpLen}`);
+  if (spv.getUint16(ihl + 4) !== superUdpLen)
+    throw new Error(`super-packet UDP length ${spv.getUint16(ihl + 4)} != ${superUdpLen}`);
   if (superUdpLen <= 8 + vnet.gsoSize) throw new Error('one segment or fewer: the kernel refuses (EINVAL)');
   const partial = spv.getUint16(ihl + 6);
   return cutSuperPacket(sp, vnet.hdrLen, ihl, vnet.gsoSize, (seg, v) => {
@@ -477,8 +588,18 @@ export function segmentUdpSuperPacket(vnet: VnetHdr, sp: Uint8Array): Uint8Array
 }
 
 export interface UdpPacketSpec {
-  src: number; dst: number; sport: number; dport: number; payload: Uint8Array;
-  tos?: number; ttl?: number; id?: number; df?: boolean; mf?: boolean; reservedBit?: boolean; fragOffset?: number;
+  src: number;
+  dst: number;
+  sport: number;
+  dport: number;
+  payload: Uint8Array;
+  tos?: number;
+  ttl?: number;
+  id?: number;
+  df?: boolean;
+  mf?: boolean;
+  reservedBit?: boolean;
+  fragOffset?: number;
   ipOptions?: Uint8Array;
   /** Store a wrong IP header checksum. */
   badIpChecksum?: boolean;
@@ -500,9 +621,25 @@ export function buildUdpDatagram(s: UdpPacketSpec): Uint8Array {
   uv.setUint16(4, (udp.length + (s.lengthDelta ?? 0)) & 0xffff);
   udp.set(s.payload, 8);
   const p = buildTcpPacket({
-    src: s.src, dst: s.dst, protocol: 17, ipOptions: s.ipOptions, id: s.id, ttl: s.ttl, tos: s.tos, df: s.df, mf: s.mf,
-    reservedBit: s.reservedBit, fragOffset: s.fragOffset, badIpChecksum: s.badIpChecksum,
-    sport: 0, dport: 0, seq: 0, ack: 0, flags: 0, window: 0, payload: udp,
+    src: s.src,
+    dst: s.dst,
+    protocol: 17,
+    ipOptions: s.ipOptions,
+    id: s.id,
+    ttl: s.ttl,
+    tos: s.tos,
+    df: s.df,
+    mf: s.mf,
+    reservedBit: s.reservedBit,
+    fragOffset: s.fragOffset,
+    badIpChecksum: s.badIpChecksum,
+    sport: 0,
+    dport: 0,
+    seq: 0,
+    ack: 0,
+    flags: 0,
+    window: 0,
+    payload: udp,
   });
   if (!s.noChecksum) {
     const ihl = (p[0] & 15) * 4;

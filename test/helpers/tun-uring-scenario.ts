@@ -22,9 +22,14 @@ const TUN_ADDR = 0x0a5a0001; // 10.90.0.1/24 on the TUN
 const PEER = 0x0a5a0002; // 10.90.0.2: routed into the TUN
 const PEER_PORT = 9999;
 const BATCH = 64;
-const EAGAIN = 11, EBADF = 9, EINVAL = 22;
+const EAGAIN = 11,
+  EBADF = 9,
+  EINVAL = 22;
 
-interface Tun { fd: number; name: string }
+interface Tun {
+  fd: number;
+  name: string;
+}
 
 function openTun(vnet: boolean): Tun {
   // No IPv6: its router solicitations and MLD reports would be read among the numbered packets.
@@ -55,7 +60,9 @@ function sendNumbered(udpFd: number, slab: PacketSlab, ring: RingHandle, first: 
   for (let done = 0; done < count;) {
     const k = Math.min(BATCH, count - done);
     for (let j = 0; j < k; j++) {
-      const seq = first + done + j, slot = slab.txFirst + j, off = slab.offsetOf(slot);
+      const seq = first + done + j,
+        slot = slab.txFirst + j,
+        off = slab.offsetOf(slot);
       const len = payloadLen(seq);
       new DataView(slab.bytes.buffer, slab.bytes.byteOffset + off).setUint32(0, seq);
       for (let b = 4; b < len; b++) slab.bytes[off + b] = (seq + b) & 0xff;
@@ -80,7 +87,9 @@ function decodeRead(slab: PacketSlab, n: number, vnet: boolean): { seqs: number[
   const seqs: number[] = [];
   let vnetZero = true;
   for (let k = 0; k < n; k++) {
-    const slot = slab.txFirst + k, off = slab.offsetOf(slot), len = slab.lens[slot]!;
+    const slot = slab.txFirst + k,
+      off = slab.offsetOf(slot),
+      len = slab.lens[slot]!;
     const ihl = (slab.bytes[off]! & 0x0f) * 4;
     const p = off + ihl + 8;
     const seq = new DataView(slab.bytes.buffer, slab.bytes.byteOffset + p).getUint32(0);
@@ -93,8 +102,14 @@ function decodeRead(slab: PacketSlab, n: number, vnet: boolean): { seqs: number[
 }
 
 /** Reads everything queued with the given ring: the seqs in order and each call's count. */
-function readAll(tun: Tun, slab: PacketSlab, ring: RingHandle, vnet: boolean): { seqs: number[]; counts: number[]; vnetZero: boolean } {
-  const seqs: number[] = [], counts: number[] = [];
+function readAll(
+  tun: Tun,
+  slab: PacketSlab,
+  ring: RingHandle,
+  vnet: boolean,
+): { seqs: number[]; counts: number[]; vnetZero: boolean } {
+  const seqs: number[] = [],
+    counts: number[] = [];
   let vnetZero = true;
   for (;;) {
     const n = shim.tunRead(ring, tun.fd, slab.txFirst, BATCH);
@@ -109,22 +124,43 @@ function readAll(tun: Tun, slab: PacketSlab, ring: RingHandle, vnet: boolean): {
 
 /** An IPv4/UDP packet PEER:PEER_PORT -> TUN_ADDR:port with payload seq, written into slot. */
 function buildPacket(slab: PacketSlab, slot: number, port: number, seq: number): void {
-  const off = slab.offsetOf(slot), plen = payloadLen(seq), total = 28 + plen;
+  const off = slab.offsetOf(slot),
+    plen = payloadLen(seq),
+    total = 28 + plen;
   const v = new DataView(slab.bytes.buffer, slab.bytes.byteOffset + off);
-  v.setUint8(0, 0x45); v.setUint8(1, 0); v.setUint16(2, total); v.setUint16(4, seq & 0xffff); v.setUint16(6, 0x4000);
-  v.setUint8(8, 64); v.setUint8(9, 17); v.setUint16(10, 0); v.setUint32(12, PEER); v.setUint32(16, TUN_ADDR);
+  v.setUint8(0, 0x45);
+  v.setUint8(1, 0);
+  v.setUint16(2, total);
+  v.setUint16(4, seq & 0xffff);
+  v.setUint16(6, 0x4000);
+  v.setUint8(8, 64);
+  v.setUint8(9, 17);
+  v.setUint16(10, 0);
+  v.setUint32(12, PEER);
+  v.setUint32(16, TUN_ADDR);
   let sum = 0;
   for (let i = 0; i < 20; i += 2) sum += v.getUint16(i);
   while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
   v.setUint16(10, ~sum & 0xffff);
-  v.setUint16(20, 40000); v.setUint16(22, port); v.setUint16(24, 8 + plen); v.setUint16(26, 0); // no UDP checksum
+  v.setUint16(20, 40000);
+  v.setUint16(22, port);
+  v.setUint16(24, 8 + plen);
+  v.setUint16(26, 0); // no UDP checksum
   v.setUint32(28, seq);
   for (let b = 4; b < plen; b++) slab.bytes[off + 28 + b] = (seq + b) & 0xff;
   slab.lens[slot] = total;
 }
 
 /** Writes packets seq first..first+count-1 (slot `bad`, if given, with an invalid length). */
-function writeNumbered(tun: Tun, slab: PacketSlab, ring: RingHandle, port: number, first: number, count: number, bad = -1): { written: number; lens: number[] } {
+function writeNumbered(
+  tun: Tun,
+  slab: PacketSlab,
+  ring: RingHandle,
+  port: number,
+  first: number,
+  count: number,
+  bad = -1,
+): { written: number; lens: number[] } {
   const list = new Uint16Array(count);
   for (let j = 0; j < count; j++) {
     const slot = slab.rxFirst + j;
@@ -141,10 +177,15 @@ function receiveAll(fd: number, slab: PacketSlab, ring: RingHandle): number[] {
   const seqs: number[] = [];
   for (let idle = 0; idle < 50;) {
     const n = shim.udpRecv(ring, fd, slab.rxFirst, BATCH);
-    if (n <= 0) { idle++; execFileSync('sleep', ['0.002']); continue; }
+    if (n <= 0) {
+      idle++;
+      execFileSync('sleep', ['0.002']);
+      continue;
+    }
     idle = 0;
     for (let k = 0; k < n; k++) {
-      const slot = slab.rxFirst + k, off = slab.offsetOf(slot);
+      const slot = slab.rxFirst + k,
+        off = slab.offsetOf(slot);
       const seq = new DataView(slab.bytes.buffer, slab.bytes.byteOffset + off).getUint32(0);
       let intact = slab.lens[slot] === payloadLen(seq);
       for (let b = 4; intact && b < slab.lens[slot]!; b++) intact = slab.bytes[off + b] === ((seq + b) & 0xff);
@@ -178,9 +219,19 @@ function check(): void {
       const delivered = receiveAll(rxFd, slab, ring);
       const writeBadFd = shim.tunWrite(ring, 1_000_000, new Uint16Array([slab.rxFirst]), 1, null);
       out[key] = {
-        uringInForce: shim.ringUring(ring), emptyFirst, sent, big, small, badFd,
-        written: [w1.written, w2.written], badSlotLen: w1.lens[5], otherLens: w1.lens.filter((l, j) => j !== 5 && l < 0).length,
-        delivered, writeBadFd, writeBadFdLen: slab.lens[slab.rxFirst], lastErrno: shim.lastErrno(ring),
+        uringInForce: shim.ringUring(ring),
+        emptyFirst,
+        sent,
+        big,
+        small,
+        badFd,
+        written: [w1.written, w2.written],
+        badSlotLen: w1.lens[5],
+        otherLens: w1.lens.filter((l, j) => j !== 5 && l < 0).length,
+        delivered,
+        writeBadFd,
+        writeBadFdLen: slab.lens[slab.rxFirst],
+        lastErrno: shim.lastErrno(ring),
       };
     }
     shim.closeFd(udpFd);
@@ -207,7 +258,11 @@ function raceSender(ms: number): void {
 /** The process's open io_uring fds. */
 function ioUringFds(): string[] {
   return readdirSync('/proc/self/fd').filter((fd) => {
-    try { return readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:[io_uring]'; } catch { return false; }
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:[io_uring]';
+    } catch {
+      return false;
+    }
   });
 }
 
@@ -232,16 +287,30 @@ function fallback(): void {
   const openBefore = ioUringFds().length;
   shim.ringDisableUring(other.ring);
   const disabled = { inForce: shim.ringUring(other.ring), closedFds: openBefore - ioUringFds().length };
-  process.stdout.write(JSON.stringify({ uringFds: uringFds.length, before, after, first, second, delivered, read: read.seqs, disabled }) + '\n');
+  process.stdout.write(
+    JSON.stringify({ uringFds: uringFds.length, before, after, first, second, delivered, read: read.seqs, disabled }) +
+      '\n',
+  );
 }
 
 async function race(): Promise<void> {
   const tun = openTun(true);
   const { slab, ring } = newRing(true, true);
   const worker = new Worker(new URL(import.meta.url), { workerData: { raceMs: 1500 } });
-  const exited = new Promise<void>((resolve, reject) => { worker.on('exit', () => resolve()); worker.on('error', reject); });
-  let last = -1, reads = 0, packets = 0, outOfOrder = 0, broken = 0, partial = 0, done = false;
-  void exited.then(() => { done = true; });
+  const exited = new Promise<void>((resolve, reject) => {
+    worker.on('exit', () => resolve());
+    worker.on('error', reject);
+  });
+  let last = -1,
+    reads = 0,
+    packets = 0,
+    outOfOrder = 0,
+    broken = 0,
+    partial = 0,
+    done = false;
+  void exited.then(() => {
+    done = true;
+  });
   const end = Date.now() + 1400;
   while (!done && Date.now() < end) {
     const n = shim.tunRead(ring, tun.fd, slab.txFirst, BATCH);
@@ -258,7 +327,9 @@ async function race(): Promise<void> {
   }
   await exited;
   shim.closeFd(tun.fd);
-  process.stdout.write(JSON.stringify({ reads, packets, partial, outOfOrder, broken, uringInForce: shim.ringUring(ring) }) + '\n');
+  process.stdout.write(
+    JSON.stringify({ reads, packets, partial, outOfOrder, broken, uringInForce: shim.ringUring(ring) }) + '\n',
+  );
 }
 
 function bench(): void {
@@ -273,7 +344,11 @@ function bench(): void {
     for (const uring of [false, true]) {
       const tag = uring ? 'uring' : 'syscall';
       const { slab, ring } = newRing(uring, true);
-      let readNs = 0n, emptyNs = 0n, writeNs = 0n, got = 0, wrote = 0;
+      let readNs = 0n,
+        emptyNs = 0n,
+        writeNs = 0n,
+        got = 0,
+        wrote = 0;
       const list = new Uint16Array(BATCH);
       for (let r = 0; r < ROUNDS; r++) {
         sendNumbered(udpFd, sender.slab, sender.ring, r * BATCH, BATCH);
@@ -283,11 +358,17 @@ function bench(): void {
         t = process.hrtime.bigint();
         shim.tunRead(ring, tun.fd, slab.txFirst, BATCH);
         emptyNs += process.hrtime.bigint() - t;
-        for (let j = 0; j < BATCH; j++) { buildPacket(slab, slab.rxFirst + j, sinkPort, 0); list[j] = slab.rxFirst + j; }
+        for (let j = 0; j < BATCH; j++) {
+          buildPacket(slab, slab.rxFirst + j, sinkPort, 0);
+          list[j] = slab.rxFirst + j;
+        }
         t = process.hrtime.bigint();
         wrote += shim.tunWrite(ring, tun.fd, list, BATCH, null);
         writeNs += process.hrtime.bigint() - t;
-        if (r % 8 === 7) while (shim.udpRecv(ring, sinkFd, slab.rxFirst, BATCH) > 0) { /* drain */ }
+        if (r % 8 === 7)
+          while (shim.udpRecv(ring, sinkFd, slab.rxFirst, BATCH) > 0) {
+            /* drain */
+          }
       }
       out[`${tag}.read64.nsPerCall`] = Number(readNs) / ROUNDS;
       out[`${tag}.readEmpty.nsPerCall`] = Number(emptyNs) / ROUNDS;

@@ -19,7 +19,10 @@ const [mode, ...args] = process.argv.slice(2);
 if (mode === 'receive') {
   const [port, count, timeoutMs] = args.map(Number) as [number, number, number];
   const socket = createSocket({ type: 'udp4', recvBufferSize: 4 << 20 });
-  let received = 0, intact = 0, last = -1, inOrder = true;
+  let received = 0,
+    intact = 0,
+    last = -1,
+    inOrder = true;
   const finish = (): void => {
     socket.close();
     process.stdout.write(JSON.stringify({ received, intact, inOrder }) + '\n');
@@ -39,7 +42,9 @@ if (mode === 'receive') {
   socket.bind(port, () => process.stdout.write('ready\n'));
 } else if (mode === 'send') {
   const [addr, portText, countText, sizeText] = args as [string, string, string, string];
-  const port = Number(portText), count = Number(countText), size = Number(sizeText);
+  const port = Number(portText),
+    count = Number(countText),
+    size = Number(sizeText);
   const socket = createSocket('udp4');
   let seq = 0;
   // Bursts of 32, then a pause: runs for the agents, and time for the receiving process (which

@@ -23,14 +23,31 @@ import { RoutingSnapshot } from '../../src/routing-table/snapshot.js';
 
 const SETUP: LaneSetup = {
   slab: { slotSize: 2048, batch: 64, readSlotSize: 65536, receiveSlotSize: 65536 },
-  tunVnet: true, gsoSegments: 64, udpGro: true, uringEntries: 64,
+  tunVnet: true,
+  gsoSegments: 64,
+  udpGro: true,
+  uringEntries: 64,
 };
-const CONFIG: ForwarderConfig = { tunAddress: 0x0af40100, subnetPrefix: 0x0af40100, subnetLen: 24, port: 8285, mtu: 1472, tunGro: true };
+const CONFIG: ForwarderConfig = {
+  tunAddress: 0x0af40100,
+  subnetPrefix: 0x0af40100,
+  subnetLen: 24,
+  port: 8285,
+  mtu: 1472,
+  tunGro: true,
+};
 
-interface Fds { tunFd: number; udpFd: number }
+interface Fds {
+  tunFd: number;
+  udpFd: number;
+}
 
 /** What a poller worker is told (terminate-polling). */
-interface PollerData { role: 'poller'; fds: Fds; end: 'terminate' | 'exit' }
+interface PollerData {
+  role: 'poller';
+  fds: Fds;
+  end: 'terminate' | 'exit';
+}
 
 function openFds(): Fds {
   // No IPv6: its router solicitations would make the TUN readable and keep a poller's callback busy.
@@ -49,7 +66,9 @@ function closeFds(fds: Fds): number[] {
 
 /** Uncaught exceptions on this thread, by message (the WorkerLanes 'error' handler rethrows a worker's error). */
 const uncaught: string[] = [];
-process.on('uncaughtException', (err) => { uncaught.push(err instanceof Error ? err.message : String(err)); });
+process.on('uncaughtException', (err) => {
+  uncaught.push(err instanceof Error ? err.message : String(err));
+});
 
 /**
  * The mode's findings, printed (with every uncaught exception) when the process exits by itself:
@@ -75,7 +94,11 @@ function timed(fn: () => unknown): { error: string | null; ms: number; value: un
 /** The process's open io_uring fds (each lane's ring has one while it runs). */
 function ioUringFds(): number {
   return readdirSync('/proc/self/fd').filter((fd) => {
-    try { return readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:[io_uring]'; } catch { return false; }
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:[io_uring]';
+    } catch {
+      return false;
+    }
   }).length;
 }
 
@@ -92,7 +115,12 @@ function startFail(): void {
   const txOnly = timed(() => new WorkerLanes(SETUP, file, fds.udpFd, CONFIG));
   closeSync(file);
   const closed = closeFds(fds);
-  report({ both: { error: both.error, ms: both.ms }, txOnly: { error: txOnly.error, ms: txOnly.ms }, closed, fdsClosedAt: Date.now() });
+  report({
+    both: { error: both.error, ms: both.ms },
+    txOnly: { error: txOnly.error, ms: txOnly.ms },
+    closed,
+    fdsClosedAt: Date.now(),
+  });
 }
 
 async function diesLater(): Promise<void> {
@@ -110,13 +138,22 @@ async function diesLater(): Promise<void> {
   const uringsAfterClose = ioUringFds();
   const closed = close.value === true ? closeFds(fds) : null; // fds left open unless close() said so
   report({
-    uringsRunning, uringsAfterFailure, uringsAfterClose, routes: { error: routes.error, ms: routes.ms }, stop: { error: stop.error, ms: stop.ms },
-    close: { value: close.value, error: close.error, ms: close.ms }, closed, fdsClosedAt: Date.now(),
+    uringsRunning,
+    uringsAfterFailure,
+    uringsAfterClose,
+    routes: { error: routes.error, ms: routes.ms },
+    stop: { error: stop.error, ms: stop.ms },
+    close: { value: close.value, error: close.error, ms: close.ms },
+    closed,
+    fdsClosedAt: Date.now(),
   });
 }
 
 /** A plain worker polling both fds through the shim, ended from outside (terminate) or from inside (process.exit). */
-async function pollerEnds(fds: Fds, end: PollerData['end']): Promise<{ polling: boolean; exitCode: number; errors: string[] }> {
+async function pollerEnds(
+  fds: Fds,
+  end: PollerData['end'],
+): Promise<{ polling: boolean; exitCode: number; errors: string[] }> {
   const data: PollerData = { role: 'poller', fds, end };
   const worker = new Worker(new URL(import.meta.url), { workerData: data });
   const errors: string[] = [];
@@ -140,7 +177,9 @@ async function pollerEnds(fds: Fds, end: PollerData['end']): Promise<{ polling: 
 function poller(data: PollerData): void {
   shim.pollStart(data.fds.udpFd, false, () => {});
   shim.pollStart(data.fds.tunFd, false, () => {});
-  parentPort!.on('message', () => { process.exit(0); }); // ends this thread with both watchers polling
+  parentPort!.on('message', () => {
+    process.exit(0);
+  }); // ends this thread with both watchers polling
   parentPort!.postMessage('polling');
 }
 
@@ -150,8 +189,15 @@ async function terminatePolling(): Promise<void> {
   const exited = await pollerEnds(fds, 'exit');
   // This thread can still poll: its own watcher sees the socket writable.
   const mainPoll = await new Promise<boolean>((resolve) => {
-    const timer = setTimeout(() => { shim.pollStop(h); resolve(false); }, 2000);
-    const h = shim.pollStart(fds.udpFd, true, () => { clearTimeout(timer); shim.pollStop(h); resolve(true); });
+    const timer = setTimeout(() => {
+      shim.pollStop(h);
+      resolve(false);
+    }, 2000);
+    const h = shim.pollStart(fds.udpFd, true, () => {
+      clearTimeout(timer);
+      shim.pollStop(h);
+      resolve(true);
+    });
   });
   const closed = closeFds(fds);
   report({ terminated, exited, mainPoll, closed, fdsClosedAt: Date.now() });
@@ -162,7 +208,9 @@ function happy(): void {
   const lanes = new WorkerLanes(SETUP, fds.tunFd, fds.udpFd, CONFIG);
   const status = lanes.status();
   const uringsRunning = ioUringFds();
-  const routes = timed(() => lanes.setRoutes(RoutingSnapshot.build([{ prefix: 0x0af40200, prefixLen: 24, publicIp: 0x7f000002 }])));
+  const routes = timed(() =>
+    lanes.setRoutes(RoutingSnapshot.build([{ prefix: 0x0af40200, prefixLen: 24, publicIp: 0x7f000002 }])),
+  );
   const config = timed(() => lanes.setConfig({ ...CONFIG, tunAddress: 0x0af40301, subnetPrefix: 0x0af40300 }));
   const stop = timed(() => lanes.stop(4));
   const close = timed(() => lanes.close());
@@ -171,10 +219,18 @@ function happy(): void {
   const afterClose = timed(() => lanes.stop(1));
   const closed = close.value === true ? closeFds(fds) : null;
   report({
-    status, uringsRunning, uringsAfterClose, countersLength: lanes.counters().length,
-    routes: routes.error, config: config.error, stop: stop.error,
-    close: { value: close.value, error: close.error, ms: close.ms }, closeAgain: closeAgain.value, afterClose: afterClose.error,
-    closed, fdsClosedAt: Date.now(),
+    status,
+    uringsRunning,
+    uringsAfterClose,
+    countersLength: lanes.counters().length,
+    routes: routes.error,
+    config: config.error,
+    stop: stop.error,
+    close: { value: close.value, error: close.error, ms: close.ms },
+    closeAgain: closeAgain.value,
+    afterClose: afterClose.error,
+    closed,
+    fdsClosedAt: Date.now(),
   });
 }
 

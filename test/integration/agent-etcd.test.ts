@@ -10,7 +10,13 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
-  Lab, agentEntry, removeStaleLabNamespaces, requireTools, staticAgentArgs, type AgentCounters, type AgentProcess,
+  Lab,
+  agentEntry,
+  removeStaleLabNamespaces,
+  requireTools,
+  staticAgentArgs,
+  type AgentCounters,
+  type AgentProcess,
 } from '../../src/lab/index.js';
 import { UNDERLAY_ETCD_ENDPOINT, underlayEtcd, type NamespacedEtcd } from '../../src/lab/etcd.js';
 import { assertFlannelHost } from '../helpers/flannel-host.js';
@@ -57,16 +63,29 @@ describe('flanneld mode with a real etcd, three hosts', { timeout: 240_000 }, ()
   // Host 1 forwards on a worker thread per direction, so that route updates, a moved lease
   // (new subnet) and stopping are also exercised across threads.
   const agentArgs = (n: number): string[] => [
-    '--etcd-endpoints', ENDPOINT, '--iface', 'eth0', '--subnet-file', subnetFile(n), ...(n === 1 ? ['--workers', '2'] : []),
+    '--etcd-endpoints',
+    ENDPOINT,
+    '--iface',
+    'eth0',
+    '--subnet-file',
+    subnetFile(n),
+    ...(n === 1 ? ['--workers', '2'] : []),
   ];
   const startEtcdAgent = (n: number): Promise<AgentProcess> =>
     lab.startAgent(n, [process.execPath, agentEntry(lab.repoDir), ...agentArgs(n)], 20_000);
   /** Routes every agent but `except` should have, with host `without` absent. */
   const expectedRoutes = (n: number, hosts: readonly number[]): string[] =>
-    hosts.filter((m) => m !== n).map((m) => `10.244.${m}.0/24=192.0.2.${m}`).sort();
+    hosts
+      .filter((m) => m !== n)
+      .map((m) => `10.244.${m}.0/24=192.0.2.${m}`)
+      .sort();
   const waitRoutes = (n: number, expected: readonly string[], extra = ''): Promise<void> =>
-    waitFor(`host ${n} routes = ${expected.join(' ')} ${extra}`, () => JSON.stringify(latestRoutes(lab.agent(n))) === JSON.stringify(expected), 15_000,
-      () => lab.agent(n).describeOutput());
+    waitFor(
+      `host ${n} routes = ${expected.join(' ')} ${extra}`,
+      () => JSON.stringify(latestRoutes(lab.agent(n))) === JSON.stringify(expected),
+      15_000,
+      () => lab.agent(n).describeOutput(),
+    );
 
   before(async () => {
     removeStaleLabNamespaces();
@@ -93,7 +112,10 @@ describe('flanneld mode with a real etcd, three hosts', { timeout: 240_000 }, ()
 
   test('each agent leased a distinct subnet, written in flannel format', async () => {
     const leases = await etcd.getPrefix(`${PREFIX}/subnets/`);
-    assert.deepEqual([...leases.keys()].sort(), [1, 2, 3].map((n) => `${PREFIX}/subnets/10.244.${n}.0-24`));
+    assert.deepEqual(
+      [...leases.keys()].sort(),
+      [1, 2, 3].map((n) => `${PREFIX}/subnets/10.244.${n}.0-24`),
+    );
     for (const n of lab.hostNumbers()) {
       assert.equal(leases.get(`${PREFIX}/subnets/10.244.${n}.0-24`), `{"PublicIP":"192.0.2.${n}","PublicIPv6":null}`);
     }
@@ -131,7 +153,10 @@ describe('flanneld mode with a real etcd, three hosts', { timeout: 240_000 }, ()
     const leases = await etcd.getPrefix(`${PREFIX}/subnets/`);
     assert.ok(leases.has(`${PREFIX}/subnets/10.244.2.0-24`), 'SIGTERM left the lease in etcd');
     const agent = await startEtcdAgent(2);
-    assert.ok(agent.lines.some((l) => /Found lease \(10\.244\.2\.0\/24\) for current IP, reusing/.test(String(l['msg']))), agent.describeOutput());
+    assert.ok(
+      agent.lines.some((l) => /Found lease \(10\.244\.2\.0\/24\) for current IP, reusing/.test(String(l['msg']))),
+      agent.describeOutput(),
+    );
     await waitRoutes(2, expectedRoutes(2, [1, 2, 3]));
     const r = await lab.ping(lab.podNs(2), lab.podAddr(1), { count: 2, intervalSec: 0.05 });
     assert.equal(r.received, 2, `pod2 -> pod1 after the restart: ${r.raw}`);
@@ -155,7 +180,12 @@ describe('flanneld mode with a real etcd, three hosts', { timeout: 240_000 }, ()
     }
     // The watches reconnected by themselves: a new lease reaches every agent, and so does its removal.
     await etcd.ctl('put', `${PREFIX}/subnets/10.244.77.0-24`, '{"PublicIP":"192.0.2.77","PublicIPv6":null}');
-    for (const n of lab.hostNumbers()) await waitRoutes(n, [...expectedRoutes(n, [1, 2, 3]), '10.244.77.0/24=192.0.2.77'].sort(), 'after the etcd restart');
+    for (const n of lab.hostNumbers())
+      await waitRoutes(
+        n,
+        [...expectedRoutes(n, [1, 2, 3]), '10.244.77.0/24=192.0.2.77'].sort(),
+        'after the etcd restart',
+      );
     await etcd.ctl('del', `${PREFIX}/subnets/10.244.77.0-24`);
     for (const n of lab.hostNumbers()) await waitRoutes(n, expectedRoutes(n, [1, 2, 3]));
   });
@@ -176,7 +206,10 @@ describe('flanneld mode with a real etcd, three hosts', { timeout: 240_000 }, ()
     assert.ok(outcome.ms < 2000, `failed fast: ${outcome.ms} ms`);
     const after1 = await lab.agentCounters(1);
     assert.ok(delta(after1, before1, 'dropTxNoRoute') >= 3, `host 1 had no route: ${JSON.stringify(after1)}`);
-    assert.ok(delta(after1, before1, 'icmpUnreachableSent') >= 1, `host 1 answered net unreachable: ${JSON.stringify(after1)}`);
+    assert.ok(
+      delta(after1, before1, 'icmpUnreachableSent') >= 1,
+      `host 1 answered net unreachable: ${JSON.stringify(after1)}`,
+    );
   });
 
   test('a peer whose lease was written by hand in flannel format (as flanneld writes it) gets traffic', async () => {
@@ -184,15 +217,26 @@ describe('flanneld mode with a real etcd, three hosts', { timeout: 240_000 }, ()
     await etcd.ctl('put', `${PREFIX}/subnets/10.244.3.0-24`, '{"PublicIP":"192.0.2.3","PublicIPv6":null}');
     await waitRoutes(1, expectedRoutes(1, [1, 2, 3]));
     await waitRoutes(2, expectedRoutes(2, [1, 2, 3]));
-    const standIn = await lab.startAgent(3, [process.execPath, agentEntry(lab.repoDir), ...staticAgentArgs(lab, 3)], 20_000);
-    for (const [from, to] of [[1, 3], [3, 2], [2, 3]] as const) {
+    const standIn = await lab.startAgent(
+      3,
+      [process.execPath, agentEntry(lab.repoDir), ...staticAgentArgs(lab, 3)],
+      20_000,
+    );
+    for (const [from, to] of [
+      [1, 3],
+      [3, 2],
+      [2, 3],
+    ] as const) {
       const r = await lab.ping(lab.podNs(from), lab.podAddr(to), { count: 2, intervalSec: 0.05 });
       assert.equal(r.received, 2, `pod${from} -> pod${to}: ${r.raw}`);
     }
     // And a flannel-ts agent started on that host takes the hand-written entry (no TTL: a reservation).
     await standIn.stop();
     const agent = await startEtcdAgent(3);
-    assert.ok(agent.lines.some((l) => /Found reservation \(10\.244\.3\.0\/24\) for current IP, reusing/.test(String(l['msg']))), agent.describeOutput());
+    assert.ok(
+      agent.lines.some((l) => /Found reservation \(10\.244\.3\.0\/24\) for current IP, reusing/.test(String(l['msg']))),
+      agent.describeOutput(),
+    );
     const r = await lab.ping(lab.podNs(3), lab.podAddr(1), { count: 2, intervalSec: 0.05 });
     assert.equal(r.received, 2, `pod3 -> pod1: ${r.raw}`);
   });
@@ -205,14 +249,22 @@ describe('flanneld mode with a real etcd, three hosts', { timeout: 240_000 }, ()
     const m = /^10\.244\.(\d+)\.0\/24$/.exec(subnet);
     assert.ok(m && subnet !== '10.244.1.0/24', `a new subnet: ${JSON.stringify(moved)}`);
     await agent.waitForLine((l) => l['msg'] === 'subnet file written', 5000, from);
-    assert.equal(readFileSync(subnetFile(1), 'utf8'),
-      `FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.${m[1]}.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n`);
+    assert.equal(
+      readFileSync(subnetFile(1), 'utf8'),
+      `FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.${m[1]}.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n`,
+    );
     const addr = await lab.execChecked(lab.hostNs(1), ['ip', '-j', 'addr', 'show', 'dev', 'flannel0']);
     const [link] = JSON.parse(addr.stdout) as { addr_info: { local: string; prefixlen: number }[] }[];
-    assert.deepEqual(link!.addr_info.map((a) => `${a.local}/${a.prefixlen}`), [`10.244.${m[1]}.0/32`]);
+    assert.deepEqual(
+      link!.addr_info.map((a) => `${a.local}/${a.prefixlen}`),
+      [`10.244.${m[1]}.0/32`],
+    );
     const leases = await etcd.getPrefix(`${PREFIX}/subnets/`);
     assert.equal(leases.get(`${PREFIX}/subnets/10.244.${m[1]}.0-24`), '{"PublicIP":"192.0.2.1","PublicIPv6":null}');
-    await waitRoutes(2, [`10.244.${m[1]}.0/24=192.0.2.1`, '10.244.1.0/24=192.0.2.99', '10.244.3.0/24=192.0.2.3'].sort());
+    await waitRoutes(
+      2,
+      [`10.244.${m[1]}.0/24=192.0.2.1`, '10.244.1.0/24=192.0.2.99', '10.244.3.0/24=192.0.2.3'].sort(),
+    );
     // Host 1 (its source address is now flannel0's new one) reaches pod 2, and the reply comes back.
     const r = await lab.ping(lab.hostNs(1), lab.podAddr(2), { count: 2, intervalSec: 0.05 });
     assert.equal(r.received, 2, `host1 -> pod2 from the new subnet: ${r.raw}`);

@@ -38,9 +38,7 @@ describe('flanneld mode with the embedded file registry (--kv-file), two hosts',
   /** The lab's temp dir, known from beforeAgents on (before Lab.create returns). */
   let tempDir = '';
   const subnetFile = (n: number): string => join(tempDir, `subnet-h${n}.env`);
-  const agentArgs = (n: number): string[] => [
-    '--kv-file', kvPath, '-iface', 'eth0', `-subnet-file=${subnetFile(n)}`,
-  ];
+  const agentArgs = (n: number): string[] => ['--kv-file', kvPath, '-iface', 'eth0', `-subnet-file=${subnetFile(n)}`];
   const timers: NodeJS.Timeout[] = [];
 
   before(async () => {
@@ -61,7 +59,10 @@ describe('flanneld mode with the embedded file registry (--kv-file), two hosts',
         const put = (value: string): void => {
           store.put(`${PREFIX}/config`, value, 0).catch(() => undefined);
         };
-        timers.push(setTimeout(() => put(BAD_CONFIG), 1500), setTimeout(() => put(GOOD_CONFIG), 3000));
+        timers.push(
+          setTimeout(() => put(BAD_CONFIG), 1500),
+          setTimeout(() => put(GOOD_CONFIG), 3000),
+        );
       },
     });
   });
@@ -81,7 +82,10 @@ describe('flanneld mode with the embedded file registry (--kv-file), two hosts',
       assert.ok(invalid, `host ${n} reported the invalid config`);
       assert.equal(invalid['field'], 'Backend.Type');
       assert.match(String(invalid['error']), /vxlan/);
-      assert.ok(lines.some((l) => l['msg'] === 'forwarding'), 'and then forwarded');
+      assert.ok(
+        lines.some((l) => l['msg'] === 'forwarding'),
+        'and then forwarded',
+      );
     }
   });
 
@@ -105,9 +109,12 @@ describe('flanneld mode with the embedded file registry (--kv-file), two hosts',
   });
 
   test('routes come from the registry and pods ping each other both ways', async () => {
-    await waitFor('routes on both hosts', () =>
-      JSON.stringify(latestRoutes(lab.agent(1))) === JSON.stringify(['10.244.2.0/24=192.0.2.2']) &&
-      JSON.stringify(latestRoutes(lab.agent(2))) === JSON.stringify(['10.244.1.0/24=192.0.2.1']));
+    await waitFor(
+      'routes on both hosts',
+      () =>
+        JSON.stringify(latestRoutes(lab.agent(1))) === JSON.stringify(['10.244.2.0/24=192.0.2.2']) &&
+        JSON.stringify(latestRoutes(lab.agent(2))) === JSON.stringify(['10.244.1.0/24=192.0.2.1']),
+    );
     const there = await lab.ping(lab.podNs(1), lab.podAddr(2), { count: 3, intervalSec: 0.1 });
     assert.equal(there.received, 3, `pod1 -> pod2: ${there.raw}`);
     const back = await lab.ping(lab.podNs(2), lab.podAddr(1), { count: 3, intervalSec: 0.1 });
@@ -125,7 +132,10 @@ describe('flanneld mode with the embedded file registry (--kv-file), two hosts',
     assert.ok(kept, 'the lease stays in the registry');
 
     const again = await lab.startAgent(2, [process.execPath, agentEntry(lab.repoDir), ...agentArgs(2)], 20_000);
-    assert.ok(again.lines.some((l) => /Found lease \(10\.244\.2\.0\/24\) for current IP, reusing/.test(String(l['msg']))), again.describeOutput());
+    assert.ok(
+      again.lines.some((l) => /Found lease \(10\.244\.2\.0\/24\) for current IP, reusing/.test(String(l['msg']))),
+      again.describeOutput(),
+    );
     const back = await lab.ping(lab.podNs(2), lab.podAddr(1), { count: 3, intervalSec: 0.1 });
     assert.equal(back.received, 3, `pod2 -> pod1 after the restart: ${back.raw}`);
   });

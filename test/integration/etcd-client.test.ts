@@ -52,8 +52,17 @@ describe('etcd v3 client (real etcd in a private netns)', { timeout: 180_000 }, 
     assert.equal(await kv.get('/t1/missing'), null);
 
     const listing = await kv.list('/t1/');
-    assert.deepEqual(listing.kvs.map((k) => [k.key, k.value]), [['/t1/a', 'alpha'], ['/t1/b', 'beta'], ['/t1/é', 'ünïcode']]);
-    const status = JSON.parse(await plain.ctl(['endpoint', 'status', '-w', 'json'])) as { Status: { header: { revision: number } } }[];
+    assert.deepEqual(
+      listing.kvs.map((k) => [k.key, k.value]),
+      [
+        ['/t1/a', 'alpha'],
+        ['/t1/b', 'beta'],
+        ['/t1/é', 'ünïcode'],
+      ],
+    );
+    const status = JSON.parse(await plain.ctl(['endpoint', 'status', '-w', 'json'])) as {
+      Status: { header: { revision: number } };
+    }[];
     assert.equal(listing.revision, status[0]!.Status.header.revision);
 
     assert.equal(await kv.delete('/t1/a'), true);
@@ -83,15 +92,24 @@ describe('etcd v3 client (real etcd in a private netns)', { timeout: 180_000 }, 
     const full = await kv.list('/t3x/');
     const bare = await kv.listWithoutExpiries('/t3x/');
     assert.equal(bare.revision, full.revision);
-    assert.deepEqual(bare.kvs, full.kvs.map(({ key, value, modRevision }) => ({ key, value, modRevision })));
-    assert.ok(bare.kvs.every((k) => !('expiresAt' in k)), JSON.stringify(bare.kvs));
+    assert.deepEqual(
+      bare.kvs,
+      full.kvs.map(({ key, value, modRevision }) => ({ key, value, modRevision })),
+    );
+    assert.ok(
+      bare.kvs.every((k) => !('expiresAt' in k)),
+      JSON.stringify(bare.kvs),
+    );
   });
 
   it('many concurrent requests (more than the socket pool) succeed without MaxListenersExceededWarning', async () => {
     assert.equal(await kv.burst('/t3y/', 120, 'burst', 30), 120);
     const listing = await kv.list('/t3y/');
     assert.equal(listing.kvs.length, 120);
-    assert.ok(listing.kvs.every((k) => k.expiresAt !== null), 'every listed expiry looked up');
+    assert.ok(
+      listing.kvs.every((k) => k.expiresAt !== null),
+      'every listed expiry looked up',
+    );
     assert.deepEqual(await kv.warnings(), []);
   });
 
@@ -103,9 +121,15 @@ describe('etcd v3 client (real etcd in a private netns)', { timeout: 180_000 }, 
     const listing = await kv.list('/t3/');
     const byKey = new Map(listing.kvs.map((k) => [k.key, k]));
     const leased = byKey.get('/t3/leased')!.expiresAt;
-    assert.ok(leased !== null && leased >= before + 57_000 && leased <= Date.now() + 61_000, `leased expiresAt ${leased}`);
+    assert.ok(
+      leased !== null && leased >= before + 57_000 && leased <= Date.now() + 61_000,
+      `leased expiresAt ${leased}`,
+    );
     const created = byKey.get('/t3/created')!.expiresAt;
-    assert.ok(created !== null && created >= before + 87_000 && created <= Date.now() + 91_000, `created expiresAt ${created}`);
+    assert.ok(
+      created !== null && created >= before + 87_000 && created <= Date.now() + 91_000,
+      `created expiresAt ${created}`,
+    );
     assert.equal(byKey.get('/t3/reserved')!.expiresAt, null);
     // The lease is a real etcd lease: the key goes away when it runs out.
     await kv.put('/t3/short', 's', 2);
@@ -124,10 +148,18 @@ describe('etcd v3 client (real etcd in a private netns)', { timeout: 180_000 }, 
     await kv.put('/t5/outside', 'no');
     await kv.delete('/t4/a');
     await kv.put('/t4/a', '3');
-    await waitUntil('4 watch events', () => log.events.length >= 4, 10_000, () => log);
+    await waitUntil(
+      '4 watch events',
+      () => log.events.length >= 4,
+      10_000,
+      () => log,
+    );
     assert.deepEqual(summary(log.events), ['put /t4/a=1', 'put /t4/b=2', 'delete /t4/a', 'put /t4/a=3']);
     const revisions = log.events.map((e) => (e.type === 'put' ? e.kv.modRevision : e.modRevision));
-    assert.ok(revisions.every((r, i) => i === 0 || r > revisions[i - 1]!), `revisions ${revisions}`);
+    assert.ok(
+      revisions.every((r, i) => i === 0 || r > revisions[i - 1]!),
+      `revisions ${revisions}`,
+    );
     for (const batch of log.batches) {
       const last = batch.events[batch.events.length - 1]!;
       assert.ok(batch.revision >= (last.type === 'put' ? last.kv.modRevision : last.modRevision));
@@ -142,7 +174,12 @@ describe('etcd v3 client (real etcd in a private netns)', { timeout: 180_000 }, 
     const start = await kv.list('/t6/');
     const log = await kv.watch('w6', '/t6/', start.revision + 1);
     for (let i = 0; i < 5; i++) await kv.put(`/t6/k${i}`, `v${i}`);
-    await waitUntil('the first 5 events', () => log.events.length >= 5, 10_000, () => log);
+    await waitUntil(
+      'the first 5 events',
+      () => log.events.length >= 5,
+      10_000,
+      () => log,
+    );
 
     await plain.stop('SIGKILL');
     // While the watch keeps failing, the same member (same data dir) serves on another port
@@ -156,7 +193,12 @@ describe('etcd v3 client (real etcd in a private netns)', { timeout: 180_000 }, 
     for (let i = 8; i < 10; i++) await kv.put(`/t6/k${i}`, `v${i}`);
     await kv.delete('/t6/k0');
 
-    await waitUntil('all 11 events', () => log.events.length >= 11, 15_000, () => log);
+    await waitUntil(
+      'all 11 events',
+      () => log.events.length >= 11,
+      15_000,
+      () => log,
+    );
     const expected = [...Array.from({ length: 10 }, (_, i) => `put /t6/k${i}=v${i}`), 'delete /t6/k0'];
     assert.deepEqual(summary(log.events), expected);
     assert.ok(log.errors.length >= 1, 'the broken stream was reported through onError');
@@ -172,13 +214,23 @@ describe('etcd v3 client (real etcd in a private netns)', { timeout: 180_000 }, 
     const now = await kv.list('/t7/');
     await plain.ctl(['compact', String(now.revision)]);
     const log = await kv.watch('w7', '/t7/', old.revision + 1);
-    await waitUntil('onCompacted', () => log.compacted > 0, 10_000, () => log);
+    await waitUntil(
+      'onCompacted',
+      () => log.compacted > 0,
+      10_000,
+      () => log,
+    );
     // The watch is over: later writes are not delivered, and a new watch from the fresh listing works.
     await kv.put('/t7/a', '4');
     const fresh = await kv.list('/t7/');
     const log2 = await kv.watch('w7b', '/t7/', fresh.revision + 1);
     await kv.put('/t7/a', '5');
-    await waitUntil('the new watch to see a=5', () => log2.events.length >= 1, 10_000, () => log2);
+    await waitUntil(
+      'the new watch to see a=5',
+      () => log2.events.length >= 1,
+      10_000,
+      () => log2,
+    );
     assert.deepEqual(summary(log2.events), ['put /t7/a=5']);
     assert.equal(log.compacted, 1);
     assert.deepEqual(log.events, []);
@@ -192,7 +244,12 @@ describe('etcd v3 client (real etcd in a private netns)', { timeout: 180_000 }, 
     const listing = await store.list('/t8/');
     const log = await store.watch('w8', '/t8/', listing.revision + 1);
     await store.put('/t8/b', 'watched');
-    await waitUntil('the failover watch event', () => log.events.length >= 1, 10_000, () => log);
+    await waitUntil(
+      'the failover watch event',
+      () => log.events.length >= 1,
+      10_000,
+      () => log,
+    );
     assert.deepEqual(summary(log.events), ['put /t8/b=watched']);
     await store.close();
   });
@@ -234,7 +291,10 @@ describe('etcd v3 client (real etcd in a private netns)', { timeout: 180_000 }, 
 
     it('works over https with a client certificate, calls and watch', async () => {
       const store = await agent!.open('tls', {
-        endpoints: secure.clientUrl, caFile: tls.ca, certFile: tls.clientCert, keyFile: tls.clientKey,
+        endpoints: secure.clientUrl,
+        caFile: tls.ca,
+        certFile: tls.clientCert,
+        keyFile: tls.clientKey,
       });
       await store.put('/t9/a', 'secure');
       assert.equal((await store.get('/t9/a'))?.value, 'secure');
@@ -243,7 +303,12 @@ describe('etcd v3 client (real etcd in a private netns)', { timeout: 180_000 }, 
       assert.equal(listing.kvs.length, 2);
       const log = await store.watch('w9', '/t9/', listing.revision + 1);
       await store.delete('/t9/a');
-      await waitUntil('the tls watch event', () => log.events.length >= 1, 10_000, () => log);
+      await waitUntil(
+        'the tls watch event',
+        () => log.events.length >= 1,
+        10_000,
+        () => log,
+      );
       assert.deepEqual(summary(log.events), ['delete /t9/a']);
       // etcdctl with the same files reads what we wrote.
       assert.equal((await secure.ctl(['get', '--print-value-only', '/t9/b'])).trim(), 'x');
@@ -262,9 +327,14 @@ describe('etcd v3 client (real etcd in a private netns)', { timeout: 180_000 }, 
 
     it('rejects an unknown server CA', async () => {
       const store = await agent!.open('tls-noca', {
-        endpoints: secure.clientUrl, certFile: tls.clientCert, keyFile: tls.clientKey,
+        endpoints: secure.clientUrl,
+        certFile: tls.clientCert,
+        keyFile: tls.clientKey,
       });
-      await assert.rejects(store.get('/t9/a'), /127\.0\.0\.1:2479: UNABLE_TO_VERIFY_LEAF_SIGNATURE.*not trusted.*caFile/);
+      await assert.rejects(
+        store.get('/t9/a'),
+        /127\.0\.0\.1:2479: UNABLE_TO_VERIFY_LEAF_SIGNATURE.*not trusted.*caFile/,
+      );
       await store.close();
     });
 
@@ -289,10 +359,7 @@ describe('etcd v3 client (real etcd in a private netns)', { timeout: 180_000 }, 
         () => new EtcdKvStore({ endpoints, certFile: tls.clientCert, keyFile: tls.serverKey }),
         (err: Error) => err.message.includes(tls.serverKey) && /does not match/.test(err.message),
       );
-      assert.throws(
-        () => new EtcdKvStore({ endpoints, certFile: tls.clientCert }),
-        /both certFile and keyFile/,
-      );
+      assert.throws(() => new EtcdKvStore({ endpoints, certFile: tls.clientCert }), /both certFile and keyFile/);
     });
   });
 
@@ -319,7 +386,12 @@ describe('etcd v3 client (real etcd in a private netns)', { timeout: 180_000 }, 
       assert.ok(listing.kvs[0]!.expiresAt !== null);
       const log = await store.watch('w11', '/t11/', listing.revision + 1);
       await store.put('/t11/b', 'watched');
-      await waitUntil('the authenticated watch event', () => log.events.length >= 1, 10_000, () => log);
+      await waitUntil(
+        'the authenticated watch event',
+        () => log.events.length >= 1,
+        10_000,
+        () => log,
+      );
       assert.deepEqual(summary(log.events), ['put /t11/b=watched']);
 
       // Turning auth off and on drops every simple token: the next call must log in again.
@@ -340,13 +412,26 @@ describe('etcd v3 client (real etcd in a private netns)', { timeout: 180_000 }, 
       await elsewhere.ctl(['put', '/t11/d', 'while reconnecting']);
       await elsewhere.stop('SIGKILL');
       await secured.start();
-      await waitUntil('the watch to resume after re-authenticating', () => log.events.length >= 3, 15_000, () => log);
-      assert.deepEqual(summary(log.events), ['put /t11/b=watched', 'put /t11/c=after re-auth', 'put /t11/d=while reconnecting']);
+      await waitUntil(
+        'the watch to resume after re-authenticating',
+        () => log.events.length >= 3,
+        15_000,
+        () => log,
+      );
+      assert.deepEqual(summary(log.events), [
+        'put /t11/b=watched',
+        'put /t11/c=after re-auth',
+        'put /t11/d=while reconnecting',
+      ]);
       await store.close();
     });
 
     it('fails clearly with a wrong password or without credentials', async () => {
-      const wrong = await agent!.open('auth-wrong', { endpoints: secured.clientUrl, username: 'root', password: 'nope' });
+      const wrong = await agent!.open('auth-wrong', {
+        endpoints: secured.clientUrl,
+        username: 'root',
+        password: 'nope',
+      });
       await assert.rejects(wrong.get('/t11/a'), /authentication failed/);
       await wrong.close();
       const anonymous = await agent!.open('auth-none', { endpoints: secured.clientUrl });
@@ -365,7 +450,12 @@ describe('etcd v3 client (real etcd in a private netns)', { timeout: 180_000 }, 
     // away, longer than the exit deadline below, so a retry timer left running would be caught.
     const dead = await agent!.open('closing-dead', { endpoints: DEAD_ENDPOINT });
     const deadLog = await dead.watch('w12-dead', '/t12/', 1);
-    await waitUntil('5 failed watch attempts', () => deadLog.errors.length >= 5, 10_000, () => deadLog);
+    await waitUntil(
+      '5 failed watch attempts',
+      () => deadLog.errors.length >= 5,
+      10_000,
+      () => deadLog,
+    );
     assert.match(deadLog.errors[0]!, /127\.0\.0\.1:2399.*ECONNREFUSED.*retrying in 100 ms/);
     await store.close();
     await dead.close();

@@ -12,11 +12,23 @@ import { join } from 'node:path';
 import { applyIpMasq, ipMasqInPlace, removeIpMasq } from '../../src/link/ipmasq.js';
 import { startFlannelIptables } from '../../src/link/iptables-rules.js';
 import { applyForwardRules, forwardRulesInPlace, removeForwardRules } from '../../src/link/forward-rules.js';
-import { ensureChain, runIptables, tableRuleLines, tableChains, versionSupportsRandomFully, type ManagedChain } from '../../src/link/iptables-chain.js';
+import {
+  ensureChain,
+  runIptables,
+  tableRuleLines,
+  tableChains,
+  versionSupportsRandomFully,
+  type ManagedChain,
+} from '../../src/link/iptables-chain.js';
 import { parseCidr } from '../../src/routing-table/ipv4.js';
 import { requireToolsFor } from '../../src/lab/exec.js';
 
-const TOOLS: Record<string, string> = { ip: 'iproute2', iptables: 'iptables', 'iptables-save': 'iptables', 'iptables-restore': 'iptables' };
+const TOOLS: Record<string, string> = {
+  ip: 'iproute2',
+  iptables: 'iptables',
+  'iptables-save': 'iptables',
+  'iptables-restore': 'iptables',
+};
 const SEARCH_PATH = (process.env.PATH ?? '').split(':').concat(['/usr/sbin', '/sbin']);
 const NS_PREFIX = 'ftipm';
 
@@ -25,11 +37,12 @@ function requireTools(): void {
 }
 
 const env = { ...process.env, PATH: SEARCH_PATH.join(':') };
-const sh = (argv: string[]) => execFileSync(argv[0], argv.slice(1), { encoding: 'utf8', env, stdio: ['ignore', 'pipe', 'pipe'] });
+const sh = (argv: string[]) =>
+  execFileSync(argv[0], argv.slice(1), { encoding: 'utf8', env, stdio: ['ignore', 'pipe', 'pipe'] });
 
 /** Deletes namespaces left by earlier runs that were killed before their cleanup could run. */
 function sweepOrphans(): void {
-  let names: string[] = [];
+  let names: string[];
   try {
     names = readdirSync('/run/netns').filter((n) => n.startsWith(NS_PREFIX));
   } catch {
@@ -167,7 +180,7 @@ test('--iptables-forward-rules: apply, idempotent re-apply, remove', async () =>
   assert.equal(await forwardRulesInPlace({ ...inNs, network }), false);
 });
 
-test('an iptables failure inside the namespace is reported with the tool\'s message and changes nothing', async () => {
+test("an iptables failure inside the namespace is reported with the tool's message and changes nothing", async () => {
   const bad: ManagedChain = {
     table: 'filter',
     chain: 'FLANNEL-TEST',
@@ -175,26 +188,35 @@ test('an iptables failure inside the namespace is reported with the tool\'s mess
     rules: [{ chain: 'FLANNEL-TEST', spec: ['-j', 'NO-SUCH-CHAIN'] }],
   };
   const before = save('filter');
-  await assert.rejects(ensureChain(bad, inNs), /^IptablesError: ip netns exec \S+ iptables-restore --wait=10 --noflush failed: .+/);
+  await assert.rejects(
+    ensureChain(bad, inNs),
+    /^IptablesError: ip netns exec \S+ iptables-restore --wait=10 --noflush failed: .+/,
+  );
   // The restore is one transaction: the failing rule took the jump and the chain with it.
   assert.equal(save('filter').replace(/^#.*\n/gm, ''), before.replace(/^#.*\n/gm, ''));
 });
 
 test('a tool missing inside the namespace is reported as missing, naming the package', async () => {
-  await assert.rejects(
-    runIptables(['flannel-ts-no-such-iptables'], inNs),
-    (err: Error) => {
-      assert.match(err.message, /^flannel-ts-no-such-iptables not found: install the iptables package \(apt-get install iptables\)/);
-      return true;
-    },
-  );
+  await assert.rejects(runIptables(['flannel-ts-no-such-iptables'], inNs), (err: Error) => {
+    assert.match(
+      err.message,
+      /^flannel-ts-no-such-iptables not found: install the iptables package \(apt-get install iptables\)/,
+    );
+    return true;
+  });
 });
 
 test('startFlannelIptables installs both chains, repairs them on resync, follows a new lease, tears down', async () => {
   const randomFully = versionSupportsRandomFully(sh(['ip', 'netns', 'exec', ns, 'iptables', '--version']));
   const errors: Error[] = [];
   const rules = await startFlannelIptables({
-    ...inNs, network, subnet, ipMasq: true, forwardRules: true, resyncSeconds: 0.2, onResyncError: (e) => errors.push(e),
+    ...inNs,
+    network,
+    subnet,
+    ipMasq: true,
+    forwardRules: true,
+    resyncSeconds: 0.2,
+    onResyncError: (e) => errors.push(e),
   });
   try {
     const masq = () => tableRuleLines(save('nat'), 'nat').filter((l) => l.includes('flanneld masq'));
@@ -214,6 +236,12 @@ test('startFlannelIptables installs both chains, repairs them on resync, follows
   } finally {
     await rules.teardown();
   }
-  assert.equal(tableRuleLines(save('nat'), 'nat').some((l) => l.includes('FLANNEL')), false);
-  assert.equal(tableRuleLines(save('filter'), 'filter').some((l) => l.includes('FLANNEL')), false);
+  assert.equal(
+    tableRuleLines(save('nat'), 'nat').some((l) => l.includes('FLANNEL')),
+    false,
+  );
+  assert.equal(
+    tableRuleLines(save('filter'), 'filter').some((l) => l.includes('FLANNEL')),
+    false,
+  );
 });

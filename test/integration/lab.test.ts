@@ -45,17 +45,29 @@ describe('lab: kernel VXLAN mode (flannel vxlan backend layout)', { timeout: 60_
     assert.equal(link.linkinfo.info_data.local, '192.0.2.1');
     const route = (await lab.execChecked(h1, ['ip', 'route', 'show', '10.244.2.0/24'])).stdout;
     assert.match(route, /10\.244\.2\.0\/24 via 10\.244\.2\.0 dev flannel\.1 onlink/);
-    const [peerLink] = JSON.parse((await lab.execChecked(lab.hostNs(2), ['ip', '-j', 'link', 'show', 'flannel.1'])).stdout) as { address: string }[];
+    const [peerLink] = JSON.parse(
+      (await lab.execChecked(lab.hostNs(2), ['ip', '-j', 'link', 'show', 'flannel.1'])).stdout,
+    ) as { address: string }[];
     const neigh = (await lab.execChecked(h1, ['ip', 'neigh', 'show', 'dev', 'flannel.1'])).stdout;
     assert.match(neigh, new RegExp(`10\\.244\\.2\\.0 lladdr ${peerLink!.address} PERMANENT`));
     const fdb = (await lab.execChecked(h1, ['bridge', 'fdb', 'show', 'dev', 'flannel.1'])).stdout;
     assert.match(fdb, new RegExp(`${peerLink!.address} dst 192\\.0\\.2\\.2 self permanent`));
 
-    const there = await lab.ping(lab.podNs(1), lab.podAddr(2), { count: 3, intervalSec: 0.05, sizeBytes: 1450 - 28, dontFragment: true });
+    const there = await lab.ping(lab.podNs(1), lab.podAddr(2), {
+      count: 3,
+      intervalSec: 0.05,
+      sizeBytes: 1450 - 28,
+      dontFragment: true,
+    });
     assert.equal(there.received, 3, there.raw);
     const back = await lab.ping(lab.podNs(2), lab.podAddr(1), { count: 3, intervalSec: 0.05 });
     assert.equal(back.received, 3, back.raw);
-    const tooBig = await lab.ping(lab.podNs(1), lab.podAddr(2), { count: 1, sizeBytes: 1450 - 27, dontFragment: true, timeoutSec: 1 });
+    const tooBig = await lab.ping(lab.podNs(1), lab.podAddr(2), {
+      count: 1,
+      sizeBytes: 1450 - 27,
+      dontFragment: true,
+      timeoutSec: 1,
+    });
     assert.equal(tooBig.received, 0, 'one byte over the pod MTU does not pass with DF');
   });
 });
@@ -66,7 +78,11 @@ describe('lab: host-gw mode with three hosts', { timeout: 60_000 }, () => {
     assert.equal(lab.podMtu, 1500);
     const route = (await lab.execChecked(lab.hostNs(3), ['ip', 'route', 'show', '10.244.1.0/24'])).stdout;
     assert.match(route, /10\.244\.1\.0\/24 via 192\.0\.2\.1 dev eth0/);
-    for (const [from, to] of [[1, 3], [3, 2], [2, 1]] as const) {
+    for (const [from, to] of [
+      [1, 3],
+      [3, 2],
+      [2, 1],
+    ] as const) {
       const r = await lab.ping(lab.podNs(from), lab.podAddr(to), { count: 2, intervalSec: 0.05 });
       assert.equal(r.received, 2, `pod${from} -> pod${to}: ${r.raw}`);
     }
@@ -85,7 +101,10 @@ describe('lab: cleanup after a crash', { timeout: 60_000 }, () => {
       `const { Lab } = await import(${JSON.stringify(labModule)});` +
       `const lab = await Lab.create({ hosts: 2, mode: 'host-gw' });` +
       `process.stdout.write(lab.prefix); process.kill(process.pid, 'SIGKILL');`;
-    const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
+    const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     assert.equal(child.signal, 'SIGKILL', child.stderr);
     const crashedPrefix = child.stdout.trim();
     assert.match(crashedPrefix, /^ft[0-9a-z]{5}$/);
@@ -94,7 +113,10 @@ describe('lab: cleanup after a crash', { timeout: 60_000 }, () => {
 
     const removed = removeStaleLabNamespaces();
     assert.deepEqual(removed.filter((ns) => ns.startsWith(crashedPrefix)).sort(), leftovers);
-    assert.deepEqual(removed.filter((ns) => ns.startsWith(live.prefix)), []);
+    assert.deepEqual(
+      removed.filter((ns) => ns.startsWith(live.prefix)),
+      [],
+    );
     assert.deepEqual(labNamespaces(crashedPrefix), [], 'the crashed lab is gone');
     assert.equal(labNamespaces(live.prefix).length, 5, "a live lab's namespaces are left alone");
     const r = await live.ping(live.podNs(1), live.podAddr(2), { count: 1 });
@@ -127,7 +149,7 @@ describe('lab: output parsers', () => {
     assert.throws(() => parsePing('ping: connect: Network is unreachable'), /cannot parse ping output/);
   });
 
-  test('parseIperfUdp counts delivered datagrams from the receiver\'s bytes, not its sequence numbers', () => {
+  test("parseIperfUdp counts delivered datagrams from the receiver's bytes, not its sequence numbers", () => {
     const json = JSON.stringify({
       end: {
         sum_sent: { seconds: 1.0001, bytes: 2960000, packets: 46250, lost_packets: 0 },
@@ -139,10 +161,13 @@ describe('lab: output parsers', () => {
     assert.equal(r.deliveredPackets, 41167); // 2634688 / 64
     assert.equal(r.lostPackets, 46250 - 41167);
     assert.equal(r.deliveredPacketsPerSecond, 41167);
-    assert.throws(() => parseIperfUdp(JSON.stringify({ error: 'unable to connect to server' }), 64), /unable to connect/);
+    assert.throws(
+      () => parseIperfUdp(JSON.stringify({ error: 'unable to connect to server' }), 64),
+      /unable to connect/,
+    );
   });
 
-  test('parseIperfTcp reads the receiver\'s rate and the retransmits', () => {
+  test("parseIperfTcp reads the receiver's rate and the retransmits", () => {
     const r = parseIperfTcp(
       JSON.stringify({
         end: {

@@ -23,7 +23,11 @@ describe('offloads on one side only', { timeout: 120_000 }, () => {
   before(async () => {
     removeStaleLabNamespaces();
     await requireTools(['iperf3', 'ping']);
-    lab = await Lab.create({ hosts: 2, mode: 'flannel-ts', agentArgs: (n) => (n === 1 ? ['--no-offload', '--io-uring=false'] : []) });
+    lab = await Lab.create({
+      hosts: 2,
+      mode: 'flannel-ts',
+      agentArgs: (n) => (n === 1 ? ['--no-offload', '--io-uring=false'] : []),
+    });
   });
 
   after(async () => {
@@ -53,16 +57,27 @@ describe('offloads on one side only', { timeout: 120_000 }, () => {
     assert.ok(fromOffloading.receivedBitsPerSecond > 50e6, `TCP 2->1 ${fromOffloading.receivedBitsPerSecond} bit/s`);
     assert.equal(await checksumErrors(lab, 1, 'Tcp'), 0);
     assert.equal(await checksumErrors(lab, 2, 'Tcp'), 0);
-    const c1 = await lab.agentCounters(1), c2 = await lab.agentCounters(2);
+    const c1 = await lab.agentCounters(1),
+      c2 = await lab.agentCounters(2);
     assert.ok(counter(c2, 'tunGroWrites') > 0, 'host 2 wrote coalesced super-packets');
     assert.ok(counter(c2, 'tunGroPackets') > 2 * counter(c2, 'tunGroWrites'), 'super-packets carry several segments');
     assert.equal(counter(c1, 'tunGroWrites'), 0, 'host 1 (--no-offload) wrote plain packets only');
     // Host 2's pod sends through flannel0 with TSO: super-packets cut into MTU-sized segments.
     assert.ok(counter(c2, 'tunTsoPackets') > 0, 'host 2 read TSO super-packets');
-    assert.ok(counter(c2, 'tunTsoSegments') > 2 * counter(c2, 'tunTsoPackets'), 'a super-packet becomes several datagrams');
+    assert.ok(
+      counter(c2, 'tunTsoSegments') > 2 * counter(c2, 'tunTsoPackets'),
+      'a super-packet becomes several datagrams',
+    );
     assert.equal(counter(c1, 'tunTsoPackets'), 0, 'host 1 (--no-offload) read plain packets only');
     for (const c of [c1, c2]) {
-      for (const name of ['dropRxMalformed', 'dropRxOversize', 'dropRxWriteError', 'dropTxSendError', 'dropTxMalformed', 'dropTxBadOffload']) {
+      for (const name of [
+        'dropRxMalformed',
+        'dropRxOversize',
+        'dropRxWriteError',
+        'dropTxSendError',
+        'dropTxMalformed',
+        'dropTxBadOffload',
+      ]) {
         assert.equal(counter(c, name), 0, name);
       }
     }
@@ -73,7 +88,9 @@ describe('offloads on one side only', { timeout: 120_000 }, () => {
   });
 
   test('UDP runs through the offloading host arrive byte for byte (coalesced into flannel0 as UDP GSO)', async () => {
-    const COUNT = 3000, SIZE = 1000, PORT = 7777;
+    const COUNT = 3000,
+      SIZE = 1000,
+      PORT = 7777;
     const before = counter(await lab.agentCounters(2), 'tunGroPackets');
     const received = await burstReceiver(lab, 2, PORT, COUNT, 10_000);
     await lab.execChecked(lab.podNs(1), burstSenderArgv(lab.podAddr(2), PORT, COUNT, SIZE), 30_000);

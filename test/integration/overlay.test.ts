@@ -6,7 +6,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { FLANNEL_UDP_PORT, Lab, UNDERLAY_SWITCH_ADDR, removeStaleLabNamespaces, requireTools, type AgentCounters } from '../../src/lab/index.js';
+import {
+  FLANNEL_UDP_PORT,
+  Lab,
+  UNDERLAY_SWITCH_ADDR,
+  removeStaleLabNamespaces,
+  requireTools,
+  type AgentCounters,
+} from '../../src/lab/index.js';
 import { readPcapRecords, startCapture, udpDatagramsOf } from '../helpers/capture.js';
 import { buildIpv4Udp, buildIpv6Like, bytesToIpv4 } from '../helpers/packets.js';
 import { encodeFloodSpec, type FloodSpec } from '../helpers/udp-flood.js';
@@ -52,7 +59,10 @@ describe('flannel-ts overlay between two hosts', { timeout: 180_000 }, () => {
     const [link] = JSON.parse(addr.stdout) as { mtu: number; addr_info: { local: string; prefixlen: number }[] }[];
     assert.ok(link, 'flannel0 exists on host 1');
     assert.equal(link.mtu, 1472);
-    assert.deepEqual(link.addr_info.map((a) => `${a.local}/${a.prefixlen}`), ['10.244.1.0/32']);
+    assert.deepEqual(
+      link.addr_info.map((a) => `${a.local}/${a.prefixlen}`),
+      ['10.244.1.0/32'],
+    );
     const route = await lab.execChecked(lab.hostNs(1), ['ip', 'route', 'show', '10.244.0.0/16']);
     assert.match(route.stdout, /^10\.244\.0\.0\/16 dev flannel0/m);
   });
@@ -65,7 +75,12 @@ describe('flannel-ts overlay between two hosts', { timeout: 180_000 }, () => {
     const fromHost = await lab.ping(lab.hostNs(1), lab.podAddr(2), { count: 3, intervalSec: 0.05 });
     assert.equal(fromHost.received, 3, `host1 -> pod2: ${fromHost.raw}`);
     // A full-size packet for the pod MTU (1472 - 28 = 1444 bytes of ICMP data) with DF set fits.
-    const big = await lab.ping(lab.podNs(1), lab.podAddr(2), { count: 2, intervalSec: 0.05, sizeBytes: 1444, dontFragment: true });
+    const big = await lab.ping(lab.podNs(1), lab.podAddr(2), {
+      count: 2,
+      intervalSec: 0.05,
+      sizeBytes: 1444,
+      dontFragment: true,
+    });
     assert.equal(big.received, 2, `full-MTU ping: ${big.raw}`);
   });
 
@@ -85,7 +100,10 @@ describe('flannel-ts overlay between two hosts', { timeout: 180_000 }, () => {
     assert.ok(delta(after1, before1, 'tunWritePackets') >= n, 'h1 delivered the replies');
     // 84-byte ICMP packets (20 IP + 8 ICMP + 56 data): the byte counters move with them.
     assert.ok(delta(after1, before1, 'udpSentBytes') >= n * 84);
-    for (const [host, counters] of [['h1', after1], ['h2', after2]] as const) {
+    for (const [host, counters] of [
+      ['h1', after1],
+      ['h2', after2],
+    ] as const) {
       for (const name of DROPS_THAT_MUST_NOT_HAPPEN) {
         assert.equal(counters[name], 0, `${host}.${name} should be 0; counters: ${JSON.stringify(counters)}`);
       }
@@ -94,7 +112,10 @@ describe('flannel-ts overlay between two hosts', { timeout: 180_000 }, () => {
 
   test('iperf3 TCP and UDP run through the overlay', async () => {
     const tcp = await lab.iperf3Tcp(1, 2, 2);
-    assert.ok(tcp.receivedBitsPerSecond > 10e6, `TCP pod1 -> pod2 at ${(tcp.receivedBitsPerSecond / 1e6).toFixed(1)} Mbit/s`);
+    assert.ok(
+      tcp.receivedBitsPerSecond > 10e6,
+      `TCP pod1 -> pod2 at ${(tcp.receivedBitsPerSecond / 1e6).toFixed(1)} Mbit/s`,
+    );
     // A rate the overlay can carry: the loss must then be small.
     const udp = await lab.iperf3Udp(2, 1, 2, { payloadBytes: 1200, bandwidth: '20M' });
     assert.ok(udp.deliveredPackets > 1000, `UDP delivered ${udp.deliveredPackets} datagrams`);
@@ -117,7 +138,11 @@ describe('flannel-ts overlay between two hosts', { timeout: 180_000 }, () => {
       assert.equal(d.dstPort, FLANNEL_UDP_PORT);
       const inner = d.payload;
       assert.equal(inner[0], 0x45, 'payload starts with an IPv4 header (version 4, IHL 5): no framing of our own');
-      assert.equal(inner.readUInt16BE(2), inner.length, 'inner total length = UDP payload length: one packet per datagram');
+      assert.equal(
+        inner.readUInt16BE(2),
+        inner.length,
+        'inner total length = UDP payload length: one packet per datagram',
+      );
       assert.equal(inner[9], 1, 'inner protocol ICMP');
       assert.equal(inner.length, 20 + 8 + 100, 'ICMP echo with 100 data bytes');
     }
@@ -172,7 +197,10 @@ describe('flannel-ts overlay between two hosts', { timeout: 180_000 }, () => {
     };
 
     const before1 = await lab.agentCounters(1);
-    for (const [ns, spec] of [[lab.underlayNs, fromStranger], [lab.hostNs(2), fromPeer]] as const) {
+    for (const [ns, spec] of [
+      [lab.underlayNs, fromStranger],
+      [lab.hostNs(2), fromPeer],
+    ] as const) {
       const r = await lab.exec(ns, [process.execPath, FLOOD_SCRIPT, encodeFloodSpec(spec)], 60_000);
       assert.equal(r.code, 0, `flood sender failed: ${r.stderr}`);
       const total = spec.datagrams.reduce((s, d) => s + d.count, 0);

@@ -9,7 +9,13 @@ import { scenarioNamespace } from '../helpers/scenario-netns.js';
 const scenario = scenarioNamespace('shim-udp-scenario.js', 'ftshim');
 
 interface Outcome {
-  probe: number; gsoInForce: number; sent: number; planned: number; gsoAfter: number; groEnabled: number[]; runs: number;
+  probe: number;
+  gsoInForce: number;
+  sent: number;
+  planned: number;
+  gsoAfter: number;
+  groEnabled: number[];
+  runs: number;
   received: { port: number; len: number; index: number; intact: boolean }[];
 }
 
@@ -33,17 +39,30 @@ describe('shim udpSend', () => {
       if (mode !== 'plain') {
         assert.equal(r.probe, 0, 'this kernel accepts UDP_SEGMENT');
         assert.equal(r.gsoInForce, 64);
-        assert.equal(r.gsoAfter, 64, mode === 'gso-mtu' ? 'a refused GSO message (path MTU) does not turn GSO off' : 'no GSO message was refused');
+        assert.equal(
+          r.gsoAfter,
+          64,
+          mode === 'gso-mtu' ? 'a refused GSO message (path MTU) does not turn GSO off' : 'no GSO message was refused',
+        );
       } else {
         assert.equal(r.gsoInForce, 0);
       }
       assert.equal(r.sent, r.planned);
       assert.equal(r.received.length, r.planned);
-      assert.ok(r.received.every((d) => d.intact), JSON.stringify(r.received));
+      assert.ok(
+        r.received.every((d) => d.intact),
+        JSON.stringify(r.received),
+      );
       // Datagram 11 went to the second receiver; the first got all others, in the order sent.
       const portA = r.received[0]!.port;
-      assert.deepEqual(r.received.filter((d) => d.port === portA).map((d) => d.index), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17]);
-      assert.deepEqual(r.received.filter((d) => d.port !== portA).map((d) => [d.index, d.len]), [[11, 1000]]);
+      assert.deepEqual(
+        r.received.filter((d) => d.port === portA).map((d) => d.index),
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17],
+      );
+      assert.deepEqual(
+        r.received.filter((d) => d.port !== portA).map((d) => [d.index, d.len]),
+        [[11, 1000]],
+      );
     });
   }
 });

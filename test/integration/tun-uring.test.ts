@@ -14,11 +14,19 @@ function run(mode: 'check' | 'race' | 'fallback'): Record<string, unknown> {
 }
 
 interface PathOutcome {
-  uringInForce: number; emptyFirst: number; sent: number;
+  uringInForce: number;
+  emptyFirst: number;
+  sent: number;
   big: { seqs: number[]; counts: number[]; vnetZero: boolean };
   small: { seqs: number[]; counts: number[]; vnetZero: boolean };
-  badFd: number; written: number[]; badSlotLen: number; otherLens: number;
-  delivered: number[]; writeBadFd: number; writeBadFdLen: number; lastErrno: number;
+  badFd: number;
+  written: number[];
+  badSlotLen: number;
+  otherLens: number;
+  delivered: number[];
+  writeBadFd: number;
+  writeBadFdLen: number;
+  lastErrno: number;
 }
 
 const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i);
@@ -30,10 +38,14 @@ describe('shim tunRead/tunWrite through io_uring', () => {
   it('reads and writes the same packets as the syscall path, in order, with the same errors', () => {
     const r = run('check');
     for (const vnet of ['vnet', 'plain']) {
-      const sys = r[`${vnet}-syscall`] as PathOutcome, ur = r[`${vnet}-uring`] as PathOutcome;
+      const sys = r[`${vnet}-syscall`] as PathOutcome,
+        ur = r[`${vnet}-uring`] as PathOutcome;
       assert.equal(sys.uringInForce, 0);
       assert.equal(ur.uringInForce, 64, 'io_uring is available on this kernel');
-      for (const [name, o] of [['syscall', sys], ['uring', ur]] as const) {
+      for (const [name, o] of [
+        ['syscall', sys],
+        ['uring', ur],
+      ] as const) {
         const what = `${vnet} ${name}`;
         assert.equal(o.emptyFirst, 0, `${what}: an empty queue reads 0 (EAGAIN)`);
         assert.equal(o.sent, 300);
@@ -46,7 +58,11 @@ describe('shim tunRead/tunWrite through io_uring', () => {
         assert.deepEqual(o.written, [63, 36], `${what}: every valid packet written`);
         assert.equal(o.badSlotLen, -r['einval']!, `${what}: the invalid slot gets -EINVAL`);
         assert.equal(o.otherLens, 0, `${what}: no other slot is marked failed`);
-        assert.deepEqual(o.delivered, range(0, 100).filter((s) => s !== 5), `${what}: written packets delivered in order`);
+        assert.deepEqual(
+          o.delivered,
+          range(0, 100).filter((s) => s !== 5),
+          `${what}: written packets delivered in order`,
+        );
         assert.equal(o.writeBadFd, 0);
         assert.equal(o.writeBadFdLen, -r['ebadf']!, `${what}: a failed write marks its slot -EBADF`);
         assert.equal(o.lastErrno, r['ebadf']);
@@ -57,17 +73,29 @@ describe('shim tunRead/tunWrite through io_uring', () => {
   it('when the io_uring fails, that write is lost and counted, and the ring falls back to syscalls for good', () => {
     // MALLOC_PERTURB_ fills freed memory: a use of the dropped io_uring's state would crash.
     process.env['MALLOC_PERTURB_'] = '165';
-    let r: { uringFds: number; before: number; after: number; first: { written: number; lens: number[] }; second: { written: number; lens: number[] }; delivered: number[]; read: number[]; disabled: { inForce: number; closedFds: number } };
+    let r: {
+      uringFds: number;
+      before: number;
+      after: number;
+      first: { written: number; lens: number[] };
+      second: { written: number; lens: number[] };
+      delivered: number[];
+      read: number[];
+      disabled: { inForce: number; closedFds: number };
+    };
     try {
       r = run('fallback') as typeof r;
     } finally {
       delete process.env['MALLOC_PERTURB_'];
     }
-    assert.equal(r.uringFds, 1, 'found the ring\'s io_uring fd');
+    assert.equal(r.uringFds, 1, "found the ring's io_uring fd");
     assert.equal(r.before, 64);
     assert.equal(r.after, 0, 'the ring dropped its io_uring');
     assert.equal(r.first.written, 0);
-    assert.ok(r.first.lens.every((l) => l < 0), `the failed write marks its packets: ${JSON.stringify(r.first.lens)}`);
+    assert.ok(
+      r.first.lens.every((l) => l < 0),
+      `the failed write marks its packets: ${JSON.stringify(r.first.lens)}`,
+    );
     assert.equal(r.second.written, 10, 'later writes go through syscalls');
     assert.deepEqual(r.delivered, range(10, 20));
     assert.deepEqual(r.read, range(100, 105), 'reads too');
@@ -75,7 +103,14 @@ describe('shim tunRead/tunWrite through io_uring', () => {
   });
 
   it('keeps the order of packets that arrive while a batch is in the kernel', () => {
-    const r = run('race') as { reads: number; packets: number; partial: number; outOfOrder: number; broken: number; uringInForce: number };
+    const r = run('race') as {
+      reads: number;
+      packets: number;
+      partial: number;
+      outOfOrder: number;
+      broken: number;
+      uringInForce: number;
+    };
     assert.equal(r.uringInForce, 64);
     assert.ok(r.packets > 10_000, `packets read under a concurrent sender: ${r.packets}`);
     assert.ok(r.partial > 0, 'some batches ended early (EAGAIN between packets)');

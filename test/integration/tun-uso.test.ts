@@ -15,7 +15,15 @@ import { Lab, removeStaleLabNamespaces, requireTools, type AgentCounters } from 
 import { burstReceiver, checksumErrors } from '../helpers/pod-udp.js';
 
 // A .py file is not compiled into dist: read it from the source tree (dist/test/integration -> test/helpers).
-const UDP_GSO_SEND = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'test', 'helpers', 'udp-gso-send.py');
+const UDP_GSO_SEND = path.join(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '..',
+  '..',
+  '..',
+  'test',
+  'helpers',
+  'udp-gso-send.py',
+);
 
 function counter(c: AgentCounters, name: string): number {
   const v = c[name];
@@ -29,7 +37,11 @@ describe('USO: UDP GSO super-packets read from flannel0', { timeout: 120_000 }, 
   before(async () => {
     removeStaleLabNamespaces();
     await requireTools(['ping', 'python3']);
-    lab = await Lab.create({ hosts: 2, mode: 'flannel-ts', agentArgs: (n) => (n === 2 ? ['--no-offload', '--io-uring=false'] : []) });
+    lab = await Lab.create({
+      hosts: 2,
+      mode: 'flannel-ts',
+      agentArgs: (n) => (n === 2 ? ['--no-offload', '--io-uring=false'] : []),
+    });
   });
 
   after(async () => {
@@ -44,12 +56,29 @@ describe('USO: UDP GSO super-packets read from flannel0', { timeout: 120_000 }, 
     assert.equal(forwarding(2)['tunTso'], false);
   });
 
-  test('a pod\'s UDP GSO sends arrive at a plain peer as separate datagrams, byte for byte', async () => {
+  test("a pod's UDP GSO sends arrive at a plain peer as separate datagrams, byte for byte", async () => {
     // 3,000 datagrams of 1,200 bytes (the last of each sendto 1,000), 40 per sendto: 75 super-packets.
-    const COUNT = 3000, SIZE = 1200, PER = 40, SHORTER = 200, PORT = 7778;
+    const COUNT = 3000,
+      SIZE = 1200,
+      PER = 40,
+      SHORTER = 200,
+      PORT = 7778;
     const before1 = await lab.agentCounters(1);
     const received = await burstReceiver(lab, 2, PORT, COUNT, 15_000);
-    await lab.execChecked(lab.podNs(1), ['python3', UDP_GSO_SEND, lab.podAddr(2), String(PORT), String(COUNT), String(SIZE), String(PER), String(SHORTER)], 60_000);
+    await lab.execChecked(
+      lab.podNs(1),
+      [
+        'python3',
+        UDP_GSO_SEND,
+        lab.podAddr(2),
+        String(PORT),
+        String(COUNT),
+        String(SIZE),
+        String(PER),
+        String(SHORTER),
+      ],
+      60_000,
+    );
     const result = await received.result;
     // UDP may lose a few under load (socket buffers on a busy 2-core machine); what arrives must be exact.
     assert.ok(result.received >= 0.8 * COUNT, `received ${result.received} of ${COUNT}`);
@@ -61,9 +90,10 @@ describe('USO: UDP GSO super-packets read from flannel0', { timeout: 120_000 }, 
     const d = (name: string): number => counter(c1, name) - counter(before1, name);
     // The pod's kernel may still cut a few sends itself (e.g. while flannel0's queue is full), so
     // most, not all, arrive as super-packets; each super-packet is PER datagrams.
-    assert.ok(d('tunUsoPackets') >= (COUNT / PER) / 2, `USO super-packets read: ${d('tunUsoPackets')}`);
+    assert.ok(d('tunUsoPackets') >= COUNT / PER / 2, `USO super-packets read: ${d('tunUsoPackets')}`);
     assert.equal(d('tunUsoSegments'), PER * d('tunUsoPackets'), 'each cut into its datagrams');
     assert.ok(d('udpSentPackets') >= COUNT, `every datagram sent on the wire: ${d('udpSentPackets')}`);
-    for (const name of ['dropTxBadOffload', 'dropTxOversize', 'dropTxMalformed', 'dropTxSendError']) assert.equal(d(name), 0, name);
+    for (const name of ['dropTxBadOffload', 'dropTxOversize', 'dropTxMalformed', 'dropTxSendError'])
+      assert.equal(d(name), 0, name);
   });
 });

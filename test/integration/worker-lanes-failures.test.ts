@@ -45,7 +45,10 @@ describe('--workers 2: failing datapath workers', { timeout: 60_000 }, () => {
   after(() => scenario.remove());
 
   it('a lane that cannot start: the constructor throws at once, naming the worker and why, and ends both workers', () => {
-    interface Timed { error: string | null; ms: number }
+    interface Timed {
+      error: string | null;
+      ms: number;
+    }
     const { out, exitAfterFdsMs } = run<{ both: Timed; txOnly: Timed; closed: number[] }>('start-fail');
     assert.match(out.both.error ?? '(no error)', FAILED);
     assert.match(out.both.error!, /failed: bad batch size 0$/);
@@ -54,16 +57,24 @@ describe('--workers 2: failing datapath workers', { timeout: 60_000 }, () => {
     // the process would not exit.
     assert.match(out.txOnly.error ?? '(no error)', /^the tx datapath worker failed: operation not permitted$/);
     assert.ok(out.txOnly.ms < PROMPT_MS, `threw after ${out.txOnly.ms} ms, not the reply timeout`);
-    assert.deepEqual(out.uncaught, [], 'the failed workers\' errors are not rethrown once WorkerLanes has ended them');
+    assert.deepEqual(out.uncaught, [], "the failed workers' errors are not rethrown once WorkerLanes has ended them");
     assert.deepEqual(out.closed, [0, 0], 'the fds closed');
     assert.ok(exitAfterFdsMs < EXIT_MS, `the process exited by itself ${exitAfterFdsMs} ms after closing the fds`);
   });
 
   it('a lane that fails later: that command and the next throw at once, its error reaches the main thread, close() is true', () => {
-    interface Timed { error: string | null; ms: number }
+    interface Timed {
+      error: string | null;
+      ms: number;
+    }
     const { out, exitAfterFdsMs } = run<{
-      uringsRunning: number; uringsAfterFailure: number; uringsAfterClose: number;
-      routes: Timed; stop: Timed; close: Timed & { value: unknown }; closed: number[] | null;
+      uringsRunning: number;
+      uringsAfterFailure: number;
+      uringsAfterClose: number;
+      routes: Timed;
+      stop: Timed;
+      close: Timed & { value: unknown };
+      closed: number[] | null;
     }>('dies-later');
     assert.equal(out.uringsRunning, 2, 'each lane runs an io_uring');
     assert.match(out.routes.error ?? '(no error)', FAILED);
@@ -73,7 +84,7 @@ describe('--workers 2: failing datapath workers', { timeout: 60_000 }, () => {
     assert.ok(out.stop.ms < 200, `at once: ${out.stop.ms} ms`);
     // The failure is reported only after the lane closed itself (rx may still be on its way down).
     assert.ok(out.uringsAfterFailure <= 1, `the failed tx lane closed its io_uring: ${out.uringsAfterFailure} open`);
-    assert.ok(out.uncaught.length >= 1, 'the Worker\'s \'error\' reached the main thread (WorkerLanes rethrows it)');
+    assert.ok(out.uncaught.length >= 1, "the Worker's 'error' reached the main thread (WorkerLanes rethrows it)");
     for (const message of out.uncaught) assert.equal(message, INVALID_ROUTE);
     assert.equal(out.close.error, null);
     assert.equal(out.close.value, true, 'both workers failed, so the fds are safe to close');
@@ -84,11 +95,25 @@ describe('--workers 2: failing datapath workers', { timeout: 60_000 }, () => {
   });
 
   it('a worker terminated, or ending by itself, while shim poll watchers poll: the process lives on', () => {
-    interface Ended { polling: boolean; exitCode: number; errors: string[] }
-    const { out, exitAfterFdsMs } = run<{ terminated: Ended; exited: Ended; mainPoll: boolean; closed: number[] }>('terminate-polling');
-    assert.deepEqual(out.terminated, { polling: true, exitCode: 1, errors: [] }, 'terminate() ends the polling worker (exit code 1)');
-    assert.deepEqual(out.exited, { polling: true, exitCode: 0, errors: [] }, 'process.exit(0) in the polling worker ends just that thread');
-    assert.equal(out.mainPoll, true, 'the main thread\'s own watcher still works');
+    interface Ended {
+      polling: boolean;
+      exitCode: number;
+      errors: string[];
+    }
+    const { out, exitAfterFdsMs } = run<{ terminated: Ended; exited: Ended; mainPoll: boolean; closed: number[] }>(
+      'terminate-polling',
+    );
+    assert.deepEqual(
+      out.terminated,
+      { polling: true, exitCode: 1, errors: [] },
+      'terminate() ends the polling worker (exit code 1)',
+    );
+    assert.deepEqual(
+      out.exited,
+      { polling: true, exitCode: 0, errors: [] },
+      'process.exit(0) in the polling worker ends just that thread',
+    );
+    assert.equal(out.mainPoll, true, "the main thread's own watcher still works");
     assert.deepEqual(out.closed, [0, 0]);
     assert.deepEqual(out.uncaught, []);
     assert.ok(exitAfterFdsMs < EXIT_MS, `the process exited ${exitAfterFdsMs} ms after closing the fds`);
@@ -96,9 +121,17 @@ describe('--workers 2: failing datapath workers', { timeout: 60_000 }, () => {
 
   it('healthy lanes: routes, config, stop, then close() is true and the process exits promptly', () => {
     const { out, exitAfterFdsMs } = run<{
-      status: { tunIoUring: number; udpGro: boolean }; uringsRunning: number; uringsAfterClose: number; countersLength: number;
-      routes: string | null; config: string | null; stop: string | null;
-      close: { value: unknown; error: string | null; ms: number }; closeAgain: unknown; afterClose: string | null; closed: number[] | null;
+      status: { tunIoUring: number; udpGro: boolean };
+      uringsRunning: number;
+      uringsAfterClose: number;
+      countersLength: number;
+      routes: string | null;
+      config: string | null;
+      stop: string | null;
+      close: { value: unknown; error: string | null; ms: number };
+      closeAgain: unknown;
+      afterClose: string | null;
+      closed: number[] | null;
     }>('happy');
     assert.equal(out.status.tunIoUring, 64, 'both lanes run their io_uring');
     assert.equal(out.uringsRunning, 2);

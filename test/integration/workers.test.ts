@@ -33,7 +33,8 @@ function assertFewIoFailures(c: AgentCounters, what: string): void {
   for (const name of ['dropRxWriteError', 'dropTxSendError']) {
     assert.ok(counter(c, name) <= allowed, `${what}: ${name} ${counter(c, name)} > ${allowed}: ${JSON.stringify(c)}`);
   }
-  for (const name of ['dropRxMalformed', 'dropTxMalformed', 'dropTxBadOffload']) assert.equal(counter(c, name), 0, `${what}: ${name}`);
+  for (const name of ['dropRxMalformed', 'dropTxMalformed', 'dropTxBadOffload'])
+    assert.equal(counter(c, name), 0, `${what}: ${name}`);
 }
 
 async function pingBothWays(lab: Lab, what: string): Promise<void> {
@@ -73,18 +74,29 @@ describe('--workers 2: one datapath thread per direction', { timeout: 90_000 }, 
   });
 
   test('TCP for 2 s: TSO read on the sender, UDP GRO and coalesced writes on the receiver', async () => {
-    const before1 = await lab.agentCounters(1), before2 = await lab.agentCounters(2);
+    const before1 = await lab.agentCounters(1),
+      before2 = await lab.agentCounters(2);
     const tcp = await lab.iperf3Tcp(1, 2, 2);
     assert.ok(tcp.receivedBitsPerSecond > 10e6, `TCP 1->2 ${tcp.receivedBitsPerSecond} bit/s`);
-    const c1 = await lab.agentCounters(1), c2 = await lab.agentCounters(2);
+    const c1 = await lab.agentCounters(1),
+      c2 = await lab.agentCounters(2);
     const d = (now: AgentCounters, then: AgentCounters, name: string) => counter(now, name) - counter(then, name);
     assert.ok(d(c1, before1, 'tunTsoPackets') > 0, `the sender read TSO super-packets: ${JSON.stringify(c1)}`);
-    assert.ok(d(c1, before1, 'tunTsoSegments') > d(c1, before1, 'tunTsoPackets'), 'and cut them into several datagrams');
+    assert.ok(
+      d(c1, before1, 'tunTsoSegments') > d(c1, before1, 'tunTsoPackets'),
+      'and cut them into several datagrams',
+    );
     assert.ok(d(c2, before2, 'udpGroRuns') > 0, `the receiver received UDP GRO runs: ${JSON.stringify(c2)}`);
     assert.ok(d(c2, before2, 'tunGroWrites') > 0, `the receiver wrote coalesced super-packets: ${JSON.stringify(c2)}`);
     // Both threads wrote the shared counters: the tx lane's and the rx lane's on each host.
-    assert.ok(d(c1, before1, 'udpSentPackets') > 1000 && d(c1, before1, 'udpRecvPackets') > 0, 'host 1 sent data, received ACKs');
-    assert.ok(d(c2, before2, 'udpRecvPackets') > 1000 && d(c2, before2, 'udpSentPackets') > 0, 'host 2 received data, sent ACKs');
+    assert.ok(
+      d(c1, before1, 'udpSentPackets') > 1000 && d(c1, before1, 'udpRecvPackets') > 0,
+      'host 1 sent data, received ACKs',
+    );
+    assert.ok(
+      d(c2, before2, 'udpRecvPackets') > 1000 && d(c2, before2, 'udpSentPackets') > 0,
+      'host 2 received data, sent ACKs',
+    );
     assert.ok(d(c2, before2, 'udpRecvPackets') >= 0.99 * d(c1, before1, 'udpSentPackets'), JSON.stringify({ c1, c2 }));
     assertFewIoFailures(c1, 'host 1');
     assertFewIoFailures(c2, 'host 2');
@@ -97,10 +109,23 @@ describe('--workers 2: one datapath thread per direction', { timeout: 90_000 }, 
     const { code, signal } = await agent.exited();
     assert.equal(code, 0, `agent exit code (signal ${signal}); output:\n${agent.describeOutput()}`);
     assert.ok(final, `a final counters line; output:\n${agent.describeOutput()}`);
-    for (const name of ['udpRecvPackets', 'tunWritePackets', 'tunReadPackets', 'udpSentPackets', 'udpGroRuns', 'tunGroWrites']) {
-      assert.ok(counter(final, name) >= counter(last, name), `final ${name} ${counter(final, name)} < ${counter(last, name)}`);
+    for (const name of [
+      'udpRecvPackets',
+      'tunWritePackets',
+      'tunReadPackets',
+      'udpSentPackets',
+      'udpGroRuns',
+      'tunGroWrites',
+    ]) {
+      assert.ok(
+        counter(final, name) >= counter(last, name),
+        `final ${name} ${counter(final, name)} < ${counter(last, name)}`,
+      );
     }
-    assert.ok(agent.lines.some((l) => l['msg'] === 'stopping'), 'it logged why it stopped');
+    assert.ok(
+      agent.lines.some((l) => l['msg'] === 'stopping'),
+      'it logged why it stopped',
+    );
     const link = await lab.exec(lab.hostNs(2), ['ip', 'link', 'show', 'flannel0']);
     assert.notEqual(link.code, 0, 'flannel0 is gone with the agent');
   });
@@ -125,20 +150,41 @@ describe('--workers 2: one datapath thread per direction', { timeout: 90_000 }, 
     const agent = lab.agent(1);
     const final = await agent.stop();
     assert.equal((await agent.exited()).code, 0, agent.describeOutput());
-    assert.ok(final && counter(final, 'udpRecvPackets') > 0 && counter(final, 'udpSentPackets') > 0, JSON.stringify(final));
+    assert.ok(
+      final && counter(final, 'udpRecvPackets') > 0 && counter(final, 'udpSentPackets') > 0,
+      JSON.stringify(final),
+    );
   });
 
   test('flanneld mode: FLANNELD_WORKERS=2 runs two threads, reported by /metrics as flannel_ts_datapath_threads', async () => {
     const dir = join(lab.tempDir, 'flanneld-h1');
     mkdirSync(dir, { recursive: true });
-    const kvFile = join(dir, 'registry.json'), subnetFile = join(dir, 'subnet.env');
-    await new FileKvStore({ path: kvFile }).put('/coreos.com/network/config', '{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}', 0);
+    const kvFile = join(dir, 'registry.json'),
+      subnetFile = join(dir, 'subnet.env');
+    await new FileKvStore({ path: kvFile }).put(
+      '/coreos.com/network/config',
+      '{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}',
+      0,
+    );
     writeFileSync(subnetFile, 'FLANNEL_SUBNET=10.244.1.1/24\n');
     const port = 9911;
-    const agent = await lab.startAgent(1, [
-      'env', 'FLANNELD_WORKERS=2', process.execPath, agentEntry(lab.repoDir),
-      '--kv-file', kvFile, '-iface', 'eth0', `-subnet-file=${subnetFile}`, '-healthz-port', String(port),
-    ], 20_000);
+    const agent = await lab.startAgent(
+      1,
+      [
+        'env',
+        'FLANNELD_WORKERS=2',
+        process.execPath,
+        agentEntry(lab.repoDir),
+        '--kv-file',
+        kvFile,
+        '-iface',
+        'eth0',
+        `-subnet-file=${subnetFile}`,
+        '-healthz-port',
+        String(port),
+      ],
+      20_000,
+    );
     const line = forwardingLine(lab, 1);
     assert.equal(line['workers'], 2, JSON.stringify(line));
     // The health server starts just after the "forwarding" line: retry briefly.
@@ -148,7 +194,11 @@ describe('--workers 2: one datapath thread per direction', { timeout: 90_000 }, 
       if (attempt > 0) await new Promise((r) => setTimeout(r, 100));
       metrics = (await lab.exec(lab.hostNs(1), [process.execPath, '-e', scrape], 5000)).stdout;
     }
-    assert.match(metrics, /^flannel_ts_datapath_threads 2$/m, `metrics:\n${metrics}\nagent:\n${agent.describeOutput()}`);
+    assert.match(
+      metrics,
+      /^flannel_ts_datapath_threads 2$/m,
+      `metrics:\n${metrics}\nagent:\n${agent.describeOutput()}`,
+    );
     await agent.stop();
     assert.equal((await agent.exited()).code, 0, agent.describeOutput());
   });

@@ -5,7 +5,11 @@ import { createLogger, type Level } from '../../src/observability/log.js';
 import { parseIPv4 } from '../../src/routing-table/ipv4.js';
 import type { Route } from '../../src/routing-table/snapshot.js';
 
-const route = (i: number): Route => ({ prefix: parseIPv4(`10.${i >> 8}.${i & 255}.0`), prefixLen: 24, publicIp: parseIPv4(`192.0.2.${(i % 250) + 1}`) });
+const route = (i: number): Route => ({
+  prefix: parseIPv4(`10.${i >> 8}.${i & 255}.0`),
+  prefixLen: 24,
+  publicIp: parseIPv4(`192.0.2.${(i % 250) + 1}`),
+});
 const routes = (from: number, to: number): Route[] => Array.from({ length: to - from }, (_, k) => route(from + k));
 
 function capture(level: Level) {
@@ -19,10 +23,27 @@ test('a short route list is logged in full, with the change since the last line'
   const routeLog = new RouteChangeLog(log, false);
   routeLog.changed([route(1), route(2)]);
   routeLog.changed([route(2), route(3)]);
-  assert.deepEqual(lines.map(({ time: _t, ...rest }) => rest), [
-    { level: 'info', msg: 'routes', routeCount: 2, added: ['10.0.1.0/24=192.0.2.2', '10.0.2.0/24=192.0.2.3'], removed: [], routes: ['10.0.1.0/24=192.0.2.2', '10.0.2.0/24=192.0.2.3'] },
-    { level: 'info', msg: 'routes', routeCount: 2, added: ['10.0.3.0/24=192.0.2.4'], removed: ['10.0.1.0/24=192.0.2.2'], routes: ['10.0.2.0/24=192.0.2.3', '10.0.3.0/24=192.0.2.4'] },
-  ]);
+  assert.deepEqual(
+    lines.map(({ time: _t, ...rest }) => rest),
+    [
+      {
+        level: 'info',
+        msg: 'routes',
+        routeCount: 2,
+        added: ['10.0.1.0/24=192.0.2.2', '10.0.2.0/24=192.0.2.3'],
+        removed: [],
+        routes: ['10.0.1.0/24=192.0.2.2', '10.0.2.0/24=192.0.2.3'],
+      },
+      {
+        level: 'info',
+        msg: 'routes',
+        routeCount: 2,
+        added: ['10.0.3.0/24=192.0.2.4'],
+        removed: ['10.0.1.0/24=192.0.2.2'],
+        routes: ['10.0.2.0/24=192.0.2.3', '10.0.3.0/24=192.0.2.4'],
+      },
+    ],
+  );
 });
 
 test('a long route list: info lines carry the count and the change; the full list only at debug', () => {
@@ -40,7 +61,10 @@ test('a long route list: info lines carry the count and the change; the full lis
     assert.deepEqual(info[1]!['removed'], []);
     assert.equal(info[1]!['routeCount'], n + 1);
     const full = lines.filter((l) => l['level'] === 'debug');
-    assert.deepEqual(full.map((l) => (l['routes'] as string[]).length), debug ? [n, n + 1] : []);
+    assert.deepEqual(
+      full.map((l) => (l['routes'] as string[]).length),
+      debug ? [n, n + 1] : [],
+    );
   }
 });
 

@@ -81,9 +81,27 @@ describe('summarizeRounds', () => {
     sample(3, { tcpGbitPerSec: 12, udp64DeliveredPps: 40_000, pingAvgRttUs: 80, tcpCpuSecondsPerGbit: 0.1 }),
   ]);
   const flannel = result('flannel-ts', [
-    sample(1, { tcpGbitPerSec: 5, udp64DeliveredPps: 66_000, pingAvgRttUs: 400, tcpCpuSecondsPerGbit: 0.3, tcpAgentCpuSecondsPerGbit: 0.2 }),
-    sample(2, { tcpGbitPerSec: 7.5, udp64DeliveredPps: 60_000, pingAvgRttUs: 420, tcpCpuSecondsPerGbit: 0.4, tcpAgentCpuSecondsPerGbit: 0.3 }),
-    sample(3, { tcpGbitPerSec: 4.8, udp64DeliveredPps: 60_000, pingAvgRttUs: 400, tcpCpuSecondsPerGbit: 0.5, tcpAgentCpuSecondsPerGbit: 0.25 }),
+    sample(1, {
+      tcpGbitPerSec: 5,
+      udp64DeliveredPps: 66_000,
+      pingAvgRttUs: 400,
+      tcpCpuSecondsPerGbit: 0.3,
+      tcpAgentCpuSecondsPerGbit: 0.2,
+    }),
+    sample(2, {
+      tcpGbitPerSec: 7.5,
+      udp64DeliveredPps: 60_000,
+      pingAvgRttUs: 420,
+      tcpCpuSecondsPerGbit: 0.4,
+      tcpAgentCpuSecondsPerGbit: 0.3,
+    }),
+    sample(3, {
+      tcpGbitPerSec: 4.8,
+      udp64DeliveredPps: 60_000,
+      pingAvgRttUs: 400,
+      tcpCpuSecondsPerGbit: 0.5,
+      tcpAgentCpuSecondsPerGbit: 0.25,
+    }),
   ]);
   const summarized = summarizeRounds([flannel, vxlan]);
 
@@ -114,8 +132,13 @@ describe('summarizeRounds', () => {
   test('VXLAN against itself is 1 in every column', () => {
     const v = byMode(summarized, 'vxlan').vsVxlan;
     assert.deepEqual(v, {
-      rounds: 3, tcpGbitPerSec: 1, tcpGbitPerSecMin: 1, tcpGbitPerSecMax: 1,
-      tcpCpuSecondsPerGbit: 1, udp64DeliveredPps: 1, pingAvgRttUs: 1,
+      rounds: 3,
+      tcpGbitPerSec: 1,
+      tcpGbitPerSecMin: 1,
+      tcpGbitPerSecMax: 1,
+      tcpCpuSecondsPerGbit: 1,
+      udp64DeliveredPps: 1,
+      pingAvgRttUs: 1,
     });
   });
 

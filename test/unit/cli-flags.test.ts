@@ -2,7 +2,14 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, test } from 'node:test';
-import { DEFAULT_ETCD_ENDPOINTS, FlagError, envVarName, parseFlags, type RegistryFlags, type StaticFlags } from '../../src/cli/flags.js';
+import {
+  DEFAULT_ETCD_ENDPOINTS,
+  FlagError,
+  envVarName,
+  parseFlags,
+  type RegistryFlags,
+  type StaticFlags,
+} from '../../src/cli/flags.js';
 import { parseIPv4 } from '../../src/routing-table/ipv4.js';
 
 function registry(argv: string[], env: NodeJS.ProcessEnv = {}): RegistryFlags {
@@ -18,12 +25,15 @@ function staticMode(argv: string[], env: NodeJS.ProcessEnv = {}): StaticFlags {
 }
 
 function flagError(argv: string[], pattern: RegExp, env: NodeJS.ProcessEnv = {}): void {
-  assert.throws(() => parseFlags(argv, env), (err: unknown) => {
-    assert.ok(err instanceof FlagError, `a FlagError, got ${String(err)}`);
-    assert.match(err.message, pattern);
-    assert.ok(!err.message.includes('\n'), 'one line');
-    return true;
-  });
+  assert.throws(
+    () => parseFlags(argv, env),
+    (err: unknown) => {
+      assert.ok(err instanceof FlagError, `a FlagError, got ${String(err)}`);
+      assert.match(err.message, pattern);
+      assert.ok(!err.message.includes('\n'), 'one line');
+      return true;
+    },
+  );
 }
 
 describe('flanneld mode flags', () => {
@@ -47,16 +57,42 @@ describe('flanneld mode flags', () => {
 
   test('single-dash, double-dash, "=value" and next-argument spellings', () => {
     const f = registry([
-      '-etcd-endpoints=https://10.0.0.1:2379,https://10.0.0.2:2379', '--etcd-prefix', '/my/net',
-      '-etcd-cafile', '/ca.pem', '-etcd-certfile=/c.pem', '--etcd-keyfile=/k.pem',
-      '-etcd-username', 'flannel', '-etcd-password=secret',
-      '-iface', 'eth1', '--iface=10.0.0.5', '-iface-regex', '^10\\.0\\.', '-public-ip', '203.0.113.7',
-      '-subnet-file', '/tmp/s.env', '-subnet-lease-renew-margin=30', '-ip-masq',
-      '-healthz-ip', '127.0.0.1', '-healthz-port=8471', '-iptables-forward-rules=false', '-v', '2',
+      '-etcd-endpoints=https://10.0.0.1:2379,https://10.0.0.2:2379',
+      '--etcd-prefix',
+      '/my/net',
+      '-etcd-cafile',
+      '/ca.pem',
+      '-etcd-certfile=/c.pem',
+      '--etcd-keyfile=/k.pem',
+      '-etcd-username',
+      'flannel',
+      '-etcd-password=secret',
+      '-iface',
+      'eth1',
+      '--iface=10.0.0.5',
+      '-iface-regex',
+      '^10\\.0\\.',
+      '-public-ip',
+      '203.0.113.7',
+      '-subnet-file',
+      '/tmp/s.env',
+      '-subnet-lease-renew-margin=30',
+      '-ip-masq',
+      '-healthz-ip',
+      '127.0.0.1',
+      '-healthz-port=8471',
+      '-iptables-forward-rules=false',
+      '-v',
+      '2',
     ]);
     assert.deepEqual(f.store, {
-      kind: 'etcd', endpoints: 'https://10.0.0.1:2379,https://10.0.0.2:2379',
-      caFile: '/ca.pem', certFile: '/c.pem', keyFile: '/k.pem', username: 'flannel', password: 'secret',
+      kind: 'etcd',
+      endpoints: 'https://10.0.0.1:2379,https://10.0.0.2:2379',
+      caFile: '/ca.pem',
+      certFile: '/c.pem',
+      keyFile: '/k.pem',
+      username: 'flannel',
+      password: 'secret',
     });
     assert.equal(f.prefix, '/my/net');
     assert.deepEqual(f.ifaces, ['eth1', '10.0.0.5']);
@@ -88,9 +124,17 @@ describe('flanneld mode flags', () => {
   });
 
   test('--kv-file selects the embedded registry and excludes etcd flags', () => {
-    assert.deepEqual(registry(['--kv-file', '/var/lib/flannel/registry.json']).store, { kind: 'file', path: '/var/lib/flannel/registry.json' });
-    flagError(['--kv-file', '/r.json', '--etcd-endpoints', 'http://a:2379'], /--kv-file and --etcd-endpoints exclude each other/);
-    flagError(['--kv-file', '/r.json'], /--kv-file and --etcd-cafile exclude each other/, { FLANNELD_ETCD_CAFILE: '/ca.pem' });
+    assert.deepEqual(registry(['--kv-file', '/var/lib/flannel/registry.json']).store, {
+      kind: 'file',
+      path: '/var/lib/flannel/registry.json',
+    });
+    flagError(
+      ['--kv-file', '/r.json', '--etcd-endpoints', 'http://a:2379'],
+      /--kv-file and --etcd-endpoints exclude each other/,
+    );
+    flagError(['--kv-file', '/r.json'], /--kv-file and --etcd-cafile exclude each other/, {
+      FLANNELD_ETCD_CAFILE: '/ca.pem',
+    });
   });
 });
 
@@ -133,11 +177,16 @@ describe('FLANNELD_* environment variables', () => {
 
   test('a bad value from the environment is a one-line error naming the variable or flag', () => {
     flagError([], /FLANNELD_IP_MASQ: invalid boolean value "maybe"/, { FLANNELD_IP_MASQ: 'maybe' });
-    flagError([], /--subnet-lease-renew-margin: "0" is not an integer in 1\.\.1439/, { FLANNELD_SUBNET_LEASE_RENEW_MARGIN: '0' });
+    flagError([], /--subnet-lease-renew-margin: "0" is not an integer in 1\.\.1439/, {
+      FLANNELD_SUBNET_LEASE_RENEW_MARGIN: '0',
+    });
   });
 
   test('static mode does not read the environment', () => {
-    const f = staticMode(['--network', '10.244.0.0/16', '--subnet', '10.244.1.0/24'], { FLANNELD_IFACE: 'eth9', FLANNELD_IP_MASQ: 'bogus' });
+    const f = staticMode(['--network', '10.244.0.0/16', '--subnet', '10.244.1.0/24'], {
+      FLANNELD_IFACE: 'eth9',
+      FLANNELD_IP_MASQ: 'bogus',
+    });
     assert.deepEqual(f.ifaces, []);
   });
 });
@@ -145,8 +194,20 @@ describe('FLANNELD_* environment variables', () => {
 describe('static mode', () => {
   test('is selected by --network/--subnet/--peer and parses as before', () => {
     const f = staticMode([
-      '-network=10.244.0.0/16', '--subnet', '10.244.1.0/24', '-peer', '10.244.2.0/24=192.0.2.2',
-      '--peer=10.244.3.0/24=192.0.2.3', '-iface', 'eth0', '--public-ip', '192.0.2.1', '--port', '8300', '--batch', '128',
+      '-network=10.244.0.0/16',
+      '--subnet',
+      '10.244.1.0/24',
+      '-peer',
+      '10.244.2.0/24=192.0.2.2',
+      '--peer=10.244.3.0/24=192.0.2.3',
+      '-iface',
+      'eth0',
+      '--public-ip',
+      '192.0.2.1',
+      '--port',
+      '8300',
+      '--batch',
+      '128',
     ]);
     assert.deepEqual(f.network, { prefix: parseIPv4('10.244.0.0'), prefixLen: 16 });
     assert.deepEqual(f.subnet, { prefix: parseIPv4('10.244.1.0'), prefixLen: 24 });
@@ -164,13 +225,21 @@ describe('static mode', () => {
     flagError(['--network', '10.244.0.0/16'], /--subnet is required/);
     flagError(['--subnet', '10.244.1.0/24'], /--network is required/);
     flagError(['--network', '10.244.0.0/16', '--subnet', '10.9.1.0/24'], /is not inside --network/);
-    flagError(['--network', '10.244.0.0/16', '--subnet', '10.244.1.0/24', '--peer', '10.244.1.0/25=192.0.2.2'], /overlaps/);
-    flagError(['--network', '10.244.0.0/16', '--subnet', '10.244.1.0/24', '--peer', '10.244.2.0/24'], /expected CIDR=IP/);
+    flagError(
+      ['--network', '10.244.0.0/16', '--subnet', '10.244.1.0/24', '--peer', '10.244.1.0/25=192.0.2.2'],
+      /overlaps/,
+    );
+    flagError(
+      ['--network', '10.244.0.0/16', '--subnet', '10.244.1.0/24', '--peer', '10.244.2.0/24'],
+      /expected CIDR=IP/,
+    );
   });
 
   test('flanneld-mode flags cannot be mixed in', () => {
-    flagError(['--network', '10.244.0.0/16', '--subnet', '10.244.1.0/24', '--etcd-endpoints', 'http://a:2379'],
-      /--etcd-endpoints cannot be combined with static mode/);
+    flagError(
+      ['--network', '10.244.0.0/16', '--subnet', '10.244.1.0/24', '--etcd-endpoints', 'http://a:2379'],
+      /--etcd-endpoints cannot be combined with static mode/,
+    );
     flagError(['--subnet', '10.244.1.0/24', '--network', '10.244.0.0/16', '-ip-masq'], /--ip-masq cannot be combined/);
   });
 });
@@ -185,7 +254,11 @@ describe('offloads', () => {
     assert.deepEqual(registry(['-offloads=udp,tun']).offloads, { tun: true, udp: true });
     assert.deepEqual(registry(['--offloads=none']).offloads, { tun: false, udp: false });
     assert.deepEqual(staticMode([...S, '--no-offload']).offloads, { tun: false, udp: false });
-    assert.deepEqual(staticMode([...S, '--no-offload', '--offloads=tun']).offloads, { tun: false, udp: false }, '--no-offload wins');
+    assert.deepEqual(
+      staticMode([...S, '--no-offload', '--offloads=tun']).offloads,
+      { tun: false, udp: false },
+      '--no-offload wins',
+    );
     assert.deepEqual(registry([], { FLANNELD_OFFLOADS: 'tun' }).offloads, { tun: true, udp: false });
   });
 

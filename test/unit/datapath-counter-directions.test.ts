@@ -17,11 +17,24 @@ import { buildTcpPacket, buildUdpPacket, partialChecksum } from '../helpers/tcp-
 
 /** The counters of UDP -> flannel0 (Forwarder.udpToTun); every other one is flannel0 -> UDP's. */
 const RX_COUNTER_NAMES: ReadonlySet<CounterName> = new Set<CounterName>([
-  'udpRecvPackets', 'udpRecvBytes', 'tunWritePackets', 'tunWriteBytes',
-  'dropRxMalformed', 'dropRxOversize', 'dropRxUnknownSender', 'dropRxSpoofedSource',
-  'dropRxNotForUs', 'dropRxTtl', 'dropRxWriteError',
-  'tunGroWrites', 'tunGroPackets', 'tunGroFallbacks', 'udpGroRuns', 'udpGroDatagrams',
-  'udpRecvBatches', 'udpRecvErrors',
+  'udpRecvPackets',
+  'udpRecvBytes',
+  'tunWritePackets',
+  'tunWriteBytes',
+  'dropRxMalformed',
+  'dropRxOversize',
+  'dropRxUnknownSender',
+  'dropRxSpoofedSource',
+  'dropRxNotForUs',
+  'dropRxTtl',
+  'dropRxWriteError',
+  'tunGroWrites',
+  'tunGroPackets',
+  'tunGroFallbacks',
+  'udpGroRuns',
+  'udpGroDatagrams',
+  'udpRecvBatches',
+  'udpRecvErrors',
 ]);
 
 const BATCH = 16;
@@ -56,20 +69,31 @@ interface Step {
 
 function newSlab(): PacketSlab {
   return new PacketSlab({
-    slotSize: slotSizeFor(MIX_HOST.mtu), batch: BATCH, readSlotSize: SUPER_SLOT_SIZE, receiveSlotSize: SUPER_SLOT_SIZE,
+    slotSize: slotSizeFor(MIX_HOST.mtu),
+    batch: BATCH,
+    readSlotSize: SUPER_SLOT_SIZE,
+    receiveSlotSize: SUPER_SLOT_SIZE,
   });
 }
 
 function newForwarder(counters: Float64Array): Io & { fwd: Forwarder } {
   const slab = newSlab();
-  const tun = new FakeTun(slab), udp = new FakeUdp(slab);
+  const tun = new FakeTun(slab),
+    udp = new FakeUdp(slab);
   const fwd = new Forwarder(slab, tun, udp, { ...MIX_HOST, tunGro: true }, counters);
   fwd.setRoutes(RoutingSnapshot.build(mixRoutes()));
   return { tun, udp, fwd };
 }
 
 /** A little-endian virtio_net_hdr. */
-function vnetHdr(flags: number, gsoType: number, hdrLen: number, gsoSize: number, csumStart: number, csumOffset: number): Uint8Array {
+function vnetHdr(
+  flags: number,
+  gsoType: number,
+  hdrLen: number,
+  gsoSize: number,
+  csumStart: number,
+  csumOffset: number,
+): Uint8Array {
   const b = new Uint8Array(10);
   const v = new DataView(b.buffer);
   b[0] = flags;
@@ -84,8 +108,19 @@ function vnetHdr(flags: number, gsoType: number, hdrLen: number, gsoSize: number
 /** A TSO super-packet from our pod (partial TCP checksum) and its virtio-net header. */
 function superPacket(payload: number, dst = PEER_POD): { packet: Uint8Array; hdr: Uint8Array } {
   const packet = buildTcpPacket({
-    src: OWN_POD, dst, ttl: 64, df: true, id: 7, sport: 40000, dport: 5201, seq: 1, ack: 77, flags: 0x18,
-    window: 500, tcpOptions: TIMESTAMPS, payload: Uint8Array.from({ length: payload }, (_, i) => (i * 7 + 3) & 0xff),
+    src: OWN_POD,
+    dst,
+    ttl: 64,
+    df: true,
+    id: 7,
+    sport: 40000,
+    dport: 5201,
+    seq: 1,
+    ack: 77,
+    flags: 0x18,
+    window: 500,
+    tcpOptions: TIMESTAMPS,
+    payload: Uint8Array.from({ length: payload }, (_, i) => (i * 7 + 3) & 0xff),
   });
   new DataView(packet.buffer).setUint16(20 + 16, partialChecksum(OWN_POD, dst, 6, packet.length - 20));
   return { packet, hdr: vnetHdr(1, 1, 52, GSO_SIZE, 20, 16) };
@@ -94,38 +129,74 @@ function superPacket(payload: number, dst = PEER_POD): { packet: Uint8Array; hdr
 /** A plain TCP packet from our pod with `payload` bytes. */
 function plainToPeer(payload: number, dst = PEER_POD): Uint8Array {
   return buildTcpPacket({
-    src: OWN_POD, dst, ttl: 64, sport: 1, dport: 2, seq: 5, ack: 6, flags: 0x10, window: 9, payload: new Uint8Array(payload).fill(1),
+    src: OWN_POD,
+    dst,
+    ttl: 64,
+    sport: 1,
+    dport: 2,
+    seq: 5,
+    ack: 6,
+    flags: 0x10,
+    window: 9,
+    payload: new Uint8Array(payload).fill(1),
   });
 }
 
 /** Consecutive full segments of one TCP flow from the peer's pod to ours: a UDP GRO run, and coalescable into flannel0. */
 function flowSegments(count: number, firstSeq: number): Uint8Array[] {
-  return Array.from({ length: count }, (_, i) => buildTcpPacket({
-    src: PEER_POD, dst: OWN_POD, ttl: 64, df: true, id: i, sport: 5201, dport: 40000, seq: firstSeq + i * 1000,
-    ack: 7, flags: 0x10, window: 512, payload: new Uint8Array(1000).fill(i),
-  }));
+  return Array.from({ length: count }, (_, i) =>
+    buildTcpPacket({
+      src: PEER_POD,
+      dst: OWN_POD,
+      ttl: 64,
+      df: true,
+      id: i,
+      sport: 5201,
+      dport: 40000,
+      seq: firstSeq + i * 1000,
+      ack: 7,
+      flags: 0x10,
+      window: 512,
+      payload: new Uint8Array(1000).fill(i),
+    }),
+  );
 }
 
-const fromPeer = (i: number) => buildUdpPacket({
-  src: PEER_POD, dst: OWN_POD, sport: 53, dport: 40000 + i, payload: new Uint8Array(20 + i), ttl: 64, check: 0,
-});
+const fromPeer = (i: number) =>
+  buildUdpPacket({
+    src: PEER_POD,
+    dst: OWN_POD,
+    sport: 53,
+    dport: 40000 + i,
+    payload: new Uint8Array(20 + i),
+    ttl: 64,
+    check: 0,
+  });
 
 const STEPS: readonly Step[] = [
   {
     // Forwarded packets (small and full-MTU) with no-route (-> ICMP), TTL 1 and malformed drops among them.
-    name: 'mixed traffic from flannel0', direction: 'tx',
+    name: 'mixed traffic from flannel0',
+    direction: 'tx',
     prepare: ({ tun }) => tun.push(...mixedTraffic(5 * BATCH).tunPackets),
   },
   {
-    name: 'mixed datagrams: strangers, spoofed sources, not for us, TTL 1, oversize', direction: 'rx',
+    name: 'mixed datagrams: strangers, spoofed sources, not for us, TTL 1, oversize',
+    direction: 'rx',
     prepare: ({ udp }) => udp.push(...mixedTraffic(5 * BATCH).udpDatagrams),
   },
   {
-    name: 'a plain packet over the MTU, a partial checksum to complete, offloads we cannot handle', direction: 'tx',
+    name: 'a plain packet over the MTU, a partial checksum to complete, offloads we cannot handle',
+    direction: 'tx',
     prepare: ({ tun }) => {
       tun.push(plainToPeer(MIX_HOST.mtu));
       const udpPacket = buildUdpPacket({
-        src: OWN_POD, dst: PEER_POD, sport: 5353, dport: 53, payload: Uint8Array.from([1, 2, 3, 4, 5]), ttl: 64,
+        src: OWN_POD,
+        dst: PEER_POD,
+        sport: 5353,
+        dport: 53,
+        payload: Uint8Array.from([1, 2, 3, 4, 5]),
+        ttl: 64,
         check: partialChecksum(OWN_POD, PEER_POD, 17, 8 + 5),
       });
       tun.pushOffloaded(udpPacket, vnetHdr(1, 0, 0, 0, 20, 6));
@@ -134,7 +205,8 @@ const STEPS: readonly Step[] = [
     },
   },
   {
-    name: 'a malformed datagram from a peer', direction: 'rx',
+    name: 'a malformed datagram from a peer',
+    direction: 'rx',
     prepare: ({ udp }) => {
       const p = fromPeer(0);
       p[0] = 0x65; // IP version 6
@@ -142,62 +214,78 @@ const STEPS: readonly Step[] = [
     },
   },
   {
-    name: 'TSO super-packets, one with no route', direction: 'tx',
+    name: 'TSO super-packets, one with no route',
+    direction: 'tx',
     prepare: ({ tun }) => {
-      const a = superPacket(20000), b = superPacket(5000, NO_ROUTE_POD);
+      const a = superPacket(20000),
+        b = superPacket(5000, NO_ROUTE_POD);
       tun.pushOffloaded(a.packet, a.hdr);
       tun.pushOffloaded(b.packet, b.hdr);
     },
   },
   {
-    name: 'a USO super-packet (UDP GSO from our pod)', direction: 'tx',
+    name: 'a USO super-packet (UDP GSO from our pod)',
+    direction: 'tx',
     prepare: ({ tun }) => {
       const payload = Uint8Array.from({ length: 2500 }, (_, i) => i & 0xff);
       const packet = buildUdpPacket({
-        src: OWN_POD, dst: PEER_POD, sport: 4433, dport: 443, payload, ttl: 64, check: partialChecksum(OWN_POD, PEER_POD, 17, 8 + payload.length),
+        src: OWN_POD,
+        dst: PEER_POD,
+        sport: 4433,
+        dport: 443,
+        payload,
+        ttl: 64,
+        check: partialChecksum(OWN_POD, PEER_POD, 17, 8 + payload.length),
       });
       tun.pushOffloaded(packet, vnetHdr(1, 5 /* GSO_UDP_L4 */, 28, 1000, 20, 6));
     },
   },
   {
-    name: 'UDP GRO runs of one TCP flow, written coalesced', direction: 'rx',
+    name: 'UDP GRO runs of one TCP flow, written coalesced',
+    direction: 'rx',
     prepare: ({ udp }) => {
       const run = flowSegments(6, 1000);
       udp.push({ data: Buffer.concat(run), segSize: run[0]!.length, addr: PEER, port: MIX_HOST.port });
     },
   },
   {
-    name: 'send errors', direction: 'tx',
+    name: 'send errors',
+    direction: 'tx',
     prepare: ({ tun, udp }) => {
       udp.failNextSends(ENOBUFS, 2);
       tun.push(plainToPeer(10), plainToPeer(20), plainToPeer(30));
     },
   },
   {
-    name: 'write errors', direction: 'rx',
+    name: 'write errors',
+    direction: 'rx',
     prepare: ({ tun, udp }) => {
       tun.failNextWrites(ENOBUFS, 2); // transient: GRO stays on
       udp.push(...[0, 1, 2].map((i) => ({ data: fromPeer(i), addr: PEER, port: MIX_HOST.port })));
     },
   },
   {
-    name: 'an ICMP error that flannel0 does not take', direction: 'tx',
+    name: 'an ICMP error that flannel0 does not take',
+    direction: 'tx',
     prepare: ({ tun }) => {
       tun.failNextWrites(ENOBUFS, 1);
       tun.push(plainToPeer(10, NO_ROUTE_POD));
     },
   },
   {
-    name: 'a read error', direction: 'tx',
+    name: 'a read error',
+    direction: 'tx',
     prepare: ({ tun }) => tun.failNextRead(EIO),
   },
   {
-    name: 'a receive error', direction: 'rx',
+    name: 'a receive error',
+    direction: 'rx',
     prepare: ({ udp }) => udp.failNextRecv(EIO),
   },
   {
     // Last of the rx steps that coalesce: GRO stays off from here on.
-    name: 'flannel0 refuses a super-packet: GRO falls back to plain writes', direction: 'rx',
+    name: 'flannel0 refuses a super-packet: GRO falls back to plain writes',
+    direction: 'rx',
     prepare: ({ tun, udp }) => {
       tun.failNextWrites(EINVAL, 1);
       for (const p of flowSegments(4, 100000)) udp.push({ data: p, addr: PEER, port: MIX_HOST.port });
@@ -225,7 +313,13 @@ describe('counters: each belongs to one direction', () => {
     for (const name of ['udpRecvPackets', 'tunWritePackets', 'udpGroRuns', 'tunGroWrites', 'udpRecvErrors'] as const) {
       assert.ok(RX_COUNTER_NAMES.has(name), `${name} is rx`);
     }
-    for (const name of ['tunReadPackets', 'udpSentPackets', 'icmpUnreachableSent', 'tunTsoPackets', 'tunReadErrors'] as const) {
+    for (const name of [
+      'tunReadPackets',
+      'udpSentPackets',
+      'icmpUnreachableSent',
+      'tunTsoPackets',
+      'tunReadErrors',
+    ] as const) {
       assert.ok(!RX_COUNTER_NAMES.has(name), `${name} is tx`);
     }
   });
@@ -238,30 +332,40 @@ describe('counters: each belongs to one direction', () => {
     let calls = { tunReads: 0, udpRecvs: 0, udpSends: 0 };
     for (const step of STEPS) {
       step.prepare({ tun, udp });
-      drive(fwd, step.direction, () => {
-        const changed = COUNTER_NAMES.filter((_, i) => counters[i] !== snapshot[i]);
-        for (const name of changed) {
-          reached.add(name);
-          if (step.direction === 'tx') assert.ok(!RX_COUNTER_NAMES.has(name), `${step.name}: tunToUdp changed the rx counter ${name}`);
-          else assert.ok(RX_COUNTER_NAMES.has(name), `${step.name}: udpToTun changed the tx counter ${name}`);
-        }
-        for (let i = 0; i < counters.length; i++) assert.ok(counters[i]! >= snapshot[i]!, `${step.name}: ${COUNTER_NAMES[i]} went down`);
-        // Nor does a direction touch the other's I/O: each worker has its own ring over the same fds.
-        if (step.direction === 'tx') {
-          assert.equal(udp.recvCalls, calls.udpRecvs, `${step.name}: tunToUdp received from UDP`);
-        } else {
-          assert.equal(tun.readCalls, calls.tunReads, `${step.name}: udpToTun read flannel0`);
-          assert.equal(udp.sendCalls, calls.udpSends, `${step.name}: udpToTun sent on UDP`);
-        }
-      }, () => {
-        snapshot = new Float64Array(counters);
-        calls = { tunReads: tun.readCalls, udpRecvs: udp.recvCalls, udpSends: udp.sendCalls };
-      });
+      drive(
+        fwd,
+        step.direction,
+        () => {
+          const changed = COUNTER_NAMES.filter((_, i) => counters[i] !== snapshot[i]);
+          for (const name of changed) {
+            reached.add(name);
+            if (step.direction === 'tx')
+              assert.ok(!RX_COUNTER_NAMES.has(name), `${step.name}: tunToUdp changed the rx counter ${name}`);
+            else assert.ok(RX_COUNTER_NAMES.has(name), `${step.name}: udpToTun changed the tx counter ${name}`);
+          }
+          for (let i = 0; i < counters.length; i++)
+            assert.ok(counters[i]! >= snapshot[i]!, `${step.name}: ${COUNTER_NAMES[i]} went down`);
+          // Nor does a direction touch the other's I/O: each worker has its own ring over the same fds.
+          if (step.direction === 'tx') {
+            assert.equal(udp.recvCalls, calls.udpRecvs, `${step.name}: tunToUdp received from UDP`);
+          } else {
+            assert.equal(tun.readCalls, calls.tunReads, `${step.name}: udpToTun read flannel0`);
+            assert.equal(udp.sendCalls, calls.udpSends, `${step.name}: udpToTun sent on UDP`);
+          }
+        },
+        () => {
+          snapshot = new Float64Array(counters);
+          calls = { tunReads: tun.readCalls, udpRecvs: udp.recvCalls, udpSends: udp.sendCalls };
+        },
+      );
       assert.equal(tun.inbound.length + udp.inbound.length, 0, `${step.name}: all input consumed`);
     }
     const missed = COUNTER_NAMES.filter((n) => !reached.has(n) && !UNREACHABLE.includes(n));
     assert.deepEqual(missed, [], 'every reachable counter was reached (reach it or list it in UNREACHABLE)');
-    assert.ok(reached.size >= COUNTER_NAMES.length - UNREACHABLE.length, `${reached.size} of ${COUNTER_NAMES.length} counters reached`);
+    assert.ok(
+      reached.size >= COUNTER_NAMES.length - UNREACHABLE.length,
+      `${reached.size} of ${COUNTER_NAMES.length} counters reached`,
+    );
     for (const name of COUNTER_NAMES) {
       if (!UNREACHABLE.includes(name)) assert.ok(counters[COUNTER_NAMES.indexOf(name)]! > 0, `${name} is non-zero`);
     }
@@ -279,22 +383,41 @@ describe('counters: each belongs to one direction', () => {
   test('one forwarder per direction, each on its own slab and counters: they add up to one forwarder', () => {
     const single = newCounters();
     const one = newForwarder(single);
-    const txCounters = newCounters(), rxCounters = newCounters();
-    const tx = newForwarder(txCounters), rx = newForwarder(rxCounters);
+    const txCounters = newCounters(),
+      rxCounters = newCounters();
+    const tx = newForwarder(txCounters),
+      rx = newForwarder(rxCounters);
     for (const step of STEPS) {
       step.prepare(one);
-      drive(one.fwd, step.direction, () => {}, () => {});
+      drive(
+        one.fwd,
+        step.direction,
+        () => {},
+        () => {},
+      );
       const lane = step.direction === 'tx' ? tx : rx;
       step.prepare(lane);
-      drive(lane.fwd, step.direction, () => {}, () => {});
+      drive(
+        lane.fwd,
+        step.direction,
+        () => {},
+        () => {},
+      );
     }
     const summed = txCounters.map((v, i) => v + rxCounters[i]!);
     assert.deepEqual(countersToObject(summed), countersToObject(single));
-    assert.ok(single.every((v, i) => v > 0 || UNREACHABLE.includes(COUNTER_NAMES[i]!)), 'not a comparison of zeros');
+    assert.ok(
+      single.every((v, i) => v > 0 || UNREACHABLE.includes(COUNTER_NAMES[i]!)),
+      'not a comparison of zeros',
+    );
     assert.deepEqual(tx.udp.sent, one.udp.sent, 'the same datagrams sent');
     assert.equal(rx.udp.sent.length, 0, 'the rx lane sends nothing');
     assert.equal(tx.udp.recvCalls, 0, 'the tx lane receives nothing');
     assert.equal(rx.tun.readCalls, 0, 'the rx lane reads nothing from flannel0');
-    assert.equal(tx.tun.written.length + rx.tun.written.length, one.tun.written.length, 'as many packets written to flannel0');
+    assert.equal(
+      tx.tun.written.length + rx.tun.written.length,
+      one.tun.written.length,
+      'as many packets written to flannel0',
+    );
   });
 });

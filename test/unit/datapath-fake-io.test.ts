@@ -60,7 +60,13 @@ describe('FakeTun / FakeUdp', () => {
     udp.failNextSends(ENOBUFS, 1);
     assert.equal(udp.send(Uint16Array.from([2, 0, 1]), 3), 2);
     assert.equal(s.lens[2], -ENOBUFS);
-    assert.deepEqual(udp.sent.map((d) => [d.data[0], d.addr]), [[10, 0], [11, 1]]);
+    assert.deepEqual(
+      udp.sent.map((d) => [d.data[0], d.addr]),
+      [
+        [10, 0],
+        [11, 1],
+      ],
+    );
   });
 
   test('written packets are copies: later slab changes do not alter the record', () => {

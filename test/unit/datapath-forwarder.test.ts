@@ -23,9 +23,19 @@ function setup(maxPerCall?: number) {
   const tun = new FakeTun(slab, { maxPerCall });
   const udp = new FakeUdp(slab, { maxPerCall });
   const counters = newCounters();
-  const fwd = new Forwarder(slab, tun, udp, {
-    tunAddress: TUN_ADDRESS, subnetPrefix: TUN_ADDRESS, subnetLen: 24, port: PORT, mtu: MTU,
-  }, counters);
+  const fwd = new Forwarder(
+    slab,
+    tun,
+    udp,
+    {
+      tunAddress: TUN_ADDRESS,
+      subnetPrefix: TUN_ADDRESS,
+      subnetLen: 24,
+      port: PORT,
+      mtu: MTU,
+    },
+    counters,
+  );
   fwd.setRoutes(RoutingSnapshot.build([{ prefix: parseIPv4('10.244.2.0'), prefixLen: 24, publicIp: PEER }]));
   return { slab, tun, udp, fwd, counters };
 }
@@ -61,8 +71,14 @@ describe('ICMP net unreachable', () => {
     const { tun, udp, fwd, counters } = setup();
     tun.push(toPod('10.244.2.2', 0), toPod('10.244.9.9', 1), toPod('10.244.2.3', 2), toPod('10.244.9.9', 3));
     assert.equal(fwd.tunToUdp(), 4);
-    assert.deepEqual(udp.sent.map((d) => d.data.readUInt16BE(4)), [0, 2]);
-    assert.deepEqual(tun.written.map((p) => p.readUInt16BE(28 + 4)), [1, 3]);
+    assert.deepEqual(
+      udp.sent.map((d) => d.data.readUInt16BE(4)),
+      [0, 2],
+    );
+    assert.deepEqual(
+      tun.written.map((p) => p.readUInt16BE(28 + 4)),
+      [1, 3],
+    );
     assert.equal(counters[C.icmpUnreachableSent], 2);
   });
 
@@ -117,7 +133,9 @@ describe('route snapshot swaps', () => {
 
   test('a peer moving to a new public IP: the old address becomes a stranger', () => {
     const { udp, tun, fwd, counters } = setup();
-    fwd.setRoutes(RoutingSnapshot.build([{ prefix: parseIPv4('10.244.2.0'), prefixLen: 24, publicIp: parseIPv4('192.0.2.22') }]));
+    fwd.setRoutes(
+      RoutingSnapshot.build([{ prefix: parseIPv4('10.244.2.0'), prefixLen: 24, publicIp: parseIPv4('192.0.2.22') }]),
+    );
     udp.push({ data: fromPeer('10.244.2.2'), addr: PEER, port: PORT });
     fwd.udpToTun();
     assert.equal(tun.written.length, 0);
@@ -132,7 +150,10 @@ describe('batches and I/O edges', () => {
     assert.equal(fwd.tunToUdp(), 3);
     assert.equal(fwd.tunToUdp(), 2);
     assert.equal(fwd.tunToUdp(), 0, 'empty flannel0');
-    assert.deepEqual(udp.sent.map((d) => d.data.readUInt16BE(4)), [0, 1, 2, 3, 4]);
+    assert.deepEqual(
+      udp.sent.map((d) => d.data.readUInt16BE(4)),
+      [0, 1, 2, 3, 4],
+    );
   });
 
   test('more packets than a batch are taken batch by batch', () => {
@@ -205,17 +226,41 @@ describe('GRO into flannel0 (tunGro)', () => {
   const PEER_SUBNET_HOST = parseIPv4('10.244.2.2');
   const POD = parseIPv4('10.244.1.2');
   // A run of full-size segments of one TCP flow from the peer's pod to ours: coalescable.
-  const segment = (i: number) => buildTcpPacket({
-    src: PEER_SUBNET_HOST, dst: POD, ttl: 64, df: true, id: i, sport: 5201, dport: 40000,
-    seq: 1000 + i * 1000, ack: 7, flags: 0x10, window: 512, payload: new Uint8Array(1000).fill(i),
-  });
+  const segment = (i: number) =>
+    buildTcpPacket({
+      src: PEER_SUBNET_HOST,
+      dst: POD,
+      ttl: 64,
+      df: true,
+      id: i,
+      sport: 5201,
+      dport: 40000,
+      seq: 1000 + i * 1000,
+      ack: 7,
+      flags: 0x10,
+      window: 512,
+      payload: new Uint8Array(1000).fill(i),
+    });
 
   function groSetup() {
     const slab = new PacketSlab({ slotSize: slotSizeFor(MTU), batch: BATCH });
-    const tun = new FakeTun(slab), udp = new FakeUdp(slab), counters = newCounters();
-    const fwd = new Forwarder(slab, tun, udp, {
-      tunAddress: TUN_ADDRESS, subnetPrefix: TUN_ADDRESS, subnetLen: 24, port: PORT, mtu: MTU, tunGro: true,
-    }, counters);
+    const tun = new FakeTun(slab),
+      udp = new FakeUdp(slab),
+      counters = newCounters();
+    const fwd = new Forwarder(
+      slab,
+      tun,
+      udp,
+      {
+        tunAddress: TUN_ADDRESS,
+        subnetPrefix: TUN_ADDRESS,
+        subnetLen: 24,
+        port: PORT,
+        mtu: MTU,
+        tunGro: true,
+      },
+      counters,
+    );
     fwd.setRoutes(RoutingSnapshot.build([{ prefix: parseIPv4('10.244.2.0'), prefixLen: 24, publicIp: PEER }]));
     const receive = (n: number) => {
       for (let i = 0; i < n; i++) udp.push({ data: segment(i), addr: PEER, port: PORT });

@@ -18,7 +18,14 @@ import { parseIPv4 } from '../../src/routing-table/ipv4.js';
 import { RoutingSnapshot } from '../../src/routing-table/snapshot.js';
 import { FakeTun, FakeUdp } from '../helpers/fake-io.js';
 import { randomBytes, runSeeded, seedsFor } from '../helpers/prng.js';
-import { buildTcpPacket, buildUdpPacket, ipChecksumValid, partialChecksum, tcpChecksumValid, udpChecksumValid } from '../helpers/tcp-segments.js';
+import {
+  buildTcpPacket,
+  buildUdpPacket,
+  ipChecksumValid,
+  partialChecksum,
+  tcpChecksumValid,
+  udpChecksumValid,
+} from '../helpers/tcp-segments.js';
 
 const MTU = 1472;
 const PORT = 8285;
@@ -30,13 +37,41 @@ const STRANGER = parseIPv4('198.51.100.7');
 const BATCHES = 40;
 const BATCH = 16;
 
-const TX_DROPS = ['dropTxMalformed', 'dropTxOversize', 'dropTxNoRoute', 'dropTxTtl', 'dropTxBadOffload', 'dropTxSendError'] as const;
-const RX_DROPS = ['dropRxMalformed', 'dropRxOversize', 'dropRxUnknownSender', 'dropRxSpoofedSource', 'dropRxNotForUs', 'dropRxTtl', 'dropRxWriteError'] as const;
+const TX_DROPS = [
+  'dropTxMalformed',
+  'dropTxOversize',
+  'dropTxNoRoute',
+  'dropTxTtl',
+  'dropTxBadOffload',
+  'dropTxSendError',
+] as const;
+const RX_DROPS = [
+  'dropRxMalformed',
+  'dropRxOversize',
+  'dropRxUnknownSender',
+  'dropRxSpoofedSource',
+  'dropRxNotForUs',
+  'dropRxTtl',
+  'dropRxWriteError',
+] as const;
 
 function setup() {
-  const slab = new PacketSlab({ slotSize: slotSizeFor(MTU), batch: BATCH, readSlotSize: SUPER_SLOT_SIZE, receiveSlotSize: SUPER_SLOT_SIZE });
-  const tun = new FakeTun(slab), udp = new FakeUdp(slab), counters = newCounters();
-  const fwd = new Forwarder(slab, tun, udp, { tunAddress: OWN, subnetPrefix: OWN, subnetLen: 24, port: PORT, mtu: MTU, tunGro: true }, counters);
+  const slab = new PacketSlab({
+    slotSize: slotSizeFor(MTU),
+    batch: BATCH,
+    readSlotSize: SUPER_SLOT_SIZE,
+    receiveSlotSize: SUPER_SLOT_SIZE,
+  });
+  const tun = new FakeTun(slab),
+    udp = new FakeUdp(slab),
+    counters = newCounters();
+  const fwd = new Forwarder(
+    slab,
+    tun,
+    udp,
+    { tunAddress: OWN, subnetPrefix: OWN, subnetLen: 24, port: PORT, mtu: MTU, tunGro: true },
+    counters,
+  );
   fwd.setRoutes(RoutingSnapshot.build([{ prefix: parseIPv4('10.244.2.0'), prefixLen: 24, publicIp: PEER }]));
   return { slab, tun, udp, fwd, counters };
 }
@@ -52,12 +87,31 @@ function hostilePacket(rand: () => number, src: number, dst: number, maxLen: num
     p = randomBytes(rand, rand() % 200);
   } else if (kind === 1) {
     p = buildTcpPacket({
-      src, dst, ttl: 1 + (rand() % 64), df: true, id: rand() & 0xffff, sport: 40000, dport: 5201, seq: rand(), ack: rand(),
-      flags: pick(rand, [0x10, 0x18, 0x11, 0x02, 0x80 | 0x10]), window: 500, payload,
+      src,
+      dst,
+      ttl: 1 + (rand() % 64),
+      df: true,
+      id: rand() & 0xffff,
+      sport: 40000,
+      dport: 5201,
+      seq: rand(),
+      ack: rand(),
+      flags: pick(rand, [0x10, 0x18, 0x11, 0x02, 0x80 | 0x10]),
+      window: 500,
+      payload,
     });
     new DataView(p.buffer).setUint16(36, partialChecksum(src, dst, 6, p.length - 20));
   } else {
-    p = buildUdpPacket({ src, dst, sport: 4433, dport: 443, payload, ttl: 1 + (rand() % 64), id: rand() & 0xffff, check: partialChecksum(src, dst, 17, 8 + payload.length) });
+    p = buildUdpPacket({
+      src,
+      dst,
+      sport: 4433,
+      dport: 443,
+      payload,
+      ttl: 1 + (rand() % 64),
+      id: rand() & 0xffff,
+      check: partialChecksum(src, dst, 17, 8 + payload.length),
+    });
   }
   if (p.length > maxLen) p = p.subarray(0, maxLen);
   const flips = kind === 0 ? 0 : rand() % 4;
@@ -91,85 +145,109 @@ function hostileVnet(rand: () => number): Uint8Array {
 
 describe('hostile input: the Forwarder never throws and accounts for every packet', () => {
   for (const seed of seedsFor('FUZZ_SEED', 4, 0xf022)) {
-    test(`flannel0 -> UDP, seed ${seed}`, () => runSeeded('datapath-fuzz tx', 'FUZZ_SEED', seed, (rand) => {
-      const { slab, tun, udp, fwd, counters: c } = setup();
-      let segments = 0;
-      for (let b = 0; b < BATCHES; b++) {
-        const sentBefore = udp.sent.length;
-        for (let i = 0; i < BATCH; i++) {
-          const p = hostilePacket(rand, OWN_POD, rand() % 8 === 0 ? parseIPv4('10.244.9.9') : PEER_POD, SUPER_SLOT_SIZE);
-          if (rand() % 3 === 0) tun.push(p);
-          else tun.pushOffloaded(p, hostileVnet(rand));
-        }
-        while (fwd.tunToUdp() > 0) { /* drain */ }
-        for (const d of udp.sent.slice(sentBefore)) {
-          assert.ok(d.data.length >= 20 && d.data.length <= MTU, `a ${d.data.length}-byte datagram`);
-          assert.equal(d.data[0]! >> 4, 4);
-          assert.equal(d.data.readUInt16BE(2), d.data.length, 'IP total length = datagram length');
-          assert.ok(ipChecksumValid(d.data), 'IP header checksum');
-          assert.ok(d.data[8]! >= 1, 'TTL');
-          assert.equal(d.addr, PEER);
-          assert.equal(d.port, PORT);
-          if (d.slot >= slab.cellFirst && d.slot < slab.cellFirst + SEGMENT_CELLS) {
-            segments++;
-            const l4 = (d.data[0]! & 15) * 4, proto = d.data[9];
-            if (proto === 17) {
-              assert.equal(d.data.readUInt16BE(l4 + 4), d.data.length - l4, 'a cut datagram\'s UDP length');
-              assert.ok(udpChecksumValid(d.data), 'a cut datagram\'s UDP checksum');
-            } else {
-              assert.equal(proto, 6, 'a segment is TCP or UDP');
-              assert.ok(tcpChecksumValid(d.data), 'a cut segment\'s TCP checksum');
+    test(`flannel0 -> UDP, seed ${seed}`, () =>
+      runSeeded('datapath-fuzz tx', 'FUZZ_SEED', seed, (rand) => {
+        const { slab, tun, udp, fwd, counters: c } = setup();
+        let segments = 0;
+        for (let b = 0; b < BATCHES; b++) {
+          const sentBefore = udp.sent.length;
+          for (let i = 0; i < BATCH; i++) {
+            const p = hostilePacket(
+              rand,
+              OWN_POD,
+              rand() % 8 === 0 ? parseIPv4('10.244.9.9') : PEER_POD,
+              SUPER_SLOT_SIZE,
+            );
+            if (rand() % 3 === 0) tun.push(p);
+            else tun.pushOffloaded(p, hostileVnet(rand));
+          }
+          while (fwd.tunToUdp() > 0) {
+            /* drain */
+          }
+          for (const d of udp.sent.slice(sentBefore)) {
+            assert.ok(d.data.length >= 20 && d.data.length <= MTU, `a ${d.data.length}-byte datagram`);
+            assert.equal(d.data[0]! >> 4, 4);
+            assert.equal(d.data.readUInt16BE(2), d.data.length, 'IP total length = datagram length');
+            assert.ok(ipChecksumValid(d.data), 'IP header checksum');
+            assert.ok(d.data[8]! >= 1, 'TTL');
+            assert.equal(d.addr, PEER);
+            assert.equal(d.port, PORT);
+            if (d.slot >= slab.cellFirst && d.slot < slab.cellFirst + SEGMENT_CELLS) {
+              segments++;
+              const l4 = (d.data[0]! & 15) * 4,
+                proto = d.data[9];
+              if (proto === 17) {
+                assert.equal(d.data.readUInt16BE(l4 + 4), d.data.length - l4, "a cut datagram's UDP length");
+                assert.ok(udpChecksumValid(d.data), "a cut datagram's UDP checksum");
+              } else {
+                assert.equal(proto, 6, 'a segment is TCP or UDP');
+                assert.ok(tcpChecksumValid(d.data), "a cut segment's TCP checksum");
+              }
             }
           }
         }
-      }
-      assert.equal(segments, c[C.tunTsoSegments]! + c[C.tunUsoSegments]!, 'every cut segment was checked');
-      // Each packet read: sent as itself, sent as a super-packet's segments, or one drop.
-      const plainSent = c[C.udpSentPackets]! - c[C.tunTsoSegments]! - c[C.tunUsoSegments]!;
-      const dropped = TX_DROPS.reduce((n, name) => n + c[C[name]]!, 0);
-      assert.equal(plainSent + c[C.tunTsoPackets]! + c[C.tunUsoPackets]! + dropped, c[C.tunReadPackets]!);
-      assert.equal(c[C.tunReadPackets], BATCHES * BATCH);
-      // The batches did reach the offload paths and the drops (else this proves little).
-      assert.ok(c[C.tunTsoPackets]! > 0 && c[C.tunUsoPackets]! > 0 && c[C.tunCsumCompleted]! > 0, 'TSO, USO and checksum completion reached');
-      assert.ok(c[C.dropTxBadOffload]! > 0 && c[C.dropTxMalformed]! > 0 && c[C.dropTxOversize]! > 0, 'offload, malformed and oversize drops reached');
-    }));
+        assert.equal(segments, c[C.tunTsoSegments]! + c[C.tunUsoSegments]!, 'every cut segment was checked');
+        // Each packet read: sent as itself, sent as a super-packet's segments, or one drop.
+        const plainSent = c[C.udpSentPackets]! - c[C.tunTsoSegments]! - c[C.tunUsoSegments]!;
+        const dropped = TX_DROPS.reduce((n, name) => n + c[C[name]]!, 0);
+        assert.equal(plainSent + c[C.tunTsoPackets]! + c[C.tunUsoPackets]! + dropped, c[C.tunReadPackets]!);
+        assert.equal(c[C.tunReadPackets], BATCHES * BATCH);
+        // The batches did reach the offload paths and the drops (else this proves little).
+        assert.ok(
+          c[C.tunTsoPackets]! > 0 && c[C.tunUsoPackets]! > 0 && c[C.tunCsumCompleted]! > 0,
+          'TSO, USO and checksum completion reached',
+        );
+        assert.ok(
+          c[C.dropTxBadOffload]! > 0 && c[C.dropTxMalformed]! > 0 && c[C.dropTxOversize]! > 0,
+          'offload, malformed and oversize drops reached',
+        );
+      }));
 
-    test(`UDP -> flannel0, seed ${seed}`, () => runSeeded('datapath-fuzz rx', 'FUZZ_SEED', seed, (rand) => {
-      const { tun, udp, fwd, counters: c } = setup();
-      let datagrams = 0;
-      for (let b = 0; b < BATCHES; b++) {
-        const writtenBefore = tun.written.length;
-        for (let i = 0; i < BATCH; i++) {
-          const from = rand() % 6 === 0 ? STRANGER : PEER;
-          const src = rand() % 6 === 0 ? parseIPv4('10.244.3.3') : PEER_POD;
-          if (rand() % 2 === 0) {
-            const p = hostilePacket(rand, src, OWN_POD, 2000);
-            udp.push({ data: p, addr: from, port: PORT });
-            datagrams++;
-          } else {
-            // A UDP GRO run: datagrams of one size back to back (the last shorter), or a lying segSize.
-            const size = pick(rand, [60, 1000, 1472, 1500]), n = 1 + (rand() % 40);
-            const parts = Array.from({ length: n }, () => hostilePacket(rand, src, OWN_POD, size));
-            const run = Buffer.concat(parts.map((p, k) => (k < n - 1 ? Buffer.concat([p, Buffer.alloc(size - p.length)]) : Buffer.from(p))));
-            const segSize = rand() % 5 === 0 ? 1 + (rand() % 2000) : size;
-            if (run.length === 0) continue;
-            udp.push({ data: run, addr: from, port: PORT, segSize });
-            datagrams += run.length > SUPER_SLOT_SIZE ? 1 : Math.ceil(run.length / segSize);
+    test(`UDP -> flannel0, seed ${seed}`, () =>
+      runSeeded('datapath-fuzz rx', 'FUZZ_SEED', seed, (rand) => {
+        const { tun, udp, fwd, counters: c } = setup();
+        let datagrams = 0;
+        for (let b = 0; b < BATCHES; b++) {
+          const writtenBefore = tun.written.length;
+          for (let i = 0; i < BATCH; i++) {
+            const from = rand() % 6 === 0 ? STRANGER : PEER;
+            const src = rand() % 6 === 0 ? parseIPv4('10.244.3.3') : PEER_POD;
+            if (rand() % 2 === 0) {
+              const p = hostilePacket(rand, src, OWN_POD, 2000);
+              udp.push({ data: p, addr: from, port: PORT });
+              datagrams++;
+            } else {
+              // A UDP GRO run: datagrams of one size back to back (the last shorter), or a lying segSize.
+              const size = pick(rand, [60, 1000, 1472, 1500]),
+                n = 1 + (rand() % 40);
+              const parts = Array.from({ length: n }, () => hostilePacket(rand, src, OWN_POD, size));
+              const run = Buffer.concat(
+                parts.map((p, k) => (k < n - 1 ? Buffer.concat([p, Buffer.alloc(size - p.length)]) : Buffer.from(p))),
+              );
+              const segSize = rand() % 5 === 0 ? 1 + (rand() % 2000) : size;
+              if (run.length === 0) continue;
+              udp.push({ data: run, addr: from, port: PORT, segSize });
+              datagrams += run.length > SUPER_SLOT_SIZE ? 1 : Math.ceil(run.length / segSize);
+            }
+          }
+          while (fwd.udpToTun() > 0) {
+            /* drain */
+          }
+          for (const w of tun.written.slice(writtenBefore)) {
+            assert.ok(w.length >= 20);
+            assert.equal(w.readUInt32BE(12) >>> 8, PEER_POD >>> 8, "from the peer's subnet");
+            assert.equal(w.readUInt32BE(16) >>> 8, OWN_POD >>> 8, 'for our subnet');
+            assert.ok(w[8]! >= 1, 'TTL');
           }
         }
-        while (fwd.udpToTun() > 0) { /* drain */ }
-        for (const w of tun.written.slice(writtenBefore)) {
-          assert.ok(w.length >= 20);
-          assert.equal(w.readUInt32BE(12) >>> 8, PEER_POD >>> 8, 'from the peer\'s subnet');
-          assert.equal(w.readUInt32BE(16) >>> 8, OWN_POD >>> 8, 'for our subnet');
-          assert.ok(w[8]! >= 1, 'TTL');
-        }
-      }
-      const dropped = RX_DROPS.reduce((n, name) => n + c[C[name]]!, 0);
-      assert.equal(c[C.udpRecvPackets], datagrams, 'every datagram of every run seen');
-      assert.equal(c[C.tunWritePackets]! + dropped, c[C.udpRecvPackets]!);
-      assert.ok(c[C.udpGroRuns]! > 0 && c[C.tunWritePackets]! > 0, 'GRO runs split, packets written');
-      assert.ok(c[C.dropRxMalformed]! > 0 && c[C.dropRxUnknownSender]! > 0 && c[C.dropRxSpoofedSource]! > 0, 'drops reached');
-    }));
+        const dropped = RX_DROPS.reduce((n, name) => n + c[C[name]]!, 0);
+        assert.equal(c[C.udpRecvPackets], datagrams, 'every datagram of every run seen');
+        assert.equal(c[C.tunWritePackets]! + dropped, c[C.udpRecvPackets]!);
+        assert.ok(c[C.udpGroRuns]! > 0 && c[C.tunWritePackets]! > 0, 'GRO runs split, packets written');
+        assert.ok(
+          c[C.dropRxMalformed]! > 0 && c[C.dropRxUnknownSender]! > 0 && c[C.dropRxSpoofedSource]! > 0,
+          'drops reached',
+        );
+      }));
   }
 });

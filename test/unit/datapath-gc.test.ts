@@ -36,7 +36,10 @@ interface GcWatch {
 function watchGc(): GcWatch {
   const seen: string[] = [];
   const observer = new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) seen.push(`${e.name} kind=${(e as unknown as { detail?: { kind?: number } }).detail?.kind} ${e.duration.toFixed(2)} ms`);
+    for (const e of list.getEntries())
+      seen.push(
+        `${e.name} kind=${(e as unknown as { detail?: { kind?: number } }).detail?.kind} ${e.duration.toFixed(2)} ms`,
+      );
   });
   observer.observe({ entryTypes: ['gc'] });
   return {
@@ -89,14 +92,23 @@ test('a million packets through the Forwarder cause zero garbage collections', a
     'flannel0 -> UDP drops',
   );
   assert.equal(
-    moved(C.dropRxUnknownSender) + moved(C.dropRxSpoofedSource) + moved(C.dropRxNotForUs) + moved(C.dropRxTtl) + moved(C.dropRxOversize),
+    moved(C.dropRxUnknownSender) +
+      moved(C.dropRxSpoofedSource) +
+      moved(C.dropRxNotForUs) +
+      moved(C.dropRxTtl) +
+      moved(C.dropRxOversize),
     ROUNDS * perBatch.rxDrops,
     'UDP -> flannel0 drops',
   );
-  assert.ok(perBatch.sent > 0 && perBatch.txDrops > 0 && perBatch.rxDrops > 0 && perBatch.icmps > 0, 'the mix has every kind');
+  assert.ok(
+    perBatch.sent > 0 && perBatch.txDrops > 0 && perBatch.rxDrops > 0 && perBatch.icmps > 0,
+    'the mix has every kind',
+  );
 
   const nsPerPacket = elapsedNs / packets;
-  t.diagnostic(`${packets} packets in ${(elapsedNs / 1e6).toFixed(1)} ms: ${nsPerPacket.toFixed(1)} ns/packet (both directions, fake I/O)`);
+  t.diagnostic(
+    `${packets} packets in ${(elapsedNs / 1e6).toFixed(1)} ms: ${nsPerPacket.toFixed(1)} ns/packet (both directions, fake I/O)`,
+  );
   assert.deepEqual(collections, [], `garbage collections during the run:\n${collections.join('\n')}`);
 });
 

@@ -21,13 +21,25 @@ function setup() {
   const tun = new FakeTun(slab);
   const udp = new FakeUdp(slab);
   const counters = newCounters();
-  const fwd = new Forwarder(slab, tun, udp, {
-    tunAddress: parseIPv4('10.244.1.0'), subnetPrefix: parseIPv4('10.244.1.0'), subnetLen: 24, port: PORT, mtu: MTU,
-  }, counters);
-  fwd.setRoutes(RoutingSnapshot.build([
-    { prefix: parseIPv4('10.244.2.0'), prefixLen: 24, publicIp: PEER },
-    { prefix: parseIPv4('10.244.3.0'), prefixLen: 24, publicIp: OTHER_PEER },
-  ]));
+  const fwd = new Forwarder(
+    slab,
+    tun,
+    udp,
+    {
+      tunAddress: parseIPv4('10.244.1.0'),
+      subnetPrefix: parseIPv4('10.244.1.0'),
+      subnetLen: 24,
+      port: PORT,
+      mtu: MTU,
+    },
+    counters,
+  );
+  fwd.setRoutes(
+    RoutingSnapshot.build([
+      { prefix: parseIPv4('10.244.2.0'), prefixLen: 24, publicIp: PEER },
+      { prefix: parseIPv4('10.244.3.0'), prefixLen: 24, publicIp: OTHER_PEER },
+    ]),
+  );
   return { slab, tun, udp, fwd, counters };
 }
 type Rig = ReturnType<typeof setup>;
@@ -46,12 +58,15 @@ function nonZero(counts: Partial<Record<CounterName, number>>): Partial<Record<C
 }
 
 /** An outgoing packet from our pod to p2 and an incoming one from p2 to our pod: both must pass. */
-const outgoing = () => buildIpv4Udp({ src: '10.244.1.2', dst: '10.244.2.2', srcPort: 1000, dstPort: 2000, data: Buffer.from('after') });
-const incoming = () => buildIpv4Udp({ src: '10.244.2.2', dst: '10.244.1.2', srcPort: 2000, dstPort: 1000, data: Buffer.from('after') });
+const outgoing = () =>
+  buildIpv4Udp({ src: '10.244.1.2', dst: '10.244.2.2', srcPort: 1000, dstPort: 2000, data: Buffer.from('after') });
+const incoming = () =>
+  buildIpv4Udp({ src: '10.244.2.2', dst: '10.244.1.2', srcPort: 2000, dstPort: 1000, data: Buffer.from('after') });
 
 function assertStillForwards(rig: Rig): void {
   const { tun, udp, fwd } = rig;
-  const sent = udp.sent.length, written = tun.written.length;
+  const sent = udp.sent.length,
+    written = tun.written.length;
   tun.push(outgoing());
   assert.equal(fwd.tunToUdp(), 1);
   assert.equal(udp.sent.length, sent + 1, 'a good packet is sent after the bad one');
@@ -67,9 +82,15 @@ function refuseFromTun(packet: Uint8Array, drop: CounterName): void {
   const before = rig.counters.slice();
   rig.tun.push(packet);
   assert.equal(rig.fwd.tunToUdp(), 1);
-  assert.deepEqual(delta(rig.counters, before), nonZero({
-    tunReadPackets: 1, tunReadBytes: packet.length, tunReadBatches: 1, [drop]: 1,
-  }));
+  assert.deepEqual(
+    delta(rig.counters, before),
+    nonZero({
+      tunReadPackets: 1,
+      tunReadBytes: packet.length,
+      tunReadBatches: 1,
+      [drop]: 1,
+    }),
+  );
   assert.equal(rig.udp.sent.length, 0, 'nothing sent');
   assert.equal(rig.tun.written.length, 0, 'nothing written');
   assertStillForwards(rig);
@@ -81,9 +102,15 @@ function refuseFromUdp(data: Uint8Array, drop: CounterName, addr = PEER): void {
   const before = rig.counters.slice();
   rig.udp.push({ data, addr, port: PORT });
   assert.equal(rig.fwd.udpToTun(), 1);
-  assert.deepEqual(delta(rig.counters, before), nonZero({
-    udpRecvPackets: 1, udpRecvBytes: data.length, udpRecvBatches: 1, [drop]: 1,
-  }));
+  assert.deepEqual(
+    delta(rig.counters, before),
+    nonZero({
+      udpRecvPackets: 1,
+      udpRecvBytes: data.length,
+      udpRecvBatches: 1,
+      [drop]: 1,
+    }),
+  );
   assert.equal(rig.tun.written.length, 0, 'nothing written');
   assert.equal(rig.udp.sent.length, 0, 'nothing sent');
   assertStillForwards(rig);
@@ -101,15 +128,59 @@ function malformedVariants(src: string, dst: string): [string, Buffer][] {
     ['empty', Buffer.alloc(0)],
     ['1 byte', Buffer.from([0x45])],
     ['19 bytes (a header cut short)', good().subarray(0, 19)],
-    ['version 0', edit((p) => { p[0] = 0x05; })],
-    ['version 5', edit((p) => { p[0] = 0x55; })],
+    [
+      'version 0',
+      edit((p) => {
+        p[0] = 0x05;
+      }),
+    ],
+    [
+      'version 5',
+      edit((p) => {
+        p[0] = 0x55;
+      }),
+    ],
     ['IPv6', buildIpv6Like()],
-    ['IHL 4', edit((p) => { p[0] = 0x44; })],
-    ['IHL 0', edit((p) => { p[0] = 0x40; })],
-    ['IHL beyond the length', (() => { const p = Buffer.alloc(40); p[0] = 0x4f; p.writeUInt16BE(40, 2); p[8] = 64; return p; })()],
-    ['total length larger than the bytes', edit((p) => { p.writeUInt16BE(p.length + 1, 2); })],
-    ['total length smaller than the bytes', edit((p) => { p.writeUInt16BE(p.length - 4, 2); })],
-    ['total length 0', edit((p) => { p.writeUInt16BE(0, 2); })],
+    [
+      'IHL 4',
+      edit((p) => {
+        p[0] = 0x44;
+      }),
+    ],
+    [
+      'IHL 0',
+      edit((p) => {
+        p[0] = 0x40;
+      }),
+    ],
+    [
+      'IHL beyond the length',
+      (() => {
+        const p = Buffer.alloc(40);
+        p[0] = 0x4f;
+        p.writeUInt16BE(40, 2);
+        p[8] = 64;
+        return p;
+      })(),
+    ],
+    [
+      'total length larger than the bytes',
+      edit((p) => {
+        p.writeUInt16BE(p.length + 1, 2);
+      }),
+    ],
+    [
+      'total length smaller than the bytes',
+      edit((p) => {
+        p.writeUInt16BE(p.length - 4, 2);
+      }),
+    ],
+    [
+      'total length 0',
+      edit((p) => {
+        p.writeUInt16BE(0, 2);
+      }),
+    ],
   ];
 }
 
@@ -119,15 +190,24 @@ describe('flannel0 -> UDP refuses', () => {
   }
 
   test('TTL 1 (no ICMP time exceeded, like flannel)', () => {
-    refuseFromTun(buildIpv4Udp({ src: '10.244.1.2', dst: '10.244.2.2', ttl: 1, srcPort: 1, dstPort: 2, data: Buffer.alloc(8) }), 'dropTxTtl');
+    refuseFromTun(
+      buildIpv4Udp({ src: '10.244.1.2', dst: '10.244.2.2', ttl: 1, srcPort: 1, dstPort: 2, data: Buffer.alloc(8) }),
+      'dropTxTtl',
+    );
   });
 
   test('TTL 0 (flannel would wrap it to 255 and forward it)', () => {
-    refuseFromTun(buildIpv4Udp({ src: '10.244.1.2', dst: '10.244.2.2', ttl: 0, srcPort: 1, dstPort: 2, data: Buffer.alloc(8) }), 'dropTxTtl');
+    refuseFromTun(
+      buildIpv4Udp({ src: '10.244.1.2', dst: '10.244.2.2', ttl: 0, srcPort: 1, dstPort: 2, data: Buffer.alloc(8) }),
+      'dropTxTtl',
+    );
   });
 
   test('an ICMP packet with no route: dropped, no ICMP error about it', () => {
-    refuseFromTun(buildIpv4({ src: '10.244.1.2', dst: '10.244.77.7', protocol: 1, payload: Buffer.alloc(64) }), 'dropTxNoRoute');
+    refuseFromTun(
+      buildIpv4({ src: '10.244.1.2', dst: '10.244.77.7', protocol: 1, payload: Buffer.alloc(64) }),
+      'dropTxNoRoute',
+    );
   });
 
   test('a packet for our own subnet has no route (flannel: net unreachable)', () => {
@@ -146,7 +226,13 @@ describe('UDP -> flannel0 refuses', () => {
   }
 
   test('a datagram larger than the MTU, even if well-formed', () => {
-    const p = buildIpv4Udp({ src: '10.244.2.2', dst: '10.244.1.2', srcPort: 1, dstPort: 2, data: Buffer.alloc(MTU - 28 + 1) });
+    const p = buildIpv4Udp({
+      src: '10.244.2.2',
+      dst: '10.244.1.2',
+      srcPort: 1,
+      dstPort: 2,
+      data: Buffer.alloc(MTU - 28 + 1),
+    });
     assert.equal(p.length, MTU + 1);
     refuseFromUdp(p, 'dropRxOversize');
   });
@@ -159,7 +245,17 @@ describe('UDP -> flannel0 refuses', () => {
 
   test('exactly the MTU is accepted', () => {
     const rig = setup();
-    rig.udp.push({ data: buildIpv4Udp({ src: '10.244.2.2', dst: '10.244.1.2', srcPort: 1, dstPort: 2, data: Buffer.alloc(MTU - 28) }), addr: PEER, port: PORT });
+    rig.udp.push({
+      data: buildIpv4Udp({
+        src: '10.244.2.2',
+        dst: '10.244.1.2',
+        srcPort: 1,
+        dstPort: 2,
+        data: Buffer.alloc(MTU - 28),
+      }),
+      addr: PEER,
+      port: PORT,
+    });
     rig.fwd.udpToTun();
     assert.equal(rig.tun.written.length, 1);
     assert.equal(rig.tun.written[0]!.length, MTU);
@@ -170,35 +266,60 @@ describe('UDP -> flannel0 refuses', () => {
   });
 
   test('a stranger using an address with no route as inner source', () => {
-    refuseFromUdp(buildIpv4Udp({ src: '10.9.9.9', dst: '10.244.1.2', srcPort: 1, dstPort: 2, data: Buffer.alloc(8) }), 'dropRxUnknownSender', STRANGER);
+    refuseFromUdp(
+      buildIpv4Udp({ src: '10.9.9.9', dst: '10.244.1.2', srcPort: 1, dstPort: 2, data: Buffer.alloc(8) }),
+      'dropRxUnknownSender',
+      STRANGER,
+    );
   });
 
   test("a peer sending an inner source in another peer's subnet (spoofed)", () => {
-    refuseFromUdp(buildIpv4Udp({ src: '10.244.3.5', dst: '10.244.1.2', srcPort: 1, dstPort: 2, data: Buffer.alloc(8) }), 'dropRxSpoofedSource');
+    refuseFromUdp(
+      buildIpv4Udp({ src: '10.244.3.5', dst: '10.244.1.2', srcPort: 1, dstPort: 2, data: Buffer.alloc(8) }),
+      'dropRxSpoofedSource',
+    );
   });
 
   test('a peer sending an inner source outside every subnet (spoofed)', () => {
-    refuseFromUdp(buildIpv4Udp({ src: '8.8.8.8', dst: '10.244.1.2', srcPort: 1, dstPort: 2, data: Buffer.alloc(8) }), 'dropRxSpoofedSource');
+    refuseFromUdp(
+      buildIpv4Udp({ src: '8.8.8.8', dst: '10.244.1.2', srcPort: 1, dstPort: 2, data: Buffer.alloc(8) }),
+      'dropRxSpoofedSource',
+    );
   });
 
   test('a peer sending an inner source in our own subnet (spoofed)', () => {
-    refuseFromUdp(buildIpv4Udp({ src: '10.244.1.9', dst: '10.244.1.2', srcPort: 1, dstPort: 2, data: Buffer.alloc(8) }), 'dropRxSpoofedSource');
+    refuseFromUdp(
+      buildIpv4Udp({ src: '10.244.1.9', dst: '10.244.1.2', srcPort: 1, dstPort: 2, data: Buffer.alloc(8) }),
+      'dropRxSpoofedSource',
+    );
   });
 
   test("inner destination in another peer's subnet (not for us)", () => {
-    refuseFromUdp(buildIpv4Udp({ src: '10.244.2.2', dst: '10.244.3.9', srcPort: 1, dstPort: 2, data: Buffer.alloc(8) }), 'dropRxNotForUs');
+    refuseFromUdp(
+      buildIpv4Udp({ src: '10.244.2.2', dst: '10.244.3.9', srcPort: 1, dstPort: 2, data: Buffer.alloc(8) }),
+      'dropRxNotForUs',
+    );
   });
 
   test('inner destination outside the overlay (flannel would inject it)', () => {
-    refuseFromUdp(buildIpv4Udp({ src: '10.244.2.2', dst: '99.99.99.99', srcPort: 1, dstPort: 2, data: Buffer.alloc(8) }), 'dropRxNotForUs');
+    refuseFromUdp(
+      buildIpv4Udp({ src: '10.244.2.2', dst: '99.99.99.99', srcPort: 1, dstPort: 2, data: Buffer.alloc(8) }),
+      'dropRxNotForUs',
+    );
   });
 
   test('TTL 1', () => {
-    refuseFromUdp(buildIpv4Udp({ src: '10.244.2.2', dst: '10.244.1.2', ttl: 1, srcPort: 1, dstPort: 2, data: Buffer.alloc(8) }), 'dropRxTtl');
+    refuseFromUdp(
+      buildIpv4Udp({ src: '10.244.2.2', dst: '10.244.1.2', ttl: 1, srcPort: 1, dstPort: 2, data: Buffer.alloc(8) }),
+      'dropRxTtl',
+    );
   });
 
   test('TTL 0 (flannel would wrap it to 255 and write it)', () => {
-    refuseFromUdp(buildIpv4Udp({ src: '10.244.2.2', dst: '10.244.1.2', ttl: 0, srcPort: 1, dstPort: 2, data: Buffer.alloc(8) }), 'dropRxTtl');
+    refuseFromUdp(
+      buildIpv4Udp({ src: '10.244.2.2', dst: '10.244.1.2', ttl: 0, srcPort: 1, dstPort: 2, data: Buffer.alloc(8) }),
+      'dropRxTtl',
+    );
   });
 });
 
@@ -209,7 +330,13 @@ describe('a batch mixing every refusal with good packets', () => {
     const goods: Buffer[] = [];
     const queue: Buffer[] = [];
     for (const [i, p] of bad.entries()) {
-      const g = buildIpv4Udp({ src: '10.244.1.2', dst: i % 2 ? '10.244.2.2' : '10.244.3.3', srcPort: i, dstPort: 2, data: Buffer.from([i]) });
+      const g = buildIpv4Udp({
+        src: '10.244.1.2',
+        dst: i % 2 ? '10.244.2.2' : '10.244.3.3',
+        srcPort: i,
+        dstPort: 2,
+        data: Buffer.from([i]),
+      });
       goods.push(g);
       queue.push(p, g);
     }

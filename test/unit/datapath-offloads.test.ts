@@ -11,8 +11,15 @@ import { parseIPv4 } from '../../src/routing-table/ipv4.js';
 import { RoutingSnapshot } from '../../src/routing-table/snapshot.js';
 import { FakeTun, FakeUdp } from '../helpers/fake-io.js';
 import {
-  buildTcpPacket, buildUdpPacket, ipChecksumValid, onesSum, parseVnetHdr, partialChecksum, segmentSuperPacket,
-  tcpChecksumValid, udpChecksumValid,
+  buildTcpPacket,
+  buildUdpPacket,
+  ipChecksumValid,
+  onesSum,
+  parseVnetHdr,
+  partialChecksum,
+  segmentSuperPacket,
+  tcpChecksumValid,
+  udpChecksumValid,
 } from '../helpers/tcp-segments.js';
 
 const MTU = 1472;
@@ -26,17 +33,42 @@ const TIMESTAMPS = Uint8Array.from([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
 const GSO_SIZE = MTU - 20 - 32;
 
 function setup(batch = 8, mtu = MTU) {
-  const slab = new PacketSlab({ slotSize: slotSizeFor(mtu), batch, readSlotSize: SUPER_SLOT_SIZE, receiveSlotSize: SUPER_SLOT_SIZE });
-  const tun = new FakeTun(slab), udp = new FakeUdp(slab), counters = newCounters();
-  const fwd = new Forwarder(slab, tun, udp, {
-    tunAddress: OWN, subnetPrefix: OWN, subnetLen: 24, port: PORT, mtu, tunGro: true,
-  }, counters);
+  const slab = new PacketSlab({
+    slotSize: slotSizeFor(mtu),
+    batch,
+    readSlotSize: SUPER_SLOT_SIZE,
+    receiveSlotSize: SUPER_SLOT_SIZE,
+  });
+  const tun = new FakeTun(slab),
+    udp = new FakeUdp(slab),
+    counters = newCounters();
+  const fwd = new Forwarder(
+    slab,
+    tun,
+    udp,
+    {
+      tunAddress: OWN,
+      subnetPrefix: OWN,
+      subnetLen: 24,
+      port: PORT,
+      mtu,
+      tunGro: true,
+    },
+    counters,
+  );
   fwd.setRoutes(RoutingSnapshot.build([{ prefix: parseIPv4('10.244.2.0'), prefixLen: 24, publicIp: PEER }]));
   return { slab, tun, udp, fwd, counters };
 }
 
 /** A little-endian virtio_net_hdr. */
-function vnetHdr(h: { flags: number; gsoType: number; hdrLen: number; gsoSize: number; csumStart: number; csumOffset: number }): Uint8Array {
+function vnetHdr(h: {
+  flags: number;
+  gsoType: number;
+  hdrLen: number;
+  gsoSize: number;
+  csumStart: number;
+  csumOffset: number;
+}): Uint8Array {
   const b = new Uint8Array(10);
   const v = new DataView(b.buffer);
   b[0] = h.flags;
@@ -52,15 +84,35 @@ function vnetHdr(h: { flags: number; gsoType: number; hdrLen: number; gsoSize: n
  * A TSO super-packet as flannel0 hands it out: one TCP packet with `payload` bytes and a partial
  * checksum (the pseudo-header sum over the whole TCP length), and its virtio_net_hdr.
  */
-function superPacket(payload: number, opts: { ttl?: number; flags?: number; seq?: number; id?: number; gsoSize?: number; dst?: number } = {}) {
+function superPacket(
+  payload: number,
+  opts: { ttl?: number; flags?: number; seq?: number; id?: number; gsoSize?: number; dst?: number } = {},
+) {
   const dst = opts.dst ?? PEER_POD;
   const p = buildTcpPacket({
-    src: OWN_POD, dst, ttl: opts.ttl ?? 64, df: true, id: opts.id ?? 100, sport: 40000, dport: 5201,
-    seq: opts.seq ?? 0xfffff000, ack: 77, flags: opts.flags ?? 0x18, window: 500, tcpOptions: TIMESTAMPS,
+    src: OWN_POD,
+    dst,
+    ttl: opts.ttl ?? 64,
+    df: true,
+    id: opts.id ?? 100,
+    sport: 40000,
+    dport: 5201,
+    seq: opts.seq ?? 0xfffff000,
+    ack: 77,
+    flags: opts.flags ?? 0x18,
+    window: 500,
+    tcpOptions: TIMESTAMPS,
     payload: Uint8Array.from({ length: payload }, (_, i) => (i * 7 + 3) & 0xff),
   });
   new DataView(p.buffer).setUint16(20 + 16, partialChecksum(OWN_POD, dst, 6, p.length - 20));
-  const hdr = vnetHdr({ flags: 1, gsoType: 1, hdrLen: 52, gsoSize: opts.gsoSize ?? GSO_SIZE, csumStart: 20, csumOffset: 16 });
+  const hdr = vnetHdr({
+    flags: 1,
+    gsoType: 1,
+    hdrLen: 52,
+    gsoSize: opts.gsoSize ?? GSO_SIZE,
+    csumStart: 20,
+    csumOffset: 16,
+  });
   return { packet: p, hdr };
 }
 
@@ -92,7 +144,16 @@ function recordSendCalls(udp: FakeUdp): number[] {
 /** A plain TCP packet from our pod to the peer's, payload bytes all `fill`. */
 function plainPacket(payload: number, fill = 0, dst = PEER_POD): Uint8Array {
   return buildTcpPacket({
-    src: OWN_POD, dst, ttl: 64, sport: 1, dport: 2, seq: 5, ack: 6, flags: 0x10, window: 9, payload: new Uint8Array(payload).fill(fill),
+    src: OWN_POD,
+    dst,
+    ttl: 64,
+    sport: 1,
+    dport: 2,
+    seq: 5,
+    ack: 6,
+    flags: 0x10,
+    window: 9,
+    payload: new Uint8Array(payload).fill(fill),
   });
 }
 
@@ -104,7 +165,10 @@ describe('TSO super-packets from flannel0', () => {
     assert.equal(fwd.tunToUdp(), 1);
     const want = expectedSegments(packet, hdr);
     assert.equal(want.length, Math.ceil((65535 - 52) / GSO_SIZE));
-    assert.deepEqual(udp.sent.map((d) => d.data), want);
+    assert.deepEqual(
+      udp.sent.map((d) => d.data),
+      want,
+    );
     for (const d of udp.sent) {
       assert.equal(d.addr, PEER);
       assert.equal(d.port, PORT);
@@ -114,7 +178,10 @@ describe('TSO super-packets from flannel0', () => {
     assert.equal(counters[C.tunTsoPackets], 1);
     assert.equal(counters[C.tunTsoSegments], want.length);
     assert.equal(counters[C.udpSentPackets], want.length);
-    assert.equal(counters[C.udpSentBytes], want.reduce((n, s) => n + s.length, 0));
+    assert.equal(
+      counters[C.udpSentBytes],
+      want.reduce((n, s) => n + s.length, 0),
+    );
     assert.equal(counters[C.tunReadPackets], 1);
   });
 
@@ -131,20 +198,37 @@ describe('TSO super-packets from flannel0', () => {
     assert.equal(fwd.tunToUdp(), batch);
     assert.ok(udp.sendCalls >= 2);
     assert.equal(udp.sent.length, want.length);
-    assert.ok(udp.sent.every((d, i) => d.data.equals(want[i]!)), 'every segment as the reference, in order');
+    assert.ok(
+      udp.sent.every((d, i) => d.data.equals(want[i]!)),
+      'every segment as the reference, in order',
+    );
     assert.equal(counters[C.tunTsoSegments], want.length);
   });
 
   test('plain packets and super-packets mixed keep their order', () => {
     const { tun, udp, fwd } = setup();
-    const plain = buildTcpPacket({ src: OWN_POD, dst: PEER_POD, ttl: 64, sport: 1, dport: 2, seq: 5, ack: 6, flags: 0x10, window: 9, payload: new Uint8Array(3) });
+    const plain = buildTcpPacket({
+      src: OWN_POD,
+      dst: PEER_POD,
+      ttl: 64,
+      sport: 1,
+      dport: 2,
+      seq: 5,
+      ack: 6,
+      flags: 0x10,
+      window: 9,
+      payload: new Uint8Array(3),
+    });
     const { packet, hdr } = superPacket(3 * GSO_SIZE);
     tun.push(plain);
     tun.pushOffloaded(packet, hdr);
     tun.push(plain);
     fwd.tunToUdp();
     assert.equal(udp.sent.length, 5);
-    assert.deepEqual(udp.sent.map((d) => d.data.length), [plain.length, MTU, MTU, MTU, plain.length]);
+    assert.deepEqual(
+      udp.sent.map((d) => d.data.length),
+      [plain.length, MTU, MTU, MTU, plain.length],
+    );
   });
 
   test('FIN and PSH only on the last segment; seq and IP id advance', () => {
@@ -153,16 +237,34 @@ describe('TSO super-packets from flannel0', () => {
     tun.pushOffloaded(packet, hdr);
     fwd.tunToUdp();
     const segs = udp.sent.map((d) => d.data);
-    assert.deepEqual(segs.map((s) => s[33]), [0x10, 0x10, 0x19]);
-    assert.deepEqual(segs.map((s) => s.readUInt32BE(24)), [0xffffffff, GSO_SIZE - 1, 2 * GSO_SIZE - 1]);
-    assert.deepEqual(segs.map((s) => s.readUInt16BE(4)), [0xffff, 0, 1]);
-    assert.deepEqual(segs.map((s) => s[8]), [63, 63, 63], 'TTL - 1 on every segment');
+    assert.deepEqual(
+      segs.map((s) => s[33]),
+      [0x10, 0x10, 0x19],
+    );
+    assert.deepEqual(
+      segs.map((s) => s.readUInt32BE(24)),
+      [0xffffffff, GSO_SIZE - 1, 2 * GSO_SIZE - 1],
+    );
+    assert.deepEqual(
+      segs.map((s) => s.readUInt16BE(4)),
+      [0xffff, 0, 1],
+    );
+    assert.deepEqual(
+      segs.map((s) => s[8]),
+      [63, 63, 63],
+      'TTL - 1 on every segment',
+    );
   });
 
   test('a partial checksum (NEEDS_CSUM, no GSO) is completed before sending', () => {
     const { tun, udp, fwd, counters } = setup();
     const p = buildUdpPacket({
-      src: OWN_POD, dst: PEER_POD, sport: 5353, dport: 53, payload: Uint8Array.from([1, 2, 3, 4, 5]), ttl: 64,
+      src: OWN_POD,
+      dst: PEER_POD,
+      sport: 5353,
+      dport: 53,
+      payload: Uint8Array.from([1, 2, 3, 4, 5]),
+      ttl: 64,
       check: partialChecksum(OWN_POD, PEER_POD, 17, 8 + 5),
     });
     tun.pushOffloaded(p, vnetHdr({ flags: 1, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 20, csumOffset: 6 }));
@@ -175,13 +277,39 @@ describe('TSO super-packets from flannel0', () => {
   test('offloaded reads we cannot handle are dropped and counted, the rest of the batch goes on', () => {
     const { tun, udp, fwd, counters } = setup();
     const { packet, hdr } = superPacket(3 * GSO_SIZE);
-    const udpPacket = buildUdpPacket({ src: OWN_POD, dst: PEER_POD, sport: 1, dport: 2, payload: new Uint8Array(4000), check: 0 });
-    const smallUdp = buildUdpPacket({ src: OWN_POD, dst: PEER_POD, sport: 1, dport: 2, payload: new Uint8Array(400), check: 0 });
+    const udpPacket = buildUdpPacket({
+      src: OWN_POD,
+      dst: PEER_POD,
+      sport: 1,
+      dport: 2,
+      payload: new Uint8Array(4000),
+      check: 0,
+    });
+    const smallUdp = buildUdpPacket({
+      src: OWN_POD,
+      dst: PEER_POD,
+      sport: 1,
+      dport: 2,
+      payload: new Uint8Array(400),
+      check: 0,
+    });
     // UFO (gso_type 3), TCP segmentation asked for a UDP packet, gso_size 0, a checksum offset beyond the packet.
-    tun.pushOffloaded(packet.slice(), vnetHdr({ flags: 1, gsoType: 3, hdrLen: 52, gsoSize: GSO_SIZE, csumStart: 20, csumOffset: 16 }));
-    tun.pushOffloaded(udpPacket.slice(), vnetHdr({ flags: 1, gsoType: 1, hdrLen: 28, gsoSize: 1000, csumStart: 20, csumOffset: 6 }));
-    tun.pushOffloaded(packet.slice(), vnetHdr({ flags: 1, gsoType: 1, hdrLen: 52, gsoSize: 0, csumStart: 20, csumOffset: 16 }));
-    tun.pushOffloaded(smallUdp, vnetHdr({ flags: 1, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 20, csumOffset: smallUdp.length }));
+    tun.pushOffloaded(
+      packet.slice(),
+      vnetHdr({ flags: 1, gsoType: 3, hdrLen: 52, gsoSize: GSO_SIZE, csumStart: 20, csumOffset: 16 }),
+    );
+    tun.pushOffloaded(
+      udpPacket.slice(),
+      vnetHdr({ flags: 1, gsoType: 1, hdrLen: 28, gsoSize: 1000, csumStart: 20, csumOffset: 6 }),
+    );
+    tun.pushOffloaded(
+      packet.slice(),
+      vnetHdr({ flags: 1, gsoType: 1, hdrLen: 52, gsoSize: 0, csumStart: 20, csumOffset: 16 }),
+    );
+    tun.pushOffloaded(
+      smallUdp,
+      vnetHdr({ flags: 1, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 20, csumOffset: smallUdp.length }),
+    );
     tun.pushOffloaded(packet, hdr);
     assert.equal(fwd.tunToUdp(), 5);
     assert.equal(counters[C.dropTxBadOffload], 4);
@@ -199,7 +327,10 @@ describe('TSO super-packets from flannel0', () => {
       const want = expectedSegments(packet, cutHdr);
       assert.equal(want.length, Math.ceil(30000 / (MTU - 52)));
       assert.equal(udp.sent.length, want.length, `gso_size ${gsoSize}`);
-      assert.ok(udp.sent.every((d, i) => d.data.equals(want[i]!)), `gso_size ${gsoSize}: every segment as the reference cut at ${MTU - 52}`);
+      assert.ok(
+        udp.sent.every((d, i) => d.data.equals(want[i]!)),
+        `gso_size ${gsoSize}: every segment as the reference cut at ${MTU - 52}`,
+      );
       for (const d of udp.sent) {
         assert.ok(d.data.length <= MTU, `a ${d.data.length}-byte datagram`);
         assert.ok(ipChecksumValid(d.data) && tcpChecksumValid(d.data));
@@ -221,7 +352,10 @@ describe('TSO super-packets from flannel0', () => {
     assert.equal(counters[C.dropTxOversize], 1);
     assert.equal(counters[C.dropTxBadOffload], 0);
     assert.equal(counters[C.tunTsoPackets], 0);
-    assert.deepEqual(udp.sent.map((d) => d.data), [afterTtl(small)]);
+    assert.deepEqual(
+      udp.sent.map((d) => d.data),
+      [afterTtl(small)],
+    );
   });
 
   test('a plain packet longer than the MTU (a 64 KiB read slot takes one) is dropped and counted, not sent', () => {
@@ -229,7 +363,12 @@ describe('TSO super-packets from flannel0', () => {
     const over = plainPacket(MTU - 40 + 1, 1);
     const exact = plainPacket(MTU - 40, 2);
     const hugeUdp = buildUdpPacket({
-      src: OWN_POD, dst: PEER_POD, sport: 5353, dport: 53, payload: new Uint8Array(60000), ttl: 64,
+      src: OWN_POD,
+      dst: PEER_POD,
+      sport: 5353,
+      dport: 53,
+      payload: new Uint8Array(60000),
+      ttl: 64,
       check: partialChecksum(OWN_POD, PEER_POD, 17, 8 + 60000),
     });
     tun.push(over);
@@ -241,7 +380,11 @@ describe('TSO super-packets from flannel0', () => {
     assert.equal(counters[C.dropTxMalformed], 0);
     assert.equal(counters[C.tunCsumCompleted], 0);
     assert.equal(counters[C.tunReadPackets], 3);
-    assert.deepEqual(udp.sent.map((d) => d.data), [afterTtl(exact)], 'only the packet of exactly the MTU');
+    assert.deepEqual(
+      udp.sent.map((d) => d.data),
+      [afterTtl(exact)],
+      'only the packet of exactly the MTU',
+    );
     assert.equal(counters[C.udpSentPackets], 1);
   });
 
@@ -254,9 +397,15 @@ describe('TSO super-packets from flannel0', () => {
     const want = expectedSegments(packet, hdr);
     assert.equal(want.length, 1250);
     assert.equal(udp.sent.length, 1250);
-    assert.ok(udp.sent.every((d, i) => d.data.equals(want[i]!)), 'every segment as the reference, in order');
+    assert.ok(
+      udp.sent.every((d, i) => d.data.equals(want[i]!)),
+      'every segment as the reference, in order',
+    );
     assert.ok(calls.length >= 2 && calls.every((n) => n <= 1024), `send calls: ${calls.join(', ')}`);
-    assert.equal(calls.reduce((a, b) => a + b, 0), 1250);
+    assert.equal(
+      calls.reduce((a, b) => a + b, 0),
+      1250,
+    );
     assert.equal(counters[C.tunTsoPackets], 1);
     assert.equal(counters[C.tunTsoSegments], 1250);
     assert.equal(counters[C.udpSentPackets], 1250);
@@ -273,14 +422,19 @@ describe('TSO super-packets from flannel0', () => {
     assert.equal(counters[C.dropTxBadOffload], 1);
     const want = expectedSegments(least.packet, least.hdr);
     assert.equal(want.length, 500);
-    assert.ok(udp.sent.length === 500 && udp.sent.every((d, i) => d.data.equals(want[i]!)), 'the gso_size 8 one as the reference');
+    assert.ok(
+      udp.sent.length === 500 && udp.sent.every((d, i) => d.data.equals(want[i]!)),
+      'the gso_size 8 one as the reference',
+    );
     assert.equal(counters[C.tunTsoSegments], 500);
   });
 
   test('a batch mixing minimum-MSS super-packets with plain packets and other super-packets keeps every packet in order', () => {
     const { tun, udp, fwd, counters } = setup();
     const calls = recordSendCalls(udp);
-    const a = plainPacket(10, 0xa1), b = plainPacket(20, 0xb2), c = plainPacket(30, 0xc3);
+    const a = plainPacket(10, 0xa1),
+      b = plainPacket(20, 0xb2),
+      c = plainPacket(30, 0xc3);
     const tiny1 = superPacket(60000, { gsoSize: 48, seq: 1000, id: 10 });
     const normal = superPacket(20000, { seq: 2000000, id: 2000 });
     const tiny2 = superPacket(65535 - 52, { gsoSize: 48, seq: 3000000, id: 3000 });
@@ -292,13 +446,23 @@ describe('TSO super-packets from flannel0', () => {
     tun.push(c);
     assert.equal(fwd.tunToUdp(), 6);
     const want = [
-      afterTtl(a), ...expectedSegments(tiny1.packet, tiny1.hdr), ...expectedSegments(normal.packet, normal.hdr),
-      afterTtl(b), ...expectedSegments(tiny2.packet, tiny2.hdr), afterTtl(c),
+      afterTtl(a),
+      ...expectedSegments(tiny1.packet, tiny1.hdr),
+      ...expectedSegments(normal.packet, normal.hdr),
+      afterTtl(b),
+      ...expectedSegments(tiny2.packet, tiny2.hdr),
+      afterTtl(c),
     ];
     assert.equal(want.length, 1 + 1250 + Math.ceil(20000 / GSO_SIZE) + 1 + Math.ceil((65535 - 52) / 48) + 1);
     assert.equal(udp.sent.length, want.length);
-    assert.ok(udp.sent.every((d, i) => d.data.equals(want[i]!)), 'every datagram as expected, in order');
-    assert.ok(calls.every((n) => n <= 1024), `send calls: ${calls.join(', ')}`);
+    assert.ok(
+      udp.sent.every((d, i) => d.data.equals(want[i]!)),
+      'every datagram as expected, in order',
+    );
+    assert.ok(
+      calls.every((n) => n <= 1024),
+      `send calls: ${calls.join(', ')}`,
+    );
     assert.equal(counters[C.tunTsoPackets], 3);
     assert.equal(counters[C.tunTsoSegments], want.length - 3);
   });
@@ -343,7 +507,12 @@ describe('TSO super-packets from flannel0', () => {
       const payload = Uint8Array.from({ length: 2 + 37 * r }, (_, i) => (i * 29 + r * 7 + 1) & 0xff);
       payload[0] = payload[1] = 0;
       const p = buildUdpPacket({
-        src: OWN_POD, dst: PEER_POD, sport: 5353, dport: 53, payload, ttl: 64,
+        src: OWN_POD,
+        dst: PEER_POD,
+        sport: 5353,
+        dport: 53,
+        payload,
+        ttl: 64,
         check: partialChecksum(OWN_POD, PEER_POD, 17, 8 + payload.length),
       });
       // The first two payload bytes make the sum over the UDP part (with the partial field) 0xffff: ~sum = 0.
@@ -366,10 +535,21 @@ describe('TSO super-packets from flannel0', () => {
 
 describe('UDP GRO runs from the socket', () => {
   // Segments of one flow from the peer's pod to ours, back to back as a coalesced receive.
-  const segment = (i: number, src = PEER_POD) => buildTcpPacket({
-    src, dst: OWN_POD, ttl: 64, df: true, id: i, sport: 5201, dport: 40000, seq: 1000 + i * 1400, ack: 7,
-    flags: 0x10, window: 512, payload: new Uint8Array(1400).fill(i),
-  });
+  const segment = (i: number, src = PEER_POD) =>
+    buildTcpPacket({
+      src,
+      dst: OWN_POD,
+      ttl: 64,
+      df: true,
+      id: i,
+      sport: 5201,
+      dport: 40000,
+      seq: 1000 + i * 1400,
+      ack: 7,
+      flags: 0x10,
+      window: 512,
+      payload: new Uint8Array(1400).fill(i),
+    });
   const run = (packets: Uint8Array[]) => Buffer.concat(packets);
 
   test('a run is split into its datagrams, checked one by one, and written coalesced', () => {
@@ -400,7 +580,18 @@ describe('UDP GRO runs from the socket', () => {
     let total = 0;
     for (let r = 0; r < batch; r++) {
       const packets = Array.from({ length: 40 }, (_, i) => segment(r * 40 + i));
-      const last = buildTcpPacket({ src: PEER_POD, dst: OWN_POD, ttl: 64, sport: 1, dport: 2, seq: 0, ack: 0, flags: 0x10, window: 1, payload: new Uint8Array(10) });
+      const last = buildTcpPacket({
+        src: PEER_POD,
+        dst: OWN_POD,
+        ttl: 64,
+        sport: 1,
+        dport: 2,
+        seq: 0,
+        ack: 0,
+        flags: 0x10,
+        window: 1,
+        payload: new Uint8Array(10),
+      });
       udp.push({ data: run([...packets, last]), addr: PEER, port: PORT, segSize: packets[0]!.length });
       total += 41;
     }
@@ -428,17 +619,29 @@ describe('UDP GRO runs from the socket', () => {
 function usoPacket(payload: number, gsoSize: number, id = 300) {
   const data = Uint8Array.from({ length: payload }, (_, i) => (i * 13 + 5) & 0xff);
   const p = buildUdpPacket({
-    src: OWN_POD, dst: PEER_POD, sport: 4433, dport: 443, payload: data, ttl: 64, id,
+    src: OWN_POD,
+    dst: PEER_POD,
+    sport: 4433,
+    dport: 443,
+    payload: data,
+    ttl: 64,
+    id,
     check: partialChecksum(OWN_POD, PEER_POD, 17, 8 + payload),
   });
   return { packet: p, data, hdr: vnetHdr({ flags: 1, gsoType: 5, hdrLen: 28, gsoSize, csumStart: 20, csumOffset: 6 }) };
 }
 
 /** Checks that `sent` are the datagrams of a USO super-packet of `data` cut every gsoSize bytes (id0 = the super-packet's id). */
-function assertUsoDatagrams(sent: readonly { data: Buffer; addr: number; port: number }[], data: Uint8Array, gsoSize: number, id0: number): void {
+function assertUsoDatagrams(
+  sent: readonly { data: Buffer; addr: number; port: number }[],
+  data: Uint8Array,
+  gsoSize: number,
+  id0: number,
+): void {
   assert.equal(sent.length, Math.ceil(data.length / gsoSize));
   sent.forEach((d, k) => {
-    const p = d.data, v = new DataView(p.buffer, p.byteOffset, p.length);
+    const p = d.data,
+      v = new DataView(p.buffer, p.byteOffset, p.length);
     const n = Math.min(gsoSize, data.length - k * gsoSize);
     assert.equal(p.length, 28 + n, `datagram ${k} length`);
     assert.ok(p.length <= MTU);
@@ -450,7 +653,10 @@ function assertUsoDatagrams(sent: readonly { data: Buffer; addr: number; port: n
     assert.equal(v.getUint16(22), 443);
     assert.equal(v.getUint16(24), 8 + n, 'UDP length');
     assert.ok(udpChecksumValid(p), `datagram ${k}: UDP checksum`);
-    assert.ok(Buffer.from(p.subarray(28)).equals(Buffer.from(data.subarray(k * gsoSize, k * gsoSize + n))), `datagram ${k}: payload`);
+    assert.ok(
+      Buffer.from(p.subarray(28)).equals(Buffer.from(data.subarray(k * gsoSize, k * gsoSize + n))),
+      `datagram ${k}: payload`,
+    );
     assert.equal(d.addr, PEER);
     assert.equal(d.port, PORT);
   });
@@ -471,7 +677,7 @@ describe('USO super-packets from flannel0', () => {
     assert.equal(counters[C.dropTxBadOffload] + counters[C.dropTxOversize], 0);
   });
 
-  test('datagrams over the MTU are not re-cut (their boundaries are the application\'s): one oversize drop, the batch goes on', () => {
+  test("datagrams over the MTU are not re-cut (their boundaries are the application's): one oversize drop, the batch goes on", () => {
     const { tun, udp, fwd, counters } = setup();
     tun.pushOffloaded(usoPacket(3 * 1460, 1460).packet, usoPacket(3 * 1460, 1460).hdr); // 28 + 1460 > 1472
     const after = plainPacket(100, 7);
@@ -479,7 +685,10 @@ describe('USO super-packets from flannel0', () => {
     assert.equal(fwd.tunToUdp(), 2);
     assert.equal(counters[C.dropTxOversize], 1);
     assert.equal(counters[C.tunUsoPackets], 0);
-    assert.deepEqual(udp.sent.map((d) => d.data), [afterTtl(after)]);
+    assert.deepEqual(
+      udp.sent.map((d) => d.data),
+      [afterTtl(after)],
+    );
   });
 
   test('a GSO_UDP_L4 header on what is not a UDP super-packet Linux builds: one bad-offload drop each', () => {
@@ -488,7 +697,10 @@ describe('USO super-packets from flannel0', () => {
     new DataView(wrongLength.packet.buffer).setUint16(24, 8 + 2999); // UDP length != IP payload
     tun.pushOffloaded(wrongLength.packet, wrongLength.hdr);
     const tcpUnderUdpHeader = superPacket(3000);
-    tun.pushOffloaded(tcpUnderUdpHeader.packet, vnetHdr({ flags: 1, gsoType: 5, hdrLen: 28, gsoSize: 1000, csumStart: 20, csumOffset: 6 }));
+    tun.pushOffloaded(
+      tcpUnderUdpHeader.packet,
+      vnetHdr({ flags: 1, gsoType: 5, hdrLen: 28, gsoSize: 1000, csumStart: 20, csumOffset: 6 }),
+    );
     assert.equal(fwd.tunToUdp(), 2);
     assert.equal(counters[C.dropTxBadOffload], 2);
     assert.equal(udp.sent.length, 0);

@@ -31,10 +31,18 @@ describe('the demo chooses its registry', () => {
   });
 
   test('etcd requested but not installed, or an unknown value: one clear error', () => {
-    assert.throws(() => chooseRegistry(undefined, { [REGISTRY_ENV]: 'etcd' }, ['etcd', 'etcdctl']), (e: unknown) =>
-      e instanceof RegistryChoiceError && /etcd and etcdctl are not installed/.test(e.message) && /apt-get install etcd-server/.test(e.message));
-    assert.throws(() => chooseRegistry('consul', {}, []), (e: unknown) =>
-      e instanceof RegistryChoiceError && /--registry must be etcd, file or auto, not "consul"/.test(e.message));
+    assert.throws(
+      () => chooseRegistry(undefined, { [REGISTRY_ENV]: 'etcd' }, ['etcd', 'etcdctl']),
+      (e: unknown) =>
+        e instanceof RegistryChoiceError &&
+        /etcd and etcdctl are not installed/.test(e.message) &&
+        /apt-get install etcd-server/.test(e.message),
+    );
+    assert.throws(
+      () => chooseRegistry('consul', {}, []),
+      (e: unknown) =>
+        e instanceof RegistryChoiceError && /--registry must be etcd, file or auto, not "consul"/.test(e.message),
+    );
     assert.throws(() => chooseRegistry(undefined, { [REGISTRY_ENV]: 'x' }, []), RegistryChoiceError);
   });
 });

@@ -10,13 +10,24 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { onesComplementSum, STRIDED_SUMS_CAPACITY, stridedSums } from '../../src/encap/checksum.js';
 import {
-  checksumMemory, SIMD_RANGE_MAX, simdChecksumFor, STRIDED_SUMS_MAX, type SimdChecksum,
+  checksumMemory,
+  SIMD_RANGE_MAX,
+  simdChecksumFor,
+  STRIDED_SUMS_MAX,
+  type SimdChecksum,
 } from '../../src/encap/checksum-simd.js';
 import { planCoalescing, VNET_HDR_SLOT } from '../../src/encap/tcp-coalesce.js';
 import { SEGMENT_HEADER_CELL, segmentTcpSuperPacket, tcpSegmentCount } from '../../src/encap/tcp-segment.js';
 import { runSeeded, seedsFor, randomBytes } from '../helpers/prng.js';
 import {
-  TCP_ACK, TCP_PSH, buildTcpPacket, buildUdpDatagram, onesSum, parseUdpPacket, referenceMixedPlan, tcpChecksumValid,
+  TCP_ACK,
+  TCP_PSH,
+  buildTcpPacket,
+  buildUdpDatagram,
+  onesSum,
+  parseUdpPacket,
+  referenceMixedPlan,
+  tcpChecksumValid,
 } from '../helpers/tcp-segments.js';
 
 const seeds = (count: number, base: number): number[] => seedsFor('STRIDED_SEED', count, base);
@@ -37,7 +48,11 @@ function simdOf(bytes: Uint8Array): SimdChecksum {
 }
 
 /** A random stride layout that fits in `size` bytes from p: ranges of len, the last of lastLen. */
-function randomStrided(rand: () => number, size: number, maxCount: number): { p: number; stride: number; count: number; len: number; lastLen: number } {
+function randomStrided(
+  rand: () => number,
+  size: number,
+  maxCount: number,
+): { p: number; stride: number; count: number; len: number; lastLen: number } {
   for (;;) {
     const len = rand() % 4 === 0 ? rand() % 64 : rand() % 2001;
     const lastLen = rand() % 3 === 0 ? len : rand() % 2001;
@@ -52,7 +67,14 @@ function randomStrided(rand: () => number, size: number, maxCount: number): { p:
 }
 
 /** The reference sums of a stride layout (range k of len bytes, the last of lastLen). */
-function referenceSums(bytes: Uint8Array, p: number, stride: number, count: number, len: number, lastLen: number): number[] {
+function referenceSums(
+  bytes: Uint8Array,
+  p: number,
+  stride: number,
+  count: number,
+  len: number,
+  lastLen: number,
+): number[] {
   return Array.from({ length: count }, (_, k) => onesSum(bytes, p + k * stride, k === count - 1 ? lastLen : len));
 }
 
@@ -97,15 +119,26 @@ describe('sumStrided (WebAssembly): many ranges in one call', () => {
         fillRandom(bytes, rand, seed % 4);
         const { sumStrided, sums, sumsAt } = simdOf(bytes);
         assert.equal(sums.length, STRIDED_SUMS_MAX);
-        assert.ok(sumsAt >= bytes.length, 'the scratch area lies after the caller\'s bytes');
+        assert.ok(sumsAt >= bytes.length, "the scratch area lies after the caller's bytes");
         let ranges = 0;
         for (let t = 0; t < 300; t++) {
-          const { p, stride, count, len, lastLen } = randomStrided(rand, bytes.length, t % 10 === 0 ? STRIDED_SUMS_MAX : 64);
+          const { p, stride, count, len, lastLen } = randomStrided(
+            rand,
+            bytes.length,
+            t % 10 === 0 ? STRIDED_SUMS_MAX : 64,
+          );
           sums.fill(0xdeadbeef);
           sumStrided(p, stride, count, len, lastLen, sumsAt);
           const what = `p ${p} stride ${stride} count ${count} len ${len} lastLen ${lastLen}`;
-          assert.deepEqual(Array.from(sums.subarray(0, count)), referenceSums(bytes, p, stride, count, len, lastLen), what);
-          assert.ok(sums.subarray(count).every((x) => x === 0xdeadbeef), `${what}: wrote beyond count`);
+          assert.deepEqual(
+            Array.from(sums.subarray(0, count)),
+            referenceSums(bytes, p, stride, count, len, lastLen),
+            what,
+          );
+          assert.ok(
+            sums.subarray(count).every((x) => x === 0xdeadbeef),
+            `${what}: wrote beyond count`,
+          );
           ranges += count;
         }
         assert.ok(ranges > 5000, `ranges summed: ${ranges}`);
@@ -113,7 +146,7 @@ describe('sumStrided (WebAssembly): many ranges in one call', () => {
     });
   }
 
-  test('writes only its output: the caller\'s bytes are untouched', () => {
+  test("writes only its output: the caller's bytes are untouched", () => {
     const bytes = checksumMemory(10_000);
     for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 97 + 13) & 0xff;
     const before = bytes.slice();
@@ -137,16 +170,35 @@ describe('stridedSums (checksum.ts): the SIMD memory and the TypeScript fallback
         const plainWords = new Uint32Array(plainWhole.buffer);
         const viewStart = 1 + (rand() % 7);
         const variants = [
-          { name: 'SIMD, words', bytes: simdWhole.subarray(0, size), words: simdWords as Uint32Array | null, wasm: true },
-          { name: 'SIMD, view at an odd byteOffset', bytes: simdWhole.subarray(viewStart, viewStart + size), words: simdWords, wasm: true },
+          {
+            name: 'SIMD, words',
+            bytes: simdWhole.subarray(0, size),
+            words: simdWords as Uint32Array | null,
+            wasm: true,
+          },
+          {
+            name: 'SIMD, view at an odd byteOffset',
+            bytes: simdWhole.subarray(viewStart, viewStart + size),
+            words: simdWords,
+            wasm: true,
+          },
           { name: 'SIMD memory, no words (byte path)', bytes: simdWhole.subarray(0, size), words: null, wasm: false },
           { name: 'plain buffer, words', bytes: plainWhole.subarray(0, size), words: plainWords, wasm: false },
-          { name: 'plain buffer, view, words', bytes: plainWhole.subarray(viewStart, viewStart + size), words: plainWords, wasm: false },
+          {
+            name: 'plain buffer, view, words',
+            bytes: plainWhole.subarray(viewStart, viewStart + size),
+            words: plainWords,
+            wasm: false,
+          },
           { name: 'plain buffer, no words', bytes: plainWhole.subarray(0, size), words: null, wasm: false },
         ];
         const scratch = simdOf(simdWhole).sums;
         for (let t = 0; t < 120; t++) {
-          const { p, stride, count, len, lastLen } = randomStrided(rand, size, t % 6 === 0 ? STRIDED_SUMS_CAPACITY : 40);
+          const { p, stride, count, len, lastLen } = randomStrided(
+            rand,
+            size,
+            t % 6 === 0 ? STRIDED_SUMS_CAPACITY : 40,
+          );
           const want = referenceSums(variants[0].bytes, p, stride, count, len, lastLen);
           for (const v of variants) {
             const what = `${v.name}: p ${p} stride ${stride} count ${count} len ${len} lastLen ${lastLen}`;
@@ -164,7 +216,11 @@ describe('stridedSums (checksum.ts): the SIMD memory and the TypeScript fallback
             // The documented way to add an initial gives onesComplementSum's value with it.
             if (count > 0) {
               const initial = rand() % 0x80000;
-              assert.equal(foldWith(initial, got[0]), onesComplementSum(v.bytes, v.words, p, count === 1 ? lastLen : len, initial), what);
+              assert.equal(
+                foldWith(initial, got[0]),
+                onesComplementSum(v.bytes, v.words, p, count === 1 ? lastLen : len, initial),
+                what,
+              );
             }
           }
         }
@@ -185,8 +241,17 @@ describe('onesComplementSum over a checksumMemory beyond one SIMD range', () => 
     const bytes = checksumMemory(2 * SIMD_RANGE_MAX + 64).fill(0xff);
     const words = new Uint32Array(bytes.buffer);
     for (let i = 0; i < bytes.length; i += 4099) bytes[i] = i & 0xff;
-    for (const [off, len] of [[0, SIMD_RANGE_MAX + 1], [1, 2 * SIMD_RANGE_MAX], [3, SIMD_RANGE_MAX], [2, SIMD_RANGE_MAX + 2]]) {
-      assert.equal(onesComplementSum(bytes, words, off, len, 12345), onesSum(bytes, off, len, 12345), `off ${off} len ${len}`);
+    for (const [off, len] of [
+      [0, SIMD_RANGE_MAX + 1],
+      [1, 2 * SIMD_RANGE_MAX],
+      [3, SIMD_RANGE_MAX],
+      [2, SIMD_RANGE_MAX + 2],
+    ]) {
+      assert.equal(
+        onesComplementSum(bytes, words, off, len, 12345),
+        onesSum(bytes, off, len, 12345),
+        `off ${off} len ${len}`,
+      );
     }
   });
 });
@@ -202,9 +267,19 @@ describe('segmentTcpSuperPacket over a checksumMemory (payload sums in strided W
         for (let t = 0; t < 12; t++) {
           const payloadLen = t === 0 ? 60_000 : 1 + (rand() % 40_000);
           const sp = buildTcpPacket({
-            src: rand() >>> 0, dst: rand() >>> 0, ttl: 63, id: rand() & 0xffff, df: true, sport: rand() & 0xffff, dport: 5201,
-            seq: rand() >>> 0, ack: rand() >>> 0, flags: TCP_ACK | (rand() % 2 === 0 ? TCP_PSH : 0), window: rand() & 0xffff,
-            tcpOptions: rand() % 3 === 0 ? undefined : TIMESTAMPS, payload: randomBytes(rand, payloadLen),
+            src: rand() >>> 0,
+            dst: rand() >>> 0,
+            ttl: 63,
+            id: rand() & 0xffff,
+            df: true,
+            sport: rand() & 0xffff,
+            dport: 5201,
+            seq: rand() >>> 0,
+            ack: rand() >>> 0,
+            flags: TCP_ACK | (rand() % 2 === 0 ? TCP_PSH : 0),
+            window: rand() & 0xffff,
+            tcpOptions: rand() % 3 === 0 ? undefined : TIMESTAMPS,
+            payload: randomBytes(rand, payloadLen),
           });
           // Small gso sizes make hundreds of segments per chunk; odd ones odd payload starts.
           const gsoSize = t === 0 ? 100 : rand() % 3 === 0 ? 1 + (rand() % 200) : 500 + (rand() % 1500);
@@ -218,18 +293,54 @@ describe('segmentTcpSuperPacket over a checksumMemory (payload sums in strided W
           simd.set(sp, spOff);
           plain.set(sp, spOff);
           const slotOffsets = Uint32Array.from({ length: total }, (_, i) => cellBase + i * SEGMENT_HEADER_CELL);
-          const outs = [0, 1].map(() => ({ lens: new Int32Array(total), extOffs: new Uint32Array(total), extLens: new Uint16Array(total) }));
+          const outs = [0, 1].map(() => ({
+            lens: new Int32Array(total),
+            extOffs: new Uint32Array(total),
+            extLens: new Uint16Array(total),
+          }));
           // Chunks as the forwarder cuts them: up to maxCells at a time.
           const maxCells = rand() % 2 === 0 ? total : 1 + (rand() % 400);
           const [a, b] = outs;
           for (let done = 0; done < total;) {
-            const n = segmentTcpSuperPacket(simd, new Uint32Array(simd.buffer), spOff, sp.length, gsoSize, 65535, done, slotOffsets, done, maxCells, a.lens, a.extOffs, a.extLens);
-            const m = segmentTcpSuperPacket(plain, null, spOff, sp.length, gsoSize, 65535, done, slotOffsets, done, maxCells, b.lens, b.extOffs, b.extLens);
+            const n = segmentTcpSuperPacket(
+              simd,
+              new Uint32Array(simd.buffer),
+              spOff,
+              sp.length,
+              gsoSize,
+              65535,
+              done,
+              slotOffsets,
+              done,
+              maxCells,
+              a.lens,
+              a.extOffs,
+              a.extLens,
+            );
+            const m = segmentTcpSuperPacket(
+              plain,
+              null,
+              spOff,
+              sp.length,
+              gsoSize,
+              65535,
+              done,
+              slotOffsets,
+              done,
+              maxCells,
+              b.lens,
+              b.extOffs,
+              b.extLens,
+            );
             assert.equal(n, m);
             assert.equal(n, Math.min(maxCells, total - done));
             done += n;
           }
-          assert.deepEqual(simd, plain, `gso ${gsoSize}, ${total} segments: the SIMD memory differs from the byte path`);
+          assert.deepEqual(
+            simd,
+            plain,
+            `gso ${gsoSize}, ${total} segments: the SIMD memory differs from the byte path`,
+          );
           assert.deepEqual(a, b);
           // Independently: every segment is a valid TCP packet.
           for (let k = 0; k < total; k++) {
@@ -245,7 +356,14 @@ describe('segmentTcpSuperPacket over a checksumMemory (payload sums in strided W
   }
 });
 
-interface Flow { src: number; dst: number; sport: number; dport: number; seq: number; id: number }
+interface Flow {
+  src: number;
+  dst: number;
+  sport: number;
+  dport: number;
+  seq: number;
+  id: number;
+}
 
 /**
  * A batch as received: runs of one flow's TCP segments or UDP datagrams (equal payloads, the last
@@ -256,7 +374,12 @@ function randomBatch(rand: () => number, count: number): { packets: Uint8Array[]
   const packets: Uint8Array[] = [];
   const runs: number[] = [];
   const flows: Flow[] = Array.from({ length: 3 }, () => ({
-    src: rand() >>> 0, dst: rand() >>> 0, sport: rand() & 0xffff, dport: rand() & 0xffff, seq: rand() >>> 0, id: rand() & 0xffff,
+    src: rand() >>> 0,
+    dst: rand() >>> 0,
+    sport: rand() & 0xffff,
+    dport: rand() & 0xffff,
+    seq: rand() >>> 0,
+    id: rand() & 0xffff,
   }));
   while (packets.length < count) {
     const flow = flows[rand() % flows.length];
@@ -269,13 +392,30 @@ function randomBatch(rand: () => number, count: number): { packets: Uint8Array[]
       let p: Uint8Array;
       if (udp) {
         p = buildUdpDatagram({
-          src: flow.src, dst: flow.dst, sport: flow.sport, dport: flow.dport, id: flow.id, ttl: 63, df: true,
-          payload: randomBytes(rand, len), noChecksum: rand() % 40 === 0,
+          src: flow.src,
+          dst: flow.dst,
+          sport: flow.sport,
+          dport: flow.dport,
+          id: flow.id,
+          ttl: 63,
+          df: true,
+          payload: randomBytes(rand, len),
+          noChecksum: rand() % 40 === 0,
         });
       } else {
         p = buildTcpPacket({
-          src: flow.src, dst: flow.dst, ttl: 63, id: flow.id, df: true, sport: flow.sport, dport: flow.dport,
-          seq: flow.seq, ack: 1, flags: TCP_ACK | (rand() % 30 === 0 ? TCP_PSH : 0), window: 500, tcpOptions: TIMESTAMPS,
+          src: flow.src,
+          dst: flow.dst,
+          ttl: 63,
+          id: flow.id,
+          df: true,
+          sport: flow.sport,
+          dport: flow.dport,
+          seq: flow.seq,
+          ack: 1,
+          flags: TCP_ACK | (rand() % 30 === 0 ? TCP_PSH : 0),
+          window: 500,
+          tcpOptions: TIMESTAMPS,
           payload: randomBytes(rand, len),
         });
         flow.seq = (flow.seq + len) >>> 0;
@@ -294,7 +434,12 @@ function randomBatch(rand: () => number, count: number): { packets: Uint8Array[]
  * datagrams of a UDP GRO run lie in one receive slot), uniform slots, or random misaligned slots
  * in shuffled order.
  */
-function layout(rand: () => number, packets: Uint8Array[], runs: number[], mode: number): { offsets: number[]; size: number } {
+function layout(
+  rand: () => number,
+  packets: Uint8Array[],
+  runs: number[],
+  mode: number,
+): { offsets: number[]; size: number } {
   const offsets: number[] = [];
   let at = rand() % 8;
   if (mode === 0) {
@@ -315,7 +460,10 @@ function layout(rand: () => number, packets: Uint8Array[], runs: number[], mode:
       [order[i], order[j]] = [order[j], order[i]];
     }
     const slots: number[] = [];
-    for (const i of order) { slots[i] = at; at += packets[i].length + (rand() % 16); }
+    for (const i of order) {
+      slots[i] = at;
+      at += packets[i].length + (rand() % 16);
+    }
     offsets.push(...slots);
   }
   return { offsets, size: at + 8 };
@@ -334,19 +482,27 @@ describe('planCoalescing over a checksumMemory (L4 sums per stretch of the list)
           const plain = new Uint8Array(size);
           const slotOffsets = Uint32Array.from(offsets);
           const lens = Int32Array.from(packets, (p) => p.length);
-          packets.forEach((p, i) => { simd.set(p, offsets[i]); plain.set(p, offsets[i]); });
+          packets.forEach((p, i) => {
+            simd.set(p, offsets[i]);
+            plain.set(p, offsets[i]);
+          });
           const list = Uint16Array.from(packets, (_, i) => i);
           const results = [
             { bytes: simd, words: new Uint32Array(simd.buffer) as Uint32Array | null },
             { bytes: plain, words: null },
           ].map(({ bytes, words }) => {
-            const offs = new Uint16Array(count), vnet = new Uint8Array(count * VNET_HDR_SLOT), groupLens = new Uint16Array(count);
+            const offs = new Uint16Array(count),
+              vnet = new Uint8Array(count * VNET_HDR_SLOT),
+              groupLens = new Uint16Array(count);
             const groups = planCoalescing(bytes, slotOffsets, lens, offs, vnet, list, count, groupLens, 65535, words);
             return { groups, offs, vnet, groupLens };
           });
           const [s, p] = results;
           const what = `layout ${mode}, ${count} packets`;
-          const expected = referenceMixedPlan(packets.map((x) => parseUdpPacket(x)), 65535);
+          const expected = referenceMixedPlan(
+            packets.map((x) => parseUdpPacket(x)),
+            65535,
+          );
           assert.deepEqual(Array.from(s.groupLens), expected, `${what}: the reference plan`);
           assert.ok(s.groups > 0, `${what}: something coalesced`);
           assert.deepEqual(s, p, `${what}: = the byte path`);
@@ -354,7 +510,8 @@ describe('planCoalescing over a checksumMemory (L4 sums per stretch of the list)
           // The contract, directly: a packet whose L4 checksum does not verify is never grouped.
           for (let i = 0; i < count; i++) {
             const udp = packets[i][9] === 17;
-            const valid = udp ? onesSum(packets[i], 20, packets[i].length - 20, partialOf(packets[i], 17)) === 0xffff
+            const valid = udp
+              ? onesSum(packets[i], 20, packets[i].length - 20, partialOf(packets[i], 17)) === 0xffff
               : tcpChecksumValid(packets[i]);
             if (!valid) assert.equal(s.groupLens[i], 1, `${what}: packet ${i} has a bad checksum yet was grouped`);
           }
@@ -366,9 +523,17 @@ describe('planCoalescing over a checksumMemory (L4 sums per stretch of the list)
   test(`a back-to-back run longer than one stretch (${STRIDED_SUMS_CAPACITY}): groups of 64 across the stretch boundary`, () => {
     const count = STRIDED_SUMS_CAPACITY + 44;
     const flow = { src: 0x0a000001, dst: 0x0a000002 };
-    const packets = Array.from({ length: count }, (_, i) => buildUdpDatagram({
-      ...flow, sport: 1000, dport: 2000, id: i, ttl: 63, df: true, payload: new Uint8Array(100).fill(i & 0xff),
-    }));
+    const packets = Array.from({ length: count }, (_, i) =>
+      buildUdpDatagram({
+        ...flow,
+        sport: 1000,
+        dport: 2000,
+        id: i,
+        ttl: 63,
+        df: true,
+        payload: new Uint8Array(100).fill(i & 0xff),
+      }),
+    );
     // One bad checksum at the first position of the second stretch: it stands alone.
     packets[STRIDED_SUMS_CAPACITY][60] ^= 0x10;
     const stride = packets[0].length;
@@ -377,11 +542,30 @@ describe('planCoalescing over a checksumMemory (L4 sums per stretch of the list)
     const slotOffsets = Uint32Array.from(packets, (_, i) => i * stride);
     const lens = Int32Array.from(packets, (p) => p.length);
     const groupLens = new Uint16Array(count);
-    const groups = planCoalescing(bytes, slotOffsets, lens, new Uint16Array(count), new Uint8Array(count * VNET_HDR_SLOT),
-      Uint16Array.from(packets, (_, i) => i), count, groupLens, 65535, new Uint32Array(bytes.buffer));
-    const leaders = Array.from(groupLens).map((k, i) => [i, k]).filter(([, k]) => k > 0);
+    const groups = planCoalescing(
+      bytes,
+      slotOffsets,
+      lens,
+      new Uint16Array(count),
+      new Uint8Array(count * VNET_HDR_SLOT),
+      Uint16Array.from(packets, (_, i) => i),
+      count,
+      groupLens,
+      65535,
+      new Uint32Array(bytes.buffer),
+    );
+    const leaders = Array.from(groupLens)
+      .map((k, i) => [i, k])
+      .filter(([, k]) => k > 0);
     // 256 = 4 * 64 before the bad one; after it, 43 datagrams: one group.
-    assert.deepEqual(leaders, [[0, 64], [64, 64], [128, 64], [192, 64], [256, 1], [257, 43]]);
+    assert.deepEqual(leaders, [
+      [0, 64],
+      [64, 64],
+      [128, 64],
+      [192, 64],
+      [256, 1],
+      [257, 43],
+    ]);
     assert.equal(groups, 5);
   });
 });

@@ -5,7 +5,12 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
-  alignedWordIndex, foldOnesComplement, ipHeader20ChecksumOkWords, ipHeaderChecksumOk, onesComplementSum, pseudoHeaderSum,
+  alignedWordIndex,
+  foldOnesComplement,
+  ipHeader20ChecksumOkWords,
+  ipHeaderChecksumOk,
+  onesComplementSum,
+  pseudoHeaderSum,
   writeIpHeaderChecksum,
 } from '../../src/encap/checksum.js';
 import { checksumMemory, simdChecksumFor } from '../../src/encap/checksum-simd.js';
@@ -26,10 +31,14 @@ function fillRandom(b: Uint8Array, rand: () => number, style: number): void {
 /** A random initial value: small, near 0xffff, or large (up to 2^40 - 1). */
 function randomInitial(rand: () => number): number {
   switch (rand() % 4) {
-    case 0: return 0;
-    case 1: return rand() & 0xffff;
-    case 2: return 0xffff - (rand() % 3);
-    default: return (rand() % 0x100) * 0x100000000 + rand();
+    case 0:
+      return 0;
+    case 1:
+      return rand() & 0xffff;
+    case 2:
+      return 0xffff - (rand() % 3);
+    default:
+      return (rand() % 0x100) * 0x100000000 + rand();
   }
 }
 
@@ -55,7 +64,10 @@ describe('onesComplementSum', () => {
         const all = new Uint8Array(buf);
         fillRandom(all, rand, seed % 8 < 5 ? 0 : (seed % 8) - 4);
         const words = new Uint32Array(buf);
-        const lengths = [...Array.from({ length: 81 }, (_, i) => i), ...Array.from({ length: 40 }, () => rand() % 3001)];
+        const lengths = [
+          ...Array.from({ length: 81 }, (_, i) => i),
+          ...Array.from({ length: 40 }, () => rand() % 3001),
+        ];
         for (let viewStart = 0; viewStart < 8; viewStart++) {
           // bytes as a view at viewStart of the buffer; words over the whole buffer.
           const bytes = all.subarray(viewStart, 3200);
@@ -64,8 +76,16 @@ describe('onesComplementSum', () => {
               if (off + len > bytes.length) continue;
               const initial = randomInitial(rand);
               const expected = onesSum(bytes, off, len, initial);
-              assert.equal(onesComplementSum(bytes, null, off, len, initial), expected, `byte path off ${off} len ${len} view ${viewStart}`);
-              assert.equal(onesComplementSum(bytes, words, off, len, initial), expected, `words path off ${off} len ${len} view ${viewStart}`);
+              assert.equal(
+                onesComplementSum(bytes, null, off, len, initial),
+                expected,
+                `byte path off ${off} len ${len} view ${viewStart}`,
+              );
+              assert.equal(
+                onesComplementSum(bytes, words, off, len, initial),
+                expected,
+                `words path off ${off} len ${len} view ${viewStart}`,
+              );
               wordCalls++;
             }
           }
@@ -93,7 +113,11 @@ describe('onesComplementSum', () => {
           const initial = randomInitial(rand);
           const expected = onesSum(bytes, off, len, initial);
           for (const w of [fromView, short, later, other]) {
-            assert.equal(onesComplementSum(bytes, w, off, len, initial), expected, `off ${off} len ${len} words at ${w.byteOffset}+${w.length * 4}`);
+            assert.equal(
+              onesComplementSum(bytes, w, off, len, initial),
+              expected,
+              `off ${off} len ${len} words at ${w.byteOffset}+${w.length * 4}`,
+            );
           }
         }
       });
@@ -108,20 +132,34 @@ describe('onesComplementSum', () => {
     const all = new Uint8Array(buf);
     fillRandom(all, rand, 0);
     const views = [all.subarray(0, 4000), all.subarray(1, 4001), all.subarray(4, 4004), all.subarray(7, 3007)];
-    const wordViews = [new Uint32Array(buf), new Uint32Array(buf, 8), new Uint32Array(buf, 0, 100), new Uint32Array(1024)];
+    const wordViews = [
+      new Uint32Array(buf),
+      new Uint32Array(buf, 8),
+      new Uint32Array(buf, 0, 100),
+      new Uint32Array(1024),
+    ];
     for (let r = 0; r < 4000; r++) {
       const bytes = views[rand() % views.length];
       const words = wordViews[rand() % wordViews.length];
       const off = rand() % 1000;
       const len = 32 + (rand() % 1900);
-      assert.equal(onesComplementSum(bytes, words, off, len), onesSum(bytes, off, len), `call ${r}: view at ${bytes.byteOffset}, words at ${words.byteOffset}+${words.length * 4}`);
+      assert.equal(
+        onesComplementSum(bytes, words, off, len),
+        onesSum(bytes, off, len),
+        `call ${r}: view at ${bytes.byteOffset}, words at ${words.byteOffset}+${words.length * 4}`,
+      );
     }
   });
 
   test('the largest sums: 64 KiB of 0xff with the largest initial, both paths', () => {
     const bytes = new Uint8Array(65544).fill(0xff);
     const words = new Uint32Array(bytes.buffer);
-    for (const [off, len] of [[0, 65535], [1, 65535], [3, 65536], [2, 65541]]) {
+    for (const [off, len] of [
+      [0, 65535],
+      [1, 65535],
+      [3, 65536],
+      [2, 65541],
+    ]) {
       const initial = 2 ** 40 - 1;
       const expected = onesSum(bytes, off, len, initial);
       assert.equal(onesComplementSum(bytes, null, off, len, initial), expected);
@@ -150,7 +188,10 @@ describe('onesComplementSum over a checksumMemory (the WebAssembly SIMD bulk)', 
   test('this engine has WebAssembly SIMD: the slab memory gets the SIMD sum', () => {
     const bytes = checksumMemory(100_000);
     assert.equal(bytes.length, 100_000);
-    assert.ok(simdChecksumFor(bytes.buffer) !== null, 'no WebAssembly SIMD: the checksum would fall back to the TypeScript loop');
+    assert.ok(
+      simdChecksumFor(bytes.buffer) !== null,
+      'no WebAssembly SIMD: the checksum would fall back to the TypeScript loop',
+    );
     assert.equal(simdChecksumFor(new Uint8Array(64).buffer), null, 'a plain buffer has none');
   });
 
@@ -175,8 +216,15 @@ describe('onesComplementSum over a checksumMemory (the WebAssembly SIMD bulk)', 
   test('a view that starts inside the memory: positions are absolute in the buffer', () => {
     const whole = checksumMemory(10_000);
     for (let i = 0; i < whole.length; i++) whole[i] = (i * 37 + 11) & 0xff;
-    const bytes = new Uint8Array(whole.buffer, 3, 9000), words = new Uint32Array(whole.buffer);
-    for (const [off, len] of [[0, 8999], [1, 4000], [5, 64], [6, 65], [100, 1420]] as const) {
+    const bytes = new Uint8Array(whole.buffer, 3, 9000),
+      words = new Uint32Array(whole.buffer);
+    for (const [off, len] of [
+      [0, 8999],
+      [1, 4000],
+      [5, 64],
+      [6, 65],
+      [100, 1420],
+    ] as const) {
       assert.equal(onesComplementSum(bytes, words, off, len), onesSum(bytes, off, len), `off ${off} len ${len}`);
     }
   });
@@ -196,9 +244,17 @@ describe('alignedWordIndex', () => {
         const index = alignedWordIndex(bytes, words, off, 8);
         assert.equal(index, abs % 4 === 0 ? abs / 4 : -1, `view ${viewStart} off ${off}`);
         // Byte b of the word is bytes[off + b] (little-endian host).
-        if (index >= 0) assert.equal(words[index], (bytes[off] | (bytes[off + 1] << 8) | (bytes[off + 2] << 16) | (bytes[off + 3] << 24)) >>> 0);
+        if (index >= 0)
+          assert.equal(
+            words[index],
+            (bytes[off] | (bytes[off + 1] << 8) | (bytes[off + 2] << 16) | (bytes[off + 3] << 24)) >>> 0,
+          );
         const partial = alignedWordIndex(bytes, wordsFrom64, off, 8);
-        assert.equal(partial, abs % 4 === 0 && abs >= 64 && abs + 8 <= 128 ? (abs - 64) / 4 : -1, `partial view ${viewStart} off ${off}`);
+        assert.equal(
+          partial,
+          abs % 4 === 0 && abs >= 64 && abs + 8 <= 128 ? (abs - 64) / 4 : -1,
+          `partial view ${viewStart} off ${off}`,
+        );
       }
     }
     assert.equal(alignedWordIndex(all, null, 0, 8), -1, 'no words');
@@ -240,7 +296,8 @@ describe('pseudoHeaderSum and IP header checksums', () => {
           const ihl = ihlWords * 4;
           assert.equal(onesSum(b, at, ihl), 0xffff, `checksum of a ${ihl}-byte header`);
           assert.ok(ipHeaderChecksumOk(b, at));
-          for (let j = 0; j < b.length; j++) if (j !== at + 10 && j !== at + 11) assert.equal(b[j], before[j], `byte ${j}`);
+          for (let j = 0; j < b.length; j++)
+            if (j !== at + 10 && j !== at + 11) assert.equal(b[j], before[j], `byte ${j}`);
           if (ihlWords === 5) {
             const w = new Uint32Array(20 / 4);
             new Uint8Array(w.buffer).set(b.subarray(at, at + 20));

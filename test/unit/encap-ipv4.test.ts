@@ -3,14 +3,21 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
-  decrementTtl, destinationOf, internetChecksum, isWellFormedIPv4, sourceOf, writeNetUnreachable,
+  decrementTtl,
+  destinationOf,
+  internetChecksum,
+  isWellFormedIPv4,
+  sourceOf,
+  writeNetUnreachable,
 } from '../../src/encap/ipv4.js';
 import { parseIPv4 } from '../../src/routing-table/ipv4.js';
 import { buildIpv4, buildIpv4Udp, buildIpv6Like, internetChecksum as referenceChecksum } from '../helpers/packets.js';
 import { mulberry32 as prng } from '../helpers/prng.js';
 
-
-const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex').replace(/(..)(?!$)/g, '$1 ');
+const hex = (b: Uint8Array): string =>
+  Buffer.from(b)
+    .toString('hex')
+    .replace(/(..)(?!$)/g, '$1 ');
 
 describe('isWellFormedIPv4', () => {
   const good = buildIpv4Udp({ src: '10.244.1.2', dst: '10.244.2.2', srcPort: 1, dstPort: 2, data: Buffer.alloc(12) });
@@ -85,13 +92,21 @@ describe('decrementTtl', () => {
       h[10] = 0;
       h[11] = 0;
       const full = referenceChecksum(h, 0, ihl * 4);
-      if (patched !== full) assert.fail(`header ${hex(h.subarray(0, ihl * 4))}: patched 0x${patched.toString(16)}, recomputed 0x${full.toString(16)}`);
+      if (patched !== full)
+        assert.fail(
+          `header ${hex(h.subarray(0, ihl * 4))}: patched 0x${patched.toString(16)}, recomputed 0x${full.toString(16)}`,
+        );
     }
   });
 
   test('equals RFC 1624 eqn. 3 for every one of the 65,536 checksum values', () => {
     const h = new Uint8Array(20);
-    for (const [ttl, proto] of [[64, 17], [2, 1], [255, 6], [128, 0]] as const) {
+    for (const [ttl, proto] of [
+      [64, 17],
+      [2, 1],
+      [255, 6],
+      [128, 0],
+    ] as const) {
       for (let hc = 0; hc <= 0xffff; hc++) {
         h[8] = ttl;
         h[9] = proto;
@@ -100,7 +115,10 @@ describe('decrementTtl', () => {
         decrementTtl(h, 0);
         const want = rfc1624(hc, (ttl << 8) | proto, ((ttl - 1) << 8) | proto);
         const got = (h[10]! << 8) | h[11]!;
-        if (got !== want) assert.fail(`ttl ${ttl} checksum 0x${hc.toString(16)}: got 0x${got.toString(16)}, want 0x${want.toString(16)}`);
+        if (got !== want)
+          assert.fail(
+            `ttl ${ttl} checksum 0x${hc.toString(16)}: got 0x${got.toString(16)}, want 0x${want.toString(16)}`,
+          );
       }
     }
   });
@@ -151,7 +169,8 @@ describe('internetChecksum', () => {
     const b = new Uint8Array(200);
     for (let n = 0; n < 2000; n++) {
       for (let i = 0; i < b.length; i++) b[i] = rand() & 0xff;
-      const off = rand() % 50, len = rand() % 150;
+      const off = rand() % 50,
+        len = rand() % 150;
       assert.equal(internetChecksum(b, off, len), referenceChecksum(b, off, len));
     }
   });
@@ -167,7 +186,13 @@ describe('writeNetUnreachable', () => {
   }
 
   test("the spec's measured test vector: UDP 10.1.1.5 -> 10.9.9.9 from flannel0 10.1.1.0", () => {
-    const offender = buildIpv4Udp({ src: '10.1.1.5', dst: '10.9.9.9', srcPort: 40000, dstPort: 53, data: Buffer.from('hello dns') });
+    const offender = buildIpv4Udp({
+      src: '10.1.1.5',
+      dst: '10.9.9.9',
+      srcPort: 40000,
+      dstPort: 53,
+      data: Buffer.from('hello dns'),
+    });
     const { len, out } = build(offender);
     assert.equal(len, 56);
     assert.equal(hex(out.subarray(0, 22)), '45 00 00 38 00 00 00 00 08 01 9c bf 0a 01 01 00 0a 01 01 05 03 00');
@@ -180,7 +205,14 @@ describe('writeNetUnreachable', () => {
   });
 
   test('quotes the offender as read: TTL and checksum before any decrement', () => {
-    const offender = buildIpv4Udp({ src: '10.1.1.5', dst: '10.9.9.9', ttl: 1, srcPort: 1, dstPort: 2, data: Buffer.alloc(20) });
+    const offender = buildIpv4Udp({
+      src: '10.1.1.5',
+      dst: '10.9.9.9',
+      ttl: 1,
+      srcPort: 1,
+      dstPort: 2,
+      data: Buffer.alloc(20),
+    });
     const { out } = build(offender);
     assert.equal(out[28 + 8], 1);
     assert.deepEqual(Buffer.from(out.subarray(28 + 10, 28 + 12)), offender.subarray(10, 12));

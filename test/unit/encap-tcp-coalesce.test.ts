@@ -6,14 +6,39 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { planCoalescing, VNET_HDR_SLOT } from '../../src/encap/tcp-coalesce.js';
 import {
-  SLOT_SIZE, RuleCoverage, assertPlanOnEveryLayout, assertSegmentMatches, coalesceHarness, forEachSeed, timeSingleFlowBatch,
-  type CoalesceProtocol, type GroupExpectation,
+  SLOT_SIZE,
+  RuleCoverage,
+  assertPlanOnEveryLayout,
+  assertSegmentMatches,
+  coalesceHarness,
+  forEachSeed,
+  timeSingleFlowBatch,
+  type CoalesceProtocol,
+  type GroupExpectation,
 } from '../helpers/coalesce-harness.js';
 import { mulberry32, randomBytes } from '../helpers/prng.js';
 import {
-  TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_GROUP_RULES, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
-  buildTcpPacket, ipChecksumValid, joinViolations, leadViolations, onesSum, parsePacket,
-  pseudoHeader, referencePlan, segmentSuperPacket, tcpChecksumValid, type ParsedPacket, type TcpPacketSpec,
+  TCP_ACK,
+  TCP_CWR,
+  TCP_ECE,
+  TCP_FIN,
+  TCP_GROUP_RULES,
+  TCP_PSH,
+  TCP_RST,
+  TCP_SYN,
+  TCP_URG,
+  buildTcpPacket,
+  ipChecksumValid,
+  joinViolations,
+  leadViolations,
+  onesSum,
+  parsePacket,
+  pseudoHeader,
+  referencePlan,
+  segmentSuperPacket,
+  tcpChecksumValid,
+  type ParsedPacket,
+  type TcpPacketSpec,
 } from '../helpers/tcp-segments.js';
 
 /**
@@ -28,8 +53,10 @@ const tcp: CoalesceProtocol<ParsedPacket> = {
   expectGroup(group, i, maxBytes): GroupExpectation {
     const k = group.length;
     assert.deepEqual(leadViolations(group[0]), [], `leader ${i}`);
-    for (let j = 1; j < k; j++) assert.deepEqual(joinViolations(group.slice(0, j), group[j], maxBytes), [], `member ${i + j}`);
-    const L = group[0], lt = L.tcp!;
+    for (let j = 1; j < k; j++)
+      assert.deepEqual(joinViolations(group.slice(0, j), group[j], maxBytes), [], `member ${i + j}`);
+    const L = group[0],
+      lt = L.tcp!;
     const hdrLen = L.ihl + lt.headerLength;
     const total = hdrLen + group.reduce((a, m) => a + m.tcp!.payloadLength, 0);
     return {
@@ -72,17 +99,40 @@ const planAndCheck = coalesceHarness(tcp);
 // ---- random traffic --------------------------------------------------------------------------
 
 interface Flow {
-  src: number; dst: number; sport: number; dport: number; seq: number; ack: number; window: number;
-  ttl: number; tos: number; df: boolean; id: number; mss: number; timestamps: boolean; tsVal: number; tsEcr: number;
+  src: number;
+  dst: number;
+  sport: number;
+  dport: number;
+  seq: number;
+  ack: number;
+  window: number;
+  ttl: number;
+  tos: number;
+  df: boolean;
+  id: number;
+  mss: number;
+  timestamps: boolean;
+  tsVal: number;
+  tsEcr: number;
 }
 
 function newFlow(rand: () => number, mssMax: number): Flow {
   return {
-    src: (0x0af40000 | (rand() & 0xffff)) >>> 0, dst: (0x0af40000 | (rand() & 0xffff)) >>> 0,
-    sport: 1024 + (rand() % 60000), dport: rand() % 4 === 0 ? 443 : 1 + (rand() % 65535),
-    seq: rand() >>> 0, ack: rand() >>> 0, window: rand() & 0xffff, ttl: 63 + (rand() % 2),
-    tos: rand() % 4 === 0 ? 0x02 : 0, df: rand() % 10 < 7, id: rand() & 0xffff,
-    mss: 1 + (rand() % mssMax), timestamps: rand() % 3 !== 0, tsVal: rand() >>> 0, tsEcr: rand() >>> 0,
+    src: (0x0af40000 | (rand() & 0xffff)) >>> 0,
+    dst: (0x0af40000 | (rand() & 0xffff)) >>> 0,
+    sport: 1024 + (rand() % 60000),
+    dport: rand() % 4 === 0 ? 443 : 1 + (rand() % 65535),
+    seq: rand() >>> 0,
+    ack: rand() >>> 0,
+    window: rand() & 0xffff,
+    ttl: 63 + (rand() % 2),
+    tos: rand() % 4 === 0 ? 0x02 : 0,
+    df: rand() % 10 < 7,
+    id: rand() & 0xffff,
+    mss: 1 + (rand() % mssMax),
+    timestamps: rand() % 3 !== 0,
+    tsVal: rand() >>> 0,
+    tsEcr: rand() >>> 0,
   };
 }
 
@@ -90,7 +140,10 @@ function tsOptions(f: Flow): Uint8Array | undefined {
   if (!f.timestamps) return undefined;
   const o = new Uint8Array(12);
   const v = new DataView(o.buffer);
-  o[0] = 1; o[1] = 1; o[2] = 8; o[3] = 10;
+  o[0] = 1;
+  o[1] = 1;
+  o[2] = 8;
+  o[3] = 10;
   v.setUint32(4, f.tsVal);
   v.setUint32(8, f.tsEcr);
   return o;
@@ -102,11 +155,30 @@ type Mess = 'clean' | 'messy' | 'full';
 /** The next packet of a flow, with (in messy traffic) an event that may break coalescing. */
 function nextPacket(rand: () => number, f: Flow, mess: Mess): Uint8Array {
   const roll = rand() % 1000;
-  const ev = mess === 'full' ? 'full' : mess === 'clean' ? (roll < 985 ? 'full' : roll < 993 ? 'short' : 'psh') : pickEvent(rand() % EVENT_TOTAL);
+  const ev =
+    mess === 'full'
+      ? 'full'
+      : mess === 'clean'
+        ? roll < 985
+          ? 'full'
+          : roll < 993
+            ? 'short'
+            : 'psh'
+        : pickEvent(rand() % EVENT_TOTAL);
   if (ev === 'udp' || ev === 'icmp') {
     return buildTcpPacket({
-      src: f.src, dst: f.dst, protocol: ev === 'udp' ? 17 : 1, sport: 0, dport: 0, seq: 0, ack: 0, flags: 0, window: 0,
-      payload: randomBytes(rand, 8 + (rand() % 200)), df: f.df, id: f.id++ & 0xffff,
+      src: f.src,
+      dst: f.dst,
+      protocol: ev === 'udp' ? 17 : 1,
+      sport: 0,
+      dport: 0,
+      seq: 0,
+      ack: 0,
+      flags: 0,
+      window: 0,
+      payload: randomBytes(rand, 8 + (rand() % 200)),
+      df: f.df,
+      id: f.id++ & 0xffff,
     });
   }
   // Persistent changes to the flow.
@@ -131,47 +203,133 @@ function nextPacket(rand: () => number, f: Flow, mess: Mess): Uint8Array {
   if (ev === 'no-ack') flags = rand() % 2 === 0 ? 0 : TCP_PSH;
 
   const spec: TcpPacketSpec = {
-    src: f.src, dst: f.dst, tos: f.tos, ttl: f.ttl, id: f.id & 0xffff, df: f.df,
-    sport: f.sport, dport: f.dport, seq: f.seq, ack: f.ack, flags, window: f.window,
-    tcpOptions: tsOptions(f), payload: randomBytes(rand, payloadLen),
+    src: f.src,
+    dst: f.dst,
+    tos: f.tos,
+    ttl: f.ttl,
+    id: f.id & 0xffff,
+    df: f.df,
+    sport: f.sport,
+    dport: f.dport,
+    seq: f.seq,
+    ack: f.ack,
+    flags,
+    window: f.window,
+    tcpOptions: tsOptions(f),
+    payload: randomBytes(rand, payloadLen),
   };
   // One-off changes to this packet only.
   switch (ev) {
     // Field changes flip one random bit, so that every byte of every field gets compared.
-    case 'src': spec.src = (f.src ^ (1 << (rand() % 32))) >>> 0; break;
-    case 'dst': spec.dst = (f.dst ^ (1 << (rand() % 32))) >>> 0; break;
-    case 'sport': spec.sport = f.sport ^ (1 << (rand() % 16)); break;
-    case 'dport': spec.dport = f.dport ^ (1 << (rand() % 16)); break;
-    case 'ack': spec.ack = (f.ack ^ (1 << (rand() % 32))) >>> 0; break;
-    case 'window': spec.window = f.window ^ (1 << (rand() % 16)); break;
-    case 'tos': spec.tos = f.tos ^ (1 << (rand() % 8)); break;
-    case 'ttl': spec.ttl = f.ttl - 1; break;
-    case 'df': spec.df = !f.df; break;
-    case 'ip-reserved': spec.reservedBit = true; break;
-    case 'tcp-reserved': spec.tcpReserved = 1 + (rand() % 15); break;
-    case 'urgent': spec.urgent = 1 << (rand() % 16); break;
-    case 'options-bit': if (f.timestamps) { const o = tsOptions(f)!; o[rand() % 12] ^= 1 << (rand() % 8); spec.tcpOptions = o; } break;
-    case 'ts-once': if (f.timestamps) { spec.tcpOptions = tsOptions({ ...f, tsEcr: (f.tsEcr ^ (1 << (rand() % 32))) >>> 0 }); } break;
-    case 'id': spec.id = (f.id + 2) & 0xffff; break;
-    case 'bad-ip-checksum': spec.badIpChecksum = true; break;
-    case 'ip-options': spec.ipOptions = new Uint8Array([1, 1, 1, 0]); break;
-    case 'mf': spec.mf = true; break;
-    case 'frag-offset': spec.fragOffset = 1 + (rand() % 0x1fff); break;
+    case 'src':
+      spec.src = (f.src ^ (1 << (rand() % 32))) >>> 0;
+      break;
+    case 'dst':
+      spec.dst = (f.dst ^ (1 << (rand() % 32))) >>> 0;
+      break;
+    case 'sport':
+      spec.sport = f.sport ^ (1 << (rand() % 16));
+      break;
+    case 'dport':
+      spec.dport = f.dport ^ (1 << (rand() % 16));
+      break;
+    case 'ack':
+      spec.ack = (f.ack ^ (1 << (rand() % 32))) >>> 0;
+      break;
+    case 'window':
+      spec.window = f.window ^ (1 << (rand() % 16));
+      break;
+    case 'tos':
+      spec.tos = f.tos ^ (1 << (rand() % 8));
+      break;
+    case 'ttl':
+      spec.ttl = f.ttl - 1;
+      break;
+    case 'df':
+      spec.df = !f.df;
+      break;
+    case 'ip-reserved':
+      spec.reservedBit = true;
+      break;
+    case 'tcp-reserved':
+      spec.tcpReserved = 1 + (rand() % 15);
+      break;
+    case 'urgent':
+      spec.urgent = 1 << (rand() % 16);
+      break;
+    case 'options-bit':
+      if (f.timestamps) {
+        const o = tsOptions(f)!;
+        o[rand() % 12] ^= 1 << (rand() % 8);
+        spec.tcpOptions = o;
+      }
+      break;
+    case 'ts-once':
+      if (f.timestamps) {
+        spec.tcpOptions = tsOptions({ ...f, tsEcr: (f.tsEcr ^ (1 << (rand() % 32))) >>> 0 });
+      }
+      break;
+    case 'id':
+      spec.id = (f.id + 2) & 0xffff;
+      break;
+    case 'bad-ip-checksum':
+      spec.badIpChecksum = true;
+      break;
+    case 'ip-options':
+      spec.ipOptions = new Uint8Array([1, 1, 1, 0]);
+      break;
+    case 'mf':
+      spec.mf = true;
+      break;
+    case 'frag-offset':
+      spec.fragOffset = 1 + (rand() % 0x1fff);
+      break;
   }
   f.seq = (f.seq + payloadLen) >>> 0;
   f.id = (f.id + 1) & 0xffff;
   const packet = buildTcpPacket(spec);
   // A payload corrupted in transit (after the sender's checksum): must never be merged.
-  if (ev === 'bad-tcp-checksum' && payloadLen > 0) packet[packet.length - 1 - (rand() % payloadLen)] ^= 1 << (rand() % 8);
+  if (ev === 'bad-tcp-checksum' && payloadLen > 0)
+    packet[packet.length - 1 - (rand() % payloadLen)] ^= 1 << (rand() % 8);
   return packet;
 }
 
 const EVENTS: Array<[string, number]> = [
-  ['full', 520], ['short', 50], ['psh', 40], ['odd-flags', 30], ['no-ack', 5], ['pure-ack', 25], ['gap', 20],
-  ['retrans', 15], ['ack-advance', 20], ['window-update', 15], ['ts-advance', 30], ['ts-toggle', 5], ['longer', 15],
-  ['udp', 15], ['icmp', 15], ['src', 8], ['dst', 8], ['sport', 8], ['dport', 8], ['ack', 8], ['window', 8], ['tos', 8],
-  ['ttl', 8], ['df', 8], ['ip-reserved', 5], ['tcp-reserved', 5], ['urgent', 8], ['ts-once', 5], ['options-bit', 5], ['id', 15],
-  ['bad-ip-checksum', 10], ['bad-tcp-checksum', 10], ['ip-options', 12], ['mf', 10], ['frag-offset', 10],
+  ['full', 520],
+  ['short', 50],
+  ['psh', 40],
+  ['odd-flags', 30],
+  ['no-ack', 5],
+  ['pure-ack', 25],
+  ['gap', 20],
+  ['retrans', 15],
+  ['ack-advance', 20],
+  ['window-update', 15],
+  ['ts-advance', 30],
+  ['ts-toggle', 5],
+  ['longer', 15],
+  ['udp', 15],
+  ['icmp', 15],
+  ['src', 8],
+  ['dst', 8],
+  ['sport', 8],
+  ['dport', 8],
+  ['ack', 8],
+  ['window', 8],
+  ['tos', 8],
+  ['ttl', 8],
+  ['df', 8],
+  ['ip-reserved', 5],
+  ['tcp-reserved', 5],
+  ['urgent', 8],
+  ['ts-once', 5],
+  ['options-bit', 5],
+  ['id', 15],
+  ['bad-ip-checksum', 10],
+  ['bad-tcp-checksum', 10],
+  ['ip-options', 12],
+  ['mf', 10],
+  ['frag-offset', 10],
 ];
 const EVENT_TOTAL = EVENTS.reduce((s, [, w]) => s + w, 0);
 
@@ -209,22 +367,59 @@ function fixChecksums(p: Uint8Array): void {
   v.setUint16(10, ~onesSum(p, 0, ihl) & 0xffff);
   const tcpLen = p.length - ihl;
   v.setUint16(ihl + 16, 0);
-  v.setUint16(ihl + 16, ~onesSum(p, ihl, tcpLen, onesSum(pseudoHeader(v.getUint32(12), v.getUint32(16), tcpLen), 0, 12)) & 0xffff);
+  v.setUint16(
+    ihl + 16,
+    ~onesSum(p, ihl, tcpLen, onesSum(pseudoHeader(v.getUint32(12), v.getUint32(16), tcpLen), 0, 12)) & 0xffff,
+  );
 }
 
 const RULES = [
-  'not-tcp', 'ip-options', 'fragment', 'ip-checksum', 'tcp-checksum', 'addresses', 'tos', 'ttl', 'ip-flags', 'ip-id', 'ports', 'ack',
-  'window', 'doff', 'options', 'urgent-pointer', 'flags', 'prev-psh', 'seq', 'empty-payload', 'longer-than-leader',
-  'after-short', 'max-bytes', 'max-packets',
+  'not-tcp',
+  'ip-options',
+  'fragment',
+  'ip-checksum',
+  'tcp-checksum',
+  'addresses',
+  'tos',
+  'ttl',
+  'ip-flags',
+  'ip-id',
+  'ports',
+  'ack',
+  'window',
+  'doff',
+  'options',
+  'urgent-pointer',
+  'flags',
+  'prev-psh',
+  'seq',
+  'empty-payload',
+  'longer-than-leader',
+  'after-short',
+  'max-bytes',
+  'max-packets',
 ];
 
 describe('planCoalescing', () => {
   test('hand-computed example: two segments, PSH on the second', () => {
     const base = {
-      src: 0x0a000001, dst: 0x0a000002, ttl: 64, df: true, sport: 1000, dport: 80, ack: 5, window: 100,
+      src: 0x0a000001,
+      dst: 0x0a000002,
+      ttl: 64,
+      df: true,
+      sport: 1000,
+      dport: 80,
+      ack: 5,
+      window: 100,
     };
     const a = buildTcpPacket({ ...base, id: 7, seq: 1000, flags: TCP_ACK, payload: new Uint8Array(100).fill(1) });
-    const b = buildTcpPacket({ ...base, id: 8, seq: 1100, flags: TCP_ACK | TCP_PSH, payload: new Uint8Array(100).fill(2) });
+    const b = buildTcpPacket({
+      ...base,
+      id: 8,
+      seq: 1100,
+      flags: TCP_ACK | TCP_PSH,
+      payload: new Uint8Array(100).fill(2),
+    });
     const bytes = new Uint8Array(4 * 256);
     bytes.set(a, 3 * 256);
     bytes.set(b, 1 * 256);
@@ -232,7 +427,16 @@ describe('planCoalescing', () => {
     const offs = new Uint16Array(4);
     const vnet = new Uint8Array(4 * VNET_HDR_SLOT);
     const groupLens = new Uint16Array(2);
-    const n = planCoalescing(bytes, new Uint32Array([0, 256, 512, 768]), lens, offs, vnet, new Uint16Array([3, 1]), 2, groupLens);
+    const n = planCoalescing(
+      bytes,
+      new Uint32Array([0, 256, 512, 768]),
+      lens,
+      offs,
+      vnet,
+      new Uint16Array([3, 1]),
+      2,
+      groupLens,
+    );
     assert.equal(n, 1);
     assert.deepEqual(Array.from(groupLens), [2, 0]);
     assert.deepEqual(Array.from(offs), [0, 40, 0, 0]);
@@ -243,8 +447,14 @@ describe('planCoalescing', () => {
     // TCP flags ACK|PSH; checksum field = 0a00 + 0001 + 0a00 + 0002 + 0006 + 00dc (TCP length 220) = 0x14e5.
     assert.equal(h[33], 0x18);
     assert.equal(h[36] * 256 + h[37], 0x14e5);
-    assert.equal(Buffer.from(vnet.subarray(3 * VNET_HDR_SLOT, 3 * VNET_HDR_SLOT + 10)).toString('hex'), '01012800640014001000');
-    assert.ok(vnet.subarray(0, 3 * VNET_HDR_SLOT).every((x) => x === 0), 'other vnet slots untouched');
+    assert.equal(
+      Buffer.from(vnet.subarray(3 * VNET_HDR_SLOT, 3 * VNET_HDR_SLOT + 10)).toString('hex'),
+      '01012800640014001000',
+    );
+    assert.ok(
+      vnet.subarray(0, 3 * VNET_HDR_SLOT).every((x) => x === 0),
+      'other vnet slots untouched',
+    );
     // The member is untouched.
     assert.deepEqual(bytes.subarray(256, 256 + 140), b);
   });
@@ -253,18 +463,37 @@ describe('planCoalescing', () => {
     const rand = mulberry32(6);
     const f = newFlow(rand, 1000);
     f.timestamps = false;
-    const mk = (over: Partial<TcpPacketSpec>): Uint8Array => buildTcpPacket({
-      src: f.src, dst: f.dst, sport: f.sport, dport: f.dport, seq: 100, ack: 1, flags: TCP_ACK, window: 9,
-      df: true, payload: new Uint8Array(500), ...over,
-    });
+    const mk = (over: Partial<TcpPacketSpec>): Uint8Array =>
+      buildTcpPacket({
+        src: f.src,
+        dst: f.dst,
+        sport: f.sport,
+        dport: f.dport,
+        seq: 100,
+        ack: 1,
+        flags: TCP_ACK,
+        window: 9,
+        df: true,
+        payload: new Uint8Array(500),
+        ...over,
+      });
     const packets = [
-      mk({ flags: TCP_SYN }), mk({ seq: 100, flags: TCP_ACK | TCP_PSH }), mk({ seq: 600 }), mk({ seq: 9999 }),
-      mk({ seq: 10499, protocol: 17 }), mk({ seq: 10499, payload: new Uint8Array(0) }), mk({ seq: 10499, flags: TCP_ACK | TCP_FIN }),
-      mk({ seq: 11000, mf: true }), mk({ seq: 11500, ipOptions: new Uint8Array(4) }),
+      mk({ flags: TCP_SYN }),
+      mk({ seq: 100, flags: TCP_ACK | TCP_PSH }),
+      mk({ seq: 600 }),
+      mk({ seq: 9999 }),
+      mk({ seq: 10499, protocol: 17 }),
+      mk({ seq: 10499, payload: new Uint8Array(0) }),
+      mk({ seq: 10499, flags: TCP_ACK | TCP_FIN }),
+      mk({ seq: 11000, mf: true }),
+      mk({ seq: 11500, ipOptions: new Uint8Array(4) }),
     ];
     const r = planAndCheck(packets, rand);
     assert.equal(r.groups, 0);
-    assert.deepEqual(r.groupLens, packets.map(() => 1));
+    assert.deepEqual(
+      r.groupLens,
+      packets.map(() => 1),
+    );
   });
 
   test('at most 64 packets per group: 200 segments give 64 + 64 + 64 + 8', () => {
@@ -274,7 +503,10 @@ describe('planCoalescing', () => {
     const packets = Array.from({ length: 200 }, () => nextPacket(rand, f, 'full'));
     const r = planAndCheck(packets, rand);
     assert.equal(r.groups, 4);
-    assert.deepEqual(r.groupLens.filter((k) => k > 0), [64, 64, 64, 8]);
+    assert.deepEqual(
+      r.groupLens.filter((k) => k > 0),
+      [64, 64, 64, 8],
+    );
   });
 
   test('maxBytes: a group is cut where the next payload would exceed it, exactly at the boundary', () => {
@@ -284,9 +516,18 @@ describe('planCoalescing', () => {
     const packets = Array.from({ length: 50 }, () => nextPacket(rand, f, 'full'));
     const hdr = packets[0].length - 1000;
     // Default 65535: 50 payloads and a header fit.
-    assert.deepEqual(planAndCheck(packets, rand).groupLens.filter((k) => k > 0), [50]);
-    assert.deepEqual(planAndCheck(packets, rand, hdr + 7000).groupLens.filter((k) => k > 0), [7, 7, 7, 7, 7, 7, 7, 1]);
-    assert.deepEqual(planAndCheck(packets, rand, hdr + 6999).groupLens.filter((k) => k > 0), [6, 6, 6, 6, 6, 6, 6, 6, 2]);
+    assert.deepEqual(
+      planAndCheck(packets, rand).groupLens.filter((k) => k > 0),
+      [50],
+    );
+    assert.deepEqual(
+      planAndCheck(packets, rand, hdr + 7000).groupLens.filter((k) => k > 0),
+      [7, 7, 7, 7, 7, 7, 7, 1],
+    );
+    assert.deepEqual(
+      planAndCheck(packets, rand, hdr + 6999).groupLens.filter((k) => k > 0),
+      [6, 6, 6, 6, 6, 6, 6, 6, 2],
+    );
     // Below two packets nothing coalesces.
     assert.equal(planAndCheck(packets, rand, hdr + 1999).groups, 0);
   });
@@ -295,7 +536,13 @@ describe('planCoalescing', () => {
     const rand = mulberry32(77);
     const f = newFlow(rand, 1000);
     f.mss = 1000;
-    const ofLength = (n: number): Uint8Array => { const m = f.mss; f.mss = n; const p = nextPacket(rand, f, 'full'); f.mss = m; return p; };
+    const ofLength = (n: number): Uint8Array => {
+      const m = f.mss;
+      f.mss = n;
+      const p = nextPacket(rand, f, 'full');
+      f.mss = m;
+      return p;
+    };
     const packets = [1000, 1000, 300, 1000, 1000, 400, 400, 500, 100].map(ofLength);
     // 300 may end the first group; the next full one cannot follow it. The second 400 cannot
     // follow the first (a short segment is last); 500 cannot join a 400 leader; 100 can join 500.
@@ -309,9 +556,12 @@ describe('planCoalescing', () => {
     const a = nextPacket(rand, f, 'full');
     const b = nextPacket(rand, f, 'full');
     const bad = nextPacket(rand, f, 'full').slice(0, 30);
-    bad[2] = 0; bad[3] = 30; bad[10] = bad[11] = 0;
+    bad[2] = 0;
+    bad[3] = 30;
+    bad[10] = bad[11] = 0;
     const ck = ~onesSum(bad, 0, 20) & 0xffff;
-    bad[10] = ck >> 8; bad[11] = ck & 0xff;
+    bad[10] = ck >> 8;
+    bad[11] = ck & 0xff;
     const r = planAndCheck([a, b, bad], rand);
     assert.deepEqual(r.groupLens, [2, 0, 1]);
     // A 60-byte TCP header claimed in a packet of 40 + 10 bytes.
@@ -327,7 +577,8 @@ describe('planCoalescing', () => {
     // made valid again, so only the field comparison decides); the plan must equal the reference
     // plan with the packets 8-aligned (word path), misaligned (byte path) and without words.
     const rand = mulberry32(0xf11b);
-    let joined = 0, refused = 0;
+    let joined = 0,
+      refused = 0;
     for (const df of [true, false]) {
       const f = newFlow(rand, 1000);
       f.df = df;
@@ -342,8 +593,12 @@ describe('planCoalescing', () => {
             const p = packets[target];
             p[j] ^= 1 << bit;
             fixChecksums(p);
-            const expected = referencePlan(packets.map((x) => parsePacket(x)), 65535);
-            if (expected[0] === 3) joined++; else refused++;
+            const expected = referencePlan(
+              packets.map((x) => parsePacket(x)),
+              65535,
+            );
+            if (expected[0] === 3) joined++;
+            else refused++;
             assertPlanOnEveryLayout(packets, expected, `df ${df}, packet ${target}, byte ${j} bit ${bit}`);
           }
         }
@@ -355,7 +610,11 @@ describe('planCoalescing', () => {
 
   test('randomized batches against the reference planner and segmenter', () => {
     const coverage = new RuleCoverage(RULES, TCP_GROUP_RULES);
-    let groups = 0, packets = 0, grouped = 0, full64 = 0, maxBytesHit = 0;
+    let groups = 0,
+      packets = 0,
+      grouped = 0,
+      full64 = 0,
+      maxBytesHit = 0;
     const full = forEachSeed('encap-tcp-coalesce', 'TCP_COALESCE_SEED', 0x5eed0000, 600, (seed) => {
       const rand = mulberry32(seed);
       const batch = randomBatch(rand);
@@ -365,13 +624,23 @@ describe('planCoalescing', () => {
       grouped += r.groupLens.reduce((s, k) => s + (k >= 2 ? k : 0), 0);
       if (r.maxGroup === 64) full64++;
       maxBytesHit += r.maxBytesHit;
-      coverage.record(batch.packets.map((p) => parsePacket(p)), batch.maxBytes ?? 65535);
+      coverage.record(
+        batch.packets.map((p) => parsePacket(p)),
+        batch.maxBytes ?? 65535,
+      );
     });
     if (!full) return;
-    if (process.env.TCP_COALESCE_STATS) console.log({ groups, packets, grouped, full64, maxBytesHit, sole: coverage.counts() });
+    if (process.env.TCP_COALESCE_STATS)
+      console.log({ groups, packets, grouped, full64, maxBytesHit, sole: coverage.counts() });
     coverage.assertEveryRuleSoleReason();
-    assert.ok(groups > 1000 && grouped > packets / 3, `too little coalescing: ${groups} groups, ${grouped}/${packets} packets`);
-    assert.ok(full64 > 5 && maxBytesHit > 5, `limits not exercised: ${full64} full groups, ${maxBytesHit} cut by maxBytes`);
+    assert.ok(
+      groups > 1000 && grouped > packets / 3,
+      `too little coalescing: ${groups} groups, ${grouped}/${packets} packets`,
+    );
+    assert.ok(
+      full64 > 5 && maxBytesHit > 5,
+      `limits not exercised: ${full64} full groups, ${maxBytesHit} cut by maxBytes`,
+    );
   });
 
   test('microbenchmark: one 64-packet flow batch becomes one group (ns per packet as a diagnostic)', (t) => {

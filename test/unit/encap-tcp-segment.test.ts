@@ -6,12 +6,30 @@
 // Randomized tests print their seed on failure; rerun one with TCP_SEGMENT_SEED=<seed>.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { SEGMENT_HEADER_CELL, completeChecksum, segmentTcpSuperPacket, tcpSegmentCount } from '../../src/encap/tcp-segment.js';
+import {
+  SEGMENT_HEADER_CELL,
+  completeChecksum,
+  segmentTcpSuperPacket,
+  tcpSegmentCount,
+} from '../../src/encap/tcp-segment.js';
 import { mulberry32, randomBytes, runSeeded, seedsFor } from '../helpers/prng.js';
 import {
-  TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_PSH, TCP_URG,
-  buildTcpPacket, buildUdpPacket, ipChecksumValid, onesSum, parsePacket, partialChecksum, segmentSuperPacket,
-  tcpChecksumValid, udpChecksumValid, type TcpPacketSpec,
+  TCP_ACK,
+  TCP_CWR,
+  TCP_ECE,
+  TCP_FIN,
+  TCP_PSH,
+  TCP_URG,
+  buildTcpPacket,
+  buildUdpPacket,
+  ipChecksumValid,
+  onesSum,
+  parsePacket,
+  partialChecksum,
+  segmentSuperPacket,
+  tcpChecksumValid,
+  udpChecksumValid,
+  type TcpPacketSpec,
 } from '../helpers/tcp-segments.js';
 
 const LENS_SENTINEL = -7;
@@ -26,7 +44,11 @@ const withSeed = (name: string, seed: number, body: (rand: () => number) => void
 
 /** Byte-for-byte equality, fast; deepEqual (with its diff) only on a mismatch. */
 function sameBytes(actual: Uint8Array, expected: Uint8Array, message: string): void {
-  if (!Buffer.from(actual.buffer, actual.byteOffset, actual.length).equals(Buffer.from(expected.buffer, expected.byteOffset, expected.length))) {
+  if (
+    !Buffer.from(actual.buffer, actual.byteOffset, actual.length).equals(
+      Buffer.from(expected.buffer, expected.byteOffset, expected.length),
+    )
+  ) {
     assert.deepEqual(actual, expected, message);
   }
 }
@@ -45,7 +67,10 @@ function randomTcpOptions(rand: () => number): Uint8Array | undefined {
   if (roll === 0) return undefined;
   if (roll <= 2) {
     const o = new Uint8Array(12);
-    o[0] = 1; o[1] = 1; o[2] = 8; o[3] = 10;
+    o[0] = 1;
+    o[1] = 1;
+    o[2] = 8;
+    o[3] = 10;
     o.set(randomBytes(rand, 8), 4);
     return o;
   }
@@ -79,13 +104,16 @@ function randomCase(rand: () => number): Case {
   const ihl = 20 + (ipOptions?.length ?? 0);
   const hdr = ihl + 20 + (tcpOptions?.length ?? 0);
   const gRoll = rand() % 8;
-  const gsoSize = gRoll === 0 ? 1 + (rand() % 64) : gRoll === 1 ? [1448, 1420, 1460, 1500][rand() % 4] : 1 + (rand() % 1500);
+  const gsoSize =
+    gRoll === 0 ? 1 + (rand() % 64) : gRoll === 1 ? [1448, 1420, 1460, 1500][rand() % 4] : 1 + (rand() % 1500);
   // Payload 1..65000 (within the 65535 total), at most ~300 segments so small gso sizes stay quick.
   const room = Math.min(65000, 65535 - hdr);
   const pRoll = rand() % 6;
   let payloadLen: number;
-  if (pRoll === 0) payloadLen = Math.min(room, gsoSize * (1 + (rand() % 40))); // an exact multiple (or the room)
-  else if (pRoll === 1) payloadLen = 1 + (rand() % Math.min(room, gsoSize)); // a single segment
+  if (pRoll === 0)
+    payloadLen = Math.min(room, gsoSize * (1 + (rand() % 40))); // an exact multiple (or the room)
+  else if (pRoll === 1)
+    payloadLen = 1 + (rand() % Math.min(room, gsoSize)); // a single segment
   else payloadLen = 1 + (rand() % Math.min(room, gsoSize * 300));
   let flags = TCP_ACK;
   if (rand() % 2 === 0) flags |= TCP_PSH;
@@ -95,11 +123,27 @@ function randomCase(rand: () => number): Case {
   if (rand() % 10 === 0) flags |= TCP_URG;
   const seq = rand() % 3 === 0 ? (0x100000000 - 1 - (rand() % 200000)) >>> 0 : rand() >>> 0;
   const id = rand() % 3 === 0 ? 0xffff - (rand() % 100) : rand() & 0xffff;
-  const sp = superPacket({
-    src: rand() >>> 0, dst: rand() >>> 0, tos: rand() & 0xff, ttl: 1 + (rand() % 255), id, df: rand() % 3 !== 0,
-    ipOptions, sport: rand() & 0xffff, dport: rand() & 0xffff, seq, ack: rand() >>> 0, flags, window: rand() & 0xffff,
-    urgent: rand() % 4 === 0 ? rand() & 0xffff : 0, tcpReserved: rand() % 8 === 0 ? rand() & 15 : 0, tcpOptions,
-  }, randomBytes(rand, payloadLen));
+  const sp = superPacket(
+    {
+      src: rand() >>> 0,
+      dst: rand() >>> 0,
+      tos: rand() & 0xff,
+      ttl: 1 + (rand() % 255),
+      id,
+      df: rand() % 3 !== 0,
+      ipOptions,
+      sport: rand() & 0xffff,
+      dport: rand() & 0xffff,
+      seq,
+      ack: rand() >>> 0,
+      flags,
+      window: rand() & 0xffff,
+      urgent: rand() % 4 === 0 ? rand() & 0xffff : 0,
+      tcpReserved: rand() % 8 === 0 ? rand() & 15 : 0,
+      tcpOptions,
+    },
+    randomBytes(rand, payloadLen),
+  );
   return { sp, gsoSize, ihl, hdr };
 }
 
@@ -123,9 +167,16 @@ function layout(rand: () => number, spLen: number, cellCount: number, useWords: 
     [regions[i], regions[j]] = [regions[j], regions[i]];
   }
   const slotOffsets = new Uint32Array(cellCount);
-  let at = rand() % 8, off = 0;
+  let at = rand() % 8,
+    off = 0;
   for (const r of regions) {
-    if (r === cellCount) { off = at; at += spLen; } else { slotOffsets[r] = at; at += SEGMENT_HEADER_CELL; }
+    if (r === cellCount) {
+      off = at;
+      at += spLen;
+    } else {
+      slotOffsets[r] = at;
+      at += SEGMENT_HEADER_CELL;
+    }
     at += rand() % 8;
   }
   const viewStart = rand() % 8;
@@ -154,7 +205,11 @@ function gather(bytes: Uint8Array, slotOffsets: Uint32Array, out: Outputs, cell:
   return seg;
 }
 
-interface Outputs { lens: Int32Array; extOffs: Uint32Array; extLens: Uint16Array }
+interface Outputs {
+  lens: Int32Array;
+  extOffs: Uint32Array;
+  extLens: Uint16Array;
+}
 
 function outputs(cellCount: number): Outputs {
   return {
@@ -169,21 +224,42 @@ function outputs(cellCount: number): Outputs {
  * alignment mod 8, if given) and checks everything against the reference, cut at
  * min(gso_size, maxSegmentBytes - hdr). Returns the segment count.
  */
-function segmentAndCheck(rand: () => number, c: Case, useWords: boolean, alignment?: number, maxSegmentBytes = NO_LIMIT): number {
+function segmentAndCheck(
+  rand: () => number,
+  c: Case,
+  useWords: boolean,
+  alignment?: number,
+  maxSegmentBytes = NO_LIMIT,
+): number {
   const seg = cutSize(c, maxSegmentBytes);
   const expected = segmentSuperPacket(vnetFor(c, seg), c.sp);
   assert.equal(tcpSegmentCount(c.sp, 0, c.sp.length, c.gsoSize, maxSegmentBytes), expected.length, 'tcpSegmentCount');
   const firstCell = rand() % 4;
   const spare = rand() % 3;
   const maxCells = expected.length + spare;
-  const cellCount = firstCell + maxCells + rand() % 3;
+  const cellCount = firstCell + maxCells + (rand() % 3);
   let L = layout(rand, c.sp.length, cellCount, useWords);
-  while (alignment !== undefined && ((L.bytes.byteOffset + L.off) & 7) !== alignment) L = layout(rand, c.sp.length, cellCount, useWords);
+  while (alignment !== undefined && ((L.bytes.byteOffset + L.off) & 7) !== alignment)
+    L = layout(rand, c.sp.length, cellCount, useWords);
   L.bytes.set(c.sp, L.off);
   const before = L.backing.slice();
   const out = outputs(cellCount);
 
-  const n = segmentTcpSuperPacket(L.bytes, L.words, L.off, c.sp.length, c.gsoSize, maxSegmentBytes, 0, L.slotOffsets, firstCell, maxCells, out.lens, out.extOffs, out.extLens);
+  const n = segmentTcpSuperPacket(
+    L.bytes,
+    L.words,
+    L.off,
+    c.sp.length,
+    c.gsoSize,
+    maxSegmentBytes,
+    0,
+    L.slotOffsets,
+    firstCell,
+    maxCells,
+    out.lens,
+    out.extOffs,
+    out.extLens,
+  );
   assert.equal(n, expected.length, 'segment count');
 
   // The whole backing buffer: as before, but for each used cell's first hdr bytes (the reference
@@ -211,7 +287,11 @@ function segmentAndCheck(rand: () => number, c: Case, useWords: boolean, alignme
     const orig = original.tcp!.flags;
     assert.equal(flags & TCP_CWR, i === 0 ? orig & TCP_CWR : 0, `CWR of segment ${i}`);
     assert.equal(flags & (TCP_PSH | TCP_FIN), i === n - 1 ? orig & (TCP_PSH | TCP_FIN) : 0, `PSH/FIN of segment ${i}`);
-    assert.equal(flags & ~(TCP_CWR | TCP_PSH | TCP_FIN), orig & ~(TCP_CWR | TCP_PSH | TCP_FIN), `other flags of segment ${i}`);
+    assert.equal(
+      flags & ~(TCP_CWR | TCP_PSH | TCP_FIN),
+      orig & ~(TCP_CWR | TCP_PSH | TCP_FIN),
+      `other flags of segment ${i}`,
+    );
   }
   // Entries of the arrays outside the used cells are untouched.
   for (let cell = 0; cell < cellCount; cell++) {
@@ -235,7 +315,14 @@ interface RefusalOptions {
  * Calls the segmenter where it must refuse; checks it returns 0 and writes nothing at all (and,
  * unless the refusal is about firstSegment or maxCells, that tcpSegmentCount is 0 too).
  */
-function expectRefused(rand: () => number, sp: Uint8Array, gsoSize: number, maxCells: number, why: string, opts: RefusalOptions = {}): void {
+function expectRefused(
+  rand: () => number,
+  sp: Uint8Array,
+  gsoSize: number,
+  maxCells: number,
+  why: string,
+  opts: RefusalOptions = {},
+): void {
   const { len = sp.length, maxSegmentBytes = NO_LIMIT, firstSegment = 0, countZero = true } = opts;
   if (countZero) assert.equal(tcpSegmentCount(sp, 0, len, gsoSize, maxSegmentBytes), 0, `${why}: tcpSegmentCount`);
   for (const useWords of [false, true]) {
@@ -244,18 +331,50 @@ function expectRefused(rand: () => number, sp: Uint8Array, gsoSize: number, maxC
     L.bytes.set(sp, L.off);
     const before = L.backing.slice();
     const out = outputs(cellCount);
-    const n = segmentTcpSuperPacket(L.bytes, L.words, L.off, len, gsoSize, maxSegmentBytes, firstSegment, L.slotOffsets, 1, maxCells, out.lens, out.extOffs, out.extLens);
+    const n = segmentTcpSuperPacket(
+      L.bytes,
+      L.words,
+      L.off,
+      len,
+      gsoSize,
+      maxSegmentBytes,
+      firstSegment,
+      L.slotOffsets,
+      1,
+      maxCells,
+      out.lens,
+      out.extOffs,
+      out.extLens,
+    );
     assert.equal(n, 0, `${why}: not refused`);
     sameBytes(L.backing, before, `${why}: buffer written`);
-    assert.ok(out.lens.every((x) => x === LENS_SENTINEL), `${why}: lens written`);
-    assert.ok(out.extOffs.every((x) => x === EXT_OFFS_SENTINEL), `${why}: extOffs written`);
-    assert.ok(out.extLens.every((x) => x === EXT_LENS_SENTINEL), `${why}: extLens written`);
+    assert.ok(
+      out.lens.every((x) => x === LENS_SENTINEL),
+      `${why}: lens written`,
+    );
+    assert.ok(
+      out.extOffs.every((x) => x === EXT_OFFS_SENTINEL),
+      `${why}: extOffs written`,
+    );
+    assert.ok(
+      out.extLens.every((x) => x === EXT_LENS_SENTINEL),
+      `${why}: extLens written`,
+    );
   }
 }
 
 const BASE: Omit<TcpPacketSpec, 'payload'> = {
-  src: 0x0af40102, dst: 0x0af40203, ttl: 63, id: 0xfffe, df: true, sport: 40000, dport: 5201,
-  seq: 0xffffff00, ack: 77, flags: TCP_ACK | TCP_PSH | TCP_FIN | TCP_CWR, window: 502,
+  src: 0x0af40102,
+  dst: 0x0af40203,
+  ttl: 63,
+  id: 0xfffe,
+  df: true,
+  sport: 40000,
+  dport: 5201,
+  seq: 0xffffff00,
+  ack: 77,
+  flags: TCP_ACK | TCP_PSH | TCP_FIN | TCP_CWR,
+  window: 502,
 };
 
 describe('segmentTcpSuperPacket', () => {
@@ -266,8 +385,24 @@ describe('segmentTcpSuperPacket', () => {
     const off = 3; // misaligned on purpose
     bytes.set(sp, off);
     const slotOffsets = new Uint32Array([700, 400, 550, 850]);
-    const lens = new Int32Array(4), extOffs = new Uint32Array(4), extLens = new Uint16Array(4);
-    const n = segmentTcpSuperPacket(bytes, null, off, sp.length, 100, NO_LIMIT, 0, slotOffsets, 1, 3, lens, extOffs, extLens);
+    const lens = new Int32Array(4),
+      extOffs = new Uint32Array(4),
+      extLens = new Uint16Array(4);
+    const n = segmentTcpSuperPacket(
+      bytes,
+      null,
+      off,
+      sp.length,
+      100,
+      NO_LIMIT,
+      0,
+      slotOffsets,
+      1,
+      3,
+      lens,
+      extOffs,
+      extLens,
+    );
     assert.equal(n, 3);
     assert.deepEqual(Array.from(lens), [0, 40, 40, 40]);
     assert.deepEqual(Array.from(extOffs), [0, off + 40, off + 140, off + 240]);
@@ -278,15 +413,30 @@ describe('segmentTcpSuperPacket', () => {
       s.set(bytes.subarray(extOffs[cell], extOffs[cell] + extLens[cell]), 40);
       return parsePacket(s);
     });
-    assert.deepEqual(segs.map((s) => s.totalLength), [140, 140, 90]);
-    assert.deepEqual(segs.map((s) => s.id), [0xfffe, 0xffff, 0]);
-    assert.deepEqual(segs.map((s) => s.tcp!.seq), [0xffffff00, 0xffffff64, 0xffffffc8]);
-    assert.deepEqual(segs.map((s) => s.tcp!.flags), [TCP_ACK | TCP_CWR, TCP_ACK, TCP_ACK | TCP_PSH | TCP_FIN]);
+    assert.deepEqual(
+      segs.map((s) => s.totalLength),
+      [140, 140, 90],
+    );
+    assert.deepEqual(
+      segs.map((s) => s.id),
+      [0xfffe, 0xffff, 0],
+    );
+    assert.deepEqual(
+      segs.map((s) => s.tcp!.seq),
+      [0xffffff00, 0xffffff64, 0xffffffc8],
+    );
+    assert.deepEqual(
+      segs.map((s) => s.tcp!.flags),
+      [TCP_ACK | TCP_CWR, TCP_ACK, TCP_ACK | TCP_PSH | TCP_FIN],
+    );
     assert.ok(segs.every((s) => s.ipChecksumOk && s.tcpChecksumOk && s.ttl === 63 && s.df));
   });
 
   test('randomized super-packets against the reference segmenter, byte path and words path', () => {
-    let total = 0, multi = 0, big = 0, tiny = 0;
+    let total = 0,
+      multi = 0,
+      big = 0,
+      tiny = 0;
     for (const seed of seeds(400, 0x7e570000)) {
       withSeed('random', seed, (rand) => {
         const c = randomCase(rand);
@@ -298,7 +448,10 @@ describe('segmentTcpSuperPacket', () => {
       });
     }
     if (process.env.TCP_SEGMENT_SEED !== undefined) return;
-    assert.ok(multi > 300 && big > 5 && tiny > 5 && total > 10_000, `coverage: ${multi} multi, ${big} big, ${tiny} tiny, ${total} segments`);
+    assert.ok(
+      multi > 300 && big > 5 && tiny > 5 && total > 10_000,
+      `coverage: ${multi} multi, ${big} big, ${tiny} tiny, ${total} segments`,
+    );
   });
 
   test('a 64 KiB super-packet at gso_size 1420 with timestamps, at every alignment of off', () => {
@@ -317,14 +470,20 @@ describe('segmentTcpSuperPacket', () => {
     const rand = mulberry32(0xa11);
     const ts = new Uint8Array([1, 1, 8, 10, 1, 2, 3, 4, 5, 6, 7, 8]);
     const shapes: Array<[Uint8Array | undefined, Uint8Array | undefined]> = [
-      [undefined, ts], [undefined, undefined], [new Uint8Array(40).fill(1), randomBytes(rand, 40)], [new Uint8Array(4).fill(1), undefined],
+      [undefined, ts],
+      [undefined, undefined],
+      [new Uint8Array(40).fill(1), randomBytes(rand, 40)],
+      [new Uint8Array(4).fill(1), undefined],
     ];
     const gsoSize = 700;
     let runs = 0;
     for (const [ipOptions, tcpOptions] of shapes) {
       const sp = superPacket({ ...BASE, ipOptions, tcpOptions }, randomBytes(rand, 5000));
       const hdr = (sp[0] & 15) * 4 + (sp[(sp[0] & 15) * 4 + 12] >> 4) * 4;
-      const expected = segmentSuperPacket({ flags: 1, gsoType: 1, hdrLen: hdr, gsoSize, csumStart: (sp[0] & 15) * 4, csumOffset: 16 }, sp);
+      const expected = segmentSuperPacket(
+        { flags: 1, gsoType: 1, hdrLen: hdr, gsoSize, csumStart: (sp[0] & 15) * 4, csumOffset: 16 },
+        sp,
+      );
       const cells = expected.length;
       // The super-packet at 64 + spShift, then cells SEGMENT_HEADER_CELL + 8 apart, each shifted
       // by 0 (8-aligned: word copy when the super-packet is 4-aligned), 4, or a misaligned 1..3.
@@ -335,13 +494,30 @@ describe('segmentTcpSuperPacket', () => {
           const off = 64 + spShift;
           backing.set(sp, off);
           const cellBase = (64 + sp.length + 8 + 7) & ~7;
-          const slotOffsets = Uint32Array.from({ length: cells }, (_, i) => cellBase + i * (SEGMENT_HEADER_CELL + 8) + cellShifts[i % cellShifts.length]);
+          const slotOffsets = Uint32Array.from(
+            { length: cells },
+            (_, i) => cellBase + i * (SEGMENT_HEADER_CELL + 8) + cellShifts[i % cellShifts.length],
+          );
           const before = backing.slice();
           for (const words of [new Uint32Array(backing.buffer), null]) {
             const work = before.slice();
             const w = words === null ? null : new Uint32Array(work.buffer);
             const out = outputs(cells);
-            const n = segmentTcpSuperPacket(work, w, off, sp.length, gsoSize, NO_LIMIT, 0, slotOffsets, 0, cells, out.lens, out.extOffs, out.extLens);
+            const n = segmentTcpSuperPacket(
+              work,
+              w,
+              off,
+              sp.length,
+              gsoSize,
+              NO_LIMIT,
+              0,
+              slotOffsets,
+              0,
+              cells,
+              out.lens,
+              out.extOffs,
+              out.extLens,
+            );
             const where = `hdr ${hdr}, super-packet +${spShift}, cells +${cellShifts.join(',')}, ${words === null ? 'bytes' : 'words'}`;
             assert.equal(n, cells, where);
             const want = before.slice();
@@ -350,7 +526,11 @@ describe('segmentTcpSuperPacket', () => {
             for (let i = 0; i < n; i++) {
               assert.equal(out.lens[i], hdr, where);
               assert.equal(out.extOffs[i], off + hdr + i * gsoSize, where);
-              sameBytes(work.subarray(out.extOffs[i], out.extOffs[i] + out.extLens[i]), expected[i].subarray(hdr), `payload ${i}: ${where}`);
+              sameBytes(
+                work.subarray(out.extOffs[i], out.extOffs[i] + out.extLens[i]),
+                expected[i].subarray(hdr),
+                `payload ${i}: ${where}`,
+              );
             }
             runs++;
           }
@@ -369,7 +549,24 @@ describe('segmentTcpSuperPacket', () => {
       const L = layout(rand, ok.length, 8, false);
       L.bytes.set(ok, L.off);
       const out = outputs(8);
-      assert.equal(segmentTcpSuperPacket(L.bytes, null, L.off, ok.length, 1000, NO_LIMIT, 0, L.slotOffsets, 1, 3, out.lens, out.extOffs, out.extLens), 3);
+      assert.equal(
+        segmentTcpSuperPacket(
+          L.bytes,
+          null,
+          L.off,
+          ok.length,
+          1000,
+          NO_LIMIT,
+          0,
+          L.slotOffsets,
+          1,
+          3,
+          out.lens,
+          out.extOffs,
+          out.extLens,
+        ),
+        3,
+      );
     }
     expectRefused(rand, superPacket({ ...BASE, protocol: 17 }, payload), 1000, 5, 'UDP');
     expectRefused(rand, superPacket({ ...BASE, mf: true }, payload), 1000, 5, 'MF');
@@ -409,32 +606,91 @@ describe('segmentTcpSuperPacket', () => {
 
   test('maxCells: exactly enough cells is enough; fewer cut the first maxCells segments, no more', () => {
     const rand = mulberry32(405);
-    for (const [payloadLen, gsoSize, segments] of [[3000, 1000, 3], [3001, 1000, 4], [1, 1500, 1], [1448 * 45, 1448, 45], [500, 1, 500]]) {
+    for (const [payloadLen, gsoSize, segments] of [
+      [3000, 1000, 3],
+      [3001, 1000, 4],
+      [1, 1500, 1],
+      [1448 * 45, 1448, 45],
+      [500, 1, 500],
+    ]) {
       const sp = superPacket(BASE, randomBytes(rand, payloadLen));
       assert.equal(tcpSegmentCount(sp, 0, sp.length, gsoSize, NO_LIMIT), segments);
       const L = layout(rand, sp.length, segments + 2, true);
       L.bytes.set(sp, L.off);
       const whole = outputs(segments + 2);
-      assert.equal(segmentTcpSuperPacket(L.bytes, L.words, L.off, sp.length, gsoSize, NO_LIMIT, 0, L.slotOffsets, 1, segments, whole.lens, whole.extOffs, whole.extLens), segments);
+      assert.equal(
+        segmentTcpSuperPacket(
+          L.bytes,
+          L.words,
+          L.off,
+          sp.length,
+          gsoSize,
+          NO_LIMIT,
+          0,
+          L.slotOffsets,
+          1,
+          segments,
+          whole.lens,
+          whole.extOffs,
+          whole.extLens,
+        ),
+        segments,
+      );
       assert.equal(whole.lens[0], LENS_SENTINEL);
       assert.equal(whole.lens[segments + 1], LENS_SENTINEL);
       const wholeSegments = Array.from({ length: segments }, (_, i) => gather(L.bytes, L.slotOffsets, whole, 1 + i));
       if (segments === 1) continue;
       // One cell fewer: the first segments - 1 (the same bytes), the last cell left alone.
       const fewer = outputs(segments + 2);
-      assert.equal(segmentTcpSuperPacket(L.bytes, L.words, L.off, sp.length, gsoSize, NO_LIMIT, 0, L.slotOffsets, 1, segments - 1, fewer.lens, fewer.extOffs, fewer.extLens), segments - 1);
-      for (let i = 0; i < segments - 1; i++) sameBytes(gather(L.bytes, L.slotOffsets, fewer, 1 + i), wholeSegments[i], `segment ${i} of the shorter chunk`);
+      assert.equal(
+        segmentTcpSuperPacket(
+          L.bytes,
+          L.words,
+          L.off,
+          sp.length,
+          gsoSize,
+          NO_LIMIT,
+          0,
+          L.slotOffsets,
+          1,
+          segments - 1,
+          fewer.lens,
+          fewer.extOffs,
+          fewer.extLens,
+        ),
+        segments - 1,
+      );
+      for (let i = 0; i < segments - 1; i++)
+        sameBytes(gather(L.bytes, L.slotOffsets, fewer, 1 + i), wholeSegments[i], `segment ${i} of the shorter chunk`);
       assert.equal(fewer.lens[segments], LENS_SENTINEL, 'no cell beyond maxCells written');
       // More cells than are left after firstSegment: only the rest is cut.
       const rest = outputs(segments + 2);
-      assert.equal(segmentTcpSuperPacket(L.bytes, L.words, L.off, sp.length, gsoSize, NO_LIMIT, segments - 1, L.slotOffsets, 1, segments, rest.lens, rest.extOffs, rest.extLens), 1);
+      assert.equal(
+        segmentTcpSuperPacket(
+          L.bytes,
+          L.words,
+          L.off,
+          sp.length,
+          gsoSize,
+          NO_LIMIT,
+          segments - 1,
+          L.slotOffsets,
+          1,
+          segments,
+          rest.lens,
+          rest.extOffs,
+          rest.extLens,
+        ),
+        1,
+      );
       sameBytes(gather(L.bytes, L.slotOffsets, rest, 1), wholeSegments[segments - 1], 'the last segment alone');
       assert.equal(rest.lens[2], LENS_SENTINEL);
     }
   });
 
   test('chunks (random first segment and chunk sizes, cells reused after each) are exactly the whole-packet segments', () => {
-    let chunked = 0, cut = 0;
+    let chunked = 0,
+      cut = 0;
     for (const seed of seeds(150, 0xc4a40000)) {
       withSeed('chunks', seed, (rand) => {
         const c = randomCase(rand);
@@ -458,8 +714,26 @@ describe('segmentTcpSuperPacket', () => {
           const firstCell = rand() % 3;
           const maxCells = 1 + (rand() % (cells + 1 - Math.max(0, firstCell - 1)));
           const out = outputs(cells + 2);
-          const n = segmentTcpSuperPacket(L.bytes, L.words, L.off, c.sp.length, c.gsoSize, maxSegmentBytes, first, L.slotOffsets, firstCell, Math.min(maxCells, cells + 2 - firstCell), out.lens, out.extOffs, out.extLens);
-          assert.equal(n, Math.min(Math.min(maxCells, cells + 2 - firstCell), total - first), `count of the chunk at ${first}`);
+          const n = segmentTcpSuperPacket(
+            L.bytes,
+            L.words,
+            L.off,
+            c.sp.length,
+            c.gsoSize,
+            maxSegmentBytes,
+            first,
+            L.slotOffsets,
+            firstCell,
+            Math.min(maxCells, cells + 2 - firstCell),
+            out.lens,
+            out.extOffs,
+            out.extLens,
+          );
+          assert.equal(
+            n,
+            Math.min(Math.min(maxCells, cells + 2 - firstCell), total - first),
+            `count of the chunk at ${first}`,
+          );
           for (let cell = 0; cell < cells + 2; cell++) {
             if (cell >= firstCell && cell < firstCell + n) got.push(gather(L.bytes, L.slotOffsets, out, cell));
             else assert.equal(out.lens[cell], LENS_SENTINEL, `cell ${cell} outside the chunk`);
@@ -472,7 +746,8 @@ describe('segmentTcpSuperPacket', () => {
         if (calls > 1) chunked++;
       });
     }
-    if (process.env.TCP_SEGMENT_SEED === undefined) assert.ok(chunked > 100 && cut > 40, `coverage: ${chunked} chunked, ${cut} cut below gso_size`);
+    if (process.env.TCP_SEGMENT_SEED === undefined)
+      assert.ok(chunked > 100 && cut > 40, `coverage: ${chunked} chunked, ${cut} cut below gso_size`);
   });
 
   test('maxSegmentBytes below hdr + gso_size: the reference cut at maxSegmentBytes - hdr, every segment within it', () => {
@@ -489,9 +764,18 @@ describe('segmentTcpSuperPacket', () => {
     // A 1500-byte MTU with a 1460-byte gso_size and timestamps (52-byte header): 1448 per segment.
     const rand = mulberry32(0x1500);
     const ts = new Uint8Array([1, 1, 8, 10, 1, 2, 3, 4, 5, 6, 7, 8]);
-    const c: Case = { sp: superPacket({ ...BASE, tcpOptions: ts }, randomBytes(rand, 10000)), gsoSize: 1460, ihl: 20, hdr: 52 };
+    const c: Case = {
+      sp: superPacket({ ...BASE, tcpOptions: ts }, randomBytes(rand, 10000)),
+      gsoSize: 1460,
+      ihl: 20,
+      hdr: 52,
+    };
     assert.equal(segmentAndCheck(rand, c, true, undefined, 1500), Math.ceil(10000 / 1448));
-    assert.equal(segmentAndCheck(rand, c, false, undefined, 1512), Math.ceil(10000 / 1460), 'no cut: hdr + gso_size fits');
+    assert.equal(
+      segmentAndCheck(rand, c, false, undefined, 1512),
+      Math.ceil(10000 / 1460),
+      'no cut: hdr + gso_size fits',
+    );
     if (process.env.TCP_SEGMENT_SEED === undefined) assert.ok(cut > 100, `coverage: ${cut} cut`);
   });
 
@@ -499,7 +783,12 @@ describe('segmentTcpSuperPacket', () => {
     const rand = mulberry32(406);
     const ipOptions = new Uint8Array(40).fill(1);
     const tcpOptions = randomBytes(rand, 40);
-    const c: Case = { sp: superPacket({ ...BASE, ipOptions, tcpOptions }, randomBytes(rand, 5000)), gsoSize: 1337, ihl: 60, hdr: 120 };
+    const c: Case = {
+      sp: superPacket({ ...BASE, ipOptions, tcpOptions }, randomBytes(rand, 5000)),
+      gsoSize: 1337,
+      ihl: 60,
+      hdr: 120,
+    };
     assert.ok(c.hdr <= SEGMENT_HEADER_CELL);
     assert.equal(segmentAndCheck(rand, c, true), 4);
     assert.equal(segmentAndCheck(rand, c, false), 4);
@@ -519,28 +808,48 @@ describe('completeChecksum', () => {
   }
 
   test('random TCP and UDP packets whose field holds the pseudo-header sum: completed to the valid checksum', () => {
-    let udp = 0, tcp = 0, withOptions = 0;
+    let udp = 0,
+      tcp = 0,
+      withOptions = 0;
     for (const seed of seeds(400, 0xc0c50000)) {
       withSeed('complete', seed, (rand) => {
         const ipOptions = rand() % 4 === 0 ? randomIpOptions(rand) : undefined;
         const ihl = 20 + (ipOptions?.length ?? 0);
         const payloadLen = rand() % 3 === 0 ? rand() % 64 : rand() % 9000;
-        const src = rand() >>> 0, dst = rand() >>> 0;
+        const src = rand() >>> 0,
+          dst = rand() >>> 0;
         const isUdp = rand() % 2 === 0;
         let valid: Uint8Array;
         let partial: Uint8Array;
         if (isUdp) {
-          const spec = { src, dst, sport: rand() & 0xffff, dport: rand() & 0xffff, payload: randomBytes(rand, payloadLen), ipOptions };
+          const spec = {
+            src,
+            dst,
+            sport: rand() & 0xffff,
+            dport: rand() & 0xffff,
+            payload: randomBytes(rand, payloadLen),
+            ipOptions,
+          };
           // The valid one: computed by the reference (0 -> 0xffff per RFC 768).
           const probe = buildUdpPacket({ ...spec, check: 0 });
-          const sum = ~onesSum(probe, ihl, probe.length - ihl, partialChecksum(src, dst, 17, probe.length - ihl)) & 0xffff;
+          const sum =
+            ~onesSum(probe, ihl, probe.length - ihl, partialChecksum(src, dst, 17, probe.length - ihl)) & 0xffff;
           valid = buildUdpPacket({ ...spec, check: sum === 0 ? 0xffff : sum });
           partial = buildUdpPacket({ ...spec, check: partialChecksum(src, dst, 17, probe.length - ihl) });
           udp++;
         } else {
           valid = buildTcpPacket({
-            src, dst, ipOptions, sport: rand() & 0xffff, dport: rand() & 0xffff, seq: rand() >>> 0, ack: rand() >>> 0,
-            flags: TCP_ACK, window: rand() & 0xffff, tcpOptions: randomTcpOptions(rand), payload: randomBytes(rand, payloadLen),
+            src,
+            dst,
+            ipOptions,
+            sport: rand() & 0xffff,
+            dport: rand() & 0xffff,
+            seq: rand() >>> 0,
+            ack: rand() >>> 0,
+            flags: TCP_ACK,
+            window: rand() & 0xffff,
+            tcpOptions: randomTcpOptions(rand),
+            payload: randomBytes(rand, payloadLen),
           });
           partial = valid.slice();
           const field = partialChecksum(src, dst, 6, valid.length - ihl);
@@ -585,12 +894,20 @@ describe('completeChecksum', () => {
 
   test('UDP: a computed checksum of 0 is stored as 0xffff; TCP (or another offset) keeps 0', () => {
     const rand = mulberry32(0x0dd);
-    const src = 0x0af40001, dst = 0x0af40002;
+    const src = 0x0af40001,
+      dst = 0x0af40002;
     for (let r = 0; r < 50; r++) {
       // Two payload bytes are chosen so that the whole sum is 0xffff: ~sum = 0.
       const payload = randomBytes(rand, 2 + 2 * (rand() % 500));
       payload[0] = payload[1] = 0;
-      const probe = buildUdpPacket({ src, dst, sport: 53, dport: 40000, payload, check: partialChecksum(src, dst, 17, 8 + payload.length) });
+      const probe = buildUdpPacket({
+        src,
+        dst,
+        sport: 53,
+        dport: 40000,
+        payload,
+        check: partialChecksum(src, dst, 17, 8 + payload.length),
+      });
       const s = onesSum(probe, 20, probe.length - 20);
       const fix = 0xffff - s;
       probe[28] = fix >> 8;
@@ -606,18 +923,25 @@ describe('completeChecksum', () => {
       const Q = place(rand, asTcpOffset, false);
       const field = asTcpOffset[26] * 256 + asTcpOffset[27];
       // Move the partial sum to bytes 28..29 (the fix bytes) and put the fix in 26..27: same sum.
-      Q.bytes[Q.off + 28] = field >> 8; Q.bytes[Q.off + 29] = field & 0xff;
-      Q.bytes[Q.off + 26] = fix >> 8; Q.bytes[Q.off + 27] = fix & 0xff;
+      Q.bytes[Q.off + 28] = field >> 8;
+      Q.bytes[Q.off + 29] = field & 0xff;
+      Q.bytes[Q.off + 26] = fix >> 8;
+      Q.bytes[Q.off + 27] = fix & 0xff;
       assert.equal(completeChecksum(Q.bytes, Q.words, Q.off, probe.length, 20, 8), true);
       assert.equal(Q.bytes[Q.off + 28] * 256 + Q.bytes[Q.off + 29], 0, 'offset 8: 0 kept');
       // A TCP packet whose sum is 0xffff: 0 kept.
       Q.bytes[Q.off + 9] = 6;
-      Q.bytes[Q.off + 28] = field >> 8; Q.bytes[Q.off + 29] = field & 0xff;
-      Q.bytes[Q.off + 26] = fix >> 8; Q.bytes[Q.off + 27] = fix & 0xff;
+      Q.bytes[Q.off + 28] = field >> 8;
+      Q.bytes[Q.off + 29] = field & 0xff;
+      Q.bytes[Q.off + 26] = fix >> 8;
+      Q.bytes[Q.off + 27] = fix & 0xff;
       // Put the field at TCP's offset 16 (bytes 36..37) by swapping it with bytes 36..37 (same sum).
-      const t0 = Q.bytes[Q.off + 36], t1 = Q.bytes[Q.off + 37];
-      Q.bytes[Q.off + 36] = field >> 8; Q.bytes[Q.off + 37] = field & 0xff;
-      Q.bytes[Q.off + 28] = t0; Q.bytes[Q.off + 29] = t1;
+      const t0 = Q.bytes[Q.off + 36],
+        t1 = Q.bytes[Q.off + 37];
+      Q.bytes[Q.off + 36] = field >> 8;
+      Q.bytes[Q.off + 37] = field & 0xff;
+      Q.bytes[Q.off + 28] = t0;
+      Q.bytes[Q.off + 29] = t1;
       assert.equal(completeChecksum(Q.bytes, Q.words, Q.off, probe.length, 20, 16), true);
       assert.equal(Q.bytes[Q.off + 36] * 256 + Q.bytes[Q.off + 37], 0, 'TCP: 0 kept');
     }
@@ -626,17 +950,30 @@ describe('completeChecksum', () => {
   test('refuses csumStart before the end of the IP header or a field beyond len, writing nothing', () => {
     const rand = mulberry32(0xbad);
     const p = buildTcpPacket({ ...BASE, ipOptions: new Uint8Array(8).fill(1), payload: randomBytes(rand, 100) });
-    const ihl = 28, len = p.length;
+    const ihl = 28,
+      len = p.length;
     const cases: Array<[number, number, boolean]> = [
-      [0, 16, false], [20, 16, false], [27, 16, false], [28, 16, true],
-      [28, len - 28 - 2, true], [28, len - 28 - 1, false], [len - 2, 0, true], [len - 1, 0, false], [len, 0, false],
-      [28, 70000, false], [70000, 0, false],
+      [0, 16, false],
+      [20, 16, false],
+      [27, 16, false],
+      [28, 16, true],
+      [28, len - 28 - 2, true],
+      [28, len - 28 - 1, false],
+      [len - 2, 0, true],
+      [len - 1, 0, false],
+      [len, 0, false],
+      [28, 70000, false],
+      [70000, 0, false],
     ];
     for (const [csumStart, csumOffset, fits] of cases) {
       for (const useWords of [false, true]) {
         const P = place(rand, p, useWords);
         const before = P.backing.slice();
-        assert.equal(completeChecksum(P.bytes, P.words, P.off, len, csumStart, csumOffset), fits, `csumStart ${csumStart} csumOffset ${csumOffset}`);
+        assert.equal(
+          completeChecksum(P.bytes, P.words, P.off, len, csumStart, csumOffset),
+          fits,
+          `csumStart ${csumStart} csumOffset ${csumOffset}`,
+        );
         if (!fits) sameBytes(P.backing, before, `csumStart ${csumStart} csumOffset ${csumOffset}: written`);
       }
     }

@@ -27,7 +27,11 @@ const withSeed = (name: string, seed: number, body: (rand: () => number) => void
 
 /** Byte-for-byte equality, fast; deepEqual (with its diff) only on a mismatch. */
 function sameBytes(actual: Uint8Array, expected: Uint8Array, message: string): void {
-  if (!Buffer.from(actual.buffer, actual.byteOffset, actual.length).equals(Buffer.from(expected.buffer, expected.byteOffset, expected.length))) {
+  if (
+    !Buffer.from(actual.buffer, actual.byteOffset, actual.length).equals(
+      Buffer.from(expected.buffer, expected.byteOffset, expected.length),
+    )
+  ) {
     assert.deepEqual(actual, expected, message);
   }
 }
@@ -94,10 +98,20 @@ function referenceSegments(sp: Uint8Array, gso: number): Uint8Array[] {
 // ---------------------------------------------------------------- super-packets
 
 interface SuperSpec {
-  src: number; dst: number; sport: number; dport: number; id: number; ttl: number; tos: number; df: boolean;
+  src: number;
+  dst: number;
+  sport: number;
+  dport: number;
+  id: number;
+  ttl: number;
+  tos: number;
+  df: boolean;
   ipOptions?: Uint8Array;
   /** Defaults: 17, false, 0, 0. */
-  protocol?: number; mf?: boolean; fragOffset?: number; udpLengthDelta?: number;
+  protocol?: number;
+  mf?: boolean;
+  fragOffset?: number;
+  udpLengthDelta?: number;
 }
 
 /**
@@ -115,8 +129,10 @@ function superPacket(s: SuperSpec, payload: Uint8Array): Uint8Array {
   put16(p, 6, (s.df ? 0x4000 : 0) | (s.mf ? 0x2000 : 0) | (s.fragOffset ?? 0));
   p[8] = s.ttl;
   p[9] = s.protocol ?? 17;
-  put16(p, 12, s.src >>> 16); put16(p, 14, s.src & 0xffff);
-  put16(p, 16, s.dst >>> 16); put16(p, 18, s.dst & 0xffff);
+  put16(p, 12, s.src >>> 16);
+  put16(p, 14, s.src & 0xffff);
+  put16(p, 16, s.dst >>> 16);
+  put16(p, 18, s.dst & 0xffff);
   if (s.ipOptions) p.set(s.ipOptions, 20);
   put16(p, 10, ~sum16(p, 0, ihl) & 0xffff);
   put16(p, ihl, s.sport);
@@ -138,26 +154,40 @@ function randomIpOptions(rand: () => number): Uint8Array {
 
 function randomSpec(rand: () => number, withOptions: boolean): SuperSpec {
   return {
-    src: rand() >>> 0, dst: rand() >>> 0, sport: rand() & 0xffff, dport: rand() & 0xffff,
-    id: rand() % 3 === 0 ? 0xffff - (rand() % 100) : rand() & 0xffff, ttl: 1 + (rand() % 255), tos: rand() & 0xff,
-    df: rand() % 2 === 0, ipOptions: withOptions ? randomIpOptions(rand) : undefined,
+    src: rand() >>> 0,
+    dst: rand() >>> 0,
+    sport: rand() & 0xffff,
+    dport: rand() & 0xffff,
+    id: rand() % 3 === 0 ? 0xffff - (rand() % 100) : rand() & 0xffff,
+    ttl: 1 + (rand() % 255),
+    tos: rand() & 0xff,
+    df: rand() % 2 === 0,
+    ipOptions: withOptions ? randomIpOptions(rand) : undefined,
   };
 }
 
-interface Case { sp: Uint8Array; gso: number; hdr: number }
+interface Case {
+  sp: Uint8Array;
+  gso: number;
+  hdr: number;
+}
 
 /** A random super-packet: gso 1..1472, payload 1..64k (at most ~400 datagrams, some exact multiples, some single). */
 function randomCase(rand: () => number): Case {
   const spec = randomSpec(rand, rand() % 4 === 0);
   const hdr = 20 + (spec.ipOptions?.length ?? 0) + 8;
   const gRoll = rand() % 6;
-  const gso = gRoll === 0 ? 1 + (rand() % 32) : gRoll === 1 ? [1472, 1452, 1200, 1350][rand() % 4] : 1 + (rand() % 1472);
+  const gso =
+    gRoll === 0 ? 1 + (rand() % 32) : gRoll === 1 ? [1472, 1452, 1200, 1350][rand() % 4] : 1 + (rand() % 1472);
   const room = Math.min(65536, 65535 - hdr);
   const pRoll = rand() % 8;
   let payloadLen: number;
-  if (pRoll === 0) payloadLen = Math.min(room, gso * (1 + (rand() % 44))); // an exact multiple (or the room)
-  else if (pRoll === 1) payloadLen = 1 + (rand() % Math.min(room, gso)); // a single datagram
-  else if (pRoll === 2 && gso >= 200) payloadLen = room - (rand() % 100); // the biggest super-packets
+  if (pRoll === 0)
+    payloadLen = Math.min(room, gso * (1 + (rand() % 44))); // an exact multiple (or the room)
+  else if (pRoll === 1)
+    payloadLen = 1 + (rand() % Math.min(room, gso)); // a single datagram
+  else if (pRoll === 2 && gso >= 200)
+    payloadLen = room - (rand() % 100); // the biggest super-packets
   else payloadLen = 1 + (rand() % Math.min(room, gso * 400));
   return { sp: superPacket(spec, randomBytes(rand, payloadLen)), gso, hdr };
 }
@@ -165,7 +195,13 @@ function randomCase(rand: () => number): Case {
 // ---------------------------------------------------------------- layouts and runs
 
 /** Where things lie: the super-packet and the cells in shuffled order with gaps, in a view at viewStart of a buffer. */
-interface Geometry { viewStart: number; size: number; off: number; slotOffsets: Uint32Array; fill: Uint8Array }
+interface Geometry {
+  viewStart: number;
+  size: number;
+  off: number;
+  slotOffsets: Uint32Array;
+  fill: Uint8Array;
+}
 
 function geometry(rand: () => number, spLen: number, cellCount: number): Geometry {
   const regions = Array.from({ length: cellCount + 1 }, (_, i) => i); // cellCount = the super-packet
@@ -174,9 +210,16 @@ function geometry(rand: () => number, spLen: number, cellCount: number): Geometr
     [regions[i], regions[j]] = [regions[j], regions[i]];
   }
   const slotOffsets = new Uint32Array(cellCount);
-  let at = rand() % 8, off = 0;
+  let at = rand() % 8,
+    off = 0;
   for (const r of regions) {
-    if (r === cellCount) { off = at; at += spLen; } else { slotOffsets[r] = at; at += SEGMENT_HEADER_CELL; }
+    if (r === cellCount) {
+      off = at;
+      at += spLen;
+    } else {
+      slotOffsets[r] = at;
+      at += SEGMENT_HEADER_CELL;
+    }
     // Mostly 8-aligned cells (the word copy), sometimes misaligned ones.
     at += rand() % 3 === 0 ? rand() % 8 : (8 - (at & 7)) & 7;
   }
@@ -188,19 +231,28 @@ function geometry(rand: () => number, spLen: number, cellCount: number): Geometr
 type PathKind = 'bytes' | 'words' | 'simd';
 const PATHS: readonly PathKind[] = ['bytes', 'words', 'simd'];
 
-interface Layout { backing: Uint8Array; bytes: Uint8Array; words: Uint32Array | null }
+interface Layout {
+  backing: Uint8Array;
+  bytes: Uint8Array;
+  words: Uint32Array | null;
+}
 
 /** The geometry in a fresh buffer for one checksum path: plain (words null or a TS words view) or a checksumMemory. */
 function instantiate(g: Geometry, sp: Uint8Array, kind: PathKind): Layout {
   const backing = kind === 'simd' ? checksumMemory(g.fill.length) : new Uint8Array(g.fill.length);
-  if (kind === 'simd') assert.ok(simdChecksumFor(backing.buffer) !== null, 'no WebAssembly SIMD: checksumMemory gave a plain buffer');
+  if (kind === 'simd')
+    assert.ok(simdChecksumFor(backing.buffer) !== null, 'no WebAssembly SIMD: checksumMemory gave a plain buffer');
   backing.set(g.fill);
   const bytes = backing.subarray(g.viewStart, g.viewStart + g.size);
   bytes.set(sp, g.off);
   return { backing, bytes, words: kind === 'bytes' ? null : new Uint32Array(backing.buffer) };
 }
 
-interface Outputs { lens: Int32Array; extOffs: Uint32Array; extLens: Uint16Array }
+interface Outputs {
+  lens: Int32Array;
+  extOffs: Uint32Array;
+  extLens: Uint16Array;
+}
 
 function outputs(cellCount: number): Outputs {
   return {
@@ -215,12 +267,32 @@ function outputs(cellCount: number): Outputs {
  * the next datagram, cells firstCell onwards); checks every call's return value. Returns the outputs.
  */
 function segmentInChunks(
-  L: Layout, g: Geometry, c: Case, maxSegmentBytes: number, firstCell: number, maxCells: number, cellCount: number, total: number,
+  L: Layout,
+  g: Geometry,
+  c: Case,
+  maxSegmentBytes: number,
+  firstCell: number,
+  maxCells: number,
+  cellCount: number,
+  total: number,
 ): Outputs {
   const out = outputs(cellCount);
   for (let done = 0; done < total;) {
-    const n = segmentUdpSuperPacket(L.bytes, L.words, g.off, c.sp.length, c.gso, maxSegmentBytes, done, g.slotOffsets,
-      firstCell + done, maxCells, out.lens, out.extOffs, out.extLens);
+    const n = segmentUdpSuperPacket(
+      L.bytes,
+      L.words,
+      g.off,
+      c.sp.length,
+      c.gso,
+      maxSegmentBytes,
+      done,
+      g.slotOffsets,
+      firstCell + done,
+      maxCells,
+      out.lens,
+      out.extOffs,
+      out.extLens,
+    );
     assert.equal(n, Math.min(maxCells, total - done), `chunk at ${done}`);
     done += n;
   }
@@ -260,7 +332,8 @@ function segmentAndCheck(rand: () => number, c: Case, maxSegmentBytes = NO_LIMIT
       if (first === null) {
         // Against the reference, once; every other path and chunking must give the same bytes.
         const want = before.slice();
-        for (let k = 0; k < total; k++) want.set(expected[k].subarray(0, c.hdr), g.viewStart + g.slotOffsets[firstCell + k]);
+        for (let k = 0; k < total; k++)
+          want.set(expected[k].subarray(0, c.hdr), g.viewStart + g.slotOffsets[firstCell + k]);
         sameBytes(L.backing, want, `buffer after segmentation (${where})`);
         for (let k = 0; k < total; k++) {
           const cell = firstCell + k;
@@ -288,42 +361,98 @@ function segmentAndCheck(rand: () => number, c: Case, maxSegmentBytes = NO_LIMIT
 // ---------------------------------------------------------------- tests
 
 const BASE: SuperSpec = {
-  src: 0x0af40102, dst: 0x0af40203, sport: 40000, dport: 443, id: 0xfffe, ttl: 63, tos: 0, df: true,
+  src: 0x0af40102,
+  dst: 0x0af40203,
+  sport: 40000,
+  dport: 443,
+  id: 0xfffe,
+  ttl: 63,
+  tos: 0,
+  df: true,
 };
 
 describe('segmentUdpSuperPacket', () => {
   test('hand-checked: 250 bytes at gso_size 100 -> datagrams of 100, 100, 50; ids wrap; full checksums', () => {
-    const sp = superPacket(BASE, Uint8Array.from({ length: 250 }, (_, i) => i));
+    const sp = superPacket(
+      BASE,
+      Uint8Array.from({ length: 250 }, (_, i) => i),
+    );
     const bytes = new Uint8Array(1024);
     const off = 3; // misaligned on purpose
     bytes.set(sp, off);
     const slotOffsets = new Uint32Array([700, 400, 550, 850]);
-    const lens = new Int32Array(4), extOffs = new Uint32Array(4), extLens = new Uint16Array(4);
+    const lens = new Int32Array(4),
+      extOffs = new Uint32Array(4),
+      extLens = new Uint16Array(4);
     assert.equal(udpSegmentCount(bytes, off, sp.length, 100, NO_LIMIT), 3);
-    const n = segmentUdpSuperPacket(bytes, null, off, sp.length, 100, NO_LIMIT, 0, slotOffsets, 1, 3, lens, extOffs, extLens);
+    const n = segmentUdpSuperPacket(
+      bytes,
+      null,
+      off,
+      sp.length,
+      100,
+      NO_LIMIT,
+      0,
+      slotOffsets,
+      1,
+      3,
+      lens,
+      extOffs,
+      extLens,
+    );
     assert.equal(n, 3);
     assert.deepEqual(Array.from(lens), [0, 28, 28, 28]);
     assert.deepEqual(Array.from(extOffs), [0, off + 28, off + 128, off + 228]);
     assert.deepEqual(Array.from(extLens), [0, 100, 100, 50]);
     const ds = [1, 2, 3].map((cell) => gather(bytes, slotOffsets, { lens, extOffs, extLens }, cell));
-    assert.deepEqual(ds.map((d) => be16(d, 2)), [128, 128, 78], 'IP total lengths');
-    assert.deepEqual(ds.map((d) => be16(d, 4)), [0xfffe, 0xffff, 0], 'IP ids');
-    assert.deepEqual(ds.map((d) => be16(d, 24)), [108, 108, 58], 'UDP lengths');
-    assert.ok(ds.every((d) => ipChecksumOk(d) && udpChecksumOk(d)), 'checksums');
-    assert.ok(ds.every((d) => d[8] === 63 && be16(d, 6) === 0x4000 && be16(d, 20) === 40000 && be16(d, 22) === 443), 'copied fields');
-    assert.deepEqual(Array.from(ds[2].subarray(28)), Array.from({ length: 50 }, (_, i) => 200 + i), 'last payload');
+    assert.deepEqual(
+      ds.map((d) => be16(d, 2)),
+      [128, 128, 78],
+      'IP total lengths',
+    );
+    assert.deepEqual(
+      ds.map((d) => be16(d, 4)),
+      [0xfffe, 0xffff, 0],
+      'IP ids',
+    );
+    assert.deepEqual(
+      ds.map((d) => be16(d, 24)),
+      [108, 108, 58],
+      'UDP lengths',
+    );
+    assert.ok(
+      ds.every((d) => ipChecksumOk(d) && udpChecksumOk(d)),
+      'checksums',
+    );
+    assert.ok(
+      ds.every((d) => d[8] === 63 && be16(d, 6) === 0x4000 && be16(d, 20) === 40000 && be16(d, 22) === 443),
+      'copied fields',
+    );
+    assert.deepEqual(
+      Array.from(ds[2].subarray(28)),
+      Array.from({ length: 50 }, (_, i) => 200 + i),
+      'last payload',
+    );
     // The super-packet itself is untouched.
     sameBytes(bytes.subarray(off, off + sp.length), sp, 'super-packet');
   });
 
   test('randomized super-packets against the reference: one call and small chunks, byte, word and SIMD paths', () => {
-    let datagrams = 0, multi = 0, single = 0, big = 0, tiny = 0, options = 0, noDf = 0, wrapped = 0;
+    let datagrams = 0,
+      multi = 0,
+      single = 0,
+      big = 0,
+      tiny = 0,
+      options = 0,
+      noDf = 0,
+      wrapped = 0;
     for (const seed of seeds(160, 0x05a0000)) {
       withSeed('random', seed, (rand) => {
         const c = randomCase(rand);
         const ds = segmentAndCheck(rand, c);
         datagrams += ds.length;
-        if (ds.length > 1) multi++; else single++;
+        if (ds.length > 1) multi++;
+        else single++;
         if (c.sp.length > 60000) big++;
         if (c.gso <= 32) tiny++;
         if (c.hdr > 28) options++;
@@ -337,9 +466,18 @@ describe('segmentUdpSuperPacket', () => {
       });
     }
     if (process.env.UDP_SEGMENT_SEED !== undefined) return;
-    assert.ok(multi > 100 && single > 10 && big > 3 && tiny > 10 && options > 20 && noDf > 40 && wrapped > 5 && datagrams > 5000,
+    assert.ok(
+      multi > 100 &&
+        single > 10 &&
+        big > 3 &&
+        tiny > 10 &&
+        options > 20 &&
+        noDf > 40 &&
+        wrapped > 5 &&
+        datagrams > 5000,
       `coverage: ${multi} multi, ${single} single, ${big} big, ${tiny} tiny gso, ${options} with IP options, ${noDf} without DF, ` +
-      `${wrapped} id wraps, ${datagrams} datagrams`);
+        `${wrapped} id wraps, ${datagrams} datagrams`,
+    );
   });
 
   test(`chunks across ${STRIDED_SUMS_CAPACITY}-datagram strided sums: gso 1, 7 and 100 over ~60 KB, all paths equal`, () => {
@@ -371,7 +509,10 @@ describe('segmentUdpSuperPacket', () => {
     const payload = Uint8Array.from({ length: 3 * gso - 5 }, (_, i) => (i * 13 + 5) & 0xff);
     let sp = superPacket(BASE, payload);
     const d1 = referenceSegments(sp, gso)[1];
-    d1[28] = 0; d1[29] = 0; d1[26] = 0; d1[27] = 0;
+    d1[28] = 0;
+    d1[29] = 0;
+    d1[26] = 0;
+    d1[27] = 0;
     const rest = sum16(d1, 20, d1.length, udpPseudoSum(d1, d1.length - 20));
     const w = 0xffff - rest; // rest + w = 0xffff: the sum of every word is "negative zero"
     payload[gso] = w >> 8;
@@ -385,7 +526,13 @@ describe('segmentUdpSuperPacket', () => {
 
   test('one datagram (payload <= gso_size): the super-packet itself, its checksum completed', () => {
     const rand = mulberry32(0x1);
-    for (const [payloadLen, gso] of [[1, 1], [1, 1472], [1000, 1000], [999, 1000], [1472, 1472]]) {
+    for (const [payloadLen, gso] of [
+      [1, 1],
+      [1, 1472],
+      [1000, 1000],
+      [999, 1000],
+      [1472, 1472],
+    ]) {
       const sp = superPacket(BASE, randomBytes(rand, payloadLen));
       const ds = segmentAndCheck(rand, { sp, gso, hdr: 28 });
       assert.equal(ds.length, 1);
@@ -403,7 +550,11 @@ describe('segmentUdpSuperPacket', () => {
     segmentAndCheck(rand, { sp, gso: 1000, hdr: 28 }, 1028);
     assert.equal(udpSegmentCount(sp, 0, sp.length, 1000, 1027), 0, 'one byte over');
     expectRefused(rand, sp, 1000, 4, 'datagrams beyond maxSegmentBytes', { maxSegmentBytes: 1027 });
-    assert.equal(udpSegmentCount(sp, 0, sp.length, 1000, NO_LIMIT), 3, 'the caller tells oversize from malformed with 65535');
+    assert.equal(
+      udpSegmentCount(sp, 0, sp.length, 1000, NO_LIMIT),
+      3,
+      'the caller tells oversize from malformed with 65535',
+    );
     // A single datagram is measured by its own size, not by gso_size.
     const one = superPacket(BASE, randomBytes(rand, 500));
     assert.equal(udpSegmentCount(one, 0, one.length, 1472, 528), 1, 'single datagram that fits');
@@ -425,13 +576,25 @@ function truncated(p: Uint8Array, len: number): Uint8Array {
   return t;
 }
 
-interface RefusalOptions { len?: number; maxSegmentBytes?: number; firstSegment?: number; countZero?: boolean }
+interface RefusalOptions {
+  len?: number;
+  maxSegmentBytes?: number;
+  firstSegment?: number;
+  countZero?: boolean;
+}
 
 /**
  * Calls the segmenter where it must refuse, on every checksum path: returns 0 and writes nothing
  * at all (and, unless the refusal is about firstSegment or maxCells, udpSegmentCount is 0 too).
  */
-function expectRefused(rand: () => number, sp: Uint8Array, gso: number, maxCells: number, why: string, opts: RefusalOptions = {}): void {
+function expectRefused(
+  rand: () => number,
+  sp: Uint8Array,
+  gso: number,
+  maxCells: number,
+  why: string,
+  opts: RefusalOptions = {},
+): void {
   const { len = sp.length, maxSegmentBytes = NO_LIMIT, firstSegment = 0, countZero = true } = opts;
   if (countZero) assert.equal(udpSegmentCount(sp, 0, len, gso, maxSegmentBytes), 0, `${why}: udpSegmentCount`);
   const cellCount = (Number.isFinite(maxCells) ? Math.max(1, maxCells) : 1) + 2;
@@ -440,13 +603,35 @@ function expectRefused(rand: () => number, sp: Uint8Array, gso: number, maxCells
     const L = instantiate(g, sp, kind);
     const before = L.backing.slice();
     const out = outputs(cellCount);
-    const n = segmentUdpSuperPacket(L.bytes, L.words, g.off, len, gso, maxSegmentBytes, firstSegment, g.slotOffsets, 1, maxCells,
-      out.lens, out.extOffs, out.extLens);
+    const n = segmentUdpSuperPacket(
+      L.bytes,
+      L.words,
+      g.off,
+      len,
+      gso,
+      maxSegmentBytes,
+      firstSegment,
+      g.slotOffsets,
+      1,
+      maxCells,
+      out.lens,
+      out.extOffs,
+      out.extLens,
+    );
     assert.equal(n, 0, `${why}: not refused (${kind})`);
     sameBytes(L.backing, before, `${why}: buffer written (${kind})`);
-    assert.ok(out.lens.every((x) => x === LENS_SENTINEL), `${why}: lens written`);
-    assert.ok(out.extOffs.every((x) => x === EXT_OFFS_SENTINEL), `${why}: extOffs written`);
-    assert.ok(out.extLens.every((x) => x === EXT_LENS_SENTINEL), `${why}: extLens written`);
+    assert.ok(
+      out.lens.every((x) => x === LENS_SENTINEL),
+      `${why}: lens written`,
+    );
+    assert.ok(
+      out.extOffs.every((x) => x === EXT_OFFS_SENTINEL),
+      `${why}: extOffs written`,
+    );
+    assert.ok(
+      out.extLens.every((x) => x === EXT_LENS_SENTINEL),
+      `${why}: extLens written`,
+    );
   }
 }
 
@@ -472,7 +657,13 @@ describe('udpSegmentCount and segmentUdpSuperPacket refuse', () => {
 
   test('no UDP payload byte, or no room for the UDP header', () => {
     expectRefused(rand, superPacket(BASE, new Uint8Array(0)), 300, 4, 'empty payload');
-    expectRefused(rand, superPacket({ ...BASE, ipOptions: new Uint8Array(8).fill(1) }, new Uint8Array(0)), 300, 4, 'empty payload, IP options');
+    expectRefused(
+      rand,
+      superPacket({ ...BASE, ipOptions: new Uint8Array(8).fill(1) }, new Uint8Array(0)),
+      300,
+      4,
+      'empty payload, IP options',
+    );
     // ihl + 8 > len: 4 bytes after the IP header (total length and IP checksum fixed up, as the caller checked them).
     expectRefused(rand, truncated(superPacket(BASE, new Uint8Array(0)), 24), 300, 4, 'UDP header truncated');
     const withOptions = superPacket({ ...BASE, ipOptions: new Uint8Array(40).fill(1) }, new Uint8Array(0));
@@ -481,7 +672,13 @@ describe('udpSegmentCount and segmentUdpSuperPacket refuse', () => {
 
   test('a UDP length field other than the IP payload length', () => {
     for (const delta of [-1, 1, -708, 100]) {
-      expectRefused(rand, superPacket({ ...BASE, udpLengthDelta: delta }, payload), 300, 4, `UDP length delta ${delta}`);
+      expectRefused(
+        rand,
+        superPacket({ ...BASE, udpLengthDelta: delta }, payload),
+        300,
+        4,
+        `UDP length delta ${delta}`,
+      );
     }
     const zero = superPacket(BASE, payload);
     put16(zero, 24, 0);
@@ -493,14 +690,16 @@ describe('udpSegmentCount and segmentUdpSuperPacket refuse', () => {
   });
 
   test('maxSegmentBytes without room for a datagram', () => {
-    for (const max of [0, 28, 327, Number.NaN]) expectRefused(rand, ok, 300, 4, `maxSegmentBytes ${max}`, { maxSegmentBytes: max });
+    for (const max of [0, 28, 327, Number.NaN])
+      expectRefused(rand, ok, 300, 4, `maxSegmentBytes ${max}`, { maxSegmentBytes: max });
   });
 
   test('firstSegment outside [0, total) or not an integer, maxCells below 1 (the packet itself is fine)', () => {
     for (const firstSegment of [-1, 3, 4, 0.5, Number.NaN]) {
       expectRefused(rand, ok, 300, 4, `firstSegment ${firstSegment}`, { firstSegment, countZero: false });
     }
-    for (const maxCells of [0, -1, Number.NaN]) expectRefused(rand, ok, 300, maxCells, `maxCells ${maxCells}`, { countZero: false });
+    for (const maxCells of [0, -1, Number.NaN])
+      expectRefused(rand, ok, 300, maxCells, `maxCells ${maxCells}`, { countZero: false });
   });
 
   test('every header fits a cell: the largest (60-byte IP header + 8) is below SEGMENT_HEADER_CELL', () => {
@@ -540,7 +739,8 @@ describe('what we send coalesces on a flannel-ts receiver (planCoalescing, UDP G
           // t 1: more than MAX_GROUP_PACKETS datagrams (gso <= 1000 keeps 65 of them within 65535 bytes).
           const gso = t === 0 ? 1 + (rand() % 8) : t === 1 ? 1 + (rand() % 1000) : 1 + (rand() % 1472);
           const spec = randomSpec(rand, false); // the GRO planner groups 20-byte IP headers only
-          const payloadLen = t === 1 ? gso * MAX_GROUP_PACKETS + 1 + (rand() % gso) : 1 + (rand() % Math.min(65535 - 28, gso * 150));
+          const payloadLen =
+            t === 1 ? gso * MAX_GROUP_PACKETS + 1 + (rand() % gso) : 1 + (rand() % Math.min(65535 - 28, gso * 150));
           const sp = superPacket(spec, randomBytes(rand, payloadLen));
           const total = udpSegmentCount(sp, 0, sp.length, gso, NO_LIMIT);
           assert.equal(total, Math.ceil(payloadLen / gso));
@@ -587,8 +787,18 @@ describe('what we send coalesces on a flannel-ts receiver (planCoalescing, UDP G
             sameBytes(new Uint8Array(regrouped), want, `group at ${k} (${where})`);
             if (n === total) sameBytes(new Uint8Array(regrouped), sp, `the original super-packet (${where})`);
             const v = new DataView(vnet.buffer, k * VNET_HDR_SLOT, 10);
-            assert.deepEqual([v.getUint8(0), v.getUint8(1), v.getUint16(2, true), v.getUint16(4, true), v.getUint16(6, true), v.getUint16(8, true)],
-              [1, 5, 28, gso, 20, 6], `vnet header of group at ${k}`);
+            assert.deepEqual(
+              [
+                v.getUint8(0),
+                v.getUint8(1),
+                v.getUint16(2, true),
+                v.getUint16(4, true),
+                v.getUint16(6, true),
+                v.getUint16(8, true),
+              ],
+              [1, 5, 28, gso, 20, 6],
+              `vnet header of group at ${k}`,
+            );
           }
         }
       });

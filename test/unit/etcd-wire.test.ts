@@ -47,11 +47,17 @@ describe('etcd wire encoding', () => {
 
   it('parseEndpoints accepts flanneld-style comma-separated URLs and rejects others', () => {
     const endpoints = parseEndpoints('http://127.0.0.1:4001, https://etcd.example:2379,');
-    assert.deepEqual(endpoints.map((e) => [e.label, e.secure]), [
-      ['http://127.0.0.1:4001', false],
-      ['https://etcd.example:2379', true],
-    ]);
-    assert.deepEqual(parseEndpoints(['http://[::1]:2379']).map((e) => e.label), ['http://[::1]:2379']);
+    assert.deepEqual(
+      endpoints.map((e) => [e.label, e.secure]),
+      [
+        ['http://127.0.0.1:4001', false],
+        ['https://etcd.example:2379', true],
+      ],
+    );
+    assert.deepEqual(
+      parseEndpoints(['http://[::1]:2379']).map((e) => e.label),
+      ['http://[::1]:2379'],
+    );
     assert.throws(() => parseEndpoints('127.0.0.1:2379'), /127\.0\.0\.1:2379/);
     assert.throws(() => parseEndpoints('unix:///run/etcd.sock'), /scheme must be http or https/);
     assert.throws(() => parseEndpoints(' , '), /no endpoints/);

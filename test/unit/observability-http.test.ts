@@ -70,8 +70,19 @@ test('healthz, readyz before and after ready, metrics, 404, 405', async () => {
 
 test('a metrics rendering failure is a 500 reported to onError, and the server keeps serving', async () => {
   const errors: Error[] = [];
-  const broken: MetricsSource = { ...source(), routes: () => { throw new Error('snapshot gone'); } };
-  const server = await startHealthServer({ host: '127.0.0.1', port: 0, source: broken, isReady: () => true, onError: (e) => errors.push(e) });
+  const broken: MetricsSource = {
+    ...source(),
+    routes: () => {
+      throw new Error('snapshot gone');
+    },
+  };
+  const server = await startHealthServer({
+    host: '127.0.0.1',
+    port: 0,
+    source: broken,
+    isReady: () => true,
+    onError: (e) => errors.push(e),
+  });
   try {
     assert.equal((await get(server.port, '/metrics')).status, 500);
     assert.equal(errors[0]?.message, 'snapshot gone');
@@ -89,7 +100,10 @@ test('a port already in use gives a clear message naming the flag', async () => 
     await assert.rejects(
       startHealthServer({ host: '127.0.0.1', port, source: source(), isReady: () => true }),
       (err: Error) => {
-        assert.equal(err.message, `cannot serve /healthz on 127.0.0.1:${port}: the port is already in use (choose another --healthz-port)`);
+        assert.equal(
+          err.message,
+          `cannot serve /healthz on 127.0.0.1:${port}: the port is already in use (choose another --healthz-port)`,
+        );
         return true;
       },
     );
@@ -100,5 +114,8 @@ test('a port already in use gives a clear message naming the flag', async () => 
 
 test('an address no interface has gives a clear message naming --healthz-ip', async () => {
   // 192.0.2.0/24 is TEST-NET-1: never assigned to a local interface here.
-  await assert.rejects(startHealthServer({ host: '192.0.2.77', port: 0, source: source(), isReady: () => true }), /no local interface has that address \(check --healthz-ip\)/);
+  await assert.rejects(
+    startHealthServer({ host: '192.0.2.77', port: 0, source: source(), isReady: () => true }),
+    /no local interface has that address \(check --healthz-ip\)/,
+  );
 });

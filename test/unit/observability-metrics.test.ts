@@ -33,7 +33,11 @@ function knownSource(): MetricsSource {
   return {
     counters,
     routes: () => [route('10.244.2.0/24', '192.0.2.2'), route('10.244.3.0/24', '192.0.2.3')],
-    lease: () => ({ subnet: parseCidr('10.244.7.0/24'), publicIp: parseIPv4('192.0.2.7'), expiresAt: 1_700_000_000_500 }),
+    lease: () => ({
+      subnet: parseCidr('10.244.7.0/24'),
+      publicIp: parseIPv4('192.0.2.7'),
+      expiresAt: 1_700_000_000_500,
+    }),
     offloads: () => ({ tun_tso: true, udp_gro: false }),
   };
 }
@@ -146,7 +150,10 @@ test('renders the exact exposition for a known input', () => {
 
 test('a reservation has lease info but no expiry; no lease has neither', () => {
   const source = knownSource();
-  const reserved = renderMetrics({ ...source, lease: () => ({ subnet: parseCidr('10.244.7.0/24'), publicIp: parseIPv4('192.0.2.7'), expiresAt: null }) });
+  const reserved = renderMetrics({
+    ...source,
+    lease: () => ({ subnet: parseCidr('10.244.7.0/24'), publicIp: parseIPv4('192.0.2.7'), expiresAt: null }),
+  });
   assert.match(reserved, /^flannel_ts_lease_info\{subnet="10.244.7.0\/24",public_ip="192.0.2.7"\} 1$/m);
   assert.doesNotMatch(reserved, /lease_expiration/);
   const none = renderMetrics({ ...source, lease: () => null });
@@ -165,7 +172,9 @@ test('no routes: count 0 and route_info declared without series', () => {
 test('every datapath counter appears in exactly one series', () => {
   const counters = newCounters();
   // Distinct values (index + 1000) let each counter be found by its value.
-  COUNTER_NAMES.forEach((_, i) => { counters[i] = 1000 + i; });
+  COUNTER_NAMES.forEach((_, i) => {
+    counters[i] = 1000 + i;
+  });
   const out = renderMetrics({ counters, routes: () => [], lease: () => null });
   for (let i = 0; i < COUNTER_NAMES.length; i++) {
     const hits = out.split('\n').filter((l) => !l.startsWith('#') && l.endsWith(` ${1000 + i}`));
@@ -182,7 +191,15 @@ test('reads the live counters array at render time', () => {
 test('per-peer traffic when the source provides it', () => {
   const out = renderMetrics({
     ...knownSource(),
-    peerTraffic: () => [{ ...route('10.244.2.0/24', '192.0.2.2'), sentPackets: 5, sentBytes: 500, receivedPackets: 4, receivedBytes: 400 }],
+    peerTraffic: () => [
+      {
+        ...route('10.244.2.0/24', '192.0.2.2'),
+        sentPackets: 5,
+        sentBytes: 500,
+        receivedPackets: 4,
+        receivedBytes: 400,
+      },
+    ],
   });
   assert.match(out, /^# TYPE flannel_ts_peer_sent_packets_total counter$/m);
   assert.match(out, /^flannel_ts_peer_sent_packets_total\{subnet="10.244.2.0\/24",public_ip="192.0.2.2"\} 5$/m);

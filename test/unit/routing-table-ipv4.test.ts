@@ -12,7 +12,6 @@ import {
 } from '../../src/routing-table/ipv4.js';
 import { mulberry32 } from '../helpers/prng.js';
 
-
 describe('parseIPv4 / formatIPv4', () => {
   it('parses known addresses into host-order uint32', () => {
     assert.equal(parseIPv4('0.0.0.0'), 0);

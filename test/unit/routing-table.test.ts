@@ -6,7 +6,6 @@ import { referenceLookup } from '../../src/routing-table/reference.js';
 import { RoutingSnapshot, type Route } from '../../src/routing-table/snapshot.js';
 import { mulberry32 } from '../helpers/prng.js';
 
-
 /** Fixed by default so failures reproduce; set ROUTING_TABLE_SEED=<n> to explore other tables. */
 const BASE_SEED = Number(process.env['ROUTING_TABLE_SEED'] ?? 0x5eed_f1a7) >>> 0;
 
@@ -103,7 +102,9 @@ describe('RoutingSnapshot: randomized against the linear reference', () => {
         for (const addr of probeAddresses(input, rand)) checkAddress(snap, input, addr);
         for (let i = 0; i < snap.routeCount; i++) assert.equal(snap.publicIpOf[i], snap.routes[i]!.publicIp);
       } catch (err) {
-        console.error(`routing-table randomized test failed: table #${t}, seed ${seed} (ROUTING_TABLE_SEED=${BASE_SEED})`);
+        console.error(
+          `routing-table randomized test failed: table #${t}, seed ${seed} (ROUTING_TABLE_SEED=${BASE_SEED})`,
+        );
         throw err;
       }
     }
@@ -111,7 +112,7 @@ describe('RoutingSnapshot: randomized against the linear reference', () => {
 
   it('isPeerAddress agrees with a scan of the routes', () => {
     for (let t = 0; t < 50; t++) {
-      const seed = (BASE_SEED ^ 0xabcdef + t) >>> 0;
+      const seed = (BASE_SEED ^ (0xabcdef + t)) >>> 0;
       const rand = mulberry32(seed);
       const input = randomTable(rand);
       const snap = RoutingSnapshot.build(input);
@@ -203,7 +204,10 @@ describe('RoutingSnapshot: fixed cases', () => {
     // The C proxy (first match with move-to-front) sends 10.1.2.7 to B once the /16 is in front.
     const wide = route('10.1.0.0/16', '192.0.2.11');
     const narrow = route('10.1.2.0/24', '192.0.2.22');
-    for (const input of [[wide, narrow], [narrow, wide]]) {
+    for (const input of [
+      [wide, narrow],
+      [narrow, wide],
+    ]) {
       const snap = RoutingSnapshot.build(input);
       assert.equal(nextHop(snap, '10.1.2.7'), '192.0.2.22');
       assert.equal(nextHop(snap, '10.1.3.7'), '192.0.2.11');
@@ -272,7 +276,10 @@ describe('RoutingSnapshot: fixed cases', () => {
     for (const [what, r] of bad) {
       assert.throws(() => RoutingSnapshot.build([ok, r as Route]), /invalid route #1/, what);
     }
-    assert.throws(() => RoutingSnapshot.build([{ ...ok, prefix: ip('10.1.2.3'), prefixLen: 24 }]), /10\.1\.2\.3\/24 has host bits set/);
+    assert.throws(
+      () => RoutingSnapshot.build([{ ...ok, prefix: ip('10.1.2.3'), prefixLen: 24 }]),
+      /10\.1\.2\.3\/24 has host bits set/,
+    );
   });
 
   it('is immutable and independent of its input', () => {

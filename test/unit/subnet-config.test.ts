@@ -22,14 +22,29 @@ test('defaults as flannel computes them', () => {
       '{"Network":"10.244.0.0/16","SubnetMin":"10.244.10.0","SubnetMax":"10.244.20.0"}',
       '10.244.0.0/16 len=24 min=10.244.10.0 max=10.244.20.0 udp:8285',
     ],
-    ['{"Network":"10.244.0.0/16","SubnetMin":"0.0.0.0"}', '10.244.0.0/16 len=24 min=10.244.1.0 max=10.244.255.0 udp:8285'],
+    [
+      '{"Network":"10.244.0.0/16","SubnetMin":"0.0.0.0"}',
+      '10.244.0.0/16 len=24 min=10.244.1.0 max=10.244.255.0 udp:8285',
+    ],
     ['{"Network":"10.244.0.0/16","SubnetLen":0}', '10.244.0.0/16 len=24 min=10.244.1.0 max=10.244.255.0 udp:8285'],
     ['{"Network":"10.244.0.0/16","SubnetLen":null}', '10.244.0.0/16 len=24 min=10.244.1.0 max=10.244.255.0 udp:8285'],
-    ['{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}', '10.244.0.0/16 len=24 min=10.244.1.0 max=10.244.255.0 udp:8285'],
-    ['{"Network":"10.244.0.0/16","Backend":{"Type":"UDP","Port":8999}}', '10.244.0.0/16 len=24 min=10.244.1.0 max=10.244.255.0 udp:8999'],
-    ['{"Network":"10.244.0.0/16","Backend":{"type":"Udp","port":7000}}', '10.244.0.0/16 len=24 min=10.244.1.0 max=10.244.255.0 udp:7000'],
+    [
+      '{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}',
+      '10.244.0.0/16 len=24 min=10.244.1.0 max=10.244.255.0 udp:8285',
+    ],
+    [
+      '{"Network":"10.244.0.0/16","Backend":{"Type":"UDP","Port":8999}}',
+      '10.244.0.0/16 len=24 min=10.244.1.0 max=10.244.255.0 udp:8999',
+    ],
+    [
+      '{"Network":"10.244.0.0/16","Backend":{"type":"Udp","port":7000}}',
+      '10.244.0.0/16 len=24 min=10.244.1.0 max=10.244.255.0 udp:7000',
+    ],
     // Case-insensitive keys, unknown keys ignored, last duplicate wins.
-    ['{"network":"10.244.0.0/16","SUBNETLEN":25,"Whatever":[1,2],"EnableIPv6":false}', '10.244.0.0/16 len=25 min=10.244.0.128 max=10.244.255.128 udp:8285'],
+    [
+      '{"network":"10.244.0.0/16","SUBNETLEN":25,"Whatever":[1,2],"EnableIPv6":false}',
+      '10.244.0.0/16 len=25 min=10.244.0.128 max=10.244.255.128 udp:8285',
+    ],
     ['{"Network":"10.1.0.0/16","network":"10.2.0.0/16"}', '10.2.0.0/16 len=24 min=10.2.1.0 max=10.2.255.0 udp:8285'],
   ];
   for (const [input, want] of cases) assert.equal(summary(input), want, input);
@@ -54,27 +69,75 @@ test('every invalid config gives a clear error naming the field', () => {
     ['{"Network":"fc00::/48"}', /^Network: invalid IPv4 CIDR format: fc00::\/48$/, 'Network'],
     ['{"Network":"10.0.0.0/29"}', /^network is too small\. Minimum useful network prefix is \/28$/, 'Network'],
     ['{"Network":"10.244.0.0/16","SubnetLen":31}', /^SubnetLen must be less than \/31$/, 'SubnetLen'],
-    ['{"Network":"10.244.0.0/16","SubnetLen":17}', /^network must be able to accommodate at least four subnets$/, 'SubnetLen'],
+    [
+      '{"Network":"10.244.0.0/16","SubnetLen":17}',
+      /^network must be able to accommodate at least four subnets$/,
+      'SubnetLen',
+    ],
     ['{"Network":"10.244.0.0/16","SubnetLen":-1}', /^SubnetLen must be a non-negative integer, got -1$/, 'SubnetLen'],
     ['{"Network":"10.244.0.0/16","SubnetLen":"24"}', /^SubnetLen must be a non-negative integer/, 'SubnetLen'],
     ['{"Network":"10.244.0.0/16","SubnetLen":24.5}', /^SubnetLen must be a non-negative integer/, 'SubnetLen'],
-    ['{"Network":"10.244.0.0/16","SubnetMin":"10.245.0.0"}', /^SubnetMin is not in the range of the Network$/, 'SubnetMin'],
-    ['{"Network":"10.244.0.0/16","SubnetMax":"10.245.0.0"}', /^SubnetMax is not in the range of the Network$/, 'SubnetMax'],
-    ['{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.7"}', /^SubnetMin is not on a SubnetLen boundary: 10\.244\.1\.7$/, 'SubnetMin'],
-    ['{"Network":"10.244.0.0/16","SubnetMax":"10.244.9.128"}', /^SubnetMax is not on a SubnetLen boundary: 10\.244\.9\.128$/, 'SubnetMax'],
+    [
+      '{"Network":"10.244.0.0/16","SubnetMin":"10.245.0.0"}',
+      /^SubnetMin is not in the range of the Network$/,
+      'SubnetMin',
+    ],
+    [
+      '{"Network":"10.244.0.0/16","SubnetMax":"10.245.0.0"}',
+      /^SubnetMax is not in the range of the Network$/,
+      'SubnetMax',
+    ],
+    [
+      '{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.7"}',
+      /^SubnetMin is not on a SubnetLen boundary: 10\.244\.1\.7$/,
+      'SubnetMin',
+    ],
+    [
+      '{"Network":"10.244.0.0/16","SubnetMax":"10.244.9.128"}',
+      /^SubnetMax is not on a SubnetLen boundary: 10\.244\.9\.128$/,
+      'SubnetMax',
+    ],
     ['{"Network":"10.244.0.0/16","SubnetMin":"banana"}', /^SubnetMin: Invalid IP address format/, 'SubnetMin'],
     ['{"Network":"10.244.0.0/16","SubnetMin":null}', /^SubnetMin: Invalid IP address format/, 'SubnetMin'],
     ['{"Network":"10.244.0.0/16","SubnetMax":"fc00::1"}', /^SubnetMax: fc00::1 is not an IPv4 address$/, 'SubnetMax'],
-    ['{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}', /^backend type vxlan is not supported by flannel-ts \(udp only\)$/, 'Backend.Type'],
-    ['{"Network":"10.244.0.0/16","Backend":{"Type":"Host-GW"}}', /^backend type host-gw is not supported by flannel-ts \(udp only\)$/, 'Backend.Type'],
+    [
+      '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}',
+      /^backend type vxlan is not supported by flannel-ts \(udp only\)$/,
+      'Backend.Type',
+    ],
+    [
+      '{"Network":"10.244.0.0/16","Backend":{"Type":"Host-GW"}}',
+      /^backend type host-gw is not supported by flannel-ts \(udp only\)$/,
+      'Backend.Type',
+    ],
     ['{"Network":"10.244.0.0/16","Backend":{}}', /^unknown backend type: /, 'Backend.Type'],
     ['{"Network":"10.244.0.0/16","Backend":null}', /^unknown backend type: /, 'Backend.Type'],
-    ['{"Network":"10.244.0.0/16","Backend":"udp"}', /^error decoding Backend property of config: Backend must be a JSON object/, 'Backend'],
+    [
+      '{"Network":"10.244.0.0/16","Backend":"udp"}',
+      /^error decoding Backend property of config: Backend must be a JSON object/,
+      'Backend',
+    ],
     ['{"Network":"10.244.0.0/16","Backend":{"Type":5}}', /Backend\.Type must be a string/, 'Backend.Type'],
-    ['{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":0}}', /Backend\.Port must be an integer 1\.\.65535, got 0/, 'Backend.Port'],
-    ['{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":70000}}', /Backend\.Port must be an integer 1\.\.65535/, 'Backend.Port'],
-    ['{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":"8285"}}', /Backend\.Port must be an integer/, 'Backend.Port'],
-    ['{"Network":"10.244.0.0/16","EnableIPv4":false}', /^EnableIPv4=false is not supported by flannel-ts/, 'EnableIPv4'],
+    [
+      '{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":0}}',
+      /Backend\.Port must be an integer 1\.\.65535, got 0/,
+      'Backend.Port',
+    ],
+    [
+      '{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":70000}}',
+      /Backend\.Port must be an integer 1\.\.65535/,
+      'Backend.Port',
+    ],
+    [
+      '{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":"8285"}}',
+      /Backend\.Port must be an integer/,
+      'Backend.Port',
+    ],
+    [
+      '{"Network":"10.244.0.0/16","EnableIPv4":false}',
+      /^EnableIPv4=false is not supported by flannel-ts/,
+      'EnableIPv4',
+    ],
     ['{"Network":"10.244.0.0/16","EnableIPv4":"yes"}', /^EnableIPv4 must be true or false/, 'EnableIPv4'],
     ['{"Network":', /^invalid network config JSON: /, null],
     ['[1,2]', /^invalid network config: expected a JSON object$/, null],
@@ -102,13 +165,14 @@ test('subnetFitsConfig is flannel isSubnetConfigCompat', () => {
   assert.equal(subnetFitsConfig(c, { prefix: parseIPv4('10.244.12.0'), prefixLen: 25 }), false);
 });
 
-test('fetchNetworkConfig reads <prefix>/config, with flannel\'s message when it is missing', async () => {
+test("fetchNetworkConfig reads <prefix>/config, with flannel's message when it is missing", async () => {
   const { MemoryKvStore } = await import('../../src/subnet/memory-kv.js');
   const { fetchNetworkConfig, NetworkConfigMissingError } = await import('../../src/subnet/network-config-source.js');
   const store = new MemoryKvStore();
   await assert.rejects(
     fetchNetworkConfig(store),
-    (e: unknown) => e instanceof NetworkConfigMissingError && /Did you create your config using etcdv3 API\?/.test(e.message),
+    (e: unknown) =>
+      e instanceof NetworkConfigMissingError && /Did you create your config using etcdv3 API\?/.test(e.message),
   );
   await store.put('/my/prefix/config', '{"Network":"10.9.0.0/16","Backend":{"Type":"udp","Port":9000}}', 0);
   const c = await fetchNetworkConfig(store, '/my/prefix');

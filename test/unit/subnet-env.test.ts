@@ -20,9 +20,10 @@ const content = {
   mtu: 1472,
   ipMasq: false,
 };
-const EXPECTED = 'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.7.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n';
+const EXPECTED =
+  'FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.7.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n';
 
-test('subnet.env text is exactly flannel\'s', () => {
+test("subnet.env text is exactly flannel's", () => {
   assert.equal(formatSubnetEnv(content), EXPECTED);
   assert.equal(
     formatSubnetEnv({ network: parseCidr('10.1.0.0/16'), subnet: parseCidr('10.1.15.0/24'), mtu: 8973, ipMasq: true }),

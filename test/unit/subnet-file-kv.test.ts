@@ -38,7 +38,10 @@ test('basic operations, revisions persisted across instances, atomic file', asyn
     const b = new FileKvStore({ path });
     const listing = await b.list('/x/');
     assert.equal(listing.revision, 3);
-    assert.deepEqual(listing.kvs.map((k) => `${k.key}=${k.value}@${k.modRevision}`), ['/x/a=1@2', '/x/b=3@3']);
+    assert.deepEqual(
+      listing.kvs.map((k) => `${k.key}=${k.value}@${k.modRevision}`),
+      ['/x/a=1@2', '/x/b=3@3'],
+    );
     assert.equal(listing.kvs[0]!.expiresAt, null);
     assert.ok(listing.kvs[1]!.expiresAt! > Date.now());
     assert.equal(await b.delete('/x/a'), true);
@@ -80,15 +83,21 @@ test('TTL expiry is evaluated on read and recorded as a delete for watchers', as
     const w = s.watchPrefix('/s/', listing.revision + 1, { onEvents: (e) => events.push(...e), onCompacted() {} });
     now += 10_000;
     assert.equal(await s.get('/s/a'), null, 'invisible at once');
-    assert.deepEqual((await s.list('/s/')).kvs.map((k) => k.key), ['/s/r']);
+    assert.deepEqual(
+      (await s.list('/s/')).kvs.map((k) => k.key),
+      ['/s/r'],
+    );
     await waitFor(() => events.length > 0);
-    assert.deepEqual(events.map((e) => `${e.type}:${e.type === 'put' ? e.kv.key : e.key}`), ['delete:/s/a']);
+    assert.deepEqual(
+      events.map((e) => `${e.type}:${e.type === 'put' ? e.kv.key : e.key}`),
+      ['delete:/s/a'],
+    );
     w.close();
     await s.close();
   });
 });
 
-test('watch by polling sees the other instance\'s writes; history overflow means compaction', async () => {
+test("watch by polling sees the other instance's writes; history overflow means compaction", async () => {
   await withDir(async (dir) => {
     const path = join(dir, 'r.json');
     const a = new FileKvStore({ path, pollIntervalMs: 10, historyLimit: 5 });
@@ -97,7 +106,8 @@ test('watch by polling sees the other instance\'s writes; history overflow means
     const events: string[] = [];
     let compacted = 0;
     const w = a.watchPrefix('/w/', start.revision + 1, {
-      onEvents: (es) => events.push(...es.map((e) => (e.type === 'put' ? `put:${e.kv.key}=${e.kv.value}` : `del:${e.key}`))),
+      onEvents: (es) =>
+        events.push(...es.map((e) => (e.type === 'put' ? `put:${e.kv.key}=${e.kv.value}` : `del:${e.key}`))),
       onCompacted: () => compacted++,
     });
     await b.put('/w/1', 'a', 0);

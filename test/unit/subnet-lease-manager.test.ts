@@ -122,14 +122,18 @@ test('out of subnets; bad keys ignored but unreadable values still occupy their 
   assert.equal(cidr(lease), '10.0.0.12/30');
   assert.ok(logger.lines.some((l) => l.includes('Ignoring bad subnet node')));
   const other = new LeaseManager({ store, config: cfg, publicIp: parseIPv4('192.0.2.50'), random: () => 0 });
-  await assert.rejects(other.acquire(), (e: unknown) => e instanceof OutOfSubnetsError && e.message === 'out of subnets');
+  await assert.rejects(
+    other.acquire(),
+    (e: unknown) => e instanceof OutOfSubnetsError && e.message === 'out of subnets',
+  );
 });
 
 test('racing managers on one store never share a subnet; a lost race is retried', async () => {
   const clock = new ManualClock();
   const store = new MemoryKvStore({ clock });
-  const managers = Array.from({ length: 8 }, (_, i) =>
-    new LeaseManager({ store, config, publicIp: parseIPv4(`192.0.2.${i + 10}`), clock, random: () => 0 }),
+  const managers = Array.from(
+    { length: 8 },
+    (_, i) => new LeaseManager({ store, config, publicIp: parseIPv4(`192.0.2.${i + 10}`), clock, random: () => 0 }),
   );
   const leases = await Promise.all(managers.map((m) => m.acquire()));
   const subnets = leases.map(cidr);
@@ -257,7 +261,10 @@ test('compaction of the own-lease watch: re-checked and watched again', async ()
 });
 
 test('acquisition lists without expiries (no per-lease lookups) and still tells a reservation from a lease', async () => {
-  for (const [ttl, expected] of [[0, 'reservation'], [60, 'lease']] as const) {
+  for (const [ttl, expected] of [
+    [0, 'reservation'],
+    [60, 'lease'],
+  ] as const) {
     const clock = new ManualClock();
     const store = new BareListingStore({ clock });
     const mgr = new LeaseManager({ store, config, publicIp: ME, clock, random: () => 0, logger: new MemoryLogger() });
@@ -279,7 +286,11 @@ test('a compaction during a renewal does not lose the watch on our own key', asy
   let gate: Promise<void> | null = null;
   const store = new Proxy(mem, {
     get(target, prop) {
-      if (prop === 'get') return async (key: string) => { if (gate) await gate; return target.get(key); };
+      if (prop === 'get')
+        return async (key: string) => {
+          if (gate) await gate;
+          return target.get(key);
+        };
       const v = Reflect.get(target, prop) as unknown;
       return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
     },
@@ -287,10 +298,16 @@ test('a compaction during a renewal does not lose the watch on our own key', asy
   const lm = new LeaseManager({ store, config, publicIp: ME, clock, logger: new MemoryLogger() });
   const lease = await lm.acquire();
   let reacquired = 0;
-  lm.start({ onReacquired: () => { reacquired++; } });
+  lm.start({
+    onReacquired: () => {
+      reacquired++;
+    },
+  });
   await clock.advance(1000);
   let release = (): void => {};
-  gate = new Promise<void>((r) => { release = r; });
+  gate = new Promise<void>((r) => {
+    release = r;
+  });
   await clock.advance(23 * HOUR); // the renewal starts and waits on get()
   mem.simulateCompaction(); // closes the own-key watch while the renewal is busy
   await settle();

@@ -71,7 +71,11 @@ test('lease values of every flannel version and backend are read', () => {
   const cases: Array<[string, string, string | null]> = [
     ['{"PublicIP":"9.21.58.21"}', '9.21.58.21', null], // v0.5-v0.14
     ['{"PublicIP":"192.0.2.7","PublicIPv6":null}', '192.0.2.7', null], // v0.15+
-    ['{"PublicIP":"192.0.2.8","PublicIPv6":"fc00::8","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}}', '192.0.2.8', 'vxlan'],
+    [
+      '{"PublicIP":"192.0.2.8","PublicIPv6":"fc00::8","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}}',
+      '192.0.2.8',
+      'vxlan',
+    ],
     ['{"PublicIP":"10.0.0.1","BackendType":"host-gw","BackendData":null,"BackendV6Data":null}', '10.0.0.1', 'host-gw'],
     ['{"publicip":"10.0.0.2","backendtype":"udp"}', '10.0.0.2', 'udp'],
     ['{"PUBLICIP":"10.0.0.3","SomethingNew":{"x":[1]}}', '10.0.0.3', null],
@@ -98,6 +102,10 @@ test('unreadable lease values are errors', () => {
     ['{"PublicIP":167772161}', /not a string/],
   ];
   for (const [value, msg] of bad) {
-    assert.throws(() => parseLeaseAttrs(value), (e: unknown) => e instanceof LeaseValueError && msg.test(e.message), value);
+    assert.throws(
+      () => parseLeaseAttrs(value),
+      (e: unknown) => e instanceof LeaseValueError && msg.test(e.message),
+      value,
+    );
   }
 });

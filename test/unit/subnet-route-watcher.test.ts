@@ -31,7 +31,11 @@ test('initial listing, adds, removals, own lease skipped, every emission complet
   const { store, emitted, watcher, clock } = setup();
   await store.put(`${P}10.244.7.0-24`, v('192.0.2.7'), 60); // own
   await store.put(`${P}10.244.1.0-24`, v('192.0.2.1'), 60);
-  await store.put(`${P}10.244.3.0-24`, '{"PublicIP":"192.0.2.3","BackendType":"vxlan","BackendData":{"VtepMAC":"aa:bb:cc:dd:ee:ff"}}', 0);
+  await store.put(
+    `${P}10.244.3.0-24`,
+    '{"PublicIP":"192.0.2.3","BackendType":"vxlan","BackendData":{"VtepMAC":"aa:bb:cc:dd:ee:ff"}}',
+    0,
+  );
   watcher.start();
   await clock.advance(0);
   assert.deepEqual(emitted, ['10.244.1.0/24>192.0.2.1 10.244.3.0/24>192.0.2.3']);
@@ -181,7 +185,12 @@ test('the listing asks for no expiries (routes need none) and yields every route
   const clock = new ManualClock();
   const store = new BareListingStore({ clock });
   const emitted: string[] = [];
-  const watcher = new RouteWatcher({ store, ownSubnet: parseCidr('10.244.7.0/24'), onRoutes: (r) => emitted.push(show(r)), clock });
+  const watcher = new RouteWatcher({
+    store,
+    ownSubnet: parseCidr('10.244.7.0/24'),
+    onRoutes: (r) => emitted.push(show(r)),
+    clock,
+  });
   await store.put(`${P}10.244.1.0-24`, v('192.0.2.1'), 60);
   await store.put(`${P}10.244.2.0-24`, v('192.0.2.2'), 0);
   watcher.start();
