@@ -363,7 +363,7 @@ export class EtcdTransport {
 }
 
 /** Connected (and, for TLS, past the handshake): a socket that already served a request. */
-function isEstablished(socket: Socket, secure: boolean): boolean {
+export function isEstablished(socket: Socket, secure: boolean): boolean {
   if (socket.connecting || socket.destroyed) return false;
   if (!secure) return true;
   // TLSSocket.getProtocol(): 'unknown' while the handshake runs, null before or without a connection.
@@ -387,7 +387,7 @@ const CLIENT_CERT_REJECTED_CODES = new Set([
 ]);
 
 /** A one-line reason, with a hint for the TLS failures a flag can fix. */
-function describeSocketError(err: NodeJS.ErrnoException & { reason?: string }): string {
+export function describeSocketError(err: NodeJS.ErrnoException & { reason?: string }): string {
   const code = err.code;
   const text = typeof err.reason === 'string' && code?.startsWith('ERR_SSL_') ? err.reason : err.message;
   const reason = code !== undefined && !text.includes(code) ? `${code}: ${text}` : text;
