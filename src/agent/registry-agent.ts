@@ -13,7 +13,6 @@
 // While the registry is unreachable the datapath keeps forwarding with the last routes; the
 // stores reconnect by themselves. SIGINT/SIGTERM: stop, leave the lease in the registry (a restart
 // reuses it), close flannel0 (its address and route go with it), keep the subnet file.
-import { EtcdKvStore } from '../etcd/kv-store.js';
 import { findExternalInterface } from '../link/ip.js';
 import type { Logger } from '../observability/log.js';
 import { formatCidr, formatIPv4 } from '../routing-table/ipv4.js';
@@ -28,6 +27,7 @@ import { RouteWatcher } from '../subnet/route-watcher.js';
 import { readPreviousSubnet, writeSubnetEnv } from '../subnet/subnet-env.js';
 import type { RegistryFlags } from '../cli/flags.js';
 import { Datapath, describeRoutes, waitForStopSignal } from './datapath.js';
+import { openEtcdStore } from './etcd-api.js';
 import { setUpIpMasq, startHealthServer, type AgentStatus, type Closable, type IpMasqRules } from './hooks.js';
 import { notifySystemdReady } from './systemd.js';
 
@@ -43,15 +43,10 @@ const RETRY_MS = 1000;
 /** A retried failure with an unchanged message is logged again after this long. */
 const REPEAT_LOG_MS = 30_000;
 
-export function openStore(flags: RegistryFlags): KvStore {
+export function openStore(flags: RegistryFlags, log: Logger): KvStore {
   const s = flags.store;
   if (s.kind === 'file') return new FileKvStore({ path: s.path });
-  return new EtcdKvStore({
-    endpoints: s.endpoints,
-    ...(s.caFile !== undefined ? { caFile: s.caFile } : {}),
-    ...(s.certFile !== undefined ? { certFile: s.certFile, keyFile: s.keyFile } : {}),
-    ...(s.username !== undefined ? { username: s.username, password: s.password } : {}),
-  });
+  return openEtcdStore(s, flags.prefix, log);
 }
 
 /** Logs a retried failure when its message changes, and again every REPEAT_LOG_MS. */
@@ -103,7 +98,7 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
 
   const ext = findExternalInterface(flags.ifaces, flags.publicIp, flags.ifaceRegexes);
   const publicIp = flags.publicIp ?? ext.address;
-  const store = openStore(flags);
+  const store = openStore(flags, log);
   const registry = flags.store.kind === 'file' ? `file ${flags.store.path}` : `etcd ${flags.store.endpoints}`;
   log.info('starting', {
     registry,

@@ -10,6 +10,7 @@
 //   environment variables, as flanneld does (e.g. FLANNELD_ETCD_ENDPOINTS, FLANNELD_IP_MASQ=true).
 //   The environment is not consulted in static mode.
 import type { Offloads } from '../agent/datapath.js';
+import { ETCD_APIS, type EtcdApi } from '../agent/etcd-api.js';
 import { isIPv4 } from 'node:net';
 import { parseEndpoints } from '../etcd/options.js';
 import { contains, parseCidr, parseIPv4 } from '../routing-table/ipv4.js';
@@ -49,6 +50,8 @@ export type RegistryStoreFlags =
       readonly kind: 'etcd';
       /** Comma-separated URLs, as given (validated). */
       readonly endpoints: string;
+      /** --etcd-api: which etcd API holds the registry (auto: where the config is, v3 first). */
+      readonly api: EtcdApi;
       readonly caFile?: string;
       readonly certFile?: string;
       readonly keyFile?: string;
@@ -114,6 +117,7 @@ const FLAGS: Readonly<Record<string, FlagSpec>> = {
   // flanneld mode
   'etcd-endpoints': { type: 'string', mode: 'registry' },
   'etcd-prefix': { type: 'string', mode: 'registry' },
+  'etcd-api': { type: 'string', mode: 'registry' },
   'etcd-cafile': { type: 'string', mode: 'registry' },
   'etcd-certfile': { type: 'string', mode: 'registry' },
   'etcd-keyfile': { type: 'string', mode: 'registry' },
@@ -132,7 +136,15 @@ const FLAGS: Readonly<Record<string, FlagSpec>> = {
 };
 
 const STATIC_SELECTORS = ['network', 'subnet', 'peer'];
-const ETCD_FLAGS = ['etcd-endpoints', 'etcd-cafile', 'etcd-certfile', 'etcd-keyfile', 'etcd-username', 'etcd-password'];
+const ETCD_FLAGS = [
+  'etcd-endpoints',
+  'etcd-api',
+  'etcd-cafile',
+  'etcd-certfile',
+  'etcd-keyfile',
+  'etcd-username',
+  'etcd-password',
+];
 
 export const DEFAULT_ETCD_ENDPOINTS = 'http://127.0.0.1:4001,http://127.0.0.1:2379';
 
@@ -140,8 +152,9 @@ export const USAGE = `Usage:
   flannel-ts [--etcd-endpoints URLS | --kv-file PATH] [options]      flanneld mode
   flannel-ts --network CIDR --subnet CIDR --peer CIDR=IP [...]        static mode
 
-flanneld mode: network config, subnet lease and routes from etcd v3 (or the embedded file registry).
+flanneld mode: network config, subnet lease and routes from etcd (or the embedded file registry).
   --etcd-endpoints URLS        comma-separated (default ${DEFAULT_ETCD_ENDPOINTS})
+  --etcd-api auto|v2|v3        etcd API of the registry (default auto: where the config is, v3 first, then v2)
   --etcd-prefix PATH           registry prefix (default ${DEFAULT_ETCD_PREFIX})
   --etcd-cafile/--etcd-certfile/--etcd-keyfile FILE   TLS for https endpoints
   --etcd-username/--etcd-password                     etcd authentication
@@ -382,9 +395,14 @@ function registryFlags(cli: Map<string, string | string[] | boolean>, env: NodeJ
     if ((username === undefined) !== (password === undefined)) {
       throw new FlagError('--etcd-username and --etcd-password must be given together');
     }
+    const api = str('etcd-api') ?? 'auto';
+    if (!(ETCD_APIS as readonly string[]).includes(api)) {
+      throw new FlagError(`--etcd-api: "${api}" is not one of ${ETCD_APIS.join(', ')}`);
+    }
     store = {
       kind: 'etcd',
       endpoints,
+      api: api as EtcdApi,
       ...(str('etcd-cafile') !== undefined ? { caFile: str('etcd-cafile')! } : {}),
       ...(certFile !== undefined ? { certFile, keyFile: keyFile! } : {}),
       ...(username !== undefined ? { username, password: password! } : {}),
