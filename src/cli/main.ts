@@ -6,6 +6,7 @@ import { setFlagsFromString } from 'node:v8';
 import { createLogger } from '../observability/log.js';
 import { runRegistryAgent } from '../agent/registry-agent.js';
 import { FlagError, USAGE, parseFlags } from './flags.js';
+import { runMkDockerOpts } from './mk-docker-opts.js';
 import { runStaticAgent } from './static-agent.js';
 
 // The datapath's functions run once per batch. At a low packet rate (pings, DNS, a quiet cluster's
@@ -25,6 +26,9 @@ function version(): string {
 }
 
 async function main(argv: readonly string[]): Promise<number> {
+  if (argv[0] === 'mk-docker-opts') {
+    return runMkDockerOpts(argv.slice(1), process.env, 'flannel-ts mk-docker-opts', (t) => process.stderr.write(t));
+  }
   let parsed;
   try {
     parsed = parseFlags(argv, process.env);
