@@ -13,6 +13,7 @@ import type { Offloads } from '../agent/datapath.js';
 import { ETCD_APIS, type EtcdApi } from '../agent/etcd-api.js';
 import { isIPv4 } from 'node:net';
 import { parseEndpoints } from '../etcd/options.js';
+import { unknownFlagMessage } from './flag-suggest.js';
 import { contains, parseCidr, parseIPv4 } from '../routing-table/ipv4.js';
 import { DEFAULT_ETCD_PREFIX } from '../subnet/lease.js';
 import { DEFAULT_RENEW_MARGIN_MINUTES } from '../subnet/lease-manager.js';
@@ -221,7 +222,7 @@ function tokenize(argv: readonly string[]): RawFlags {
     const inline = eq < 0 ? undefined : body.slice(eq + 1);
     if (name === 'h') name = 'help';
     const spec = FLAGS[name];
-    if (spec === undefined) throw new FlagError(`flag provided but not defined: -${name}`);
+    if (spec === undefined) throw new FlagError(unknownFlagMessage(name, Object.keys(FLAGS)));
     if (spec.type === 'bool') {
       values.set(name, inline === undefined ? true : parseGoBool(name, inline));
       continue;
