@@ -152,6 +152,7 @@ export const DEFAULT_ETCD_ENDPOINTS = 'http://127.0.0.1:4001,http://127.0.0.1:23
 export const USAGE = `Usage:
   flannel-ts [--etcd-endpoints URLS | --kv-file PATH] [options]      flanneld mode
   flannel-ts --network CIDR --subnet CIDR --peer CIDR=IP [...]        static mode
+  flannel-ts mk-docker-opts [-f FILE] [-d FILE] [-i] [-c] [-m] [-k KEY]   flannel's mk-docker-opts.sh (docs/tutorials.md)
 
 flanneld mode: network config, subnet lease and routes from etcd (or the embedded file registry).
   --etcd-endpoints URLS        comma-separated (default ${DEFAULT_ETCD_ENDPOINTS})
