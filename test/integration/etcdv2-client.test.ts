@@ -317,6 +317,43 @@ describe('etcd v2 keys API client (real etcd --enable-v2 in a private netns)', {
     });
   });
 
+  it('username/password: HTTP basic auth, as v2 wants; missing or wrong credentials are refused', async () => {
+    const guarded = env!.etcd({ name: 'auth', clientPort: 2679, peerPort: 2680, enableV2: true });
+    await guarded.start();
+    try {
+      await guarded.ctl2(['user', 'add', 'root:rootpw']);
+      await guarded.ctl2(['auth', 'enable']);
+      await guarded.ctl2(['-u', 'root:rootpw', 'role', 'revoke', 'guest', '-path', '/*', '-readwrite']);
+      const store = await agent!.open(
+        'auth',
+        { endpoints: guarded.clientUrl, username: 'root', password: 'rootpw' },
+        'v2',
+      );
+      await store.put('/t13/a', 'guarded');
+      assert.equal((await store.get('/t13/a'))?.value, 'guarded');
+      const listing = await store.list('/t13/');
+      const log = await store.watch('w13', '/t13/', listing.revision + 1);
+      await store.put('/t13/b', 'watched');
+      await waitUntil(
+        'the authenticated watch event',
+        () => log.events.length >= 1,
+        10_000,
+        () => log,
+      );
+      await store.close();
+      for (const [name, creds] of [
+        ['anonymous', {}],
+        ['wrong', { username: 'root', password: 'nope' }],
+      ] as const) {
+        const refused = await agent!.open(`auth-${name}`, { endpoints: guarded.clientUrl, ...creds }, 'v2');
+        await assert.rejects(refused.get('/t13/a'), /requires user authentication.*error 110, HTTP 401/);
+        await refused.close();
+      }
+    } finally {
+      await guarded.stop();
+    }
+  });
+
   it('close() leaves nothing behind: the client process exits by itself', async () => {
     const store = await agent!.open('closing', { endpoints: `${DEAD_ENDPOINT},${etcd.clientUrl}` }, 'v2');
     const listing = await store.list('/t12/');
