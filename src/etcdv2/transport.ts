@@ -10,13 +10,19 @@
 // a create could turn "created" into "already exists". The last endpoint that answered goes first
 // next time.
 
-import http from 'node:http';
-import https from 'node:https';
-import type { Socket } from 'node:net';
+import type http from 'node:http';
 
 import { EtcdClosedError, EtcdUnavailableError } from '../etcd/errors.js';
+import {
+  BrokenExchangeError,
+  HttpExchanger,
+  UnreachedError,
+  readReply,
+  type Exchange,
+  type ExchangeRequest,
+  type RawReply,
+} from '../etcd/http-exchange.js';
 import type { Endpoint, ResolvedOptions } from '../etcd/options.js';
-import { describeSocketError, isEstablished } from '../etcd/transport.js';
 import { EtcdV2ResponseError } from './errors.js';
 
 export interface V2Call {
@@ -42,20 +48,6 @@ export interface V2Stream {
   readonly response: http.IncomingMessage;
 }
 
-/** The request never reached etcd: safe to try elsewhere. */
-class UnreachedError extends Error {}
-/** A reused keep-alive socket turned out dead before anything came back: resend once. */
-class StaleSocketError extends Error {}
-/** The request was sent, then the exchange broke: it may or may not have been applied. */
-class BrokenExchangeError extends Error {}
-
-interface RawReply {
-  readonly status: number;
-  readonly statusMessage: string;
-  readonly etcdIndex: number;
-  readonly body: string;
-}
-
 /** "/v2/keys/a/b?x=1" with every key segment URL-encoded. */
 export function keysPath(key: string, query: Readonly<Record<string, string>> = {}): string {
   const segments = key
@@ -68,21 +60,12 @@ export function keysPath(key: string, query: Readonly<Record<string, string>> = 
 
 export class EtcdV2Transport {
   private preferred = 0;
-  private closed = false;
-  private readonly inflight = new Set<http.ClientRequest>();
-  private readonly unaryHttp: http.Agent;
-  private readonly unaryHttps: https.Agent;
-  private readonly streamHttp: http.Agent;
-  private readonly streamHttps: https.Agent;
+  /** Sockets, TLS and deadlines, shared with the v3 transport's code; long polls are its streams. */
+  private readonly http: HttpExchanger;
   private readonly authorization: string | null;
 
   constructor(private readonly options: ResolvedOptions) {
-    const tlsOptions: https.AgentOptions = { minVersion: 'TLSv1.2', ...options.tls };
-    this.unaryHttp = new http.Agent({ keepAlive: true, maxSockets: 16 });
-    this.unaryHttps = new https.Agent({ keepAlive: true, maxSockets: 16, ...tlsOptions });
-    // Long polls (watches) get their own agents, so they never starve unary calls.
-    this.streamHttp = new http.Agent({ keepAlive: false });
-    this.streamHttps = new https.Agent({ keepAlive: false, ...tlsOptions });
+    this.http = new HttpExchanger(options.tls, options.requestTimeoutMs);
     const creds = options.credentials;
     this.authorization =
       creds === null ? null : `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
@@ -96,7 +79,7 @@ export class EtcdV2Transport {
     for (const [index, endpoint] of this.endpointsInTurn()) {
       let reply: RawReply;
       try {
-        reply = await this.exchangeResendingStale(endpoint, c.method, path, payload);
+        reply = await this.http.exchange(endpoint, this.request(c.method, path, payload, false));
       } catch (err) {
         if (err instanceof UnreachedError || (c.retrySafe && err instanceof BrokenExchangeError)) {
           attempts.push(`${endpoint.label}: ${err.message}`);
@@ -113,7 +96,7 @@ export class EtcdV2Transport {
       if (reply.status >= 200 && reply.status < 300) {
         this.preferred = index;
         try {
-          return { body: JSON.parse(reply.body) as T, etcdIndex: reply.etcdIndex };
+          return { body: JSON.parse(reply.body) as T, etcdIndex: etcdIndexOf(reply.headers) };
         } catch {
           throw new Error(`etcd v2 ${path} at ${endpoint.label}: reply is not JSON: ${reply.body.slice(0, 200)}`);
         }
@@ -138,9 +121,9 @@ export class EtcdV2Transport {
     const path = keysPath(key, query);
     const attempts: string[] = [];
     for (const [index, endpoint] of this.endpointsInTurn()) {
-      let opened: { request: http.ClientRequest; response: http.IncomingMessage };
+      let opened: Exchange;
       try {
-        opened = await this.startExchange(endpoint, 'GET', path, '', true);
+        opened = await this.http.start(endpoint, this.request('GET', path, '', true));
       } catch (err) {
         if (err instanceof EtcdClosedError) throw err;
         attempts.push(`${endpoint.label}: ${(err as Error).message}`);
@@ -153,7 +136,7 @@ export class EtcdV2Transport {
       const reply = await readReply(opened.response).catch((err: Error) => ({
         status: opened.response.statusCode ?? 0,
         statusMessage: opened.response.statusMessage ?? '',
-        etcdIndex: 0,
+        headers: opened.response.headers,
         body: err.message,
       }));
       opened.request.destroy();
@@ -169,13 +152,7 @@ export class EtcdV2Transport {
 
   /** Aborts in-flight requests and closes every socket; later calls fail with EtcdClosedError. */
   close(): void {
-    this.closed = true;
-    for (const req of this.inflight) req.destroy(new EtcdClosedError());
-    this.inflight.clear();
-    this.unaryHttp.destroy();
-    this.unaryHttps.destroy();
-    this.streamHttp.destroy();
-    this.streamHttps.destroy();
+    this.http.close();
   }
 
   private *endpointsInTurn(): Generator<[number, Endpoint]> {
@@ -186,138 +163,23 @@ export class EtcdV2Transport {
     }
   }
 
-  private async exchangeResendingStale(
-    endpoint: Endpoint,
-    method: string,
-    path: string,
-    payload: string,
-  ): Promise<RawReply> {
-    try {
-      return await this.exchange(endpoint, method, path, payload);
-    } catch (err) {
-      if (!(err instanceof StaleSocketError)) throw err;
-      return this.exchange(endpoint, method, path, payload);
+  /** A v2 request: a form body for PUT, basic auth when credentials were given. */
+  private request(method: string, path: string, payload: string, stream: boolean): ExchangeRequest {
+    const headers: http.OutgoingHttpHeaders = {};
+    if (method === 'PUT') {
+      headers['content-type'] = 'application/x-www-form-urlencoded';
+      headers['content-length'] = Buffer.byteLength(payload);
     }
-  }
-
-  private async exchange(endpoint: Endpoint, method: string, path: string, payload: string): Promise<RawReply> {
-    const { request, response } = await this.startExchange(endpoint, method, path, payload, false);
-    try {
-      return await readReply(response);
-    } catch (err) {
-      if (this.closed) throw new EtcdClosedError();
-      throw new BrokenExchangeError(`reply broken off: ${(err as Error).message}`);
-    } finally {
-      this.inflight.delete(request);
-    }
-  }
-
-  /**
-   * Sends the request and resolves once the response headers are in. The deadline
-   * (requestTimeoutMs) covers a unary call up to the end of its reply, a long poll only up to its
-   * headers (etcd sends them as soon as the watch is registered).
-   */
-  private startExchange(
-    endpoint: Endpoint,
-    method: string,
-    path: string,
-    payload: string,
-    stream: boolean,
-  ): Promise<{ request: http.ClientRequest; response: http.IncomingMessage }> {
-    if (this.closed) return Promise.reject(new EtcdClosedError());
-    return new Promise((resolve, reject) => {
-      const headers: http.OutgoingHttpHeaders = {};
-      if (method === 'PUT') {
-        headers['content-type'] = 'application/x-www-form-urlencoded';
-        headers['content-length'] = Buffer.byteLength(payload);
-      }
-      if (this.authorization !== null) headers.authorization = this.authorization;
-      const requestOptions: https.RequestOptions = {
-        method,
-        protocol: endpoint.url.protocol,
-        hostname: endpoint.url.hostname.replace(/^\[(.*)\]$/, '$1'),
-        port: endpoint.url.port === '' ? undefined : Number(endpoint.url.port),
-        path,
-        headers,
-        agent: endpoint.secure
-          ? stream
-            ? this.streamHttps
-            : this.unaryHttps
-          : stream
-            ? this.streamHttp
-            : this.unaryHttp,
-      };
-      const request = endpoint.secure ? https.request(requestOptions) : http.request(requestOptions);
-      this.inflight.add(request);
-      let connected = false;
-      let answered = false;
-      const timeoutMs = this.options.requestTimeoutMs;
-      const timer = setTimeout(() => {
-        request.destroy(new Error(`no ${connected ? 'reply' : 'connection'} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const settle = (): void => clearTimeout(timer);
-      request.on('socket', (socket: Socket) => {
-        // A long poll may stay silent for hours: keep-alive probes notice a peer that vanished.
-        if (stream) socket.setKeepAlive(true, 10_000);
-        if (request.reusedSocket || isEstablished(socket, endpoint.secure)) {
-          connected = true;
-          return;
-        }
-        const event = endpoint.secure ? 'secureConnect' : 'connect';
-        const onConnected = (): void => {
-          connected = true;
-        };
-        socket.once(event, onConnected);
-        request.once('close', () => socket.removeListener(event, onConnected));
-      });
-      request.on('error', (err: NodeJS.ErrnoException) => {
-        settle();
-        this.inflight.delete(request);
-        if (answered) return; // reported through the response stream instead
-        const reason = describeSocketError(err);
-        if (err instanceof EtcdClosedError) reject(err);
-        else if (!connected) reject(new UnreachedError(reason));
-        else if (request.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE'))
-          reject(new StaleSocketError(reason));
-        else reject(new BrokenExchangeError(reason));
-      });
-      request.on('response', (response) => {
-        answered = true;
-        if (stream) settle();
-        else {
-          response.once('end', settle);
-          response.once('close', settle);
-        }
-        response.once('close', () => this.inflight.delete(request));
-        resolve({ request, response });
-      });
-      request.end(payload);
-    });
+    if (this.authorization !== null) headers.authorization = this.authorization;
+    return { method, path, headers, payload, stream };
   }
 }
 
 /** X-Etcd-Index of a reply, 0 when absent. */
-export function etcdIndexOf(response: http.IncomingMessage): number {
-  const raw = response.headers['x-etcd-index'];
+export function etcdIndexOf(headers: http.IncomingHttpHeaders): number {
+  const raw = headers['x-etcd-index'];
   const n = Number(Array.isArray(raw) ? raw[0] : raw);
   return Number.isSafeInteger(n) && n > 0 ? n : 0;
-}
-
-export function readReply(response: http.IncomingMessage): Promise<RawReply> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    response.on('data', (chunk: Buffer) => chunks.push(chunk));
-    response.once('end', () => {
-      resolve({
-        status: response.statusCode ?? 0,
-        statusMessage: response.statusMessage ?? '',
-        etcdIndex: etcdIndexOf(response),
-        body: Buffer.concat(chunks).toString('utf8'),
-      });
-    });
-    response.once('error', reject);
-    response.once('aborted', () => reject(new Error('connection closed mid-reply')));
-  });
 }
 
 /** etcd's v2 error object ({"errorCode":100,"message":...,"cause":...,"index":3}) or a bare HTTP error. */
@@ -331,7 +193,7 @@ function replyError(endpoint: Endpoint, path: string, reply: RawReply): EtcdV2Re
     };
     if (typeof parsed.errorCode === 'number' && typeof parsed.message === 'string') {
       const cause = typeof parsed.cause === 'string' && parsed.cause !== '' ? ` (${parsed.cause})` : '';
-      const index = typeof parsed.index === 'number' ? parsed.index : reply.etcdIndex;
+      const index = typeof parsed.index === 'number' ? parsed.index : etcdIndexOf(reply.headers);
       return new EtcdV2ResponseError(
         endpoint.label,
         path,
@@ -346,5 +208,5 @@ function replyError(endpoint: Endpoint, path: string, reply: RawReply): EtcdV2Re
   }
   let message = `${reply.statusMessage} ${reply.body.trim().slice(0, 200)}`.trim();
   if (reply.status === 404) message += ' (does this etcd serve the v2 API? etcd 3.4 needs --enable-v2)';
-  return new EtcdV2ResponseError(endpoint.label, path, reply.status, null, message, reply.etcdIndex);
+  return new EtcdV2ResponseError(endpoint.label, path, reply.status, null, message, etcdIndexOf(reply.headers));
 }

@@ -14,7 +14,8 @@ import type { ClientRequest } from 'node:http';
 import type { Watch, WatchEvent, WatchHandlers } from '../subnet/kv.js';
 import { V2_EVENT_INDEX_CLEARED, isV2Error } from './errors.js';
 import { REMOVING_ACTIONS, isAncestorOrSelf, toKeyValue, type V2Response } from './node.js';
-import { readReply, type EtcdV2Transport } from './transport.js';
+import { readReply } from '../etcd/http-exchange.js';
+import type { EtcdV2Transport } from './transport.js';
 
 const INITIAL_RETRY_MS = 100;
 const MAX_RETRY_MS = 5_000;
