@@ -10,6 +10,7 @@
 //   environment variables, as flanneld does (e.g. FLANNELD_ETCD_ENDPOINTS, FLANNELD_IP_MASQ=true).
 //   The environment is not consulted in static mode.
 import type { Offloads } from '../agent/datapath.js';
+import { DATAPATH_CHOICES, type DatapathChoice } from '../fastpath/fast-path.js';
 import { isIPv4 } from 'node:net';
 import { parseEndpoints } from '../etcd/options.js';
 import { contains, parseCidr, parseIPv4 } from '../routing-table/ipv4.js';
@@ -41,6 +42,8 @@ export interface StaticFlags {
   readonly ioUring: boolean;
   /** Forwarding threads: 1 (the main thread) or 2 (a worker per direction). */
   readonly workers: 1 | 2;
+  /** --datapath: the kernel fast path where it loads (auto, the default), always (kernel), never (userspace). */
+  readonly datapath: DatapathChoice;
   readonly logLevel: LogLevel;
 }
 
@@ -101,6 +104,7 @@ const FLAGS: Readonly<Record<string, FlagSpec>> = {
   subnet: { type: 'string', mode: 'static' },
   peer: { type: 'list', mode: 'static' },
   port: { type: 'string', mode: 'static' },
+  datapath: { type: 'string', mode: 'static' },
   // both modes
   'public-ip': { type: 'string', mode: 'both' },
   iface: { type: 'list', mode: 'both' },
@@ -164,6 +168,9 @@ Static mode: forwards between flannel0 and UDP with routes given on the command 
   --public-ip IP        this host's PublicIP (default: the external interface's address)
   --iface NAME|IP       external interface (repeatable; default: the default route's)
   --port N              UDP port, the same on every host (default 8285)
+  --datapath MODE       auto (default): the kernel fast path (TC-eBPF) where the kernel takes it,
+                          else the userspace datapath; kernel: the fast path or exit; userspace: never
+                          the fast path. The "forwarding" line says which runs (datapath=...) and why.
 
 Both modes:
   --batch N             packets per batch, 1..1024 (default 64)
@@ -331,8 +338,16 @@ function staticFlags(values: Map<string, string | string[] | boolean>): StaticFl
     offloads: offloadsOf(values.get('no-offload') === true, str('offloads')),
     ioUring: values.get('io-uring') !== false,
     workers: integer('workers', str('workers'), 1, 1, 2) as 1 | 2,
+    datapath: datapathOf(str('datapath')),
     logLevel: logLevelOf(str('log-level'), str('v')),
   };
+}
+
+function datapathOf(s: string | undefined): DatapathChoice {
+  if (s === undefined) return 'auto';
+  if (!(DATAPATH_CHOICES as readonly string[]).includes(s))
+    throw new FlagError(`--datapath: "${s}" is not one of ${DATAPATH_CHOICES.join(', ')}`);
+  return s as DatapathChoice;
 }
 
 function registryFlags(cli: Map<string, string | string[] | boolean>, env: NodeJS.ProcessEnv): RegistryFlags {
