@@ -132,6 +132,18 @@ static __always_inline int decrement_ttl(struct __sk_buff *skb, __u32 off, __u8 
 	return bpf_skb_store_bytes(skb, off + offsetof(struct iphdr, ttl), &new_ttl, 1, 0);
 }
 
+/*
+ * A flannel datagram dropped here: counted as received (as the TypeScript datapath counts every
+ * datagram it reads) and under the reason.
+ */
+static __always_inline int drop_rx(__u32 reason, __u32 segs, __u32 payload_bytes)
+{
+	count(CNT_UDP_RECV_PACKETS, segs);
+	count(CNT_UDP_RECV_BYTES, payload_bytes);
+	count(reason, segs);
+	return TC_ACT_SHOT;
+}
+
 /* Segments an skb stands for: a GSO super-packet counts once per segment, as on the wire. */
 static __always_inline __u32 segments_of(struct __sk_buff *skb)
 {
@@ -241,6 +253,9 @@ int flannel_ingress(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	if (ip->protocol != IPPROTO_UDP || ip->daddr != cfg->public_ip || ip->version != 4)
 		return TC_ACT_UNSPEC;
+	/* A later fragment has no UDP header to judge it by: the stack reassembles it, as any other. */
+	if (ip->frag_off & bpf_htons(IP_OFFSET))
+		return TC_ACT_UNSPEC;
 	if (ip->ihl != 5)
 		goto pass; /* outer IP options: rare, left to the socket */
 	struct udphdr *udp = (void *)(ip + 1);
@@ -251,12 +266,13 @@ int flannel_ingress(struct __sk_buff *skb)
 
 	/* From here on the datagram is flannel's: strangers are dropped, oddities handed up. */
 	__u32 sender = ip->saddr;
+	__u32 segs = segments_of(skb);
 	if (!bpf_map_lookup_elem(&peers, &sender)) {
-		count(CNT_DROP_RX_UNKNOWN_SENDER, segments_of(skb));
-		return TC_ACT_SHOT;
+		__u32 udp_len = bpf_ntohs(udp->len);
+		return drop_rx(CNT_DROP_RX_UNKNOWN_SENDER, segs, udp_len > 8 ? udp_len - 8 : 0);
 	}
-	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
-		goto pass; /* a fragment: the socket reassembles */
+	if (ip->frag_off & bpf_htons(IP_MF))
+		goto pass; /* a first fragment: the stack reassembles, the socket receives */
 
 	struct iphdr *inner = (void *)(udp + 1);
 	if ((void *)(inner + 1) > data_end)
@@ -274,33 +290,22 @@ int flannel_ingress(struct __sk_buff *skb)
 	if (skb->len != sizeof(struct ethhdr) + outer_len || bpf_ntohs(udp->len) != outer_len - sizeof(struct iphdr) ||
 	    inner_len != outer_len - OUTER_LEN)
 		goto pass;
-	if (skb->gso_size == 0 && inner_len > cfg->mtu) {
-		count(CNT_DROP_RX_OVERSIZE, 1);
-		return TC_ACT_SHOT;
-	}
+	if (skb->gso_size == 0 && inner_len > cfg->mtu)
+		return drop_rx(CNT_DROP_RX_OVERSIZE, 1, inner_len);
 
 	/* The sender must be the peer whose subnet holds the inner source (one LPM lookup). */
 	struct route_key key = { .prefixlen = 32, .addr = inner->saddr };
 	struct route_value *route = bpf_map_lookup_elem(&routes, &key);
-	if (!route || route->public_ip != sender) {
-		count(CNT_DROP_RX_SPOOFED_SOURCE, segments_of(skb));
-		return TC_ACT_SHOT;
-	}
-	if ((inner->daddr & cfg->subnet_mask) != cfg->subnet) {
-		count(CNT_DROP_RX_NOT_FOR_US, segments_of(skb));
-		return TC_ACT_SHOT;
-	}
-	if (inner->ttl <= 1) {
-		count(CNT_DROP_RX_TTL, 1);
-		return TC_ACT_SHOT;
-	}
-	__u32 segs = segments_of(skb);
+	if (!route || route->public_ip != sender)
+		return drop_rx(CNT_DROP_RX_SPOOFED_SOURCE, segs, inner_len);
+	if ((inner->daddr & cfg->subnet_mask) != cfg->subnet)
+		return drop_rx(CNT_DROP_RX_NOT_FOR_US, segs, inner_len);
+	if (inner->ttl <= 1)
+		return drop_rx(CNT_DROP_RX_TTL, segs, inner_len);
 	if (decrement_ttl(skb, sizeof(struct ethhdr) + OUTER_LEN, inner->ttl, inner->protocol) < 0)
 		goto pass;
-	if (bpf_skb_adjust_room(skb, -(__s32)OUTER_LEN, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO) < 0) {
-		count(CNT_RX_REDIRECT_FAILED, segs);
-		return TC_ACT_SHOT; /* the TTL is already spent */
-	}
+	if (bpf_skb_adjust_room(skb, -(__s32)OUTER_LEN, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO) < 0)
+		return drop_rx(CNT_RX_REDIRECT_FAILED, segs, inner_len); /* the TTL is already spent */
 	count(CNT_UDP_RECV_PACKETS, segs);
 	count(CNT_UDP_RECV_BYTES, inner_len);
 	count(CNT_TUN_WRITE_PACKETS, segs);

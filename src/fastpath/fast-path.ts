@@ -31,9 +31,12 @@ export interface FastPathOptions {
   readonly subnet: { readonly prefix: number; readonly prefixLen: number };
   readonly mtu: number;
   readonly port: number;
-  /** Try tcx links before clsact (default true). */
+  /** Try tcx links before clsact (default: yes, unless FLANNEL_TS_FASTPATH_ATTACH=tc). */
   readonly allowTcx?: boolean;
 }
+
+/** Environment knob: "tc" attaches through clsact even where tcx links exist (tests of that path). */
+export const ATTACH_ENV = 'FLANNEL_TS_FASTPATH_ATTACH';
 
 export class KernelFastPath {
   private installed: InstalledRoutes = NOTHING_INSTALLED;
@@ -74,7 +77,8 @@ export class KernelFastPath {
       throw new FastPathRefusedError((err as Error).message, { cause: err });
     }
     try {
-      return new KernelFastPath(addon, handle, addon.attach(handle, options.allowTcx ?? true));
+      const allowTcx = options.allowTcx ?? env[ATTACH_ENV] !== 'tc';
+      return new KernelFastPath(addon, handle, addon.attach(handle, allowTcx));
     } catch (err) {
       addon.close(handle);
       throw new FastPathRefusedError((err as Error).message, { cause: err });
