@@ -11,6 +11,7 @@ import { Lane, type LaneSetup, type Lanes } from '../datapath/lane.js';
 import { SUPER_SLOT_SIZE, slotSizeFor } from '../datapath/slab.js';
 import { WorkerLanes } from '../datapath/worker-lanes.js';
 import { ENCAP_OVERHEAD } from '../encap/ipv4.js';
+import type { KernelOnlyCounter } from '../fastpath/counters.js';
 import { startDatapath, type DatapathChoice, type KernelFastPath } from '../fastpath/fast-path.js';
 import { configureTunLink, removeTunAddress, type ExternalInterface } from '../link/ip.js';
 import { describeErrno, shim } from '../native/shim.js';
@@ -295,6 +296,11 @@ export class Datapath {
     if (old.prefix !== subnet.prefix) removeTunAddress(this.tunName, old.prefix);
   }
 
+  /** The fast path's own counters (packets handed up, packets lost), null when it does not run. */
+  fastPathCounters(): Record<KernelOnlyCounter, number> | null {
+    return this.fastPath?.addCounters(new Float64Array(this.lanes.counters().length)) ?? null;
+  }
+
   countersObject(): Record<string, number> {
     if (this.fastPath === null) return countersToObject(this.counters);
     const all = Float64Array.from(this.lanes.counters());
@@ -363,7 +369,7 @@ export class Datapath {
   }
 
   /** datapath: kernel|userspace; with kernel, how the programs are attached; with userspace, why. */
-  describeDatapath(): Record<string, string> {
+  describeDatapath(): { datapath: 'kernel' | 'userspace'; attach?: string; datapathReason?: string } {
     if (this.fastPath !== null) return { datapath: 'kernel', attach: this.fastPath.attachedBy };
     return {
       datapath: 'userspace',

@@ -80,6 +80,8 @@ export interface RegistryFlags {
   readonly ioUring: boolean;
   /** Forwarding threads: 1 (the main thread) or 2 (a worker per direction). */
   readonly workers: 1 | 2;
+  /** --datapath: the kernel fast path where it loads (auto, the default), always (kernel), never (userspace). */
+  readonly datapath: DatapathChoice;
   readonly logLevel: LogLevel;
 }
 
@@ -104,7 +106,6 @@ const FLAGS: Readonly<Record<string, FlagSpec>> = {
   subnet: { type: 'string', mode: 'static' },
   peer: { type: 'list', mode: 'static' },
   port: { type: 'string', mode: 'static' },
-  datapath: { type: 'string', mode: 'static' },
   // both modes
   'public-ip': { type: 'string', mode: 'both' },
   iface: { type: 'list', mode: 'both' },
@@ -113,6 +114,7 @@ const FLAGS: Readonly<Record<string, FlagSpec>> = {
   offloads: { type: 'string', mode: 'both' },
   'io-uring': { type: 'bool', mode: 'both' },
   workers: { type: 'string', mode: 'both' },
+  datapath: { type: 'string', mode: 'both' },
   'log-level': { type: 'string', mode: 'both' },
   v: { type: 'string', mode: 'both' },
   // flanneld mode
@@ -168,9 +170,6 @@ Static mode: forwards between flannel0 and UDP with routes given on the command 
   --public-ip IP        this host's PublicIP (default: the external interface's address)
   --iface NAME|IP       external interface (repeatable; default: the default route's)
   --port N              UDP port, the same on every host (default 8285)
-  --datapath MODE       auto (default): the kernel fast path (TC-eBPF) where the kernel takes it,
-                          else the userspace datapath; kernel: the fast path or exit; userspace: never
-                          the fast path. The "forwarding" line says which runs (datapath=...) and why.
 
 Both modes:
   --batch N             packets per batch, 1..1024 (default 64)
@@ -179,6 +178,9 @@ Both modes:
                           udp: UDP GSO on send, UDP GRO on receive
   --no-offload          the same as --offloads=none: one packet per read, write, datagram
   --io-uring=false      read and write flannel0 with one syscall per packet, not io_uring batches
+  --datapath MODE       auto (default): the kernel fast path (TC-eBPF) where the kernel takes it,
+                          else the userspace datapath; kernel: the fast path or exit; userspace: never
+                          the fast path. The "forwarding" line says which runs (datapath=...) and why
   --workers N           forwarding threads: 1 = the main thread (default), 2 = a worker thread per
                           direction (flannel0 -> UDP, UDP -> flannel0), for hosts where one core is the limit
   --log-level LEVEL     debug|info|warn|error (default info); -v N (N >= 1) means debug
@@ -440,6 +442,7 @@ function registryFlags(cli: Map<string, string | string[] | boolean>, env: NodeJ
     offloads: offloadsOf(bool('no-offload', false), str('offloads')),
     ioUring: bool('io-uring', true),
     workers: integer('workers', str('workers'), 1, 1, 2) as 1 | 2,
+    datapath: datapathOf(str('datapath')),
     logLevel: logLevelOf(str('log-level'), str('v')),
   };
 }

@@ -15,7 +15,7 @@
  * built at install (clang, libbpf-dev): a missing piece fails the suite.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -31,6 +31,7 @@ import {
   type AgentCounters,
 } from '../../src/lab/index.js';
 import { readPcapRecords, startCapture } from '../helpers/capture.js';
+import { GOLDEN_DIR } from '../helpers/golden-dir.js';
 import { buildIpv4Udp, buildIpv6Like } from '../helpers/packets.js';
 import { burstReceiver, checksumErrors } from '../helpers/pod-udp.js';
 import { encodeFloodSpec, type FloodSpec } from '../helpers/udp-flood.js';
@@ -159,10 +160,14 @@ describe('kernel fast path between two hosts', { timeout: 240_000 }, () => {
     }
   });
 
-  test('on the underlay: one inner packet per datagram, inner TTL - 1 on each side, the outer header flanneld-like', async () => {
+  test("on the underlay: one inner packet per datagram, inner TTL - 1, the outer header flanneld's but for id and checksums", async () => {
+    // flanneld's first datagram in the reference capture: an echo request (84 bytes) from 10.244.1.2
+    // to 10.244.2.2, sent 192.0.2.1:8285 -> 192.0.2.2:8285: the same addresses as this lab's.
+    const golden = readPcapRecords(readFileSync(join(GOLDEN_DIR, 'h1-udp-sent.pcap'))).packets[0]!.data.subarray(14);
+    assert.equal(golden.length, 28 + 84);
     const capture = await startCapture(lab, lab.hostNs(1), 'eth0', `udp port ${FLANNEL_UDP_PORT}`, 'fastpath');
     const n = 5;
-    const r = await lab.ping(lab.podNs(1), lab.podAddr(2), { count: n, intervalSec: 0.05, sizeBytes: 100 });
+    const r = await lab.ping(lab.podNs(1), lab.podAddr(2), { count: n, intervalSec: 0.05 });
     const pcap = readPcapRecords(await capture.stop());
     assert.equal(r.received, n);
     const frames = pcap.packets.map((p) => p.data).filter((d) => d.length > 42 && d.readUInt16BE(12) === 0x0800);
@@ -182,9 +187,20 @@ describe('kernel fast path between two hosts', { timeout: 240_000 }, () => {
       assert.equal(outer.readUInt16BE(26), 0, 'UDP checksum 0');
       const inner = outer.subarray(28);
       assert.equal(inner.readUInt16BE(2), inner.length, 'exactly one inner packet');
-      assert.equal(inner.length, 20 + 8 + 100);
+      assert.equal(inner.length, 20 + 8 + 56);
       // 64 from the pod, -1 by host 1's routing into flannel0, -1 by the egress program.
       assert.equal(inner[8], 62, 'inner TTL on the wire');
+      // Byte for byte flanneld's outer header, but for the IP id (bytes 4-5: the kernel's per-socket
+      // counter there, 0 here), the IP header checksum (10-11: it covers the id) and the UDP
+      // checksum (26-27: zero here). Same length, tos, DF, TTL, protocol, addresses and ports.
+      const mask = (b: Buffer): Buffer => {
+        const c = Buffer.from(b.subarray(0, 28));
+        for (const i of [4, 5, 10, 11, 26, 27]) c[i] = 0;
+        return c;
+      };
+      assert.deepEqual(mask(outer), mask(golden), `outer header ${outer.subarray(0, 28).toString('hex')}`);
+      assert.equal(outer.readUInt16BE(4), 0, 'outer IP id 0');
+      assert.notEqual(golden.readUInt16BE(26), 0, "flanneld's socket computes the UDP checksum");
     }
   });
 
