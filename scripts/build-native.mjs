@@ -51,7 +51,10 @@ function buildFastPath() {
     { stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8' },
   );
   if (clang.error) return skip(`clang: ${clang.error.message}`);
-  if (clang.status !== 0) return skip(`clang failed: ${(clang.stderr || '').trim().split('\n')[0]}`);
+  if (clang.status !== 0) {
+    const first = (clang.stderr || '').trim().split('\n')[0];
+    return skip(`clang failed${first ? `: ${first}` : ` (exit ${clang.status})`}`);
+  }
 
   const loaderDir = path.join(root, 'native', 'fastpath');
   const loader = spawnSync(process.execPath, [gyp, 'rebuild', `--nodedir=${nodedir}`], {
@@ -62,7 +65,6 @@ function buildFastPath() {
   const built = path.join(loaderDir, 'build', 'Release', 'flannel_fastpath.node');
   if (loader.status !== 0) {
     const why = (loader.stderr || '').split('\n').find((l) => /error/i.test(l)) ?? 'node-gyp failed';
-    rmSync(object, { force: true });
     return skip(`loader: ${why.trim()} (libbpf-dev missing?)`);
   }
   const outDir = path.join(root, 'build', 'fastpath');
