@@ -101,6 +101,8 @@ export class Datapath {
   private fastPath: KernelFastPath | null;
   /** Why the TypeScript datapath runs alone (null while the fast path runs). */
   private userspaceReason: string | null;
+  /** The counters of fast paths taken down (a refused update, a subnet change): totals never go back. */
+  private retired: { counters: Float64Array; own: Record<KernelOnlyCounter, number> } | null = null;
 
   private constructor(
     options: DatapathOptions,
@@ -224,10 +226,22 @@ export class Datapath {
    */
   get counters(): Float64Array {
     const lanes = this.lanes.counters();
-    if (this.fastPath === null) return lanes;
+    if (this.fastPath === null && this.retired === null) return lanes;
     const all = Float64Array.from(lanes);
-    this.fastPath.addCounters(all);
+    this.addKernelCounters(all);
     return all;
+  }
+
+  /** Adds the fast path's counters (the running one's and the retired ones') into `into`; its own ones, or null if it never ran. */
+  private addKernelCounters(into: Float64Array): Record<KernelOnlyCounter, number> | null {
+    if (this.fastPath === null && this.retired === null) return null;
+    const own = { ...NO_KERNEL_COUNTS };
+    if (this.retired !== null) {
+      for (let i = 0; i < into.length; i++) into[i]! += this.retired.counters[i]!;
+      addOwn(own, this.retired.own);
+    }
+    if (this.fastPath !== null) addOwn(own, this.fastPath.addCounters(into));
+    return own;
   }
 
   /**
@@ -253,7 +267,12 @@ export class Datapath {
   }
 
   private dropFastPath(reason: string): void {
-    this.fastPath?.close();
+    if (this.fastPath !== null) {
+      const retired = this.retired ?? { counters: newCounters(), own: { ...NO_KERNEL_COUNTS } };
+      addOwn(retired.own, this.fastPath.addCounters(retired.counters));
+      this.retired = retired;
+      this.fastPath.close();
+    }
     this.fastPath = null;
     this.userspaceReason = reason;
   }
@@ -298,14 +317,13 @@ export class Datapath {
 
   /** The fast path's own counters (packets handed up, packets lost), null when it does not run. */
   fastPathCounters(): Record<KernelOnlyCounter, number> | null {
-    return this.fastPath?.addCounters(new Float64Array(this.lanes.counters().length)) ?? null;
+    return this.addKernelCounters(newCounters());
   }
 
   countersObject(): Record<string, number> {
-    if (this.fastPath === null) return countersToObject(this.counters);
     const all = Float64Array.from(this.lanes.counters());
-    const kernelOnly = this.fastPath.addCounters(all);
-    return { ...countersToObject(all), ...kernelOnly };
+    const kernelOnly = this.addKernelCounters(all);
+    return kernelOnly === null ? countersToObject(all) : { ...countersToObject(all), ...kernelOnly };
   }
 
   /**
@@ -376,6 +394,17 @@ export class Datapath {
       ...(this.userspaceReason !== null ? { datapathReason: this.userspaceReason } : {}),
     };
   }
+}
+
+const NO_KERNEL_COUNTS: Readonly<Record<KernelOnlyCounter, number>> = {
+  kernelTxPassedUp: 0,
+  kernelRxPassedUp: 0,
+  kernelTxFailed: 0,
+  kernelRxFailed: 0,
+};
+
+function addOwn(into: Record<KernelOnlyCounter, number>, add: Readonly<Record<KernelOnlyCounter, number>>): void {
+  for (const k of Object.keys(into) as KernelOnlyCounter[]) into[k] += add[k];
 }
 
 /** The Forwarder's view of a subnet (a lane keeps its own GRO state across subnet changes). */
