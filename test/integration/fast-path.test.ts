@@ -15,6 +15,7 @@
  * built at install (clang, libbpf-dev): a missing piece fails the suite.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -393,7 +394,7 @@ describe(
 
     before(async () => {
       removeStaleLabNamespaces();
-      await requireTools(['iperf3', 'ping', 'ethtool', 'socat', 'tc']);
+      await requireTools(['iperf3', 'ping', 'ethtool', 'socat', 'tc', 'clang', 'cc']);
       lab = await Lab.create({
         hosts: 2,
         mode: 'flannel-ts',
@@ -438,7 +439,10 @@ describe(
         );
         const udp = await lab.iperf3Udp(from, to, 2, { payloadBytes: 1200, bandwidth: '20M' });
         assert.ok(udp.deliveredPackets > 1000, `${what}: UDP pod${from} -> pod${to}: ${udp.deliveredPackets}`);
-        assert.ok(udp.lostPercent < 10, `${what}: UDP pod${from} -> pod${to} loss ${udp.lostPercent}%`);
+        // A userspace sender (flannel-ts, socat) starved of CPU on a shared machine loses datagrams
+        // at flannel0's queue: loss here is a bound, not the interop check (the drop counters and
+        // the pods' checksum errors are).
+        assert.ok(udp.lostPercent < 25, `${what}: UDP pod${from} -> pod${to} loss ${udp.lostPercent}%`);
       }
       for (const pod of [1, 2]) {
         assert.equal(await checksumErrors(lab, pod, 'Tcp'), 0, `${what}: pod ${pod} TCP checksum errors`);
@@ -460,6 +464,16 @@ describe(
       ])
         assert.equal(c2[name], 0, `userspace host: ${name}: ${JSON.stringify(c2)}`);
       assert.ok((c2['udpRecvPackets'] ?? 0) > 1000, 'the userspace host received the fast path datagrams');
+      const c1 = await lab.agentCounters(1);
+      for (const name of [
+        'dropRxUnknownSender',
+        'dropRxSpoofedSource',
+        'dropRxTtl',
+        'kernelRxFailed',
+        'kernelTxFailed',
+      ])
+        assert.equal(c1[name], 0, `fast-path host: ${name}: ${JSON.stringify(c1)}`);
+      assert.ok((c1['tunWritePackets'] ?? 0) > 1000, 'the fast-path host delivered the userspace host datagrams');
     });
 
     test('fast path <-> socat (flannel0 as a plain TUN, one packet per datagram): ping, TCP and UDP both ways', async () => {
@@ -482,23 +496,47 @@ describe(
       }
     });
 
-    test('auto falls back to the userspace datapath when loading is refused, and says why; kernel refuses to start', async () => {
-      const bogus = join(lab.tempDir, 'not-a-bpf-object.o');
-      writeFileSync(bogus, 'this is not an ELF file\n');
-      const agent = await restartAgent(1, [`FLANNEL_TS_BPF_OBJECT=${bogus}`], ['--datapath', 'auto'], 'SIGTERM');
-      const line = agent.lines.find((l) => l['msg'] === 'forwarding')!;
-      assert.equal(line['datapath'], 'userspace', JSON.stringify(line));
-      assert.match(String(line['datapathReason']), /cannot open the BPF object/, JSON.stringify(line));
-      // Host 2 runs no agent now (socat is gone): start its userspace agent again.
+    test('auto falls back to the userspace datapath when loading is refused (no ELF; the verifier), and says why', async () => {
+      const notElf = join(lab.tempDir, 'not-a-bpf-object.o');
+      writeFileSync(notElf, 'this is not an ELF file\n');
+      // Programs of the right names that the verifier refuses: a packet read without a bounds check.
+      const source = join(lab.tempDir, 'unverifiable.bpf.c');
+      writeFileSync(
+        source,
+        [
+          '#include <linux/bpf.h>',
+          '#include <bpf/bpf_helpers.h>',
+          'SEC("tc") int flannel_egress(struct __sk_buff *skb) { return ((unsigned char *)(long)skb->data)[100]; }',
+          'SEC("tc") int flannel_ingress(struct __sk_buff *skb) { return 0; }',
+          'char LICENSE[] SEC("license") = "GPL";',
+        ].join('\n'),
+      );
+      const unverifiable = join(lab.tempDir, 'unverifiable.bpf.o');
+      const triple = execFileSync('cc', ['-print-multiarch'], { encoding: 'utf8' }).trim();
+      execFileSync('clang', ['-O2', '-target', 'bpf', `-I/usr/include/${triple}`, '-c', source, '-o', unverifiable]);
+      // Host 2 runs no agent now (socat is gone): its userspace agent again.
       lab.agents.delete(2);
       await lab.startAgent(
         2,
         [process.execPath, agentEntry(lab.repoDir), ...staticAgentArgs(lab, 2), '--datapath', 'userspace'],
         20_000,
       );
-      const ping = await lab.ping(lab.podNs(1), lab.podAddr(2), { count: 3, intervalSec: 0.05 });
-      assert.equal(ping.received, 3, ping.raw);
+      for (const [object, why] of [
+        [notElf, /cannot open the BPF object/],
+        [unverifiable, /the kernel refused the BPF programs: Permission denied .*libbpf: /],
+      ] as const) {
+        const agent = await restartAgent(1, [`FLANNEL_TS_BPF_OBJECT=${object}`], ['--datapath', 'auto'], 'SIGTERM');
+        const line = agent.lines.find((l) => l['msg'] === 'forwarding')!;
+        assert.equal(line['datapath'], 'userspace', JSON.stringify(line));
+        assert.match(String(line['datapathReason']), why, JSON.stringify(line));
+        const ping = await lab.ping(lab.podNs(1), lab.podAddr(2), { count: 3, intervalSec: 0.05 });
+        assert.equal(ping.received, 3, ping.raw);
+      }
+    });
 
+    test('kernel refuses to start when loading is refused: exit 1, one line', async () => {
+      const bogus = join(lab.tempDir, 'not-a-bpf-object.o');
+      writeFileSync(bogus, 'this is not an ELF file\n');
       // In the switch's namespace (a host of its own: no flannel0 or route there to clash with).
       const refused = AgentProcess.start(lab.underlayNs, [
         'env',
