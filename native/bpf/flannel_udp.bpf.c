@@ -186,10 +186,8 @@ int flannel_egress(struct __sk_buff *skb)
 	__u32 segs = segments_of(skb);
 	__u32 payload_bytes = skb->len;
 	__u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP;
-	if (bpf_skb_adjust_room(skb, OUTER_LEN, BPF_ADJ_ROOM_MAC, flags) < 0) {
-		count(CNT_TX_REDIRECT_FAILED, segs);
-		return TC_ACT_SHOT; /* the TTL is already spent: never hand this one up as well */
-	}
+	if (bpf_skb_adjust_room(skb, OUTER_LEN, BPF_ADJ_ROOM_MAC, flags) < 0)
+		goto failed;
 
 	struct {
 		struct iphdr ip;
@@ -205,7 +203,7 @@ int flannel_egress(struct __sk_buff *skb)
 	outer.ip.daddr = peer;
 	__s64 sum = bpf_csum_diff(0, 0, (__be32 *)&outer.ip, sizeof(outer.ip), 0);
 	if (sum < 0)
-		return TC_ACT_SHOT;
+		goto failed;
 	__u32 csum = (__u32)sum;
 	csum = (csum & 0xffff) + (csum >> 16);
 	csum = (csum & 0xffff) + (csum >> 16);
@@ -215,23 +213,26 @@ int flannel_egress(struct __sk_buff *skb)
 	outer.udp.len = bpf_htons(skb->len - sizeof(struct iphdr));
 	outer.udp.check = 0; /* zero: no checksum (IPv4 allows it); the inner packet has its own */
 	if (bpf_skb_store_bytes(skb, 0, &outer, sizeof(outer), 0) < 0)
-		return TC_ACT_SHOT;
+		goto failed;
 
 	/* bpf_redirect_neigh drops a packet without a MAC header: push a blank one to be filled in. */
-	if (bpf_skb_change_head(skb, sizeof(struct ethhdr), 0) < 0) {
-		count(CNT_TX_REDIRECT_FAILED, segs);
-		return TC_ACT_SHOT;
-	}
+	if (bpf_skb_change_head(skb, sizeof(struct ethhdr), 0) < 0)
+		goto failed;
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > data_end)
-		return TC_ACT_SHOT;
+		goto failed;
 	eth->h_proto = bpf_htons(ETH_P_IP);
 
 	count(CNT_UDP_SENT_PACKETS, segs);
 	count(CNT_UDP_SENT_BYTES, payload_bytes);
 	return bpf_redirect_neigh(cfg->ext_ifindex, 0, 0, 0);
+
+failed:
+	/* The TTL is already spent and the packet half rewritten: never hand it up as well. */
+	count(CNT_TX_REDIRECT_FAILED, segs);
+	return TC_ACT_SHOT;
 
 pass:
 	count(CNT_TX_PASSED_UP, 1);
