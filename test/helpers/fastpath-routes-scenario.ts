@@ -6,7 +6,9 @@
  *   node fastpath-routes-scenario.js IFACE NETWORK SUBNET PEER_CIDR=PEER_IP
  *
  * Prints "forwarding" with the routes in force; SIGUSR2 withdraws the peer's route (its lease is
- * gone), SIGHUP puts it back, each answered by a "routes" line; SIGUSR1 prints the counters;
+ * gone), SIGHUP puts it back, each answered by a "routes" line; SIGWINCH moves the lease to the
+ * subnet's first half (SUBNET with a prefix one longer: the fast path is loaded again for it),
+ * answered by a "subnet" line; SIGUSR1 prints the counters;
  * SIGTERM prints them once more, closes the datapath and exits 0.
  */
 import { Datapath, describeRoutes } from '../../src/agent/datapath.js';
@@ -46,6 +48,11 @@ function main(): void {
   process.on('SIGUSR1', () => say('counters', { counters: datapath.countersObject() }));
   process.on('SIGUSR2', () => setRoutes([]));
   process.on('SIGHUP', () => setRoutes([route]));
+  process.on('SIGWINCH', () => {
+    const now = datapath.subnet;
+    datapath.changeSubnet({ prefix: now.prefix, prefixLen: now.prefixLen + 1 }, parseCidr(network!));
+    say('subnet', { ...datapath.describeDatapath(), subnet: `${now.prefixLen + 1}` });
+  });
   process.on('SIGTERM', () => {
     datapath.stop();
     say('counters', { counters: datapath.countersObject() });

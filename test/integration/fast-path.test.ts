@@ -380,6 +380,24 @@ describe('kernel fast path between two hosts', { timeout: 240_000 }, () => {
       await host.waitForLine((l) => l['msg'] === 'routes', 5000, from);
       r = await lab.ping(lab.podNs(1), lab.podAddr(2), { count: 3, intervalSec: 0.05 });
       assert.equal(r.received, 3, `with the route again: ${r.raw}`);
+
+      // The lease moves (to the first half of the subnet, where pod 1 still is): the programs are
+      // loaded again with the new subnet, the routes carry over, the counters never go back.
+      const beforeMove = await host.counters();
+      from = host.lines.length;
+      host.child.kill('SIGWINCH');
+      const moved = await host.waitForLine((l) => l['msg'] === 'subnet', 5000, from);
+      assert.equal(moved['datapath'], 'kernel', JSON.stringify(moved));
+      r = await lab.ping(lab.podNs(1), lab.podAddr(2), { count: 3, intervalSec: 0.05 });
+      assert.equal(r.received, 3, `after the lease moved: ${r.raw}`);
+      const afterMove = await host.counters();
+      assert.ok(delta(afterMove, beforeMove, 'udpSentPackets') >= 3, JSON.stringify(afterMove));
+      assert.ok(delta(afterMove, beforeMove, 'tunWritePackets') >= 3, JSON.stringify(afterMove));
+      assert.equal(
+        delta(afterMove, beforeMove, 'tunReadPackets'),
+        0,
+        `still the kernel's: ${JSON.stringify(afterMove)}`,
+      );
     } finally {
       await host.stop();
     }
