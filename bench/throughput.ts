@@ -21,6 +21,8 @@ export const BENCH_FORWARDERS = [
   'flannel-ts-no-uring',
   'flannel-ts-tun-offloads',
   'flannel-ts-no-offload',
+  'flannel-ts-kernel',
+  'flannel-ts-kernel-wire',
   'vxlan',
   'host-gw',
 ] as const;
@@ -33,9 +35,49 @@ const FLANNEL_TS_STEPS: Partial<Record<BenchForwarder, string[]>> = {
   'flannel-ts-no-offload': ['--no-offload', '--io-uring=false'],
 };
 
-function labSetup(forwarder: BenchForwarder): { mode: LabMode; agentArgs: string[] } {
+/** The userspace rows measure the TypeScript datapath alone (the agent's default is --datapath auto). */
+const USERSPACE = ['--datapath', 'userspace'];
+
+/**
+ * The kernel fast path (docs/fast-path.md): with the veths' offloads as they are (super-packets
+ * cross the underlay whole, as between kernel VXLAN hosts in this lab), and on a wire-like underlay
+ * (the hosts' and switch ports' checksum and segmentation offloads off: every datagram is cut and
+ * checksummed in software, as a NIC without UDP-tunnel offloads needs).
+ */
+const FAST_PATH: Partial<Record<BenchForwarder, { wireLike: boolean }>> = {
+  'flannel-ts-kernel': { wireLike: false },
+  'flannel-ts-kernel-wire': { wireLike: true },
+};
+
+interface LabSetup {
+  mode: LabMode;
+  agentArgs: string[];
+  beforeAgents?: (lab: Lab) => Promise<void>;
+}
+
+function labSetup(forwarder: BenchForwarder): LabSetup {
+  const fast = FAST_PATH[forwarder];
+  if (fast) {
+    return {
+      mode: 'flannel-ts',
+      agentArgs: ['--datapath', 'kernel'],
+      ...(fast.wireLike ? { beforeAgents: wireLikeUnderlay } : {}),
+    };
+  }
+  if (forwarder === 'flannel-ts') return { mode: 'flannel-ts', agentArgs: USERSPACE };
   const step = FLANNEL_TS_STEPS[forwarder];
-  return step ? { mode: 'flannel-ts', agentArgs: step } : { mode: forwarder as LabMode, agentArgs: [] };
+  return step
+    ? { mode: 'flannel-ts', agentArgs: [...step, ...USERSPACE] }
+    : { mode: forwarder as LabMode, agentArgs: [] };
+}
+
+/** Every host's eth0 and its switch port without checksum and segmentation offloads (needs ethtool). */
+async function wireLikeUnderlay(lab: Lab): Promise<void> {
+  const off = ['rx', 'off', 'tx', 'off', 'sg', 'off', 'tso', 'off', 'gso', 'off', 'gro', 'off'];
+  for (const n of lab.hostNumbers()) {
+    await lab.execChecked(lab.hostNs(n), ['ethtool', '-K', 'eth0', ...off]);
+    await lab.execChecked(lab.underlayNs, ['ethtool', '-K', `h${n}`, ...off]);
+  }
 }
 
 export interface ThroughputOptions {
@@ -229,7 +271,12 @@ function errorText(e: unknown): string {
 async function buildLab(mode: BenchForwarder, log: ThroughputOptions['log']): Promise<BenchLab> {
   log(`[${mode}] building lab`);
   const setup = labSetup(mode);
-  const lab = await Lab.create({ hosts: 2, mode: setup.mode, agentArgs: setup.agentArgs });
+  const lab = await Lab.create({
+    hosts: 2,
+    mode: setup.mode,
+    agentArgs: setup.agentArgs,
+    ...(setup.beforeAgents ? { beforeAgents: setup.beforeAgents } : {}),
+  });
   try {
     const warm = await lab.ping(lab.podNs(1), lab.podAddr(2), { count: 5, intervalSec: 0.01 });
     if (warm.received === 0) throw new Error(`pod 1 cannot reach pod 2 in mode ${mode}`);
@@ -472,6 +519,8 @@ const MODE_LABELS: Record<BenchForwarder, string> = {
   'flannel-ts-no-uring': 'flannel-ts --io-uring=false (batching + TUN offloads + UDP GSO/GRO)',
   'flannel-ts-tun-offloads': 'flannel-ts --offloads=tun --io-uring=false (batching + TSO reads, GRO writes)',
   'flannel-ts-no-offload': 'flannel-ts --no-offload --io-uring=false (batching only)',
+  'flannel-ts-kernel': 'flannel-ts --datapath kernel (TC-eBPF fast path, veth offloads as they are)',
+  'flannel-ts-kernel-wire': 'flannel-ts --datapath kernel, wire-like underlay (veth offloads off)',
   vxlan: 'kernel VXLAN (flannel vxlan backend)',
   'host-gw': 'host-gw (kernel routing, no encapsulation)',
 };

@@ -151,6 +151,7 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
       offloads: flags.offloads,
       tunIoUring: flags.ioUring,
       workers: flags.workers,
+      datapath: flags.datapath,
     });
     datapath = dp;
     // Writes run one after another, so that the file always ends with the latest subnet.
@@ -265,6 +266,8 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
           };
         },
         datapathThreads: () => dp.workers,
+        datapath: () => dp.describeDatapath(),
+        fastPathCounters: () => dp.fastPathCounters(),
         ready: () => ready,
       };
       try {

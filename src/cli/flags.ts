@@ -11,6 +11,7 @@
 //   The environment is not consulted in static mode.
 import type { Offloads } from '../agent/datapath.js';
 import { ETCD_APIS, type EtcdApi } from '../agent/etcd-api.js';
+import { DATAPATH_CHOICES, type DatapathChoice } from '../fastpath/fast-path.js';
 import { isIPv4 } from 'node:net';
 import { parseEndpoints } from '../etcd/options.js';
 import { unknownFlagMessage } from './flag-suggest.js';
@@ -43,6 +44,8 @@ export interface StaticFlags {
   readonly ioUring: boolean;
   /** Forwarding threads: 1 (the main thread) or 2 (a worker per direction). */
   readonly workers: 1 | 2;
+  /** --datapath: the kernel fast path where it loads (auto, the default), always (kernel), never (userspace). */
+  readonly datapath: DatapathChoice;
   readonly logLevel: LogLevel;
 }
 
@@ -81,6 +84,8 @@ export interface RegistryFlags {
   readonly ioUring: boolean;
   /** Forwarding threads: 1 (the main thread) or 2 (a worker per direction). */
   readonly workers: 1 | 2;
+  /** --datapath: the kernel fast path where it loads (auto, the default), always (kernel), never (userspace). */
+  readonly datapath: DatapathChoice;
   readonly logLevel: LogLevel;
 }
 
@@ -113,6 +118,7 @@ const FLAGS: Readonly<Record<string, FlagSpec>> = {
   offloads: { type: 'string', mode: 'both' },
   'io-uring': { type: 'bool', mode: 'both' },
   workers: { type: 'string', mode: 'both' },
+  datapath: { type: 'string', mode: 'both' },
   'log-level': { type: 'string', mode: 'both' },
   v: { type: 'string', mode: 'both' },
   // flanneld mode
@@ -187,6 +193,9 @@ Both modes:
                           udp: UDP GSO on send, UDP GRO on receive
   --no-offload          the same as --offloads=none: one packet per read, write, datagram
   --io-uring=false      read and write flannel0 with one syscall per packet, not io_uring batches
+  --datapath MODE       auto (default): the kernel fast path (TC-eBPF) where the kernel takes it,
+                          else the userspace datapath; kernel: the fast path or exit; userspace: never
+                          the fast path. The "forwarding" line says which runs (datapath=...) and why
   --workers N           forwarding threads: 1 = the main thread (default), 2 = a worker thread per
                           direction (flannel0 -> UDP, UDP -> flannel0), for hosts where one core is the limit
   --log-level LEVEL     debug|info|warn|error (default info); -v N (N >= 1) means debug
@@ -346,8 +355,16 @@ function staticFlags(values: Map<string, string | string[] | boolean>): StaticFl
     offloads: offloadsOf(values.get('no-offload') === true, str('offloads')),
     ioUring: values.get('io-uring') !== false,
     workers: integer('workers', str('workers'), 1, 1, 2) as 1 | 2,
+    datapath: datapathOf(str('datapath')),
     logLevel: logLevelOf(str('log-level'), str('v')),
   };
+}
+
+function datapathOf(s: string | undefined): DatapathChoice {
+  if (s === undefined) return 'auto';
+  if (!(DATAPATH_CHOICES as readonly string[]).includes(s))
+    throw new FlagError(`--datapath: "${s}" is not one of ${DATAPATH_CHOICES.join(', ')}`);
+  return s as DatapathChoice;
 }
 
 function registryFlags(cli: Map<string, string | string[] | boolean>, env: NodeJS.ProcessEnv): RegistryFlags {
@@ -445,6 +462,7 @@ function registryFlags(cli: Map<string, string | string[] | boolean>, env: NodeJ
     offloads: offloadsOf(bool('no-offload', false), str('offloads')),
     ioUring: bool('io-uring', true),
     workers: integer('workers', str('workers'), 1, 1, 2) as 1 | 2,
+    datapath: datapathOf(str('datapath')),
     logLevel: logLevelOf(str('log-level'), str('v')),
   };
 }
