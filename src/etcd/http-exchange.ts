@@ -13,9 +13,29 @@ import type { TLSSocket } from 'node:tls';
 import { EtcdClosedError } from './errors.js';
 import type { Endpoint, TlsMaterial } from './options.js';
 
-export class UnreachedError extends Error {}
-export class StaleSocketError extends Error {}
-export class BrokenExchangeError extends Error {}
+export class UnreachedError extends Error {
+  readonly code = 'FLANNEL_TS_ERR_ETCD_UNREACHED';
+  constructor(message: string) {
+    super(message);
+    this.name = 'UnreachedError';
+  }
+}
+
+export class StaleSocketError extends Error {
+  readonly code = 'FLANNEL_TS_ERR_ETCD_STALE_SOCKET';
+  constructor(message: string) {
+    super(message);
+    this.name = 'StaleSocketError';
+  }
+}
+
+export class BrokenExchangeError extends Error {
+  readonly code = 'FLANNEL_TS_ERR_ETCD_BROKEN_EXCHANGE';
+  constructor(message: string) {
+    super(message);
+    this.name = 'BrokenExchangeError';
+  }
+}
 
 export interface ExchangeRequest {
   readonly method: string;

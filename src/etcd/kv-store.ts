@@ -26,6 +26,7 @@ interface RangeReply {
 const NO_LEASE = '0';
 
 export class EtcdKvStore implements KvStore {
+  readonly api = 'v3';
   private readonly transport: EtcdTransport;
   private readonly watches = new Set<PrefixWatch>();
   private closed = false;

@@ -21,6 +21,7 @@ import { EtcdV2Transport } from './transport.js';
 import { V2PrefixWatch } from './watch.js';
 
 export class EtcdV2KvStore implements KvStore {
+  readonly api = 'v2';
   private readonly transport: EtcdV2Transport;
   private readonly watches = new Set<V2PrefixWatch>();
   private closed = false;

@@ -71,6 +71,18 @@ export function expiryOf(node: V2Node, now: number = Date.now()): number | null 
   return null;
 }
 
+/**
+ * expiresAt of a node etcd answered a watch with from its history of changes (the change predates
+ * the poll: modifiedIndex <= the reply's X-Etcd-Index). Such a node is kept as it was at the
+ * change, ttl included, however long ago that was; its expiration minus the reply's Date header
+ * (both etcd's clock, so no skew) is the time left. Without a usable Date: as expiryOf.
+ */
+export function replayedExpiryOf(node: V2Node, etcdDate: number | null, now: number = Date.now()): number | null {
+  const at = typeof node.expiration === 'string' ? Date.parse(node.expiration) : NaN;
+  if (etcdDate === null || !Number.isFinite(at)) return expiryOf(node, now);
+  return now + Math.max(0, at - etcdDate);
+}
+
 export function toKeyValue(node: V2Node, now?: number): KeyValue {
   return {
     key: node.key ?? '',

@@ -11,11 +11,18 @@
 
 import type { ClientRequest } from 'node:http';
 
-import type { Watch, WatchEvent, WatchHandlers } from '../subnet/kv.js';
+import type { KeyValue, Watch, WatchEvent, WatchHandlers } from '../subnet/kv.js';
 import { V2_EVENT_INDEX_CLEARED, isV2Error } from './errors.js';
-import { REMOVING_ACTIONS, isAncestorOrSelf, toKeyValue, type V2Response } from './node.js';
+import {
+  REMOVING_ACTIONS,
+  isAncestorOrSelf,
+  replayedExpiryOf,
+  toKeyValue,
+  type V2Node,
+  type V2Response,
+} from './node.js';
 import { readReply } from '../etcd/http-exchange.js';
-import type { EtcdV2Transport } from './transport.js';
+import { etcdIndexOf, type EtcdV2Transport } from './transport.js';
 
 const INITIAL_RETRY_MS = 100;
 const MAX_RETRY_MS = 5_000;
@@ -57,7 +64,7 @@ export class V2PrefixWatch implements Watch {
   private async poll(): Promise<void> {
     this.retryTimer = null;
     while (!this.closed) {
-      let change: V2Response | null;
+      let change: PolledChange | null;
       try {
         change = await this.longPoll();
       } catch (err) {
@@ -80,7 +87,7 @@ export class V2PrefixWatch implements Watch {
   }
 
   /** One long poll: the change etcd answered with, or null when it ended the poll without one. */
-  private async longPoll(): Promise<V2Response | null> {
+  private async longPoll(): Promise<PolledChange | null> {
     const opened = await this.transport.openWatch(this.dir, {
       wait: 'true',
       recursive: 'true',
@@ -96,7 +103,11 @@ export class V2PrefixWatch implements Watch {
       const reply = await readReply(opened.response);
       if (reply.body.trim() === '') return null;
       try {
-        return JSON.parse(reply.body) as V2Response;
+        return {
+          response: JSON.parse(reply.body) as V2Response,
+          pollStartIndex: etcdIndexOf(reply.headers),
+          etcdDate: dateOf(reply.headers.date),
+        };
       } catch {
         throw new Error(`reply from ${opened.endpoint.label} is not JSON: ${reply.body.slice(0, 200)}`);
       }
@@ -107,7 +118,8 @@ export class V2PrefixWatch implements Watch {
   }
 
   /** Hands one change to the consumer; false when the watch must not poll on (closed, or retry scheduled). */
-  private deliver(change: V2Response): boolean {
+  private deliver(polled: PolledChange): boolean {
+    const change = polled.response;
     const node = change.node ?? {};
     const key = node.key ?? '';
     const index = node.modifiedIndex ?? 0;
@@ -129,7 +141,7 @@ export class V2PrefixWatch implements Watch {
     if (!key.startsWith(this.prefix)) return true;
     const event: WatchEvent = removing
       ? { type: 'delete', key, modRevision: index }
-      : { type: 'put', kv: toKeyValue(node) };
+      : { type: 'put', kv: putKv(node, index <= polled.pollStartIndex, polled.etcdDate) };
     try {
       this.handlers.onEvents([event], index);
     } catch (err) {
@@ -159,4 +171,24 @@ export class V2PrefixWatch implements Watch {
       // a failing error handler must not break the watch
     }
   }
+}
+
+/** A long poll's change, and what its reply says of when etcd answered. */
+interface PolledChange {
+  readonly response: V2Response;
+  /** X-Etcd-Index: the store's index when the poll started (0 if absent). */
+  readonly pollStartIndex: number;
+  /** The reply's Date header, ms since the epoch by etcd's clock; null if absent. */
+  readonly etcdDate: number | null;
+}
+
+/** A changed key; a change replayed from etcd's history gets its expiry from etcd's clock (see replayedExpiryOf). */
+function putKv(node: V2Node, replayed: boolean, etcdDate: number | null): KeyValue {
+  const kv = toKeyValue(node);
+  return replayed ? { ...kv, expiresAt: replayedExpiryOf(node, etcdDate) } : kv;
+}
+
+function dateOf(header: string | undefined): number | null {
+  const at = header === undefined ? NaN : Date.parse(header);
+  return Number.isFinite(at) ? at : null;
 }

@@ -55,6 +55,11 @@ export interface Watch {
 }
 
 export interface KvStore {
+  /**
+   * The etcd API the store speaks, for messages that must name it (how to write a missing config):
+   * 'v3' or 'v2'; null while a store that chooses one has not chosen yet; absent when not etcd.
+   */
+  readonly api?: 'v2' | 'v3' | null;
   get(key: string): Promise<KeyValue | null>;
   /** Every key under prefix, sorted by key, with expiresAt. */
   list(prefix: string): Promise<Listing>;

@@ -162,6 +162,26 @@ describe('etcd v2 keys API client (real etcd --enable-v2 in a private netns)', {
     await kv.unwatch('w4');
   });
 
+  it("a change replayed from etcd's history keeps the expiry it has now, not the ttl it had then", async () => {
+    // etcd answers a watch from an old index with the change as it was made, ttl included: 4 s
+    // later, that ttl still says 100 while 96 s are left.
+    const start = await kv.list('/t5/');
+    await kv.put('/t5/a', '1', 100);
+    await new Promise((resolve) => setTimeout(resolve, 4_000));
+    const watchedAt = Date.now();
+    const log = await kv.watch('w5', '/t5/', start.revision + 1);
+    await waitUntil(
+      'the replayed put',
+      () => log.events.length >= 1,
+      10_000,
+      () => log,
+    );
+    await kv.unwatch('w5');
+    const put = log.events[0] as Extract<WatchEvent, { type: 'put' }>;
+    const left = (put.kv.expiresAt! - watchedAt) / 1000;
+    assert.ok(left > 94 && left < 98, `${left} s left`);
+  });
+
   it('watch resumes after etcd is killed and restarted, losing no change', async () => {
     const start = await kv.list('/t6/');
     const log = await kv.watch('w6', '/t6/', start.revision + 1);

@@ -63,3 +63,20 @@ describe('etcd wire encoding', () => {
     assert.throws(() => parseEndpoints(' , '), /no endpoints/);
   });
 });
+
+describe('HTTP exchange failure classes', () => {
+  it('each names itself and carries a stable FLANNEL_TS_ERR_ code (they end up as causes in logs)', async () => {
+    const { UnreachedError, StaleSocketError, BrokenExchangeError } = await import('../../src/etcd/http-exchange.js');
+    const cases = [
+      [new UnreachedError('connect ECONNREFUSED'), 'UnreachedError', 'FLANNEL_TS_ERR_ETCD_UNREACHED'],
+      [new StaleSocketError('read ECONNRESET'), 'StaleSocketError', 'FLANNEL_TS_ERR_ETCD_STALE_SOCKET'],
+      [new BrokenExchangeError('reply broken off'), 'BrokenExchangeError', 'FLANNEL_TS_ERR_ETCD_BROKEN_EXCHANGE'],
+    ] as const;
+    for (const [err, name, code] of cases) {
+      assert.ok(err instanceof Error);
+      assert.equal(err.name, name);
+      assert.equal(err.code, code);
+      assert.match(String(err), new RegExp(`^${name}: `));
+    }
+  });
+});

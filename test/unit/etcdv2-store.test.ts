@@ -199,6 +199,55 @@ describe('etcd v2 store requests and replies (fake member)', () => {
     await store.close();
   });
 
+  it("watch: a change etcd answers from its history keeps its expiry (the event's ttl is as old as the event)", async () => {
+    // etcd keeps each change as it was made: replayed later from its history (after a reconnect),
+    // the node's ttl is still the one of the moment of the change (86400 here, an hour ago), while
+    // its expiration and the reply's Date, both etcd's clock, tell the time actually left.
+    const hourLeft = new Date(Date.now() + 3_600_000).toISOString();
+    a.handler = (req, res) => {
+      const waitIndex = Number(new URL(req.url, 'http://x').searchParams.get('waitIndex'));
+      const key = '/h/subnets/10.0.1.0-24';
+      if (waitIndex === 10) {
+        // From the history: the watch started at store index 12, after the change (10).
+        reply(
+          res,
+          200,
+          { action: 'set', node: { key, value: 'a', ttl: 86400, expiration: hourLeft, modifiedIndex: 10 } },
+          12,
+        );
+      } else if (waitIndex === 11) {
+        // Live: the change (13) came after the watch started (12); its ttl is fresh.
+        reply(
+          res,
+          200,
+          { action: 'set', node: { key, value: 'b', ttl: 86400, expiration: hourLeft, modifiedIndex: 13 } },
+          12,
+        );
+      } else {
+        reply(res, 400, { errorCode: 401, message: 'The event in requested index is outdated and cleared' });
+      }
+    };
+    const store = new EtcdV2KvStore({ endpoints: urlA });
+    const expiries: Array<number | null> = [];
+    let compacted = 0;
+    const started = Date.now();
+    store.watchPrefix('/h/subnets/', 10, {
+      onEvents: (e) => expiries.push(...e.map((ev) => (ev.type === 'put' ? ev.kv.expiresAt : null))),
+      onCompacted: () => compacted++,
+    });
+    const deadline = Date.now() + 5_000;
+    while (compacted === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await store.close();
+    assert.equal(expiries.length, 2);
+    const [replayed, live] = expiries as [number, number];
+    // An hour left (the Date header has 1 s resolution), not 24 h.
+    assert.ok(
+      Math.abs(replayed - (started + 3_600_000)) < 3_000,
+      `replayed change expires in ${(replayed - started) / 1000} s`,
+    );
+    assert.ok(Math.abs(live - (started + 86_400_000)) < 3_000, `live change expires in ${(live - started) / 1000} s`);
+  });
+
   it('prefixes map onto the directory that holds them', () => {
     assert.equal(directoryOf('/coreos.com/network/subnets/'), '/coreos.com/network/subnets');
     assert.equal(directoryOf('/coreos.com/network/subnets/10.1.2.0-24'), '/coreos.com/network/subnets');

@@ -181,3 +181,45 @@ test("fetchNetworkConfig reads <prefix>/config, with flannel's message when it i
   await store.put('/coreos.com/network/config', '{"Network":"10.9.0.0/16","Backend":{"Type":"vxlan"}}', 0);
   await assert.rejects(fetchNetworkConfig(store), NetworkConfigError);
 });
+
+test('the missing-config message names the etcd API in use: v3, v2, or neither yet (auto)', async () => {
+  const { MemoryKvStore } = await import('../../src/subnet/memory-kv.js');
+  const { fetchNetworkConfig } = await import('../../src/subnet/network-config-source.js');
+  const { EtcdApiChooser } = await import('../../src/agent/etcd-api.js');
+  const { EtcdV2KvStore } = await import('../../src/etcdv2/kv-store.js');
+  const { EtcdKvStore } = await import('../../src/etcd/kv-store.js');
+  const quiet = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
+  const messageOf = async (store: import('../../src/subnet/kv.js').KvStore): Promise<string> => {
+    const err = await fetchNetworkConfig(store).then(
+      () => assert.fail('the config should be missing'),
+      (e: Error) => e,
+    );
+    return err.message;
+  };
+
+  // The real stores say which API they speak (no request is needed to know it).
+  const v2Store = new EtcdV2KvStore({ endpoints: 'http://127.0.0.1:9' });
+  const v3Store = new EtcdKvStore({ endpoints: 'http://127.0.0.1:9' });
+  assert.equal(v2Store.api, 'v2');
+  assert.equal(v3Store.api, 'v3');
+  await v2Store.close();
+  await v3Store.close();
+
+  const v2 = Object.assign(new MemoryKvStore(), { api: 'v2' as const });
+  const v2Message = await messageOf(v2);
+  assert.match(v2Message, /flannel config not found in etcd store \(\/coreos\.com\/network\/config\)/);
+  assert.match(v2Message, /etcdv2 API/);
+  assert.match(v2Message, /ETCDCTL_API=2 etcdctl set/);
+  assert.doesNotMatch(v2Message, /etcdv3/);
+
+  const v3 = Object.assign(new MemoryKvStore(), { api: 'v3' as const });
+  assert.match(await messageOf(v3), /Did you create your config using etcdv3 API\?$/);
+
+  // auto, before a choice: the config is in neither API, and the message says how to write it in each.
+  const chooser = new EtcdApiChooser(new MemoryKvStore(), new MemoryKvStore(), '/coreos.com/network', quiet);
+  const autoMessage = await messageOf(chooser);
+  assert.match(autoMessage, /neither/);
+  assert.match(autoMessage, /ETCDCTL_API=3 etcdctl put/);
+  assert.match(autoMessage, /ETCDCTL_API=2 etcdctl set/);
+  assert.doesNotMatch(autoMessage, /\n/);
+});
