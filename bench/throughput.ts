@@ -5,7 +5,7 @@
  * starting forwarder rotating per round. The table shows medians over rounds, and ratios to
  * kernel VXLAN taken per round (VXLAN of the same round, minutes apart at most) before the
  * median, because absolute figures drift ±15% from run to run on this machine. flanneld's own
- * figures from the design doc are shown as a reference row, never as a measurement of this run.
+ * figures (docs/benchmarks.md, "Reference rows") are shown as a reference row, never as a measurement of this run.
  */
 import { readFileSync } from 'node:fs';
 import { Lab, podMtuFor, removeStaleLabNamespaces, type AgentCounters, type LabMode } from '../src/lab/index.js';
@@ -200,11 +200,11 @@ export interface ReferenceRow {
 }
 
 /**
- * flanneld's udp datapath (its C proxy) as measured for the design doc
- * (docs/benchmarks.md), same lab shape and machine kind. Not measured by this run.
+ * flanneld's udp datapath (its C proxy), measured earlier in the same lab shape on the same kind of machine
+ * (docs/benchmarks.md, "Reference rows"). Not measured by this run.
  */
 export const FLANNELD_REFERENCE: ReferenceRow = {
-  name: 'flanneld udp (C proxy), from the design doc, not measured in this run',
+  name: 'flanneld udp (C proxy), reference from docs/benchmarks.md, not measured in this run',
   source: 'docs/benchmarks.md',
   tcpGbitPerSec: 1.03,
   tcpVsVxlan: 0.075,
@@ -212,7 +212,7 @@ export const FLANNELD_REFERENCE: ReferenceRow = {
   udp64VsVxlan: 0.56,
   pingAvgRttUs: 110,
 };
-/** Kernel VXLAN's round trip in the same doc, to put flanneld's 110 µs in proportion. */
+/** Kernel VXLAN's round trip in the same reference run (docs/benchmarks.md), to put flanneld's 110 µs in proportion. */
 const DOC_VXLAN_RTT_US = 20;
 
 interface BenchLab {

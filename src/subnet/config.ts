@@ -1,6 +1,6 @@
 // flannel's network config (`<prefix>/config`): parsing and validation with flannel's defaults, checks
 // and error wording (pkg/subnet/config.go ParseConfig + CheckNetworkConfig, v0.28.9), restricted to
-// what the udp backend uses. See FLANNEL-UDP-SPEC.md §5.
+// what the udp backend uses. See docs/flannel-compat.md, "Network config".
 //
 // Like Go's encoding/json: key names match case-insensitively, unknown keys are ignored, the last of
 // duplicate keys wins, and `null` leaves a plain field (number, bool) at its default.

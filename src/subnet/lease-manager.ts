@@ -1,8 +1,9 @@
 // The own lease: acquire (flannel v0.18+ order), renew before expiry, notice loss and re-acquire.
-// See FLANNEL-UDP-SPEC.md §4.2-4.3. Deliberate fixes over flannel: a lost create race is retried
-// (flannel on etcd v3 exits), a reservation (key without TTL) stays a reservation (flannel #1329), a
-// lost lease is re-acquired instead of shutting the daemon down, and the previous subnet is refused
-// when any lease overlaps it (flannel only checks for an identical subnet).
+// See docs/flannel-compat.md, "Leases and the registry" and "Where we deliberately differ". Deliberate fixes
+// over flannel: a lost create race is retried (flannel on etcd v3 exits), a reservation (key without TTL)
+// stays a reservation (flannel #1329), a lost lease is re-acquired instead of shutting the daemon down,
+// and the previous subnet is refused when any lease overlaps it (flannel only checks for an identical
+// subnet).
 
 import { formatCidr, maskOf } from '../routing-table/ipv4.js';
 import type { Clock, Logger, TimerHandle } from './clock.js';

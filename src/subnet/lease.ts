@@ -1,5 +1,5 @@
 // flannel's registry layout: key paths, subnet keys (`10.244.7.0-24`) and lease attribute values
-// (`{"PublicIP":"192.0.2.7","PublicIPv6":null}`). See FLANNEL-UDP-SPEC.md §4.1.
+// (`{"PublicIP":"192.0.2.7","PublicIPv6":null}`). See docs/flannel-compat.md, "Leases and the registry".
 
 import { isIPv6 } from 'node:net';
 import { formatIPv4, parseIPv4 } from '../routing-table/ipv4.js';

@@ -1,5 +1,5 @@
 // The subnet file (`--subnet-file`, default /run/flannel/subnet.env) and the docker options that
-// flannel's dist/mk-docker-opts.sh derives from it. See FLANNEL-UDP-SPEC.md §6.
+// flannel's dist/mk-docker-opts.sh derives from it. See docs/flannel-compat.md, "The subnet file".
 
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
