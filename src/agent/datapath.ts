@@ -5,6 +5,7 @@
 // the external MTU - 28, and one route for the whole network. The UDP socket binds to the external
 // interface's address on the backend port. Closing flannel0's fd removes the device, its address
 // and route: what the agent made goes with it.
+import { DatapathClosedError, TunOpenError, UdpBindError } from '../errors.js';
 import { C, countersToObject, newCounters } from '../datapath/counters.js';
 import type { ForwarderConfig } from '../datapath/forwarder.js';
 import { Lane, type LaneSetup, type Lanes } from '../datapath/lane.js';
@@ -125,7 +126,7 @@ export class Datapath {
       tunVnet = false;
       tunFd = shim.openTun('flannel%d', false);
     }
-    if (tunFd < 0) throw new Error(`cannot create the TUN device: ${describeErrno(tunFd)}`);
+    if (tunFd < 0) throw new TunOpenError(`cannot create the TUN device: ${describeErrno(tunFd)}`, -tunFd);
     let udpFd = -1;
     let lanes: Lanes | undefined;
     try {
@@ -140,7 +141,10 @@ export class Datapath {
       });
       udpFd = shim.udpOpen(options.ext.address, options.port, SOCKET_BUFFER_BYTES, SOCKET_BUFFER_BYTES);
       if (udpFd < 0)
-        throw new Error(`cannot bind UDP ${formatIPv4(options.ext.address)}:${options.port}: ${describeErrno(udpFd)}`);
+        throw new UdpBindError(
+          `cannot bind UDP ${formatIPv4(options.ext.address)}:${options.port}: ${describeErrno(udpFd)}`,
+          -udpFd,
+        );
       // Super-packet slots only where an offload may fill them (untouched pages cost no memory).
       const slotSize = slotSizeFor(mtu);
       const setup: LaneSetup = {
@@ -196,7 +200,7 @@ export class Datapath {
 
   /** Swaps in a complete route list; in force when this returns. Throws on an invalid route, or once closed. */
   setRoutes(routes: readonly Route[]): void {
-    if (this.closed) throw new Error('the datapath is closed');
+    if (this.closed) throw new DatapathClosedError('the datapath is closed');
     const snapshot = RoutingSnapshot.build(routes);
     this.lanes.setRoutes(snapshot);
     this.routesNow = snapshot;

@@ -16,8 +16,13 @@ import { contains, parseCidr, parseIPv4 } from '../routing-table/ipv4.js';
 import { DEFAULT_ETCD_PREFIX } from '../subnet/lease.js';
 import { DEFAULT_RENEW_MARGIN_MINUTES } from '../subnet/lease-manager.js';
 import { DEFAULT_SUBNET_FILE } from '../subnet/subnet-env.js';
+import { FlannelTsError } from '../errors.js';
 
-export class FlagError extends Error {}
+/** A bad command-line flag or flag value: one line on stderr, exit 2. */
+export class FlagError extends FlannelTsError {
+  override name = 'FlagError';
+  override readonly code = 'FLANNEL_TS_ERR_INVALID_FLAG';
+}
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 

@@ -4,6 +4,7 @@
 // (Atomics.wait, bounded) until both workers have acknowledged it, so a route update is in force
 // when setRoutes returns, and close tells whether both workers are certainly done with the fds.
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import { DatapathClosedError, DatapathWorkerError } from '../errors.js';
 import type { RoutingSnapshot } from '../routing-table/snapshot.js';
 import { COUNTER_NAMES, newCounters } from './counters.js';
 import type { ForwarderConfig } from './forwarder.js';
@@ -133,7 +134,7 @@ export class WorkerLanes implements Lanes {
   }
 
   private command(body: DistributiveOmit<LaneCommand, 'seq'>): void {
-    if (this.closed) throw new Error('the datapath workers have ended');
+    if (this.closed) throw new DatapathClosedError('the datapath workers have ended');
     const seq = ++this.seq;
     for (const t of this.threads) t.worker.postMessage({ ...body, seq });
     for (const t of this.threads) this.waitFor(t, seq, body.type);
@@ -150,11 +151,13 @@ export class WorkerLanes implements Lanes {
           const reply = receiveMessageOnPort(t.replies)?.message as { error?: string } | undefined;
           t.failure = reply?.error ?? 'unknown error';
         }
-        throw new Error(`the ${t.direction} datapath worker failed: ${t.failure}`);
+        throw new DatapathWorkerError(`the ${t.direction} datapath worker failed: ${t.failure}`);
       }
       const left = deadline - Date.now();
       if (left <= 0)
-        throw new Error(`the ${t.direction} datapath worker did not answer "${what}" within ${REPLY_TIMEOUT_MS} ms`);
+        throw new DatapathWorkerError(
+          `the ${t.direction} datapath worker did not answer "${what}" within ${REPLY_TIMEOUT_MS} ms`,
+        );
       Atomics.wait(t.status, S.ack, ack, left);
     }
   }

@@ -1,3 +1,4 @@
+import { FlannelTsError } from '../errors.js';
 /**
  * Which registry the demo runs the agents on, and why: real etcd when the `etcd` and `etcdctl`
  * binaries are installed, the embedded file registry (--kv-file) otherwise. The user can force one
@@ -14,7 +15,10 @@ export interface RegistryChoice {
   readonly reason: string;
 }
 
-export class RegistryChoiceError extends Error {}
+export class RegistryChoiceError extends FlannelTsError {
+  override name = 'RegistryChoiceError';
+  override readonly code = 'FLANNEL_TS_ERR_DEMO_REGISTRY';
+}
 
 function parseRegistry(value: string, source: string): DemoRegistry | 'auto' {
   const v = value.trim().toLowerCase();

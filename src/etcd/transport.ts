@@ -12,8 +12,16 @@ import https from 'node:https';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 
-import { EtcdClosedError, EtcdResponseError, EtcdUnavailableError, GRPC_UNAVAILABLE } from './errors.js';
+import {
+  EtcdClosedError,
+  EtcdOutcomeUnknownError,
+  EtcdProtocolError,
+  EtcdResponseError,
+  EtcdUnavailableError,
+  GRPC_UNAVAILABLE,
+} from './errors.js';
 import type { Endpoint, ResolvedOptions } from './options.js';
+import { FlannelTsError } from '../errors.js';
 
 export interface CallOptions {
   /** Safe to send again (to this or another endpoint) after an ambiguous failure. */
@@ -28,12 +36,23 @@ export interface OpenStream {
   readonly response: http.IncomingMessage;
 }
 
+// How one exchange failed, which decides whether it may be tried again elsewhere. Internal: callers get
+// EtcdUnavailableError or EtcdOutcomeUnknownError instead (src/etcd/errors.ts).
 /** The request never reached etcd: safe to try elsewhere. */
-class UnreachedError extends Error {}
+class UnreachedError extends FlannelTsError {
+  override name = 'UnreachedError';
+  override readonly code = 'FLANNEL_TS_ERR_ETCD_UNREACHED';
+}
 /** A reused keep-alive socket turned out dead before anything came back: resend once. */
-class StaleSocketError extends Error {}
+class StaleSocketError extends FlannelTsError {
+  override name = 'StaleSocketError';
+  override readonly code = 'FLANNEL_TS_ERR_ETCD_STALE_SOCKET';
+}
 /** The request was sent, then the exchange broke: it may or may not have been applied. */
-class BrokenExchangeError extends Error {}
+class BrokenExchangeError extends FlannelTsError {
+  override name = 'BrokenExchangeError';
+  override readonly code = 'FLANNEL_TS_ERR_ETCD_EXCHANGE_BROKEN';
+}
 
 interface RawReply {
   readonly status: number;
@@ -43,10 +62,6 @@ interface RawReply {
 
 const AUTH_RETRY_MESSAGES = /invalid auth token|revision of auth store is old|user name is empty/;
 const NO_LEADER_MESSAGES = /no leader|not capable|leader changed/;
-
-export function isAuthRetryable(err: unknown): boolean {
-  return err instanceof EtcdResponseError && isAuthRetryableMessage(err.etcdMessage);
-}
 
 /** etcd messages meaning "log in again and retry". */
 export function isAuthRetryableMessage(message: string): boolean {
@@ -120,7 +135,8 @@ export class EtcdTransport {
     try {
       return await run(token);
     } catch (err) {
-      if (this.options.credentials === null || !isAuthRetryable(err)) throw err;
+      const authRetryable = err instanceof EtcdResponseError && isAuthRetryableMessage(err.etcdMessage);
+      if (this.options.credentials === null || !authRetryable) throw err;
       // The token expired (or auth was enabled after we found it disabled): get a new one, once.
       this.invalidateToken(token);
       token = await this.currentToken();
@@ -146,7 +162,7 @@ export class EtcdTransport {
         '',
       );
       if (typeof reply.token !== 'string' || reply.token === '') {
-        throw new Error('etcd /v3/auth/authenticate: reply carries no token');
+        throw new EtcdProtocolError('etcd /v3/auth/authenticate: reply carries no token');
       }
       this.token = reply.token;
     } catch (err) {
@@ -180,7 +196,7 @@ export class EtcdTransport {
           continue;
         }
         if (err instanceof BrokenExchangeError) {
-          throw new Error(
+          throw new EtcdOutcomeUnknownError(
             `etcd ${path} at ${endpoint.label}: ${err.message} (the request may or may not have been applied)`,
             { cause: err },
           );
@@ -201,7 +217,9 @@ export class EtcdTransport {
       try {
         return JSON.parse(reply.body) as T;
       } catch {
-        throw new Error(`etcd ${path} at ${endpoint.label}: reply is not JSON: ${reply.body.slice(0, 200)}`);
+        throw new EtcdProtocolError(
+          `etcd ${path} at ${endpoint.label}: reply is not JSON: ${reply.body.slice(0, 200)}`,
+        );
       }
     }
     throw new EtcdUnavailableError(path, attempts);

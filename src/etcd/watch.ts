@@ -11,6 +11,7 @@ import type { ClientRequest } from 'node:http';
 
 import type { KeyValue, Watch, WatchEvent, WatchHandlers } from '../subnet/kv.js';
 import { decodeBytes, int64Number, leaseIdOf, prefixRange, type WireHeader, type WireKeyValue } from './codec.js';
+import { EtcdWatchError } from './errors.js';
 import { JsonObjectSplitter } from './json-stream.js';
 import { isAuthRetryableMessage, type EtcdTransport } from './transport.js';
 
@@ -146,7 +147,7 @@ export class PrefixWatch implements Watch {
     if (message.error !== undefined) {
       const text = message.error.message ?? JSON.stringify(message.error);
       if (isAuthRetryableMessage(text)) this.transport.invalidateToken(token);
-      throw new Error(`etcd: ${text}`);
+      throw new EtcdWatchError(`etcd: ${text}`);
     }
     const result = message.result;
     if (result === undefined) return;
@@ -160,7 +161,7 @@ export class PrefixWatch implements Watch {
       // A stale token (etcd restarted, or auth toggled) cancels the watch at creation; the
       // reconnect then logs in again.
       if (isAuthRetryableMessage(result.cancel_reason ?? '')) this.transport.invalidateToken(token);
-      throw new Error(`watch canceled by etcd: ${result.cancel_reason ?? 'no reason given'}`);
+      throw new EtcdWatchError(`watch canceled by etcd: ${result.cancel_reason ?? 'no reason given'}`);
     }
     if (result.created === true) {
       this.retryDelayMs = INITIAL_RETRY_MS;

@@ -122,9 +122,6 @@ export class RoutingSnapshot {
   readonly routes: readonly Route[];
   /** Route index -> the route's publicIp. The datapath reads this after lookup(). */
   readonly publicIpOf: Uint32Array;
-  /** Number of 256-entry trie nodes (the lookup table is nodeCount KiB). For metrics. */
-  readonly nodeCount: number;
-
   private readonly nodes: Int32Array;
   /** Distinct publicIps, ascending, for isPeerAddress. */
   private readonly peers: Uint32Array;
@@ -133,7 +130,6 @@ export class RoutingSnapshot {
     this.routeCount = routes.length;
     this.routes = routes;
     this.publicIpOf = publicIpOf;
-    this.nodeCount = nodes.length / NODE_SIZE;
     this.nodes = nodes;
     this.peers = peers;
   }

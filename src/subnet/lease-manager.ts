@@ -20,6 +20,7 @@ import {
   parseSubnetKey,
   subnetsPrefix,
 } from './lease.js';
+import { FlannelTsError } from '../errors.js';
 
 /** flannel's subnetTTL. */
 export const LEASE_TTL_SECONDS = 24 * 60 * 60;
@@ -67,11 +68,18 @@ export interface LeaseMonitorHandlers {
 }
 
 /** flannel's wording for a full network. */
-export class OutOfSubnetsError extends Error {
+export class OutOfSubnetsError extends FlannelTsError {
+  override name = 'OutOfSubnetsError';
+  override readonly code = 'FLANNEL_TS_ERR_OUT_OF_SUBNETS';
   constructor() {
     super('out of subnets');
-    this.name = 'OutOfSubnetsError';
   }
+}
+
+/** Another host won the race for every subnet tried, RACE_RETRIES times in a row. */
+export class LeaseRaceError extends FlannelTsError {
+  override name = 'LeaseRaceError';
+  override readonly code = 'FLANNEL_TS_ERR_LEASE_RACE_LOST';
 }
 
 interface ListedLease {
@@ -153,7 +161,9 @@ export class LeaseManager {
       }
       this.log.info('lost the race for a subnet to another host; trying again');
     }
-    throw new Error(`Max retries reached trying to acquire a subnet (lost the create race ${RACE_RETRIES} times)`);
+    throw new LeaseRaceError(
+      `Max retries reached trying to acquire a subnet (lost the create race ${RACE_RETRIES} times)`,
+    );
   }
 
   /**

@@ -5,6 +5,7 @@ import { isIPv6 } from 'node:net';
 import { formatIPv4, parseIPv4 } from '../routing-table/ipv4.js';
 import type { Ipv4Net } from './config.js';
 import { lookupFoldedKey } from './config.js';
+import { FlannelTsError } from '../errors.js';
 
 export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
 
@@ -83,11 +84,9 @@ export interface LeaseAttrs {
 }
 
 /** An unreadable lease value. */
-export class LeaseValueError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'LeaseValueError';
-  }
+export class LeaseValueError extends FlannelTsError {
+  override name = 'LeaseValueError';
+  override readonly code = 'FLANNEL_TS_ERR_INVALID_LEASE_VALUE';
 }
 
 /**

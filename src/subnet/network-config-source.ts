@@ -4,12 +4,14 @@ import type { NetworkConfig } from './config.js';
 import { parseNetworkConfig } from './config.js';
 import type { KvStore } from './kv.js';
 import { configKey, DEFAULT_ETCD_PREFIX } from './lease.js';
+import { FlannelTsError } from '../errors.js';
 
 /** The config key does not exist (flanneld waits and retries, as for an invalid config). */
-export class NetworkConfigMissingError extends Error {
+export class NetworkConfigMissingError extends FlannelTsError {
+  override name = 'NetworkConfigMissingError';
+  override readonly code = 'FLANNEL_TS_ERR_NETWORK_CONFIG_MISSING';
   constructor(key: string) {
     super(`flannel config not found in etcd store (${key}). Did you create your config using etcdv3 API?`);
-    this.name = 'NetworkConfigMissingError';
   }
 }
 

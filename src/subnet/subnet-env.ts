@@ -6,8 +6,15 @@ import { chmod, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { formatCidr, parseCidr } from '../routing-table/ipv4.js';
 import type { Ipv4Net } from './config.js';
+import { FlannelTsError } from '../errors.js';
 
 export const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
+
+/** A subnet file whose content flannel's tools would refuse (mk-docker-opts.sh's checks). */
+export class SubnetFileError extends FlannelTsError {
+  override name = 'SubnetFileError';
+  override readonly code = 'FLANNEL_TS_ERR_INVALID_SUBNET_FILE';
+}
 
 export interface SubnetEnvContent {
   /** The config's Network. */
@@ -185,7 +192,7 @@ export function dockerOpts(
     // Inverted: when flannel masquerades, docker must not.
     if (ipMasq === 'true') opts.push(['DOCKER_OPT_IPMASQ', '--ip-masq=false']);
     else if (ipMasq === 'false') opts.push(['DOCKER_OPT_IPMASQ', '--ip-masq=true']);
-    else throw new Error(`Invalid value of FLANNEL_IPMASQ: ${ipMasq}`);
+    else throw new SubnetFileError(`Invalid value of FLANNEL_IPMASQ: ${ipMasq}`);
   }
   const mtu = get('FLANNEL_MTU');
   if (mtu !== '') opts.push(['DOCKER_OPT_MTU', `--mtu=${mtu}`]);

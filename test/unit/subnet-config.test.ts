@@ -166,7 +166,7 @@ test('subnetFitsConfig is flannel isSubnetConfigCompat', () => {
 });
 
 test("fetchNetworkConfig reads <prefix>/config, with flannel's message when it is missing", async () => {
-  const { MemoryKvStore } = await import('../../src/subnet/memory-kv.js');
+  const { MemoryKvStore } = await import('../helpers/memory-kv.js');
   const { fetchNetworkConfig, NetworkConfigMissingError } = await import('../../src/subnet/network-config-source.js');
   const store = new MemoryKvStore();
   await assert.rejects(

@@ -113,6 +113,10 @@ test('dockerOpts matches mk-docker-opts.sh output', () => {
     'DOCKER_OPTS="--debug  --bip=10.1.15.1/24 --mtu=1472"\n',
   );
   assert.equal(dockerOpts({}), 'DOCKER_OPTS=""\n');
-  assert.throws(() => dockerOpts({ FLANNEL_IPMASQ: 'yes' }), /^Error: Invalid value of FLANNEL_IPMASQ: yes$/);
+  assert.throws(() => dockerOpts({ FLANNEL_IPMASQ: 'yes' }), {
+    name: 'SubnetFileError',
+    code: 'FLANNEL_TS_ERR_INVALID_SUBNET_FILE',
+    message: 'Invalid value of FLANNEL_IPMASQ: yes',
+  });
   assert.equal(dockerOpts({ FLANNEL_IPMASQ: 'yes' }, { omitIpMasq: true }), 'DOCKER_OPTS=""\n');
 });

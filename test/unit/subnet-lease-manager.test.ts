@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock, MemoryLogger, settle } from '../../src/subnet/clock.js';
+import { ManualClock, MemoryLogger, settle } from '../helpers/manual-clock.js';
 import { parseNetworkConfig } from '../../src/subnet/config.js';
 import { LeaseManager, LEASE_TTL_SECONDS, OutOfSubnetsError } from '../../src/subnet/lease-manager.js';
 import type { Lease } from '../../src/subnet/lease-manager.js';
-import { MemoryKvStore } from '../../src/subnet/memory-kv.js';
+import { MemoryKvStore } from '../helpers/memory-kv.js';
 import { BareListingStore } from '../helpers/bare-listing-store.js';
 import { formatCidr, parseCidr, parseIPv4 } from '../../src/routing-table/ipv4.js';
 
