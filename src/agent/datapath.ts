@@ -9,6 +9,7 @@ import { DatapathClosedError, TunOpenError, UdpBindError } from '../errors.js';
 import { C, countersToObject, newCounters } from '../datapath/counters.js';
 import type { ForwarderConfig } from '../datapath/forwarder.js';
 import { Lane, type LaneSetup, type Lanes } from '../datapath/lane.js';
+import { peerTotals, type PeerTotals } from '../datapath/peer-counters.js';
 import { SUPER_SLOT_SIZE, slotSizeFor } from '../datapath/slab.js';
 import { WorkerLanes } from '../datapath/worker-lanes.js';
 import { ENCAP_OVERHEAD } from '../encap/ipv4.js';
@@ -225,6 +226,12 @@ export class Datapath {
     this.lanes.setConfig(forwarderConfig(subnet, this.port, this.mtu));
     this.subnetNow = subnet;
     if (old.prefix !== subnet.prefix) removeTunAddress(this.tunName, old.prefix);
+  }
+
+  /** Traffic to and from each peer route in force (both directions added up with --workers 2). */
+  peerTraffic(): (Route & PeerTotals)[] {
+    const counts = this.lanes.peerCounters();
+    return this.routesNow.routes.map((r, i) => ({ ...r, ...peerTotals(counts, i) }));
   }
 
   countersObject(): Record<string, number> {

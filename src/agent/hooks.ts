@@ -3,6 +3,7 @@
 import { startHealthServer as startHttpServer } from '../observability/http.js';
 import { startFlannelIptables } from '../link/iptables-rules.js';
 import type { Logger } from '../observability/log.js';
+import type { PeerTraffic } from '../observability/metrics.js';
 import type { Route } from '../routing-table/snapshot.js';
 import type { Lease } from '../subnet/lease-manager.js';
 import type { Ipv4Prefix } from './datapath.js';
@@ -21,6 +22,8 @@ export interface AgentStatus {
   offloads?(): Readonly<Record<string, boolean>>;
   /** Threads forwarding packets (--workers). */
   datapathThreads?(): number;
+  /** Packets, bytes and drops to and from each peer route in force. */
+  peerTraffic?(): Iterable<PeerTraffic>;
 }
 
 export interface Closable {

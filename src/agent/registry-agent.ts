@@ -270,6 +270,7 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
           };
         },
         datapathThreads: () => dp.workers,
+        peerTraffic: () => dp.peerTraffic(),
         ready: () => ready,
       };
       try {

@@ -9,6 +9,7 @@ import type { RoutingSnapshot } from '../routing-table/snapshot.js';
 import { COUNTER_NAMES, newCounters } from './counters.js';
 import type { ForwarderConfig } from './forwarder.js';
 import type { LaneSetup, LaneStatus, Lanes } from './lane.js';
+import { newPeerCounters } from './peer-counters.js';
 import {
   ACK_FAILED,
   ACK_NONE,
@@ -40,6 +41,8 @@ export class WorkerLanes implements Lanes {
   private readonly merged = newCounters();
   private seq = 0;
   private closed = false;
+  /** Per-peer counts of the routes in force, one array both workers write (peer-counters.ts). */
+  private peerCounts = newPeerCounters(0, true);
 
   /** Starts both workers and waits until each runs its lane. Throws if one cannot start (both are then ended). */
   constructor(setup: LaneSetup, tunFd: number, udpFd: number, config: ForwarderConfig) {
@@ -78,7 +81,13 @@ export class WorkerLanes implements Lanes {
   }
 
   setRoutes(routes: RoutingSnapshot): void {
-    this.command({ type: 'routes', routes: routes.routes });
+    const peerCounters = newPeerCounters(routes.routeCount, true);
+    this.command({ type: 'routes', routes: routes.routes, peerCounters });
+    this.peerCounts = peerCounters;
+  }
+
+  peerCounters(): Float64Array {
+    return this.peerCounts;
   }
 
   setConfig(config: ForwarderConfig): void {

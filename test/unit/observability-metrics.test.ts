@@ -196,8 +196,10 @@ test('per-peer traffic when the source provides it', () => {
         ...route('10.244.2.0/24', '192.0.2.2'),
         sentPackets: 5,
         sentBytes: 500,
+        sentDrops: 2,
         receivedPackets: 4,
         receivedBytes: 400,
+        receivedDrops: 1,
       },
     ],
   });
@@ -206,6 +208,14 @@ test('per-peer traffic when the source provides it', () => {
   assert.match(out, /^flannel_ts_peer_sent_bytes_total\{subnet="10.244.2.0\/24",public_ip="192.0.2.2"\} 500$/m);
   assert.match(out, /^flannel_ts_peer_received_packets_total\{subnet="10.244.2.0\/24",public_ip="192.0.2.2"\} 4$/m);
   assert.match(out, /^flannel_ts_peer_received_bytes_total\{subnet="10.244.2.0\/24",public_ip="192.0.2.2"\} 400$/m);
+  assert.match(
+    out,
+    /^flannel_ts_peer_dropped_packets_total\{subnet="10.244.2.0\/24",public_ip="192.0.2.2",direction="tx"\} 2$/m,
+  );
+  assert.match(
+    out,
+    /^flannel_ts_peer_dropped_packets_total\{subnet="10.244.2.0\/24",public_ip="192.0.2.2",direction="rx"\} 1$/m,
+  );
   assert.doesNotMatch(renderMetrics(knownSource()), /peer_sent/);
 });
 
