@@ -11,7 +11,8 @@
  *
  * Throughput (bench/throughput.ts): every forwarder's lab is built and kept up, then --rounds
  * interleaved rounds (1..10, default 3) measure each forwarder in turn; the table shows medians
- * and per-round ratios to VXLAN. ~12 s per forwarder and round with the default 5 s iperf3 runs (7 forwarders, 3 rounds: ~4 min).
+ * and per-round ratios to VXLAN. ~12 s per forwarder and round with the default 5 s iperf3 runs (7 forwarders, 3
+ * rounds: ~4 min).
  *
  * Control plane (bench/control-plane.ts, issue 3): 1,000 peer leases in a real etcd in a namespace
  * of its own -> routes, a new lease's time to be routable, the idle agent's RSS; ~15 s. Part of the

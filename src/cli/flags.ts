@@ -141,6 +141,8 @@ const ETCD_FLAGS = ['etcd-endpoints', 'etcd-cafile', 'etcd-certfile', 'etcd-keyf
 
 export const DEFAULT_ETCD_ENDPOINTS = 'http://127.0.0.1:4001,http://127.0.0.1:2379';
 
+const RENEW_MARGIN = DEFAULT_RENEW_MARGIN_MINUTES;
+
 export const USAGE = `Usage:
   flannel-ts [--etcd-endpoints URLS | --kv-file PATH] [options]      flanneld mode
   flannel-ts --network CIDR --subnet CIDR --peer CIDR=IP [...]        static mode
@@ -155,7 +157,7 @@ flanneld mode: network config, subnet lease and routes from etcd v3 (or the embe
   --iface-regex RE             external interface by regex on its addresses, then names (repeatable)
   --public-ip IP               PublicIP to announce (default: the interface's address)
   --subnet-file PATH           where to write the subnet env (default ${DEFAULT_SUBNET_FILE})
-  --subnet-lease-renew-margin M   renew the lease M minutes before expiry, 1..1439 (default ${DEFAULT_RENEW_MARGIN_MINUTES})
+  --subnet-lease-renew-margin M   renew M minutes before the lease expires, 1..1439 (default ${RENEW_MARGIN})
   --ip-masq                    set up IP masquerade for traffic leaving the flannel network
   --iptables-forward-rules     add FORWARD accept rules for the network (default true)
   --healthz-ip IP              health/metrics server address (default 0.0.0.0)

@@ -59,7 +59,9 @@ export function chooseRegistry(
   return installed
     ? {
         registry: 'etcd',
-        reason: `the etcd and etcdctl binaries are installed (set ${REGISTRY_ENV}=file to use the embedded file registry instead)`,
+        reason:
+          'the etcd and etcdctl binaries are installed ' +
+          `(set ${REGISTRY_ENV}=file to use the embedded file registry instead)`,
       }
     : {
         registry: 'file',

@@ -86,9 +86,8 @@ export function loadTlsMaterial(caFile?: string, certFile?: string, keyFile?: st
   const hasCert = certFile !== undefined && certFile !== '';
   const hasKey = keyFile !== undefined && keyFile !== '';
   if (hasCert !== hasKey) {
-    throw new EtcdOptionsError(
-      `etcd: a client certificate needs both certFile and keyFile (got only ${hasCert ? `certFile ${certFile}` : `keyFile ${keyFile}`})`,
-    );
+    const given = hasCert ? `certFile ${certFile}` : `keyFile ${keyFile}`;
+    throw new EtcdOptionsError(`etcd: a client certificate needs both certFile and keyFile (got only ${given})`);
   }
   const material: { ca?: Buffer; cert?: Buffer; key?: Buffer } = {};
   if (caFile !== undefined && caFile !== '') {

@@ -136,7 +136,8 @@ export class PrefixWatch implements Watch {
     this.retryDelayMs = Math.min(this.retryDelayMs * 2, MAX_RETRY_MS);
     this.report(
       new Error(
-        `etcd watch on ${JSON.stringify(this.prefix)} from revision ${this.nextRevision}: ${err.message}; retrying in ${delay} ms`,
+        `etcd watch on ${JSON.stringify(this.prefix)} from revision ${this.nextRevision}: ${err.message}; ` +
+          `retrying in ${delay} ms`,
       ),
     );
     this.retryTimer = setTimeout(() => void this.connect(), delay);

@@ -94,7 +94,8 @@ function load(): Shim {
     return require(file) as Shim;
   } catch (err) {
     throw new NativeShimLoadError(
-      `flannel-ts: cannot load the native shim ${file} (run "npm ci" or "node scripts/build-native.mjs"): ${(err as Error).message}`,
+      `flannel-ts: cannot load the native shim ${file} ` +
+        `(run "npm ci" or "node scripts/build-native.mjs"): ${(err as Error).message}`,
       { cause: err },
     );
   }

@@ -99,7 +99,8 @@ export class RoutingSnapshot {
    * Builds a snapshot from a complete route list.
    *
    * Throws on an invalid route, naming its input index: a RangeError for non-uint32 prefix or publicIp,
-   * prefixLen outside 0..32 or host bits set in prefix; a TypeError for a non-object. When the same prefix/prefixLen appears more than once, the last occurrence's publicIp
+   * prefixLen outside 0..32 or host bits set in prefix; a TypeError for a non-object. When the same prefix/prefixLen
+   * appears more than once, the last occurrence's publicIp
    * wins; the route keeps the position of its first occurrence in `routes`.
    */
   static build(input: readonly Route[]): RoutingSnapshot {

@@ -198,15 +198,17 @@ export class LeaseManager {
       if (subnetFitsConfig(this.config, mine.subnet) && mine.ipv6 === null) {
         // A key gone since the listing is simply written again, as a lease.
         const reservation = (await this.store.get(mine.kv.key))?.expiresAt === null;
+        const what = reservation ? 'reservation' : 'lease';
         this.log.info(
-          `Found ${reservation ? 'reservation' : 'lease'} (${formatCidr(mine.subnet.prefix, mine.subnet.prefixLen)}) for current IP, reusing`,
+          `Found ${what} (${formatCidr(mine.subnet.prefix, mine.subnet.prefixLen)}) for current IP, reusing`,
         );
         const ttl = reservation ? 0 : LEASE_TTL_SECONDS;
         await this.store.put(mine.kv.key, formatLeaseAttrs(this.publicIp), ttl);
         return this.makeLease(mine.kv.key, mine.subnet, ttl);
       }
       this.log.info(
-        `Found lease (${formatCidr(mine.subnet.prefix, mine.subnet.prefixLen)}) for current IP but not compatible with current config, deleting`,
+        `Found lease (${formatCidr(mine.subnet.prefix, mine.subnet.prefixLen)}) for current IP ` +
+          'but not compatible with current config, deleting',
       );
       await this.store.delete(mine.kv.key);
       leases = leases.filter((l) => l !== mine);
@@ -222,7 +224,8 @@ export class LeaseManager {
           chosen = prev;
         } else {
           this.log.warn(
-            `Found previously leased subnet (${formatCidr(prev.prefix, prev.prefixLen)}) that is not compatible with the network config, ignoring`,
+            `Found previously leased subnet (${formatCidr(prev.prefix, prev.prefixLen)}) ` +
+              'that is not compatible with the network config, ignoring',
           );
         }
       }

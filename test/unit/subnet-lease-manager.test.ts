@@ -35,7 +35,8 @@ test('fresh acquisition: random pick among the first 100 free subnets, 24 h TTL,
     assert.equal(kv?.expiresAt, clock.now() + LEASE_TTL_SECONDS * 1000);
     assert.equal(lease.expiresAt, clock.now() + 24 * HOUR);
   }
-  // Candidates are 10.244.2.0 .. 10.244.101.0 (the first 100 free ones from SubnetMin, .1 being taken); index floor(r * 100).
+  // Candidates are 10.244.2.0 .. 10.244.101.0 (the first 100 free ones from SubnetMin, .1 being taken); index floor(r *
+  // 100).
   assert.deepEqual(picks, ['10.244.2.0/24', '10.244.52.0/24', '10.244.101.0/24']);
 });
 
