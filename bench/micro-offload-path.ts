@@ -219,7 +219,8 @@ export function offloadPathBenchTasks(bench: Bench): void {
   );
   addSegmentTask(
     bench,
-    `offload path: flannel0->UDP, ${READ_SUPER_PACKETS} TSO super-packets per read, ${segmentsPerSuperPacket} segments each (ns/segment)`,
+    `offload path: flannel0->UDP, ${READ_SUPER_PACKETS} TSO super-packets ` +
+      `per read, ${segmentsPerSuperPacket} segments each (ns/segment)`,
     () => {
       sink += tx.tunToUdp();
     },

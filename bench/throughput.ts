@@ -355,7 +355,8 @@ export async function runThroughput(options: Partial<ThroughputOptions> = {}): P
     if (live.size > 1) {
       idle = await idleCheck([...live.values()], 3);
       opts.log(
-        `idle check, ${idle.labsUp} labs up for ${idle.seconds} s: machine busy ${idle.machineBusyPercent.toFixed(1)}%, ` +
+        `idle check, ${idle.labsUp} labs up for ` +
+          `${idle.seconds} s: machine busy ${idle.machineBusyPercent.toFixed(1)}%, ` +
           `all agents together ${(idle.agentsCpuPerSecond * 1000).toFixed(1)} CPU-ms/s`,
       );
     }
@@ -496,13 +497,16 @@ function kpps(pps: number | undefined): string {
  */
 export function throughputTable(results: readonly ModeResult[]): string {
   const lines = [
-    '| forwarder | pod MTU | TCP Gbit/s | vs VXLAN | TCP vs VXLAN, range | CPU s/Gbit (TCP) | vs VXLAN | of which agents | machine busy % | UDP64 delivered pps | vs VXLAN | UDP64 loss % | ping RTT µs | vs VXLAN |',
+    '| forwarder | pod MTU | TCP Gbit/s | vs VXLAN | TCP vs VXLAN, ' +
+      'range | CPU s/Gbit (TCP) | vs VXLAN | of which agents | machine ' +
+      'busy % | UDP64 delivered pps | vs VXLAN | UDP64 loss % | ping RTT µs | vs VXLAN |',
     '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const r of results) {
     if (!r.ok) {
       lines.push(
-        `| ${MODE_LABELS[r.mode]} | ${r.podMtu || 'n/a'} | failed: ${(r.error ?? '').split('\n')[0]} | | | | | | | | | | | |`,
+        `| ${MODE_LABELS[r.mode]} | ${r.podMtu || 'n/a'} | failed: ` +
+          `${(r.error ?? '').split('\n')[0]} | | | | | | | | | | | |`,
       );
       continue;
     }
@@ -511,14 +515,16 @@ export function throughputTable(results: readonly ModeResult[]): string {
     lines.push(
       `| ${MODE_LABELS[r.mode]} | ${r.podMtu} | ${fmt(r.tcpGbitPerSec, 2)} | ${ratio(v?.tcpGbitPerSec)} | ${range} | ` +
         `${fmt(r.tcpCpuSecondsPerGbit, 2)} | ${ratio(v?.tcpCpuSecondsPerGbit)} | ` +
-        `${r.tcpAgentCpuSecondsPerGbit === undefined ? '' : fmt(r.tcpAgentCpuSecondsPerGbit, 2)} | ${fmt(r.tcpMachineBusyPercent, 0)} | ` +
+        `${r.tcpAgentCpuSecondsPerGbit === undefined ? '' : fmt(r.tcpAgentCpuSecondsPerGbit, 2)} ` +
+        `| ${fmt(r.tcpMachineBusyPercent, 0)} | ` +
         `${kpps(r.udp64DeliveredPps)} | ${ratio(v?.udp64DeliveredPps)} | ${fmt(r.udp64LostPercent, 1)} | ` +
         `${fmt(r.pingAvgRttUs, 0)} | ${ratio(v?.pingAvgRttUs)} |`,
     );
   }
   const ref = FLANNELD_REFERENCE;
   lines.push(
-    `| *${ref.name}* | 1472 | *${ref.tcpGbitPerSec}* | *${ref.tcpVsVxlan}* | | | | | | *${kpps(ref.udp64DeliveredPps)}* | *${ref.udp64VsVxlan}* | | ` +
+    `| *${ref.name}* | 1472 | *${ref.tcpGbitPerSec}* ` +
+      `| *${ref.tcpVsVxlan}* | | | | | | *${kpps(ref.udp64DeliveredPps)}* | *${ref.udp64VsVxlan}* | | ` +
       `*${ref.pingAvgRttUs}* | *${(ref.pingAvgRttUs / DOC_VXLAN_RTT_US).toFixed(1)}* |`,
   );
   return lines.join('\n');

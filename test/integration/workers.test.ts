@@ -192,7 +192,8 @@ describe('--workers 2: one datapath thread per direction', { timeout: 90_000 }, 
     const line = forwardingLine(lab, 1);
     assert.equal(line['workers'], 2, JSON.stringify(line));
     // The health server starts just after the "forwarding" line: retry briefly.
-    const scrape = `fetch('http://${lab.hostAddr(1)}:${port}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`;
+    const url = `http://${lab.hostAddr(1)}:${port}/metrics`;
+    const scrape = `fetch('${url}').then((r) => r.text()).then((t) => process.stdout.write(t))`;
     let metrics = '';
     for (let attempt = 0; attempt < 40 && !metrics.includes('flannel_ts_datapath_threads'); attempt++) {
       if (attempt > 0) await new Promise((r) => setTimeout(r, 100));

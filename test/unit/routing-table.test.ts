@@ -91,7 +91,8 @@ function checkAddress(snap: RoutingSnapshot, input: readonly Route[], addr: numb
     return;
   }
   assert.fail(
-    `addr ${formatIPv4(addr)}: trie says ${describeRoute(snap.routes[got])} (publicIpOf ${got < 0 ? '-' : formatIPv4(snap.publicIpOf[got]!)}), ` +
+    `addr ${formatIPv4(addr)}: trie says ${describeRoute(snap.routes[got])} ` +
+      `(publicIpOf ${got < 0 ? '-' : formatIPv4(snap.publicIpOf[got]!)}), ` +
       `reference says ${describeRoute(input[expected])}`,
   );
 }

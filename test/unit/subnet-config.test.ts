@@ -5,7 +5,10 @@ import { formatIPv4, parseIPv4 } from '../../src/routing-table/ipv4.js';
 
 function summary(text: string): string {
   const c = parseNetworkConfig(text);
-  return `${formatIPv4(c.network.prefix)}/${c.network.prefixLen} len=${c.subnetLen} min=${formatIPv4(c.subnetMin)} max=${formatIPv4(c.subnetMax)} ${c.backend.type}:${c.backend.port}`;
+  return (
+    `${formatIPv4(c.network.prefix)}/${c.network.prefixLen} len=${c.subnetLen} ` +
+    `min=${formatIPv4(c.subnetMin)} max=${formatIPv4(c.subnetMax)} ${c.backend.type}:${c.backend.port}`
+  );
 }
 
 test('defaults as flannel computes them', () => {
