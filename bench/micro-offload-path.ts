@@ -184,7 +184,8 @@ function groRun(): Uint8Array {
   return run;
 }
 
-/** The scenario does what it claims (every segment forwarded, the run coalesced whole), or the figures would mislead. */
+/** The scenario does what it claims (every segment forwarded, the run coalesced whole), or the figures would mislead.
+ * */
 function expect(what: string, ok: boolean): void {
   if (!ok) throw new Error(`offload path bench: the ${what} scenario is not forwarded as built`);
 }
@@ -218,7 +219,8 @@ export function offloadPathBenchTasks(bench: Bench): void {
   );
   addSegmentTask(
     bench,
-    `offload path: flannel0->UDP, ${READ_SUPER_PACKETS} TSO super-packets per read, ${segmentsPerSuperPacket} segments each (ns/segment)`,
+    `offload path: flannel0->UDP, ${READ_SUPER_PACKETS} TSO super-packets ` +
+      `per read, ${segmentsPerSuperPacket} segments each (ns/segment)`,
     () => {
       sink += tx.tunToUdp();
     },

@@ -129,7 +129,8 @@ export function segmentBenchTasks(bench: Bench): void {
   ] as const;
   for (const [label, pBytes, w] of checksumVariants) {
     bench.add(
-      `checksum: complete a partial TCP checksum, ${PAYLOAD}-byte payload (${summed} bytes summed), ${label} (ns/packet)`,
+      `checksum: complete a partial TCP checksum, ${PAYLOAD}-byte ` +
+        `payload (${summed} bytes summed), ${label} (ns/packet)`,
       () => {
         let ok = 0;
         const start = bench.now();
@@ -210,7 +211,8 @@ function planBenchTasks(bench: Bench, rand: () => number): void {
   ] as const;
   for (const [label, b, w] of planVariants) {
     bench.add(
-      `plan: GRO of ${BATCH_PACKETS} full ${GSO_SIZE}-byte segments of one flow (groups of <= ${MAX_GROUP_PACKETS}, 64 KiB), ${label} (ns/packet)`,
+      `plan: GRO of ${BATCH_PACKETS} full ${GSO_SIZE}-byte segments of one ` +
+        `flow (groups of <= ${MAX_GROUP_PACKETS}, 64 KiB), ${label} (ns/packet)`,
       () => {
         let groups = 0;
         const start = bench.now();

@@ -11,7 +11,8 @@
  *
  * Throughput (bench/throughput.ts): every forwarder's lab is built and kept up, then --rounds
  * interleaved rounds (1..10, default 3) measure each forwarder in turn; the table shows medians
- * and per-round ratios to VXLAN. ~12 s per forwarder and round with the default 5 s iperf3 runs (7 forwarders, 3 rounds: ~4 min).
+ * and per-round ratios to VXLAN. ~12 s per forwarder and round with the default 5 s iperf3 runs (7 forwarders, 3
+ * rounds: ~4 min).
  *
  * Control plane (bench/control-plane.ts, issue 3): 1,000 peer leases in a real etcd in a namespace
  * of its own -> routes, a new lease's time to be routable, the idle agent's RSS; ~15 s. Part of the
@@ -172,10 +173,12 @@ async function main(): Promise<void> {
     throughput = await runThroughput({ modes, seconds, rounds });
     const wallSeconds = (Date.now() - started) / 1000;
     process.stdout.write(
-      `\n## Throughput, pod to pod, two hosts in network namespaces (${rounds} interleaved round${rounds === 1 ? '' : 's'}, ` +
+      `\n## Throughput, pod to pod, two hosts in network ` +
+        `namespaces (${rounds} interleaved round${rounds === 1 ? '' : 's'}, ` +
         `${seconds} s per iperf3 run)\n\n` +
         `${throughputTable(throughput.results)}\n\n` +
-        `Every figure is the median over ${rounds} interleaved round${rounds === 1 ? '' : 's'}: all labs stay up, each round\n` +
+        `Every figure is the median over ${rounds} interleaved ` +
+        `round${rounds === 1 ? '' : 's'}: all labs stay up, each round\n` +
         'measures every forwarder in turn (ping, TCP, UDP64), starting one forwarder later each round. Each\n' +
         '"vs VXLAN" is the median of the per-round ratios to kernel VXLAN measured in the same round, so drift\n' +
         'between rounds cancels; "TCP vs VXLAN, range" is the lowest and highest per-round TCP ratio. The italic\n' +
@@ -205,7 +208,8 @@ async function main(): Promise<void> {
     try {
       const r = await runControlPlaneBench();
       process.stdout.write(
-        `\n## Control plane: a 1,000-node cluster's leases in real etcd (${r.etcdVersion})\n\n${controlPlaneTable(r)}\n`,
+        `\n## Control plane: a 1,000-node ` +
+          `cluster's leases in real etcd (${r.etcdVersion})\n\n${controlPlaneTable(r)}\n`,
       );
       process.stderr.write(`wrote ${saveControlPlaneResult(r, join(repoDir, 'bench', 'results'))}\n`);
     } catch (e) {
@@ -218,7 +222,8 @@ async function main(): Promise<void> {
     try {
       const r = await runUsoBench(repoDir, seconds, rounds);
       process.stdout.write(
-        `\n## USO: a pod sending with UDP GSO (${rounds} interleaved round${rounds === 1 ? '' : 's'}, ${seconds} s each, medians)\n\n${usoTable(r)}\n`,
+        `\n## USO: a pod sending with UDP GSO (${rounds} interleaved ` +
+          `round${rounds === 1 ? '' : 's'}, ${seconds} s each, medians)\n\n${usoTable(r)}\n`,
       );
     } catch (e) {
       process.stdout.write(`\n## USO\n\nfailed: ${e instanceof Error ? e.message : String(e)}\n`);

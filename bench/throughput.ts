@@ -5,7 +5,7 @@
  * starting forwarder rotating per round. The table shows medians over rounds, and ratios to
  * kernel VXLAN taken per round (VXLAN of the same round, minutes apart at most) before the
  * median, because absolute figures drift ±15% from run to run on this machine. flanneld's own
- * figures from the design doc are shown as a reference row, never as a measurement of this run.
+ * figures (docs/benchmarks.md, "Reference rows") are shown as a reference row, never as a measurement of this run.
  */
 import { readFileSync } from 'node:fs';
 import { Lab, podMtuFor, removeStaleLabNamespaces, type AgentCounters, type LabMode } from '../src/lab/index.js';
@@ -242,11 +242,11 @@ export interface ReferenceRow {
 }
 
 /**
- * flanneld's udp datapath (its C proxy) as measured for the design doc
- * (docs/benchmarks.md), same lab shape and machine kind. Not measured by this run.
+ * flanneld's udp datapath (its C proxy), measured earlier in the same lab shape on the same kind of machine
+ * (docs/benchmarks.md, "Reference rows"). Not measured by this run.
  */
 export const FLANNELD_REFERENCE: ReferenceRow = {
-  name: 'flanneld udp (C proxy), from the design doc, not measured in this run',
+  name: 'flanneld udp (C proxy), reference from docs/benchmarks.md, not measured in this run',
   source: 'docs/benchmarks.md',
   tcpGbitPerSec: 1.03,
   tcpVsVxlan: 0.075,
@@ -254,7 +254,7 @@ export const FLANNELD_REFERENCE: ReferenceRow = {
   udp64VsVxlan: 0.56,
   pingAvgRttUs: 110,
 };
-/** Kernel VXLAN's round trip in the same doc, to put flanneld's 110 µs in proportion. */
+/** Kernel VXLAN's round trip in the same reference run (docs/benchmarks.md), to put flanneld's 110 µs in proportion. */
 const DOC_VXLAN_RTT_US = 20;
 
 interface BenchLab {
@@ -402,7 +402,8 @@ export async function runThroughput(options: Partial<ThroughputOptions> = {}): P
     if (live.size > 1) {
       idle = await idleCheck([...live.values()], 3);
       opts.log(
-        `idle check, ${idle.labsUp} labs up for ${idle.seconds} s: machine busy ${idle.machineBusyPercent.toFixed(1)}%, ` +
+        `idle check, ${idle.labsUp} labs up for ` +
+          `${idle.seconds} s: machine busy ${idle.machineBusyPercent.toFixed(1)}%, ` +
           `all agents together ${(idle.agentsCpuPerSecond * 1000).toFixed(1)} CPU-ms/s`,
       );
     }
@@ -545,13 +546,16 @@ function kpps(pps: number | undefined): string {
  */
 export function throughputTable(results: readonly ModeResult[]): string {
   const lines = [
-    '| forwarder | pod MTU | TCP Gbit/s | vs VXLAN | TCP vs VXLAN, range | CPU s/Gbit (TCP) | vs VXLAN | of which agents | machine busy % | UDP64 delivered pps | vs VXLAN | UDP64 loss % | ping RTT µs | vs VXLAN |',
+    '| forwarder | pod MTU | TCP Gbit/s | vs VXLAN | TCP vs VXLAN, ' +
+      'range | CPU s/Gbit (TCP) | vs VXLAN | of which agents | machine ' +
+      'busy % | UDP64 delivered pps | vs VXLAN | UDP64 loss % | ping RTT µs | vs VXLAN |',
     '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const r of results) {
     if (!r.ok) {
       lines.push(
-        `| ${MODE_LABELS[r.mode]} | ${r.podMtu || 'n/a'} | failed: ${(r.error ?? '').split('\n')[0]} | | | | | | | | | | | |`,
+        `| ${MODE_LABELS[r.mode]} | ${r.podMtu || 'n/a'} | failed: ` +
+          `${(r.error ?? '').split('\n')[0]} | | | | | | | | | | | |`,
       );
       continue;
     }
@@ -560,14 +564,16 @@ export function throughputTable(results: readonly ModeResult[]): string {
     lines.push(
       `| ${MODE_LABELS[r.mode]} | ${r.podMtu} | ${fmt(r.tcpGbitPerSec, 2)} | ${ratio(v?.tcpGbitPerSec)} | ${range} | ` +
         `${fmt(r.tcpCpuSecondsPerGbit, 2)} | ${ratio(v?.tcpCpuSecondsPerGbit)} | ` +
-        `${r.tcpAgentCpuSecondsPerGbit === undefined ? '' : fmt(r.tcpAgentCpuSecondsPerGbit, 2)} | ${fmt(r.tcpMachineBusyPercent, 0)} | ` +
+        `${r.tcpAgentCpuSecondsPerGbit === undefined ? '' : fmt(r.tcpAgentCpuSecondsPerGbit, 2)} ` +
+        `| ${fmt(r.tcpMachineBusyPercent, 0)} | ` +
         `${kpps(r.udp64DeliveredPps)} | ${ratio(v?.udp64DeliveredPps)} | ${fmt(r.udp64LostPercent, 1)} | ` +
         `${fmt(r.pingAvgRttUs, 0)} | ${ratio(v?.pingAvgRttUs)} |`,
     );
   }
   const ref = FLANNELD_REFERENCE;
   lines.push(
-    `| *${ref.name}* | 1472 | *${ref.tcpGbitPerSec}* | *${ref.tcpVsVxlan}* | | | | | | *${kpps(ref.udp64DeliveredPps)}* | *${ref.udp64VsVxlan}* | | ` +
+    `| *${ref.name}* | 1472 | *${ref.tcpGbitPerSec}* ` +
+      `| *${ref.tcpVsVxlan}* | | | | | | *${kpps(ref.udp64DeliveredPps)}* | *${ref.udp64VsVxlan}* | | ` +
       `*${ref.pingAvgRttUs}* | *${(ref.pingAvgRttUs / DOC_VXLAN_RTT_US).toFixed(1)}* |`,
   );
   return lines.join('\n');

@@ -119,11 +119,15 @@ export function usoTable(results: readonly UsoResult[]): string {
   const base = results[results.length - 1];
   const rows = results.map(
     (r) =>
-      `| ${r.label} | ${(r.wireDatagramsPerSec / 1000).toFixed(0)}k | ${base ? (r.wireDatagramsPerSec / base.wireDatagramsPerSec).toFixed(2) : ''} | ` +
-      `${r.agentMicrosPerDatagram.toFixed(2)} | ${(r.tunReadsPerSec / 1000).toFixed(1)}k | ${(r.usoReadsPerSec / 1000).toFixed(1)}k |`,
+      `| ${r.label} | ${(r.wireDatagramsPerSec / 1000).toFixed(0)}k ` +
+      `| ${base ? (r.wireDatagramsPerSec / base.wireDatagramsPerSec).toFixed(2) : ''} | ` +
+      `${r.agentMicrosPerDatagram.toFixed(2)} | ` +
+      `${(r.tunReadsPerSec / 1000).toFixed(1)}k | ${(r.usoReadsPerSec / 1000).toFixed(1)}k |`,
   );
   return [
-    `| sending agent (pod sends ${PER_SEND} x ${SIZE} bytes per UDP_SEGMENT sendto) | datagrams on the wire/s | vs without offloads | agent CPU µs/datagram | flannel0 reads/s | of which USO super-packets/s |`,
+    `| sending agent (pod sends ${PER_SEND} x ${SIZE} bytes per ` +
+      `UDP_SEGMENT sendto) | datagrams on the wire/s | vs without ` +
+      `offloads | agent CPU µs/datagram | flannel0 reads/s | of which USO super-packets/s |`,
     '|---|---|---|---|---|---|',
     ...rows,
   ].join('\n');

@@ -2,6 +2,10 @@
 // The header directory is passed explicitly (--nodedir): npm's `nodedir` setting is deprecated
 // and a fresh machine must not need a download of headers.
 //
+// node-gyp: the checkout's own (a devDependency, pinned) when it is installed; otherwise, as when
+// the packed package is installed by a user, the one npm ships with and names in
+// npm_config_node_gyp for every install script. So installing the package needs no download.
+//
 // Then, optionally, the kernel fast path (docs/fast-path.md): the TC programs compiled by clang
 // into build/bpf/flannel_udp.bpf.o and their loader (native/fastpath, linked with libbpf) into
 // build/fastpath/flannel_fastpath.node. Either failing is not an install failure: flannel-ts then
@@ -15,7 +19,19 @@ import { fileURLToPath } from 'node:url';
 const require = createRequire(import.meta.url);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const nodedir = path.dirname(path.dirname(process.execPath));
-const gyp = require.resolve('node-gyp/bin/node-gyp.js');
+function findNodeGyp() {
+  try {
+    return require.resolve('node-gyp/bin/node-gyp.js');
+  } catch {
+    return process.env.npm_config_node_gyp || null;
+  }
+}
+
+const gyp = findNodeGyp();
+if (gyp === null) {
+  console.error('flannel-ts: node-gyp not found: run the install through npm, or npm install node-gyp');
+  process.exit(1);
+}
 const r = spawnSync(process.execPath, [gyp, 'rebuild', `--nodedir=${nodedir}`], { stdio: 'inherit', cwd: root });
 if (r.status !== 0) process.exit(r.status ?? 1);
 

@@ -5,9 +5,11 @@
 // the external MTU - 28, and one route for the whole network. The UDP socket binds to the external
 // interface's address on the backend port. Closing flannel0's fd removes the device, its address
 // and route: what the agent made goes with it.
+import { DatapathClosedError, TunOpenError, UdpBindError } from '../errors.js';
 import { C, countersToObject, newCounters } from '../datapath/counters.js';
 import type { ForwarderConfig } from '../datapath/forwarder.js';
 import { Lane, type LaneSetup, type Lanes } from '../datapath/lane.js';
+import { peerTotals, type PeerTotals } from '../datapath/peer-counters.js';
 import { SUPER_SLOT_SIZE, slotSizeFor } from '../datapath/slab.js';
 import { WorkerLanes } from '../datapath/worker-lanes.js';
 import { ENCAP_OVERHEAD } from '../encap/ipv4.js';
@@ -142,7 +144,7 @@ export class Datapath {
       tunVnet = false;
       tunFd = shim.openTun('flannel%d', false);
     }
-    if (tunFd < 0) throw new Error(`cannot create the TUN device: ${describeErrno(tunFd)}`);
+    if (tunFd < 0) throw new TunOpenError(`cannot create the TUN device: ${describeErrno(tunFd)}`, -tunFd);
     let udpFd = -1;
     let lanes: Lanes | undefined;
     let fastPath: KernelFastPath | null = null;
@@ -158,7 +160,10 @@ export class Datapath {
       });
       udpFd = shim.udpOpen(options.ext.address, options.port, SOCKET_BUFFER_BYTES, SOCKET_BUFFER_BYTES);
       if (udpFd < 0)
-        throw new Error(`cannot bind UDP ${formatIPv4(options.ext.address)}:${options.port}: ${describeErrno(udpFd)}`);
+        throw new UdpBindError(
+          `cannot bind UDP ${formatIPv4(options.ext.address)}:${options.port}: ${describeErrno(udpFd)}`,
+          -udpFd,
+        );
       // The fast path goes in front once flannel0 and the socket exist (its programs need both).
       const start = startDatapath(options.datapath ?? 'userspace', {
         tunName: shim.tunName(tunFd),
@@ -232,7 +237,10 @@ export class Datapath {
     return all;
   }
 
-  /** Adds the fast path's counters (the running one's and the retired ones') into `into`; its own ones, or null if it never ran. */
+  /**
+   * Adds the fast path's counters (the running one's and the retired ones') into `into`; returns its
+   * own ones, or null if it never ran.
+   */
   private addKernelCounters(into: Float64Array): Record<KernelOnlyCounter, number> | null {
     if (this.fastPath === null && this.retired === null) return null;
     const own = { ...NO_KERNEL_COUNTS };
@@ -250,7 +258,7 @@ export class Datapath {
    * refuses an update, the fast path is taken down and the TypeScript datapath forwards alone.
    */
   setRoutes(routes: readonly Route[]): void {
-    if (this.closed) throw new Error('the datapath is closed');
+    if (this.closed) throw new DatapathClosedError('the datapath is closed');
     const snapshot = RoutingSnapshot.build(routes);
     try {
       this.fastPath?.setRoutes(snapshot.routes);
@@ -318,6 +326,12 @@ export class Datapath {
   /** The fast path's own counters (packets handed up, packets lost), null when it does not run. */
   fastPathCounters(): Record<KernelOnlyCounter, number> | null {
     return this.addKernelCounters(newCounters());
+  }
+
+  /** Traffic to and from each peer route in force (both directions added up with --workers 2). */
+  peerTraffic(): (Route & PeerTotals)[] {
+    const counts = this.lanes.peerCounters();
+    return this.routesNow.routes.map((r, i) => ({ ...r, ...peerTotals(counts, i) }));
   }
 
   countersObject(): Record<string, number> {

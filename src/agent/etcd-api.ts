@@ -12,6 +12,7 @@ import { EtcdV2KvStore } from '../etcdv2/kv-store.js';
 import type { Logger } from '../observability/log.js';
 import type { KeyValue, KvStore, ListedKey, ListOptions, Listing, Watch, WatchHandlers } from '../subnet/kv.js';
 import { configKey } from '../subnet/lease.js';
+import { FlannelTsError } from '../errors.js';
 
 export type EtcdApi = 'auto' | 'v2' | 'v3';
 export const ETCD_APIS: readonly EtcdApi[] = ['auto', 'v2', 'v3'];
@@ -49,11 +50,11 @@ export function isApiAbsent(err: unknown): boolean {
 }
 
 /** A store call made before the config was found, i.e. before an API was chosen. */
-export class EtcdApiNotChosenError extends Error {
-  readonly code = 'FLANNEL_TS_ERR_ETCD_API_NOT_CHOSEN';
+export class EtcdApiNotChosenError extends FlannelTsError {
+  override name = 'EtcdApiNotChosenError';
+  override readonly code = 'FLANNEL_TS_ERR_ETCD_API_NOT_CHOSEN';
   constructor(operation: string) {
     super(`etcd: ${operation} before the network config was found (the etcd API is chosen by where it is)`);
-    this.name = 'EtcdApiNotChosenError';
   }
 }
 
@@ -152,7 +153,8 @@ export class EtcdApiChooser implements KvStore {
           this.v2,
           v3Absent
             ? `this etcd serves no v3 API; the network config ${this.key} is in its v2 API`
-            : `no network config ${this.key} in etcd's v3 API; found in its v2 API (as flanneld v0.17 and older use it)`,
+            : `no network config ${this.key} in etcd's v3 API; ` +
+                'found in its v2 API (as flanneld v0.17 and older use it)',
         );
         return kv;
       }

@@ -4,6 +4,7 @@ import { startHealthServer as startHttpServer } from '../observability/http.js';
 import { startFlannelIptables } from '../link/iptables-rules.js';
 import type { Logger } from '../observability/log.js';
 import type { DatapathInfo, FastPathCounters } from '../observability/metrics.js';
+import type { PeerTraffic } from '../observability/metrics.js';
 import type { Route } from '../routing-table/snapshot.js';
 import type { Lease } from '../subnet/lease-manager.js';
 import type { Ipv4Prefix } from './datapath.js';
@@ -26,6 +27,8 @@ export interface AgentStatus {
   datapath?(): DatapathInfo;
   /** The fast path's own counters, null when it does not run. */
   fastPathCounters?(): FastPathCounters | null;
+  /** Packets, bytes and drops to and from each peer route in force. */
+  peerTraffic?(): Iterable<PeerTraffic>;
 }
 
 export interface Closable {

@@ -268,6 +268,7 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
         datapathThreads: () => dp.workers,
         datapath: () => dp.describeDatapath(),
         fastPathCounters: () => dp.fastPathCounters(),
+        peerTraffic: () => dp.peerTraffic(),
         ready: () => ready,
       };
       try {

@@ -1,6 +1,6 @@
 // systemd Type=notify readiness. Node cannot send datagrams on a unix socket, so the agent runs
 // `systemd-notify --ready --pid=<own pid>` when NOTIFY_SOCKET is set. systemd then receives the
-// message from the helper's pid, so the unit needs NotifyAccess=all (see README).
+// message from the helper's pid, so the unit needs NotifyAccess=all (see docs/agent.md, "systemd").
 import { spawn } from 'node:child_process';
 import type { Logger } from '../observability/log.js';
 

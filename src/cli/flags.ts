@@ -19,8 +19,13 @@ import { contains, parseCidr, parseIPv4 } from '../routing-table/ipv4.js';
 import { DEFAULT_ETCD_PREFIX } from '../subnet/lease.js';
 import { DEFAULT_RENEW_MARGIN_MINUTES } from '../subnet/lease-manager.js';
 import { DEFAULT_SUBNET_FILE } from '../subnet/subnet-env.js';
+import { FlannelTsError } from '../errors.js';
 
-export class FlagError extends Error {}
+/** A bad command-line flag or flag value: one line on stderr, exit 2. */
+export class FlagError extends FlannelTsError {
+  override name = 'FlagError';
+  override readonly code = 'FLANNEL_TS_ERR_INVALID_FLAG';
+}
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
@@ -155,10 +160,13 @@ const ETCD_FLAGS = [
 
 export const DEFAULT_ETCD_ENDPOINTS = 'http://127.0.0.1:4001,http://127.0.0.1:2379';
 
+const RENEW_MARGIN = DEFAULT_RENEW_MARGIN_MINUTES;
+
 export const USAGE = `Usage:
   flannel-ts [--etcd-endpoints URLS | --kv-file PATH] [options]      flanneld mode
   flannel-ts --network CIDR --subnet CIDR --peer CIDR=IP [...]        static mode
-  flannel-ts mk-docker-opts [-f FILE] [-d FILE] [-i] [-c] [-m] [-k KEY]   flannel's mk-docker-opts.sh (docs/tutorials.md)
+  flannel-ts mk-docker-opts [-f FILE] [-d FILE] [-i] [-c] [-m] [-k KEY]
+      flannel's mk-docker-opts.sh (docs/tutorials.md)
 
 flanneld mode: network config, subnet lease and routes from etcd (or the embedded file registry).
   --etcd-endpoints URLS        comma-separated (default ${DEFAULT_ETCD_ENDPOINTS})
@@ -171,7 +179,7 @@ flanneld mode: network config, subnet lease and routes from etcd (or the embedde
   --iface-regex RE             external interface by regex on its addresses, then names (repeatable)
   --public-ip IP               PublicIP to announce (default: the interface's address)
   --subnet-file PATH           where to write the subnet env (default ${DEFAULT_SUBNET_FILE})
-  --subnet-lease-renew-margin M   renew the lease M minutes before expiry, 1..1439 (default ${DEFAULT_RENEW_MARGIN_MINUTES})
+  --subnet-lease-renew-margin M   renew M minutes before the lease expires, 1..1439 (default ${RENEW_MARGIN})
   --ip-masq                    set up IP masquerade for traffic leaving the flannel network
   --iptables-forward-rules     add FORWARD accept rules for the network (default true)
   --healthz-ip IP              health/metrics server address (default 0.0.0.0)

@@ -12,6 +12,7 @@
 
 import { readFile, stat, writeFile } from 'node:fs/promises';
 
+import { FlannelTsError } from '../errors.js';
 import { DEFAULT_SUBNET_FILE, dockerOpts, parseEnvText, type DockerOptsOptions } from '../subnet/subnet-env.js';
 
 export const DEFAULT_DOCKER_ENV_FILE = '/run/docker_opts.env';
@@ -40,11 +41,11 @@ OPTIONS:
 }
 
 /** The script shows its usage and exits 1; `reason` is getopts' line before it, if any. */
-export class MkDockerOptsUsageError extends Error {
-  readonly code = 'FLANNEL_TS_ERR_MK_DOCKER_OPTS_USAGE';
+export class MkDockerOptsUsageError extends FlannelTsError {
+  override name = 'MkDockerOptsUsageError';
+  override readonly code = 'FLANNEL_TS_ERR_MK_DOCKER_OPTS_USAGE';
   constructor(readonly reason: string | null) {
     super(reason ?? 'usage requested');
-    this.name = 'MkDockerOptsUsageError';
   }
 }
 

@@ -12,6 +12,7 @@ import { segmentUdpSuperPacket, udpSegmentCount } from '../encap/udp-segment.js'
 import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_UDP_L4 } from '../encap/wire.js';
 import { RoutingSnapshot } from '../routing-table/snapshot.js';
 import { C } from './counters.js';
+import { P, PEER_FIELDS, newPeerCounters } from './peer-counters.js';
 import type { TunDevice, UdpSocket } from './io.js';
 import { SEGMENT_CELLS, VIEW_SLOTS, type PacketSlab } from './slab.js';
 
@@ -63,6 +64,10 @@ export class Forwarder {
   /** GRO in force: config.tunGro, until flannel0 refused a super-packet. */
   private tunGro: boolean;
   private readonly subnetMask: number;
+  /** Per-route counts (peer-counters.ts), laid out by `routes`. */
+  private peers: Float64Array = newPeerCounters(0);
+  /** Per slot: the route index of the packet queued in it, to count its send or write against that peer. */
+  private readonly slotPeer: Int32Array;
 
   constructor(
     private readonly slab: PacketSlab,
@@ -76,15 +81,25 @@ export class Forwarder {
     this.writeList = new Uint16Array(IO_CALL_MAX);
     this.icmpList = new Uint16Array(slab.batch);
     this.groupLens = new Uint16Array(IO_CALL_MAX);
+    this.slotPeer = new Int32Array(slab.slotCount);
     this.nextCell = slab.cellFirst;
     this.nextView = slab.viewFirst;
     this.tunGro = config.tunGro === true;
     this.subnetMask = config.subnetLen === 0 ? 0 : (0xffffffff << (32 - config.subnetLen)) >>> 0;
   }
 
-  /** Swaps in a complete routing snapshot; takes effect at the next batch. */
-  setRoutes(routes: RoutingSnapshot): void {
+  /**
+   * Swaps in a complete routing snapshot and the per-route counts laid out by it (a fresh zeroed array when not
+   * given: the caller carries counts over, peer-counters.ts); takes effect at the next batch.
+   */
+  setRoutes(routes: RoutingSnapshot, peerCounts: Float64Array = newPeerCounters(routes.routeCount)): void {
     this.routes = routes;
+    this.peers = peerCounts;
+  }
+
+  /** The per-route counts in force (peer-counters.ts). */
+  get peerCounters(): Float64Array {
+    return this.peers;
   }
 
   get currentRoutes(): RoutingSnapshot {
@@ -152,10 +167,11 @@ export class Forwarder {
       }
       if (!decrementTtl(bytes, off)) {
         c[C.dropTxTtl]++;
+        this.peers[peer * PEER_FIELDS + P.txDrops]++;
         continue;
       }
       if (gsoType !== 0) {
-        this.sendSegments(off, len, vo, gsoType, publicIpOf[peer]);
+        this.sendSegments(off, len, vo, gsoType, peer);
         continue;
       }
       if (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
@@ -163,12 +179,14 @@ export class Forwarder {
           csumOffset = vnet[vo + 8] | (vnet[vo + 9] << 8);
         if (!completeChecksum(bytes, words, off, len, csumStart, csumOffset)) {
           c[C.dropTxBadOffload]++;
+          this.peers[peer * PEER_FIELDS + P.txDrops]++;
           continue;
         }
         c[C.tunCsumCompleted]++;
       }
       addrs[slot] = publicIpOf[peer];
       ports[slot] = port;
+      this.slotPeer[slot] = peer;
       if (this.sends === IO_CALL_MAX) this.flushSends();
       this.sendList[this.sends++] = slot;
     }
@@ -186,7 +204,7 @@ export class Forwarder {
 
   /**
    * Cuts the super-packet at off (TTL already decremented) into datagrams that fit the MTU, each its
-   * own header cell plus its payload in place, queued for the peer at publicIp: a TSO (GSO_TCPV4)
+   * own header cell plus its payload in place, queued for the peer of route index peer: a TSO (GSO_TCPV4)
    * one into TCP segments (cut smaller than gso_size where the MTU needs), a USO (GSO_UDP_L4) one
    * into its UDP datagrams (never re-cut: datagram boundaries are the application's). One that fits
    * a send call is queued whole (flushing first if the cells or the send list have no room left for
@@ -194,20 +212,24 @@ export class Forwarder {
    * another GSO type, not segmentable or beyond what Linux builds (TCP_MIN_GSO_SIZE,
    * UDP_MAX_SEGMENTS) (dropTxBadOffload), or a segment that cannot fit the MTU (dropTxOversize).
    */
-  private sendSegments(off: number, len: number, vo: number, gsoType: number, publicIp: number): void {
+  private sendSegments(off: number, len: number, vo: number, gsoType: number, peer: number): void {
     const { slab, counters: c } = this;
     const bytes = slab.bytes,
       vnet = slab.vnetHdrs,
-      mtu = this.config.mtu;
+      mtu = this.config.mtu,
+      publicIp = this.routes.publicIpOf[peer],
+      peerDrops = peer * PEER_FIELDS + P.txDrops;
     const gsoSize = vnet[vo + 4] | (vnet[vo + 5] << 8);
     const udp = gsoType === VIRTIO_NET_HDR_GSO_UDP_L4;
     if ((gsoType !== VIRTIO_NET_HDR_GSO_TCPV4 && !udp) || gsoSize < (udp ? 1 : TCP_MIN_GSO_SIZE)) {
       c[C.dropTxBadOffload]++;
+      this.peers[peerDrops]++;
       return;
     }
     const total = udp ? udpSegmentCount(bytes, off, len, gsoSize, mtu) : tcpSegmentCount(bytes, off, len, gsoSize, mtu);
     if (udp && total > UDP_MAX_SEGMENTS) {
       c[C.dropTxBadOffload]++;
+      this.peers[peerDrops]++;
       return;
     }
     if (total === 0) {
@@ -217,6 +239,7 @@ export class Forwarder {
         : tcpSegmentCount(bytes, off, len, gsoSize, 0xffff);
       if (unbounded > 0) c[C.dropTxOversize]++;
       else c[C.dropTxBadOffload]++;
+      this.peers[peerDrops]++;
       return;
     }
     const cellEnd = slab.cellFirst + SEGMENT_CELLS;
@@ -224,6 +247,7 @@ export class Forwarder {
       this.flushSends();
     const addrs = slab.addrs,
       ports = slab.ports,
+      slotPeer = this.slotPeer,
       list = this.sendList,
       port = this.config.port;
     for (let done = 0; done < total;) {
@@ -268,6 +292,7 @@ export class Forwarder {
       for (let cell = first; cell < first + segs; cell++) {
         addrs[cell] = publicIp;
         ports[cell] = port;
+        slotPeer[cell] = peer;
         list[this.sends++] = cell;
       }
       this.nextCell = first + segs;
@@ -358,12 +383,15 @@ export class Forwarder {
     }
     if ((destinationOf(bytes, off) & this.subnetMask) >>> 0 !== this.config.subnetPrefix) {
       c[C.dropRxNotForUs]++;
+      this.peers[peer * PEER_FIELDS + P.rxDrops]++;
       return false;
     }
     if (!decrementTtl(bytes, off)) {
       c[C.dropRxTtl]++;
+      this.peers[peer * PEER_FIELDS + P.rxDrops]++;
       return false;
     }
+    this.slotPeer[slot] = peer;
     return true;
   }
 
@@ -381,12 +409,23 @@ export class Forwarder {
     const c = this.counters,
       lens = this.slab.lens,
       extLens = this.slab.extLens,
-      list = this.sendList;
+      list = this.sendList,
+      peers = this.peers,
+      slotPeer = this.slotPeer;
     const sent = this.udp.send(list, count);
     let sentBytes = 0;
     for (let i = 0; i < count; i++) {
-      const len = lens[list[i]];
-      if (len > 0) sentBytes += len + extLens[list[i]];
+      const slot = list[i],
+        len = lens[slot],
+        at = slotPeer[slot] * PEER_FIELDS;
+      if (len > 0) {
+        const datagram = len + extLens[slot];
+        sentBytes += datagram;
+        peers[at + P.txPackets]++;
+        peers[at + P.txBytes] += datagram;
+      } else {
+        peers[at + P.txDrops]++;
+      }
     }
     c[C.udpSentPackets] += sent;
     c[C.udpSentBytes] += sentBytes;
@@ -420,11 +459,20 @@ export class Forwarder {
           )
         : 0;
     const written = this.tun.write(list, count, groups > 0 ? groupLens : null);
-    // One pass over what was written: bytes, and the outcome of each super-packet.
+    // One pass over what was written: bytes, per-peer counts, and the outcome of each super-packet.
+    const peers = this.peers,
+      slotPeer = this.slotPeer;
     let writtenBytes = 0;
     for (let i = 0; i < count; i++) {
-      const len = lens[list[i]];
-      if (len > 0) writtenBytes += len;
+      const len = lens[list[i]],
+        at = slotPeer[list[i]] * PEER_FIELDS;
+      if (len > 0) {
+        writtenBytes += len;
+        peers[at + P.rxPackets]++;
+        peers[at + P.rxBytes] += len;
+      } else {
+        peers[at + P.rxDrops]++;
+      }
       if (groups === 0 || groupLens[i] < 2) continue;
       if (len >= 0) {
         c[C.tunGroWrites]++;

@@ -54,7 +54,7 @@ timer.unref();
 parentPort!.on('message', (command: LaneCommand) => {
   switch (command.type) {
     case 'routes':
-      running.setRoutes(RoutingSnapshot.build(command.routes));
+      running.setRoutes(RoutingSnapshot.build(command.routes), command.peerCounters);
       break;
     case 'config':
       running.setConfig(command.config);

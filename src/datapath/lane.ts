@@ -9,6 +9,7 @@ import { DatapathEngine, type Directions } from './engine.js';
 import { Forwarder, type ForwarderConfig } from './forwarder.js';
 import { NativeTun, NativeUdp, createRing } from './native-io.js';
 import { PacketSlab, type SlabLayout } from './slab.js';
+import { carryPeerCounters, newPeerCounters } from './peer-counters.js';
 
 /** What negotiation at start-up settled; every lane sets up its own ring the same way. */
 export interface LaneSetup {
@@ -41,6 +42,7 @@ export interface LaneStatus {
  * Every call has taken effect when it returns.
  */
 export interface Lanes {
+  /** New routes; the per-peer counts of routes that stay carry over (peer-counters.ts). */
   setRoutes(routes: RoutingSnapshot): void;
   setConfig(config: ForwarderConfig): void;
   /** Stops forwarding and drains at most drainBatches each way, so the counters are final. */
@@ -54,6 +56,8 @@ export interface Lanes {
   status(): LaneStatus;
   /** The counters (indexed by C.*), current as of this call; the same array every time. */
   counters(): Float64Array;
+  /** Per-peer counts laid out by the routes last set (peer-counters.ts); a new array after each setRoutes. */
+  peerCounters(): Float64Array;
 }
 
 export class Lane implements Lanes {
@@ -89,16 +93,22 @@ export class Lane implements Lanes {
     this.forwarder = new Forwarder(this.slab, this.tun, this.udp, config, counterArray);
   }
 
-  /** Takes effect at the next batch. */
-  setRoutes(routes: RoutingSnapshot): void {
-    this.forwarder.setRoutes(routes);
+  /**
+   * Takes effect at the next batch. peerCounts: the array to count in, laid out by routes (zeroed, or shared with
+   * the lane of the other direction); this lane carries its own directions' counts over into it.
+   */
+  setRoutes(routes: RoutingSnapshot, peerCounts: Float64Array = newPeerCounters(routes.routeCount)): void {
+    const fwd = this.forwarder;
+    carryPeerCounters(fwd.currentRoutes, fwd.peerCounters, routes, peerCounts, this.directions);
+    fwd.setRoutes(routes, peerCounts);
   }
 
   /** A new subnet (the lease moved): a new Forwarder with the same routes and GRO state. */
   setConfig(config: ForwarderConfig): void {
     const running = this.engine !== null;
     this.stopPolling();
-    const routes = this.forwarder.currentRoutes;
+    const routes = this.forwarder.currentRoutes,
+      peerCounts = this.forwarder.peerCounters;
     this.forwarder = new Forwarder(
       this.slab,
       this.tun,
@@ -106,7 +116,7 @@ export class Lane implements Lanes {
       { ...config, tunGro: this.forwarder.tunGroInForce },
       this.counterArray,
     );
-    this.forwarder.setRoutes(routes);
+    this.forwarder.setRoutes(routes, peerCounts);
     if (running) this.start();
   }
 
@@ -147,6 +157,10 @@ export class Lane implements Lanes {
 
   counters(): Float64Array {
     return this.counterArray;
+  }
+
+  peerCounters(): Float64Array {
+    return this.forwarder.peerCounters;
   }
 
   status(): LaneStatus {

@@ -4,10 +4,12 @@
 // (Atomics.wait, bounded) until both workers have acknowledged it, so a route update is in force
 // when setRoutes returns, and close tells whether both workers are certainly done with the fds.
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import { DatapathClosedError, DatapathWorkerError } from '../errors.js';
 import type { RoutingSnapshot } from '../routing-table/snapshot.js';
 import { COUNTER_NAMES, newCounters } from './counters.js';
 import type { ForwarderConfig } from './forwarder.js';
 import type { LaneSetup, LaneStatus, Lanes } from './lane.js';
+import { newPeerCounters } from './peer-counters.js';
 import {
   ACK_FAILED,
   ACK_NONE,
@@ -39,6 +41,8 @@ export class WorkerLanes implements Lanes {
   private readonly merged = newCounters();
   private seq = 0;
   private closed = false;
+  /** Per-peer counts of the routes in force, one array both workers write (peer-counters.ts). */
+  private peerCounts = newPeerCounters(0, true);
 
   /** Starts both workers and waits until each runs its lane. Throws if one cannot start (both are then ended). */
   constructor(setup: LaneSetup, tunFd: number, udpFd: number, config: ForwarderConfig) {
@@ -77,7 +81,13 @@ export class WorkerLanes implements Lanes {
   }
 
   setRoutes(routes: RoutingSnapshot): void {
-    this.command({ type: 'routes', routes: routes.routes });
+    const peerCounters = newPeerCounters(routes.routeCount, true);
+    this.command({ type: 'routes', routes: routes.routes, peerCounters });
+    this.peerCounts = peerCounters;
+  }
+
+  peerCounters(): Float64Array {
+    return this.peerCounts;
   }
 
   setConfig(config: ForwarderConfig): void {
@@ -133,7 +143,7 @@ export class WorkerLanes implements Lanes {
   }
 
   private command(body: DistributiveOmit<LaneCommand, 'seq'>): void {
-    if (this.closed) throw new Error('the datapath workers have ended');
+    if (this.closed) throw new DatapathClosedError('the datapath workers have ended');
     const seq = ++this.seq;
     for (const t of this.threads) t.worker.postMessage({ ...body, seq });
     for (const t of this.threads) this.waitFor(t, seq, body.type);
@@ -150,11 +160,13 @@ export class WorkerLanes implements Lanes {
           const reply = receiveMessageOnPort(t.replies)?.message as { error?: string } | undefined;
           t.failure = reply?.error ?? 'unknown error';
         }
-        throw new Error(`the ${t.direction} datapath worker failed: ${t.failure}`);
+        throw new DatapathWorkerError(`the ${t.direction} datapath worker failed: ${t.failure}`);
       }
       const left = deadline - Date.now();
       if (left <= 0)
-        throw new Error(`the ${t.direction} datapath worker did not answer "${what}" within ${REPLY_TIMEOUT_MS} ms`);
+        throw new DatapathWorkerError(
+          `the ${t.direction} datapath worker did not answer "${what}" within ${REPLY_TIMEOUT_MS} ms`,
+        );
       Atomics.wait(t.status, S.ack, ack, left);
     }
   }

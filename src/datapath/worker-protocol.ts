@@ -23,7 +23,13 @@ export interface LaneWorkerInit {
 
 /** Each command carries a sequence number; the worker stores it in status[S.ack] when done. */
 export type LaneCommand =
-  | { readonly seq: number; readonly type: 'routes'; readonly routes: readonly Route[] }
+  | {
+      readonly seq: number;
+      readonly type: 'routes';
+      readonly routes: readonly Route[];
+      /** Per-peer counts laid out by routes, shared by both lanes (each writes its direction's fields). */
+      readonly peerCounters: Float64Array;
+    }
   | { readonly seq: number; readonly type: 'config'; readonly config: ForwarderConfig }
   | { readonly seq: number; readonly type: 'stop'; readonly drainBatches: number }
   | { readonly seq: number; readonly type: 'close' };

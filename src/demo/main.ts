@@ -161,9 +161,8 @@ async function main(): Promise<void> {
   const setup = choice.registry === 'etcd' ? etcdSetup() : fileSetup();
 
   removeStaleLabNamespaces();
-  heading(
-    `Registry: ${choice.registry === 'etcd' ? 'etcd (v3 API)' : 'embedded file registry (--kv-file)'}, because ${choice.reason}`,
-  );
+  const registryName = choice.registry === 'etcd' ? 'etcd (v3 API)' : 'embedded file registry (--kv-file)';
+  heading(`Registry: ${registryName}, because ${choice.reason}`);
   let subnetFile = (n: number): string => `subnet-h${n}.env`;
   const started = Date.now();
   const lab = await Lab.create({
@@ -178,21 +177,23 @@ async function main(): Promise<void> {
       // (flannel reuses the subnet recorded there), so host N leases the subnet its pod lives in.
       for (const n of l.hostNumbers()) writeFileSync(subnetFile(n), `FLANNEL_SUBNET=10.244.${n}.1/24\n`);
       heading('Starting one agent per host (no static config: everything comes from the registry)');
-      out(
-        `   host N: flannel-ts ${[...setup.agentFlags(), '--iface', 'eth0', '--subnet-file', join(l.tempDir, 'subnet-hN.env')].join(' ')}`,
-      );
+      const flags = [...setup.agentFlags(), '--iface', 'eth0', '--subnet-file', join(l.tempDir, 'subnet-hN.env')];
+      out(`   host N: flannel-ts ${flags.join(' ')}`);
     },
   });
   try {
     out(
-      `   namespaces: ${lab.underlayNs} (switch), ${lab.hostNs(1)} ${lab.hostNs(2)} (hosts), ${lab.podNs(1)} ${lab.podNs(2)} (pods); up in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+      `   namespaces: ${lab.underlayNs} (switch), ${lab.hostNs(1)} ${lab.hostNs(2)} (hosts), ` +
+        `${lab.podNs(1)} ${lab.podNs(2)} (pods); up in ${((Date.now() - started) / 1000).toFixed(1)} s`,
     );
     for (const n of lab.hostNumbers()) {
       const agent = lab.agent(n);
       const lease = agent.lines.find((l) => l['msg'] === 'lease acquired');
       const forwarding = agent.lines.find((l) => l['msg'] === 'forwarding');
       out(
-        `   host ${n} agent (pid ${agent.pid}): lease ${String(lease?.['subnet'])} for ${String(lease?.['publicIp'])}, expires ${String(lease?.['expiresAt'])}; forwarding since ${String(forwarding?.['time'])}`,
+        `   host ${n} agent (pid ${agent.pid}): ` +
+          `lease ${String(lease?.['subnet'])} for ${String(lease?.['publicIp'])}, ` +
+          `expires ${String(lease?.['expiresAt'])}; forwarding since ${String(forwarding?.['time'])}`,
       );
     }
     // The agents start together: the one that forwarded first learns the other's lease from its watch.
@@ -240,7 +241,8 @@ async function main(): Promise<void> {
       tcp.receivedBitsPerSecond > 0;
     heading(
       ok
-        ? `Demo OK: the overlay carries traffic both ways, leases and routes from ${choice.registry === 'etcd' ? 'etcd' : 'the file registry'}.`
+        ? 'Demo OK: the overlay carries traffic both ways, leases and routes from ' +
+            `${choice.registry === 'etcd' ? 'etcd' : 'the file registry'}.`
         : 'Demo FAILED: see the figures above.',
     );
     if (!ok) process.exitCode = 1;

@@ -1,3 +1,4 @@
+import { FlannelTsError } from '../errors.js';
 /**
  * Which registry the demo runs the agents on, and why: real etcd when the `etcd` and `etcdctl`
  * binaries are installed, the embedded file registry (--kv-file) otherwise. The user can force one
@@ -14,7 +15,10 @@ export interface RegistryChoice {
   readonly reason: string;
 }
 
-export class RegistryChoiceError extends Error {}
+export class RegistryChoiceError extends FlannelTsError {
+  override name = 'RegistryChoiceError';
+  override readonly code = 'FLANNEL_TS_ERR_DEMO_REGISTRY';
+}
 
 function parseRegistry(value: string, source: string): DemoRegistry | 'auto' {
   const v = value.trim().toLowerCase();
@@ -55,7 +59,9 @@ export function chooseRegistry(
   return installed
     ? {
         registry: 'etcd',
-        reason: `the etcd and etcdctl binaries are installed (set ${REGISTRY_ENV}=file to use the embedded file registry instead)`,
+        reason:
+          'the etcd and etcdctl binaries are installed ' +
+          `(set ${REGISTRY_ENV}=file to use the embedded file registry instead)`,
       }
     : {
         registry: 'file',

@@ -1,6 +1,7 @@
 // Encoding between the KvStore's strings/numbers and etcd's JSON gateway: keys and values are
 // base64 of their UTF-8 bytes; int64 fields travel as decimal strings; zero-valued fields are
 // omitted by the gateway (proto3 JSON), so every read defaults them.
+import { EtcdProtocolError } from './errors.js';
 
 export function encodeBytes(text: string): string {
   return Buffer.from(text, 'utf8').toString('base64');
@@ -14,7 +15,7 @@ export function decodeBytes(base64: string | undefined): string {
 export function int64Number(field: string | number | undefined): number {
   if (field === undefined) return 0;
   const n = Number(field);
-  if (!Number.isSafeInteger(n)) throw new Error(`etcd: int64 field out of range: ${String(field)}`);
+  if (!Number.isSafeInteger(n)) throw new EtcdProtocolError(`etcd: int64 field out of range: ${String(field)}`);
   return n;
 }
 

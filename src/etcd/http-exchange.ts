@@ -12,28 +12,29 @@ import type { TLSSocket } from 'node:tls';
 
 import { EtcdClosedError } from './errors.js';
 import type { Endpoint, TlsMaterial } from './options.js';
+import { FlannelTsError } from '../errors.js';
 
-export class UnreachedError extends Error {
-  readonly code = 'FLANNEL_TS_ERR_ETCD_UNREACHED';
+export class UnreachedError extends FlannelTsError {
+  override name = 'UnreachedError';
+  override readonly code = 'FLANNEL_TS_ERR_ETCD_UNREACHED';
   constructor(message: string) {
     super(message);
-    this.name = 'UnreachedError';
   }
 }
 
-export class StaleSocketError extends Error {
-  readonly code = 'FLANNEL_TS_ERR_ETCD_STALE_SOCKET';
+export class StaleSocketError extends FlannelTsError {
+  override name = 'StaleSocketError';
+  override readonly code = 'FLANNEL_TS_ERR_ETCD_STALE_SOCKET';
   constructor(message: string) {
     super(message);
-    this.name = 'StaleSocketError';
   }
 }
 
-export class BrokenExchangeError extends Error {
-  readonly code = 'FLANNEL_TS_ERR_ETCD_BROKEN_EXCHANGE';
+export class BrokenExchangeError extends FlannelTsError {
+  override name = 'BrokenExchangeError';
+  override readonly code = 'FLANNEL_TS_ERR_ETCD_EXCHANGE_BROKEN';
   constructor(message: string) {
     super(message);
-    this.name = 'BrokenExchangeError';
   }
 }
 

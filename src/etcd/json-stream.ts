@@ -2,6 +2,7 @@
 // framing: one object per message, newline-separated in practice) into parsed values. It does
 // not rely on the newlines: it tracks brace depth outside of strings, so any whitespace or none
 // between objects works.
+import { EtcdProtocolError } from './errors.js';
 
 export class JsonObjectSplitter {
   private buffered = '';
@@ -32,13 +33,15 @@ export class JsonObjectSplitter {
         this.depth++;
       } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
         this.depth--;
-        if (this.depth < 0) throw new Error('etcd stream: unbalanced JSON');
+        if (this.depth < 0) throw new EtcdProtocolError('etcd stream: unbalanced JSON');
         if (this.depth === 0) {
           out.push(JSON.parse(this.buffered.slice(start, i + 1)));
           start = i + 1;
         }
       } else if (this.depth === 0 && c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) {
-        throw new Error(`etcd stream: unexpected character ${JSON.stringify(String.fromCharCode(c))} between messages`);
+        throw new EtcdProtocolError(
+          `etcd stream: unexpected character ${JSON.stringify(String.fromCharCode(c))} between messages`,
+        );
       }
     }
     // Keep only the unfinished object (or nothing) for the next chunk.

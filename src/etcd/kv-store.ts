@@ -13,7 +13,7 @@ import {
   type WireHeader,
   type WireKeyValue,
 } from './codec.js';
-import { EtcdClosedError } from './errors.js';
+import { EtcdClosedError, EtcdProtocolError } from './errors.js';
 import { resolveOptions, type EtcdClientOptions } from './options.js';
 import { EtcdTransport, UNARY_MAX_SOCKETS } from './transport.js';
 import { PrefixWatch, type ExpiryCache } from './watch.js';
@@ -148,7 +148,7 @@ export class EtcdKvStore implements KvStore {
       { retrySafe: true },
     );
     const lease = leaseIdOf(reply.ID);
-    if (lease === NO_LEASE) throw new Error('etcd /v3/lease/grant: reply carries no lease ID');
+    if (lease === NO_LEASE) throw new EtcdProtocolError('etcd /v3/lease/grant: reply carries no lease ID');
     return lease;
   }
 

@@ -4,6 +4,7 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
+import { EtcdOptionsError } from './errors.js';
 
 export interface EtcdClientOptions {
   /** http:// or https:// URLs; a single string may hold several, comma-separated (flanneld's --etcd-endpoints). */
@@ -47,20 +48,20 @@ export function parseEndpoints(spec: string | readonly string[]): Endpoint[] {
     .flatMap((s) => s.split(','))
     .map((s) => s.trim())
     .filter((s) => s.length > 0);
-  if (raw.length === 0) throw new Error('etcd: no endpoints given');
+  if (raw.length === 0) throw new EtcdOptionsError('etcd: no endpoints given');
   return raw.map((text) => {
     let url: URL;
     try {
       url = new URL(text);
     } catch {
-      throw new Error(
+      throw new EtcdOptionsError(
         `etcd: bad endpoint ${JSON.stringify(text)}: not a URL (expected http://host:port or https://host:port)`,
       );
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-      throw new Error(`etcd: bad endpoint ${JSON.stringify(text)}: scheme must be http or https`);
+      throw new EtcdOptionsError(`etcd: bad endpoint ${JSON.stringify(text)}: scheme must be http or https`);
     }
-    if (url.hostname === '') throw new Error(`etcd: bad endpoint ${JSON.stringify(text)}: no host`);
+    if (url.hostname === '') throw new EtcdOptionsError(`etcd: bad endpoint ${JSON.stringify(text)}: no host`);
     return { label: `${url.protocol}//${url.host}`, url, secure: url.protocol === 'https:' };
   });
 }
@@ -69,7 +70,7 @@ function readPem(file: string, role: string): Buffer {
   try {
     return readFileSync(file);
   } catch (err) {
-    throw new Error(`etcd: cannot read ${role} ${file}: ${(err as Error).message}`, { cause: err });
+    throw new EtcdOptionsError(`etcd: cannot read ${role} ${file}: ${(err as Error).message}`, { cause: err });
   }
 }
 
@@ -85,9 +86,8 @@ export function loadTlsMaterial(caFile?: string, certFile?: string, keyFile?: st
   const hasCert = certFile !== undefined && certFile !== '';
   const hasKey = keyFile !== undefined && keyFile !== '';
   if (hasCert !== hasKey) {
-    throw new Error(
-      `etcd: a client certificate needs both certFile and keyFile (got only ${hasCert ? `certFile ${certFile}` : `keyFile ${keyFile}`})`,
-    );
+    const given = hasCert ? `certFile ${certFile}` : `keyFile ${keyFile}`;
+    throw new EtcdOptionsError(`etcd: a client certificate needs both certFile and keyFile (got only ${given})`);
   }
   const material: { ca?: Buffer; cert?: Buffer; key?: Buffer } = {};
   if (caFile !== undefined && caFile !== '') {
@@ -95,7 +95,9 @@ export function loadTlsMaterial(caFile?: string, certFile?: string, keyFile?: st
     try {
       new X509Certificate(ca);
     } catch (err) {
-      throw new Error(`etcd: CA file ${caFile} is not a PEM certificate: ${(err as Error).message}`, { cause: err });
+      throw new EtcdOptionsError(`etcd: CA file ${caFile} is not a PEM certificate: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     material.ca = ca;
   }
@@ -105,19 +107,24 @@ export function loadTlsMaterial(caFile?: string, certFile?: string, keyFile?: st
     try {
       new X509Certificate(cert);
     } catch (err) {
-      throw new Error(`etcd: certificate file ${certFile} is not a PEM certificate: ${(err as Error).message}`, {
-        cause: err,
-      });
+      throw new EtcdOptionsError(
+        `etcd: certificate file ${certFile} is not a PEM certificate: ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      );
     }
     try {
       createPrivateKey(key);
     } catch (err) {
-      throw new Error(`etcd: key file ${keyFile} is not a PEM private key: ${(err as Error).message}`, { cause: err });
+      throw new EtcdOptionsError(`etcd: key file ${keyFile} is not a PEM private key: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     try {
       createSecureContext({ cert, key });
     } catch (err) {
-      throw new Error(
+      throw new EtcdOptionsError(
         `etcd: key file ${keyFile} does not match certificate file ${certFile}: ${(err as Error).message}`,
         { cause: err },
       );
@@ -134,10 +141,11 @@ export function resolveOptions(options: EtcdClientOptions): ResolvedOptions {
   const hasUser = options.username !== undefined && options.username !== '';
   const hasPassword = options.password !== undefined && options.password !== '';
   if (hasUser !== hasPassword) {
-    throw new Error('etcd: username and password must be given together');
+    throw new EtcdOptionsError('etcd: username and password must be given together');
   }
   const requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
-  if (!(requestTimeoutMs > 0)) throw new Error(`etcd: requestTimeoutMs must be > 0 (got ${requestTimeoutMs})`);
+  if (!(requestTimeoutMs > 0))
+    throw new EtcdOptionsError(`etcd: requestTimeoutMs must be > 0 (got ${requestTimeoutMs})`);
   return {
     endpoints,
     tls,

@@ -9,7 +9,13 @@
 
 import type http from 'node:http';
 
-import { EtcdResponseError, EtcdUnavailableError, GRPC_UNAVAILABLE } from './errors.js';
+import {
+  EtcdOutcomeUnknownError,
+  EtcdProtocolError,
+  EtcdResponseError,
+  EtcdUnavailableError,
+  GRPC_UNAVAILABLE,
+} from './errors.js';
 import {
   BrokenExchangeError,
   HttpExchanger,
@@ -39,10 +45,6 @@ export interface OpenStream {
 
 const AUTH_RETRY_MESSAGES = /invalid auth token|revision of auth store is old|user name is empty/;
 const NO_LEADER_MESSAGES = /no leader|not capable|leader changed/;
-
-export function isAuthRetryable(err: unknown): boolean {
-  return err instanceof EtcdResponseError && isAuthRetryableMessage(err.etcdMessage);
-}
 
 /** etcd messages meaning "log in again and retry". */
 export function isAuthRetryableMessage(message: string): boolean {
@@ -97,7 +99,8 @@ export class EtcdTransport {
     try {
       return await run(token);
     } catch (err) {
-      if (this.options.credentials === null || !isAuthRetryable(err)) throw err;
+      const authRetryable = err instanceof EtcdResponseError && isAuthRetryableMessage(err.etcdMessage);
+      if (this.options.credentials === null || !authRetryable) throw err;
       // The token expired (or auth was enabled after we found it disabled): get a new one, once.
       this.invalidateToken(token);
       token = await this.currentToken();
@@ -123,7 +126,7 @@ export class EtcdTransport {
         '',
       );
       if (typeof reply.token !== 'string' || reply.token === '') {
-        throw new Error('etcd /v3/auth/authenticate: reply carries no token');
+        throw new EtcdProtocolError('etcd /v3/auth/authenticate: reply carries no token');
       }
       this.token = reply.token;
     } catch (err) {
@@ -157,7 +160,7 @@ export class EtcdTransport {
           continue;
         }
         if (err instanceof BrokenExchangeError) {
-          throw new Error(
+          throw new EtcdOutcomeUnknownError(
             `etcd ${path} at ${endpoint.label}: ${err.message} (the request may or may not have been applied)`,
             { cause: err },
           );
@@ -178,7 +181,9 @@ export class EtcdTransport {
       try {
         return JSON.parse(reply.body) as T;
       } catch {
-        throw new Error(`etcd ${path} at ${endpoint.label}: reply is not JSON: ${reply.body.slice(0, 200)}`);
+        throw new EtcdProtocolError(
+          `etcd ${path} at ${endpoint.label}: reply is not JSON: ${reply.body.slice(0, 200)}`,
+        );
       }
     }
     throw new EtcdUnavailableError(path, attempts);

@@ -11,6 +11,7 @@ import type { ClientRequest } from 'node:http';
 
 import type { KeyValue, Watch, WatchEvent, WatchHandlers } from '../subnet/kv.js';
 import { decodeBytes, int64Number, leaseIdOf, prefixRange, type WireHeader, type WireKeyValue } from './codec.js';
+import { EtcdWatchError } from './errors.js';
 import { JsonObjectSplitter } from './json-stream.js';
 import { isAuthRetryableMessage, type EtcdTransport } from './transport.js';
 
@@ -135,7 +136,8 @@ export class PrefixWatch implements Watch {
     this.retryDelayMs = Math.min(this.retryDelayMs * 2, MAX_RETRY_MS);
     this.report(
       new Error(
-        `etcd watch on ${JSON.stringify(this.prefix)} from revision ${this.nextRevision}: ${err.message}; retrying in ${delay} ms`,
+        `etcd watch on ${JSON.stringify(this.prefix)} from revision ${this.nextRevision}: ${err.message}; ` +
+          `retrying in ${delay} ms`,
       ),
     );
     this.retryTimer = setTimeout(() => void this.connect(), delay);
@@ -146,7 +148,7 @@ export class PrefixWatch implements Watch {
     if (message.error !== undefined) {
       const text = message.error.message ?? JSON.stringify(message.error);
       if (isAuthRetryableMessage(text)) this.transport.invalidateToken(token);
-      throw new Error(`etcd: ${text}`);
+      throw new EtcdWatchError(`etcd: ${text}`);
     }
     const result = message.result;
     if (result === undefined) return;
@@ -160,7 +162,7 @@ export class PrefixWatch implements Watch {
       // A stale token (etcd restarted, or auth toggled) cancels the watch at creation; the
       // reconnect then logs in again.
       if (isAuthRetryableMessage(result.cancel_reason ?? '')) this.transport.invalidateToken(token);
-      throw new Error(`watch canceled by etcd: ${result.cancel_reason ?? 'no reason given'}`);
+      throw new EtcdWatchError(`watch canceled by etcd: ${result.cancel_reason ?? 'no reason given'}`);
     }
     if (result.created === true) {
       this.retryDelayMs = INITIAL_RETRY_MS;

@@ -1,6 +1,8 @@
 // Errors of etcd's v2 keys API. Unreachable endpoints and a closed client reuse the v3 client's
 // EtcdUnavailableError and EtcdClosedError (src/etcd/errors.ts): they say nothing API-specific.
 
+import { FlannelTsError } from '../errors.js';
+
 /** etcd v2 error codes flannel-ts acts on (etcd's v2error package). */
 export const V2_KEY_NOT_FOUND = 100;
 export const V2_NOT_FILE = 102;
@@ -10,8 +12,9 @@ export const V2_LEADER_ELECT = 301;
 export const V2_EVENT_INDEX_CLEARED = 401;
 
 /** etcd answered a v2 request with an error: its JSON error object, or a bare HTTP error. */
-export class EtcdV2ResponseError extends Error {
-  readonly code = 'FLANNEL_TS_ERR_ETCD_V2_RESPONSE';
+export class EtcdV2ResponseError extends FlannelTsError {
+  override name = 'EtcdV2ResponseError';
+  override readonly code = 'FLANNEL_TS_ERR_ETCD_V2_RESPONSE';
 
   constructor(
     readonly endpoint: string,
@@ -29,7 +32,6 @@ export class EtcdV2ResponseError extends Error {
         ? `etcd v2 ${path} at ${endpoint}: HTTP ${httpStatus}: ${etcdMessage}`
         : `etcd v2 ${path} at ${endpoint}: ${etcdMessage} (error ${errorCode}, HTTP ${httpStatus})`,
     );
-    this.name = 'EtcdV2ResponseError';
   }
 }
 

@@ -87,7 +87,8 @@ export class EtcdV2Transport {
         }
         if (err instanceof BrokenExchangeError) {
           throw new Error(
-            `etcd v2 ${c.method} ${path} at ${endpoint.label}: ${err.message} (the request may or may not have been applied)`,
+            `etcd v2 ${c.method} ${path} at ${endpoint.label}: ${err.message} ` +
+              '(the request may or may not have been applied)',
             { cause: err },
           );
         }

@@ -158,7 +158,8 @@ export class V2PrefixWatch implements Watch {
     this.retryDelayMs = Math.min(this.retryDelayMs * 2, MAX_RETRY_MS);
     this.report(
       new Error(
-        `etcd v2 watch on ${JSON.stringify(this.prefix)} from index ${this.nextIndex}: ${err.message}; retrying in ${delay} ms`,
+        `etcd v2 watch on ${JSON.stringify(this.prefix)} from index ${this.nextIndex}: ${err.message}; ` +
+          `retrying in ${delay} ms`,
       ),
     );
     this.retryTimer = setTimeout(() => void this.poll(), delay);

@@ -6,21 +6,22 @@ import type { Route } from '../routing-table/snapshot.js';
 import { FASTPATH_SLOTS, SLOT_TO_DATAPATH, type KernelOnlyCounter } from './counters.js';
 import { findFastPathBuild, type FastPathAddon, type FastPathConfig, type FastPathHandle } from './native.js';
 import { applyPlan, NOTHING_INSTALLED, planRouteSync, type InstalledRoutes } from './route-sync.js';
+import { FlannelTsError } from '../errors.js';
 
 /** --datapath: the fast path where the kernel takes it (auto), always (kernel), never (userspace). */
 export type DatapathChoice = 'auto' | 'kernel' | 'userspace';
 export const DATAPATH_CHOICES: readonly DatapathChoice[] = ['auto', 'kernel', 'userspace'];
 
 /** The fast path could not be loaded or attached; `message` says why, in one line. */
-export class FastPathRefusedError extends Error {
-  override readonly name = 'FastPathRefusedError';
-  readonly code = 'FLANNEL_TS_ERR_FASTPATH_REFUSED';
+export class FastPathRefusedError extends FlannelTsError {
+  override name = 'FastPathRefusedError';
+  override readonly code = 'FLANNEL_TS_ERR_FASTPATH_REFUSED';
 }
 
 /** A map update failed: the maps may now disagree with the trie (the caller falls back). */
-export class FastPathMapError extends Error {
-  override readonly name = 'FastPathMapError';
-  readonly code = 'FLANNEL_TS_ERR_FASTPATH_MAP';
+export class FastPathMapError extends FlannelTsError {
+  override name = 'FastPathMapError';
+  override readonly code = 'FLANNEL_TS_ERR_FASTPATH_MAP';
 }
 
 export interface FastPathOptions {

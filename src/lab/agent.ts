@@ -120,7 +120,8 @@ export class AgentProcess {
           clearTimeout(timer);
           reject(
             new Error(
-              `agent in ${this.namespace} exited (code ${code}, signal ${signal}) before the expected line; argv: ${this.argv.join(' ')}\noutput:\n${this.describeOutput()}`,
+              `agent in ${this.namespace} exited (code ${code}, signal ${signal}) before the expected line; ` +
+                `argv: ${this.argv.join(' ')}\noutput:\n${this.describeOutput()}`,
             ),
           );
         });

@@ -8,6 +8,7 @@
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { join } from 'node:path';
+import { FlannelTsError } from '../errors.js';
 
 /** PATH with the sbin directories, where ip, sysctl and tcpdump live, even for a non-login shell. */
 const LAB_PATH = [
@@ -44,8 +45,10 @@ export interface ExecResult {
   code: number;
 }
 
-export class CommandError extends Error {
-  readonly code = 'ERR_LAB_COMMAND';
+/** A command the lab ran exited with a non-zero status. */
+export class CommandError extends FlannelTsError {
+  override name = 'CommandError';
+  override readonly code = 'FLANNEL_TS_ERR_LAB_COMMAND';
   constructor(
     readonly argv: readonly string[],
     readonly result: ExecResult,

@@ -1,4 +1,5 @@
-// flanneld's --iptables-forward-rules (default true; FLANNEL-UDP-SPEC.md §7): filter FORWARD
+// flanneld's --iptables-forward-rules (default true; docs/flannel-compat.md, "Masquerade and forward rules"): filter
+// FORWARD
 // jumps to FLANNEL-FWD, which accepts everything from or to the flannel network, so a host whose
 // FORWARD policy is DROP (docker sets it) still forwards pod traffic.
 

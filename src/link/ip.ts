@@ -1,6 +1,7 @@
 // Host link configuration through iproute2's `ip` (JSON output): the external interface and
 // flannel0's address, MTU and route. Control plane only; runs at start-up.
 import { execFileSync } from 'node:child_process';
+import { ExternalInterfaceError, LinkCommandError } from '../errors.js';
 import { formatCidr, formatIPv4, parseIPv4 } from '../routing-table/ipv4.js';
 
 export interface ExternalInterface {
@@ -21,7 +22,7 @@ function ip(args: string[]): string {
     return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (err) {
     const e = err as { stderr?: string; message: string };
-    throw new Error(`ip ${args.join(' ')}: ${(e.stderr ?? e.message).trim()}`, { cause: err });
+    throw new LinkCommandError(`ip ${args.join(' ')}: ${(e.stderr ?? e.message).trim()}`, args, { cause: err });
   }
 }
 
@@ -60,7 +61,9 @@ export function findExternalInterface(
         asAddress !== null ? pick(owning(asAddress), asAddress) : pick(links.find((l) => l.ifname === spec));
       if (found) return found;
     }
-    throw new Error(`none of the interfaces given with --iface (${ifaces.join(', ')}) exists with an IPv4 address`);
+    throw new ExternalInterfaceError(
+      `none of the interfaces given with --iface (${ifaces.join(', ')}) exists with an IPv4 address`,
+    );
   }
   if (ifaceRegexes.length > 0) {
     for (const re of ifaceRegexes) {
@@ -71,14 +74,14 @@ export function findExternalInterface(
       const found = pick(links.find((l) => re.test(l.ifname)));
       if (found) return found;
     }
-    throw new Error(
+    throw new ExternalInterfaceError(
       `no interface matches --iface-regex (${ifaceRegexes.map((r) => r.source).join(', ')}) with an IPv4 address`,
     );
   }
   if (publicIp !== null) {
     const found = pick(owning(publicIp), publicIp);
     if (!found)
-      throw new Error(
+      throw new ExternalInterfaceError(
         `no interface owns --public-ip ${formatIPv4(publicIp)}; name the external interface with --iface`,
       );
     return found;
@@ -86,7 +89,10 @@ export function findExternalInterface(
   const routes = JSON.parse(ip(['-j', '-4', 'route', 'show', 'default'])) as { dev?: string }[];
   const dev = routes.find((r) => r.dev)?.dev;
   const found = pick(links.find((l) => l.ifname === dev));
-  if (!found) throw new Error('no default route with an IPv4 interface: name the external interface with --iface');
+  if (!found)
+    throw new ExternalInterfaceError(
+      'no default route with an IPv4 interface: name the external interface with --iface',
+    );
   return found;
 }
 

@@ -1,4 +1,5 @@
-// flanneld's --ip-masq rules (FLANNEL-UDP-SPEC.md §7, flannel v0.20.2+): nat POSTROUTING jumps to
+// flanneld's --ip-masq rules (docs/flannel-compat.md, "Masquerade and forward rules"; flannel v0.20.2+): nat
+// POSTROUTING jumps to
 // FLANNEL-POSTRTG, which leaves traffic inside the flannel network alone and masquerades pod
 // traffic leaving it (and host traffic entering it). Same chain, rules, order and comment as
 // flanneld, so a host can switch between flanneld and flannel-ts without stale or duplicate rules.

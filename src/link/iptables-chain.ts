@@ -11,6 +11,7 @@
 // Control plane only; nothing here is on the packet path.
 
 import { spawn } from 'node:child_process';
+import { FlannelTsError } from '../errors.js';
 
 export type IptablesTable = 'nat' | 'filter';
 
@@ -143,8 +144,10 @@ export interface IptablesRunOptions {
 const LOCK_WAIT_SECONDS = 10;
 const SBIN_DIRS = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
 
-export class IptablesError extends Error {
-  override readonly name = 'IptablesError';
+/** iptables-save or iptables-restore failed (missing, refused the rules, the xtables lock timed out). */
+export class IptablesError extends FlannelTsError {
+  override name = 'IptablesError';
+  override readonly code = 'FLANNEL_TS_ERR_IPTABLES';
 }
 
 /** PATH with the sbin directories, where iptables lives, even for a non-root login's PATH. */

@@ -3,6 +3,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { NativeShimLoadError } from '../errors.js';
 
 /** Opaque handle binding the slab and its per-slot metadata arrays in C. */
 export type RingHandle = { readonly __brand: 'RingHandle' };
@@ -92,8 +93,9 @@ function load(): Shim {
   try {
     return require(file) as Shim;
   } catch (err) {
-    throw new Error(
-      `flannel-ts: cannot load the native shim ${file} (run "npm ci" or "node scripts/build-native.mjs"): ${(err as Error).message}`,
+    throw new NativeShimLoadError(
+      `flannel-ts: cannot load the native shim ${file} ` +
+        `(run "npm ci" or "node scripts/build-native.mjs"): ${(err as Error).message}`,
       { cause: err },
     );
   }

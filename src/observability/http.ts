@@ -55,7 +55,9 @@ function bindErrorMessage(err: NodeJS.ErrnoException, host: string, port: number
     case 'EADDRNOTAVAIL':
       return `cannot serve /healthz on ${where}: no local interface has that address (check --healthz-ip)`;
     case 'EACCES':
-      return `cannot serve /healthz on ${where}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)`;
+      return (
+        `cannot serve /healthz on ${where}: permission denied ` + '(ports below 1024 need root or CAP_NET_BIND_SERVICE)'
+      );
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
       return `cannot serve /healthz on ${where}: --healthz-ip is not a valid address`;

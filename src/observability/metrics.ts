@@ -24,12 +24,18 @@ export interface LeaseInfo {
   readonly expiresAt: number | null;
 }
 
-/** Traffic to and from one peer, when the datapath counts it. */
+/** Traffic to and from one peer route (src/datapath/peer-counters.ts). */
 export interface PeerTraffic extends RouteInfo {
+  /** Datagrams sent to the peer's PublicIP for this route, and their UDP payload bytes. */
   readonly sentPackets: number;
   readonly sentBytes: number;
+  /** Packets for this route dropped after the route was found (TTL, bad offload, send error). */
+  readonly sentDrops: number;
+  /** Packets from the peer, with inner sources in this route, written to the TUN device, and their bytes. */
   readonly receivedPackets: number;
   readonly receivedBytes: number;
+  /** Packets from the peer dropped after its checks passed the sender (not for us, TTL, write error). */
+  readonly receivedDrops: number;
 }
 
 /**
@@ -176,10 +182,20 @@ const FAMILIES: Readonly<Record<string, Family>> = {
     type: 'gauge',
     help: 'When our subnet lease expires unless renewed (unix seconds); absent for a reservation.',
   },
-  peer_sent_packets_total: { type: 'counter', help: 'Packets sent to one peer.' },
-  peer_sent_bytes_total: { type: 'counter', help: 'UDP payload bytes sent to one peer.' },
-  peer_received_packets_total: { type: 'counter', help: 'Packets received from one peer.' },
-  peer_received_bytes_total: { type: 'counter', help: 'UDP payload bytes received from one peer.' },
+  peer_sent_packets_total: { type: 'counter', help: 'Datagrams sent to one peer route.' },
+  peer_sent_bytes_total: { type: 'counter', help: 'UDP payload bytes sent to one peer route.' },
+  peer_received_packets_total: {
+    type: 'counter',
+    help: 'Packets received from one peer route and written to the TUN device.',
+  },
+  peer_received_bytes_total: {
+    type: 'counter',
+    help: 'Bytes received from one peer route and written to the TUN device.',
+  },
+  peer_dropped_packets_total: {
+    type: 'counter',
+    help: 'Packets to (tx) or from (rx) one peer route dropped after the route was found, by direction.',
+  },
 };
 
 const drop = (direction: 'tx' | 'rx', reason: string): CounterSeries => ({
@@ -331,6 +347,7 @@ export function renderMetrics(source: MetricsSource): string {
       'peer_sent_bytes_total',
       'peer_received_packets_total',
       'peer_received_bytes_total',
+      'peer_dropped_packets_total',
     ]) {
       x.declare(family);
     }
@@ -340,6 +357,8 @@ export function renderMetrics(source: MetricsSource): string {
       x.add('peer_sent_bytes_total', labels, p.sentBytes);
       x.add('peer_received_packets_total', labels, p.receivedPackets);
       x.add('peer_received_bytes_total', labels, p.receivedBytes);
+      x.add('peer_dropped_packets_total', { ...labels, direction: 'tx' }, p.sentDrops);
+      x.add('peer_dropped_packets_total', { ...labels, direction: 'rx' }, p.receivedDrops);
     }
   }
   return x.render();

@@ -9,6 +9,14 @@
  * always return the uint32 form.
  */
 
+import { FlannelTsError } from '../errors.js';
+
+/** A string that is not a strict dotted-quad IPv4 address, or not a CIDR "a.b.c.d/len". */
+export class AddressError extends FlannelTsError {
+  override name = 'AddressError';
+  override readonly code = 'FLANNEL_TS_ERR_INVALID_ADDRESS';
+}
+
 const UINT32_SPAN = 0x1_0000_0000;
 
 // Strict dotted quad: exactly four decimal octets, no sign, no whitespace, no leading zeros ("0" itself
@@ -25,13 +33,13 @@ export function parseIPv4(s: string): number {
   }
   const m = DOTTED_QUAD.exec(s);
   if (m === null) {
-    throw new Error(`invalid IPv4 address ${JSON.stringify(s)}: expected a dotted quad like 10.244.1.0`);
+    throw new AddressError(`invalid IPv4 address ${JSON.stringify(s)}: expected a dotted quad like 10.244.1.0`);
   }
   let n = 0;
   for (let i = 1; i <= 4; i++) {
     const octet = Number(m[i]);
     if (octet > 255) {
-      throw new Error(`invalid IPv4 address ${JSON.stringify(s)}: octet ${octet} is greater than 255`);
+      throw new AddressError(`invalid IPv4 address ${JSON.stringify(s)}: octet ${octet} is greater than 255`);
     }
     n = n * 256 + octet;
   }
@@ -63,17 +71,17 @@ export function parseCidr(s: string): { prefix: number; prefixLen: number } {
   }
   const slash = s.indexOf('/');
   if (slash < 0) {
-    throw new Error(`invalid CIDR ${JSON.stringify(s)}: missing "/prefix-length"`);
+    throw new AddressError(`invalid CIDR ${JSON.stringify(s)}: missing "/prefix-length"`);
   }
   const lenText = s.slice(slash + 1);
   if (!PREFIX_LENGTH.test(lenText) || Number(lenText) > 32) {
-    throw new Error(`invalid CIDR ${JSON.stringify(s)}: prefix length must be an integer 0..32`);
+    throw new AddressError(`invalid CIDR ${JSON.stringify(s)}: prefix length must be an integer 0..32`);
   }
   let addr: number;
   try {
     addr = parseIPv4(s.slice(0, slash));
   } catch (err) {
-    throw new Error(`invalid CIDR ${JSON.stringify(s)}: ${(err as Error).message}`, { cause: err });
+    throw new AddressError(`invalid CIDR ${JSON.stringify(s)}: ${(err as Error).message}`, { cause: err });
   }
   const prefixLen = Number(lenText);
   return { prefix: (addr & maskOf(prefixLen)) >>> 0, prefixLen };

@@ -99,7 +99,8 @@ export class RoutingSnapshot {
    * Builds a snapshot from a complete route list.
    *
    * Throws on an invalid route, naming its input index: a RangeError for non-uint32 prefix or publicIp,
-   * prefixLen outside 0..32 or host bits set in prefix; a TypeError for a non-object. When the same prefix/prefixLen appears more than once, the last occurrence's publicIp
+   * prefixLen outside 0..32 or host bits set in prefix; a TypeError for a non-object. When the same prefix/prefixLen
+   * appears more than once, the last occurrence's publicIp
    * wins; the route keeps the position of its first occurrence in `routes`.
    */
   static build(input: readonly Route[]): RoutingSnapshot {
@@ -122,9 +123,6 @@ export class RoutingSnapshot {
   readonly routes: readonly Route[];
   /** Route index -> the route's publicIp. The datapath reads this after lookup(). */
   readonly publicIpOf: Uint32Array;
-  /** Number of 256-entry trie nodes (the lookup table is nodeCount KiB). For metrics. */
-  readonly nodeCount: number;
-
   private readonly nodes: Int32Array;
   /** Distinct publicIps, ascending, for isPeerAddress. */
   private readonly peers: Uint32Array;
@@ -133,7 +131,6 @@ export class RoutingSnapshot {
     this.routeCount = routes.length;
     this.routes = routes;
     this.publicIpOf = publicIpOf;
-    this.nodeCount = nodes.length / NODE_SIZE;
     this.nodes = nodes;
     this.peers = peers;
   }

@@ -1,11 +1,12 @@
 // flannel's network config (`<prefix>/config`): parsing and validation with flannel's defaults, checks
 // and error wording (pkg/subnet/config.go ParseConfig + CheckNetworkConfig, v0.28.9), restricted to
-// what the udp backend uses. See FLANNEL-UDP-SPEC.md §5.
+// what the udp backend uses. See docs/flannel-compat.md, "Network config".
 //
 // Like Go's encoding/json: key names match case-insensitively, unknown keys are ignored, the last of
 // duplicate keys wins, and `null` leaves a plain field (number, bool) at its default.
 
 import { formatIPv4, maskOf, parseCidr, parseIPv4 } from '../routing-table/ipv4.js';
+import { FlannelTsError } from '../errors.js';
 
 export const DEFAULT_UDP_PORT = 8285;
 
@@ -33,11 +34,12 @@ export interface NetworkConfig {
 }
 
 /** An invalid network config; `field` names the offending key when there is one. */
-export class NetworkConfigError extends Error {
+export class NetworkConfigError extends FlannelTsError {
+  override name = 'NetworkConfigError';
+  override readonly code = 'FLANNEL_TS_ERR_INVALID_NETWORK_CONFIG';
   readonly field: string | null;
   constructor(message: string, field: string | null) {
     super(message);
-    this.name = 'NetworkConfigError';
     this.field = field;
   }
 }

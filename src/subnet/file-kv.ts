@@ -17,6 +17,25 @@ import { link, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promi
 import { dirname } from 'node:path';
 import type { KeyValue, KvStore, Listing, Watch, WatchEvent, WatchHandlers } from './kv.js';
 import { writeFileAtomically } from './subnet-env.js';
+import { FlannelTsError } from '../errors.js';
+
+/** The registry file is not JSON, or not a flannel-ts registry. */
+export class FileRegistryFormatError extends FlannelTsError {
+  override name = 'FileRegistryFormatError';
+  override readonly code = 'FLANNEL_TS_ERR_FILE_REGISTRY_FORMAT';
+}
+
+/** The registry's lock file stayed taken (and fresh) for longer than the lock timeout. */
+export class FileRegistryLockError extends FlannelTsError {
+  override name = 'FileRegistryLockError';
+  override readonly code = 'FLANNEL_TS_ERR_FILE_REGISTRY_LOCKED';
+}
+
+/** A call on the file registry after close(). */
+export class FileRegistryClosedError extends FlannelTsError {
+  override name = 'FileRegistryClosedError';
+  override readonly code = 'FLANNEL_TS_ERR_FILE_REGISTRY_CLOSED';
+}
 
 interface StoredKey {
   value: string;
@@ -181,7 +200,7 @@ export class FileKvStore implements KvStore {
   }
 
   private async read(): Promise<FileState> {
-    if (this.closed) throw new Error('file kv: store closed');
+    if (this.closed) throw new FileRegistryClosedError('file kv: store closed');
     let text: string;
     try {
       text = await readFile(this.path, 'utf8');
@@ -193,10 +212,13 @@ export class FileKvStore implements KvStore {
     try {
       state = JSON.parse(text) as FileState;
     } catch (err) {
-      throw new Error(`file kv: ${this.path} is not a valid registry file: ${(err as Error).message}`, { cause: err });
+      throw new FileRegistryFormatError(
+        `file kv: ${this.path} is not a valid registry file: ${(err as Error).message}`,
+        { cause: err },
+      );
     }
     if (state === null || state.format !== 'flannel-ts-registry/1' || typeof state.keys !== 'object') {
-      throw new Error(`file kv: ${this.path} is not a flannel-ts registry file`);
+      throw new FileRegistryFormatError(`file kv: ${this.path} is not a flannel-ts registry file`);
     }
     return state;
   }
@@ -268,7 +290,7 @@ export class FileKvStore implements KvStore {
     const deadline = Date.now() + this.lockTimeoutMs;
     const token = `${process.pid} ${randomUUID()}\n`;
     for (;;) {
-      if (this.closed) throw new Error('file kv: store closed');
+      if (this.closed) throw new FileRegistryClosedError('file kv: store closed');
       try {
         const fh = await open(this.lockPath, 'wx', 0o644);
         await fh.writeFile(token);
@@ -293,7 +315,7 @@ export class FileKvStore implements KvStore {
         continue; // released meanwhile
       }
       if (Date.now() > deadline) {
-        throw new Error(`file kv: could not lock ${this.lockPath} within ${this.lockTimeoutMs} ms`);
+        throw new FileRegistryLockError(`file kv: could not lock ${this.lockPath} within ${this.lockTimeoutMs} ms`);
       }
       await sleep(2 + Math.floor(Math.random() * 8));
     }

@@ -1,8 +1,9 @@
 // The own lease: acquire (flannel v0.18+ order), renew before expiry, notice loss and re-acquire.
-// See FLANNEL-UDP-SPEC.md §4.2-4.3. Deliberate fixes over flannel: a lost create race is retried
-// (flannel on etcd v3 exits), a reservation (key without TTL) stays a reservation (flannel #1329), a
-// lost lease is re-acquired instead of shutting the daemon down, and the previous subnet is refused
-// when any lease overlaps it (flannel only checks for an identical subnet).
+// See docs/flannel-compat.md, "Leases and the registry" and "Where we deliberately differ". Deliberate fixes
+// over flannel: a lost create race is retried (flannel on etcd v3 exits), a reservation (key without TTL)
+// stays a reservation (flannel #1329), a lost lease is re-acquired instead of shutting the daemon down,
+// and the previous subnet is refused when any lease overlaps it (flannel only checks for an identical
+// subnet).
 
 import { formatCidr, maskOf } from '../routing-table/ipv4.js';
 import type { Clock, Logger, TimerHandle } from './clock.js';
@@ -19,6 +20,7 @@ import {
   parseSubnetKey,
   subnetsPrefix,
 } from './lease.js';
+import { FlannelTsError } from '../errors.js';
 
 /** flannel's subnetTTL. */
 export const LEASE_TTL_SECONDS = 24 * 60 * 60;
@@ -66,11 +68,18 @@ export interface LeaseMonitorHandlers {
 }
 
 /** flannel's wording for a full network. */
-export class OutOfSubnetsError extends Error {
+export class OutOfSubnetsError extends FlannelTsError {
+  override name = 'OutOfSubnetsError';
+  override readonly code = 'FLANNEL_TS_ERR_OUT_OF_SUBNETS';
   constructor() {
     super('out of subnets');
-    this.name = 'OutOfSubnetsError';
   }
+}
+
+/** Another host won the race for every subnet tried, RACE_RETRIES times in a row. */
+export class LeaseRaceError extends FlannelTsError {
+  override name = 'LeaseRaceError';
+  override readonly code = 'FLANNEL_TS_ERR_LEASE_RACE_LOST';
 }
 
 interface ListedLease {
@@ -152,7 +161,9 @@ export class LeaseManager {
       }
       this.log.info('lost the race for a subnet to another host; trying again');
     }
-    throw new Error(`Max retries reached trying to acquire a subnet (lost the create race ${RACE_RETRIES} times)`);
+    throw new LeaseRaceError(
+      `Max retries reached trying to acquire a subnet (lost the create race ${RACE_RETRIES} times)`,
+    );
   }
 
   /**
@@ -187,15 +198,17 @@ export class LeaseManager {
       if (subnetFitsConfig(this.config, mine.subnet) && mine.ipv6 === null) {
         // A key gone since the listing is simply written again, as a lease.
         const reservation = (await this.store.get(mine.kv.key))?.expiresAt === null;
+        const what = reservation ? 'reservation' : 'lease';
         this.log.info(
-          `Found ${reservation ? 'reservation' : 'lease'} (${formatCidr(mine.subnet.prefix, mine.subnet.prefixLen)}) for current IP, reusing`,
+          `Found ${what} (${formatCidr(mine.subnet.prefix, mine.subnet.prefixLen)}) for current IP, reusing`,
         );
         const ttl = reservation ? 0 : LEASE_TTL_SECONDS;
         await this.store.put(mine.kv.key, formatLeaseAttrs(this.publicIp), ttl);
         return this.makeLease(mine.kv.key, mine.subnet, ttl);
       }
       this.log.info(
-        `Found lease (${formatCidr(mine.subnet.prefix, mine.subnet.prefixLen)}) for current IP but not compatible with current config, deleting`,
+        `Found lease (${formatCidr(mine.subnet.prefix, mine.subnet.prefixLen)}) for current IP ` +
+          'but not compatible with current config, deleting',
       );
       await this.store.delete(mine.kv.key);
       leases = leases.filter((l) => l !== mine);
@@ -211,7 +224,8 @@ export class LeaseManager {
           chosen = prev;
         } else {
           this.log.warn(
-            `Found previously leased subnet (${formatCidr(prev.prefix, prev.prefixLen)}) that is not compatible with the network config, ignoring`,
+            `Found previously leased subnet (${formatCidr(prev.prefix, prev.prefixLen)}) ` +
+              'that is not compatible with the network config, ignoring',
           );
         }
       }

@@ -1,10 +1,11 @@
 // flannel's registry layout: key paths, subnet keys (`10.244.7.0-24`) and lease attribute values
-// (`{"PublicIP":"192.0.2.7","PublicIPv6":null}`). See FLANNEL-UDP-SPEC.md §4.1.
+// (`{"PublicIP":"192.0.2.7","PublicIPv6":null}`). See docs/flannel-compat.md, "Leases and the registry".
 
 import { isIPv6 } from 'node:net';
 import { formatIPv4, parseIPv4 } from '../routing-table/ipv4.js';
 import type { Ipv4Net } from './config.js';
 import { lookupFoldedKey } from './config.js';
+import { FlannelTsError } from '../errors.js';
 
 export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
 
@@ -83,11 +84,9 @@ export interface LeaseAttrs {
 }
 
 /** An unreadable lease value. */
-export class LeaseValueError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'LeaseValueError';
-  }
+export class LeaseValueError extends FlannelTsError {
+  override name = 'LeaseValueError';
+  override readonly code = 'FLANNEL_TS_ERR_INVALID_LEASE_VALUE';
 }
 
 /**

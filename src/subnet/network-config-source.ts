@@ -4,13 +4,15 @@ import type { NetworkConfig } from './config.js';
 import { parseNetworkConfig } from './config.js';
 import type { KvStore } from './kv.js';
 import { configKey, DEFAULT_ETCD_PREFIX } from './lease.js';
+import { FlannelTsError } from '../errors.js';
 
 /** The config key does not exist (flanneld waits and retries, as for an invalid config). */
-export class NetworkConfigMissingError extends Error {
+export class NetworkConfigMissingError extends FlannelTsError {
+  override name = 'NetworkConfigMissingError';
+  override readonly code = 'FLANNEL_TS_ERR_NETWORK_CONFIG_MISSING';
   /** api: the store's (KvStore.api); flanneld's v3 wording when it is v3 or not etcd. */
   constructor(key: string, api?: 'v2' | 'v3' | null) {
     super(`flannel config not found in etcd store (${key}). ${hintFor(api)}`);
-    this.name = 'NetworkConfigMissingError';
   }
 }
 

@@ -1,5 +1,6 @@
 // Peer leases -> routes. Lists `<prefix>/subnets/`, watches from the listing's revision + 1, and after
-// every change hands the datapath a complete, fresh route list. See FLANNEL-UDP-SPEC.md §3.4, §4.4.
+// every change hands the datapath a complete, fresh route list. See docs/flannel-compat.md, "Routes from
+// leases", "Leases and the registry" and "Where we deliberately differ".
 //
 // Like flannel's udp backend: every lease is routed to its PublicIP whatever its BackendType, and the
 // own subnet is skipped. Deliberately better than flannel:

@@ -1,13 +1,20 @@
 // The subnet file (`--subnet-file`, default /run/flannel/subnet.env) and the docker options that
-// flannel's dist/mk-docker-opts.sh derives from it. See FLANNEL-UDP-SPEC.md §6.
+// flannel's dist/mk-docker-opts.sh derives from it. See docs/flannel-compat.md, "The subnet file".
 
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { formatCidr, parseCidr } from '../routing-table/ipv4.js';
 import type { Ipv4Net } from './config.js';
+import { FlannelTsError } from '../errors.js';
 
 export const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
+
+/** A subnet file whose content flannel's tools would refuse (mk-docker-opts.sh's checks). */
+export class SubnetFileError extends FlannelTsError {
+  override name = 'SubnetFileError';
+  override readonly code = 'FLANNEL_TS_ERR_INVALID_SUBNET_FILE';
+}
 
 export interface SubnetEnvContent {
   /** The config's Network. */
@@ -186,9 +193,10 @@ export function dockerOpts(
   if (mtu !== '') vars.set('DOCKER_OPT_MTU', `--mtu=${mtu}`);
   const ipMasq = get('FLANNEL_IPMASQ');
   if (ipMasq !== '' && options.omitIpMasq !== true) {
+    // Inverted: when flannel masquerades, docker must not.
     if (ipMasq === 'true') vars.set('DOCKER_OPT_IPMASQ', '--ip-masq=false');
     else if (ipMasq === 'false') vars.set('DOCKER_OPT_IPMASQ', '--ip-masq=true');
-    else throw new Error(`Invalid value of FLANNEL_IPMASQ: ${ipMasq}`);
+    else throw new SubnetFileError(`Invalid value of FLANNEL_IPMASQ: ${ipMasq}`);
   }
 
   const names = [...vars.keys()].filter((name) => name.includes('DOCKER_OPT_')).sort();

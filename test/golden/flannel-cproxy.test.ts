@@ -126,7 +126,8 @@ function describeIpv4(p: Uint8Array): string {
 function assertSameBytes(actual: Uint8Array, expected: Uint8Array, what: string): void {
   if (Buffer.compare(Buffer.from(actual), Buffer.from(expected)) === 0) return;
   assert.fail(
-    `${what} differs\n  expected: ${describeIpv4(expected)}\n  actual:   ${describeIpv4(actual)}\n${hexDiff(actual, expected)}`,
+    `${what} differs\n  expected: ${describeIpv4(expected)}\n` +
+      `  actual:   ${describeIpv4(actual)}\n${hexDiff(actual, expected)}`,
   );
 }
 
@@ -290,7 +291,8 @@ describe("golden: flannel's C proxy captures", () => {
               expected = c.tunWritten[i];
             assert.ok(
               expected !== undefined,
-              `${h.name}: extra packet #${i} written to flannel0 (${describeIpv4(actual!)}), from ${origin(writtenBy[i])}`,
+              `${h.name}: extra packet #${i} written to flannel0 ` +
+                `(${describeIpv4(actual!)}), from ${origin(writtenBy[i])}`,
             );
             assert.ok(
               actual !== undefined,

@@ -3,7 +3,7 @@
 // test can check that a caller does without expiries, and still works without them.
 
 import type { ListedKey, ListOptions, Listing } from '../../src/subnet/kv.js';
-import { MemoryKvStore } from '../../src/subnet/memory-kv.js';
+import { MemoryKvStore } from './memory-kv.js';
 
 export class BareListingStore extends MemoryKvStore {
   /** One entry per list() call: 'bare' (expiries: false) or 'full'. */

@@ -189,7 +189,8 @@ export async function waitUntil(
   while (!predicate()) {
     if (Date.now() > deadline) {
       throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${description}${state ? `; state: ${JSON.stringify(state())}` : ''}`,
+        `timed out after ${timeoutMs} ms waiting for ` +
+          `${description}${state ? `; state: ${JSON.stringify(state())}` : ''}`,
       );
     }
     await new Promise((resolve) => setTimeout(resolve, 25));

@@ -444,10 +444,13 @@ export function mixedTraffic(batch: number): MixedTraffic {
       const good = ip((peerSubnet(k) | 9) >>> 0, pod, 84);
       const bad: Datagram = [
         { data: good, addr: 0xc6336407, port: MIX_HOST.port }, // 198.51.100.7: stranger
-        { data: ip((peerSubnet(1 + (k % PEER_COUNT)) | 9) >>> 0, pod, 84), addr: peerAddress(k), port: MIX_HOST.port }, // spoofed
-        { data: ip((peerSubnet(k) | 9) >>> 0, 0x63636363, 84), addr: peerAddress(k), port: MIX_HOST.port }, // not for us
+        // spoofed
+        { data: ip((peerSubnet(1 + (k % PEER_COUNT)) | 9) >>> 0, pod, 84), addr: peerAddress(k), port: MIX_HOST.port },
+        // not for us
+        { data: ip((peerSubnet(k) | 9) >>> 0, 0x63636363, 84), addr: peerAddress(k), port: MIX_HOST.port },
         { data: ip((peerSubnet(k) | 9) >>> 0, pod, 84, 17, 1), addr: peerAddress(k), port: MIX_HOST.port }, // TTL 1
-        { data: ip((peerSubnet(k) | 9) >>> 0, pod, MIX_HOST.mtu + 8), addr: peerAddress(k), port: MIX_HOST.port }, // oversize
+        // oversize
+        { data: ip((peerSubnet(k) | 9) >>> 0, pod, MIX_HOST.mtu + 8), addr: peerAddress(k), port: MIX_HOST.port },
       ][rxBad++ % 5]!;
       udpDatagrams.push(bad);
       perBatch.rxDrops++;

@@ -75,7 +75,8 @@ export function readPcap(buf: Buffer): PcapFile {
     const index = packets.length;
     if (off + RECORD_HEADER_LEN > buf.length) {
       throw new PcapFormatError(
-        `pcap truncated: record #${index} header at byte ${off} needs ${RECORD_HEADER_LEN} bytes, ${buf.length - off} left`,
+        `pcap truncated: record #${index} header at byte ${off} ` +
+          `needs ${RECORD_HEADER_LEN} bytes, ${buf.length - off} left`,
       );
     }
     const tsSec = u32(off);
@@ -85,7 +86,8 @@ export function readPcap(buf: Buffer): PcapFile {
     const dataOff = off + RECORD_HEADER_LEN;
     if (dataOff + inclLen > buf.length) {
       throw new PcapFormatError(
-        `pcap truncated: record #${index} at byte ${off} declares ${inclLen} bytes of data, ${buf.length - dataOff} left`,
+        `pcap truncated: record #${index} at byte ${off} declares ` +
+          `${inclLen} bytes of data, ${buf.length - dataOff} left`,
       );
     }
     packets.push({

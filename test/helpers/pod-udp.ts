@@ -8,7 +8,8 @@ import type { Lab } from '../../src/lab/index.js';
 
 const UDP_BURST = path.join(path.dirname(fileURLToPath(import.meta.url)), 'udp-burst.js');
 
-/** The pod kernel's InCsumErrors for protocol 'Tcp' or 'Udp' (/proc/net/snmp): segments or datagrams dropped for a bad checksum. */
+/** The pod kernel's InCsumErrors for protocol 'Tcp' or 'Udp' (/proc/net/snmp): segments or datagrams dropped for a bad
+ * checksum. */
 export async function checksumErrors(lab: Lab, pod: number, protocol: 'Tcp' | 'Udp'): Promise<number> {
   const snmp = await lab.execChecked(lab.podNs(pod), ['cat', '/proc/net/snmp']);
   const rows = snmp.stdout.split('\n').filter((l) => l.startsWith(`${protocol}: `));
@@ -17,7 +18,8 @@ export async function checksumErrors(lab: Lab, pod: number, protocol: 'Tcp' | 'U
   return Number(values[names.indexOf('InCsumErrors')]);
 }
 
-/** What the receiver saw: datagrams, those that were byte for byte the pattern their number gives, and whether in order. */
+/** What the receiver saw: datagrams, those that were byte for byte the pattern their number gives, and whether in
+ * order. */
 export interface BurstResult {
   received: number;
   intact: number;

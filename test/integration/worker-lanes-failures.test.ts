@@ -28,7 +28,9 @@ interface Outcome<T> {
 function run<T>(mode: string, timeoutMs = 12_000): Outcome<T> {
   const r = scenario.spawn([mode], timeoutMs);
   const endedAt = Date.now();
-  const what = `${mode}: status ${r.status}, signal ${r.signal}, error ${r.error?.message}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
+  const what =
+    `${mode}: status ${r.status}, signal ${r.signal}, ` +
+    `error ${r.error?.message}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
   assert.equal(r.error, undefined, `the scenario ran and exited within ${timeoutMs} ms: ${what}`);
   assert.equal(r.signal, null, `not killed by a signal: ${what}`);
   assert.equal(r.status, 0, `exit code 0 (134 would be an abort): ${what}`);

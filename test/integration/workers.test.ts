@@ -160,14 +160,18 @@ describe('--workers 2: one datapath thread per direction', { timeout: 90_000 }, 
     );
   });
 
-  test('flanneld mode: FLANNELD_WORKERS=2 runs two threads, reported by /metrics as flannel_ts_datapath_threads', async () => {
+  test('flanneld mode: FLANNELD_WORKERS=2 runs two threads (flannel_ts_datapath_threads) and counts per peer', async () => {
     const dir = join(lab.tempDir, 'flanneld-h1');
     mkdirSync(dir, { recursive: true });
     const kvFile = join(dir, 'registry.json'),
       subnetFile = join(dir, 'subnet.env');
-    await new FileKvStore({ path: kvFile }).put(
-      '/coreos.com/network/config',
-      '{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}',
+    const store = new FileKvStore({ path: kvFile });
+    await store.put('/coreos.com/network/config', '{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}', 0);
+    // Host 2 (static mode, from the test before) as a peer: a reservation for its subnet.
+    const peerLabels = `subnet="10.244.2.0/24",public_ip="${lab.hostAddr(2)}"`;
+    await store.put(
+      '/coreos.com/network/subnets/10.244.2.0-24',
+      `{"PublicIP":"${lab.hostAddr(2)}","PublicIPv6":null}`,
       0,
     );
     writeFileSync(subnetFile, 'FLANNEL_SUBNET=10.244.1.1/24\n');
@@ -192,7 +196,8 @@ describe('--workers 2: one datapath thread per direction', { timeout: 90_000 }, 
     const line = forwardingLine(lab, 1);
     assert.equal(line['workers'], 2, JSON.stringify(line));
     // The health server starts just after the "forwarding" line: retry briefly.
-    const scrape = `fetch('http://${lab.hostAddr(1)}:${port}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`;
+    const url = `http://${lab.hostAddr(1)}:${port}/metrics`;
+    const scrape = `fetch('${url}').then((r) => r.text()).then((t) => process.stdout.write(t))`;
     let metrics = '';
     for (let attempt = 0; attempt < 40 && !metrics.includes('flannel_ts_datapath_threads'); attempt++) {
       if (attempt > 0) await new Promise((r) => setTimeout(r, 100));
@@ -203,6 +208,29 @@ describe('--workers 2: one datapath thread per direction', { timeout: 90_000 }, 
       /^flannel_ts_datapath_threads 2$/m,
       `metrics:\n${metrics}\nagent:\n${agent.describeOutput()}`,
     );
+    // Per-peer counts, written by both worker threads into one shared array, kept across a route change.
+    await pingBothWays(lab, 'host 1 flanneld mode --workers 2, host 2 static');
+    const peerSample = (text: string, family: string, extra = ''): number => {
+      const m = new RegExp(`^flannel_ts_${family}\\{${peerLabels}${extra}\\} (\\d+)$`, 'm').exec(text);
+      assert.ok(m, `${family} for host 2 in:\n${text}`);
+      return Number(m[1]);
+    };
+    const scrapeNow = async () => (await lab.exec(lab.hostNs(1), [process.execPath, '-e', scrape], 5000)).stdout;
+    const first = await scrapeNow();
+    assert.ok(peerSample(first, 'peer_sent_packets_total') >= 6, 'echo requests and replies sent to host 2');
+    assert.ok(peerSample(first, 'peer_received_packets_total') >= 6, 'and received from it');
+    assert.ok(peerSample(first, 'peer_sent_bytes_total') >= 6 * 84);
+    assert.equal(peerSample(first, 'peer_dropped_packets_total', ',direction="rx"'), 0);
+    await store.put('/coreos.com/network/subnets/10.244.3.0-24', '{"PublicIP":"192.0.2.3","PublicIPv6":null}', 0);
+    let second = '';
+    for (let attempt = 0; attempt < 40 && !second.includes('10.244.3.0/24'); attempt++) {
+      if (attempt > 0) await new Promise((r) => setTimeout(r, 100));
+      second = await scrapeNow();
+    }
+    assert.match(second, /^flannel_ts_peer_sent_packets_total\{subnet="10.244.3.0\/24",[^}]*\} 0$/m, second);
+    for (const family of ['peer_sent_packets_total', 'peer_received_packets_total', 'peer_received_bytes_total']) {
+      assert.ok(peerSample(second, family) >= peerSample(first, family), `${family} carried over the route change`);
+    }
     await agent.stop();
     assert.equal((await agent.exited()).code, 0, agent.describeOutput());
   });

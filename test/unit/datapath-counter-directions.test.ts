@@ -142,7 +142,8 @@ function plainToPeer(payload: number, dst = PEER_POD): Uint8Array {
   });
 }
 
-/** Consecutive full segments of one TCP flow from the peer's pod to ours: a UDP GRO run, and coalescable into flannel0. */
+/** Consecutive full segments of one TCP flow from the peer's pod to ours: a UDP GRO run, and coalescable into flannel0.
+ * */
 function flowSegments(count: number, firstSeq: number): Uint8Array[] {
   return Array.from({ length: count }, (_, i) =>
     buildTcpPacket({

@@ -107,7 +107,8 @@ test('a million packets through the Forwarder cause zero garbage collections', a
 
   const nsPerPacket = elapsedNs / packets;
   t.diagnostic(
-    `${packets} packets in ${(elapsedNs / 1e6).toFixed(1)} ms: ${nsPerPacket.toFixed(1)} ns/packet (both directions, fake I/O)`,
+    `${packets} packets in ${(elapsedNs / 1e6).toFixed(1)} ms: ` +
+      `${nsPerPacket.toFixed(1)} ns/packet (both directions, fake I/O)`,
   );
   assert.deepEqual(collections, [], `garbage collections during the run:\n${collections.join('\n')}`);
 });

@@ -631,7 +631,8 @@ function usoPacket(payload: number, gsoSize: number, id = 300) {
   return { packet: p, data, hdr: vnetHdr({ flags: 1, gsoType: 5, hdrLen: 28, gsoSize, csumStart: 20, csumOffset: 6 }) };
 }
 
-/** Checks that `sent` are the datagrams of a USO super-packet of `data` cut every gsoSize bytes (id0 = the super-packet's id). */
+/** Checks that `sent` are the datagrams of a USO super-packet of `data` cut every gsoSize bytes (id0 = the
+ * super-packet's id). */
 function assertUsoDatagrams(
   sent: readonly { data: Buffer; addr: number; port: number }[],
   data: Uint8Array,

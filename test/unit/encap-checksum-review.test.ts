@@ -184,7 +184,8 @@ describe('planCoalescing: cached stretch sums and the headers sealGroup patches'
             return { m, got: plan(m, slotOffsets, lens, list) };
           });
           for (const { m, got } of results) {
-            const what = `${m.name}, ${udp ? 'UDP' : 'TCP'}, list [${list.join(',')}], groups [${got.groupLens.join(',')}]`;
+            const groups = got.groupLens.join(',');
+            const what = `${m.name}, ${udp ? 'UDP' : 'TCP'}, list [${list.join(',')}], groups [${groups}]`;
             // Replay the plan: the bytes each position was judged on are the original ones unless
             // its slot was sealed as a leader before (a leader is sealed on reaching the position
             // after its group; a member is judged before that position's seal, a leader after).

@@ -1,5 +1,6 @@
 // The per-packet IPv4 rules of src/encap/ipv4.ts, checked against independent references and
-// the measured test vectors of FLANNEL-UDP-SPEC.md (§2.3, §2.4).
+// the test vectors measured on flannel's C proxy (docs/flannel-compat.md, "TTL and the checksum", "ICMP net
+// unreachable").
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {

@@ -518,7 +518,9 @@ describe('segmentTcpSuperPacket', () => {
               out.extOffs,
               out.extLens,
             );
-            const where = `hdr ${hdr}, super-packet +${spShift}, cells +${cellShifts.join(',')}, ${words === null ? 'bytes' : 'words'}`;
+            const where =
+              `hdr ${hdr}, super-packet +${spShift}, ` +
+              `cells +${cellShifts.join(',')}, ${words === null ? 'bytes' : 'words'}`;
             assert.equal(n, cells, where);
             const want = before.slice();
             for (let i = 0; i < n; i++) want.set(expected[i].subarray(0, hdr), slotOffsets[i]);

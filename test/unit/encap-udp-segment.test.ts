@@ -475,7 +475,8 @@ describe('segmentUdpSuperPacket', () => {
         noDf > 40 &&
         wrapped > 5 &&
         datagrams > 5000,
-      `coverage: ${multi} multi, ${single} single, ${big} big, ${tiny} tiny gso, ${options} with IP options, ${noDf} without DF, ` +
+      `coverage: ${multi} multi, ${single} single, ${big} big, ${tiny} ` +
+        `tiny gso, ${options} with IP options, ${noDf} without DF, ` +
         `${wrapped} id wraps, ${datagrams} datagrams`,
     );
   });

@@ -8,7 +8,7 @@ import { EtcdApiChooser, EtcdApiNotChosenError, isApiAbsent } from '../../src/ag
 import { EtcdResponseError, EtcdUnavailableError } from '../../src/etcd/errors.js';
 import { EtcdV2ResponseError } from '../../src/etcdv2/errors.js';
 import type { Logger } from '../../src/observability/log.js';
-import { MemoryKvStore } from '../../src/subnet/memory-kv.js';
+import { MemoryKvStore } from '../helpers/memory-kv.js';
 
 const PREFIX = '/coreos.com/network';
 const CONFIG_KEY = `${PREFIX}/config`;

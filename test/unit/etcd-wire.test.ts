@@ -70,7 +70,7 @@ describe('HTTP exchange failure classes', () => {
     const cases = [
       [new UnreachedError('connect ECONNREFUSED'), 'UnreachedError', 'FLANNEL_TS_ERR_ETCD_UNREACHED'],
       [new StaleSocketError('read ECONNRESET'), 'StaleSocketError', 'FLANNEL_TS_ERR_ETCD_STALE_SOCKET'],
-      [new BrokenExchangeError('reply broken off'), 'BrokenExchangeError', 'FLANNEL_TS_ERR_ETCD_BROKEN_EXCHANGE'],
+      [new BrokenExchangeError('reply broken off'), 'BrokenExchangeError', 'FLANNEL_TS_ERR_ETCD_EXCHANGE_BROKEN'],
     ] as const;
     for (const [err, name, code] of cases) {
       assert.ok(err instanceof Error);

@@ -16,15 +16,18 @@ import { parseCidr } from '../../src/routing-table/ipv4.js';
 const network = parseCidr('10.244.0.0/16');
 const subnet = parseCidr('10.244.7.0/24');
 
-// FLANNEL-UDP-SPEC.md §7, written out by hand as iptables-save prints flanneld's rules.
+// docs/flannel-compat.md ("Masquerade and forward rules"), written out by hand as iptables-save prints flanneld's
+// rules.
 const MASQ_RANDOM_FULLY = [
   '-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG',
   '-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN',
   '-A FLANNEL-POSTRTG -s 10.244.7.0/24 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j RETURN',
   '-A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.7.0/24 -m comment --comment "flanneld masq" -j RETURN',
   '-A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.7.0/24 -m comment --comment "flanneld masq" -j RETURN',
-  '-A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
-  '-A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
+  '-A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment ' +
+    '--comment "flanneld masq" -j MASQUERADE --random-fully',
+  '-A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment ' +
+    '--comment "flanneld masq" -j MASQUERADE --random-fully',
 ];
 
 const FORWARD = [

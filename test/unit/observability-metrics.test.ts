@@ -42,7 +42,9 @@ function knownSource(): MetricsSource {
   };
 }
 
-const EXPECTED = `# HELP flannel_ts_tun_read_packets_total Packets read from the TUN device (flannel0), to be sent to peers.
+const EXPECTED =
+  `# HELP flannel_ts_tun_read_packets_total Packets read ` +
+  `from the TUN device (flannel0), to be sent to peers.
 # TYPE flannel_ts_tun_read_packets_total counter
 flannel_ts_tun_read_packets_total 10
 # HELP flannel_ts_tun_read_bytes_total Bytes of the packets read from the TUN device (flannel0).
@@ -54,7 +56,8 @@ flannel_ts_udp_sent_packets_total 9
 # HELP flannel_ts_udp_sent_bytes_total UDP payload bytes sent to peers.
 # TYPE flannel_ts_udp_sent_bytes_total counter
 flannel_ts_udp_sent_bytes_total 756
-# HELP flannel_ts_dropped_packets_total Packets dropped by the datapath, by direction (tx: flannel0 to UDP, rx: UDP to flannel0) and reason.
+# HELP flannel_ts_dropped_packets_total Packets dropped by the datapath, by ` +
+  `direction (tx: flannel0 to UDP, rx: UDP to flannel0) and reason.
 # TYPE flannel_ts_dropped_packets_total counter
 flannel_ts_dropped_packets_total{direction="tx",reason="malformed"} 0
 flannel_ts_dropped_packets_total{direction="tx",reason="oversize"} 0
@@ -72,7 +75,8 @@ flannel_ts_dropped_packets_total{direction="tx",reason="bad_offload"} 0
 # HELP flannel_ts_icmp_unreachable_sent_total ICMP destination-unreachable messages sent back for packets with no route.
 # TYPE flannel_ts_icmp_unreachable_sent_total counter
 flannel_ts_icmp_unreachable_sent_total 1
-# HELP flannel_ts_icmp_unreachable_failed_total ICMP destination-unreachable messages built but not written to the TUN device.
+# HELP flannel_ts_icmp_unreachable_failed_total ICMP destination-unreachable ` +
+  `messages built but not written to the TUN device.
 # TYPE flannel_ts_icmp_unreachable_failed_total counter
 flannel_ts_icmp_unreachable_failed_total 0
 # HELP flannel_ts_udp_received_packets_total Encapsulated packets received from peers over UDP.
@@ -96,7 +100,8 @@ flannel_ts_tun_gro_packets_total 7
 # HELP flannel_ts_tun_gro_fallbacks_total Times flannel0 refused a super-packet and GRO was turned off.
 # TYPE flannel_ts_tun_gro_fallbacks_total counter
 flannel_ts_tun_gro_fallbacks_total 0
-# HELP flannel_ts_tun_tso_packets_total TSO super-packets read from the TUN device (once each in tun_read_packets_total).
+# HELP flannel_ts_tun_tso_packets_total TSO super-packets read from ` +
+  `the TUN device (once each in tun_read_packets_total).
 # TYPE flannel_ts_tun_tso_packets_total counter
 flannel_ts_tun_tso_packets_total 1
 # HELP flannel_ts_tun_tso_segments_total Segments the TSO super-packets were cut into, each one datagram.
@@ -105,10 +110,12 @@ flannel_ts_tun_tso_segments_total 3
 # HELP flannel_ts_tun_checksums_completed_total Packets read with a partial checksum that was completed before sending.
 # TYPE flannel_ts_tun_checksums_completed_total counter
 flannel_ts_tun_checksums_completed_total 0
-# HELP flannel_ts_tun_uso_packets_total UDP GSO super-packets read from the TUN device (once each in tun_read_packets_total).
+# HELP flannel_ts_tun_uso_packets_total UDP GSO super-packets read from ` +
+  `the TUN device (once each in tun_read_packets_total).
 # TYPE flannel_ts_tun_uso_packets_total counter
 flannel_ts_tun_uso_packets_total 2
-# HELP flannel_ts_tun_uso_segments_total Datagrams the UDP GSO super-packets were cut into, each one datagram on the wire.
+# HELP flannel_ts_tun_uso_segments_total Datagrams the UDP GSO super-packets ` +
+  `were cut into, each one datagram on the wire.
 # TYPE flannel_ts_tun_uso_segments_total counter
 flannel_ts_tun_uso_segments_total 80
 # HELP flannel_ts_udp_gro_runs_total Coalesced receives (UDP GRO) from the socket.
@@ -135,7 +142,8 @@ flannel_ts_route_info{subnet="10.244.3.0/24",public_ip="192.0.2.3"} 1
 # HELP flannel_ts_lease_info Our own subnet lease and the public IP it advertises.
 # TYPE flannel_ts_lease_info gauge
 flannel_ts_lease_info{subnet="10.244.7.0/24",public_ip="192.0.2.7"} 1
-# HELP flannel_ts_lease_expiration_timestamp_seconds When our subnet lease expires unless renewed (unix seconds); absent for a reservation.
+# HELP flannel_ts_lease_expiration_timestamp_seconds When our subnet lease expires ` +
+  `unless renewed (unix seconds); absent for a reservation.
 # TYPE flannel_ts_lease_expiration_timestamp_seconds gauge
 flannel_ts_lease_expiration_timestamp_seconds{subnet="10.244.7.0/24"} 1700000000
 # HELP flannel_ts_offload_enabled Whether an offload is in force (1) or off, refused by the kernel or by --offloads (0).
@@ -196,8 +204,10 @@ test('per-peer traffic when the source provides it', () => {
         ...route('10.244.2.0/24', '192.0.2.2'),
         sentPackets: 5,
         sentBytes: 500,
+        sentDrops: 2,
         receivedPackets: 4,
         receivedBytes: 400,
+        receivedDrops: 1,
       },
     ],
   });
@@ -206,6 +216,14 @@ test('per-peer traffic when the source provides it', () => {
   assert.match(out, /^flannel_ts_peer_sent_bytes_total\{subnet="10.244.2.0\/24",public_ip="192.0.2.2"\} 500$/m);
   assert.match(out, /^flannel_ts_peer_received_packets_total\{subnet="10.244.2.0\/24",public_ip="192.0.2.2"\} 4$/m);
   assert.match(out, /^flannel_ts_peer_received_bytes_total\{subnet="10.244.2.0\/24",public_ip="192.0.2.2"\} 400$/m);
+  assert.match(
+    out,
+    /^flannel_ts_peer_dropped_packets_total\{subnet="10.244.2.0\/24",public_ip="192.0.2.2",direction="tx"\} 2$/m,
+  );
+  assert.match(
+    out,
+    /^flannel_ts_peer_dropped_packets_total\{subnet="10.244.2.0\/24",public_ip="192.0.2.2",direction="rx"\} 1$/m,
+  );
   assert.doesNotMatch(renderMetrics(knownSource()), /peer_sent/);
 });
 

@@ -5,7 +5,10 @@ import { formatIPv4, parseIPv4 } from '../../src/routing-table/ipv4.js';
 
 function summary(text: string): string {
   const c = parseNetworkConfig(text);
-  return `${formatIPv4(c.network.prefix)}/${c.network.prefixLen} len=${c.subnetLen} min=${formatIPv4(c.subnetMin)} max=${formatIPv4(c.subnetMax)} ${c.backend.type}:${c.backend.port}`;
+  return (
+    `${formatIPv4(c.network.prefix)}/${c.network.prefixLen} len=${c.subnetLen} ` +
+    `min=${formatIPv4(c.subnetMin)} max=${formatIPv4(c.subnetMax)} ${c.backend.type}:${c.backend.port}`
+  );
 }
 
 test('defaults as flannel computes them', () => {
@@ -166,7 +169,7 @@ test('subnetFitsConfig is flannel isSubnetConfigCompat', () => {
 });
 
 test("fetchNetworkConfig reads <prefix>/config, with flannel's message when it is missing", async () => {
-  const { MemoryKvStore } = await import('../../src/subnet/memory-kv.js');
+  const { MemoryKvStore } = await import('../helpers/memory-kv.js');
   const { fetchNetworkConfig, NetworkConfigMissingError } = await import('../../src/subnet/network-config-source.js');
   const store = new MemoryKvStore();
   await assert.rejects(
@@ -183,7 +186,7 @@ test("fetchNetworkConfig reads <prefix>/config, with flannel's message when it i
 });
 
 test('the missing-config message names the etcd API in use: v3, v2, or neither yet (auto)', async () => {
-  const { MemoryKvStore } = await import('../../src/subnet/memory-kv.js');
+  const { MemoryKvStore } = await import('../helpers/memory-kv.js');
   const { fetchNetworkConfig } = await import('../../src/subnet/network-config-source.js');
   const { EtcdApiChooser } = await import('../../src/agent/etcd-api.js');
   const { EtcdV2KvStore } = await import('../../src/etcdv2/kv-store.js');

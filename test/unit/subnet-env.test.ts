@@ -58,7 +58,8 @@ test('writeSubnetEnv: atomic, 0644 whatever the umask, directory 0755, exact byt
 
 test('reader tolerates junk, quotes, comments and export', async () => {
   const vars = parseEnvText(
-    '# written by hand\n\ngarbage line\nexport FLANNEL_NETWORK="10.1.0.0/16"\nFLANNEL_SUBNET=10.1.15.1/24 # mine\r\n=oops\nFLANNEL_MTU=\'1450\'\n',
+    '# written by hand\n\ngarbage line\nexport FLANNEL_NETWORK="10.1.0.0/16"\n' +
+      "FLANNEL_SUBNET=10.1.15.1/24 # mine\r\n=oops\nFLANNEL_MTU='1450'\n",
   );
   assert.equal(vars.get('FLANNEL_NETWORK'), '10.1.0.0/16');
   assert.equal(vars.get('FLANNEL_SUBNET'), '10.1.15.1/24');
@@ -105,7 +106,8 @@ test('dockerOpts matches mk-docker-opts.sh output', () => {
   );
   assert.equal(
     dockerOpts(masq, { omitIpMasq: true }),
-    'DOCKER_OPT_BIP="--bip=10.244.7.1/24"\nDOCKER_OPT_MTU="--mtu=1472"\nDOCKER_OPTS=" --bip=10.244.7.1/24 --mtu=1472"\n',
+    'DOCKER_OPT_BIP="--bip=10.244.7.1/24"\nDOCKER_OPT_MTU="--mtu=1472"\n' +
+      'DOCKER_OPTS=" --bip=10.244.7.1/24 --mtu=1472"\n',
   );
   // An existing $KEY value comes first, followed by a space (then each option's own leading space).
   assert.equal(
@@ -113,6 +115,10 @@ test('dockerOpts matches mk-docker-opts.sh output', () => {
     'DOCKER_OPTS="--debug  --bip=10.1.15.1/24 --mtu=1472"\n',
   );
   assert.equal(dockerOpts({}), 'DOCKER_OPTS=""\n');
-  assert.throws(() => dockerOpts({ FLANNEL_IPMASQ: 'yes' }), /^Error: Invalid value of FLANNEL_IPMASQ: yes$/);
+  assert.throws(() => dockerOpts({ FLANNEL_IPMASQ: 'yes' }), {
+    name: 'SubnetFileError',
+    code: 'FLANNEL_TS_ERR_INVALID_SUBNET_FILE',
+    message: 'Invalid value of FLANNEL_IPMASQ: yes',
+  });
   assert.equal(dockerOpts({ FLANNEL_IPMASQ: 'yes' }, { omitIpMasq: true }), 'DOCKER_OPTS=""\n');
 });

@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock, MemoryLogger, settle } from '../../src/subnet/clock.js';
+import { ManualClock, MemoryLogger, settle } from '../helpers/manual-clock.js';
 import { parseNetworkConfig } from '../../src/subnet/config.js';
 import { LeaseManager, LEASE_TTL_SECONDS, OutOfSubnetsError } from '../../src/subnet/lease-manager.js';
 import type { Lease } from '../../src/subnet/lease-manager.js';
-import { MemoryKvStore } from '../../src/subnet/memory-kv.js';
+import { MemoryKvStore } from '../helpers/memory-kv.js';
 import { BareListingStore } from '../helpers/bare-listing-store.js';
 import { formatCidr, parseCidr, parseIPv4 } from '../../src/routing-table/ipv4.js';
 
@@ -35,7 +35,8 @@ test('fresh acquisition: random pick among the first 100 free subnets, 24 h TTL,
     assert.equal(kv?.expiresAt, clock.now() + LEASE_TTL_SECONDS * 1000);
     assert.equal(lease.expiresAt, clock.now() + 24 * HOUR);
   }
-  // Candidates are 10.244.2.0 .. 10.244.101.0 (the first 100 free ones from SubnetMin, .1 being taken); index floor(r * 100).
+  // Candidates are 10.244.2.0 .. 10.244.101.0 (the first 100 free ones from SubnetMin, .1 being taken); index floor(r *
+  // 100).
   assert.deepEqual(picks, ['10.244.2.0/24', '10.244.52.0/24', '10.244.101.0/24']);
 });
 

@@ -72,7 +72,8 @@ test('lease values of every flannel version and backend are read', () => {
     ['{"PublicIP":"9.21.58.21"}', '9.21.58.21', null], // v0.5-v0.14
     ['{"PublicIP":"192.0.2.7","PublicIPv6":null}', '192.0.2.7', null], // v0.15+
     [
-      '{"PublicIP":"192.0.2.8","PublicIPv6":"fc00::8","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}}',
+      '{"PublicIP":"192.0.2.8","PublicIPv6":"fc00::8","BackendType":"vxlan",' +
+        '"BackendData":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}}',
       '192.0.2.8',
       'vxlan',
     ],

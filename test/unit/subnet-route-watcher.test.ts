@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock, MemoryLogger, settle } from '../../src/subnet/clock.js';
-import { MemoryKvStore } from '../../src/subnet/memory-kv.js';
+import { ManualClock, MemoryLogger, settle } from '../helpers/manual-clock.js';
+import { MemoryKvStore } from '../helpers/memory-kv.js';
 import { BareListingStore } from '../helpers/bare-listing-store.js';
 import { RouteWatcher } from '../../src/subnet/route-watcher.js';
 import type { Route } from '../../src/subnet/route-watcher.js';

@@ -2,9 +2,10 @@
 // every write, mod revisions, TTL expiry (a delete event) against an injectable clock, prefix watches
 // that replay history from a revision, and knobs to simulate compaction and an unreachable store.
 
-import type { KeyValue, KvStore, Listing, Watch, WatchEvent, WatchHandlers } from './kv.js';
-import { systemClock } from './clock.js';
-import type { Clock, TimerHandle } from './clock.js';
+import { FlannelTsError } from '../../src/errors.js';
+import type { KeyValue, KvStore, Listing, Watch, WatchEvent, WatchHandlers } from '../../src/subnet/kv.js';
+import { systemClock } from '../../src/subnet/clock.js';
+import type { Clock, TimerHandle } from '../../src/subnet/clock.js';
 
 interface Entry {
   value: string;
@@ -28,10 +29,12 @@ interface MemoryWatcher {
   erroredWhileDown: boolean;
 }
 
-export class StoreUnreachableError extends Error {
+/** What a call on the store gets while setUnreachable(true) simulates an outage (tests only). */
+export class StoreUnreachableError extends FlannelTsError {
+  override name = 'StoreUnreachableError';
+  override readonly code = 'FLANNEL_TS_ERR_TEST_STORE_UNREACHABLE';
   constructor() {
     super('memory kv: store unreachable');
-    this.name = 'StoreUnreachableError';
   }
 }
 

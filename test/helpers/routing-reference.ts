@@ -3,7 +3,7 @@
  * Tests only: O(routes) per lookup.
  */
 
-import type { Route } from './snapshot.js';
+import type { Route } from '../../src/routing-table/snapshot.js';
 
 /** BLOCK_SIZE[len]: how many addresses a /len covers, 2^(32-len). A table because `2 **` is a slow pow() call. */
 const BLOCK_SIZE: readonly number[] = Array.from({ length: 33 }, (_, len) => 2 ** (32 - len));
