@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <node_api.h>
@@ -44,7 +45,7 @@
 /* Most packets one coalesced TUN write may gather (the kernel's GSO limit is 64 segments). */
 #define TUN_GROUP_MAX 64
 /* The typed arrays a ring binds (besides the slab), by property name of the layout object. */
-#define RING_ARRAYS 10
+#define RING_ARRAYS 12
 
 #define CHECK(call)                                                                  \
   do {                                                                               \
@@ -84,6 +85,27 @@ static int get_u32(napi_env env, napi_value v, uint32_t *out) {
   }
   return 0;
 }
+
+/* ---------------------------------------------------------------- clock */
+
+/*
+ * Residence timing (src/datapath/latency.ts): every packet a batch call brings in gets an arrival
+ * stamp in stamps[slot], and every batch call writes the time it returned into ioClock[0], both in
+ * microseconds of CLOCK_MONOTONIC (the clock of process.hrtime). A datagram's arrival is the
+ * kernel's receive timestamp (SO_TIMESTAMPNS, CLOCK_REALTIME, moved onto CLOCK_MONOTONIC once per
+ * call); flannel0 has none, so a packet read from it is stamped with the moment its fd was seen
+ * ready (the poll callback, or the return of the wait that completed the read), else with the
+ * start of the read.
+ */
+static double clock_us(clockid_t id) {
+  struct timespec t;
+  clock_gettime(id, &t);
+  return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
+}
+static double mono_us(void) { return clock_us(CLOCK_MONOTONIC); }
+
+/* The moment this thread's poll callback saw an fd ready (0: not inside one); see watcher_cb. */
+static __thread double ready_at_us;
 
 /* ---------------------------------------------------------------- io_uring */
 
@@ -245,6 +267,8 @@ typedef struct {
   uint32_t *ext_offs; /* per slot: a second part sent after the slot's bytes (a segment's payload) */
   uint16_t *ext_lens; /* per slot: its length (0: none) */
   uint16_t *seg_sizes; /* per slot: after a receive, the UDP GRO segment size (0: one datagram) */
+  double *stamps;      /* per slot: when the packet arrived (µs, CLOCK_MONOTONIC) */
+  double *io_clock;    /* [0]: when the last batch call returned (µs, CLOCK_MONOTONIC) */
   int tun_vnet;    /* the TUN fd was opened with IFF_VNET_HDR */
   napi_ref refs[RING_ARRAYS + 1]; /* keep the JS arrays alive as long as the ring lives */
   int last_errno;   /* errno of the last packet a batch call skipped */
@@ -259,7 +283,7 @@ typedef struct {
   uint16_t msg_first[MAX_BATCH];
   uint16_t msg_segs[MAX_BATCH];
   union {
-    char buf[CMSG_SPACE(sizeof(uint16_t)) + CMSG_SPACE(sizeof(int))];
+    char buf[CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(struct timespec))];
     struct cmsghdr align;
   } ctrl[MAX_BATCH];
   uint32_t gso_segments; /* 0 = UDP GSO off; else the most segments per message */
@@ -314,6 +338,7 @@ static const struct {
     {"ports", napi_uint16_array, 1},       {"offs", napi_uint16_array, 1},
     {"vnetHdrs", napi_uint8_array, VNET_SLOT}, {"extOffs", napi_uint32_array, 1},
     {"extLens", napi_uint16_array, 1},     {"segSizes", napi_uint16_array, 1},
+    {"stamps", napi_float64_array, 1},     {"ioClock", napi_float64_array, 0},
 };
 
 static napi_value create_ring(napi_env env, napi_callback_info info) {
@@ -336,7 +361,8 @@ static napi_value create_ring(napi_env env, napi_callback_info info) {
   }
   r->slot_count = (uint32_t)n[0];
   for (int i = 0; i < RING_ARRAYS; i++) {
-    if (r->slot_count == 0 || r->slot_count > 65536 || n[i] < r->slot_count * ring_arrays[i].per_slot) {
+    size_t need = ring_arrays[i].per_slot ? r->slot_count * ring_arrays[i].per_slot : 1;
+    if (r->slot_count == 0 || r->slot_count > 65536 || n[i] < need) {
       napi_throw_range_error(env, NULL, "flannel-ts shim: layout arrays shorter than the slot count");
       goto fail;
     }
@@ -351,6 +377,8 @@ static napi_value create_ring(napi_env env, napi_callback_info info) {
   r->ext_offs = data[7];
   r->ext_lens = data[8];
   r->seg_sizes = data[9];
+  r->stamps = data[10];
+  r->io_clock = data[11];
   napi_create_reference(env, argv[0], 1, &r->refs[0]);
   for (int i = 0; i < RING_ARRAYS; i++) napi_create_reference(env, arrays[i], 1, &r->refs[i + 1]);
   napi_value ext;
@@ -552,6 +580,8 @@ static int64_t tun_read_uring(ring_t *r, int fd, uint32_t first, uint32_t max) {
   return n;
 }
 
+static int64_t tun_read_syscalls_or_uring(ring_t *r, int fd, uint32_t first, uint32_t max);
+
 /*
  * tunRead(ring, fd, first, max) -> n | -errno
  * Reads packets into slots first, first+1, ... until EAGAIN or max; lens[slot] = bytes, and
@@ -570,18 +600,28 @@ static napi_value tun_read(napi_env env, napi_callback_info info) {
       get_u32(env, argv[3], &max))
     return NULL;
   if (check_run(r, first, &max)) return make_int(env, -EINVAL);
-  if (r->uring) return make_int(env, tun_read_uring(r, fd, first, max));
+  double ready = ready_at_us > 0 ? ready_at_us : mono_us();
+  ready_at_us = 0; /* a second read in the same wake-up finds packets that came later */
+  int64_t n = tun_read_syscalls_or_uring(r, fd, first, max);
+  for (int64_t i = 0; i < n; i++) r->stamps[first + (uint32_t)i] = ready;
+  r->io_clock[0] = mono_us();
+  return make_int(env, n);
+}
+
+/* tunRead's reads (io_uring or one readv per packet): count or -errno. */
+static int64_t tun_read_syscalls_or_uring(ring_t *r, int fd, uint32_t first, uint32_t max) {
+  if (r->uring) return tun_read_uring(r, fd, first, max);
   uint32_t n = 0;
   while (n < max) {
     uint32_t slot = first + n;
     uint8_t *vh = r->vnet + (size_t)slot * VNET_SLOT;
     uint8_t *buf = slot_ptr(r, slot, r->slot_caps[slot]);
-    if (!buf) return make_int(env, n > 0 ? (int64_t)n : -EINVAL);
+    if (!buf) return n > 0 ? (int64_t)n : -EINVAL;
     struct iovec iov[2] = {{vh, VNET_LEN}, {buf, r->slot_caps[slot]}};
     ssize_t got = r->tun_vnet ? readv(fd, iov, 2) : read(fd, buf, r->slot_caps[slot]);
     if (got < 0) {
       if (errno == EINTR) continue;
-      if (n == 0 && errno != EAGAIN) return make_int(env, -errno);
+      if (n == 0 && errno != EAGAIN) return -errno;
       break;
     }
     if (r->tun_vnet) {
@@ -593,7 +633,7 @@ static napi_value tun_read(napi_env env, napi_callback_info info) {
     r->lens[slot] = (int32_t)got;
     n++;
   }
-  return make_int(env, n);
+  return n;
 }
 
 /* The packets the write at list position i gathers: groups[i] for a coalesced run, else 1. */
@@ -736,7 +776,10 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
   uint32_t ok = 0, i = 0;
   if (r->uring) {
     ok = tun_write_uring(r, fd, list, count, groups, &i);
-    if (i >= count) return make_int(env, ok);
+    if (i >= count) {
+      r->io_clock[0] = mono_us();
+      return make_int(env, ok);
+    }
   }
   struct iovec iov[TUN_GROUP_MAX + 1];
   while (i < count) {
@@ -758,6 +801,7 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
       ok += k;
     i += k;
   }
+  r->io_clock[0] = mono_us();
   return make_int(env, ok);
 }
 
@@ -820,6 +864,8 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) < 0)
       setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
   }
+  int on = 1; /* the kernel's receive timestamp on every datagram (residence timing); best effort */
+  setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on);
   struct sockaddr_in sa;
   memset(&sa, 0, sizeof sa);
   sa.sin_family = AF_INET;
@@ -842,6 +888,43 @@ static napi_value udp_local_port(napi_env env, napi_callback_info info) {
   socklen_t sl = sizeof sa;
   if (getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) return make_int(env, -errno);
   return make_int(env, ntohs(sa.sin_port));
+}
+
+/*
+ * The n messages received into slots first..: lens, sender, UDP GRO segment size and arrival
+ * stamp from each message's control data (now: CLOCK_MONOTONIC at the receive's return; fallback:
+ * the stamp of a datagram without a kernel timestamp).
+ */
+static void udp_harvest(ring_t *r, uint32_t first, uint32_t n, double now, double fallback) {
+  double real_to_mono = 0;
+  int have_offset = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t slot = first + i;
+    struct msghdr *h = &r->msgs[i].msg_hdr;
+    r->lens[slot] = (int32_t)r->msgs[i].msg_len;
+    r->addrs[slot] = ntohl(r->names[i].sin_addr.s_addr);
+    r->ports[slot] = ntohs(r->names[i].sin_port);
+    uint16_t seg = 0;
+    double stamp = fallback;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(h); cm; cm = CMSG_NXTHDR(h, cm)) {
+      if (r->udp_gro && cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
+        int v;
+        memcpy(&v, CMSG_DATA(cm), sizeof v);
+        if (v > 0 && v < 65536 && (uint32_t)v < r->msgs[i].msg_len) seg = (uint16_t)v;
+      } else if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+        struct timespec ts;
+        memcpy(&ts, CMSG_DATA(cm), sizeof ts);
+        if (!have_offset) {
+          real_to_mono = now - clock_us(CLOCK_REALTIME);
+          have_offset = 1;
+        }
+        stamp = (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3 + real_to_mono;
+        if (stamp > now) stamp = now; /* the wall clock stepped back meanwhile */
+      }
+    }
+    r->seg_sizes[slot] = seg;
+    r->stamps[slot] = stamp;
+  }
 }
 
 /*
@@ -872,33 +955,18 @@ static napi_value udp_recv(napi_env env, napi_callback_info info) {
     r->msgs[i].msg_hdr.msg_iovlen = 1;
     r->msgs[i].msg_hdr.msg_name = &r->names[i];
     r->msgs[i].msg_hdr.msg_namelen = sizeof r->names[i];
-    if (r->udp_gro) {
-      r->msgs[i].msg_hdr.msg_control = r->ctrl[i].buf;
-      r->msgs[i].msg_hdr.msg_controllen = sizeof r->ctrl[i].buf;
-    }
+    r->msgs[i].msg_hdr.msg_control = r->ctrl[i].buf;
+    r->msgs[i].msg_hdr.msg_controllen = sizeof r->ctrl[i].buf;
   }
+  double ready = ready_at_us;
+  ready_at_us = 0;
   int n;
   do n = recvmmsg(fd, r->msgs, max, MSG_DONTWAIT | MSG_TRUNC, NULL);
   while (n < 0 && errno == EINTR);
+  double now = mono_us();
+  r->io_clock[0] = now;
   if (n < 0) return make_int(env, errno == EAGAIN ? 0 : -errno);
-  for (int i = 0; i < n; i++) {
-    uint32_t slot = first + (uint32_t)i;
-    r->lens[slot] = (int32_t)r->msgs[i].msg_len;
-    r->addrs[slot] = ntohl(r->names[i].sin_addr.s_addr);
-    r->ports[slot] = ntohs(r->names[i].sin_port);
-    uint16_t seg = 0;
-    if (r->udp_gro) {
-      struct msghdr *h = &r->msgs[i].msg_hdr;
-      for (struct cmsghdr *cm = CMSG_FIRSTHDR(h); cm; cm = CMSG_NXTHDR(h, cm)) {
-        if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
-          int v;
-          memcpy(&v, CMSG_DATA(cm), sizeof v);
-          if (v > 0 && v < 65536 && (uint32_t)v < r->msgs[i].msg_len) seg = (uint16_t)v;
-        }
-      }
-    }
-    r->seg_sizes[slot] = seg;
-  }
+  udp_harvest(r, first, (uint32_t)n, now, ready > 0 ? ready : now);
   return make_int(env, n);
 }
 
@@ -1076,6 +1144,7 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
     }
     done++; /* and skip them */
   }
+  r->io_clock[0] = mono_us();
   return make_int(env, sent);
 }
 
@@ -1159,12 +1228,14 @@ static void watcher_cb(uv_poll_t *h, int status, int events) {
   napi_get_global(env, &recv); /* make_callback needs an object receiver */
   napi_create_int32(env, status, &argv[0]);
   napi_create_int32(env, events, &argv[1]);
+  ready_at_us = mono_us(); /* the arrival stamp of what the callback reads from flannel0 */
   /* make_callback runs the microtask queue and reports uncaught exceptions like any callback */
   if (napi_make_callback(env, w->async, recv, cb, 2, argv, &result) == napi_pending_exception) {
     napi_value exc;
     napi_get_and_clear_last_exception(env, &exc);
     napi_fatal_exception(env, exc);
   }
+  ready_at_us = 0;
   napi_close_handle_scope(env, scope);
 }
 

@@ -6,6 +6,7 @@
 // interface's address on the backend port. Closing flannel0's fd removes the device, its address
 // and route: what the agent made goes with it.
 import { C, countersToObject, newCounters } from '../datapath/counters.js';
+import { latencyToObject } from '../datapath/latency.js';
 import type { ForwarderConfig } from '../datapath/forwarder.js';
 import { Lane, type LaneSetup, type Lanes } from '../datapath/lane.js';
 import { SUPER_SLOT_SIZE, slotSizeFor } from '../datapath/slab.js';
@@ -225,6 +226,16 @@ export class Datapath {
 
   countersObject(): Record<string, number> {
     return countersToObject(this.counters);
+  }
+
+  /** The latency histograms (datapath/latency.ts), current as of this read. */
+  get latency(): Float64Array {
+    return this.lanes.latency();
+  }
+
+  /** Each latency series summarized (count, average, quantiles in µs), for the SIGUSR1 dump. */
+  latencyObject(): Record<string, unknown> {
+    return latencyToObject(this.latency);
   }
 
   /**

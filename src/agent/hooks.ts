@@ -21,6 +21,8 @@ export interface AgentStatus {
   offloads?(): Readonly<Record<string, boolean>>;
   /** Threads forwarding packets (--workers). */
   datapathThreads?(): number;
+  /** The datapath's latency histograms (src/datapath/latency.ts). */
+  readonly latency?: Float64Array;
 }
 
 export interface Closable {

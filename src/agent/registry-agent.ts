@@ -72,7 +72,8 @@ class RetryLog {
 export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promise<number> {
   let datapath: Datapath | null = null;
   const reportCounters = () => {
-    if (datapath !== null) log.info('counters', { counters: datapath.countersObject() });
+    if (datapath !== null)
+      log.info('counters', { counters: datapath.countersObject(), latencyUs: datapath.latencyObject() });
   };
   const stopSignal = waitForStopSignal(reportCounters);
   let stopped: string | null = null;
@@ -256,6 +257,9 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
         get counters() {
           return dp.counters;
         }, // live: both directions added up with --workers 2
+        get latency() {
+          return dp.latency;
+        },
         routes: () => dp.routes,
         lease: () => leases?.lease ?? null,
         offloads: () => {

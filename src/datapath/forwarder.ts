@@ -13,6 +13,7 @@ import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_G
 import { RoutingSnapshot } from '../routing-table/snapshot.js';
 import { C } from './counters.js';
 import type { TunDevice, UdpSocket } from './io.js';
+import { L, newLatency, record } from './latency.js';
 import { SEGMENT_CELLS, VIEW_SLOTS, type PacketSlab } from './slab.js';
 
 /** Most datagrams in one send call, and packets in one write call (the shim's MAX_BATCH). */
@@ -63,6 +64,9 @@ export class Forwarder {
   /** GRO in force: config.tunGro, until flannel0 refused a super-packet. */
   private tunGro: boolean;
   private readonly subnetMask: number;
+  /** When the last flush's send / write call returned (slab.ioClock), for the batch's work time. */
+  private sentAt = 0;
+  private writtenAt = 0;
 
   constructor(
     private readonly slab: PacketSlab,
@@ -71,6 +75,8 @@ export class Forwarder {
     private readonly config: ForwarderConfig,
     /** Indexed by C.*; see counters.ts. */
     readonly counters: Float64Array,
+    /** Residence, wait and work histograms (latency.ts), from slab.stamps and slab.ioClock. */
+    readonly latency: Float64Array = newLatency(),
   ) {
     this.sendList = new Uint16Array(IO_CALL_MAX);
     this.writeList = new Uint16Array(IO_CALL_MAX);
@@ -109,6 +115,9 @@ export class Forwarder {
       if (n < 0) c[C.tunReadErrors]++;
       return 0;
     }
+    const readAt = slab.ioClock[0];
+    record(this.latency, L.txWait, readAt - slab.stamps[slab.txFirst]);
+    this.sentAt = 0;
     const bytes = slab.bytes,
       words = slab.words,
       lens = slab.lens,
@@ -155,7 +164,7 @@ export class Forwarder {
         continue;
       }
       if (gsoType !== 0) {
-        this.sendSegments(off, len, vo, gsoType, publicIpOf[peer]);
+        this.sendSegments(off, len, vo, gsoType, publicIpOf[peer], slab.stamps[slot]);
         continue;
       }
       if (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
@@ -176,6 +185,7 @@ export class Forwarder {
     c[C.tunReadPackets] += n;
     c[C.tunReadBytes] += readBytes;
     this.flushSends();
+    if (this.sentAt > 0) record(this.latency, L.txWork, this.sentAt - readAt);
     if (icmps > 0) {
       const written = this.tun.write(icmpList, icmps);
       c[C.icmpUnreachableSent] += written;
@@ -194,7 +204,14 @@ export class Forwarder {
    * another GSO type, not segmentable or beyond what Linux builds (TCP_MIN_GSO_SIZE,
    * UDP_MAX_SEGMENTS) (dropTxBadOffload), or a segment that cannot fit the MTU (dropTxOversize).
    */
-  private sendSegments(off: number, len: number, vo: number, gsoType: number, publicIp: number): void {
+  private sendSegments(
+    off: number,
+    len: number,
+    vo: number,
+    gsoType: number,
+    publicIp: number,
+    arrivedAt: number,
+  ): void {
     const { slab, counters: c } = this;
     const bytes = slab.bytes,
       vnet = slab.vnetHdrs,
@@ -224,6 +241,7 @@ export class Forwarder {
       this.flushSends();
     const addrs = slab.addrs,
       ports = slab.ports,
+      stamps = slab.stamps,
       list = this.sendList,
       port = this.config.port;
     for (let done = 0; done < total;) {
@@ -268,6 +286,7 @@ export class Forwarder {
       for (let cell = first; cell < first + segs; cell++) {
         addrs[cell] = publicIp;
         ports[cell] = port;
+        stamps[cell] = arrivedAt;
         list[this.sends++] = cell;
       }
       this.nextCell = first + segs;
@@ -293,8 +312,12 @@ export class Forwarder {
       if (n < 0) c[C.udpRecvErrors]++;
       return 0;
     }
+    const readAt = slab.ioClock[0];
+    record(this.latency, L.rxWait, readAt - slab.stamps[slab.rxFirst]);
+    this.writtenAt = 0;
     const lens = slab.lens,
       addrs = slab.addrs,
+      stamps = slab.stamps,
       offsets = slab.slotOffsets,
       segSizes = slab.segSizes;
     const viewEnd = slab.viewFirst + VIEW_SLOTS;
@@ -319,6 +342,7 @@ export class Forwarder {
         offsets[view] = off + at;
         lens[view] = Math.min(seg, len - at);
         addrs[view] = from;
+        stamps[view] = stamps[slot];
         datagrams++;
         c[C.udpGroDatagrams]++;
         if (this.accept(view, lens[view])) this.queueWrite(view);
@@ -328,6 +352,7 @@ export class Forwarder {
     c[C.udpRecvPackets] += datagrams;
     c[C.udpRecvBytes] += recvBytes;
     this.flushWrites();
+    if (this.writtenAt > 0) record(this.latency, L.rxWork, this.writtenAt - readAt);
     return n;
   }
 
@@ -383,10 +408,17 @@ export class Forwarder {
       extLens = this.slab.extLens,
       list = this.sendList;
     const sent = this.udp.send(list, count);
+    const at = (this.sentAt = this.slab.ioClock[0]),
+      stamps = this.slab.stamps,
+      latency = this.latency;
     let sentBytes = 0;
     for (let i = 0; i < count; i++) {
-      const len = lens[list[i]];
-      if (len > 0) sentBytes += len + extLens[list[i]];
+      const slot = list[i],
+        len = lens[slot];
+      if (len > 0) {
+        sentBytes += len + extLens[slot];
+        record(latency, L.txResidence, at - stamps[slot]);
+      }
     }
     c[C.udpSentPackets] += sent;
     c[C.udpSentBytes] += sentBytes;
@@ -420,11 +452,17 @@ export class Forwarder {
           )
         : 0;
     const written = this.tun.write(list, count, groups > 0 ? groupLens : null);
-    // One pass over what was written: bytes, and the outcome of each super-packet.
+    const at = (this.writtenAt = slab.ioClock[0]),
+      stamps = slab.stamps,
+      latency = this.latency;
+    // One pass over what was written: bytes, residence, and the outcome of each super-packet.
     let writtenBytes = 0;
     for (let i = 0; i < count; i++) {
       const len = lens[list[i]];
-      if (len > 0) writtenBytes += len;
+      if (len > 0) {
+        writtenBytes += len;
+        record(latency, L.rxResidence, at - stamps[list[i]]);
+      }
       if (groups === 0 || groupLens[i] < 2) continue;
       if (len >= 0) {
         c[C.tunGroWrites]++;

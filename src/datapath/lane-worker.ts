@@ -38,7 +38,7 @@ function fail(err: unknown): void {
 process.on('uncaughtExceptionMonitor', fail);
 
 try {
-  lane = new Lane(init.setup, init.tunFd, init.udpFd, init.config, init.counters, init.direction);
+  lane = new Lane(init.setup, init.tunFd, init.udpFd, init.config, init.counters, init.direction, init.latency);
   lane.start();
 } catch (err) {
   fail(err);

@@ -7,6 +7,7 @@ import { shim, type RingHandle } from '../native/shim.js';
 import type { RoutingSnapshot } from '../routing-table/snapshot.js';
 import { DatapathEngine, type Directions } from './engine.js';
 import { Forwarder, type ForwarderConfig } from './forwarder.js';
+import { newLatency } from './latency.js';
 import { NativeTun, NativeUdp, createRing } from './native-io.js';
 import { PacketSlab, type SlabLayout } from './slab.js';
 
@@ -54,6 +55,8 @@ export interface Lanes {
   status(): LaneStatus;
   /** The counters (indexed by C.*), current as of this call; the same array every time. */
   counters(): Float64Array;
+  /** The latency histograms (latency.ts), current as of this call; the same array every time. */
+  latency(): Float64Array;
 }
 
 export class Lane implements Lanes {
@@ -73,6 +76,7 @@ export class Lane implements Lanes {
     config: ForwarderConfig,
     private readonly counterArray: Float64Array,
     private readonly directions: Directions,
+    private readonly latencyArray: Float64Array = newLatency(),
   ) {
     this.slab = new PacketSlab(setup.slab);
     this.ring = createRing(this.slab);
@@ -86,7 +90,7 @@ export class Lane implements Lanes {
     if (setup.uringEntries > 0) shim.ringEnableUring(this.ring, setup.uringEntries);
     this.tun = new NativeTun(this.ring, tunFd);
     this.udp = new NativeUdp(this.ring, udpFd);
-    this.forwarder = new Forwarder(this.slab, this.tun, this.udp, config, counterArray);
+    this.forwarder = new Forwarder(this.slab, this.tun, this.udp, config, counterArray, latencyArray);
   }
 
   /** Takes effect at the next batch. */
@@ -105,6 +109,7 @@ export class Lane implements Lanes {
       this.udp,
       { ...config, tunGro: this.forwarder.tunGroInForce },
       this.counterArray,
+      this.latencyArray,
     );
     this.forwarder.setRoutes(routes);
     if (running) this.start();
@@ -147,6 +152,10 @@ export class Lane implements Lanes {
 
   counters(): Float64Array {
     return this.counterArray;
+  }
+
+  latency(): Float64Array {
+    return this.latencyArray;
   }
 
   status(): LaneStatus {

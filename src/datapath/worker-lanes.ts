@@ -6,6 +6,7 @@
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import type { RoutingSnapshot } from '../routing-table/snapshot.js';
 import { COUNTER_NAMES, newCounters } from './counters.js';
+import { LATENCY_CELLS, newLatency } from './latency.js';
 import type { ForwarderConfig } from './forwarder.js';
 import type { LaneSetup, LaneStatus, Lanes } from './lane.js';
 import {
@@ -30,6 +31,7 @@ interface LaneThread {
   readonly status: Int32Array;
   readonly replies: MessagePort;
   readonly counters: Float64Array;
+  readonly latency: Float64Array;
   /** Why the lane failed, once known. */
   failure: string | null;
 }
@@ -37,6 +39,7 @@ interface LaneThread {
 export class WorkerLanes implements Lanes {
   private readonly threads: LaneThread[] = [];
   private readonly merged = newCounters();
+  private readonly mergedLatency = newLatency();
   private seq = 0;
   private closed = false;
 
@@ -46,7 +49,8 @@ export class WorkerLanes implements Lanes {
       for (const direction of ['tx', 'rx'] as const) {
         const status = new Int32Array(new SharedArrayBuffer(STATUS_FIELDS * 4));
         status[S.ack] = ACK_NONE;
-        const counters = paddedSharedCounters();
+        const counters = paddedShared(COUNTER_NAMES.length);
+        const latency = paddedShared(LATENCY_CELLS);
         const { port1, port2 } = new MessageChannel();
         const init: LaneWorkerInit = {
           direction,
@@ -55,6 +59,7 @@ export class WorkerLanes implements Lanes {
           udpFd,
           config,
           counters,
+          latency,
           status: status.buffer as SharedArrayBuffer,
           replies: port2,
         };
@@ -67,7 +72,7 @@ export class WorkerLanes implements Lanes {
         worker.on('error', (err) => {
           if (!this.closed) throw err;
         });
-        this.threads.push({ worker, direction, status, replies: port1, counters, failure: null });
+        this.threads.push({ worker, direction, status, replies: port1, counters, latency, failure: null });
       }
       for (const t of this.threads) this.waitFor(t, 0, 'start');
     } catch (err) {
@@ -132,6 +137,14 @@ export class WorkerLanes implements Lanes {
     return out;
   }
 
+  /** Both lanes' histograms added up (each series is written by one direction). */
+  latency(): Float64Array {
+    const out = this.mergedLatency,
+      [tx, rx] = this.threads;
+    for (let i = 0; i < out.length; i++) out[i] = tx!.latency[i]! + rx!.latency[i]!;
+    return out;
+  }
+
   private command(body: DistributiveOmit<LaneCommand, 'seq'>): void {
     if (this.closed) throw new Error('the datapath workers have ended');
     const seq = ++this.seq;
@@ -160,14 +173,10 @@ export class WorkerLanes implements Lanes {
   }
 }
 
-/** A counters array over shared memory, a cache line clear of anything else: the other lane's counters above all. */
-function paddedSharedCounters(): Float64Array {
-  const bytes = COUNTER_NAMES.length * Float64Array.BYTES_PER_ELEMENT;
-  return new Float64Array(
-    new SharedArrayBuffer(bytes + 2 * COUNTER_PADDING_BYTES),
-    COUNTER_PADDING_BYTES,
-    COUNTER_NAMES.length,
-  );
+/** A Float64Array over shared memory, a cache line clear of anything else: the other lane's arrays above all. */
+function paddedShared(length: number): Float64Array {
+  const bytes = length * Float64Array.BYTES_PER_ELEMENT;
+  return new Float64Array(new SharedArrayBuffer(bytes + 2 * COUNTER_PADDING_BYTES), COUNTER_PADDING_BYTES, length);
 }
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;

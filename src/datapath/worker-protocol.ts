@@ -15,6 +15,8 @@ export interface LaneWorkerInit {
   readonly config: ForwarderConfig;
   /** This lane's counters, over a SharedArrayBuffer that the main thread reads. */
   readonly counters: Float64Array;
+  /** This lane's latency histograms (latency.ts), over a SharedArrayBuffer too. */
+  readonly latency: Float64Array;
   /** SharedArrayBuffer of STATUS_FIELDS Int32 (S.*). */
   readonly status: SharedArrayBuffer;
   /** Where a lane that could not start says why. */

@@ -21,6 +21,10 @@ export interface RingLayout {
   readonly extOffs: Uint32Array;
   readonly extLens: Uint16Array;
   readonly segSizes: Uint16Array;
+  /** Per slot: arrival time (µs, CLOCK_MONOTONIC), set by every read and receive. */
+  readonly stamps: Float64Array;
+  /** [0]: when the last batch call returned (µs, CLOCK_MONOTONIC). */
+  readonly ioClock: Float64Array;
 }
 /** Opaque uv_poll_t watcher. */
 export type PollHandle = { readonly __brand: 'PollHandle' };
