@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -134,6 +135,7 @@ typedef struct {
   struct io_uring_cqe *cqes;
   void *sq_map, *cq_map, *sqe_map;
   size_t sq_map_len, cq_map_len, sqe_map_len;
+  unsigned features;          /* IORING_FEAT_* of the instance */
   unsigned read_window;       /* readv SQEs the next tunRead submits first (adaptive) */
   int rw_flags;               /* RWF_NOWAIT, or 0 once the file refused it */
   int32_t res[MAX_BATCH];     /* per SQE of the batch (user_data = index): its result */
@@ -200,6 +202,7 @@ static uring_t *uring_new(unsigned entries) {
   for (unsigned i = 0; i < p.sq_entries; i++) u->sq_array[i] = i;
   u->read_window = URING_READ_WINDOW_MIN;
   u->rw_flags = RWF_NOWAIT;
+  u->features = p.features;
   return u;
 fail:;
   int e = errno;
@@ -288,7 +291,10 @@ typedef struct {
   } ctrl[MAX_BATCH];
   uint32_t gso_segments; /* 0 = UDP GSO off; else the most segments per message */
   uring_t *uring;        /* NULL: TUN reads and writes are plain syscalls */
+  struct waiter *waiter; /* waitOpen: reads kept posted in an io_uring of their own */
 } ring_t;
+
+static void waiter_free(ring_t *r);
 
 /* The bytes of slot s, when [off, off + need) lies inside the slab; else NULL. JS owns the
    offsets, so every use is checked: a bad offset is an EINVAL for that packet, never a stray access. */
@@ -305,6 +311,7 @@ static void ring_finalize(napi_env env, void *data, void *hint) {
   for (int i = 0; i < RING_ARRAYS + 1; i++)
     if (r->refs[i]) napi_delete_reference(env, r->refs[i]);
   uring_free(r->uring);
+  waiter_free(r);
   free(r);
 }
 
@@ -895,36 +902,34 @@ static napi_value udp_local_port(napi_env env, napi_callback_info info) {
  * stamp from each message's control data (now: CLOCK_MONOTONIC at the receive's return; fallback:
  * the stamp of a datagram without a kernel timestamp).
  */
+static void udp_harvest_one(ring_t *r, uint32_t slot, const struct msghdr *h, uint32_t len,
+                            const struct sockaddr_in *name, double now, double fallback, double *real_to_mono) {
+  r->lens[slot] = (int32_t)len;
+  r->addrs[slot] = ntohl(name->sin_addr.s_addr);
+  r->ports[slot] = ntohs(name->sin_port);
+  uint16_t seg = 0;
+  double stamp = fallback;
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR(h); cm; cm = CMSG_NXTHDR((struct msghdr *)h, cm)) {
+    if (r->udp_gro && cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
+      int v;
+      memcpy(&v, CMSG_DATA(cm), sizeof v);
+      if (v > 0 && v < 65536 && (uint32_t)v < len) seg = (uint16_t)v;
+    } else if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+      struct timespec ts;
+      memcpy(&ts, CMSG_DATA(cm), sizeof ts);
+      if (*real_to_mono == 0) *real_to_mono = now - clock_us(CLOCK_REALTIME);
+      stamp = (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3 + *real_to_mono;
+      if (stamp > now) stamp = now; /* the wall clock stepped back meanwhile */
+    }
+  }
+  r->seg_sizes[slot] = seg;
+  r->stamps[slot] = stamp;
+}
+
 static void udp_harvest(ring_t *r, uint32_t first, uint32_t n, double now, double fallback) {
   double real_to_mono = 0;
-  int have_offset = 0;
-  for (uint32_t i = 0; i < n; i++) {
-    uint32_t slot = first + i;
-    struct msghdr *h = &r->msgs[i].msg_hdr;
-    r->lens[slot] = (int32_t)r->msgs[i].msg_len;
-    r->addrs[slot] = ntohl(r->names[i].sin_addr.s_addr);
-    r->ports[slot] = ntohs(r->names[i].sin_port);
-    uint16_t seg = 0;
-    double stamp = fallback;
-    for (struct cmsghdr *cm = CMSG_FIRSTHDR(h); cm; cm = CMSG_NXTHDR(h, cm)) {
-      if (r->udp_gro && cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
-        int v;
-        memcpy(&v, CMSG_DATA(cm), sizeof v);
-        if (v > 0 && v < 65536 && (uint32_t)v < r->msgs[i].msg_len) seg = (uint16_t)v;
-      } else if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
-        struct timespec ts;
-        memcpy(&ts, CMSG_DATA(cm), sizeof ts);
-        if (!have_offset) {
-          real_to_mono = now - clock_us(CLOCK_REALTIME);
-          have_offset = 1;
-        }
-        stamp = (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3 + real_to_mono;
-        if (stamp > now) stamp = now; /* the wall clock stepped back meanwhile */
-      }
-    }
-    r->seg_sizes[slot] = seg;
-    r->stamps[slot] = stamp;
-  }
+  for (uint32_t i = 0; i < n; i++)
+    udp_harvest_one(r, first + i, &r->msgs[i].msg_hdr, r->msgs[i].msg_len, &r->names[i], now, fallback, &real_to_mono);
 }
 
 /*
@@ -1202,6 +1207,292 @@ static napi_value str_error(napi_env env, napi_callback_info info) {
   return s;
 }
 
+/* ---------------------------------------------------------------- waiting in io_uring */
+
+/*
+ * A lane that forwards from a thread of its own (src/datapath/lane-worker.ts) waits here: one
+ * read kept posted on flannel0 (into slot tun_slot), one recvmsg on the UDP socket (into
+ * udp_slot) and one poll on an eventfd (the control plane's doorbell), all in an io_uring of their
+ * own. One io_uring_enter waits for any of them and, for the data, returns it already read: a
+ * lone packet costs one syscall to wait and read, no readiness callback, no read that finds
+ * nothing. waitNext reports which completed (W_*); the packets are in their slots with lens,
+ * stamps (the reap time for flannel0, the kernel timestamp for a datagram) and, for a datagram,
+ * sender and GRO size, exactly as tunRead/udpRecv leave them. A read is posted again by the next
+ * waitNext, once JS has forwarded what the last one brought (the slot is free again).
+ * Nothing may be in flight when the slab goes away: waitClose cancels and reaps every request.
+ */
+#define W_TUN 1u
+#define W_UDP 2u
+#define W_WAKE 4u
+/* The read completed as it was posted again: more traffic was already queued (JS then drains). */
+#define W_TUN_AT_ONCE 8u
+#define W_UDP_AT_ONCE 16u
+/* user_data of cancel requests */
+#define W_CANCEL 64u
+/* How long waitClose waits for cancelled requests, at most. */
+#define W_CANCEL_ROUNDS 50
+
+struct waiter {
+  uring_t *u;
+  int tun_fd, udp_fd, wake_fd;
+  uint32_t tun_slot, udp_slot;
+  unsigned posted;  /* W_TUN | W_UDP | W_WAKE: requests in flight */
+  unsigned pending; /* SQEs written but not yet submitted */
+  struct iovec tun_iov[2];
+  struct iovec udp_iov;
+  struct msghdr udp_msg;
+  struct sockaddr_in udp_name;
+  union {
+    char buf[CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(struct timespec))];
+    struct cmsghdr align;
+  } udp_ctrl;
+};
+
+static struct io_uring_sqe *waiter_sqe(struct waiter *w, uint8_t op, int fd, uint64_t user_data) {
+  uring_t *u = w->u;
+  unsigned tail = *u->sq_tail + w->pending;
+  struct io_uring_sqe *sqe = &u->sqes[tail & *u->sq_mask];
+  memset(sqe, 0, sizeof *sqe);
+  sqe->opcode = op;
+  sqe->fd = fd;
+  sqe->user_data = user_data;
+  w->pending++;
+  return sqe;
+}
+
+/* Posts what is asked and not in flight (0, or -EINVAL when a slot does not fit the slab). */
+static int waiter_post(ring_t *r, unsigned want) {
+  struct waiter *w = r->waiter;
+  unsigned todo = want & ~w->posted;
+  if (todo & W_TUN) {
+    uint8_t *buf = slot_ptr(r, w->tun_slot, r->slot_caps[w->tun_slot]);
+    if (!buf) return -EINVAL;
+    w->tun_iov[0].iov_base = r->vnet + (size_t)w->tun_slot * VNET_SLOT;
+    w->tun_iov[0].iov_len = VNET_LEN;
+    w->tun_iov[1].iov_base = buf;
+    w->tun_iov[1].iov_len = r->slot_caps[w->tun_slot];
+    struct io_uring_sqe *sqe = waiter_sqe(w, IORING_OP_READV, w->tun_fd, W_TUN);
+    sqe->addr = (uint64_t)(uintptr_t)(r->tun_vnet ? w->tun_iov : w->tun_iov + 1);
+    sqe->len = r->tun_vnet ? 2 : 1;
+    sqe->off = (uint64_t)-1;
+  }
+  if (todo & W_UDP) {
+    uint8_t *buf = slot_ptr(r, w->udp_slot, r->slot_caps[w->udp_slot]);
+    if (!buf) return -EINVAL;
+    w->udp_iov.iov_base = buf;
+    w->udp_iov.iov_len = r->slot_caps[w->udp_slot];
+    memset(&w->udp_msg, 0, sizeof w->udp_msg);
+    w->udp_msg.msg_name = &w->udp_name;
+    w->udp_msg.msg_namelen = sizeof w->udp_name;
+    w->udp_msg.msg_iov = &w->udp_iov;
+    w->udp_msg.msg_iovlen = 1;
+    w->udp_msg.msg_control = w->udp_ctrl.buf;
+    w->udp_msg.msg_controllen = sizeof w->udp_ctrl.buf;
+    struct io_uring_sqe *sqe = waiter_sqe(w, IORING_OP_RECVMSG, w->udp_fd, W_UDP);
+    sqe->addr = (uint64_t)(uintptr_t)&w->udp_msg;
+    sqe->len = 1;
+    sqe->msg_flags = MSG_TRUNC;
+  }
+  if (todo & W_WAKE) {
+    struct io_uring_sqe *sqe = waiter_sqe(w, IORING_OP_POLL_ADD, w->wake_fd, W_WAKE);
+    sqe->poll32_events = POLLIN;
+  }
+  w->posted |= todo;
+  return 0;
+}
+
+/* io_uring_enter submitting the pending SQEs, waiting for `wait` completions at most timeout_ms. */
+static int waiter_enter(struct waiter *w, unsigned wait, int timeout_ms) {
+  struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000, .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
+  struct io_uring_getevents_arg arg;
+  memset(&arg, 0, sizeof arg);
+  arg.ts = (uint64_t)(uintptr_t)&ts;
+  unsigned submit = w->pending;
+  if (submit) __atomic_store_n(w->u->sq_tail, *w->u->sq_tail + submit, __ATOMIC_RELEASE);
+  w->pending = 0;
+  unsigned flags = wait ? IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG : 0;
+  long ret = syscall(__NR_io_uring_enter, w->u->fd, submit, wait, flags, wait ? &arg : NULL, wait ? sizeof arg : 0);
+  /* ETIME: the time ran out; EINTR: a signal; EBUSY: the CQ is full (reaped next). The caller
+     reaps what there is and comes back. */
+  if (ret < 0 && errno != ETIME && errno != EINTR && errno != EBUSY) return -errno;
+  return 0;
+}
+
+/* Takes every completion: the data into their slots, W_* bits of what completed. */
+static unsigned waiter_reap(ring_t *r) {
+  struct waiter *w = r->waiter;
+  uring_t *u = w->u;
+  unsigned ev = 0;
+  double now = 0, real_to_mono = 0;
+  unsigned head = *u->cq_head, ctail = __atomic_load_n(u->cq_tail, __ATOMIC_ACQUIRE);
+  for (; head != ctail; head++) {
+    const struct io_uring_cqe *cqe = &u->cqes[head & *u->cq_mask];
+    unsigned what = (unsigned)cqe->user_data;
+    int32_t res = cqe->res;
+    if (what == W_CANCEL) continue;
+    w->posted &= ~what;
+    if (res == -EAGAIN || res == -EINTR || res == -ECANCELED) continue; /* nothing: posted again */
+    if (now == 0) now = mono_us();
+    if (what == W_TUN) {
+      int32_t len = res;
+      if (res >= 0) {
+        len = r->tun_vnet ? res - VNET_LEN : res;
+        if (len < 0) len = 0; /* length 0: JS drops and counts it as malformed */
+        if (!r->tun_vnet) memset(r->vnet + (size_t)w->tun_slot * VNET_SLOT, 0, VNET_LEN);
+      } else {
+        r->last_errno = -res;
+      }
+      r->lens[w->tun_slot] = len;
+      r->stamps[w->tun_slot] = now;
+      ev |= W_TUN;
+    } else if (what == W_UDP) {
+      if (res >= 0) {
+        udp_harvest_one(r, w->udp_slot, &w->udp_msg, (uint32_t)res, &w->udp_name, now, now, &real_to_mono);
+      } else {
+        r->last_errno = -res;
+        r->lens[w->udp_slot] = res;
+      }
+      ev |= W_UDP;
+    } else if (what == W_WAKE) {
+      uint64_t v;
+      while (read(w->wake_fd, &v, sizeof v) < 0 && errno == EINTR) {
+      }
+      ev |= W_WAKE;
+    }
+  }
+  __atomic_store_n(u->cq_head, head, __ATOMIC_RELEASE);
+  if (ev & (W_TUN | W_UDP)) r->io_clock[0] = now;
+  return ev;
+}
+
+/* Cancels the requests in flight among `which` and reaps until none is (bounded); W_* of data
+   that completed meanwhile (it is in its slot). */
+static unsigned waiter_cancel(ring_t *r, unsigned which) {
+  struct waiter *w = r->waiter;
+  unsigned ev = 0;
+  for (unsigned bit = W_TUN; bit <= W_WAKE; bit <<= 1) {
+    if (!(w->posted & which & bit)) continue;
+    struct io_uring_sqe *sqe = waiter_sqe(w, IORING_OP_ASYNC_CANCEL, -1, W_CANCEL);
+    sqe->addr = bit;
+  }
+  for (int round = 0; round < W_CANCEL_ROUNDS; round++) {
+    if (waiter_enter(w, (w->posted & which) ? 1 : 0, 20) < 0) break;
+    ev |= waiter_reap(r);
+    if (!(w->posted & which)) break;
+  }
+  return ev & (W_TUN | W_UDP);
+}
+
+static void waiter_free(ring_t *r) {
+  struct waiter *w = r->waiter;
+  if (!w) return;
+  if (w->posted) waiter_cancel(r, w->posted);
+  uring_free(w->u); /* closing it cancels whatever is still in flight */
+  free(w);
+  r->waiter = NULL;
+}
+
+/*
+ * waitOpen(ring, tunFd, udpFd, wakeFd, tunSlot, udpSlot) -> 0 | -errno: sets up the wait (an
+ * io_uring on the calling thread, which alone may call waitNext). ENOSYS/EPERM: no io_uring here;
+ * EOPNOTSUPP: a kernel without timed waits (IORING_FEAT_EXT_ARG, Linux 5.11).
+ */
+static napi_value wait_open(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  int32_t tun_fd, udp_fd, wake_fd;
+  uint32_t tun_slot, udp_slot;
+  if (get_args(env, info, 6, argv)) return NULL;
+  ring_t *r = get_ring(env, argv[0]);
+  if (!r || get_i32(env, argv[1], &tun_fd) || get_i32(env, argv[2], &udp_fd) || get_i32(env, argv[3], &wake_fd) ||
+      get_u32(env, argv[4], &tun_slot) || get_u32(env, argv[5], &udp_slot))
+    return NULL;
+  if (r->waiter) return make_int(env, -EBUSY);
+  if (tun_slot >= r->slot_count || udp_slot >= r->slot_count) return make_int(env, -EINVAL);
+  struct waiter *w = calloc(1, sizeof *w);
+  if (!w) return make_int(env, -ENOMEM);
+  w->u = uring_new(8);
+  if (!w->u) {
+    int e = errno;
+    free(w);
+    return make_int(env, -e);
+  }
+  if (!(w->u->features & IORING_FEAT_EXT_ARG)) {
+    uring_free(w->u);
+    free(w);
+    return make_int(env, -EOPNOTSUPP);
+  }
+  w->tun_fd = tun_fd;
+  w->udp_fd = udp_fd;
+  w->wake_fd = wake_fd;
+  w->tun_slot = tun_slot;
+  w->udp_slot = udp_slot;
+  r->waiter = w;
+  return make_int(env, 0);
+}
+
+/*
+ * waitNext(ring, timeoutMs, want) -> W_* bits | -errno. Posts what is not in flight (the doorbell
+ * always; flannel0's read and the socket's recvmsg as `want` asks, W_TUN | W_UDP; those not
+ * wanted are cancelled) and returns what completed: at once (with the *_AT_ONCE bits: traffic
+ * was already queued), or after waiting at most timeoutMs (0 bits: the time ran out, or a signal
+ * came).
+ */
+static napi_value wait_next(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int32_t timeout_ms;
+  uint32_t want;
+  if (get_args(env, info, 3, argv)) return NULL;
+  ring_t *r = get_ring(env, argv[0]);
+  if (!r || get_i32(env, argv[1], &timeout_ms) || get_u32(env, argv[2], &want)) return NULL;
+  struct waiter *w = r->waiter;
+  if (!w) return make_int(env, -EINVAL);
+  if (timeout_ms < 0) timeout_ms = 0;
+  want &= W_TUN | W_UDP;
+  unsigned ev = 0;
+  if (w->posted & (W_TUN | W_UDP) & ~want) ev |= waiter_cancel(r, (W_TUN | W_UDP) & ~want);
+  int rc = waiter_post(r, W_WAKE | want);
+  if (rc < 0) return make_int(env, rc);
+  if (w->pending) { /* submit alone first: what completes at once means traffic is queued */
+    rc = waiter_enter(w, 0, 0);
+    if (rc < 0) return make_int(env, rc);
+    unsigned now_ev = waiter_reap(r);
+    ev |= now_ev | ((now_ev & W_TUN) ? W_TUN_AT_ONCE : 0) | ((now_ev & W_UDP) ? W_UDP_AT_ONCE : 0);
+  }
+  if (!ev) {
+    rc = waiter_enter(w, 1, timeout_ms);
+    if (rc < 0) return make_int(env, rc);
+    ev = waiter_reap(r);
+  }
+  return make_int(env, ev);
+}
+
+/* waitClose(ring): cancels and reaps what is in flight, closes the wait's io_uring. Idempotent. */
+static napi_value wait_close(napi_env env, napi_callback_info info) {
+  ring_t *r = only_ring_arg(env, info);
+  if (!r) return NULL;
+  waiter_free(r);
+  return NULL;
+}
+
+/* eventfdOpen() -> fd | -errno (non-blocking): a lane's doorbell. */
+static napi_value eventfd_open(napi_env env, napi_callback_info info) {
+  (void)info;
+  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  return make_int(env, fd < 0 ? -errno : fd);
+}
+
+/* eventfdSignal(fd) -> 0 | -errno: rings the doorbell (wakes a waitNext waiting on it). */
+static napi_value eventfd_signal(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t fd;
+  if (get_args(env, info, 1, argv) || get_i32(env, argv[0], &fd)) return NULL;
+  uint64_t one = 1;
+  ssize_t n;
+  do n = write(fd, &one, sizeof one);
+  while (n < 0 && errno == EINTR);
+  return make_int(env, n < 0 && errno != EAGAIN ? -errno : 0); /* EAGAIN: already rung to the brim */
+}
+
 /* ---------------------------------------------------------------- readiness */
 
 typedef struct {
@@ -1345,6 +1636,11 @@ static napi_value init(napi_env env, napi_value exports) {
       {"strerror", NULL, str_error, NULL, NULL, NULL, napi_enumerable, NULL},
       {"pollStart", NULL, poll_start, NULL, NULL, NULL, napi_enumerable, NULL},
       {"pollStop", NULL, poll_stop, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"waitOpen", NULL, wait_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"waitNext", NULL, wait_next, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"waitClose", NULL, wait_close, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"eventfdOpen", NULL, eventfd_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"eventfdSignal", NULL, eventfd_signal, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

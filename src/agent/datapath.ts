@@ -11,6 +11,7 @@ import type { ForwarderConfig } from '../datapath/forwarder.js';
 import { Lane, type LaneSetup, type Lanes } from '../datapath/lane.js';
 import { SUPER_SLOT_SIZE, slotSizeFor } from '../datapath/slab.js';
 import { WorkerLanes } from '../datapath/worker-lanes.js';
+import type { DatapathWait } from '../datapath/lane.js';
 import { ENCAP_OVERHEAD } from '../encap/ipv4.js';
 import { configureTunLink, removeTunAddress, type ExternalInterface } from '../link/ip.js';
 import { describeErrno, shim } from '../native/shim.js';
@@ -42,6 +43,12 @@ export interface DatapathOptions {
    * 2 = one worker thread per direction (flannel0 -> UDP, UDP -> flannel0). Default 1.
    */
   readonly workers?: 1 | 2;
+  /**
+   * With one lane: 'io-uring' = a worker thread of its own that waits in io_uring (reads kept
+   * posted; falls back to that thread's event loop where io_uring cannot wait); 'event-loop'
+   * (default) = the main thread, driven by libuv readiness beside the control plane.
+   */
+  readonly datapathWait?: DatapathWait;
 }
 
 export interface Offloads {
@@ -66,6 +73,8 @@ export interface OffloadsInForce {
   readonly tunIoUring: number;
   /** Threads forwarding: 1 = the main thread, 2 = a worker per direction. */
   readonly workers: number;
+  /** The forwarding thread waits in io_uring (--datapath-wait=io-uring, where the kernel allows). */
+  readonly datapathWait: DatapathWait;
 }
 
 /** TUNSETOFFLOAD flags: TUN_F_CSUM | TUN_F_TSO4 (IPv4 TCP only: flannel's udp backend is IPv4). */
@@ -160,6 +169,8 @@ export class Datapath {
       const workers = options.workers ?? 1;
       if (workers === 2) {
         lanes = new WorkerLanes(setup, tunFd, udpFd, config);
+      } else if (options.datapathWait === 'io-uring') {
+        lanes = new WorkerLanes(setup, tunFd, udpFd, config, true);
       } else {
         const lane = new Lane(setup, tunFd, udpFd, config, newCounters(), 'both');
         lanes = lane;
@@ -257,6 +268,7 @@ export class Datapath {
       udpGro: s.udpGro,
       tunIoUring: s.tunIoUring,
       workers: this.workers,
+      datapathWait: s.waiting === true ? 'io-uring' : 'event-loop',
     };
   }
 

@@ -157,6 +157,7 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
       offloads: flags.offloads,
       tunIoUring: flags.ioUring,
       workers: flags.workers,
+      datapathWait: flags.datapathWait,
     });
     datapath = dp;
     // Writes run one after another, so that the file always ends with the latest subnet.

@@ -19,6 +19,9 @@ import { DEFAULT_SUBNET_FILE } from '../subnet/subnet-env.js';
 
 export class FlagError extends Error {}
 
+/** --datapath-wait: a thread of its own waiting in io_uring, or the main thread's event loop. */
+export type DatapathWait = 'io-uring' | 'event-loop';
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 export interface PeerFlag {
@@ -41,6 +44,8 @@ export interface StaticFlags {
   readonly ioUring: boolean;
   /** Forwarding threads: 1 (the main thread) or 2 (a worker per direction). */
   readonly workers: 1 | 2;
+  /** How one forwarding lane waits for packets (--datapath-wait); --workers 2 always uses event loops. */
+  readonly datapathWait: DatapathWait;
   readonly logLevel: LogLevel;
 }
 
@@ -77,6 +82,8 @@ export interface RegistryFlags {
   readonly ioUring: boolean;
   /** Forwarding threads: 1 (the main thread) or 2 (a worker per direction). */
   readonly workers: 1 | 2;
+  /** How one forwarding lane waits for packets (--datapath-wait); --workers 2 always uses event loops. */
+  readonly datapathWait: DatapathWait;
   readonly logLevel: LogLevel;
 }
 
@@ -109,6 +116,7 @@ const FLAGS: Readonly<Record<string, FlagSpec>> = {
   offloads: { type: 'string', mode: 'both' },
   'io-uring': { type: 'bool', mode: 'both' },
   workers: { type: 'string', mode: 'both' },
+  'datapath-wait': { type: 'string', mode: 'both' },
   'log-level': { type: 'string', mode: 'both' },
   v: { type: 'string', mode: 'both' },
   // flanneld mode
@@ -174,6 +182,10 @@ Both modes:
   --io-uring=false      read and write flannel0 with one syscall per packet, not io_uring batches
   --workers N           forwarding threads: 1 = the main thread (default), 2 = a worker thread per
                           direction (flannel0 -> UDP, UDP -> flannel0), for hosts where one core is the limit
+  --datapath-wait MODE  with --workers 1, how the forwarding thread waits for packets: io-uring (default
+                          unless --io-uring=false) = a thread of its own blocks in one io_uring_enter that
+                          waits and reads, with reads kept posted on flannel0 and the socket; event-loop =
+                          the main thread's event loop, beside the control plane
   --log-level LEVEL     debug|info|warn|error (default info); -v N (N >= 1) means debug
   --version, --help
 Flags may be spelled -flag or --flag, with "=value" or the value as the next argument.
@@ -272,6 +284,13 @@ function offloadsOf(noOffload: boolean, list: string | undefined): Offloads {
   return { tun: names.includes('tun'), udp: names.includes('udp') };
 }
 
+function datapathWaitOf(value: string | undefined, ioUring: boolean): DatapathWait {
+  if (value === undefined) return ioUring ? 'io-uring' : 'event-loop';
+  if (value !== 'io-uring' && value !== 'event-loop')
+    throw new FlagError(`--datapath-wait: "${value}" is not one of io-uring, event-loop`);
+  return value;
+}
+
 function logLevelOf(level: string | undefined, verbosity: string | undefined): LogLevel {
   const v = integer('v', verbosity, 0, 0, 1_000);
   const chosen = level ?? (v >= 1 ? 'debug' : 'info');
@@ -331,6 +350,7 @@ function staticFlags(values: Map<string, string | string[] | boolean>): StaticFl
     offloads: offloadsOf(values.get('no-offload') === true, str('offloads')),
     ioUring: values.get('io-uring') !== false,
     workers: integer('workers', str('workers'), 1, 1, 2) as 1 | 2,
+    datapathWait: datapathWaitOf(str('datapath-wait'), values.get('io-uring') !== false),
     logLevel: logLevelOf(str('log-level'), str('v')),
   };
 }
@@ -425,6 +445,7 @@ function registryFlags(cli: Map<string, string | string[] | boolean>, env: NodeJ
     offloads: offloadsOf(bool('no-offload', false), str('offloads')),
     ioUring: bool('io-uring', true),
     workers: integer('workers', str('workers'), 1, 1, 2) as 1 | 2,
+    datapathWait: datapathWaitOf(str('datapath-wait'), bool('io-uring', true)),
     logLevel: logLevelOf(str('log-level'), str('v')),
   };
 }

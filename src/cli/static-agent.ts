@@ -18,6 +18,7 @@ export async function runStaticAgent(flags: StaticFlags, log: Logger): Promise<n
     offloads: flags.offloads,
     tunIoUring: flags.ioUring,
     workers: flags.workers,
+    datapathWait: flags.datapathWait,
   });
   try {
     datapath.setRoutes(flags.peers);

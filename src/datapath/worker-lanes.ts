@@ -1,14 +1,18 @@
-// Forwarding on two worker threads, one per direction (--workers 2): flannel0 -> UDP in one,
-// UDP -> flannel0 in the other, each a Lane with its own slab, ring, io_uring and counters over
-// the same two fds. Only routes and config cross threads, never packets. Every call waits
-// (Atomics.wait, bounded) until both workers have acknowledged it, so a route update is in force
-// when setRoutes returns, and close tells whether both workers are certainly done with the fds.
+// Forwarding on worker threads, each a Lane with its own slab, ring, io_urings and counters over
+// the same two fds: one per direction (--workers 2: flannel0 -> UDP in one, UDP -> flannel0 in
+// the other), or one for both directions that waits in io_uring (--datapath-wait=io-uring), never
+// going through an event loop. Only routes and config cross threads, never packets. Every call
+// waits (Atomics.wait, bounded) until every worker has acknowledged it, so a route update is in
+// force when setRoutes returns, and close tells whether the workers are certainly done with the
+// fds. A waiting lane is woken for each command by its doorbell (an eventfd).
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import type { RoutingSnapshot } from '../routing-table/snapshot.js';
 import { COUNTER_NAMES, newCounters } from './counters.js';
 import { LATENCY_CELLS, newLatency } from './latency.js';
 import type { ForwarderConfig } from './forwarder.js';
+import type { Directions } from './engine.js';
 import type { LaneSetup, LaneStatus, Lanes } from './lane.js';
+import { shim } from '../native/shim.js';
 import {
   ACK_FAILED,
   ACK_NONE,
@@ -27,7 +31,9 @@ const COUNTER_PADDING_BYTES = 64;
 
 interface LaneThread {
   readonly worker: Worker;
-  readonly direction: string;
+  readonly direction: Directions;
+  /** The lane's doorbell (waiting in io_uring), or -1. */
+  readonly wakeFd: number;
   readonly status: Int32Array;
   readonly replies: MessagePort;
   readonly counters: Float64Array;
@@ -43,10 +49,16 @@ export class WorkerLanes implements Lanes {
   private seq = 0;
   private closed = false;
 
-  /** Starts both workers and waits until each runs its lane. Throws if one cannot start (both are then ended). */
-  constructor(setup: LaneSetup, tunFd: number, udpFd: number, config: ForwarderConfig) {
+  /**
+   * Starts the workers (waiting: one for both directions that waits in io_uring, falling back to
+   * its event loop where io_uring cannot wait; else one per direction) and waits until each runs
+   * its lane. Throws if one cannot start (all are then ended).
+   */
+  constructor(setup: LaneSetup, tunFd: number, udpFd: number, config: ForwarderConfig, waiting = false) {
     try {
-      for (const direction of ['tx', 'rx'] as const) {
+      for (const direction of waiting ? (['both'] as const) : (['tx', 'rx'] as const)) {
+        const wakeFd = waiting ? shim.eventfdOpen() : -1;
+        if (waiting && wakeFd < 0) throw new Error(`cannot create the lane's doorbell: ${shim.strerror(wakeFd)}`);
         const status = new Int32Array(new SharedArrayBuffer(STATUS_FIELDS * 4));
         status[S.ack] = ACK_NONE;
         const counters = paddedShared(COUNTER_NAMES.length);
@@ -54,6 +66,7 @@ export class WorkerLanes implements Lanes {
         const { port1, port2 } = new MessageChannel();
         const init: LaneWorkerInit = {
           direction,
+          wakeFd,
           setup,
           tunFd,
           udpFd,
@@ -72,7 +85,7 @@ export class WorkerLanes implements Lanes {
         worker.on('error', (err) => {
           if (!this.closed) throw err;
         });
-        this.threads.push({ worker, direction, status, replies: port1, counters, latency, failure: null });
+        this.threads.push({ worker, direction, wakeFd, status, replies: port1, counters, latency, failure: null });
       }
       for (const t of this.threads) this.waitFor(t, 0, 'start');
     } catch (err) {
@@ -106,6 +119,7 @@ export class WorkerLanes implements Lanes {
       try {
         this.waitFor(t, 0, 'start');
         t.worker.postMessage({ seq, type: 'close' } satisfies LaneCommand);
+        if (t.wakeFd >= 0) shim.eventfdSignal(t.wakeFd);
         this.waitFor(t, seq, 'close');
       } catch {
         // Failed (and so stopped) or silent: only a silent one leaves the fds unsafe to close.
@@ -114,12 +128,15 @@ export class WorkerLanes implements Lanes {
       t.replies.close();
       void t.worker.terminate();
     }
+    // The doorbells go last, and only when no lane can still wait on them.
+    if (confirmed) for (const t of this.threads) if (t.wakeFd >= 0) shim.closeFd(t.wakeFd);
     return confirmed;
   }
 
-  /** The two lanes' status together: GSO from the sending lane, GRO from the receiving one. */
+  /** The lanes' status together: GSO from the sending lane, GRO from the receiving one. */
   status(): LaneStatus {
     const [tx, rx] = this.threads.map((t) => readStatus(t.status));
+    if (rx === undefined) return tx!;
     return {
       udpGso: tx!.udpGso,
       udpGro: rx!.udpGro,
@@ -129,26 +146,29 @@ export class WorkerLanes implements Lanes {
     };
   }
 
-  /** Both lanes' counters added up (each counter is written by one direction: counters.ts). */
+  /** The lanes' counters added up (each counter is written by one direction: counters.ts). */
   counters(): Float64Array {
-    const out = this.merged,
-      [tx, rx] = this.threads;
-    for (let i = 0; i < out.length; i++) out[i] = tx!.counters[i]! + rx!.counters[i]!;
-    return out;
+    return sumInto(
+      this.merged,
+      this.threads.map((t) => t.counters),
+    );
   }
 
-  /** Both lanes' histograms added up (each series is written by one direction). */
+  /** The lanes' histograms added up (each series is written by one direction). */
   latency(): Float64Array {
-    const out = this.mergedLatency,
-      [tx, rx] = this.threads;
-    for (let i = 0; i < out.length; i++) out[i] = tx!.latency[i]! + rx!.latency[i]!;
-    return out;
+    return sumInto(
+      this.mergedLatency,
+      this.threads.map((t) => t.latency),
+    );
   }
 
   private command(body: DistributiveOmit<LaneCommand, 'seq'>): void {
     if (this.closed) throw new Error('the datapath workers have ended');
     const seq = ++this.seq;
-    for (const t of this.threads) t.worker.postMessage({ ...body, seq });
+    for (const t of this.threads) {
+      t.worker.postMessage({ ...body, seq });
+      if (t.wakeFd >= 0) shim.eventfdSignal(t.wakeFd);
+    }
     for (const t of this.threads) this.waitFor(t, seq, body.type);
   }
 
@@ -171,6 +191,13 @@ export class WorkerLanes implements Lanes {
       Atomics.wait(t.status, S.ack, ack, left);
     }
   }
+}
+
+/** out = the sum of the arrays, element by element. */
+function sumInto(out: Float64Array, arrays: readonly Float64Array[]): Float64Array {
+  out.fill(0);
+  for (const a of arrays) for (let i = 0; i < out.length; i++) out[i]! += a[i]!;
+  return out;
 }
 
 /** A Float64Array over shared memory, a cache line clear of anything else: the other lane's arrays above all. */

@@ -8,7 +8,9 @@ import type { ForwarderConfig } from './forwarder.js';
 import type { LaneSetup, LaneStatus } from './lane.js';
 
 export interface LaneWorkerInit {
-  readonly direction: Exclude<Directions, 'both'>;
+  readonly direction: Directions;
+  /** The lane's doorbell (an eventfd) when it is to wait in io_uring; -1: the event loop. */
+  readonly wakeFd: number;
   readonly setup: LaneSetup;
   readonly tunFd: number;
   readonly udpFd: number;

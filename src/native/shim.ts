@@ -86,7 +86,41 @@ export interface Shim {
   strerror(errno: number): string;
   pollStart(fd: number, writable: boolean, callback: (status: number, events: number) => void): PollHandle;
   pollStop(handle: PollHandle): void;
+  /**
+   * Sets up waiting in io_uring for this ring, on the calling thread (the only one that may then
+   * call waitNext): flannel0's reads go into slot tunSlot, the socket's into udpSlot; wakeFd (an
+   * eventfdOpen fd) is the doorbell. 0, or -errno (no io_uring, or too old a kernel).
+   */
+  waitOpen(ring: RingHandle, tunFd: number, udpFd: number, wakeFd: number, tunSlot: number, udpSlot: number): number;
+  /**
+   * Keeps a read posted on each fd of `want` (WAIT.tun | WAIT.udp; the others are cancelled) and
+   * the doorbell's poll, and returns what completed (WAIT.* bits), waiting at most timeoutMs when
+   * nothing did at once: a packet read is in its slot (lens, stamps, and for a datagram addrs,
+   * ports, segSizes) as tunRead/udpRecv leave it. 0: the time ran out (or a signal came). -errno
+   * if the io_uring failed.
+   */
+  waitNext(ring: RingHandle, timeoutMs: number, want: number): number;
+  /** Cancels what is posted and closes the wait's io_uring. Idempotent. */
+  waitClose(ring: RingHandle): void;
+  /** A non-blocking eventfd (a lane's doorbell), or -errno. Close it with closeFd. */
+  eventfdOpen(): number;
+  /** Rings the doorbell: wakes the waitNext waiting on it. 0 or -errno. */
+  eventfdSignal(fd: number): number;
 }
+
+/** waitNext's bits. */
+export const WAIT = Object.freeze({
+  /** A packet from flannel0 is in the wait's tun slot. */
+  tun: 1,
+  /** A datagram is in the wait's udp slot. */
+  udp: 2,
+  /** The doorbell rang. */
+  wake: 4,
+  /** The flannel0 read completed as soon as it was posted: more may be queued (read on at once). */
+  tunAtOnce: 8,
+  /** The same for the socket. */
+  udpAtOnce: 16,
+});
 
 function load(): Shim {
   const require = createRequire(import.meta.url);
