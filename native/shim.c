@@ -25,6 +25,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -990,8 +991,10 @@ static napi_value udp_enable_gro(napi_env env, napi_callback_info info) {
 }
 
 /* Waits (bounded) for room in a full send buffer: the backpressure a TCP flow in the tunnel needs. */
-#define SEND_WAITS 100
-#define SEND_WAIT_MS 10
+/* Bounded at ~20 ms per call: the lane forwards for every peer, so one peer whose traffic the
+   kernel cannot take may hold it only that long (then the datagrams are counted as send errors). */
+#define SEND_WAITS 20
+#define SEND_WAIT_MS 1
 
 /*
  * Sends the datagrams of message g one sendmsg each (its iovecs, 1 or 2 per datagram, are
@@ -1310,7 +1313,9 @@ static int waiter_enter(struct waiter *w, unsigned wait, int timeout_ms) {
   unsigned submit = w->pending;
   if (submit) __atomic_store_n(w->u->sq_tail, *w->u->sq_tail + submit, __ATOMIC_RELEASE);
   w->pending = 0;
-  unsigned flags = wait ? IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG : 0;
+  /* GETEVENTS even without waiting: completions whose data came while we were away (task work,
+     deferred until we enter) are posted too. */
+  unsigned flags = IORING_ENTER_GETEVENTS | (wait ? IORING_ENTER_EXT_ARG : 0);
   long ret = syscall(__NR_io_uring_enter, w->u->fd, submit, wait, flags, wait ? &arg : NULL, wait ? sizeof arg : 0);
   /* ETIME: the time ran out; EINTR: a signal; EBUSY: the CQ is full (reaped next). The caller
      reaps what there is and comes back. */
@@ -1452,7 +1457,7 @@ static napi_value wait_next(napi_env env, napi_callback_info info) {
   if (w->posted & (W_TUN | W_UDP) & ~want) ev |= waiter_cancel(r, (W_TUN | W_UDP) & ~want);
   int rc = waiter_post(r, W_WAKE | want);
   if (rc < 0) return make_int(env, rc);
-  if (w->pending) { /* submit alone first: what completes at once means traffic is queued */
+  { /* submit (and collect) first, without waiting: what completes at once means traffic is queued */
     rc = waiter_enter(w, 0, 0);
     if (rc < 0) return make_int(env, rc);
     unsigned now_ev = waiter_reap(r);
@@ -1474,6 +1479,19 @@ static napi_value wait_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* datagramPair() -> [fd, fd] | -errno: an AF_UNIX datagram socket pair (non-blocking): a stand-in
+   for flannel0 (one datagram per read) when the datapath warms up. */
+static napi_value datagram_pair(napi_env env, napi_callback_info info) {
+  (void)info;
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0) return make_int(env, -errno);
+  napi_value arr;
+  CHECK(napi_create_array_with_length(env, 2, &arr));
+  CHECK(napi_set_element(env, arr, 0, make_int(env, fds[0])));
+  CHECK(napi_set_element(env, arr, 1, make_int(env, fds[1])));
+  return arr;
+}
+
 /* eventfdOpen() -> fd | -errno (non-blocking): a lane's doorbell. */
 static napi_value eventfd_open(napi_env env, napi_callback_info info) {
   (void)info;
@@ -1491,6 +1509,41 @@ static napi_value eventfd_signal(napi_env env, napi_callback_info info) {
   do n = write(fd, &one, sizeof one);
   while (n < 0 && errno == EINTR);
   return make_int(env, n < 0 && errno != EAGAIN ? -errno : 0); /* EAGAIN: already rung to the brim */
+}
+
+/* ---------------------------------------------------------------- scheduling */
+
+/* struct sched_attr of sched_setattr(2) (not in every libc's headers). */
+struct lane_sched_attr {
+  uint32_t size, sched_policy;
+  uint64_t sched_flags;
+  int32_t sched_nice;
+  uint32_t sched_priority;
+  uint64_t sched_runtime, sched_deadline, sched_period;
+  uint32_t sched_util_min, sched_util_max;
+};
+
+/*
+ * threadSetSlice(sliceUs) -> 0 | -errno: asks the scheduler for a time slice of sliceUs for the
+ * calling thread (SCHED_OTHER, its nice unchanged: sched_setattr's sched_runtime, used by EEVDF
+ * since Linux 6.12, clamped to 100 µs..100 ms). A thread with a slice shorter than the running
+ * task's preempts it when it wakes up (PREEMPT_SHORT), instead of waiting for that task's slice to
+ * end: the forwarding thread's wake-ups stop queueing behind CPU-bound work, and its share of the
+ * CPU does not change. 0 = the default slice again. Older kernels accept and ignore it.
+ */
+static napi_value thread_set_slice(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  uint32_t slice_us;
+  if (get_args(env, info, 1, argv) || get_u32(env, argv[0], &slice_us)) return NULL;
+  struct lane_sched_attr attr;
+  memset(&attr, 0, sizeof attr);
+  attr.size = sizeof attr;
+  attr.sched_policy = 0; /* SCHED_OTHER */
+  errno = 0;
+  int nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+  attr.sched_nice = errno == 0 ? nice : 0;
+  attr.sched_runtime = (uint64_t)slice_us * 1000;
+  return make_int(env, syscall(SYS_sched_setattr, 0, &attr, 0) < 0 ? -errno : 0);
 }
 
 /* ---------------------------------------------------------------- readiness */
@@ -1637,9 +1690,11 @@ static napi_value init(napi_env env, napi_value exports) {
       {"pollStart", NULL, poll_start, NULL, NULL, NULL, napi_enumerable, NULL},
       {"pollStop", NULL, poll_stop, NULL, NULL, NULL, napi_enumerable, NULL},
       {"waitOpen", NULL, wait_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"threadSetSlice", NULL, thread_set_slice, NULL, NULL, NULL, napi_enumerable, NULL},
       {"waitNext", NULL, wait_next, NULL, NULL, NULL, napi_enumerable, NULL},
       {"waitClose", NULL, wait_close, NULL, NULL, NULL, napi_enumerable, NULL},
       {"eventfdOpen", NULL, eventfd_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"datagramPair", NULL, datagram_pair, NULL, NULL, NULL, napi_enumerable, NULL},
       {"eventfdSignal", NULL, eventfd_signal, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));

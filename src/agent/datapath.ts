@@ -11,6 +11,7 @@ import type { ForwarderConfig } from '../datapath/forwarder.js';
 import { Lane, type LaneSetup, type Lanes } from '../datapath/lane.js';
 import { SUPER_SLOT_SIZE, slotSizeFor } from '../datapath/slab.js';
 import { WorkerLanes } from '../datapath/worker-lanes.js';
+import { warmUp } from '../datapath/warm-up.js';
 import type { DatapathWait } from '../datapath/lane.js';
 import { ENCAP_OVERHEAD } from '../encap/ipv4.js';
 import { configureTunLink, removeTunAddress, type ExternalInterface } from '../link/ip.js';
@@ -49,6 +50,11 @@ export interface DatapathOptions {
    * (default) = the main thread, driven by libuv readiness beside the control plane.
    */
   readonly datapathWait?: DatapathWait;
+  /**
+   * The scheduler time slice a forwarding worker thread asks for (µs; 0 = the default): short, so
+   * that its wake-ups preempt CPU-bound work at once (EEVDF, Linux 6.12+). Default 0.
+   */
+  readonly datapathSliceUs?: number;
 }
 
 export interface Offloads {
@@ -168,10 +174,11 @@ export class Datapath {
       const config = { ...forwarderConfig(options.subnet, options.port, mtu), tunGro: tunVnet };
       const workers = options.workers ?? 1;
       if (workers === 2) {
-        lanes = new WorkerLanes(setup, tunFd, udpFd, config);
+        lanes = new WorkerLanes(setup, tunFd, udpFd, config, { sliceUs: options.datapathSliceUs });
       } else if (options.datapathWait === 'io-uring') {
-        lanes = new WorkerLanes(setup, tunFd, udpFd, config, true);
+        lanes = new WorkerLanes(setup, tunFd, udpFd, config, { waiting: true, sliceUs: options.datapathSliceUs });
       } else {
+        warmUp(setup, config); // this thread forwards: its code is compiled before the first packet
         const lane = new Lane(setup, tunFd, udpFd, config, newCounters(), 'both');
         lanes = lane;
         lane.start();

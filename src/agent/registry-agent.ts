@@ -158,6 +158,7 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
       tunIoUring: flags.ioUring,
       workers: flags.workers,
       datapathWait: flags.datapathWait,
+      datapathSliceUs: flags.datapathSliceUs,
     });
     datapath = dp;
     // Writes run one after another, so that the file always ends with the latest subnet.

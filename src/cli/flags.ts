@@ -46,6 +46,8 @@ export interface StaticFlags {
   readonly workers: 1 | 2;
   /** How one forwarding lane waits for packets (--datapath-wait); --workers 2 always uses event loops. */
   readonly datapathWait: DatapathWait;
+  /** The scheduler time slice of forwarding worker threads, µs (--datapath-slice-us; 0 = the default). */
+  readonly datapathSliceUs: number;
   readonly logLevel: LogLevel;
 }
 
@@ -84,6 +86,8 @@ export interface RegistryFlags {
   readonly workers: 1 | 2;
   /** How one forwarding lane waits for packets (--datapath-wait); --workers 2 always uses event loops. */
   readonly datapathWait: DatapathWait;
+  /** The scheduler time slice of forwarding worker threads, µs (--datapath-slice-us; 0 = the default). */
+  readonly datapathSliceUs: number;
   readonly logLevel: LogLevel;
 }
 
@@ -117,6 +121,7 @@ const FLAGS: Readonly<Record<string, FlagSpec>> = {
   'io-uring': { type: 'bool', mode: 'both' },
   workers: { type: 'string', mode: 'both' },
   'datapath-wait': { type: 'string', mode: 'both' },
+  'datapath-slice-us': { type: 'string', mode: 'both' },
   'log-level': { type: 'string', mode: 'both' },
   v: { type: 'string', mode: 'both' },
   // flanneld mode
@@ -186,6 +191,8 @@ Both modes:
                           unless --io-uring=false) = a thread of its own blocks in one io_uring_enter that
                           waits and reads, with reads kept posted on flannel0 and the socket; event-loop =
                           the main thread's event loop, beside the control plane
+  --datapath-slice-us N the scheduler time slice forwarding worker threads ask for, 100..100000 µs, or 0 for
+                          the kernel's default (default 100: their wake-ups preempt CPU-bound work at once)
   --log-level LEVEL     debug|info|warn|error (default info); -v N (N >= 1) means debug
   --version, --help
 Flags may be spelled -flag or --flag, with "=value" or the value as the next argument.
@@ -291,6 +298,15 @@ function datapathWaitOf(value: string | undefined, ioUring: boolean): DatapathWa
   return value;
 }
 
+function sliceOf(value: string | undefined): number {
+  const us = integer('datapath-slice-us', value, DEFAULT_SLICE_US, 0, 100_000);
+  if (us !== 0 && us < 100) throw new FlagError(`--datapath-slice-us: ${us} is below 100 (or 0 for the default)`);
+  return us;
+}
+
+/** The slice a forwarding worker thread asks for by default: the shortest the kernel grants. */
+const DEFAULT_SLICE_US = 100;
+
 function logLevelOf(level: string | undefined, verbosity: string | undefined): LogLevel {
   const v = integer('v', verbosity, 0, 0, 1_000);
   const chosen = level ?? (v >= 1 ? 'debug' : 'info');
@@ -351,6 +367,7 @@ function staticFlags(values: Map<string, string | string[] | boolean>): StaticFl
     ioUring: values.get('io-uring') !== false,
     workers: integer('workers', str('workers'), 1, 1, 2) as 1 | 2,
     datapathWait: datapathWaitOf(str('datapath-wait'), values.get('io-uring') !== false),
+    datapathSliceUs: sliceOf(str('datapath-slice-us')),
     logLevel: logLevelOf(str('log-level'), str('v')),
   };
 }
@@ -446,6 +463,7 @@ function registryFlags(cli: Map<string, string | string[] | boolean>, env: NodeJ
     ioUring: bool('io-uring', true),
     workers: integer('workers', str('workers'), 1, 1, 2) as 1 | 2,
     datapathWait: datapathWaitOf(str('datapath-wait'), bool('io-uring', true)),
+    datapathSliceUs: sliceOf(str('datapath-slice-us')),
     logLevel: logLevelOf(str('log-level'), str('v')),
   };
 }

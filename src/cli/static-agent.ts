@@ -19,6 +19,7 @@ export async function runStaticAgent(flags: StaticFlags, log: Logger): Promise<n
     tunIoUring: flags.ioUring,
     workers: flags.workers,
     datapathWait: flags.datapathWait,
+    datapathSliceUs: flags.datapathSliceUs,
   });
   try {
     datapath.setRoutes(flags.peers);

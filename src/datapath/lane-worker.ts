@@ -11,9 +11,10 @@
 // takes with receiveMessageOnPort. The wait is bounded (WAIT_TIMEOUT_MS) so the status is
 // published, and a terminated thread ends, within that time even with no traffic.
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { WAIT } from '../native/shim.js';
+import { shim, WAIT } from '../native/shim.js';
 import { RoutingSnapshot } from '../routing-table/snapshot.js';
 import { Lane } from './lane.js';
+import { warmUp } from './warm-up.js';
 import { ACK_FAILED, S, publishStatus, type LaneCommand, type LaneWorkerInit } from './worker-protocol.js';
 
 /** How often the lane's status (offloads in force, last errno) is published between commands. */
@@ -47,6 +48,9 @@ function fail(err: unknown): void {
 process.on('uncaughtExceptionMonitor', fail);
 
 try {
+  // Best effort: a kernel without per-task slices (before 6.12) forwards as before.
+  if (init.sliceUs > 0) shim.threadSetSlice(init.sliceUs);
+  warmUp(init.setup, init.config);
   lane = new Lane(init.setup, init.tunFd, init.udpFd, init.config, init.counters, init.direction, init.latency);
   // Waiting in io_uring where asked and possible; else (no io_uring here) the event loop.
   if (init.wakeFd < 0 || lane.startWaiting(init.wakeFd) < 0) lane.start();

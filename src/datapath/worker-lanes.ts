@@ -29,6 +29,13 @@ const REPLY_TIMEOUT_MS = 10_000;
 /** A cache line, at least: each lane's counters sit this far from any other memory. */
 const COUNTER_PADDING_BYTES = 64;
 
+export interface WorkerLanesOptions {
+  /** One worker for both directions that waits in io_uring (else one per direction, event loops). */
+  readonly waiting?: boolean;
+  /** The scheduler time slice each worker asks for (threadSetSlice), µs; 0 = the default. */
+  readonly sliceUs?: number;
+}
+
 interface LaneThread {
   readonly worker: Worker;
   readonly direction: Directions;
@@ -54,7 +61,13 @@ export class WorkerLanes implements Lanes {
    * its event loop where io_uring cannot wait; else one per direction) and waits until each runs
    * its lane. Throws if one cannot start (all are then ended).
    */
-  constructor(setup: LaneSetup, tunFd: number, udpFd: number, config: ForwarderConfig, waiting = false) {
+  constructor(
+    setup: LaneSetup,
+    tunFd: number,
+    udpFd: number,
+    config: ForwarderConfig,
+    { waiting = false, sliceUs = 0 }: WorkerLanesOptions = {},
+  ) {
     try {
       for (const direction of waiting ? (['both'] as const) : (['tx', 'rx'] as const)) {
         const wakeFd = waiting ? shim.eventfdOpen() : -1;
@@ -67,6 +80,7 @@ export class WorkerLanes implements Lanes {
         const init: LaneWorkerInit = {
           direction,
           wakeFd,
+          sliceUs,
           setup,
           tunFd,
           udpFd,

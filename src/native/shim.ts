@@ -102,6 +102,14 @@ export interface Shim {
   waitNext(ring: RingHandle, timeoutMs: number, want: number): number;
   /** Cancels what is posted and closes the wait's io_uring. Idempotent. */
   waitClose(ring: RingHandle): void;
+  /**
+   * Asks the scheduler for a time slice of sliceUs for the calling thread (sched_setattr's
+   * sched_runtime; EEVDF, Linux 6.12+): shorter than a CPU-bound task's, its wake-ups preempt that
+   * task at once. 0 = the default. 0 or -errno.
+   */
+  threadSetSlice(sliceUs: number): number;
+  /** A non-blocking AF_UNIX datagram socket pair (a stand-in for flannel0 when warming up), or -errno. */
+  datagramPair(): [number, number] | number;
   /** A non-blocking eventfd (a lane's doorbell), or -errno. Close it with closeFd. */
   eventfdOpen(): number;
   /** Rings the doorbell: wakes the waitNext waiting on it. 0 or -errno. */
