@@ -1232,6 +1232,8 @@ static napi_value str_error(napi_env env, napi_callback_info info) {
 #define W_UDP_AT_ONCE 16u
 /* user_data of cancel requests */
 #define W_CANCEL 64u
+/* Busy-polling (spin_us) only this soon after the last packet: an idle lane sleeps at once. */
+#define W_SPIN_AFTER_US 2000.0
 /* How long waitClose waits for cancelled requests, at most. */
 #define W_CANCEL_ROUNDS 50
 
@@ -1240,6 +1242,8 @@ struct waiter {
   int tun_fd, udp_fd, wake_fd;
   uint32_t tun_slot, udp_slot;
   unsigned posted;  /* W_TUN | W_UDP | W_WAKE: requests in flight */
+  uint32_t spin_us; /* busy-poll this long before sleeping, while traffic is recent (0: never) */
+  double last_data_us; /* when the last packet came (CLOCK_MONOTONIC µs) */
   unsigned pending; /* SQEs written but not yet submitted */
   struct iovec tun_iov[2];
   struct iovec udp_iov;
@@ -1366,7 +1370,7 @@ static unsigned waiter_reap(ring_t *r) {
     }
   }
   __atomic_store_n(u->cq_head, head, __ATOMIC_RELEASE);
-  if (ev & (W_TUN | W_UDP)) r->io_clock[0] = now;
+  if (ev & (W_TUN | W_UDP)) r->io_clock[0] = w->last_data_us = now;
   return ev;
 }
 
@@ -1398,18 +1402,19 @@ static void waiter_free(ring_t *r) {
 }
 
 /*
- * waitOpen(ring, tunFd, udpFd, wakeFd, tunSlot, udpSlot) -> 0 | -errno: sets up the wait (an
- * io_uring on the calling thread, which alone may call waitNext). ENOSYS/EPERM: no io_uring here;
+ * waitOpen(ring, tunFd, udpFd, wakeFd, tunSlot, udpSlot, spinUs) -> 0 | -errno: sets up the wait
+ * (an io_uring on the calling thread, which alone may call waitNext); spinUs: how long a wait
+ * busy-polls before it sleeps, when a packet came in the last 2 ms (0: never, capped at 10 ms). ENOSYS/EPERM: no io_uring here;
  * EOPNOTSUPP: a kernel without timed waits (IORING_FEAT_EXT_ARG, Linux 5.11).
  */
 static napi_value wait_open(napi_env env, napi_callback_info info) {
-  napi_value argv[6];
+  napi_value argv[7];
   int32_t tun_fd, udp_fd, wake_fd;
-  uint32_t tun_slot, udp_slot;
-  if (get_args(env, info, 6, argv)) return NULL;
+  uint32_t tun_slot, udp_slot, spin_us;
+  if (get_args(env, info, 7, argv)) return NULL;
   ring_t *r = get_ring(env, argv[0]);
   if (!r || get_i32(env, argv[1], &tun_fd) || get_i32(env, argv[2], &udp_fd) || get_i32(env, argv[3], &wake_fd) ||
-      get_u32(env, argv[4], &tun_slot) || get_u32(env, argv[5], &udp_slot))
+      get_u32(env, argv[4], &tun_slot) || get_u32(env, argv[5], &udp_slot) || get_u32(env, argv[6], &spin_us))
     return NULL;
   if (r->waiter) return make_int(env, -EBUSY);
   if (tun_slot >= r->slot_count || udp_slot >= r->slot_count) return make_int(env, -EINVAL);
@@ -1431,6 +1436,7 @@ static napi_value wait_open(napi_env env, napi_callback_info info) {
   w->wake_fd = wake_fd;
   w->tun_slot = tun_slot;
   w->udp_slot = udp_slot;
+  w->spin_us = spin_us > 10000 ? 10000 : spin_us;
   r->waiter = w;
   return make_int(env, 0);
 }
@@ -1462,6 +1468,16 @@ static napi_value wait_next(napi_env env, napi_callback_info info) {
     if (rc < 0) return make_int(env, rc);
     unsigned now_ev = waiter_reap(r);
     ev |= now_ev | ((now_ev & W_TUN) ? W_TUN_AT_ONCE : 0) | ((now_ev & W_UDP) ? W_UDP_AT_ONCE : 0);
+  }
+  /* Traffic in the last W_SPIN_AFTER_US: the answer to what was just forwarded may come soon, so
+     poll (without sleeping) for up to spin_us before going to sleep, sparing that wake-up. */
+  if (!ev && w->spin_us > 0 && mono_us() - w->last_data_us < W_SPIN_AFTER_US) {
+    double until = mono_us() + w->spin_us;
+    do {
+      rc = waiter_enter(w, 0, 0);
+      if (rc < 0) return make_int(env, rc);
+      ev = waiter_reap(r);
+    } while (!ev && mono_us() < until);
   }
   if (!ev) {
     rc = waiter_enter(w, 1, timeout_ms);

@@ -55,6 +55,8 @@ export interface DatapathOptions {
    * that its wake-ups preempt CPU-bound work at once (EEVDF, Linux 6.12+). Default 0.
    */
   readonly datapathSliceUs?: number;
+  /** With datapathWait 'io-uring': µs each wait busy-polls before it sleeps, after traffic (0: never; default). */
+  readonly datapathSpinUs?: number;
 }
 
 export interface Offloads {
@@ -176,7 +178,11 @@ export class Datapath {
       if (workers === 2) {
         lanes = new WorkerLanes(setup, tunFd, udpFd, config, { sliceUs: options.datapathSliceUs });
       } else if (options.datapathWait === 'io-uring') {
-        lanes = new WorkerLanes(setup, tunFd, udpFd, config, { waiting: true, sliceUs: options.datapathSliceUs });
+        lanes = new WorkerLanes(setup, tunFd, udpFd, config, {
+          waiting: true,
+          sliceUs: options.datapathSliceUs,
+          spinUs: options.datapathSpinUs,
+        });
       } else {
         warmUp(setup, config); // this thread forwards: its code is compiled before the first packet
         const lane = new Lane(setup, tunFd, udpFd, config, newCounters(), 'both');

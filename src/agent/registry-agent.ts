@@ -159,6 +159,7 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
       workers: flags.workers,
       datapathWait: flags.datapathWait,
       datapathSliceUs: flags.datapathSliceUs,
+      datapathSpinUs: flags.datapathSpinUs,
     });
     datapath = dp;
     // Writes run one after another, so that the file always ends with the latest subnet.

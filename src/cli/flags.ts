@@ -48,6 +48,8 @@ export interface StaticFlags {
   readonly datapathWait: DatapathWait;
   /** The scheduler time slice of forwarding worker threads, µs (--datapath-slice-us; 0 = the default). */
   readonly datapathSliceUs: number;
+  /** µs a waiting lane busy-polls before it sleeps, after traffic (--datapath-spin-us; 0 = never). */
+  readonly datapathSpinUs: number;
   readonly logLevel: LogLevel;
 }
 
@@ -88,6 +90,8 @@ export interface RegistryFlags {
   readonly datapathWait: DatapathWait;
   /** The scheduler time slice of forwarding worker threads, µs (--datapath-slice-us; 0 = the default). */
   readonly datapathSliceUs: number;
+  /** µs a waiting lane busy-polls before it sleeps, after traffic (--datapath-spin-us; 0 = never). */
+  readonly datapathSpinUs: number;
   readonly logLevel: LogLevel;
 }
 
@@ -122,6 +126,7 @@ const FLAGS: Readonly<Record<string, FlagSpec>> = {
   workers: { type: 'string', mode: 'both' },
   'datapath-wait': { type: 'string', mode: 'both' },
   'datapath-slice-us': { type: 'string', mode: 'both' },
+  'datapath-spin-us': { type: 'string', mode: 'both' },
   'log-level': { type: 'string', mode: 'both' },
   v: { type: 'string', mode: 'both' },
   // flanneld mode
@@ -193,6 +198,8 @@ Both modes:
                           the main thread's event loop, beside the control plane
   --datapath-slice-us N the scheduler time slice forwarding worker threads ask for, 100..100000 µs, or 0 for
                           the kernel's default (default 100: their wake-ups preempt CPU-bound work at once)
+  --datapath-spin-us N  with --datapath-wait=io-uring, busy-poll up to N µs (0..10000) before sleeping while a
+                          packet came in the last 2 ms, sparing the wake-up for a quick answer (default 0)
   --log-level LEVEL     debug|info|warn|error (default info); -v N (N >= 1) means debug
   --version, --help
 Flags may be spelled -flag or --flag, with "=value" or the value as the next argument.
@@ -304,6 +311,9 @@ function sliceOf(value: string | undefined): number {
   return us;
 }
 
+/** No busy-polling by default: see docs/latency.md for what it gave on a 2-core machine. */
+const DEFAULT_SPIN_US = 0;
+
 /** The slice a forwarding worker thread asks for by default: the shortest the kernel grants. */
 const DEFAULT_SLICE_US = 100;
 
@@ -368,6 +378,7 @@ function staticFlags(values: Map<string, string | string[] | boolean>): StaticFl
     workers: integer('workers', str('workers'), 1, 1, 2) as 1 | 2,
     datapathWait: datapathWaitOf(str('datapath-wait'), values.get('io-uring') !== false),
     datapathSliceUs: sliceOf(str('datapath-slice-us')),
+    datapathSpinUs: integer('datapath-spin-us', str('datapath-spin-us'), DEFAULT_SPIN_US, 0, 10_000),
     logLevel: logLevelOf(str('log-level'), str('v')),
   };
 }
@@ -464,6 +475,7 @@ function registryFlags(cli: Map<string, string | string[] | boolean>, env: NodeJ
     workers: integer('workers', str('workers'), 1, 1, 2) as 1 | 2,
     datapathWait: datapathWaitOf(str('datapath-wait'), bool('io-uring', true)),
     datapathSliceUs: sliceOf(str('datapath-slice-us')),
+    datapathSpinUs: integer('datapath-spin-us', str('datapath-spin-us'), DEFAULT_SPIN_US, 0, 10_000),
     logLevel: logLevelOf(str('log-level'), str('v')),
   };
 }

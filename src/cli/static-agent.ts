@@ -20,6 +20,7 @@ export async function runStaticAgent(flags: StaticFlags, log: Logger): Promise<n
     workers: flags.workers,
     datapathWait: flags.datapathWait,
     datapathSliceUs: flags.datapathSliceUs,
+    datapathSpinUs: flags.datapathSpinUs,
   });
   try {
     datapath.setRoutes(flags.peers);

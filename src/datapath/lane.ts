@@ -144,13 +144,15 @@ export class Lane implements Lanes {
 
   /**
    * Instead of start(): waits in io_uring, driven by waitOnce on this thread. wakeFd (an
-   * eventfd) ends a wait early: the caller's commands. 0, or -errno when io_uring cannot wait
-   * here (then nothing changed: start() still works).
+   * eventfd) ends a wait early: the caller's commands. spinUs: how long a wait busy-polls before
+   * it sleeps, while traffic is recent (0: never). 0, or -errno when io_uring cannot wait here
+   * (then nothing changed: start() still works).
    */
-  startWaiting(wakeFd: number): number {
+  startWaiting(wakeFd: number, spinUs = 0): number {
     if (this.closed) return -9; // EBADF
     if (!this.waitOpen) {
-      const rc = shim.waitOpen(this.ring, this.tunFd, this.udpFd, wakeFd, this.slab.txFirst, this.slab.rxFirst);
+      const { ring, tunFd, udpFd, slab } = this;
+      const rc = shim.waitOpen(ring, tunFd, udpFd, wakeFd, slab.txFirst, slab.rxFirst, spinUs);
       if (rc < 0) return rc;
       this.waitOpen = true;
     }

@@ -34,6 +34,8 @@ export interface WorkerLanesOptions {
   readonly waiting?: boolean;
   /** The scheduler time slice each worker asks for (threadSetSlice), µs; 0 = the default. */
   readonly sliceUs?: number;
+  /** A waiting lane busy-polls this long before it sleeps, while traffic is recent (µs; 0: never). */
+  readonly spinUs?: number;
 }
 
 interface LaneThread {
@@ -66,7 +68,7 @@ export class WorkerLanes implements Lanes {
     tunFd: number,
     udpFd: number,
     config: ForwarderConfig,
-    { waiting = false, sliceUs = 0 }: WorkerLanesOptions = {},
+    { waiting = false, sliceUs = 0, spinUs = 0 }: WorkerLanesOptions = {},
   ) {
     try {
       for (const direction of waiting ? (['both'] as const) : (['tx', 'rx'] as const)) {
@@ -81,6 +83,7 @@ export class WorkerLanes implements Lanes {
           direction,
           wakeFd,
           sliceUs,
+          spinUs,
           setup,
           tunFd,
           udpFd,

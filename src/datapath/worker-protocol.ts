@@ -13,6 +13,8 @@ export interface LaneWorkerInit {
   readonly wakeFd: number;
   /** The scheduler time slice the thread asks for (shim.threadSetSlice), µs; 0 = the default. */
   readonly sliceUs: number;
+  /** A waiting lane busy-polls this long before it sleeps, while traffic is recent (µs; 0: never). */
+  readonly spinUs: number;
   readonly setup: LaneSetup;
   readonly tunFd: number;
   readonly udpFd: number;

@@ -89,9 +89,18 @@ export interface Shim {
   /**
    * Sets up waiting in io_uring for this ring, on the calling thread (the only one that may then
    * call waitNext): flannel0's reads go into slot tunSlot, the socket's into udpSlot; wakeFd (an
-   * eventfdOpen fd) is the doorbell. 0, or -errno (no io_uring, or too old a kernel).
+   * eventfdOpen fd) is the doorbell; spinUs: how long each wait busy-polls before it sleeps, while
+   * a packet came in the last 2 ms (0: never). 0, or -errno (no io_uring, or too old a kernel).
    */
-  waitOpen(ring: RingHandle, tunFd: number, udpFd: number, wakeFd: number, tunSlot: number, udpSlot: number): number;
+  waitOpen(
+    ring: RingHandle,
+    tunFd: number,
+    udpFd: number,
+    wakeFd: number,
+    tunSlot: number,
+    udpSlot: number,
+    spinUs: number,
+  ): number;
   /**
    * Keeps a read posted on each fd of `want` (WAIT.tun | WAIT.udp; the others are cancelled) and
    * the doorbell's poll, and returns what completed (WAIT.* bits), waiting at most timeoutMs when

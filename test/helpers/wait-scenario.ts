@@ -53,8 +53,8 @@ function timed(fn: () => number): { ev: number; ms: number } {
   return { ev, ms: performance.now() - t };
 }
 
-out['open'] = shim.waitOpen(ring, tunFd, udpFd, wake, slab.txFirst, slab.rxFirst);
-out['openAgain'] = shim.waitOpen(ring, tunFd, udpFd, wake, slab.txFirst, slab.rxFirst);
+out['open'] = shim.waitOpen(ring, tunFd, udpFd, wake, slab.txFirst, slab.rxFirst, 0);
+out['openAgain'] = shim.waitOpen(ring, tunFd, udpFd, wake, slab.txFirst, slab.rxFirst, 0);
 
 // Nothing comes: the wait lasts its timeout and reports nothing.
 out['idle'] = timed(() => shim.waitNext(ring, 150, BOTH));
@@ -109,6 +109,19 @@ shim.waitClose(ring); // idempotent
 send('after close');
 out['afterClose'] = shim.udpRecv(ring, udpFd, slab.rxFirst, 8);
 out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
+
+// Busy-polling after traffic: a wait right after a packet polls for spinUs, then sleeps as usual.
+{
+  const spinRing = createRing(slab);
+  const spinWake = shim.eventfdOpen();
+  shim.waitOpen(spinRing, tunFd, udpFd, spinWake, slab.txFirst, slab.rxFirst, 3000);
+  send('spin');
+  const got = shim.waitNext(spinRing, 2000, BOTH);
+  const idle = timed(() => shim.waitNext(spinRing, 50, BOTH));
+  out['spin'] = { got, idle };
+  shim.waitClose(spinRing);
+  shim.closeFd(spinWake);
+}
 
 // A Lane that waits, both ways, through the warm-up's stand-ins (plain and with virtio headers).
 const setup = (tunVnet: boolean) => ({

@@ -28,6 +28,7 @@ interface Outcome {
   beforeClose: number;
   afterClose: number;
   nextAfterClose: number;
+  spin: { got: number; idle: Timed };
   warmUpVnet: number;
   warmUpPlain: number;
   workerLanes: {
@@ -91,6 +92,12 @@ describe('waiting for packets in io_uring', () => {
     assert.equal(r.beforeClose, 0);
     assert.equal(r.afterClose, 1, 'the datagram stayed in the socket');
     assert.equal(r.nextAfterClose, -22, 'EINVAL once closed');
+  });
+
+  it('busy-polls after traffic for spinUs, then sleeps until its timeout', () => {
+    assert.equal(r.spin.got & WAIT.udp, WAIT.udp);
+    assert.equal(r.spin.idle.ev, 0);
+    assert.ok(r.spin.idle.ms >= 50 && r.spin.idle.ms < 1000, `${r.spin.idle.ms} ms: 3 ms polling, then the 50 ms wait`);
   });
 
   it('a Lane that waits forwards both ways (the warm-up: every packet it was given)', () => {
