@@ -93,10 +93,16 @@ export class WorkerLanes implements Lanes {
           status: status.buffer as SharedArrayBuffer,
           replies: port2,
         };
-        const worker = new Worker(new URL('./lane-worker.js', import.meta.url), {
-          workerData: init,
-          transferList: [port2],
-        });
+        let worker: Worker;
+        try {
+          worker = new Worker(new URL('./lane-worker.js', import.meta.url), {
+            workerData: init,
+            transferList: [port2],
+          });
+        } catch (err) {
+          if (wakeFd >= 0) shim.closeFd(wakeFd); // no thread ever saw it
+          throw err;
+        }
         // A lane that throws while forwarding is a bug, fatal as it would be on the main thread
         // (the lane has closed itself first: lane-worker.ts).
         worker.on('error', (err) => {

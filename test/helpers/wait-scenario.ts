@@ -59,8 +59,10 @@ out['openAgain'] = shim.waitOpen(ring, tunFd, udpFd, wake, slab.txFirst, slab.rx
 // Nothing comes: the wait lasts its timeout and reports nothing.
 out['idle'] = timed(() => shim.waitNext(ring, 150, BOTH));
 
-// A datagram: the wait returns it already received.
+// A datagram: the wait returns it already received, stamped with the kernel's receive time (it
+// came 30 ms before the wait, so its stamp is that much older than the wait's return).
 send('hello through the socket');
+await sleep(30);
 const udp = timed(() => shim.waitNext(ring, 2000, BOTH));
 const r = slab.rxFirst;
 out['udp'] = {
@@ -70,6 +72,7 @@ out['udp'] = {
   fromPort: slab.ports[r],
   senderPort: shim.udpLocalPort(senderFd),
   stampNotAfterReturn: slab.stamps[r]! > 0 && slab.stamps[r]! <= slab.ioClock[0]!,
+  stampAgeUs: slab.ioClock[0]! - slab.stamps[r]!,
 };
 
 // A packet routed into the TUN: the wait returns it already read.

@@ -18,7 +18,15 @@ interface Outcome {
   open: number;
   openAgain: number;
   idle: Timed;
-  udp: { ev: number; text: string; from: number; fromPort: number; senderPort: number; stampNotAfterReturn: boolean };
+  udp: {
+    ev: number;
+    text: string;
+    from: number;
+    fromPort: number;
+    senderPort: number;
+    stampNotAfterReturn: boolean;
+    stampAgeUs: number;
+  };
   tun: { ev: number; len: number; version: number; payload: string; vnetZero: boolean };
   queued: { ev: number; rest: number };
   doorbell: Timed;
@@ -62,6 +70,7 @@ describe('waiting for packets in io_uring', () => {
     assert.equal(r.udp.from, 0x7f000001);
     assert.equal(r.udp.fromPort, r.udp.senderPort);
     assert.ok(r.udp.stampNotAfterReturn, 'arrival stamped, not after the wait returned');
+    assert.ok(r.udp.stampAgeUs >= 25_000 && r.udp.stampAgeUs < 2_000_000, `stamp ${r.udp.stampAgeUs} µs old`);
   });
 
   it('returns a flannel0 packet already read, with its virtio header', () => {
