@@ -309,10 +309,12 @@ static uint8_t *slot_ptr(const ring_t *r, uint32_t s, size_t need) {
 static void ring_finalize(napi_env env, void *data, void *hint) {
   (void)hint;
   ring_t *r = data;
+  /* Reads still posted write into the slab and its arrays: cancel them while the references
+     still keep those alive. */
+  waiter_free(r);
+  uring_free(r->uring);
   for (int i = 0; i < RING_ARRAYS + 1; i++)
     if (r->refs[i]) napi_delete_reference(env, r->refs[i]);
-  uring_free(r->uring);
-  waiter_free(r);
   free(r);
 }
 
