@@ -2,7 +2,8 @@
  * `npm run bench`: micro-benchmarks (tinybench) and the throughput comparison in one run.
  *
  *   node --expose-gc dist/bench/run.js [--micro-only | --throughput-only | --control-plane | --uso]
- *                                      [--modes=flannel-ts,vxlan,host-gw] [--seconds=5] [--rounds=3]
+ *                                      [--latency] [--modes=flannel-ts,vxlan,host-gw] [--seconds=5] [--rounds=3]
+ *                                      [--pings=400]
  *
  * Micro-benchmarks: every `bench/micro-*.ts` module beside this file is loaded, and each of its
  * exports whose name ends in `BenchTasks` is called as `(bench: Bench) => void` to add tinybench
@@ -17,6 +18,11 @@
  * Control plane (bench/control-plane.ts, issue 3): 1,000 peer leases in a real etcd in a namespace
  * of its own -> routes, a new lease's time to be routable, the idle agent's RSS; ~15 s. Part of the
  * default run; `--control-plane` runs only it.
+ *
+ * Latency (bench/latency.ts, issue 14): a lone packet's round trip at 2,000 and 200 pings/s, quiet
+ * and with a CPU-bound process on every core, through flannel-ts (io_uring wait, and the event-loop
+ * datapath), socat, kernel VXLAN and host-gw, plus 1-byte TCP transactions/s; ~3 min at --rounds=3.
+ * Part of the default run; `--latency` runs only it (needs socat, python3, taskset).
  *
  * USO (bench/uso.ts): a pod sending with UDP GSO, the sending agent with USO on flannel0 vs
  * without TUN offloads; ~1 min. Part of the default run; `--uso` runs only it (needs python3).
@@ -40,6 +46,7 @@ import {
 } from './throughput.js';
 import { controlPlaneTable, runControlPlaneBench, saveControlPlaneResult } from './control-plane.js';
 import { runUsoBench, usoTable } from './uso.js';
+import { LATENCY_FORWARDERS, latencyTables, runLatency } from './latency.js';
 
 type BenchTasksFn = (bench: Bench) => void;
 
@@ -148,12 +155,14 @@ async function main(): Promise<void> {
       'throughput-only': { type: 'boolean', default: false },
       'control-plane': { type: 'boolean', default: false },
       uso: { type: 'boolean', default: false },
+      latency: { type: 'boolean', default: false },
+      pings: { type: 'string', default: '400' },
       modes: { type: 'string' },
       seconds: { type: 'string', default: '5' },
       rounds: { type: 'string', default: '3' },
     },
   });
-  const only = (['micro-only', 'throughput-only', 'control-plane', 'uso'] as const).filter((f) => values[f]);
+  const only = (['micro-only', 'throughput-only', 'control-plane', 'uso', 'latency'] as const).filter((f) => values[f]);
   if (only.length > 1) throw new Error(`--${only.join(' and --')} exclude each other`);
   const runAll = only.length === 0;
   const seconds = Number(values.seconds);
@@ -217,6 +226,11 @@ async function main(): Promise<void> {
       process.exitCode = 1;
     }
   }
+  if (runAll || values.latency) {
+    const pings = Number(values.pings);
+    if (!Number.isInteger(pings) || pings < 20 || pings > 10_000) throw new Error('--pings must be in 20..10000');
+    await latencySection(rounds, pings);
+  }
   if (runAll || values.uso) {
     process.stderr.write('uso: a pod sending with UDP GSO\n');
     try {
@@ -229,6 +243,34 @@ async function main(): Promise<void> {
       process.stdout.write(`\n## USO\n\nfailed: ${e instanceof Error ? e.message : String(e)}\n`);
       process.exitCode = 1;
     }
+  }
+}
+
+/** Round trip of a lone packet, quiet and busy, beside socat, VXLAN and host-gw (bench/latency.ts). */
+async function latencySection(rounds: number, pings: number): Promise<void> {
+  process.stderr.write('latency: round trips quiet and busy, and TCP request-response\n');
+  try {
+    const started = Date.now();
+    const r = await runLatency({
+      forwarders: LATENCY_FORWARDERS,
+      rounds,
+      pings,
+      rrSeconds: 3,
+      log: (line) => process.stderr.write(`${line}\n`),
+    });
+    process.stdout.write(
+      `\n## Latency: a lone packet's round trip, pod to pod (${rounds} interleaved rounds, ${pings} pings at 2,000/s and ${Math.round(pings / 2)} at 200/s per round, medians)\n\n` +
+        `${latencyTables(r)}\n\nLatency part: ${((Date.now() - started) / 1000).toFixed(0)} s wall time.\n`,
+    );
+    const resultsDir = join(repoDir, 'bench', 'results');
+    mkdirSync(resultsDir, { recursive: true });
+    writeFileSync(
+      join(resultsDir, 'latency.json'),
+      `${JSON.stringify({ date: new Date().toISOString(), ...r }, null, 2)}\n`,
+    );
+  } catch (e) {
+    process.stdout.write(`\n## Latency\n\nfailed: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.exitCode = 1;
   }
 }
 

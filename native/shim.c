@@ -22,11 +22,14 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <node_api.h>
@@ -44,7 +47,7 @@
 /* Most packets one coalesced TUN write may gather (the kernel's GSO limit is 64 segments). */
 #define TUN_GROUP_MAX 64
 /* The typed arrays a ring binds (besides the slab), by property name of the layout object. */
-#define RING_ARRAYS 10
+#define RING_ARRAYS 12
 
 #define CHECK(call)                                                                  \
   do {                                                                               \
@@ -85,6 +88,27 @@ static int get_u32(napi_env env, napi_value v, uint32_t *out) {
   return 0;
 }
 
+/* ---------------------------------------------------------------- clock */
+
+/*
+ * Residence timing (src/datapath/latency.ts): every packet a batch call brings in gets an arrival
+ * stamp in stamps[slot], and every batch call writes the time it returned into ioClock[0], both in
+ * microseconds of CLOCK_MONOTONIC (the clock of process.hrtime). A datagram's arrival is the
+ * kernel's receive timestamp (SO_TIMESTAMPNS, CLOCK_REALTIME, moved onto CLOCK_MONOTONIC once per
+ * call); flannel0 has none, so a packet read from it is stamped with the moment its fd was seen
+ * ready (the poll callback, or the return of the wait that completed the read), else with the
+ * start of the read.
+ */
+static double clock_us(clockid_t id) {
+  struct timespec t;
+  clock_gettime(id, &t);
+  return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
+}
+static double mono_us(void) { return clock_us(CLOCK_MONOTONIC); }
+
+/* The moment this thread's poll callback saw an fd ready (0: not inside one); see watcher_cb. */
+static __thread double ready_at_us;
+
 /* ---------------------------------------------------------------- io_uring */
 
 /*
@@ -112,6 +136,7 @@ typedef struct {
   struct io_uring_cqe *cqes;
   void *sq_map, *cq_map, *sqe_map;
   size_t sq_map_len, cq_map_len, sqe_map_len;
+  unsigned features;          /* IORING_FEAT_* of the instance */
   unsigned read_window;       /* readv SQEs the next tunRead submits first (adaptive) */
   int rw_flags;               /* RWF_NOWAIT, or 0 once the file refused it */
   int32_t res[MAX_BATCH];     /* per SQE of the batch (user_data = index): its result */
@@ -178,6 +203,7 @@ static uring_t *uring_new(unsigned entries) {
   for (unsigned i = 0; i < p.sq_entries; i++) u->sq_array[i] = i;
   u->read_window = URING_READ_WINDOW_MIN;
   u->rw_flags = RWF_NOWAIT;
+  u->features = p.features;
   return u;
 fail:;
   int e = errno;
@@ -245,6 +271,8 @@ typedef struct {
   uint32_t *ext_offs; /* per slot: a second part sent after the slot's bytes (a segment's payload) */
   uint16_t *ext_lens; /* per slot: its length (0: none) */
   uint16_t *seg_sizes; /* per slot: after a receive, the UDP GRO segment size (0: one datagram) */
+  double *stamps;      /* per slot: when the packet arrived (µs, CLOCK_MONOTONIC) */
+  double *io_clock;    /* [0]: when the last batch call returned (µs, CLOCK_MONOTONIC) */
   int tun_vnet;    /* the TUN fd was opened with IFF_VNET_HDR */
   napi_ref refs[RING_ARRAYS + 1]; /* keep the JS arrays alive as long as the ring lives */
   int last_errno;   /* errno of the last packet a batch call skipped */
@@ -259,12 +287,15 @@ typedef struct {
   uint16_t msg_first[MAX_BATCH];
   uint16_t msg_segs[MAX_BATCH];
   union {
-    char buf[CMSG_SPACE(sizeof(uint16_t)) + CMSG_SPACE(sizeof(int))];
+    char buf[CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(struct timespec))];
     struct cmsghdr align;
   } ctrl[MAX_BATCH];
   uint32_t gso_segments; /* 0 = UDP GSO off; else the most segments per message */
   uring_t *uring;        /* NULL: TUN reads and writes are plain syscalls */
+  struct waiter *waiter; /* waitOpen: reads kept posted in an io_uring of their own */
 } ring_t;
+
+static void waiter_free(ring_t *r);
 
 /* The bytes of slot s, when [off, off + need) lies inside the slab; else NULL. JS owns the
    offsets, so every use is checked: a bad offset is an EINVAL for that packet, never a stray access. */
@@ -278,9 +309,12 @@ static uint8_t *slot_ptr(const ring_t *r, uint32_t s, size_t need) {
 static void ring_finalize(napi_env env, void *data, void *hint) {
   (void)hint;
   ring_t *r = data;
+  /* Reads still posted write into the slab and its arrays: cancel them while the references
+     still keep those alive. */
+  waiter_free(r);
+  uring_free(r->uring);
   for (int i = 0; i < RING_ARRAYS + 1; i++)
     if (r->refs[i]) napi_delete_reference(env, r->refs[i]);
-  uring_free(r->uring);
   free(r);
 }
 
@@ -314,6 +348,7 @@ static const struct {
     {"ports", napi_uint16_array, 1},       {"offs", napi_uint16_array, 1},
     {"vnetHdrs", napi_uint8_array, VNET_SLOT}, {"extOffs", napi_uint32_array, 1},
     {"extLens", napi_uint16_array, 1},     {"segSizes", napi_uint16_array, 1},
+    {"stamps", napi_float64_array, 1},     {"ioClock", napi_float64_array, 0},
 };
 
 static napi_value create_ring(napi_env env, napi_callback_info info) {
@@ -336,7 +371,8 @@ static napi_value create_ring(napi_env env, napi_callback_info info) {
   }
   r->slot_count = (uint32_t)n[0];
   for (int i = 0; i < RING_ARRAYS; i++) {
-    if (r->slot_count == 0 || r->slot_count > 65536 || n[i] < r->slot_count * ring_arrays[i].per_slot) {
+    size_t need = ring_arrays[i].per_slot ? r->slot_count * ring_arrays[i].per_slot : 1;
+    if (r->slot_count == 0 || r->slot_count > 65536 || n[i] < need) {
       napi_throw_range_error(env, NULL, "flannel-ts shim: layout arrays shorter than the slot count");
       goto fail;
     }
@@ -351,6 +387,8 @@ static napi_value create_ring(napi_env env, napi_callback_info info) {
   r->ext_offs = data[7];
   r->ext_lens = data[8];
   r->seg_sizes = data[9];
+  r->stamps = data[10];
+  r->io_clock = data[11];
   napi_create_reference(env, argv[0], 1, &r->refs[0]);
   for (int i = 0; i < RING_ARRAYS; i++) napi_create_reference(env, arrays[i], 1, &r->refs[i + 1]);
   napi_value ext;
@@ -552,6 +590,8 @@ static int64_t tun_read_uring(ring_t *r, int fd, uint32_t first, uint32_t max) {
   return n;
 }
 
+static int64_t tun_read_syscalls_or_uring(ring_t *r, int fd, uint32_t first, uint32_t max);
+
 /*
  * tunRead(ring, fd, first, max) -> n | -errno
  * Reads packets into slots first, first+1, ... until EAGAIN or max; lens[slot] = bytes, and
@@ -570,18 +610,28 @@ static napi_value tun_read(napi_env env, napi_callback_info info) {
       get_u32(env, argv[3], &max))
     return NULL;
   if (check_run(r, first, &max)) return make_int(env, -EINVAL);
-  if (r->uring) return make_int(env, tun_read_uring(r, fd, first, max));
+  double ready = ready_at_us > 0 ? ready_at_us : mono_us();
+  ready_at_us = 0; /* a second read in the same wake-up finds packets that came later */
+  int64_t n = tun_read_syscalls_or_uring(r, fd, first, max);
+  for (int64_t i = 0; i < n; i++) r->stamps[first + (uint32_t)i] = ready;
+  r->io_clock[0] = mono_us();
+  return make_int(env, n);
+}
+
+/* tunRead's reads (io_uring or one readv per packet): count or -errno. */
+static int64_t tun_read_syscalls_or_uring(ring_t *r, int fd, uint32_t first, uint32_t max) {
+  if (r->uring) return tun_read_uring(r, fd, first, max);
   uint32_t n = 0;
   while (n < max) {
     uint32_t slot = first + n;
     uint8_t *vh = r->vnet + (size_t)slot * VNET_SLOT;
     uint8_t *buf = slot_ptr(r, slot, r->slot_caps[slot]);
-    if (!buf) return make_int(env, n > 0 ? (int64_t)n : -EINVAL);
+    if (!buf) return n > 0 ? (int64_t)n : -EINVAL;
     struct iovec iov[2] = {{vh, VNET_LEN}, {buf, r->slot_caps[slot]}};
     ssize_t got = r->tun_vnet ? readv(fd, iov, 2) : read(fd, buf, r->slot_caps[slot]);
     if (got < 0) {
       if (errno == EINTR) continue;
-      if (n == 0 && errno != EAGAIN) return make_int(env, -errno);
+      if (n == 0 && errno != EAGAIN) return -errno;
       break;
     }
     if (r->tun_vnet) {
@@ -593,7 +643,7 @@ static napi_value tun_read(napi_env env, napi_callback_info info) {
     r->lens[slot] = (int32_t)got;
     n++;
   }
-  return make_int(env, n);
+  return n;
 }
 
 /* The packets the write at list position i gathers: groups[i] for a coalesced run, else 1. */
@@ -736,7 +786,10 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
   uint32_t ok = 0, i = 0;
   if (r->uring) {
     ok = tun_write_uring(r, fd, list, count, groups, &i);
-    if (i >= count) return make_int(env, ok);
+    if (i >= count) {
+      r->io_clock[0] = mono_us();
+      return make_int(env, ok);
+    }
   }
   struct iovec iov[TUN_GROUP_MAX + 1];
   while (i < count) {
@@ -758,6 +811,7 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
       ok += k;
     i += k;
   }
+  r->io_clock[0] = mono_us();
   return make_int(env, ok);
 }
 
@@ -820,6 +874,8 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) < 0)
       setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
   }
+  int on = 1; /* the kernel's receive timestamp on every datagram (residence timing); best effort */
+  setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on);
   struct sockaddr_in sa;
   memset(&sa, 0, sizeof sa);
   sa.sin_family = AF_INET;
@@ -842,6 +898,41 @@ static napi_value udp_local_port(napi_env env, napi_callback_info info) {
   socklen_t sl = sizeof sa;
   if (getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) return make_int(env, -errno);
   return make_int(env, ntohs(sa.sin_port));
+}
+
+/*
+ * The n messages received into slots first..: lens, sender, UDP GRO segment size and arrival
+ * stamp from each message's control data (now: CLOCK_MONOTONIC at the receive's return; fallback:
+ * the stamp of a datagram without a kernel timestamp).
+ */
+static void udp_harvest_one(ring_t *r, uint32_t slot, const struct msghdr *h, uint32_t len,
+                            const struct sockaddr_in *name, double now, double fallback, double *real_to_mono) {
+  r->lens[slot] = (int32_t)len;
+  r->addrs[slot] = ntohl(name->sin_addr.s_addr);
+  r->ports[slot] = ntohs(name->sin_port);
+  uint16_t seg = 0;
+  double stamp = fallback;
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR(h); cm; cm = CMSG_NXTHDR((struct msghdr *)h, cm)) {
+    if (r->udp_gro && cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
+      int v;
+      memcpy(&v, CMSG_DATA(cm), sizeof v);
+      if (v > 0 && v < 65536 && (uint32_t)v < len) seg = (uint16_t)v;
+    } else if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+      struct timespec ts;
+      memcpy(&ts, CMSG_DATA(cm), sizeof ts);
+      if (*real_to_mono == 0) *real_to_mono = now - clock_us(CLOCK_REALTIME);
+      stamp = (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3 + *real_to_mono;
+      if (stamp > now) stamp = now; /* the wall clock stepped back meanwhile */
+    }
+  }
+  r->seg_sizes[slot] = seg;
+  r->stamps[slot] = stamp;
+}
+
+static void udp_harvest(ring_t *r, uint32_t first, uint32_t n, double now, double fallback) {
+  double real_to_mono = 0;
+  for (uint32_t i = 0; i < n; i++)
+    udp_harvest_one(r, first + i, &r->msgs[i].msg_hdr, r->msgs[i].msg_len, &r->names[i], now, fallback, &real_to_mono);
 }
 
 /*
@@ -872,33 +963,18 @@ static napi_value udp_recv(napi_env env, napi_callback_info info) {
     r->msgs[i].msg_hdr.msg_iovlen = 1;
     r->msgs[i].msg_hdr.msg_name = &r->names[i];
     r->msgs[i].msg_hdr.msg_namelen = sizeof r->names[i];
-    if (r->udp_gro) {
-      r->msgs[i].msg_hdr.msg_control = r->ctrl[i].buf;
-      r->msgs[i].msg_hdr.msg_controllen = sizeof r->ctrl[i].buf;
-    }
+    r->msgs[i].msg_hdr.msg_control = r->ctrl[i].buf;
+    r->msgs[i].msg_hdr.msg_controllen = sizeof r->ctrl[i].buf;
   }
+  double ready = ready_at_us;
+  ready_at_us = 0;
   int n;
   do n = recvmmsg(fd, r->msgs, max, MSG_DONTWAIT | MSG_TRUNC, NULL);
   while (n < 0 && errno == EINTR);
+  double now = mono_us();
+  r->io_clock[0] = now;
   if (n < 0) return make_int(env, errno == EAGAIN ? 0 : -errno);
-  for (int i = 0; i < n; i++) {
-    uint32_t slot = first + (uint32_t)i;
-    r->lens[slot] = (int32_t)r->msgs[i].msg_len;
-    r->addrs[slot] = ntohl(r->names[i].sin_addr.s_addr);
-    r->ports[slot] = ntohs(r->names[i].sin_port);
-    uint16_t seg = 0;
-    if (r->udp_gro) {
-      struct msghdr *h = &r->msgs[i].msg_hdr;
-      for (struct cmsghdr *cm = CMSG_FIRSTHDR(h); cm; cm = CMSG_NXTHDR(h, cm)) {
-        if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
-          int v;
-          memcpy(&v, CMSG_DATA(cm), sizeof v);
-          if (v > 0 && v < 65536 && (uint32_t)v < r->msgs[i].msg_len) seg = (uint16_t)v;
-        }
-      }
-    }
-    r->seg_sizes[slot] = seg;
-  }
+  udp_harvest(r, first, (uint32_t)n, now, ready > 0 ? ready : now);
   return make_int(env, n);
 }
 
@@ -917,8 +993,10 @@ static napi_value udp_enable_gro(napi_env env, napi_callback_info info) {
 }
 
 /* Waits (bounded) for room in a full send buffer: the backpressure a TCP flow in the tunnel needs. */
-#define SEND_WAITS 100
-#define SEND_WAIT_MS 10
+/* Bounded at ~20 ms per call: the lane forwards for every peer, so one peer whose traffic the
+   kernel cannot take may hold it only that long (then the datagrams are counted as send errors). */
+#define SEND_WAITS 20
+#define SEND_WAIT_MS 1
 
 /*
  * Sends the datagrams of message g one sendmsg each (its iovecs, 1 or 2 per datagram, are
@@ -1076,6 +1154,7 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
     }
     done++; /* and skip them */
   }
+  r->io_clock[0] = mono_us();
   return make_int(env, sent);
 }
 
@@ -1133,6 +1212,358 @@ static napi_value str_error(napi_env env, napi_callback_info info) {
   return s;
 }
 
+/* ---------------------------------------------------------------- waiting in io_uring */
+
+/*
+ * A lane that forwards from a thread of its own (src/datapath/lane-worker.ts) waits here: one
+ * read kept posted on flannel0 (into slot tun_slot), one recvmsg on the UDP socket (into
+ * udp_slot) and one poll on an eventfd (the control plane's doorbell), all in an io_uring of their
+ * own. One io_uring_enter waits for any of them and, for the data, returns it already read: a
+ * lone packet costs one syscall to wait and read, no readiness callback, no read that finds
+ * nothing. waitNext reports which completed (W_*); the packets are in their slots with lens,
+ * stamps (the reap time for flannel0, the kernel timestamp for a datagram) and, for a datagram,
+ * sender and GRO size, exactly as tunRead/udpRecv leave them. A read is posted again by the next
+ * waitNext, once JS has forwarded what the last one brought (the slot is free again).
+ * Nothing may be in flight when the slab goes away: waitClose cancels and reaps every request.
+ */
+#define W_TUN 1u
+#define W_UDP 2u
+#define W_WAKE 4u
+/* The read completed as it was posted again: more traffic was already queued (JS then drains). */
+#define W_TUN_AT_ONCE 8u
+#define W_UDP_AT_ONCE 16u
+/* user_data of cancel requests */
+#define W_CANCEL 64u
+/* Busy-polling (spin_us) only this soon after the last packet: an idle lane sleeps at once. */
+#define W_SPIN_AFTER_US 2000.0
+/* How long waitClose waits for cancelled requests, at most. */
+#define W_CANCEL_ROUNDS 50
+
+struct waiter {
+  uring_t *u;
+  int tun_fd, udp_fd, wake_fd;
+  uint32_t tun_slot, udp_slot;
+  unsigned posted;  /* W_TUN | W_UDP | W_WAKE: requests in flight */
+  uint32_t spin_us; /* busy-poll this long before sleeping, while traffic is recent (0: never) */
+  double last_data_us; /* when the last packet came (CLOCK_MONOTONIC µs) */
+  unsigned pending; /* SQEs written but not yet submitted */
+  struct iovec tun_iov[2];
+  struct iovec udp_iov;
+  struct msghdr udp_msg;
+  struct sockaddr_in udp_name;
+  union {
+    char buf[CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(struct timespec))];
+    struct cmsghdr align;
+  } udp_ctrl;
+};
+
+static struct io_uring_sqe *waiter_sqe(struct waiter *w, uint8_t op, int fd, uint64_t user_data) {
+  uring_t *u = w->u;
+  unsigned tail = *u->sq_tail + w->pending;
+  struct io_uring_sqe *sqe = &u->sqes[tail & *u->sq_mask];
+  memset(sqe, 0, sizeof *sqe);
+  sqe->opcode = op;
+  sqe->fd = fd;
+  sqe->user_data = user_data;
+  w->pending++;
+  return sqe;
+}
+
+/* Posts what is asked and not in flight (0, or -EINVAL when a slot does not fit the slab). */
+static int waiter_post(ring_t *r, unsigned want) {
+  struct waiter *w = r->waiter;
+  unsigned todo = want & ~w->posted;
+  if (todo & W_TUN) {
+    uint8_t *buf = slot_ptr(r, w->tun_slot, r->slot_caps[w->tun_slot]);
+    if (!buf) return -EINVAL;
+    w->tun_iov[0].iov_base = r->vnet + (size_t)w->tun_slot * VNET_SLOT;
+    w->tun_iov[0].iov_len = VNET_LEN;
+    w->tun_iov[1].iov_base = buf;
+    w->tun_iov[1].iov_len = r->slot_caps[w->tun_slot];
+    struct io_uring_sqe *sqe = waiter_sqe(w, IORING_OP_READV, w->tun_fd, W_TUN);
+    sqe->addr = (uint64_t)(uintptr_t)(r->tun_vnet ? w->tun_iov : w->tun_iov + 1);
+    sqe->len = r->tun_vnet ? 2 : 1;
+    sqe->off = (uint64_t)-1;
+  }
+  if (todo & W_UDP) {
+    uint8_t *buf = slot_ptr(r, w->udp_slot, r->slot_caps[w->udp_slot]);
+    if (!buf) return -EINVAL;
+    w->udp_iov.iov_base = buf;
+    w->udp_iov.iov_len = r->slot_caps[w->udp_slot];
+    memset(&w->udp_msg, 0, sizeof w->udp_msg);
+    w->udp_msg.msg_name = &w->udp_name;
+    w->udp_msg.msg_namelen = sizeof w->udp_name;
+    w->udp_msg.msg_iov = &w->udp_iov;
+    w->udp_msg.msg_iovlen = 1;
+    w->udp_msg.msg_control = w->udp_ctrl.buf;
+    w->udp_msg.msg_controllen = sizeof w->udp_ctrl.buf;
+    struct io_uring_sqe *sqe = waiter_sqe(w, IORING_OP_RECVMSG, w->udp_fd, W_UDP);
+    sqe->addr = (uint64_t)(uintptr_t)&w->udp_msg;
+    sqe->len = 1;
+    sqe->msg_flags = MSG_TRUNC;
+  }
+  if (todo & W_WAKE) {
+    struct io_uring_sqe *sqe = waiter_sqe(w, IORING_OP_POLL_ADD, w->wake_fd, W_WAKE);
+    sqe->poll32_events = POLLIN;
+  }
+  w->posted |= todo;
+  return 0;
+}
+
+/* io_uring_enter submitting the pending SQEs, waiting for `wait` completions at most timeout_ms. */
+static int waiter_enter(struct waiter *w, unsigned wait, int timeout_ms) {
+  struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000, .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
+  struct io_uring_getevents_arg arg;
+  memset(&arg, 0, sizeof arg);
+  arg.ts = (uint64_t)(uintptr_t)&ts;
+  unsigned submit = w->pending;
+  if (submit) __atomic_store_n(w->u->sq_tail, *w->u->sq_tail + submit, __ATOMIC_RELEASE);
+  w->pending = 0;
+  /* GETEVENTS even without waiting: completions whose data came while we were away (task work,
+     deferred until we enter) are posted too. */
+  unsigned flags = IORING_ENTER_GETEVENTS | (wait ? IORING_ENTER_EXT_ARG : 0);
+  long ret = syscall(__NR_io_uring_enter, w->u->fd, submit, wait, flags, wait ? &arg : NULL, wait ? sizeof arg : 0);
+  /* ETIME: the time ran out; EINTR: a signal; EBUSY: the CQ is full (reaped next). The caller
+     reaps what there is and comes back. */
+  if (ret < 0 && errno != ETIME && errno != EINTR && errno != EBUSY) return -errno;
+  return 0;
+}
+
+/* Takes every completion: the data into their slots, W_* bits of what completed. */
+static unsigned waiter_reap(ring_t *r) {
+  struct waiter *w = r->waiter;
+  uring_t *u = w->u;
+  unsigned ev = 0;
+  double now = 0, real_to_mono = 0;
+  unsigned head = *u->cq_head, ctail = __atomic_load_n(u->cq_tail, __ATOMIC_ACQUIRE);
+  for (; head != ctail; head++) {
+    const struct io_uring_cqe *cqe = &u->cqes[head & *u->cq_mask];
+    unsigned what = (unsigned)cqe->user_data;
+    int32_t res = cqe->res;
+    if (what == W_CANCEL) continue;
+    w->posted &= ~what;
+    if (res == -EAGAIN || res == -EINTR || res == -ECANCELED) continue; /* nothing: posted again */
+    if (now == 0) now = mono_us();
+    if (what == W_TUN) {
+      int32_t len = res;
+      if (res >= 0) {
+        len = r->tun_vnet ? res - VNET_LEN : res;
+        if (len < 0) len = 0; /* length 0: JS drops and counts it as malformed */
+        if (!r->tun_vnet) memset(r->vnet + (size_t)w->tun_slot * VNET_SLOT, 0, VNET_LEN);
+      } else {
+        r->last_errno = -res;
+      }
+      r->lens[w->tun_slot] = len;
+      r->stamps[w->tun_slot] = now;
+      ev |= W_TUN;
+    } else if (what == W_UDP) {
+      if (res >= 0) {
+        udp_harvest_one(r, w->udp_slot, &w->udp_msg, (uint32_t)res, &w->udp_name, now, now, &real_to_mono);
+      } else {
+        r->last_errno = -res;
+        r->lens[w->udp_slot] = res;
+      }
+      ev |= W_UDP;
+    } else if (what == W_WAKE) {
+      uint64_t v;
+      while (read(w->wake_fd, &v, sizeof v) < 0 && errno == EINTR) {
+      }
+      ev |= W_WAKE;
+    }
+  }
+  __atomic_store_n(u->cq_head, head, __ATOMIC_RELEASE);
+  if (ev & (W_TUN | W_UDP)) r->io_clock[0] = w->last_data_us = now;
+  return ev;
+}
+
+/* Cancels the requests in flight among `which` and reaps until none is (bounded); W_* of data
+   that completed meanwhile (it is in its slot). */
+static unsigned waiter_cancel(ring_t *r, unsigned which) {
+  struct waiter *w = r->waiter;
+  unsigned ev = 0;
+  for (unsigned bit = W_TUN; bit <= W_WAKE; bit <<= 1) {
+    if (!(w->posted & which & bit)) continue;
+    struct io_uring_sqe *sqe = waiter_sqe(w, IORING_OP_ASYNC_CANCEL, -1, W_CANCEL);
+    sqe->addr = bit;
+  }
+  for (int round = 0; round < W_CANCEL_ROUNDS; round++) {
+    if (waiter_enter(w, (w->posted & which) ? 1 : 0, 20) < 0) break;
+    ev |= waiter_reap(r);
+    if (!(w->posted & which)) break;
+  }
+  return ev & (W_TUN | W_UDP);
+}
+
+static void waiter_free(ring_t *r) {
+  struct waiter *w = r->waiter;
+  if (!w) return;
+  if (w->posted) waiter_cancel(r, w->posted);
+  uring_free(w->u); /* closing it cancels whatever is still in flight */
+  free(w);
+  r->waiter = NULL;
+}
+
+/*
+ * waitOpen(ring, tunFd, udpFd, wakeFd, tunSlot, udpSlot, spinUs) -> 0 | -errno: sets up the wait
+ * (an io_uring on the calling thread, which alone may call waitNext); spinUs: how long a wait
+ * busy-polls before it sleeps, when a packet came in the last 2 ms (0: never, capped at 10 ms). ENOSYS/EPERM: no io_uring here;
+ * EOPNOTSUPP: a kernel without timed waits (IORING_FEAT_EXT_ARG, Linux 5.11).
+ */
+static napi_value wait_open(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  int32_t tun_fd, udp_fd, wake_fd;
+  uint32_t tun_slot, udp_slot, spin_us;
+  if (get_args(env, info, 7, argv)) return NULL;
+  ring_t *r = get_ring(env, argv[0]);
+  if (!r || get_i32(env, argv[1], &tun_fd) || get_i32(env, argv[2], &udp_fd) || get_i32(env, argv[3], &wake_fd) ||
+      get_u32(env, argv[4], &tun_slot) || get_u32(env, argv[5], &udp_slot) || get_u32(env, argv[6], &spin_us))
+    return NULL;
+  if (r->waiter) return make_int(env, -EBUSY);
+  if (tun_slot >= r->slot_count || udp_slot >= r->slot_count) return make_int(env, -EINVAL);
+  struct waiter *w = calloc(1, sizeof *w);
+  if (!w) return make_int(env, -ENOMEM);
+  w->u = uring_new(8);
+  if (!w->u) {
+    int e = errno;
+    free(w);
+    return make_int(env, -e);
+  }
+  if (!(w->u->features & IORING_FEAT_EXT_ARG)) {
+    uring_free(w->u);
+    free(w);
+    return make_int(env, -EOPNOTSUPP);
+  }
+  w->tun_fd = tun_fd;
+  w->udp_fd = udp_fd;
+  w->wake_fd = wake_fd;
+  w->tun_slot = tun_slot;
+  w->udp_slot = udp_slot;
+  w->spin_us = spin_us > 10000 ? 10000 : spin_us;
+  r->waiter = w;
+  return make_int(env, 0);
+}
+
+/*
+ * waitNext(ring, timeoutMs, want) -> W_* bits | -errno. Posts what is not in flight (the doorbell
+ * always; flannel0's read and the socket's recvmsg as `want` asks, W_TUN | W_UDP; those not
+ * wanted are cancelled) and returns what completed: at once (with the *_AT_ONCE bits: traffic
+ * was already queued), or after waiting at most timeoutMs (0 bits: the time ran out, or a signal
+ * came).
+ */
+static napi_value wait_next(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int32_t timeout_ms;
+  uint32_t want;
+  if (get_args(env, info, 3, argv)) return NULL;
+  ring_t *r = get_ring(env, argv[0]);
+  if (!r || get_i32(env, argv[1], &timeout_ms) || get_u32(env, argv[2], &want)) return NULL;
+  struct waiter *w = r->waiter;
+  if (!w) return make_int(env, -EINVAL);
+  if (timeout_ms < 0) timeout_ms = 0;
+  want &= W_TUN | W_UDP;
+  unsigned ev = 0;
+  if (w->posted & (W_TUN | W_UDP) & ~want) ev |= waiter_cancel(r, (W_TUN | W_UDP) & ~want);
+  int rc = waiter_post(r, W_WAKE | want);
+  if (rc < 0) return make_int(env, rc);
+  { /* submit (and collect) first, without waiting: what completes at once means traffic is queued */
+    rc = waiter_enter(w, 0, 0);
+    if (rc < 0) return make_int(env, rc);
+    unsigned now_ev = waiter_reap(r);
+    ev |= now_ev | ((now_ev & W_TUN) ? W_TUN_AT_ONCE : 0) | ((now_ev & W_UDP) ? W_UDP_AT_ONCE : 0);
+  }
+  /* Traffic in the last W_SPIN_AFTER_US: the answer to what was just forwarded may come soon, so
+     poll (without sleeping) for up to spin_us before going to sleep, sparing that wake-up. */
+  if (!ev && w->spin_us > 0 && mono_us() - w->last_data_us < W_SPIN_AFTER_US) {
+    double until = mono_us() + w->spin_us;
+    do {
+      rc = waiter_enter(w, 0, 0);
+      if (rc < 0) return make_int(env, rc);
+      ev = waiter_reap(r);
+    } while (!ev && mono_us() < until);
+  }
+  if (!ev) {
+    rc = waiter_enter(w, 1, timeout_ms);
+    if (rc < 0) return make_int(env, rc);
+    ev = waiter_reap(r);
+  }
+  return make_int(env, ev);
+}
+
+/* waitClose(ring): cancels and reaps what is in flight, closes the wait's io_uring. Idempotent. */
+static napi_value wait_close(napi_env env, napi_callback_info info) {
+  ring_t *r = only_ring_arg(env, info);
+  if (!r) return NULL;
+  waiter_free(r);
+  return NULL;
+}
+
+/* datagramPair() -> [fd, fd] | -errno: an AF_UNIX datagram socket pair (non-blocking): a stand-in
+   for flannel0 (one datagram per read) when the datapath warms up. */
+static napi_value datagram_pair(napi_env env, napi_callback_info info) {
+  (void)info;
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0) return make_int(env, -errno);
+  napi_value arr;
+  CHECK(napi_create_array_with_length(env, 2, &arr));
+  CHECK(napi_set_element(env, arr, 0, make_int(env, fds[0])));
+  CHECK(napi_set_element(env, arr, 1, make_int(env, fds[1])));
+  return arr;
+}
+
+/* eventfdOpen() -> fd | -errno (non-blocking): a lane's doorbell. */
+static napi_value eventfd_open(napi_env env, napi_callback_info info) {
+  (void)info;
+  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  return make_int(env, fd < 0 ? -errno : fd);
+}
+
+/* eventfdSignal(fd) -> 0 | -errno: rings the doorbell (wakes a waitNext waiting on it). */
+static napi_value eventfd_signal(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t fd;
+  if (get_args(env, info, 1, argv) || get_i32(env, argv[0], &fd)) return NULL;
+  uint64_t one = 1;
+  ssize_t n;
+  do n = write(fd, &one, sizeof one);
+  while (n < 0 && errno == EINTR);
+  return make_int(env, n < 0 && errno != EAGAIN ? -errno : 0); /* EAGAIN: already rung to the brim */
+}
+
+/* ---------------------------------------------------------------- scheduling */
+
+/* struct sched_attr of sched_setattr(2) (not in every libc's headers). */
+struct lane_sched_attr {
+  uint32_t size, sched_policy;
+  uint64_t sched_flags;
+  int32_t sched_nice;
+  uint32_t sched_priority;
+  uint64_t sched_runtime, sched_deadline, sched_period;
+  uint32_t sched_util_min, sched_util_max;
+};
+
+/*
+ * threadSetSlice(sliceUs) -> 0 | -errno: asks the scheduler for a time slice of sliceUs for the
+ * calling thread (SCHED_OTHER, its nice unchanged: sched_setattr's sched_runtime, used by EEVDF
+ * since Linux 6.12, clamped to 100 µs..100 ms). A thread with a slice shorter than the running
+ * task's preempts it when it wakes up (PREEMPT_SHORT), instead of waiting for that task's slice to
+ * end: the forwarding thread's wake-ups stop queueing behind CPU-bound work, and its share of the
+ * CPU does not change. 0 = the default slice again. Older kernels accept and ignore it.
+ */
+static napi_value thread_set_slice(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  uint32_t slice_us;
+  if (get_args(env, info, 1, argv) || get_u32(env, argv[0], &slice_us)) return NULL;
+  struct lane_sched_attr attr;
+  memset(&attr, 0, sizeof attr);
+  attr.size = sizeof attr;
+  attr.sched_policy = 0; /* SCHED_OTHER */
+  errno = 0;
+  int nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+  attr.sched_nice = errno == 0 ? nice : 0;
+  attr.sched_runtime = (uint64_t)slice_us * 1000;
+  return make_int(env, syscall(SYS_sched_setattr, 0, &attr, 0) < 0 ? -errno : 0);
+}
+
 /* ---------------------------------------------------------------- readiness */
 
 typedef struct {
@@ -1159,12 +1590,14 @@ static void watcher_cb(uv_poll_t *h, int status, int events) {
   napi_get_global(env, &recv); /* make_callback needs an object receiver */
   napi_create_int32(env, status, &argv[0]);
   napi_create_int32(env, events, &argv[1]);
+  ready_at_us = mono_us(); /* the arrival stamp of what the callback reads from flannel0 */
   /* make_callback runs the microtask queue and reports uncaught exceptions like any callback */
   if (napi_make_callback(env, w->async, recv, cb, 2, argv, &result) == napi_pending_exception) {
     napi_value exc;
     napi_get_and_clear_last_exception(env, &exc);
     napi_fatal_exception(env, exc);
   }
+  ready_at_us = 0;
   napi_close_handle_scope(env, scope);
 }
 
@@ -1274,6 +1707,13 @@ static napi_value init(napi_env env, napi_value exports) {
       {"strerror", NULL, str_error, NULL, NULL, NULL, napi_enumerable, NULL},
       {"pollStart", NULL, poll_start, NULL, NULL, NULL, napi_enumerable, NULL},
       {"pollStop", NULL, poll_stop, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"waitOpen", NULL, wait_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"threadSetSlice", NULL, thread_set_slice, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"waitNext", NULL, wait_next, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"waitClose", NULL, wait_close, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"eventfdOpen", NULL, eventfd_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"datagramPair", NULL, datagram_pair, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"eventfdSignal", NULL, eventfd_signal, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

@@ -7,11 +7,14 @@
 // and route: what the agent made goes with it.
 import { DatapathClosedError, TunOpenError, UdpBindError } from '../errors.js';
 import { C, countersToObject, newCounters } from '../datapath/counters.js';
+import { latencyToObject } from '../datapath/latency.js';
 import type { ForwarderConfig } from '../datapath/forwarder.js';
 import { Lane, type LaneSetup, type Lanes } from '../datapath/lane.js';
 import { peerTotals, type PeerTotals } from '../datapath/peer-counters.js';
 import { SUPER_SLOT_SIZE, slotSizeFor } from '../datapath/slab.js';
 import { WorkerLanes } from '../datapath/worker-lanes.js';
+import { warmUp } from '../datapath/warm-up.js';
+import type { DatapathWait } from '../datapath/lane.js';
 import { ENCAP_OVERHEAD } from '../encap/ipv4.js';
 import type { KernelOnlyCounter } from '../fastpath/counters.js';
 import { startDatapath, type DatapathChoice, type KernelFastPath } from '../fastpath/fast-path.js';
@@ -50,6 +53,19 @@ export interface DatapathOptions {
    * Default 'userspace'. 'kernel' throws when the fast path cannot load; 'auto' falls back.
    */
   readonly datapath?: DatapathChoice;
+  /**
+   * With one lane: 'io-uring' = a worker thread of its own that waits in io_uring (reads kept
+   * posted; falls back to that thread's event loop where io_uring cannot wait); 'event-loop'
+   * (default) = the main thread, driven by libuv readiness beside the control plane.
+   */
+  readonly datapathWait?: DatapathWait;
+  /**
+   * The scheduler time slice a forwarding worker thread asks for (µs; 0 = the default): short, so
+   * that its wake-ups preempt CPU-bound work at once (EEVDF, Linux 6.12+). Default 0.
+   */
+  readonly datapathSliceUs?: number;
+  /** With datapathWait 'io-uring': µs each wait busy-polls before it sleeps, after traffic (0: never; default). */
+  readonly datapathSpinUs?: number;
 }
 
 export interface Offloads {
@@ -74,6 +90,8 @@ export interface OffloadsInForce {
   readonly tunIoUring: number;
   /** Threads forwarding: 1 = the main thread, 2 = a worker per direction. */
   readonly workers: number;
+  /** The forwarding thread waits in io_uring (--datapath-wait=io-uring, where the kernel allows). */
+  readonly datapathWait: DatapathWait;
 }
 
 /** TUNSETOFFLOAD flags: TUN_F_CSUM | TUN_F_TSO4 (IPv4 TCP only: flannel's udp backend is IPv4). */
@@ -193,8 +211,15 @@ export class Datapath {
       const config = { ...forwarderConfig(options.subnet, options.port, mtu), tunGro: tunVnet };
       const workers = options.workers ?? 1;
       if (workers === 2) {
-        lanes = new WorkerLanes(setup, tunFd, udpFd, config);
+        lanes = new WorkerLanes(setup, tunFd, udpFd, config, { sliceUs: options.datapathSliceUs });
+      } else if (options.datapathWait === 'io-uring') {
+        lanes = new WorkerLanes(setup, tunFd, udpFd, config, {
+          waiting: true,
+          sliceUs: options.datapathSliceUs,
+          spinUs: options.datapathSpinUs,
+        });
       } else {
+        warmUp(setup, config); // this thread forwards: its code is compiled before the first packet
         const lane = new Lane(setup, tunFd, udpFd, config, newCounters(), 'both');
         lanes = lane;
         lane.start();
@@ -340,6 +365,16 @@ export class Datapath {
     return kernelOnly === null ? countersToObject(all) : { ...countersToObject(all), ...kernelOnly };
   }
 
+  /** The latency histograms (datapath/latency.ts), current as of this read. */
+  get latency(): Float64Array {
+    return this.lanes.latency();
+  }
+
+  /** Each latency series summarized (count, average, quantiles in µs), for the SIGUSR1 dump. */
+  latencyObject(): Record<string, unknown> {
+    return latencyToObject(this.latency);
+  }
+
   /**
    * Stops forwarding and drains what the last wake-up left, so the counters are final. Bounded:
    * a peer (or a stranger) that keeps sending must not keep the agent from stopping.
@@ -359,6 +394,7 @@ export class Datapath {
       udpGro: s.udpGro,
       tunIoUring: s.tunIoUring,
       workers: this.workers,
+      datapathWait: s.waiting === true ? 'io-uring' : 'event-loop',
     };
   }
 

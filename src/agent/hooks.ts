@@ -29,6 +29,8 @@ export interface AgentStatus {
   fastPathCounters?(): FastPathCounters | null;
   /** Packets, bytes and drops to and from each peer route in force. */
   peerTraffic?(): Iterable<PeerTraffic>;
+  /** The datapath's latency histograms (src/datapath/latency.ts). */
+  readonly latency?: Float64Array;
 }
 
 export interface Closable {

@@ -67,7 +67,8 @@ class RetryLog {
 export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promise<number> {
   let datapath: Datapath | null = null;
   const reportCounters = () => {
-    if (datapath !== null) log.info('counters', { counters: datapath.countersObject() });
+    if (datapath !== null)
+      log.info('counters', { counters: datapath.countersObject(), latencyUs: datapath.latencyObject() });
   };
   const stopSignal = waitForStopSignal(reportCounters);
   let stopped: string | null = null;
@@ -152,6 +153,9 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
       tunIoUring: flags.ioUring,
       workers: flags.workers,
       datapath: flags.datapath,
+      datapathWait: flags.datapathWait,
+      datapathSliceUs: flags.datapathSliceUs,
+      datapathSpinUs: flags.datapathSpinUs,
     });
     datapath = dp;
     // Writes run one after another, so that the file always ends with the latest subnet.
@@ -252,6 +256,9 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
         get counters() {
           return dp.counters;
         }, // live: both directions added up with --workers 2
+        get latency() {
+          return dp.latency;
+        },
         routes: () => dp.routes,
         lease: () => leases?.lease ?? null,
         offloads: () => {

@@ -27,6 +27,9 @@ export class FlagError extends FlannelTsError {
   override readonly code = 'FLANNEL_TS_ERR_INVALID_FLAG';
 }
 
+/** --datapath-wait: a thread of its own waiting in io_uring, or the main thread's event loop. */
+export type DatapathWait = 'io-uring' | 'event-loop';
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 export interface PeerFlag {
@@ -51,6 +54,12 @@ export interface StaticFlags {
   readonly workers: 1 | 2;
   /** --datapath: the kernel fast path where it loads (auto, the default), always (kernel), never (userspace). */
   readonly datapath: DatapathChoice;
+  /** How one forwarding lane waits for packets (--datapath-wait); --workers 2 always uses event loops. */
+  readonly datapathWait: DatapathWait;
+  /** The scheduler time slice of forwarding worker threads, µs (--datapath-slice-us; 0 = the default). */
+  readonly datapathSliceUs: number;
+  /** µs a waiting lane busy-polls before it sleeps, after traffic (--datapath-spin-us; 0 = never). */
+  readonly datapathSpinUs: number;
   readonly logLevel: LogLevel;
 }
 
@@ -91,6 +100,12 @@ export interface RegistryFlags {
   readonly workers: 1 | 2;
   /** --datapath: the kernel fast path where it loads (auto, the default), always (kernel), never (userspace). */
   readonly datapath: DatapathChoice;
+  /** How one forwarding lane waits for packets (--datapath-wait); --workers 2 always uses event loops. */
+  readonly datapathWait: DatapathWait;
+  /** The scheduler time slice of forwarding worker threads, µs (--datapath-slice-us; 0 = the default). */
+  readonly datapathSliceUs: number;
+  /** µs a waiting lane busy-polls before it sleeps, after traffic (--datapath-spin-us; 0 = never). */
+  readonly datapathSpinUs: number;
   readonly logLevel: LogLevel;
 }
 
@@ -124,6 +139,9 @@ const FLAGS: Readonly<Record<string, FlagSpec>> = {
   'io-uring': { type: 'bool', mode: 'both' },
   workers: { type: 'string', mode: 'both' },
   datapath: { type: 'string', mode: 'both' },
+  'datapath-wait': { type: 'string', mode: 'both' },
+  'datapath-slice-us': { type: 'string', mode: 'both' },
+  'datapath-spin-us': { type: 'string', mode: 'both' },
   'log-level': { type: 'string', mode: 'both' },
   v: { type: 'string', mode: 'both' },
   // flanneld mode
@@ -206,6 +224,14 @@ Both modes:
                           the fast path. The "forwarding" line says which runs (datapath=...) and why
   --workers N           forwarding threads: 1 = the main thread (default), 2 = a worker thread per
                           direction (flannel0 -> UDP, UDP -> flannel0), for hosts where one core is the limit
+  --datapath-wait MODE  with --workers 1, how the forwarding thread waits for packets: io-uring (default
+                          unless --io-uring=false) = a thread of its own blocks in one io_uring_enter that
+                          waits and reads, with reads kept posted on flannel0 and the socket; event-loop =
+                          the main thread's event loop, beside the control plane
+  --datapath-slice-us N the scheduler time slice forwarding worker threads ask for, 100..100000 µs, or 0 for
+                          the kernel's default (default 100: their wake-ups preempt CPU-bound work at once)
+  --datapath-spin-us N  with --datapath-wait=io-uring, busy-poll up to N µs (0..10000) before sleeping while a
+                          packet came in the last 2 ms, sparing the wake-up for a quick answer (default 0)
   --log-level LEVEL     debug|info|warn|error (default info); -v N (N >= 1) means debug
   --version, --help
 Flags may be spelled -flag or --flag, with "=value" or the value as the next argument.
@@ -304,6 +330,25 @@ function offloadsOf(noOffload: boolean, list: string | undefined): Offloads {
   return { tun: names.includes('tun'), udp: names.includes('udp') };
 }
 
+function datapathWaitOf(value: string | undefined, ioUring: boolean): DatapathWait {
+  if (value === undefined) return ioUring ? 'io-uring' : 'event-loop';
+  if (value !== 'io-uring' && value !== 'event-loop')
+    throw new FlagError(`--datapath-wait: "${value}" is not one of io-uring, event-loop`);
+  return value;
+}
+
+function sliceOf(value: string | undefined): number {
+  const us = integer('datapath-slice-us', value, DEFAULT_SLICE_US, 0, 100_000);
+  if (us !== 0 && us < 100) throw new FlagError(`--datapath-slice-us: ${us} is below 100 (or 0 for the default)`);
+  return us;
+}
+
+/** No busy-polling by default: see docs/latency.md for what it gave on a 2-core machine. */
+const DEFAULT_SPIN_US = 0;
+
+/** The slice a forwarding worker thread asks for by default: the shortest the kernel grants. */
+const DEFAULT_SLICE_US = 100;
+
 function logLevelOf(level: string | undefined, verbosity: string | undefined): LogLevel {
   const v = integer('v', verbosity, 0, 0, 1_000);
   const chosen = level ?? (v >= 1 ? 'debug' : 'info');
@@ -364,6 +409,9 @@ function staticFlags(values: Map<string, string | string[] | boolean>): StaticFl
     ioUring: values.get('io-uring') !== false,
     workers: integer('workers', str('workers'), 1, 1, 2) as 1 | 2,
     datapath: datapathOf(str('datapath')),
+    datapathWait: datapathWaitOf(str('datapath-wait'), values.get('io-uring') !== false),
+    datapathSliceUs: sliceOf(str('datapath-slice-us')),
+    datapathSpinUs: integer('datapath-spin-us', str('datapath-spin-us'), DEFAULT_SPIN_US, 0, 10_000),
     logLevel: logLevelOf(str('log-level'), str('v')),
   };
 }
@@ -471,6 +519,9 @@ function registryFlags(cli: Map<string, string | string[] | boolean>, env: NodeJ
     ioUring: bool('io-uring', true),
     workers: integer('workers', str('workers'), 1, 1, 2) as 1 | 2,
     datapath: datapathOf(str('datapath')),
+    datapathWait: datapathWaitOf(str('datapath-wait'), bool('io-uring', true)),
+    datapathSliceUs: sliceOf(str('datapath-slice-us')),
+    datapathSpinUs: integer('datapath-spin-us', str('datapath-spin-us'), DEFAULT_SPIN_US, 0, 10_000),
     logLevel: logLevelOf(str('log-level'), str('v')),
   };
 }

@@ -19,12 +19,16 @@ export async function runStaticAgent(flags: StaticFlags, log: Logger): Promise<n
     tunIoUring: flags.ioUring,
     workers: flags.workers,
     datapath: flags.datapath,
+    datapathWait: flags.datapathWait,
+    datapathSliceUs: flags.datapathSliceUs,
+    datapathSpinUs: flags.datapathSpinUs,
   });
   try {
     datapath.setRoutes(flags.peers);
     // The handlers go in before "forwarding" is logged: whoever reads that line may send SIGUSR1
     // at once, and without a listener Node answers SIGUSR1 by starting its inspector.
-    const reportCounters = () => log.info('counters', { counters: datapath.countersObject() });
+    const reportCounters = () =>
+      log.info('counters', { counters: datapath.countersObject(), latencyUs: datapath.latencyObject() });
     const stopSignal = waitForStopSignal(reportCounters);
     log.info('forwarding', { ...datapath.describe(publicIp, flags.network), routes: describeRoutes(flags.peers) });
 

@@ -14,6 +14,7 @@ import { RoutingSnapshot } from '../routing-table/snapshot.js';
 import { C } from './counters.js';
 import { P, PEER_FIELDS, newPeerCounters } from './peer-counters.js';
 import type { TunDevice, UdpSocket } from './io.js';
+import { L, newLatency, record } from './latency.js';
 import { SEGMENT_CELLS, VIEW_SLOTS, type PacketSlab } from './slab.js';
 
 /** Most datagrams in one send call, and packets in one write call (the shim's MAX_BATCH). */
@@ -68,6 +69,9 @@ export class Forwarder {
   private peers: Float64Array = newPeerCounters(0);
   /** Per slot: the route index of the packet queued in it, to count its send or write against that peer. */
   private readonly slotPeer: Int32Array;
+  /** When the last flush's send / write call returned (slab.ioClock), for the batch's work time. */
+  private sentAt = 0;
+  private writtenAt = 0;
 
   constructor(
     private readonly slab: PacketSlab,
@@ -76,6 +80,8 @@ export class Forwarder {
     private readonly config: ForwarderConfig,
     /** Indexed by C.*; see counters.ts. */
     readonly counters: Float64Array,
+    /** Residence, wait and work histograms (latency.ts), from slab.stamps and slab.ioClock. */
+    readonly latency: Float64Array = newLatency(),
   ) {
     this.sendList = new Uint16Array(IO_CALL_MAX);
     this.writeList = new Uint16Array(IO_CALL_MAX);
@@ -124,6 +130,9 @@ export class Forwarder {
       if (n < 0) c[C.tunReadErrors]++;
       return 0;
     }
+    const readAt = slab.ioClock[0];
+    record(this.latency, L.txWait, readAt - slab.stamps[slab.txFirst]);
+    this.sentAt = 0;
     const bytes = slab.bytes,
       words = slab.words,
       lens = slab.lens,
@@ -171,7 +180,7 @@ export class Forwarder {
         continue;
       }
       if (gsoType !== 0) {
-        this.sendSegments(off, len, vo, gsoType, peer);
+        this.sendSegments(off, len, vo, gsoType, peer, slab.stamps[slot]);
         continue;
       }
       if (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
@@ -194,6 +203,7 @@ export class Forwarder {
     c[C.tunReadPackets] += n;
     c[C.tunReadBytes] += readBytes;
     this.flushSends();
+    if (this.sentAt > 0) record(this.latency, L.txWork, this.sentAt - readAt);
     if (icmps > 0) {
       const written = this.tun.write(icmpList, icmps);
       c[C.icmpUnreachableSent] += written;
@@ -212,7 +222,7 @@ export class Forwarder {
    * another GSO type, not segmentable or beyond what Linux builds (TCP_MIN_GSO_SIZE,
    * UDP_MAX_SEGMENTS) (dropTxBadOffload), or a segment that cannot fit the MTU (dropTxOversize).
    */
-  private sendSegments(off: number, len: number, vo: number, gsoType: number, peer: number): void {
+  private sendSegments(off: number, len: number, vo: number, gsoType: number, peer: number, arrivedAt: number): void {
     const { slab, counters: c } = this;
     const bytes = slab.bytes,
       vnet = slab.vnetHdrs,
@@ -248,6 +258,7 @@ export class Forwarder {
     const addrs = slab.addrs,
       ports = slab.ports,
       slotPeer = this.slotPeer,
+      stamps = slab.stamps,
       list = this.sendList,
       port = this.config.port;
     for (let done = 0; done < total;) {
@@ -293,6 +304,7 @@ export class Forwarder {
         addrs[cell] = publicIp;
         ports[cell] = port;
         slotPeer[cell] = peer;
+        stamps[cell] = arrivedAt;
         list[this.sends++] = cell;
       }
       this.nextCell = first + segs;
@@ -318,8 +330,12 @@ export class Forwarder {
       if (n < 0) c[C.udpRecvErrors]++;
       return 0;
     }
+    const readAt = slab.ioClock[0];
+    record(this.latency, L.rxWait, readAt - slab.stamps[slab.rxFirst]);
+    this.writtenAt = 0;
     const lens = slab.lens,
       addrs = slab.addrs,
+      stamps = slab.stamps,
       offsets = slab.slotOffsets,
       segSizes = slab.segSizes;
     const viewEnd = slab.viewFirst + VIEW_SLOTS;
@@ -344,6 +360,7 @@ export class Forwarder {
         offsets[view] = off + at;
         lens[view] = Math.min(seg, len - at);
         addrs[view] = from;
+        stamps[view] = stamps[slot];
         datagrams++;
         c[C.udpGroDatagrams]++;
         if (this.accept(view, lens[view])) this.queueWrite(view);
@@ -353,6 +370,7 @@ export class Forwarder {
     c[C.udpRecvPackets] += datagrams;
     c[C.udpRecvBytes] += recvBytes;
     this.flushWrites();
+    if (this.writtenAt > 0) record(this.latency, L.rxWork, this.writtenAt - readAt);
     return n;
   }
 
@@ -413,18 +431,22 @@ export class Forwarder {
       peers = this.peers,
       slotPeer = this.slotPeer;
     const sent = this.udp.send(list, count);
+    const at = (this.sentAt = this.slab.ioClock[0]),
+      stamps = this.slab.stamps,
+      latency = this.latency;
     let sentBytes = 0;
     for (let i = 0; i < count; i++) {
       const slot = list[i],
         len = lens[slot],
-        at = slotPeer[slot] * PEER_FIELDS;
+        pi = slotPeer[slot] * PEER_FIELDS;
       if (len > 0) {
         const datagram = len + extLens[slot];
         sentBytes += datagram;
-        peers[at + P.txPackets]++;
-        peers[at + P.txBytes] += datagram;
+        peers[pi + P.txPackets]++;
+        peers[pi + P.txBytes] += datagram;
+        record(latency, L.txResidence, at - stamps[slot]);
       } else {
-        peers[at + P.txDrops]++;
+        peers[pi + P.txDrops]++;
       }
     }
     c[C.udpSentPackets] += sent;
@@ -459,19 +481,23 @@ export class Forwarder {
           )
         : 0;
     const written = this.tun.write(list, count, groups > 0 ? groupLens : null);
-    // One pass over what was written: bytes, per-peer counts, and the outcome of each super-packet.
+    const at = (this.writtenAt = slab.ioClock[0]),
+      stamps = slab.stamps,
+      latency = this.latency;
+    // One pass over what was written: bytes, per-peer counts, residence, and the outcome of each super-packet.
     const peers = this.peers,
       slotPeer = this.slotPeer;
     let writtenBytes = 0;
     for (let i = 0; i < count; i++) {
       const len = lens[list[i]],
-        at = slotPeer[list[i]] * PEER_FIELDS;
+        pi = slotPeer[list[i]] * PEER_FIELDS;
       if (len > 0) {
         writtenBytes += len;
-        peers[at + P.rxPackets]++;
-        peers[at + P.rxBytes] += len;
+        peers[pi + P.rxPackets]++;
+        peers[pi + P.rxBytes] += len;
+        record(latency, L.rxResidence, at - stamps[list[i]]);
       } else {
-        peers[at + P.rxDrops]++;
+        peers[pi + P.rxDrops]++;
       }
       if (groups === 0 || groupLens[i] < 2) continue;
       if (len >= 0) {

@@ -1,12 +1,17 @@
 // One forwarding lane: a slab, its native ring and a Forwarder over flannel0 and the UDP socket,
-// driven by a DatapathEngine on the calling thread. The agent runs one lane for both directions
-// on its main thread (--workers 1), or one lane per direction, each in its own worker thread
-// (--workers 2, worker-lanes.ts). A lane owns its slab, ring (and the ring's io_uring) and
-// counters array; lanes share only the two fds and routing snapshots built from the same routes.
-import { shim, type RingHandle } from '../native/shim.js';
+// on the calling thread. Two ways to drive it:
+//  - event loop: a DatapathEngine (libuv readiness callbacks) on the main thread, beside the
+//    control plane, or in a worker thread per direction (--workers 2);
+//  - waiting in io_uring (startWaiting + waitOnce): a thread of its own (lane-worker.ts) blocks in
+//    one io_uring_enter that both waits and reads (reads kept posted on flannel0 and the socket),
+//    never going through an event loop (--datapath-wait=io-uring).
+// A lane owns its slab, ring (and the ring's io_urings), counters and latency arrays; lanes share
+// only the two fds and routing snapshots built from the same routes.
+import { describeErrno, shim, WAIT, type RingHandle } from '../native/shim.js';
 import type { RoutingSnapshot } from '../routing-table/snapshot.js';
 import { DatapathEngine, type Directions } from './engine.js';
 import { Forwarder, type ForwarderConfig } from './forwarder.js';
+import { newLatency } from './latency.js';
 import { NativeTun, NativeUdp, createRing } from './native-io.js';
 import { PacketSlab, type SlabLayout } from './slab.js';
 import { carryPeerCounters, newPeerCounters } from './peer-counters.js';
@@ -24,6 +29,12 @@ export interface LaneSetup {
   readonly uringEntries: number;
 }
 
+/** How the forwarding thread waits for packets (--datapath-wait). */
+export type DatapathWait = 'io-uring' | 'event-loop';
+
+/** Batches per wake-up when waiting in io_uring (as the engine's BATCHES_PER_WAKE). */
+const BATCHES_PER_WAIT = 8;
+
 /** What a lane has in force (offloads may be refused at set-up or turned off later). */
 export interface LaneStatus {
   /** Datagrams per UDP GSO message at most; 0 = off (or this lane does not send). */
@@ -35,6 +46,8 @@ export interface LaneStatus {
   readonly tunIoUring: number;
   /** The last send/write errno on this lane's ring (0: none). */
   readonly lastErrno: number;
+  /** The lane waits in io_uring (startWaiting) rather than in an event loop. */
+  readonly waiting?: boolean;
 }
 
 /**
@@ -58,6 +71,8 @@ export interface Lanes {
   counters(): Float64Array;
   /** Per-peer counts laid out by the routes last set (peer-counters.ts); a new array after each setRoutes. */
   peerCounters(): Float64Array;
+  /** The latency histograms (latency.ts), current as of this call; the same array every time. */
+  latency(): Float64Array;
 }
 
 export class Lane implements Lanes {
@@ -68,6 +83,9 @@ export class Lane implements Lanes {
   private readonly udpGro: boolean;
   private forwarder: Forwarder;
   private engine: DatapathEngine | null = null;
+  /** Waiting in io_uring: the fds to keep reads posted on (WAIT.tun | WAIT.udp; 0 = stopped). */
+  private waitWant = 0;
+  private waitOpen = false;
   private closed = false;
 
   constructor(
@@ -77,6 +95,7 @@ export class Lane implements Lanes {
     config: ForwarderConfig,
     private readonly counterArray: Float64Array,
     private readonly directions: Directions,
+    private readonly latencyArray: Float64Array = newLatency(),
   ) {
     this.slab = new PacketSlab(setup.slab);
     this.ring = createRing(this.slab);
@@ -88,9 +107,9 @@ export class Lane implements Lanes {
     // One io_uring_enter per batch instead of one syscall per packet; where the kernel or a
     // seccomp profile refuses io_uring, syscalls stay.
     if (setup.uringEntries > 0) shim.ringEnableUring(this.ring, setup.uringEntries);
-    this.tun = new NativeTun(this.ring, tunFd);
-    this.udp = new NativeUdp(this.ring, udpFd);
-    this.forwarder = new Forwarder(this.slab, this.tun, this.udp, config, counterArray);
+    this.tun = new NativeTun(this.ring, tunFd, this.slab.lens);
+    this.udp = new NativeUdp(this.ring, udpFd, this.slab.lens);
+    this.forwarder = new Forwarder(this.slab, this.tun, this.udp, config, counterArray, latencyArray);
   }
 
   /**
@@ -105,6 +124,7 @@ export class Lane implements Lanes {
 
   /** A new subnet (the lease moved): a new Forwarder with the same routes and GRO state. */
   setConfig(config: ForwarderConfig): void {
+    // Waiting in io_uring: the posted reads stay; what they bring goes to the new Forwarder.
     const running = this.engine !== null;
     this.stopPolling();
     const routes = this.forwarder.currentRoutes,
@@ -115,6 +135,7 @@ export class Lane implements Lanes {
       this.udp,
       { ...config, tunGro: this.forwarder.tunGroInForce },
       this.counterArray,
+      this.latencyArray,
     );
     this.forwarder.setRoutes(routes, peerCounts);
     if (running) this.start();
@@ -132,11 +153,61 @@ export class Lane implements Lanes {
   }
 
   /**
+   * Instead of start(): waits in io_uring, driven by waitOnce on this thread. wakeFd (an
+   * eventfd) ends a wait early: the caller's commands. spinUs: how long a wait busy-polls before
+   * it sleeps, while traffic is recent (0: never). 0, or -errno when io_uring cannot wait here
+   * (then nothing changed: start() still works).
+   */
+  startWaiting(wakeFd: number, spinUs = 0): number {
+    if (this.closed) return -9; // EBADF
+    if (!this.waitOpen) {
+      const { ring, tunFd, udpFd, slab } = this;
+      const rc = shim.waitOpen(ring, tunFd, udpFd, wakeFd, slab.txFirst, slab.rxFirst, spinUs);
+      if (rc < 0) return rc;
+      this.waitOpen = true;
+    }
+    this.waitWant = (this.directions !== 'rx' ? WAIT.tun : 0) | (this.directions !== 'tx' ? WAIT.udp : 0);
+    return 0;
+  }
+
+  /** The lane waits in io_uring (startWaiting succeeded). */
+  get waiting(): boolean {
+    return this.waitOpen;
+  }
+
+  /**
+   * One wait (at most timeoutMs) and the batches it brings, flannel0 first. Returns the WAIT bits
+   * (WAIT.wake: the doorbell rang). Throws if the io_uring failed.
+   */
+  waitOnce(timeoutMs: number): number {
+    const ev = shim.waitNext(this.ring, timeoutMs, this.waitWant);
+    if (ev < 0) throw new Error(`waiting for packets failed: ${describeErrno(ev)}`);
+    this.takeWaited(ev);
+    const fwd = this.forwarder,
+      batch = this.slab.batch;
+    if (this.tun.waited.held) for (let k = 0; k < BATCHES_PER_WAIT; k++) if (fwd.tunToUdp() < batch) break;
+    if (this.udp.waited.held) for (let k = 0; k < BATCHES_PER_WAIT; k++) if (fwd.udpToTun() < batch) break;
+    return ev;
+  }
+
+  /** Marks what a wait (or a cancel) read into the first slots, for the next read to hand over. */
+  private takeWaited(ev: number): void {
+    if (ev & WAIT.tun) this.tun.waited.hold((ev & WAIT.tunAtOnce) !== 0);
+    if (ev & WAIT.udp) this.udp.waited.hold((ev & WAIT.udpAtOnce) !== 0);
+  }
+
+  /**
    * Stops polling and drains what the last wake-up left, so the counters are final. Bounded:
    * a peer (or a stranger) that keeps sending must not keep the agent from stopping.
    */
   stop(drainBatches: number): void {
     this.stopPolling();
+    if (this.waitOpen && this.waitWant !== 0) {
+      // No read may stay posted into the slots the drain reads into; what they brought is drained.
+      this.waitWant = 0;
+      const ev = shim.waitNext(this.ring, 0, 0);
+      if (ev > 0) this.takeWaited(ev);
+    }
     const fwd = this.forwarder,
       tx = this.directions !== 'rx',
       rx = this.directions !== 'tx';
@@ -150,6 +221,8 @@ export class Lane implements Lanes {
     if (!this.closed) {
       this.closed = true;
       this.stopPolling();
+      this.waitWant = 0;
+      shim.waitClose(this.ring);
       shim.ringDisableUring(this.ring);
     }
     return true;
@@ -163,6 +236,10 @@ export class Lane implements Lanes {
     return this.forwarder.peerCounters;
   }
 
+  latency(): Float64Array {
+    return this.latencyArray;
+  }
+
   status(): LaneStatus {
     return {
       udpGso: this.directions === 'rx' ? 0 : shim.ringGso(this.ring),
@@ -170,6 +247,7 @@ export class Lane implements Lanes {
       tunGro: this.forwarder.tunGroInForce,
       tunIoUring: shim.ringUring(this.ring),
       lastErrno: shim.lastErrno(this.ring),
+      waiting: this.waitOpen,
     };
   }
 

@@ -66,6 +66,13 @@ export class PacketSlab implements RingLayout {
   readonly extLens: Uint16Array;
   /** Per slot, after a receive: the UDP GRO segment size of a coalesced run (0 = one datagram). */
   readonly segSizes: Uint16Array;
+  /**
+   * Per slot: when the packet arrived, in µs of the I/O clock (CLOCK_MONOTONIC in the shim): the
+   * kernel's receive timestamp for a datagram, the moment flannel0 was seen ready for a read.
+   */
+  readonly stamps: Float64Array;
+  /** [0]: when the last read, receive, send or write call returned, in µs of the same clock. */
+  readonly ioClock: Float64Array;
   /** First slot of each region. */
   readonly txFirst = 0;
   readonly rxFirst: number;
@@ -118,6 +125,8 @@ export class PacketSlab implements RingLayout {
     this.extOffs = new Uint32Array(this.slotCount);
     this.extLens = new Uint16Array(this.slotCount);
     this.segSizes = new Uint16Array(this.slotCount);
+    this.stamps = new Float64Array(this.slotCount);
+    this.ioClock = new Float64Array(1);
   }
 
   offsetOf(slot: number): number {

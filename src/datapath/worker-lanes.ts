@@ -1,15 +1,20 @@
-// Forwarding on two worker threads, one per direction (--workers 2): flannel0 -> UDP in one,
-// UDP -> flannel0 in the other, each a Lane with its own slab, ring, io_uring and counters over
-// the same two fds. Only routes and config cross threads, never packets. Every call waits
-// (Atomics.wait, bounded) until both workers have acknowledged it, so a route update is in force
-// when setRoutes returns, and close tells whether both workers are certainly done with the fds.
+// Forwarding on worker threads, each a Lane with its own slab, ring, io_urings and counters over
+// the same two fds: one per direction (--workers 2: flannel0 -> UDP in one, UDP -> flannel0 in
+// the other), or one for both directions that waits in io_uring (--datapath-wait=io-uring), never
+// going through an event loop. Only routes and config cross threads, never packets. Every call
+// waits (Atomics.wait, bounded) until every worker has acknowledged it, so a route update is in
+// force when setRoutes returns, and close tells whether the workers are certainly done with the
+// fds. A waiting lane is woken for each command by its doorbell (an eventfd).
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { DatapathClosedError, DatapathWorkerError } from '../errors.js';
 import type { RoutingSnapshot } from '../routing-table/snapshot.js';
 import { COUNTER_NAMES, newCounters } from './counters.js';
+import { LATENCY_CELLS, newLatency } from './latency.js';
 import type { ForwarderConfig } from './forwarder.js';
+import type { Directions } from './engine.js';
 import type { LaneSetup, LaneStatus, Lanes } from './lane.js';
 import { newPeerCounters } from './peer-counters.js';
+import { shim } from '../native/shim.js';
 import {
   ACK_FAILED,
   ACK_NONE,
@@ -26,12 +31,24 @@ const REPLY_TIMEOUT_MS = 10_000;
 /** A cache line, at least: each lane's counters sit this far from any other memory. */
 const COUNTER_PADDING_BYTES = 64;
 
+export interface WorkerLanesOptions {
+  /** One worker for both directions that waits in io_uring (else one per direction, event loops). */
+  readonly waiting?: boolean;
+  /** The scheduler time slice each worker asks for (threadSetSlice), µs; 0 = the default. */
+  readonly sliceUs?: number;
+  /** A waiting lane busy-polls this long before it sleeps, while traffic is recent (µs; 0: never). */
+  readonly spinUs?: number;
+}
+
 interface LaneThread {
   readonly worker: Worker;
-  readonly direction: string;
+  readonly direction: Directions;
+  /** The lane's doorbell (waiting in io_uring), or -1. */
+  readonly wakeFd: number;
   readonly status: Int32Array;
   readonly replies: MessagePort;
   readonly counters: Float64Array;
+  readonly latency: Float64Array;
   /** Why the lane failed, once known. */
   failure: string | null;
 }
@@ -39,39 +56,64 @@ interface LaneThread {
 export class WorkerLanes implements Lanes {
   private readonly threads: LaneThread[] = [];
   private readonly merged = newCounters();
+  private readonly mergedLatency = newLatency();
   private seq = 0;
   private closed = false;
   /** Per-peer counts of the routes in force, one array both workers write (peer-counters.ts). */
   private peerCounts = newPeerCounters(0, true);
 
-  /** Starts both workers and waits until each runs its lane. Throws if one cannot start (both are then ended). */
-  constructor(setup: LaneSetup, tunFd: number, udpFd: number, config: ForwarderConfig) {
+  /**
+   * Starts the workers (waiting: one for both directions that waits in io_uring, falling back to
+   * its event loop where io_uring cannot wait; else one per direction) and waits until each runs
+   * its lane. Throws if one cannot start (all are then ended).
+   */
+  constructor(
+    setup: LaneSetup,
+    tunFd: number,
+    udpFd: number,
+    config: ForwarderConfig,
+    { waiting = false, sliceUs = 0, spinUs = 0 }: WorkerLanesOptions = {},
+  ) {
     try {
-      for (const direction of ['tx', 'rx'] as const) {
+      for (const direction of waiting ? (['both'] as const) : (['tx', 'rx'] as const)) {
+        const wakeFd = waiting ? shim.eventfdOpen() : -1;
+        if (waiting && wakeFd < 0)
+          throw new DatapathWorkerError(`cannot create the lane's doorbell: ${shim.strerror(wakeFd)}`);
         const status = new Int32Array(new SharedArrayBuffer(STATUS_FIELDS * 4));
         status[S.ack] = ACK_NONE;
-        const counters = paddedSharedCounters();
+        const counters = paddedShared(COUNTER_NAMES.length);
+        const latency = paddedShared(LATENCY_CELLS);
         const { port1, port2 } = new MessageChannel();
         const init: LaneWorkerInit = {
           direction,
+          wakeFd,
+          sliceUs,
+          spinUs,
           setup,
           tunFd,
           udpFd,
           config,
           counters,
+          latency,
           status: status.buffer as SharedArrayBuffer,
           replies: port2,
         };
-        const worker = new Worker(new URL('./lane-worker.js', import.meta.url), {
-          workerData: init,
-          transferList: [port2],
-        });
+        let worker: Worker;
+        try {
+          worker = new Worker(new URL('./lane-worker.js', import.meta.url), {
+            workerData: init,
+            transferList: [port2],
+          });
+        } catch (err) {
+          if (wakeFd >= 0) shim.closeFd(wakeFd); // no thread ever saw it
+          throw err;
+        }
         // A lane that throws while forwarding is a bug, fatal as it would be on the main thread
         // (the lane has closed itself first: lane-worker.ts).
         worker.on('error', (err) => {
           if (!this.closed) throw err;
         });
-        this.threads.push({ worker, direction, status, replies: port1, counters, failure: null });
+        this.threads.push({ worker, direction, wakeFd, status, replies: port1, counters, latency, failure: null });
       }
       for (const t of this.threads) this.waitFor(t, 0, 'start');
     } catch (err) {
@@ -111,6 +153,7 @@ export class WorkerLanes implements Lanes {
       try {
         this.waitFor(t, 0, 'start');
         t.worker.postMessage({ seq, type: 'close' } satisfies LaneCommand);
+        if (t.wakeFd >= 0) shim.eventfdSignal(t.wakeFd);
         this.waitFor(t, seq, 'close');
       } catch {
         // Failed (and so stopped) or silent: only a silent one leaves the fds unsafe to close.
@@ -119,12 +162,15 @@ export class WorkerLanes implements Lanes {
       t.replies.close();
       void t.worker.terminate();
     }
+    // The doorbells go last, and only when no lane can still wait on them.
+    if (confirmed) for (const t of this.threads) if (t.wakeFd >= 0) shim.closeFd(t.wakeFd);
     return confirmed;
   }
 
-  /** The two lanes' status together: GSO from the sending lane, GRO from the receiving one. */
+  /** The lanes' status together: GSO from the sending lane, GRO from the receiving one. */
   status(): LaneStatus {
     const [tx, rx] = this.threads.map((t) => readStatus(t.status));
+    if (rx === undefined) return tx!;
     return {
       udpGso: tx!.udpGso,
       udpGro: rx!.udpGro,
@@ -134,18 +180,29 @@ export class WorkerLanes implements Lanes {
     };
   }
 
-  /** Both lanes' counters added up (each counter is written by one direction: counters.ts). */
+  /** The lanes' counters added up (each counter is written by one direction: counters.ts). */
   counters(): Float64Array {
-    const out = this.merged,
-      [tx, rx] = this.threads;
-    for (let i = 0; i < out.length; i++) out[i] = tx!.counters[i]! + rx!.counters[i]!;
-    return out;
+    return sumInto(
+      this.merged,
+      this.threads.map((t) => t.counters),
+    );
+  }
+
+  /** The lanes' histograms added up (each series is written by one direction). */
+  latency(): Float64Array {
+    return sumInto(
+      this.mergedLatency,
+      this.threads.map((t) => t.latency),
+    );
   }
 
   private command(body: DistributiveOmit<LaneCommand, 'seq'>): void {
     if (this.closed) throw new DatapathClosedError('the datapath workers have ended');
     const seq = ++this.seq;
-    for (const t of this.threads) t.worker.postMessage({ ...body, seq });
+    for (const t of this.threads) {
+      t.worker.postMessage({ ...body, seq });
+      if (t.wakeFd >= 0) shim.eventfdSignal(t.wakeFd);
+    }
     for (const t of this.threads) this.waitFor(t, seq, body.type);
   }
 
@@ -172,14 +229,17 @@ export class WorkerLanes implements Lanes {
   }
 }
 
-/** A counters array over shared memory, a cache line clear of anything else: the other lane's counters above all. */
-function paddedSharedCounters(): Float64Array {
-  const bytes = COUNTER_NAMES.length * Float64Array.BYTES_PER_ELEMENT;
-  return new Float64Array(
-    new SharedArrayBuffer(bytes + 2 * COUNTER_PADDING_BYTES),
-    COUNTER_PADDING_BYTES,
-    COUNTER_NAMES.length,
-  );
+/** out = the sum of the arrays, element by element. */
+function sumInto(out: Float64Array, arrays: readonly Float64Array[]): Float64Array {
+  out.fill(0);
+  for (const a of arrays) for (let i = 0; i < out.length; i++) out[i]! += a[i]!;
+  return out;
+}
+
+/** A Float64Array over shared memory, a cache line clear of anything else: the other lane's arrays above all. */
+function paddedShared(length: number): Float64Array {
+  const bytes = length * Float64Array.BYTES_PER_ELEMENT;
+  return new Float64Array(new SharedArrayBuffer(bytes + 2 * COUNTER_PADDING_BYTES), COUNTER_PADDING_BYTES, length);
 }
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;

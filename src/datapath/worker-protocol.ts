@@ -8,13 +8,21 @@ import type { ForwarderConfig } from './forwarder.js';
 import type { LaneSetup, LaneStatus } from './lane.js';
 
 export interface LaneWorkerInit {
-  readonly direction: Exclude<Directions, 'both'>;
+  readonly direction: Directions;
+  /** The lane's doorbell (an eventfd) when it is to wait in io_uring; -1: the event loop. */
+  readonly wakeFd: number;
+  /** The scheduler time slice the thread asks for (shim.threadSetSlice), µs; 0 = the default. */
+  readonly sliceUs: number;
+  /** A waiting lane busy-polls this long before it sleeps, while traffic is recent (µs; 0: never). */
+  readonly spinUs: number;
   readonly setup: LaneSetup;
   readonly tunFd: number;
   readonly udpFd: number;
   readonly config: ForwarderConfig;
   /** This lane's counters, over a SharedArrayBuffer that the main thread reads. */
   readonly counters: Float64Array;
+  /** This lane's latency histograms (latency.ts), over a SharedArrayBuffer too. */
+  readonly latency: Float64Array;
   /** SharedArrayBuffer of STATUS_FIELDS Int32 (S.*). */
   readonly status: SharedArrayBuffer;
   /** Where a lane that could not start says why. */
@@ -35,8 +43,8 @@ export type LaneCommand =
   | { readonly seq: number; readonly type: 'close' };
 
 /** Fields of the status array. */
-export const S = { ack: 0, udpGso: 1, udpGro: 2, tunGro: 3, tunIoUring: 4, lastErrno: 5 } as const;
-export const STATUS_FIELDS = 6;
+export const S = { ack: 0, udpGso: 1, udpGro: 2, tunGro: 3, tunIoUring: 4, lastErrno: 5, waiting: 6 } as const;
+export const STATUS_FIELDS = 7;
 /** status[S.ack] before the lane has started, and after it failed to. */
 export const ACK_NONE = -1;
 export const ACK_FAILED = -2;
@@ -47,6 +55,7 @@ export function publishStatus(status: Int32Array, s: LaneStatus): void {
   Atomics.store(status, S.tunGro, s.tunGro ? 1 : 0);
   Atomics.store(status, S.tunIoUring, s.tunIoUring);
   Atomics.store(status, S.lastErrno, s.lastErrno);
+  Atomics.store(status, S.waiting, s.waiting === true ? 1 : 0);
 }
 
 export function readStatus(status: Int32Array): LaneStatus {
@@ -56,5 +65,6 @@ export function readStatus(status: Int32Array): LaneStatus {
     tunGro: Atomics.load(status, S.tunGro) === 1,
     tunIoUring: Atomics.load(status, S.tunIoUring),
     lastErrno: Atomics.load(status, S.lastErrno),
+    waiting: Atomics.load(status, S.waiting) === 1,
   };
 }

@@ -36,6 +36,9 @@ const TOOL_PACKAGES: Record<string, string> = {
   iptables: 'iptables',
   'iptables-save': 'iptables',
   'iptables-restore': 'iptables',
+  socat: 'socat',
+  python3: 'python3',
+  taskset: 'util-linux',
 };
 
 export interface ExecResult {

@@ -123,6 +123,7 @@ export class Lab implements SyncCleanup {
     if (hosts !== 2 && hosts !== 3) throw new Error(`a lab has 2 or 3 hosts, not ${String(hosts)}`);
     const tools = ['ip', 'sysctl', 'ping', 'iperf3', 'ss'];
     if (options.mode === 'vxlan') tools.push('bridge');
+    if (options.mode === 'socat') tools.push('socat');
     await requireTools(tools);
     const lab = new Lab(
       newPrefix(),

@@ -1,24 +1,29 @@
 /**
- * The three ways the lab connects its hosts' pod subnets, for the same topology:
+ * The ways the lab connects its hosts' pod subnets, for the same topology:
  *
  * - flannel-ts: our agent in each host namespace (flannel's udp backend: flannel0 TUN, UDP 8285).
  * - vxlan: kernel VXLAN set up exactly as flannel's vxlan backend does it (flannel.1, VNI 1,
  *   port 8472, nolearning; per peer an onlink route via the peer's VTEP address, a permanent
  *   neighbour entry and a bridge fdb entry).
  * - host-gw: a plain route per peer subnet via the peer's underlay address.
+ * - socat: a userspace reference with flannel's wire format: in each host, socat copies between a
+ *   TUN device (flannel0, the subnet's network address /16, MTU 1472) and a UDP socket on port
+ *   8285 connected to the peer, one IP packet per datagram (2 hosts only).
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Lab, LabOptions } from './lab.js';
 
-export type LabMode = 'flannel-ts' | 'vxlan' | 'host-gw';
+export type LabMode = 'flannel-ts' | 'vxlan' | 'host-gw' | 'socat';
 
-export const LAB_MODES: readonly LabMode[] = ['flannel-ts', 'vxlan', 'host-gw'];
+export const LAB_MODES: readonly LabMode[] = ['flannel-ts', 'vxlan', 'host-gw', 'socat'];
 
 /** Pod MTU per mode: the overlay's inner MTU on a 1500-byte underlay. */
 export function podMtuFor(mode: LabMode): number {
   switch (mode) {
     case 'flannel-ts':
+    case 'socat':
       return 1472; // 1500 - IPv4 20 - UDP 8
     case 'vxlan':
       return 1450; // 1500 - IPv4 20 - UDP 8 - VXLAN 8 - Ethernet 14
@@ -35,6 +40,29 @@ export async function setUpMode(lab: Lab, options: LabOptions): Promise<void> {
       return setUpVxlan(lab);
     case 'flannel-ts':
       return setUpFlannelTs(lab, options);
+    case 'socat':
+      return setUpSocat(lab);
+  }
+}
+
+async function setUpSocat(lab: Lab): Promise<void> {
+  if (lab.hostCount !== 2) throw new Error('the socat lab connects 2 hosts');
+  for (const n of lab.hostNumbers()) {
+    const m = 3 - n;
+    const h = lab.hostNs(n);
+    lab.spawn(h, [
+      'socat',
+      '-b',
+      '65536',
+      `TUN:10.244.${n}.0/16,tun-type=tun,iff-no-pi,iff-up,tun-name=flannel0`,
+      `UDP:${lab.hostAddr(m)}:8285,bind=${lab.hostAddr(n)}:8285`,
+    ]);
+    const deadline = Date.now() + 5000;
+    while ((await lab.exec(h, ['ip', 'link', 'show', 'flannel0'])).code !== 0) {
+      if (Date.now() > deadline) throw new Error(`socat did not create flannel0 in ${h}`);
+      await sleep(20);
+    }
+    await lab.execChecked(h, ['ip', 'link', 'set', 'flannel0', 'mtu', '1472']);
   }
 }
 

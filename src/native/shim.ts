@@ -22,6 +22,10 @@ export interface RingLayout {
   readonly extOffs: Uint32Array;
   readonly extLens: Uint16Array;
   readonly segSizes: Uint16Array;
+  /** Per slot: arrival time (µs, CLOCK_MONOTONIC), set by every read and receive. */
+  readonly stamps: Float64Array;
+  /** [0]: when the last batch call returned (µs, CLOCK_MONOTONIC). */
+  readonly ioClock: Float64Array;
 }
 /** Opaque uv_poll_t watcher. */
 export type PollHandle = { readonly __brand: 'PollHandle' };
@@ -83,7 +87,58 @@ export interface Shim {
   strerror(errno: number): string;
   pollStart(fd: number, writable: boolean, callback: (status: number, events: number) => void): PollHandle;
   pollStop(handle: PollHandle): void;
+  /**
+   * Sets up waiting in io_uring for this ring, on the calling thread (the only one that may then
+   * call waitNext): flannel0's reads go into slot tunSlot, the socket's into udpSlot; wakeFd (an
+   * eventfdOpen fd) is the doorbell; spinUs: how long each wait busy-polls before it sleeps, while
+   * a packet came in the last 2 ms (0: never). 0, or -errno (no io_uring, or too old a kernel).
+   */
+  waitOpen(
+    ring: RingHandle,
+    tunFd: number,
+    udpFd: number,
+    wakeFd: number,
+    tunSlot: number,
+    udpSlot: number,
+    spinUs: number,
+  ): number;
+  /**
+   * Keeps a read posted on each fd of `want` (WAIT.tun | WAIT.udp; the others are cancelled) and
+   * the doorbell's poll, and returns what completed (WAIT.* bits), waiting at most timeoutMs when
+   * nothing did at once: a packet read is in its slot (lens, stamps, and for a datagram addrs,
+   * ports, segSizes) as tunRead/udpRecv leave it. 0: the time ran out (or a signal came). -errno
+   * if the io_uring failed.
+   */
+  waitNext(ring: RingHandle, timeoutMs: number, want: number): number;
+  /** Cancels what is posted and closes the wait's io_uring. Idempotent. */
+  waitClose(ring: RingHandle): void;
+  /**
+   * Asks the scheduler for a time slice of sliceUs for the calling thread (sched_setattr's
+   * sched_runtime; EEVDF, Linux 6.12+): shorter than a CPU-bound task's, its wake-ups preempt that
+   * task at once. 0 = the default. 0 or -errno.
+   */
+  threadSetSlice(sliceUs: number): number;
+  /** A non-blocking AF_UNIX datagram socket pair (a stand-in for flannel0 when warming up), or -errno. */
+  datagramPair(): [number, number] | number;
+  /** A non-blocking eventfd (a lane's doorbell), or -errno. Close it with closeFd. */
+  eventfdOpen(): number;
+  /** Rings the doorbell: wakes the waitNext waiting on it. 0 or -errno. */
+  eventfdSignal(fd: number): number;
 }
+
+/** waitNext's bits. */
+export const WAIT = Object.freeze({
+  /** A packet from flannel0 is in the wait's tun slot. */
+  tun: 1,
+  /** A datagram is in the wait's udp slot. */
+  udp: 2,
+  /** The doorbell rang. */
+  wake: 4,
+  /** The flannel0 read completed as soon as it was posted: more may be queued (read on at once). */
+  tunAtOnce: 8,
+  /** The same for the socket. */
+  udpAtOnce: 16,
+});
 
 function load(): Shim {
   const require = createRequire(import.meta.url);

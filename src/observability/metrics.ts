@@ -5,6 +5,7 @@
 // Control plane only: rendering allocates freely; it runs once per scrape, never per packet.
 
 import { COUNTER_NAMES, type CounterName } from '../datapath/counters.js';
+import { LATENCY_BUCKETS, SERIES_STRIDE, bucketUpperBound, L } from '../datapath/latency.js';
 import { formatCidr, formatIPv4 } from '../routing-table/ipv4.js';
 
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
@@ -62,6 +63,8 @@ export interface MetricsSource {
   datapath?(): DatapathInfo;
   /** Optional: the fast path's own counters (null when it does not run). */
   fastPathCounters?(): FastPathCounters | null;
+  /** Optional: the datapath's latency histograms (src/datapath/latency.ts). */
+  readonly latency?: Float64Array;
 }
 
 export interface DatapathInfo {
@@ -90,7 +93,7 @@ interface CounterSeries {
 
 interface Family {
   readonly help: string;
-  readonly type: 'counter' | 'gauge';
+  readonly type: 'counter' | 'gauge' | 'histogram';
 }
 
 const FAMILIES: Readonly<Record<string, Family>> = {
@@ -175,6 +178,23 @@ const FAMILIES: Readonly<Record<string, Family>> = {
     help: 'Batched reads that returned packets (packets / batches = batch occupancy).',
   },
   read_errors_total: { type: 'counter', help: 'Batched reads that failed with an I/O error.' },
+  datapath_residence_seconds: {
+    type: 'histogram',
+    help:
+      'Time each packet spends inside the agent, by direction: from its arrival (the kernel receive timestamp ' +
+      'of a datagram; for flannel0, when the agent saw it readable) to the return of the send or write that ' +
+      'carried it out.',
+  },
+  datapath_wait_seconds: {
+    type: 'histogram',
+    help:
+      'Per batch: from the arrival of its first packet to the return of the read that took it ' +
+      '(queueing and wake-up).',
+  },
+  datapath_work_seconds: {
+    type: 'histogram',
+    help: 'Per batch: from the return of its read to the return of its last send or write (JavaScript and syscalls).',
+  },
   routes: { type: 'gauge', help: 'Peer routes in the datapath.' },
   route_info: { type: 'gauge', help: 'One series per peer route: the subnet and the public IP it is sent to.' },
   lease_info: { type: 'gauge', help: 'Our own subnet lease and the public IP it advertises.' },
@@ -275,13 +295,18 @@ class Exposition {
   private readonly samples = new Map<string, string[]>();
 
   add(family: string, labels: Labels, value: number): void {
+    this.addSuffixed(family, '', labels, value);
+  }
+
+  /** A sample of a family under a suffixed name (a histogram's _bucket, _sum, _count). */
+  addSuffixed(family: string, suffix: string, labels: Labels, value: number): void {
     let lines = this.samples.get(family);
     if (!lines) {
       if (!(family in FAMILIES)) throw new Error(`metrics: unknown family ${family}`);
       lines = [];
       this.samples.set(family, lines);
     }
-    lines.push(`${PREFIX}${family}${formatLabels(labels)} ${formatValue(value)}`);
+    lines.push(`${PREFIX}${family}${suffix}${formatLabels(labels)} ${formatValue(value)}`);
   }
 
   /** Declares a family with no series yet, so its HELP/TYPE appear even when empty. */
@@ -302,6 +327,24 @@ class Exposition {
 
 const cidrOf = (n: { prefix: number; prefixLen: number }) => formatCidr(n.prefix, n.prefixLen);
 
+/**
+ * One series of a latency histogram: cumulative buckets at powers of two of µs (2 µs .. 8.4 s,
+ * in seconds; the finer buckets inside are summed into them), +Inf, sum and count.
+ */
+function addHistogram(x: Exposition, family: string, labels: Labels, h: Float64Array, series: number): void {
+  const base = series * SERIES_STRIDE;
+  let cumulative = 0;
+  for (let b = 0; b < LATENCY_BUCKETS; b++) {
+    cumulative += h[base + 2 + b] ?? 0;
+    const upper = bucketUpperBound(b);
+    if ((upper & (upper - 1)) === 0 && upper >= 2)
+      x.addSuffixed(family, '_bucket', { ...labels, le: String(upper / 1e6) }, cumulative);
+  }
+  x.addSuffixed(family, '_bucket', { ...labels, le: '+Inf' }, h[base] ?? 0);
+  x.addSuffixed(family, '_sum', labels, (h[base + 1] ?? 0) / 1e6);
+  x.addSuffixed(family, '_count', labels, h[base] ?? 0);
+}
+
 /** The whole exposition, metrics in a fixed order; every line ends with a newline. */
 export function renderMetrics(source: MetricsSource): string {
   const x = new Exposition();
@@ -310,6 +353,18 @@ export function renderMetrics(source: MetricsSource): string {
     const series = COUNTER_SERIES[name];
     x.add(series.family, series.labels, counters[i] ?? 0);
   });
+
+  if (source.latency) {
+    const h = source.latency;
+    for (const [family, tx, rx] of [
+      ['datapath_residence_seconds', L.txResidence, L.rxResidence],
+      ['datapath_wait_seconds', L.txWait, L.rxWait],
+      ['datapath_work_seconds', L.txWork, L.rxWork],
+    ] as const) {
+      addHistogram(x, family, { direction: 'tx' }, h, tx);
+      addHistogram(x, family, { direction: 'rx' }, h, rx);
+    }
+  }
 
   const routes = [...source.routes()];
   x.add('routes', {}, routes.length);

@@ -43,6 +43,26 @@ export interface SentDatagram {
 export interface FakeIoOptions {
   /** Most packets one read/recv call returns (default: unlimited, i.e. the caller's max). */
   maxPerCall?: number;
+  /**
+   * Residence timing as the shim does it: each packet is stamped (slab.stamps) with the clock's
+   * time when it was pushed, and each call advances the clock by its cost and writes the time it
+   * returns into slab.ioClock[0]. Without a clock, stamps and ioClock stay as they are.
+   */
+  clock?: FakeClock;
+}
+
+/** A clock in µs that moves only when told to (or by the cost of each fake call). */
+export class FakeClock {
+  now = 0;
+  /** µs a read/recv call takes, and a write/send call. */
+  readCostUs = 0;
+  writeCostUs = 0;
+
+  /** The call returns: advances by its cost and tells the slab. */
+  callReturns(slab: PacketSlab, costUs: number): void {
+    this.now += costUs;
+    slab.ioClock[0] = this.now;
+  }
 }
 
 /** Failures queued for the next calls: a whole-call error (read/recv) or per-packet ones (write/send). */
@@ -79,18 +99,22 @@ export class FakeTun implements TunDevice {
   readonly inbound: Uint8Array[] = [];
   /** Every packet written, in order (copies). */
   readonly written: Buffer[] = [];
+  /** When each packet of inbound was pushed (clock time). */
+  private readonly arrivals: number[] = [];
   readCalls = 0;
   writeCalls = 0;
   /** The groups argument of each write call (a copy of its first `count` entries, or null). */
   readonly writeGroups: (number[] | null)[] = [];
   private readonly faults = new FaultPlan();
   private readonly maxPerCall: number;
+  private readonly clock: FakeClock | undefined;
 
   constructor(
     private readonly slab: PacketSlab,
     options: FakeIoOptions = {},
   ) {
     this.maxPerCall = options.maxPerCall ?? Infinity;
+    this.clock = options.clock;
   }
 
   push(...packets: Uint8Array[]): void {
@@ -98,6 +122,7 @@ export class FakeTun implements TunDevice {
       if (p.length > this.slab.readSlotSize)
         throw new RangeError(`a ${p.length}-byte packet does not fit a ${this.slab.readSlotSize}-byte slot`);
       this.inbound.push(p);
+      this.arrivals.push(this.clock?.now ?? 0);
     }
   }
 
@@ -130,6 +155,8 @@ export class FakeTun implements TunDevice {
     for (let i = 0; i < n; i++) {
       const p = this.inbound.shift()!;
       const slot = first + i;
+      const arrival = this.arrivals.shift()!;
+      if (this.clock) this.slab.stamps[slot] = arrival;
       this.slab.bytes.set(p, this.slab.offsetOf(slot));
       this.slab.lens[slot] = p.length;
       // As the shim: every read sets the slot's virtio-net header (zero for a plain packet).
@@ -139,6 +166,7 @@ export class FakeTun implements TunDevice {
       if (vnet) this.slab.vnetHdrs.set(vnet.subarray(0, VNET_HDR_LEN), vo);
       this.vnetOf.delete(p);
     }
+    this.clock?.callReturns(this.slab, this.clock.readCostUs);
     return n;
   }
 
@@ -157,6 +185,7 @@ export class FakeTun implements TunDevice {
       this.written.push(copyOut(this.slab, slot));
       ok++;
     }
+    this.clock?.callReturns(this.slab, this.clock.writeCostUs);
     return ok;
   }
 }
@@ -166,20 +195,25 @@ export class FakeUdp implements UdpSocket {
   readonly inbound: Datagram[] = [];
   /** Every datagram sent, in order (copies of the bytes, with the destination). */
   readonly sent: SentDatagram[] = [];
+  /** When each datagram of inbound was pushed (clock time): its kernel receive timestamp. */
+  private readonly arrivals: number[] = [];
   recvCalls = 0;
   sendCalls = 0;
   private readonly faults = new FaultPlan();
   private readonly maxPerCall: number;
+  private readonly clock: FakeClock | undefined;
 
   constructor(
     private readonly slab: PacketSlab,
     options: FakeIoOptions = {},
   ) {
     this.maxPerCall = options.maxPerCall ?? Infinity;
+    this.clock = options.clock;
   }
 
   push(...datagrams: Datagram[]): void {
     this.inbound.push(...datagrams);
+    for (let i = 0; i < datagrams.length; i++) this.arrivals.push(this.clock?.now ?? 0);
   }
 
   /** The next recv call returns -errno. */
@@ -201,6 +235,8 @@ export class FakeUdp implements UdpSocket {
     for (let i = 0; i < n; i++) {
       const d = this.inbound.shift()!;
       const slot = first + i;
+      const arrival = this.arrivals.shift()!;
+      if (this.clock) slab.stamps[slot] = arrival;
       const kept = Math.min(d.data.length, slab.slotCaps[slot]!);
       slab.bytes.set(d.data.subarray(0, kept), slab.offsetOf(slot));
       slab.lens[slot] = d.data.length; // MSG_TRUNC: the real length, even when cut
@@ -208,6 +244,7 @@ export class FakeUdp implements UdpSocket {
       slab.ports[slot] = d.port;
       slab.segSizes[slot] = d.segSize ?? 0;
     }
+    this.clock?.callReturns(slab, this.clock.readCostUs);
     return n;
   }
 
@@ -225,6 +262,7 @@ export class FakeUdp implements UdpSocket {
       this.sent.push({ data: copyOut(slab, slot), addr: slab.addrs[slot]!, port: slab.ports[slot]!, slot });
       ok++;
     }
+    this.clock?.callReturns(slab, this.clock.writeCostUs);
     return ok;
   }
 }

@@ -361,3 +361,32 @@ describe('--etcd-api', () => {
     flagError(['--kv-file', '/tmp/x.json', '--etcd-api', 'v2'], /--kv-file and --etcd-api exclude each other/);
   });
 });
+
+describe('--datapath-wait and --datapath-slice-us', () => {
+  const S = ['--network', '10.244.0.0/16', '--subnet', '10.244.1.0/24'];
+  test('io-uring by default, event-loop with --io-uring=false or when asked; FLANNELD_DATAPATH_WAIT', () => {
+    assert.equal(staticMode(S).datapathWait, 'io-uring');
+    assert.equal(registry([]).datapathWait, 'io-uring');
+    assert.equal(staticMode([...S, '--io-uring=false']).datapathWait, 'event-loop');
+    assert.equal(staticMode([...S, '--datapath-wait=event-loop']).datapathWait, 'event-loop');
+    assert.equal(registry(['-datapath-wait', 'event-loop']).datapathWait, 'event-loop');
+    assert.equal(registry([], { FLANNELD_DATAPATH_WAIT: 'event-loop' }).datapathWait, 'event-loop');
+    assert.equal(registry(['-io-uring=false', '--datapath-wait=io-uring']).datapathWait, 'io-uring');
+    flagError([...S, '--datapath-wait=poll'], /^--datapath-wait: "poll" is not one of io-uring, event-loop$/);
+  });
+
+  test('a 100 µs slice by default; 0 for the kernel default; 100..100000', () => {
+    assert.equal(staticMode(S).datapathSliceUs, 100);
+    assert.equal(registry([]).datapathSliceUs, 100);
+    assert.equal(staticMode([...S, '--datapath-slice-us=0']).datapathSliceUs, 0);
+    assert.equal(registry([], { FLANNELD_DATAPATH_SLICE_US: '3000' }).datapathSliceUs, 3000);
+    flagError([...S, '--datapath-slice-us=50'], /^--datapath-slice-us: 50 is below 100 \(or 0 for the default\)$/);
+    flagError([...S, '--datapath-slice-us=200000'], /^--datapath-slice-us: "200000" is not an integer in 0\.\.100000$/);
+  });
+
+  test('no busy-polling by default; --datapath-spin-us 0..10000', () => {
+    assert.equal(staticMode(S).datapathSpinUs, 0);
+    assert.equal(registry(['-datapath-spin-us=50']).datapathSpinUs, 50);
+    flagError([...S, '--datapath-spin-us=20000'], /^--datapath-spin-us: "20000" is not an integer in 0\.\.10000$/);
+  });
+});

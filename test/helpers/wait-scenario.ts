@@ -1,0 +1,171 @@
+/**
+ * Runs inside a namespace for test/integration/wait-uring.test.ts (`ip netns exec NS node this.js`):
+ * drives the shim's wait in io_uring (waitOpen / waitNext / waitClose) on a real TUN device and a
+ * real UDP socket, a Lane that waits (through the warm-up's stand-ins), and WorkerLanes with a
+ * waiting lane over real fds; prints what happened as JSON.
+ */
+import { execFileSync } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createRing } from '../../src/datapath/native-io.js';
+import { C } from '../../src/datapath/counters.js';
+import { PacketSlab } from '../../src/datapath/slab.js';
+import { warmUp } from '../../src/datapath/warm-up.js';
+import { WorkerLanes } from '../../src/datapath/worker-lanes.js';
+import { shim, WAIT } from '../../src/native/shim.js';
+import { RoutingSnapshot } from '../../src/routing-table/snapshot.js';
+
+const LOOPBACK = 0x7f000001;
+const out: Record<string, unknown> = {};
+
+execFileSync('sysctl', ['-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+const tunFd = shim.openTun('ftwait%d', true);
+if (tunFd < 0) throw new Error(`openTun: ${tunFd}`);
+const tunName = shim.tunName(tunFd);
+execFileSync('ip', ['link', 'set', tunName, 'up']);
+execFileSync('ip', ['addr', 'add', '10.91.0.1/24', 'dev', tunName]);
+const udpFd = shim.udpOpen(LOOPBACK, 0, 1 << 20, 1 << 20);
+const port = shim.udpLocalPort(udpFd);
+const senderFd = shim.udpOpen(LOOPBACK, 0, 0, 0);
+const intoTunFd = shim.udpOpen(0, 0, 0, 0); // its datagrams to 10.91.0.2 are routed into the TUN
+
+const slab = new PacketSlab({ slotSize: 2048, batch: 8 });
+const ring = createRing(slab);
+shim.ringSetTunVnet(ring, true);
+const feed = new PacketSlab({ slotSize: 2048, batch: 8 });
+const feedRing = createRing(feed);
+const wake = shim.eventfdOpen();
+const BOTH = WAIT.tun | WAIT.udp;
+
+/** Sends `text` from senderFd to the wait's socket, or (intoTun) to 10.91.0.2:9 through the TUN. */
+function send(text: string | Buffer, intoTun = false): void {
+  const bytes = typeof text === 'string' ? Buffer.from(text) : text;
+  feed.bytes.set(bytes, feed.slotOffsets[0]!);
+  feed.lens[0] = bytes.length;
+  feed.addrs[0] = intoTun ? 0x0a5b0002 : LOOPBACK;
+  feed.ports[0] = intoTun ? 9 : port;
+  const sent = shim.udpSend(feedRing, intoTun ? intoTunFd : senderFd, Uint16Array.of(0), 1);
+  if (sent !== 1) throw new Error(`send: ${shim.lastErrno(feedRing)}`);
+}
+
+function timed(fn: () => number): { ev: number; ms: number } {
+  const t = performance.now();
+  const ev = fn();
+  return { ev, ms: performance.now() - t };
+}
+
+out['open'] = shim.waitOpen(ring, tunFd, udpFd, wake, slab.txFirst, slab.rxFirst, 0);
+out['openAgain'] = shim.waitOpen(ring, tunFd, udpFd, wake, slab.txFirst, slab.rxFirst, 0);
+
+// Nothing comes: the wait lasts its timeout and reports nothing.
+out['idle'] = timed(() => shim.waitNext(ring, 150, BOTH));
+
+// A datagram: the wait returns it already received, stamped with the kernel's receive time (it
+// came 30 ms before the wait, so its stamp is that much older than the wait's return).
+send('hello through the socket');
+await sleep(30);
+const udp = timed(() => shim.waitNext(ring, 2000, BOTH));
+const r = slab.rxFirst;
+out['udp'] = {
+  ev: udp.ev,
+  text: Buffer.from(slab.bytes.subarray(slab.slotOffsets[r]!, slab.slotOffsets[r]! + slab.lens[r]!)).toString(),
+  from: slab.addrs[r],
+  fromPort: slab.ports[r],
+  senderPort: shim.udpLocalPort(senderFd),
+  stampNotAfterReturn: slab.stamps[r]! > 0 && slab.stamps[r]! <= slab.ioClock[0]!,
+  stampAgeUs: slab.ioClock[0]! - slab.stamps[r]!,
+};
+
+// A packet routed into the TUN: the wait returns it already read.
+send('into the tun', true);
+const tun = timed(() => shim.waitNext(ring, 2000, BOTH));
+const t = slab.txFirst;
+const packet = Buffer.from(slab.bytes.subarray(slab.slotOffsets[t]!, slab.slotOffsets[t]! + slab.lens[t]!));
+out['tun'] = {
+  ev: tun.ev,
+  len: slab.lens[t],
+  version: packet[0]! >> 4,
+  payload: packet.subarray(28).toString(),
+  vnetZero: slab.vnetHdrs.subarray(t * 12, t * 12 + 10).every((b) => b === 0),
+};
+
+// Two queued at once: the first comes back marked "more queued" (the caller drains the rest).
+send('one');
+send('two');
+const first = shim.waitNext(ring, 2000, BOTH);
+const rest = shim.udpRecv(ring, udpFd, slab.rxFirst + 1, 7);
+out['queued'] = { ev: first, rest };
+
+// The doorbell wakes a wait.
+shim.eventfdSignal(wake);
+out['doorbell'] = timed(() => shim.waitNext(ring, 2000, BOTH));
+
+// Waiting for flannel0 only: the socket's recv is cancelled, so a datagram stays in the socket.
+out['tunOnly'] = shim.waitNext(ring, 0, WAIT.tun);
+send('left in the socket');
+out['tunOnlyAfter'] = shim.waitNext(ring, 50, WAIT.tun);
+out['leftInSocket'] = shim.udpRecv(ring, udpFd, slab.rxFirst, 8);
+
+// Closed while reads are posted: nothing is taken afterwards.
+out['beforeClose'] = shim.waitNext(ring, 0, BOTH);
+shim.waitClose(ring);
+shim.waitClose(ring); // idempotent
+send('after close');
+out['afterClose'] = shim.udpRecv(ring, udpFd, slab.rxFirst, 8);
+out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
+
+// Busy-polling after traffic: a wait right after a packet polls for spinUs, then sleeps as usual.
+{
+  const spinRing = createRing(slab);
+  const spinWake = shim.eventfdOpen();
+  shim.waitOpen(spinRing, tunFd, udpFd, spinWake, slab.txFirst, slab.rxFirst, 3000);
+  send('spin');
+  const got = shim.waitNext(spinRing, 2000, BOTH);
+  const idle = timed(() => shim.waitNext(spinRing, 50, BOTH));
+  out['spin'] = { got, idle };
+  shim.waitClose(spinRing);
+  shim.closeFd(spinWake);
+}
+
+// A Lane that waits, both ways, through the warm-up's stand-ins (plain and with virtio headers).
+const setup = (tunVnet: boolean) => ({
+  slab: { slotSize: 2048, batch: 64, readSlotSize: 65536, receiveSlotSize: 65536 },
+  tunVnet,
+  gsoSegments: 64,
+  udpGro: true,
+  uringEntries: 64,
+});
+const config = { tunAddress: 0x0af40100, subnetPrefix: 0x0af40100, subnetLen: 24, port: 8285, mtu: 1472 };
+out['warmUpVnet'] = warmUp(setup(true), config);
+out['warmUpPlain'] = warmUp(setup(false), config);
+
+// A waiting lane in a worker over the real fds: commands answered at once (the doorbell), a
+// datagram from a peer forwarded into the TUN, closed while it waits.
+const lanes = new WorkerLanes(setup(true), tunFd, udpFd, { ...config, tunGro: true }, { waiting: true, sliceUs: 100 });
+const routesMs = timed(() => {
+  lanes.setRoutes(RoutingSnapshot.build([{ prefix: 0x0af40200, prefixLen: 24, publicIp: LOOPBACK }]));
+  return 0;
+}).ms;
+const inner = Buffer.alloc(40);
+inner[0] = 0x45;
+inner.writeUInt16BE(40, 2);
+inner[8] = 64;
+inner[9] = 17;
+inner.writeUInt32BE(0x0af40202, 12); // 10.244.2.2, the peer's pod
+inner.writeUInt32BE(0x0af40102, 16); // 10.244.1.2, ours
+send(inner);
+await sleep(300);
+const counters = lanes.counters();
+const status = lanes.status();
+const closeStarted = performance.now();
+out['workerLanes'] = {
+  routesMs,
+  waiting: status.waiting === true,
+  received: counters[C.udpRecvPackets],
+  written: counters[C.tunWritePackets],
+  closed: lanes.close(),
+  closeMs: performance.now() - closeStarted,
+};
+shim.closeFd(udpFd);
+shim.closeFd(tunFd);
+shim.closeFd(wake);
+process.stdout.write(`${JSON.stringify(out)}\n`);

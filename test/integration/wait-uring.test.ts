@@ -1,0 +1,126 @@
+// The datapath's wait in io_uring (shim waitOpen/waitNext/waitClose, a Lane that waits, a waiting
+// worker lane): a wait that times out with nothing, a wait that returns a datagram or a flannel0
+// packet already read, the doorbell, cancelled reads that take nothing more, a lane closed while it
+// waits. Runs in a namespace of its own (test/helpers/wait-scenario.ts).
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { WAIT } from '../../src/native/shim.js';
+import { scenarioNamespace } from '../helpers/scenario-netns.js';
+
+const scenario = scenarioNamespace('wait-scenario.js', 'ftwait');
+
+interface Timed {
+  ev: number;
+  ms: number;
+}
+
+interface Outcome {
+  open: number;
+  openAgain: number;
+  idle: Timed;
+  udp: {
+    ev: number;
+    text: string;
+    from: number;
+    fromPort: number;
+    senderPort: number;
+    stampNotAfterReturn: boolean;
+    stampAgeUs: number;
+  };
+  tun: { ev: number; len: number; version: number; payload: string; vnetZero: boolean };
+  queued: { ev: number; rest: number };
+  doorbell: Timed;
+  tunOnly: number;
+  tunOnlyAfter: number;
+  leftInSocket: number;
+  beforeClose: number;
+  afterClose: number;
+  nextAfterClose: number;
+  spin: { got: number; idle: Timed };
+  warmUpVnet: number;
+  warmUpPlain: number;
+  workerLanes: {
+    routesMs: number;
+    waiting: boolean;
+    received: number;
+    written: number;
+    closed: boolean;
+    closeMs: number;
+  };
+}
+
+describe('waiting for packets in io_uring', () => {
+  let r: Outcome;
+  before(() => {
+    scenario.create();
+    r = scenario.run<Outcome>([]);
+  });
+  after(() => scenario.remove());
+
+  it('a wait with nothing to read lasts its timeout and returns nothing', () => {
+    assert.equal(r.open, 0, 'io_uring waits on this kernel');
+    assert.equal(r.openAgain, -16, 'a second waitOpen on the ring is EBUSY');
+    assert.equal(r.idle.ev, 0);
+    assert.ok(r.idle.ms >= 140 && r.idle.ms < 1000, `${r.idle.ms} ms`);
+  });
+
+  it('returns a datagram already received: bytes, sender, kernel timestamp', () => {
+    assert.equal(r.udp.ev & (WAIT.udp | WAIT.tun), WAIT.udp);
+    assert.equal(r.udp.text, 'hello through the socket');
+    assert.equal(r.udp.from, 0x7f000001);
+    assert.equal(r.udp.fromPort, r.udp.senderPort);
+    assert.ok(r.udp.stampNotAfterReturn, 'arrival stamped, not after the wait returned');
+    assert.ok(r.udp.stampAgeUs >= 25_000 && r.udp.stampAgeUs < 2_000_000, `stamp ${r.udp.stampAgeUs} µs old`);
+  });
+
+  it('returns a flannel0 packet already read, with its virtio header', () => {
+    assert.equal(r.tun.ev & (WAIT.udp | WAIT.tun), WAIT.tun);
+    assert.equal(r.tun.version, 4);
+    assert.equal(r.tun.len, 28 + 'into the tun'.length);
+    assert.equal(r.tun.payload, 'into the tun');
+    assert.ok(r.tun.vnetZero);
+  });
+
+  it('marks a read that completed at once (more queued), and leaves the rest to a drain', () => {
+    assert.equal(r.queued.ev & (WAIT.udp | WAIT.udpAtOnce), WAIT.udp | WAIT.udpAtOnce);
+    assert.equal(r.queued.rest, 1, 'the second datagram is still in the socket');
+  });
+
+  it('the doorbell ends a wait', () => {
+    assert.equal(r.doorbell.ev, WAIT.wake);
+    assert.ok(r.doorbell.ms < 500);
+  });
+
+  it('a read no longer wanted is cancelled: it takes nothing more', () => {
+    assert.equal(r.tunOnly, 0);
+    assert.equal(r.tunOnlyAfter, 0, 'the datagram did not complete the cancelled recv');
+    assert.equal(r.leftInSocket, 1);
+  });
+
+  it('closed while reads are posted: nothing is taken afterwards, and waiting is refused', () => {
+    assert.equal(r.beforeClose, 0);
+    assert.equal(r.afterClose, 1, 'the datagram stayed in the socket');
+    assert.equal(r.nextAfterClose, -22, 'EINVAL once closed');
+  });
+
+  it('busy-polls after traffic for spinUs, then sleeps until its timeout', () => {
+    assert.equal(r.spin.got & WAIT.udp, WAIT.udp);
+    assert.equal(r.spin.idle.ev, 0);
+    assert.ok(r.spin.idle.ms >= 50 && r.spin.idle.ms < 1000, `${r.spin.idle.ms} ms: 3 ms polling, then the 50 ms wait`);
+  });
+
+  it('a Lane that waits forwards both ways (the warm-up: every packet it was given)', () => {
+    assert.equal(r.warmUpVnet, 1500);
+    assert.equal(r.warmUpPlain, 1500);
+  });
+
+  it('a waiting worker lane answers commands at once, forwards, and closes while waiting', () => {
+    const w = r.workerLanes;
+    assert.ok(w.waiting, 'the worker waits in io_uring');
+    assert.ok(w.routesMs < 200, `setRoutes took ${w.routesMs} ms: the doorbell wakes the lane`);
+    assert.equal(w.received, 1);
+    assert.equal(w.written, 1, 'the datagram from the peer was written into flannel0');
+    assert.ok(w.closed, 'the worker confirmed it stopped');
+    assert.ok(w.closeMs < 200, `close took ${w.closeMs} ms`);
+  });
+});
