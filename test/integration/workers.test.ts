@@ -181,6 +181,8 @@ describe('--workers 2: one datapath thread per direction', { timeout: 90_000 }, 
       [
         'env',
         'FLANNELD_WORKERS=2',
+        // The TypeScript datapath's threads and per-peer counts are under test, not the kernel fast path.
+        'FLANNELD_DATAPATH=userspace',
         process.execPath,
         agentEntry(lab.repoDir),
         '--kv-file',
