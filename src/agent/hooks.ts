@@ -21,6 +21,8 @@ export interface AgentStatus {
   offloads?(): Readonly<Record<string, boolean>>;
   /** Threads forwarding packets (--workers). */
   datapathThreads?(): number;
+  /** Input refused (peer leases, config changes), by input and reason. */
+  refusals?(): Iterable<{ readonly input: string; readonly reason: string; readonly count: number }>;
 }
 
 export interface Closable {

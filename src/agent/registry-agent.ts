@@ -25,6 +25,7 @@ import { configKey } from '../subnet/lease.js';
 import { LeaseManager, type Lease } from '../subnet/lease-manager.js';
 import { NetworkConfigMissingError, fetchNetworkConfig } from '../subnet/network-config-source.js';
 import { RouteWatcher } from '../subnet/route-watcher.js';
+import { RefusalCounters } from '../subnet/refusals.js';
 import { readPreviousSubnet, writeSubnetEnv } from '../subnet/subnet-env.js';
 import type { RegistryFlags } from '../cli/flags.js';
 import { Datapath, describeRoutes, waitForStopSignal } from './datapath.js';
@@ -192,10 +193,14 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
       resolveFirstRoutes = resolve;
     });
     const routeLog = new RouteChangeLog(log, flags.logLevel === 'debug');
+    const refusals = new RefusalCounters();
     const watcher = new RouteWatcher({
       store,
       prefix: flags.prefix,
       ownSubnet: lease.subnet,
+      network: config.network,
+      ownPublicIp: publicIp,
+      refusals,
       logger: log,
       onRoutes: (routes: Route[]) => {
         try {
@@ -270,6 +275,7 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
           };
         },
         datapathThreads: () => dp.workers,
+        refusals: () => refusals.entries(),
         ready: () => ready,
       };
       try {

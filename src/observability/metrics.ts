@@ -49,6 +49,8 @@ export interface MetricsSource {
   offloads?(): Readonly<Record<string, boolean>>;
   /** Optional: how many threads forward packets (1: the main thread; 2: a worker per direction). */
   datapathThreads?(): number;
+  /** Optional: input the agent refused (peer leases, config changes), by input and reason. */
+  refusals?(): Iterable<{ readonly input: string; readonly reason: string; readonly count: number }>;
 }
 
 const PREFIX = 'flannel_ts_';
@@ -134,6 +136,10 @@ const FAMILIES: Readonly<Record<string, Family>> = {
     help: 'Batched reads that returned packets (packets / batches = batch occupancy).',
   },
   read_errors_total: { type: 'counter', help: 'Batched reads that failed with an I/O error.' },
+  refusals_total: {
+    type: 'counter',
+    help: 'Input refused and not acted on (input: lease or config), by reason; each refusal is also logged once.',
+  },
   routes: { type: 'gauge', help: 'Peer routes in the datapath.' },
   route_info: { type: 'gauge', help: 'One series per peer route: the subnet and the public IP it is sent to.' },
   lease_info: { type: 'gauge', help: 'Our own subnet lease and the public IP it advertises.' },
@@ -278,6 +284,10 @@ export function renderMetrics(source: MetricsSource): string {
     for (const [name, on] of Object.entries(source.offloads())) x.add('offload_enabled', { offload: name }, on ? 1 : 0);
   }
   if (source.datapathThreads) x.add('datapath_threads', {}, source.datapathThreads());
+  if (source.refusals) {
+    x.declare('refusals_total');
+    for (const r of source.refusals()) x.add('refusals_total', { input: r.input, reason: r.reason }, r.count);
+  }
 
   if (source.peerTraffic) {
     for (const family of [

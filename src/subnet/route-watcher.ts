@@ -8,7 +8,9 @@
 //   to 5 s, instead of giving up;
 // - after a re-listing the full route list is recomputed, so a PublicIP that changed during the gap
 //   is picked up;
-// - while the store is unreachable the last routes stay.
+// - while the store is unreachable the last routes stay;
+// - a lease that fails the checks of lease-validation.ts (outside the network, overlapping ours or
+//   another lease, a PublicIP that is not unicast or is ours) is logged, counted and not routed.
 
 import type { Route } from '../routing-table/snapshot.js';
 import { formatCidr, maskOf } from '../routing-table/ipv4.js';
@@ -17,6 +19,8 @@ import { silentLogger, systemClock } from './clock.js';
 import type { Ipv4Net } from './config.js';
 import type { KvStore, ListedKey, Watch, WatchEvent } from './kv.js';
 import { DEFAULT_ETCD_PREFIX, parseLeaseAttrs, parseSubnetKey, subnetsPrefix } from './lease.js';
+import { LeaseGate, type CandidateLease } from './lease-validation.js';
+import type { RefusalCounters } from './refusals.js';
 
 export type { Route };
 
@@ -32,6 +36,12 @@ export interface RouteWatcherOptions {
   readonly onRoutes: (routes: Route[]) => void;
   readonly clock?: Clock;
   readonly logger?: Logger;
+  /** The network every peer lease must lie in (unset: not checked). */
+  readonly network?: Ipv4Net;
+  /** Our PublicIP: a peer lease with it is refused (unset: not checked). */
+  readonly ownPublicIp?: number;
+  /** Where refused leases are counted. */
+  readonly refusals?: RefusalCounters;
 }
 
 interface PeerLease {
@@ -47,6 +57,7 @@ export class RouteWatcher {
   private readonly onRoutes: (routes: Route[]) => void;
   private readonly clock: Clock;
   private readonly log: Logger;
+  private readonly gate: LeaseGate;
 
   /** Every readable lease under the prefix, by key (the own one too; it is filtered when routing). */
   private leases = new Map<string, PeerLease>();
@@ -66,6 +77,12 @@ export class RouteWatcher {
     this.onRoutes = options.onRoutes;
     this.clock = options.clock ?? systemClock;
     this.log = options.logger ?? silentLogger;
+    this.gate = new LeaseGate({
+      network: options.network ?? null,
+      ownPublicIp: options.ownPublicIp ?? null,
+      logger: this.log,
+      ...(options.refusals !== undefined ? { counters: options.refusals } : {}),
+    });
   }
 
   start(): void {
@@ -172,19 +189,24 @@ export class RouteWatcher {
   }
 
   private computeRoutes(): Route[] {
-    // One route per subnet; if two keys name the same subnet (e.g. with and without an IPv6 part),
-    // the most recently written wins.
-    const bySubnet = new Map<string, PeerLease>();
-    for (const l of this.leases.values()) {
+    // One candidate per subnet; if two keys name the same subnet (e.g. with and without an IPv6
+    // part), the most recently written wins. Then the gate drops what must not be routed.
+    const bySubnet = new Map<string, CandidateLease>();
+    for (const [key, l] of this.leases) {
       const prefix = (l.subnet.prefix & maskOf(l.subnet.prefixLen)) >>> 0;
       if (prefix === this.ownSubnet.prefix && l.subnet.prefixLen === this.ownSubnet.prefixLen) continue;
       const id = formatCidr(prefix, l.subnet.prefixLen);
       const seen = bySubnet.get(id);
       if (seen === undefined || seen.modRevision < l.modRevision) {
-        bySubnet.set(id, { ...l, subnet: { prefix, prefixLen: l.subnet.prefixLen } });
+        bySubnet.set(id, {
+          key,
+          subnet: { prefix, prefixLen: l.subnet.prefixLen },
+          publicIp: l.publicIp,
+          modRevision: l.modRevision,
+        });
       }
     }
-    const routes: Route[] = [...bySubnet.values()].map((l) => ({
+    const routes: Route[] = this.gate.admit([...bySubnet.values()], this.ownSubnet).map((l) => ({
       prefix: l.subnet.prefix,
       prefixLen: l.subnet.prefixLen,
       publicIp: l.publicIp,
