@@ -4,11 +4,14 @@
 import { Datapath, describeRoutes, waitForStopSignal } from '../agent/datapath.js';
 import { findExternalInterface } from '../link/ip.js';
 import type { Logger } from '../observability/log.js';
-import type { StaticFlags } from './flags.js';
+import { FlagError, type StaticFlags } from './flags.js';
+import { staticHostProblem } from './static-checks.js';
 
 export async function runStaticAgent(flags: StaticFlags, log: Logger): Promise<number> {
   const ext = findExternalInterface(flags.ifaces, flags.publicIp);
   const publicIp = flags.publicIp ?? ext.address;
+  const refused = staticHostProblem(flags, ext, publicIp);
+  if (refused !== null) throw new FlagError(refused);
   const datapath = Datapath.open({
     ext,
     network: flags.network,
