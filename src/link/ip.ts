@@ -2,6 +2,7 @@
 // flannel0's address, MTU and route. Control plane only; runs at start-up.
 import { execFileSync } from 'node:child_process';
 import { formatCidr, formatIPv4, parseIPv4 } from '../routing-table/ipv4.js';
+import { enableIcmpErrorDelivery } from './icmp-delivery.js';
 
 export interface ExternalInterface {
   readonly name: string;
@@ -101,6 +102,7 @@ export interface TunLinkConfig {
 }
 
 export function configureTunLink(cfg: TunLinkConfig): void {
+  enableIcmpErrorDelivery(cfg.name);
   ip(['addr', 'replace', `${formatIPv4(cfg.address)}/32`, 'dev', cfg.name]);
   ip(['link', 'set', 'dev', cfg.name, 'mtu', String(cfg.mtu), 'up']);
   ip(['route', 'replace', formatCidr(cfg.networkPrefix, cfg.networkLen), 'dev', cfg.name]);

@@ -131,6 +131,18 @@ const FAMILIES: Readonly<Record<string, Family>> = {
     type: 'counter',
     help: 'ICMP destination-unreachable messages built but not written to the TUN device.',
   },
+  icmp_time_exceeded_sent_total: {
+    type: 'counter',
+    help: 'ICMP time-exceeded messages written back into the TUN device for packets whose TTL ran out.',
+  },
+  icmp_time_exceeded_failed_total: {
+    type: 'counter',
+    help: 'ICMP time-exceeded messages built but not written to the TUN device.',
+  },
+  icmp_rate_limited_total: {
+    type: 'counter',
+    help: 'ICMP errors not sent because their destination, or all together, exceeded the rate limit.',
+  },
   read_batches_total: {
     type: 'counter',
     help: 'Batched reads that returned packets (packets / batches = batch occupancy).',
@@ -197,6 +209,9 @@ const COUNTER_SERIES: Readonly<Record<CounterName, CounterSeries>> = {
   udpRecvBatches: { family: 'read_batches_total', labels: { source: 'udp' } },
   tunReadErrors: { family: 'read_errors_total', labels: { source: 'tun' } },
   udpRecvErrors: { family: 'read_errors_total', labels: { source: 'udp' } },
+  icmpTimeExceededSent: { family: 'icmp_time_exceeded_sent_total', labels: {} },
+  icmpTimeExceededFailed: { family: 'icmp_time_exceeded_failed_total', labels: {} },
+  icmpRateLimited: { family: 'icmp_rate_limited_total', labels: {} },
 };
 
 /** Label values escape backslash, double quote and newline (exposition format 0.0.4). */

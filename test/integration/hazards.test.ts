@@ -3,7 +3,11 @@
  * and two flanneld-mode hosts, each with a pod:
  *
  * - bad peer leases written to etcd are refused (one log line each, counted in /metrics) and never
- *   routed, while traffic between the good hosts flows.
+ *   routed, while traffic between the good hosts flows;
+ * - ICMP errors reach the pod on a host with neither accept_local nor a loose rp_filter (the agent
+ *   sets accept_local on flannel0 alone): net unreachable for a subnet with no lease, time exceeded
+ *   for a TTL that runs out at the agent, both from flannel0's address; under a flood the rate
+ *   limit holds.
  */
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
@@ -15,6 +19,41 @@ import { UNDERLAY_ETCD_ENDPOINT, underlayEtcd, type NamespacedEtcd } from '../..
 const PREFIX = '/coreos.com/network';
 const CONFIG = '{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}';
 const HEALTHZ_PORT = 9921;
+
+/**
+ * Sends `count` UDP datagrams with TTL `ttl` to argv[1]:33434 from a pod, and prints the ICMP
+ * messages the pod then receives (a raw socket: [source, type, code] each) as JSON.
+ */
+const ICMP_PROBE = `
+import json, socket, sys, time
+dst, ttl, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+started = time.time()
+for i in range(count):
+    try:
+        udp.sendto(b'probe %d' % i, (dst, 33434))
+    except OSError:
+        pass
+sent_for = time.time() - started
+got = []
+raw.settimeout(1.0)
+while True:
+    try:
+        data, addr = raw.recvfrom(4096)
+    except socket.timeout:
+        break
+    ihl = (data[0] & 15) * 4
+    got.append([addr[0], data[ihl], data[ihl + 1]])
+print(json.dumps({'icmp': got, 'seconds': sent_for}))
+`;
+
+interface ProbeResult {
+  icmp: [string, number, number][];
+  seconds: number;
+}
 
 function latestRoutes(agent: AgentProcess): string[] | null {
   for (let i = agent.lines.length - 1; i >= 0; i--) {
@@ -67,6 +106,21 @@ describe('production hazards, flanneld mode with a real etcd, two hosts', { time
       agentArgs,
       beforeAgents: async (l) => {
         tempDir = l.tempDir;
+        // A strict host: no accept_local anywhere (the lab sets it by default) and strict reverse-path
+        // filtering; whatever ICMP delivery needs, the agent must set itself.
+        for (const n of l.hostNumbers()) {
+          await l.execChecked(l.hostNs(n), [
+            'sysctl',
+            '-q',
+            '-w',
+            'net.ipv4.conf.default.accept_local=0',
+            'net.ipv4.conf.all.accept_local=0',
+            'net.ipv4.conf.eth0.accept_local=0',
+            'net.ipv4.conf.veth0.accept_local=0',
+            'net.ipv4.conf.default.rp_filter=1',
+            'net.ipv4.conf.all.rp_filter=1',
+          ]);
+        }
         etcd = underlayEtcd(l, join(tempDir, 'etcd-data'));
         await etcd.start();
         await etcd.ctl('put', `${PREFIX}/config`, CONFIG);
@@ -130,5 +184,63 @@ describe('production hazards, flanneld mode with a real etcd, two hosts', { time
     assert.equal(count('public_ip_ours'), 1, text);
     assert.equal(count('overlaps_lease'), 1, text);
     for (const [key] of bad) await etcd.ctl('del', `${PREFIX}/subnets/${key}`);
+  });
+
+  const probe = async (n: number, dst: string, ttl: number, count: number): Promise<ProbeResult> => {
+    const r = await lab.execChecked(
+      lab.podNs(n),
+      ['python3', '-c', ICMP_PROBE, dst, String(ttl), String(count)],
+      60_000,
+    );
+    return JSON.parse(r.stdout) as ProbeResult;
+  };
+
+  test('flannel0 has accept_local (set by the agent), and nothing else does', async () => {
+    for (const n of lab.hostNumbers()) {
+      const r = await lab.execChecked(lab.hostNs(n), [
+        'sysctl',
+        '-n',
+        'net.ipv4.conf.flannel0.accept_local',
+        'net.ipv4.conf.all.accept_local',
+        'net.ipv4.conf.eth0.accept_local',
+      ]);
+      assert.deepEqual(r.stdout.trim().split('\n'), ['1', '0', '0'], `host ${n}`);
+    }
+  });
+
+  test('a pod gets net unreachable from flannel0 for a subnet with no lease', async () => {
+    const before = await lab.agentCounters(1);
+    const r = await probe(1, '10.244.77.7', 64, 1);
+    assert.deepEqual(r.icmp, [['10.244.1.0', 3, 0]], JSON.stringify(r));
+    const after = await lab.agentCounters(1);
+    assert.equal((after['icmpUnreachableSent'] ?? 0) - (before['icmpUnreachableSent'] ?? 0), 1);
+  });
+
+  test('a pod gets time exceeded from flannel0 for a TTL that runs out at the agent (traceroute sees the hop)', async () => {
+    // TTL 2: host 1's kernel forwards it with TTL 1 into flannel0, where the agent cannot forward it.
+    const r = await probe(1, lab.podAddr(2), 2, 1);
+    assert.deepEqual(r.icmp, [['10.244.1.0', 11, 0]], JSON.stringify(r));
+    // TTL 1: host 1's own kernel answers, from the pod's gateway.
+    const k = await probe(1, lab.podAddr(2), 1, 1);
+    assert.deepEqual(k.icmp, [[lab.podGateway(1), 11, 0]], JSON.stringify(k));
+  });
+
+  test('under a flood with no route, the rate limit holds: a burst of 6, then about one a second', async () => {
+    await new Promise((r) => setTimeout(r, 1500)); // let the earlier tests' tokens come back
+    const before = await lab.agentCounters(1);
+    const r = await probe(1, '10.244.77.7', 64, 30_000);
+    const after = await lab.agentCounters(1);
+    const sent = (after['icmpUnreachableSent'] ?? 0) - (before['icmpUnreachableSent'] ?? 0);
+    const limited = (after['icmpRateLimited'] ?? 0) - (before['icmpRateLimited'] ?? 0);
+    const noRoute = (after['dropTxNoRoute'] ?? 0) - (before['dropTxNoRoute'] ?? 0);
+    const allowed = 6 + Math.ceil(r.seconds) + 1;
+    assert.ok(noRoute > 10_000, `the flood reached the agent: ${noRoute}`);
+    assert.ok(
+      sent >= 6 && sent <= allowed,
+      `${sent} net unreachable sent in ${r.seconds.toFixed(1)} s (at most ${allowed})`,
+    );
+    assert.equal(sent + limited, noRoute, 'every offender answered or counted as held back');
+    assert.equal(r.icmp.length, sent, `the pod received what was sent: ${JSON.stringify(r.icmp)}`);
+    assert.ok(lab.agent(1).running);
   });
 });
