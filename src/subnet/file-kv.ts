@@ -13,10 +13,10 @@
 // - Watches poll the file (every `pollIntervalMs`) and deliver history after their cursor.
 
 import { randomUUID } from 'node:crypto';
-import { link, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { KeyValue, KvStore, Listing, Watch, WatchEvent, WatchHandlers } from './kv.js';
-import { writeFileAtomically } from './subnet-env.js';
+import { FileWriteError, describeCause, makeDirectory, writeFileAtomically } from './file-writes.js';
 
 interface StoredKey {
   value: string;
@@ -217,7 +217,7 @@ export class FileKvStore implements KvStore {
           state.compactedThrough = state.history[excess - 1]!.revision;
           state.history = state.history.slice(excess);
         }
-        await writeFileAtomically(this.path, JSON.stringify(state), 0o644);
+        await writeFileAtomically(this.path, JSON.stringify(state), 0o644, 'the file registry');
       }
       return result;
     } finally {
@@ -269,19 +269,40 @@ export class FileKvStore implements KvStore {
     const token = `${process.pid} ${randomUUID()}\n`;
     for (;;) {
       if (this.closed) throw new Error('file kv: store closed');
+      let fh;
       try {
-        const fh = await open(this.lockPath, 'wx', 0o644);
-        await fh.writeFile(token);
-        await fh.close();
-        return token;
+        fh = await open(this.lockPath, 'wx', 0o644);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'ENOENT') {
           // The directory does not exist yet.
-          await mkdir(dirname(this.lockPath), { recursive: true, mode: 0o755 });
+          await makeDirectory(dirname(this.lockPath), 'the file registry');
           continue;
         }
-        if (code !== 'EEXIST') throw err;
+        if (code !== 'EEXIST') {
+          throw new FileWriteError(
+            `file kv: cannot create the lock ${this.lockPath}: ${describeCause(err)}`,
+            this.lockPath,
+            err,
+          );
+        }
+      }
+      if (fh !== undefined) {
+        // The lock is ours only with its token in it. Failing that (a full disk), no empty lock
+        // file may stay behind for other writers to wait on, and no descriptor may leak.
+        try {
+          await fh.writeFile(token);
+          await fh.close();
+          return token;
+        } catch (err) {
+          await fh.close().catch(() => undefined);
+          await unlink(this.lockPath).catch(() => undefined);
+          throw new FileWriteError(
+            `file kv: cannot write the lock ${this.lockPath}: ${describeCause(err)}`,
+            this.lockPath,
+            err,
+          );
+        }
       }
       try {
         const st = await stat(this.lockPath);
