@@ -26,6 +26,8 @@ import { LeaseManager, type Lease } from '../subnet/lease-manager.js';
 import { NetworkConfigMissingError, fetchNetworkConfig } from '../subnet/network-config-source.js';
 import { RouteWatcher } from '../subnet/route-watcher.js';
 import { RefusalCounters } from '../subnet/refusals.js';
+import { ConfigWatcher } from '../subnet/config-watcher.js';
+import { recoverFromRegistryResets, type ResetRecovery } from './registry-reset.js';
 import { readPreviousSubnet, writeSubnetEnv } from '../subnet/subnet-env.js';
 import type { RegistryFlags } from '../cli/flags.js';
 import { Datapath, describeRoutes, waitForStopSignal } from './datapath.js';
@@ -116,6 +118,8 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
 
   let leases: LeaseManager | null = null;
   let routeWatcher: RouteWatcher | null = null;
+  let configWatcher: ConfigWatcher | null = null;
+  let resetRecovery: ResetRecovery | null = null;
   let health: Closable | null = null;
   let ipMasq: IpMasqRules | null = null;
   try {
@@ -239,6 +243,9 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
       },
       onError: (err) => log.warn('lease upkeep failed; retrying', { error: err.message }),
     });
+    configWatcher = new ConfigWatcher({ store, prefix: flags.prefix, inUse: config, logger: log, refusals });
+    configWatcher.start();
+    resetRecovery = recoverFromRegistryResets(store, () => leases?.lease ?? null, log);
 
     // --- 7. ready --------------------------------------------------------------------------------------
     if (await Promise.race([firstRoutes.then(() => false), stopSignal.promise.then(() => true)])) {
@@ -276,7 +283,7 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
         },
         datapathThreads: () => dp.workers,
         refusals: () => refusals.entries(),
-        ready: () => ready,
+        ready: () => ready && resetRecovery?.recovering !== true,
       };
       try {
         health = await startHealthServer(flags.healthzIp, flags.healthzPort, status, log);
@@ -289,6 +296,8 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
     return await shutdown();
   } finally {
     stopSignal.dispose();
+    resetRecovery?.stop();
+    configWatcher?.stop();
     leases?.stop();
     routeWatcher?.stop();
     datapath?.close();

@@ -58,6 +58,8 @@ export class PrefixWatch implements Watch {
     fromRevision: number,
     private readonly handlers: WatchHandlers,
     private readonly onClosed: (watch: PrefixWatch) => void,
+    /** Sees every response header (the store's reset detection); may end this watch by endAsCompacted. */
+    private readonly onHeader: (header: WireHeader | undefined) => void = () => undefined,
   ) {
     this.nextRevision = fromRevision;
   }
@@ -75,6 +77,13 @@ export class PrefixWatch implements Watch {
     this.request?.destroy();
     this.request = null;
     this.onClosed(this);
+  }
+
+  /** The store was reset: end, and let the consumer list again (as after a compaction). */
+  endAsCompacted(): void {
+    if (this.closed) return;
+    this.close();
+    this.handlers.onCompacted();
   }
 
   private async connect(): Promise<void> {
@@ -150,6 +159,9 @@ export class PrefixWatch implements Watch {
     }
     const result = message.result;
     if (result === undefined) return;
+    // A reset seen here (a re-created watch on an etcd wiped meanwhile) ends this watch.
+    this.onHeader(result.header);
+    if (this.closed || connection !== this.connection) return;
     const compactRevision = int64Number(result.compact_revision);
     if (compactRevision > 0 || (result.canceled === true && /compact/i.test(result.cancel_reason ?? ''))) {
       this.close();

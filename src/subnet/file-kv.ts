@@ -17,6 +17,7 @@ import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { KeyValue, KvStore, Listing, Watch, WatchEvent, WatchHandlers } from './kv.js';
 import { FileWriteError, describeCause, makeDirectory, writeFileAtomically } from './file-writes.js';
+import { ResetDetector } from './registry-reset.js';
 
 interface StoredKey {
   value: string;
@@ -61,7 +62,9 @@ export class FileKvStore implements KvStore {
   private readonly lockStaleMs: number;
   private readonly lockTimeoutMs: number;
   private readonly historyLimit: number;
-  private readonly watches = new Set<{ stop(): void }>();
+  private readonly watches = new Set<{ stop(): void; endAsCompacted(): void }>();
+  /** Every read goes through it: a revision that went back (the file deleted or replaced by an older copy) is a reset. */
+  private readonly identity = new ResetDetector();
   private closed = false;
 
   constructor(options: FileKvOptions) {
@@ -72,6 +75,13 @@ export class FileKvStore implements KvStore {
     this.lockStaleMs = options.lockStaleMs ?? 10_000;
     this.lockTimeoutMs = options.lockTimeoutMs ?? 15_000;
     this.historyLimit = options.historyLimit ?? 1000;
+    this.identity.subscribe(() => {
+      for (const w of [...this.watches]) w.endAsCompacted();
+    });
+  }
+
+  onReset(listener: (reason: string) => void): () => void {
+    return this.identity.subscribe((reason) => listener(`file registry ${this.path}: ${reason}`));
   }
 
   async get(key: string): Promise<KeyValue | null> {
@@ -122,6 +132,11 @@ export class FileKvStore implements KvStore {
         stopped = true;
         if (timer !== null) clearTimeout(timer);
         this.watches.delete(entry);
+      },
+      endAsCompacted: () => {
+        if (stopped) return;
+        entry.stop();
+        handlers.onCompacted();
       },
     };
     this.watches.add(entry);
@@ -186,7 +201,11 @@ export class FileKvStore implements KvStore {
     try {
       text = await readFile(this.path, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return emptyState();
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        const empty = emptyState();
+        this.identity.observe(empty.revision);
+        return empty;
+      }
       throw err;
     }
     let state: FileState;
@@ -198,6 +217,7 @@ export class FileKvStore implements KvStore {
     if (state === null || state.format !== 'flannel-ts-registry/1' || typeof state.keys !== 'object') {
       throw new Error(`file kv: ${this.path} is not a flannel-ts registry file`);
     }
+    this.identity.observe(state.revision);
     return state;
   }
 
