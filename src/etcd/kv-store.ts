@@ -18,7 +18,7 @@ import { EtcdClosedError } from './errors.js';
 import { resolveOptions, type EtcdClientOptions } from './options.js';
 import { EtcdTransport, UNARY_MAX_SOCKETS } from './transport.js';
 import { PrefixWatch, type ExpiryCache } from './watch.js';
-import { ResetDetector } from '../subnet/registry-reset.js';
+import { ResetDetector, type ResetMark } from '../subnet/registry-reset.js';
 
 interface RangeReply {
   header?: WireHeader;
@@ -46,10 +46,10 @@ export class EtcdKvStore implements KvStore {
     return this.identity.subscribe((reason) => listener(`etcd at ${this.endpointsLabel()}: ${reason}`));
   }
 
-  /** Feeds a reply's header to the reset detector. */
-  private observe(header: WireHeader | undefined): void {
+  /** Feeds a reply's header to the reset detector, with the mark taken before its request was sent. */
+  private observe(header: WireHeader | undefined, sent: ResetMark): void {
     if (header === undefined) return;
-    this.identity.observe(int64Number(header.revision), header.cluster_id ?? null);
+    this.identity.observe(int64Number(header.revision), header.cluster_id ?? null, sent);
   }
 
   private endpointsLabel(): string {
@@ -58,8 +58,9 @@ export class EtcdKvStore implements KvStore {
 
   async get(key: string): Promise<KeyValue | null> {
     this.assertOpen();
+    const sent = this.identity.mark();
     const reply = await this.transport.call<RangeReply>('/v3/kv/range', { key: encodeBytes(key) }, { retrySafe: true });
-    this.observe(reply.header);
+    this.observe(reply.header, sent);
     const kv = reply.kvs?.[0];
     return kv === undefined ? null : this.toKeyValue(kv, new Map());
   }
@@ -70,12 +71,13 @@ export class EtcdKvStore implements KvStore {
   async list(prefix: string, options?: ListOptions): Promise<Listing<ListedKey>> {
     this.assertOpen();
     const range = prefixRange(prefix);
+    const sent = this.identity.mark();
     const reply = await this.transport.call<RangeReply>(
       '/v3/kv/range',
       { key: range.key, range_end: range.rangeEnd },
       { retrySafe: true },
     );
-    this.observe(reply.header);
+    this.observe(reply.header, sent);
     const revision = int64Number(reply.header?.revision);
     const wire = reply.kvs ?? [];
     if (options?.expiries === false) return { kvs: wire.map(toListedKey), revision };
@@ -90,6 +92,7 @@ export class EtcdKvStore implements KvStore {
     this.assertOpen();
     const lease = await this.grantLease(ttlSeconds);
     const encodedKey = encodeBytes(key);
+    const sent = this.identity.mark();
     const reply = await this.transport.call<{ succeeded?: boolean; header?: WireHeader }>(
       '/v3/kv/txn',
       {
@@ -98,7 +101,7 @@ export class EtcdKvStore implements KvStore {
       },
       { retrySafe: false },
     );
-    this.observe(reply.header);
+    this.observe(reply.header, sent);
     const created = reply.succeeded === true;
     if (!created && lease !== NO_LEASE) {
       // The lease would expire by itself; revoking it just keeps etcd tidy (as flannel does).
@@ -111,24 +114,26 @@ export class EtcdKvStore implements KvStore {
     this.assertOpen();
     const lease = await this.grantLease(ttlSeconds);
     // Resending this put leaves the same value under the same lease: safe to retry.
+    const sent = this.identity.mark();
     const reply = await this.transport.call<{ prev_kv?: WireKeyValue; header?: WireHeader }>(
       '/v3/kv/put',
       { key: encodeBytes(key), value: encodeBytes(value), lease, prev_kv: true },
       { retrySafe: true },
     );
-    this.observe(reply.header);
+    this.observe(reply.header, sent);
     const previous = leaseIdOf(reply.prev_kv?.lease);
     if (previous !== NO_LEASE && previous !== lease) await this.revokeIfUnused(previous);
   }
 
   async delete(key: string): Promise<boolean> {
     this.assertOpen();
+    const sent = this.identity.mark();
     const reply = await this.transport.call<{ deleted?: string; header?: WireHeader }>(
       '/v3/kv/deleterange',
       { key: encodeBytes(key) },
       { retrySafe: false },
     );
-    this.observe(reply.header);
+    this.observe(reply.header, sent);
     return int64Number(reply.deleted) > 0;
   }
 
@@ -145,7 +150,7 @@ export class EtcdKvStore implements KvStore {
       fromRevision,
       handlers,
       (closed) => this.watches.delete(closed),
-      (header) => this.observe(header),
+      { mark: () => this.identity.mark(), observe: (header, sent) => this.observe(header, sent) },
     );
     this.watches.add(watch);
     watch.start();

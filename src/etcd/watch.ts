@@ -13,6 +13,19 @@ import type { KeyValue, Watch, WatchEvent, WatchHandlers } from '../subnet/kv.js
 import { decodeBytes, int64Number, leaseIdOf, prefixRange, type WireHeader, type WireKeyValue } from './codec.js';
 import { JsonObjectSplitter } from './json-stream.js';
 import { isAuthRetryableMessage, type EtcdTransport } from './transport.js';
+import type { ResetMark } from '../subnet/registry-reset.js';
+
+/** The store's reset detection: a mark taken before each (re)connection, and every response header. */
+export interface HeaderObserver {
+  mark(): ResetMark;
+  /** May end this watch (endAsCompacted) when the header shows a reset. */
+  observe(header: WireHeader | undefined, sent: ResetMark): void;
+}
+
+const NO_OBSERVER: HeaderObserver = {
+  mark: () => ({ epoch: 0, highestRevision: 0 }),
+  observe: () => undefined,
+};
 
 const INITIAL_RETRY_MS = 100;
 const MAX_RETRY_MS = 5_000;
@@ -58,8 +71,7 @@ export class PrefixWatch implements Watch {
     fromRevision: number,
     private readonly handlers: WatchHandlers,
     private readonly onClosed: (watch: PrefixWatch) => void,
-    /** Sees every response header (the store's reset detection); may end this watch by endAsCompacted. */
-    private readonly onHeader: (header: WireHeader | undefined) => void = () => undefined,
+    private readonly headers: HeaderObserver = NO_OBSERVER,
   ) {
     this.nextRevision = fromRevision;
   }
@@ -90,6 +102,7 @@ export class PrefixWatch implements Watch {
     this.retryTimer = null;
     if (this.closed) return;
     const connection = ++this.connection;
+    const sent = this.headers.mark();
     const range = prefixRange(this.prefix);
     const body = {
       create_request: { key: range.key, range_end: range.rangeEnd, start_revision: String(this.nextRevision) },
@@ -118,7 +131,7 @@ export class PrefixWatch implements Watch {
       }
       for (const message of messages) {
         this.queue = this.queue
-          .then(() => this.handle(connection, opened.token, message as WireWatchMessage))
+          .then(() => this.handle(connection, opened.token, message as WireWatchMessage, sent))
           .catch((err: Error) => this.fail(connection, err));
       }
     });
@@ -150,7 +163,7 @@ export class PrefixWatch implements Watch {
     this.retryTimer = setTimeout(() => void this.connect(), delay);
   }
 
-  private async handle(connection: number, token: string, message: WireWatchMessage): Promise<void> {
+  private async handle(connection: number, token: string, message: WireWatchMessage, sent: ResetMark): Promise<void> {
     if (connection !== this.connection) return;
     if (message.error !== undefined) {
       const text = message.error.message ?? JSON.stringify(message.error);
@@ -160,7 +173,7 @@ export class PrefixWatch implements Watch {
     const result = message.result;
     if (result === undefined) return;
     // A reset seen here (a re-created watch on an etcd wiped meanwhile) ends this watch.
-    this.onHeader(result.header);
+    this.headers.observe(result.header, sent);
     if (this.closed || connection !== this.connection) return;
     const compactRevision = int64Number(result.compact_revision);
     if (compactRevision > 0 || (result.canceled === true && /compact/i.test(result.cancel_reason ?? ''))) {

@@ -197,13 +197,14 @@ export class FileKvStore implements KvStore {
 
   private async read(): Promise<FileState> {
     if (this.closed) throw new Error('file kv: store closed');
+    const sent = this.identity.mark();
     let text: string;
     try {
       text = await readFile(this.path, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         const empty = emptyState();
-        this.identity.observe(empty.revision);
+        this.identity.observe(empty.revision, null, sent);
         return empty;
       }
       throw err;
@@ -217,7 +218,7 @@ export class FileKvStore implements KvStore {
     if (state === null || state.format !== 'flannel-ts-registry/1' || typeof state.keys !== 'object') {
       throw new Error(`file kv: ${this.path} is not a flannel-ts registry file`);
     }
-    this.identity.observe(state.revision);
+    this.identity.observe(state.revision, null, sent);
     return state;
   }
 

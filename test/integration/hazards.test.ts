@@ -7,10 +7,15 @@
  * - ICMP errors reach the pod on a host with neither accept_local nor a loose rp_filter (the agent
  *   sets accept_local on flannel0 alone): net unreachable for a subnet with no lease, time exceeded
  *   for a TTL that runs out at the agent, both from flannel0's address; under a flood the rate
- *   limit holds.
+ *   limit holds;
+ * - the network config changed under running agents: refused with one line and a counter each;
+ * - etcd wiped and restarted empty under running agents, while a new host takes host 1's subnet
+ *   before host 1 can reach etcd again: each agent says so in one line, /readyz goes 503 and back
+ *   to 200, the leases are re-created within seconds (host 2 on its subnet, host 1 on a new one),
+ *   and no two hosts share a subnet.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Lab, removeStaleLabNamespaces, requireTools, type AgentProcess } from '../../src/lab/index.js';
@@ -242,5 +247,122 @@ describe('production hazards, flanneld mode with a real etcd, two hosts', { time
     assert.equal(sent + limited, noRoute, 'every offender answered or counted as held back');
     assert.equal(r.icmp.length, sent, `the pod received what was sent: ${JSON.stringify(r.icmp)}`);
     assert.ok(lab.agent(1).running);
+  });
+
+  const readyz = async (n: number): Promise<number> => {
+    const get = `fetch('http://${lab.hostAddr(n)}:${HEALTHZ_PORT}/readyz').then((r) => process.stdout.write(String(r.status)), () => process.stdout.write('0'))`;
+    return Number((await lab.exec(lab.hostNs(n), [process.execPath, '-e', get], 5000)).stdout);
+  };
+  test('a network config changed under running agents: one line and a counter on each, nothing changes', async () => {
+    const from = lab.hostNumbers().map((n) => lab.agent(n).lines.length);
+    await etcd.ctl('put', `${PREFIX}/config`, '{"Network":"10.245.0.0/16","Backend":{"Type":"udp"}}');
+    await etcd.ctl('put', `${PREFIX}/config`, '{"Network":"10.245.0.0/16","Backend":{"Type":"udp"}}');
+    for (const n of lab.hostNumbers()) {
+      await lab
+        .agent(n)
+        .waitForLine(
+          (l) =>
+            /changed while this agent runs \(Network 10\.244\.0\.0\/16 -> 10\.245\.0\.0\/16,/.test(String(l['msg'])),
+          10_000,
+          from[n - 1],
+        );
+      const text = await metrics(n);
+      assert.match(text, /^flannel_ts_refusals_total\{input="config",reason="changed_while_running"\} 1$/m, text);
+    }
+    await etcd.ctl('put', `${PREFIX}/config`, CONFIG);
+    const r = await lab.ping(lab.podNs(1), lab.podAddr(2), { count: 2, intervalSec: 0.05 });
+    assert.equal(r.received, 2, r.raw);
+  });
+
+  test("etcd wiped under running agents (and a newcomer on host 1's subnet): leases re-created, /readyz follows, no shared subnet", async () => {
+    for (const n of lab.hostNumbers()) assert.equal(await readyz(n), 200);
+    const from = lab.hostNumbers().map((n) => lab.agent(n).lines.length);
+    // /readyz polled every 20 ms from inside host 2, each change of status printed.
+    const statuses: number[] = [];
+    const poller = lab.spawn(lab.hostNs(2), [
+      process.execPath,
+      '-e',
+      `let last = 0; setInterval(() => fetch('http://${lab.hostAddr(2)}:${HEALTHZ_PORT}/readyz').then((r) => { if (r.status !== last) { last = r.status; console.log(last); } }, () => {}), 20);`,
+    ]);
+    let pollerErr = '';
+    poller.stdout!.on('data', (d: Buffer) => statuses.push(...d.toString().trim().split('\n').map(Number)));
+    poller.stderr!.on('data', (d: Buffer) => (pollerErr += d.toString()));
+    await waitFor('the /readyz poller to see 200', () => statuses.length > 0 || pollerErr !== '');
+    assert.deepEqual(statuses, [200], pollerErr);
+    // Host 1 cannot reach etcd for a while (its connections refused at once).
+    const block = [
+      'OUTPUT',
+      '-d',
+      '192.0.2.254',
+      '-p',
+      'tcp',
+      '--dport',
+      '2379',
+      '-j',
+      'REJECT',
+      '--reject-with',
+      'tcp-reset',
+    ];
+    await lab.execChecked(lab.hostNs(1), ['iptables', '-I', ...block]);
+    try {
+      await etcd.kill();
+      rmSync(join(tempDir, 'etcd-data'), { recursive: true, force: true });
+      await etcd.start();
+      const back = Date.now();
+      // The operator restores the config; a new host leases 10.244.1.0/24, which host 1 still uses.
+      await etcd.ctl('put', `${PREFIX}/config`, CONFIG);
+      await etcd.ctl('put', `${PREFIX}/subnets/10.244.1.0-24`, '{"PublicIP":"192.0.2.99","PublicIPv6":null}');
+      // Host 2: one line, not ready, then its lease back on the same subnet within seconds, ready again.
+      const said = await lab
+        .agent(2)
+        .waitForLine(
+          (l) =>
+            l['msg'] ===
+            'the registry was reset: re-creating our lease and listing the peers again; not ready until done',
+          15_000,
+          from[1],
+        );
+      assert.match(String(said['reason']), /revision went back/);
+      const done = await lab
+        .agent(2)
+        .waitForLine((l) => l['msg'] === 'lease re-created after the registry reset', 15_000, from[1]);
+      await new Promise((r) => setTimeout(r, 200));
+      poller.kill();
+      assert.equal(done['subnet'], '10.244.2.0/24');
+      assert.ok(Date.now() - back < 10_000, `re-created ${Date.now() - back} ms after etcd came back`);
+      assert.deepEqual(
+        statuses.slice(-2),
+        [503, 200],
+        `/readyz: 503 while the lease was re-created, then 200: ${statuses.join(' ')}`,
+      );
+      assert.equal(await readyz(2), 200);
+      assert.equal(
+        lab
+          .agent(2)
+          .lines.slice(from[1])
+          .filter((l) => String(l['msg']).startsWith('the registry was reset')).length,
+        1,
+        'one line',
+      );
+    } finally {
+      poller.kill();
+      await lab.execChecked(lab.hostNs(1), ['iptables', '-D', ...block]);
+    }
+    // Host 1 comes back to a registry where its subnet is taken: it moves, and says so.
+    const moved = await lab
+      .agent(1)
+      .waitForLine((l) => l['msg'] === 'lease re-created after the registry reset', 20_000, from[0]);
+    assert.notEqual(moved['subnet'], '10.244.1.0/24', JSON.stringify(moved));
+    assert.equal(await readyz(1), 200);
+    const leases = await etcd.getPrefix(`${PREFIX}/subnets/`);
+    const bySubnet = [...leases.entries()]
+      .map(([k, v]) => `${k.slice(`${PREFIX}/subnets/`.length)}=${(JSON.parse(v) as { PublicIP: string }).PublicIP}`)
+      .sort();
+    const host1 = String(moved['subnet']).replace('/', '-');
+    assert.deepEqual(bySubnet, [`10.244.1.0-24=192.0.2.99`, '10.244.2.0-24=192.0.2.2', `${host1}=192.0.2.1`].sort());
+    // Host 2 routes to host 1's new subnet.
+    await waitFor('host 2 routes to host 1 on its new subnet', () =>
+      (latestRoutes(lab.agent(2)) ?? []).includes(`${moved['subnet']}=192.0.2.1`),
+    );
   });
 });

@@ -36,6 +36,28 @@ test('ResetDetector: a revision that goes back, or another cluster ID, is a rese
   assert.equal(heard.length, 2, 'an unsubscribed listener hears nothing');
 });
 
+test('ResetDetector: replies judged by what was known when their request was sent', () => {
+  const d = new ResetDetector();
+  let resets = 0;
+  d.subscribe(() => resets++);
+  d.observe(10);
+  // A listing sent at 10 and served at 11 arrives after a watch event of revision 12: not a reset.
+  const listing = d.mark();
+  d.observe(12);
+  assert.equal(d.observe(11, null, listing), false);
+  // The registry is wiped: the first reply that shows it is a reset; replies to requests sent
+  // before that (other watches re-created on the new registry) tell nothing more.
+  const a = d.mark(),
+    b = d.mark();
+  assert.equal(d.observe(3, null, a), true);
+  assert.equal(d.observe(2, null, b), false);
+  assert.equal(resets, 1);
+  // From there the new registry is followed, and a second wipe is a second reset.
+  d.observe(7);
+  assert.equal(d.observe(1, null, d.mark()), true);
+  assert.equal(resets, 2);
+});
+
 test('a wiped registry: the lease is re-created on the same subnet, the routes are listed again', async () => {
   const clock = new ManualClock();
   const store = new MemoryKvStore({ clock });
