@@ -1,8 +1,8 @@
 /**
  * Static mode refuses, before creating anything, a network that would replace or shadow one of the
  * host's routes: in a namespace of its own (an underlay eth0 on a veth pair), the agent exits 2
- * with one line and the host's routes are untouched. A second agent for the same network on a host
- * where one already forwards is refused the same way, and the first keeps its route.
+ * with one line and the host's routes are untouched. A second agent on a host where one already
+ * forwards is refused by the host lock (one line naming the first), and the first keeps its route.
  */
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
@@ -54,7 +54,7 @@ describe('static mode against the host', { timeout: 60_000 }, () => {
     }
   });
 
-  test('a second agent for the same network is refused; the first keeps forwarding with its route', async () => {
+  test('a second agent is refused by the host lock, naming the first; the first keeps forwarding with its route', async () => {
     const args = ['--network', '10.244.0.0/16', '--subnet', '10.244.1.0/24', '--peer', '10.244.2.0/24=192.0.2.2'];
     const first = ns.spawn(process.execPath, [MAIN, '--iface', 'eth0', ...args]);
     let out = '';
@@ -67,8 +67,12 @@ describe('static mode against the host', { timeout: 60_000 }, () => {
     });
     assert.match(await routes(), /10\.244\.0\.0\/16 dev flannel0/);
     const second = await runAgent(args);
-    assert.equal(second.code, 2, second.stderr);
-    assert.match(second.stderr, /the route of a flannel agent already running/);
+    assert.equal(second.code, 1, second.stderr);
+    assert.equal(second.stderr.trim().split('\n').length, 1, second.stderr);
+    assert.match(
+      second.stderr,
+      new RegExp(`another flannel-ts agent runs in this network namespace: pid ${first.pid} \\(static mode`),
+    );
     assert.match(await routes(), /10\.244\.0\.0\/16 dev flannel0/, 'the first agent kept its route');
     assert.equal(first.exitCode, null, 'the first agent still runs');
     first.kill('SIGTERM');
