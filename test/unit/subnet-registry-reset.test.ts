@@ -10,7 +10,7 @@ import { LeaseManager } from '../../src/subnet/lease-manager.js';
 import { MemoryKvStore } from '../../src/subnet/memory-kv.js';
 import { RefusalCounters } from '../../src/subnet/refusals.js';
 import { ResetDetector } from '../../src/subnet/registry-reset.js';
-import { RouteWatcher } from '../../src/subnet/route-watcher.js';
+import { RESET_HOLD_MS, RouteWatcher } from '../../src/subnet/route-watcher.js';
 import { formatCidr, formatIPv4, parseIPv4 } from '../../src/routing-table/ipv4.js';
 
 const P = '/coreos.com/network/subnets/';
@@ -87,18 +87,68 @@ test('a wiped registry: the lease is re-created on the same subnet, the routes a
   store.wipe();
   await clock.advance(0);
   assert.equal(resets.length, 1);
-  // Our lease is back, on the same subnet; the peer's is not there yet: no route to it.
+  // Our lease is back, on the same subnet; the peer's is not there yet, but its route is held.
   const kv = await store.get(lease.key);
   assert.equal(kv?.value, value('192.0.2.7'), logger.lines.join('\n'));
   assert.deepEqual(reacquired, [mine]);
-  assert.equal(routes.at(-1), '');
-  // The peer re-creates its lease: the watch (re-made after the listing) sees it.
-  await store.put(`${P}10.244.1.0-24`, value('192.0.2.1'), 60);
-  await clock.advance(0);
   assert.equal(routes.at(-1), '10.244.1.0/24=192.0.2.1');
+  // The peer re-creates its lease (at another PublicIP: it moved): the watch, re-made after the
+  // listing, sees it. Another peer never comes back: its held route goes when the hold is up.
+  await store.put(`${P}10.244.1.0-24`, value('192.0.2.11'), 60);
+  await clock.advance(0);
+  assert.equal(routes.at(-1), '10.244.1.0/24=192.0.2.11');
   mgr.stop();
   watcher.stop();
   assert.equal(store.openWatches, 0);
+});
+
+test('after a reset, held routes go when a new lease overlaps them, or when the hold is up', async () => {
+  const clock = new ManualClock();
+  const store = new MemoryKvStore({ clock });
+  const routes: string[] = [];
+  await store.put(`${P}10.244.1.0-24`, value('192.0.2.1'), 0);
+  await store.put(`${P}10.244.2.0-24`, value('192.0.2.2'), 0);
+  await store.put(`${P}10.244.7.0-24`, value('192.0.2.7'), 0); // our own: never held
+  const watcher = new RouteWatcher({
+    store,
+    ownSubnet: { prefix: parseIPv4('10.244.7.0'), prefixLen: 24 },
+    onRoutes: (r) =>
+      routes.push(r.map((x) => `${formatCidr(x.prefix, x.prefixLen)}=${formatIPv4(x.publicIp)}`).join(' ')),
+    clock,
+  });
+  watcher.start();
+  await clock.advance(0);
+  assert.equal(routes.at(-1), '10.244.1.0/24=192.0.2.1 10.244.2.0/24=192.0.2.2');
+  store.wipe();
+  await clock.advance(0);
+  assert.equal(routes.at(-1), '10.244.1.0/24=192.0.2.1 10.244.2.0/24=192.0.2.2', 'held');
+  // A newcomer on a subnet overlapping host 2's: the held route gives way, without a refusal.
+  await store.put(`${P}10.244.2.0-25`, value('192.0.2.9'), 0);
+  await clock.advance(0);
+  assert.equal(routes.at(-1), '10.244.1.0/24=192.0.2.1 10.244.2.0/25=192.0.2.9');
+  await clock.advance(RESET_HOLD_MS);
+  assert.equal(routes.at(-1), '10.244.2.0/25=192.0.2.9', 'host 1 never came back');
+  watcher.stop();
+});
+
+test('stopped, the lease manager and the route watcher leave no watch and hear no reset', async () => {
+  const clock = new ManualClock();
+  const store = new MemoryKvStore({ clock });
+  const mgr = new LeaseManager({ store, config, publicIp: parseIPv4('192.0.2.7'), clock });
+  await mgr.acquire();
+  mgr.start({});
+  let emitted = 0;
+  const watcher = new RouteWatcher({ store, ownSubnet: mgr.lease!.subnet, onRoutes: () => emitted++, clock });
+  watcher.start();
+  await clock.advance(0);
+  mgr.stop();
+  watcher.stop();
+  assert.equal(store.openWatches, 0);
+  const before = emitted;
+  store.wipe();
+  await clock.advance(RESET_HOLD_MS);
+  assert.equal(emitted, before);
+  assert.equal((await store.list(P)).kvs.length, 0, 'no lease re-created by a stopped manager');
 });
 
 test('a wiped registry where another host took our subnet meanwhile: we move, no two hosts on one subnet', async () => {
