@@ -72,6 +72,11 @@ export class EtcdApiChooser implements KvStore {
   private chosen: KvStore | null = null;
   private readonly key: string;
   private missLogged = false;
+  private readonly pendingResetListeners: {
+    listener: (reason: string) => void;
+    unsubscribe: (() => void) | null;
+    cancelled: boolean;
+  }[] = [];
 
   constructor(
     private readonly v3: KvStore,
@@ -114,6 +119,20 @@ export class EtcdApiChooser implements KvStore {
 
   watchPrefix(prefix: string, fromRevision: number, handlers: WatchHandlers): Watch {
     return this.store(`watchPrefix(${prefix})`).watchPrefix(prefix, fromRevision, handlers);
+  }
+
+  /**
+   * Resets of the chosen API's store (KvStore.onReset). A listener added before the choice is
+   * subscribed when the choice is made; the v2 store reports none (its index is not checked).
+   */
+  onReset(listener: (reason: string) => void): () => void {
+    if (this.chosen !== null) return this.chosen.onReset?.(listener) ?? (() => undefined);
+    const pending = { listener, unsubscribe: null as (() => void) | null, cancelled: false };
+    this.pendingResetListeners.push(pending);
+    return () => {
+      pending.cancelled = true;
+      pending.unsubscribe?.();
+    };
   }
 
   async close(): Promise<void> {
@@ -175,6 +194,9 @@ export class EtcdApiChooser implements KvStore {
 
   private async choose(store: KvStore, reason: string): Promise<void> {
     this.chosen = store;
+    for (const p of this.pendingResetListeners.splice(0)) {
+      if (!p.cancelled) p.unsubscribe = store.onReset?.(p.listener) ?? null;
+    }
     this.log.info('etcd API', { api: store === this.v3 ? 'v3' : 'v2', reason });
     await (store === this.v3 ? this.v2 : this.v3).close().catch(() => undefined);
   }

@@ -31,6 +31,8 @@ export interface AgentStatus {
   peerTraffic?(): Iterable<PeerTraffic>;
   /** The datapath's latency histograms (src/datapath/latency.ts). */
   readonly latency?: Float64Array;
+  /** Input refused (peer leases, config changes), by input and reason. */
+  refusals?(): Iterable<{ readonly input: string; readonly reason: string; readonly count: number }>;
 }
 
 export interface Closable {

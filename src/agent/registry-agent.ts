@@ -24,6 +24,9 @@ import { configKey } from '../subnet/lease.js';
 import { LeaseManager, type Lease } from '../subnet/lease-manager.js';
 import { NetworkConfigMissingError, fetchNetworkConfig } from '../subnet/network-config-source.js';
 import { RouteWatcher } from '../subnet/route-watcher.js';
+import { RefusalCounters } from '../subnet/refusals.js';
+import { ConfigWatcher } from '../subnet/config-watcher.js';
+import { recoverFromRegistryResets, type ResetRecovery } from './registry-reset.js';
 import { readPreviousSubnet, writeSubnetEnv } from '../subnet/subnet-env.js';
 import type { RegistryFlags } from '../cli/flags.js';
 import { Datapath, describeRoutes, waitForStopSignal } from './datapath.js';
@@ -111,6 +114,8 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
 
   let leases: LeaseManager | null = null;
   let routeWatcher: RouteWatcher | null = null;
+  let configWatcher: ConfigWatcher | null = null;
+  let resetRecovery: ResetRecovery | null = null;
   let health: Closable | null = null;
   let ipMasq: IpMasqRules | null = null;
   try {
@@ -192,10 +197,14 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
       resolveFirstRoutes = resolve;
     });
     const routeLog = new RouteChangeLog(log, flags.logLevel === 'debug');
+    const refusals = new RefusalCounters();
     const watcher = new RouteWatcher({
       store,
       prefix: flags.prefix,
       ownSubnet: lease.subnet,
+      network: config.network,
+      ownPublicIp: publicIp,
+      refusals,
       logger: log,
       onRoutes: (routes: Route[]) => {
         try {
@@ -234,6 +243,9 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
       },
       onError: (err) => log.warn('lease upkeep failed; retrying', { error: err.message }),
     });
+    configWatcher = new ConfigWatcher({ store, prefix: flags.prefix, inUse: config, logger: log, refusals });
+    configWatcher.start();
+    resetRecovery = recoverFromRegistryResets(store, () => leases?.lease ?? null, log);
 
     // --- 7. ready --------------------------------------------------------------------------------------
     if (await Promise.race([firstRoutes.then(() => false), stopSignal.promise.then(() => true)])) {
@@ -276,7 +288,8 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
         datapath: () => dp.describeDatapath(),
         fastPathCounters: () => dp.fastPathCounters(),
         peerTraffic: () => dp.peerTraffic(),
-        ready: () => ready,
+        refusals: () => refusals.entries(),
+        ready: () => ready && resetRecovery?.recovering !== true,
       };
       try {
         health = await startHealthServer(flags.healthzIp, flags.healthzPort, status, log);
@@ -289,6 +302,8 @@ export async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promi
     return await shutdown();
   } finally {
     stopSignal.dispose();
+    resetRecovery?.stop();
+    configWatcher?.stop();
     leases?.stop();
     routeWatcher?.stop();
     datapath?.close();

@@ -20,6 +20,7 @@ import { DEFAULT_ETCD_PREFIX } from '../subnet/lease.js';
 import { DEFAULT_RENEW_MARGIN_MINUTES } from '../subnet/lease-manager.js';
 import { DEFAULT_SUBNET_FILE } from '../subnet/subnet-env.js';
 import { FlannelTsError } from '../errors.js';
+import { hostBitsProblem, networkProblem, peersProblem } from './static-checks.js';
 
 /** A bad command-line flag or flag value: one line on stderr, exit 2. */
 export class FlagError extends FlannelTsError {
@@ -300,6 +301,14 @@ function cidr(flag: string, s: string): { prefix: number; prefixLen: number } {
   }
 }
 
+/** A prefix for static mode: as cidr(), and host bits set are an error rather than cleared. */
+function strictCidr(flag: string, s: string): { prefix: number; prefixLen: number } {
+  const net = cidr(flag, s);
+  const hostBits = hostBitsProblem(s);
+  if (hostBits !== null) throw new FlagError(`--${flag} ${hostBits}`);
+  return net;
+}
+
 function address(flag: string, s: string): number {
   try {
     return parseIPv4(s);
@@ -381,8 +390,10 @@ function staticFlags(values: Map<string, string | string[] | boolean>): StaticFl
   const list = (k: string) => (values.get(k) as string[] | undefined) ?? [];
   if (!str('network')) throw new FlagError('--network is required (e.g. --network 10.244.0.0/16)');
   if (!str('subnet')) throw new FlagError('--subnet is required (e.g. --subnet 10.244.1.0/24)');
-  const network = cidr('network', str('network')!);
-  const subnet = cidr('subnet', str('subnet')!);
+  const network = strictCidr('network', str('network')!);
+  const subnet = strictCidr('subnet', str('subnet')!);
+  const badNetwork = networkProblem(network);
+  if (badNetwork !== null) throw new FlagError(`--network ${badNetwork}`);
   const inNetwork = (p: { prefix: number; prefixLen: number }) =>
     p.prefixLen >= network.prefixLen && contains(network.prefix, network.prefixLen, p.prefix);
   if (!inNetwork(subnet)) throw new FlagError(`--subnet ${str('subnet')} is not inside --network ${str('network')}`);
@@ -390,17 +401,20 @@ function staticFlags(values: Map<string, string | string[] | boolean>): StaticFl
   const peers = list('peer').map((spec): PeerFlag => {
     const m = /^([^=]+)=([^=]+)$/.exec(spec);
     if (!m) throw new FlagError(`--peer "${spec}": expected CIDR=IP, e.g. 10.244.2.0/24=192.0.2.2`);
-    const p = cidr('peer', m[1]!);
+    const p = strictCidr('peer', m[1]!);
     if (!inNetwork(p)) throw new FlagError(`--peer ${m[1]} is not inside --network ${str('network')}`);
     const overlaps =
       contains(p.prefix, p.prefixLen, subnet.prefix) || contains(subnet.prefix, subnet.prefixLen, p.prefix);
     if (overlaps) throw new FlagError(`--peer ${m[1]} overlaps this host's --subnet ${str('subnet')}`);
     return { ...p, publicIp: address('peer', m[2]!) };
   });
+  const publicIp = str('public-ip') === undefined ? null : address('public-ip', str('public-ip')!);
+  const badPeers = peersProblem(peers, publicIp);
+  if (badPeers !== null) throw new FlagError(badPeers);
   return {
     network,
     subnet,
-    publicIp: str('public-ip') === undefined ? null : address('public-ip', str('public-ip')!),
+    publicIp,
     ifaces: list('iface'),
     peers,
     port: integer('port', str('port'), 8285, 1, 65535),

@@ -53,6 +53,12 @@ async function main(argv: readonly string[]): Promise<number> {
       ? await runStaticAgent(parsed.flags, log)
       : await runRegistryAgent(parsed.flags, log);
   } catch (err) {
+    if (err instanceof FlagError) {
+      // A flag value the host refuses (static mode: a network overlapping its routes, a peer at its own address).
+      log.error('refused', { error: err.message });
+      process.stderr.write(`flannel-ts: ${err.message}\n`);
+      return 2;
+    }
     log.error('fatal', { error: (err as Error).message });
     process.stderr.write(`flannel-ts: ${(err as Error).message}\n`);
     return 1;

@@ -4,11 +4,25 @@
 import { Datapath, describeRoutes, waitForStopSignal } from '../agent/datapath.js';
 import { findExternalInterface } from '../link/ip.js';
 import type { Logger } from '../observability/log.js';
-import type { StaticFlags } from './flags.js';
+import { FlagError, type StaticFlags } from './flags.js';
+import { staticHostProblem } from './static-checks.js';
+import { takeHostLock } from '../agent/host-lock.js';
 
 export async function runStaticAgent(flags: StaticFlags, log: Logger): Promise<number> {
+  // Before anything on the host is touched: one agent per host (network namespace).
+  const hostLock = await takeHostLock('static');
+  try {
+    return await runLocked(flags, log);
+  } finally {
+    await hostLock.release();
+  }
+}
+
+async function runLocked(flags: StaticFlags, log: Logger): Promise<number> {
   const ext = findExternalInterface(flags.ifaces, flags.publicIp);
   const publicIp = flags.publicIp ?? ext.address;
+  const refused = staticHostProblem(flags, ext, publicIp);
+  if (refused !== null) throw new FlagError(refused);
   const datapath = Datapath.open({
     ext,
     network: flags.network,

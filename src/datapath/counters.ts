@@ -55,6 +55,12 @@ export const COUNTER_NAMES = [
   'udpRecvBatches',
   'tunReadErrors',
   'udpRecvErrors',
+  // flannel0 -> UDP: ICMP time exceeded written back into flannel0 for a packet whose TTL ran out
+  // here (and those that could not be written), and ICMP errors of either kind not sent because
+  // their destination (or all destinations together) exceeded the rate limit (icmp-rate-limit.ts)
+  'icmpTimeExceededSent',
+  'icmpTimeExceededFailed',
+  'icmpRateLimited',
 ] as const;
 
 export type CounterName = (typeof COUNTER_NAMES)[number];

@@ -5,7 +5,18 @@
 // datagrams, cut in chunks of what the header cells and the send list hold; a UDP GRO run up to
 // 64 packets). No per-packet allocation, no copies (an ICMP error is the only packet built, in its
 // own region; a segment's headers are built in a header cell, its payload stays in the super-packet).
-import { decrementTtl, destinationOf, isWellFormedIPv4, sourceOf, writeNetUnreachable } from '../encap/ipv4.js';
+// ICMP errors (net unreachable for no route, time exceeded for a TTL that runs out here) go back
+// into flannel0 from flannel0's address, rate-limited per destination as Linux limits its own.
+import {
+  ICMP_NET_UNREACHABLE,
+  ICMP_TIME_EXCEEDED,
+  decrementTtl,
+  destinationOf,
+  isWellFormedIPv4,
+  mayAnswerWithIcmpError,
+  sourceOf,
+  writeIcmpError,
+} from '../encap/ipv4.js';
 import { planCoalescing, VNET_HDR_SLOT } from '../encap/tcp-coalesce.js';
 import { completeChecksum, segmentTcpSuperPacket, tcpSegmentCount } from '../encap/tcp-segment.js';
 import { segmentUdpSuperPacket, udpSegmentCount } from '../encap/udp-segment.js';
@@ -13,6 +24,7 @@ import { VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_G
 import { RoutingSnapshot } from '../routing-table/snapshot.js';
 import { C } from './counters.js';
 import { P, PEER_FIELDS, newPeerCounters } from './peer-counters.js';
+import { IcmpRateLimiter, KERNEL_ICMP_RATE_LIMIT, type IcmpRateLimitConfig } from './icmp-rate-limit.js';
 import type { TunDevice, UdpSocket } from './io.js';
 import { L, newLatency, record } from './latency.js';
 import { SEGMENT_CELLS, VIEW_SLOTS, type PacketSlab } from './slab.js';
@@ -48,6 +60,13 @@ export interface ForwarderConfig {
    * in a received batch are written as one (GRO), so the kernel crosses its stack once per run.
    */
   readonly tunGro?: boolean;
+  /**
+   * Rate limit of the ICMP errors written into flannel0 (net unreachable, time exceeded), per
+   * destination and overall; default Linux's (KERNEL_ICMP_RATE_LIMIT); false: none (tests).
+   */
+  readonly icmpRateLimit?: IcmpRateLimitConfig | false;
+  /** The rate limit's clock in ms (default performance.now). */
+  readonly nowMs?: () => number;
 }
 
 export class Forwarder {
@@ -55,6 +74,12 @@ export class Forwarder {
   private readonly sendList: Uint16Array;
   private readonly writeList: Uint16Array;
   private readonly icmpList: Uint16Array;
+  /** The ICMP type of each entry of icmpList. */
+  private readonly icmpTypes: Uint8Array;
+  private readonly icmpLimiter: IcmpRateLimiter | null;
+  private readonly nowMs: () => number;
+  /** The rate limit's time for the batch in progress, read once per batch at its first ICMP error; -1: not yet. */
+  private batchNowMs = -1;
   private readonly groupLens: Uint16Array;
   /** Queued in sendList / writeList, not yet sent / written. */
   private sends = 0;
@@ -86,6 +111,10 @@ export class Forwarder {
     this.sendList = new Uint16Array(IO_CALL_MAX);
     this.writeList = new Uint16Array(IO_CALL_MAX);
     this.icmpList = new Uint16Array(slab.batch);
+    this.icmpTypes = new Uint8Array(slab.batch);
+    const limit = config.icmpRateLimit ?? KERNEL_ICMP_RATE_LIMIT;
+    this.icmpLimiter = limit === false ? null : new IcmpRateLimiter(limit);
+    this.nowMs = config.nowMs ?? (() => performance.now());
     this.groupLens = new Uint16Array(IO_CALL_MAX);
     this.slotPeer = new Int32Array(slab.slotCount);
     this.nextCell = slab.cellFirst;
@@ -143,10 +172,10 @@ export class Forwarder {
       routes = this.routes,
       publicIpOf = routes.publicIpOf;
     const port = this.config.port,
-      mtu = this.config.mtu,
-      icmpList = this.icmpList;
+      mtu = this.config.mtu;
     let icmps = 0,
       readBytes = 0;
+    this.batchNowMs = -1;
     for (let i = 0; i < n; i++) {
       const slot = slab.txFirst + i;
       const off = offsets[slot];
@@ -166,17 +195,13 @@ export class Forwarder {
       const peer = routes.lookup(destinationOf(bytes, off));
       if (peer < 0) {
         c[C.dropTxNoRoute]++;
-        const icmpSlot = slab.icmpFirst + icmps;
-        const icmpLen = writeNetUnreachable(bytes, off, len, bytes, offsets[icmpSlot], this.config.tunAddress);
-        if (icmpLen > 0) {
-          lens[icmpSlot] = icmpLen;
-          icmpList[icmps++] = icmpSlot;
-        }
+        icmps = this.queueIcmpError(ICMP_NET_UNREACHABLE, off, len, icmps);
         continue;
       }
       if (!decrementTtl(bytes, off)) {
         c[C.dropTxTtl]++;
         this.peers[peer * PEER_FIELDS + P.txDrops]++;
+        icmps = this.queueIcmpError(ICMP_TIME_EXCEEDED, off, len, icmps);
         continue;
       }
       if (gsoType !== 0) {
@@ -204,12 +229,43 @@ export class Forwarder {
     c[C.tunReadBytes] += readBytes;
     this.flushSends();
     if (this.sentAt > 0) record(this.latency, L.txWork, this.sentAt - readAt);
-    if (icmps > 0) {
-      const written = this.tun.write(icmpList, icmps);
-      c[C.icmpUnreachableSent] += written;
-      c[C.icmpUnreachableFailed] += icmps - written;
-    }
+    if (icmps > 0) this.flushIcmpErrors(icmps);
     return n;
+  }
+
+  /**
+   * Builds, in the next ICMP slot, the error of ICMP type `type` about the packet at off, unless
+   * flannel's rules send none about it or its sender is over the rate limit. Returns the number of
+   * errors queued.
+   */
+  private queueIcmpError(type: number, off: number, len: number, icmps: number): number {
+    const slab = this.slab,
+      bytes = slab.bytes;
+    if (!mayAnswerWithIcmpError(bytes, off)) return icmps;
+    if (this.icmpLimiter !== null) {
+      if (this.batchNowMs < 0) this.batchNowMs = this.nowMs();
+      if (!this.icmpLimiter.allow(sourceOf(bytes, off), this.batchNowMs)) {
+        this.counters[C.icmpRateLimited]++;
+        return icmps;
+      }
+    }
+    const slot = slab.icmpFirst + icmps;
+    slab.lens[slot] = writeIcmpError(type, bytes, off, len, bytes, slab.slotOffsets[slot], this.config.tunAddress);
+    this.icmpList[icmps] = slot;
+    this.icmpTypes[icmps] = type;
+    return icmps + 1;
+  }
+
+  /** Writes the queued ICMP errors into flannel0; each is counted as sent only if it was written. */
+  private flushIcmpErrors(count: number): void {
+    const c = this.counters,
+      lens = this.slab.lens;
+    this.tun.write(this.icmpList, count);
+    for (let i = 0; i < count; i++) {
+      const written = lens[this.icmpList[i]] >= 0;
+      if (this.icmpTypes[i] === ICMP_TIME_EXCEEDED) c[written ? C.icmpTimeExceededSent : C.icmpTimeExceededFailed]++;
+      else c[written ? C.icmpUnreachableSent : C.icmpUnreachableFailed]++;
+    }
   }
 
   /**

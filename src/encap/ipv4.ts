@@ -72,14 +72,29 @@ export function internetChecksum(b: Uint8Array, off: number, len: number): numbe
   return ~onesComplementSum(b, null, off, len) & 0xffff;
 }
 
+/** ICMP type 3 (destination unreachable), code 0 (net unreachable): no route for the destination. */
+export const ICMP_NET_UNREACHABLE = 3;
+/** ICMP type 11 (time exceeded), code 0 (TTL exceeded in transit). */
+export const ICMP_TIME_EXCEEDED = 11;
+
+/**
+ * Whether flannel's rules allow an ICMP error about the well-formed packet at off: not when it is
+ * ICMP itself (any ICMP, queries included, as flannel's proxy), a non-first fragment, or has a
+ * maximal (60-byte) header.
+ */
+export function mayAnswerWithIcmpError(src: Uint8Array, srcOff: number): boolean {
+  if (src[srcOff + 9] === IPPROTO_ICMP) return false;
+  if ((((src[srcOff + 6] << 8) | src[srcOff + 7]) & 0x1fff) !== 0) return false;
+  return (src[srcOff] & 0x0f) << 2 < 60;
+}
+
 /**
  * Writes into dst[dstOff..] the ICMP destination-unreachable (type 3, code 0: net
  * unreachable) that flannel's proxy sends back into flannel0 for a packet with no route:
  * source = the flannel0 address, TTL 8, id 0, no DF, quoting the offender's IP header and the
- * next 8 bytes. Returns its length, or 0 when flannel sends none: the offender is ICMP, a
- * non-first fragment, or has a maximal (60-byte) header. Where the offender is shorter than
- * header + 8 bytes, the missing bytes are zeros (flannel quotes stale buffer bytes there).
- * The offender must be well-formed (isWellFormedIPv4).
+ * next 8 bytes. Returns its length, or 0 when flannel sends none (see mayAnswerWithIcmpError).
+ * Where the offender is shorter than header + 8 bytes, the missing bytes are zeros (flannel
+ * quotes stale buffer bytes there). The offender must be well-formed (isWellFormedIPv4).
  */
 export function writeNetUnreachable(
   src: Uint8Array,
@@ -89,10 +104,25 @@ export function writeNetUnreachable(
   dstOff: number,
   tunAddress: number,
 ): number {
+  return writeIcmpError(ICMP_NET_UNREACHABLE, src, srcOff, srcLen, dst, dstOff, tunAddress);
+}
+
+/**
+ * The same packet as writeNetUnreachable with ICMP type `type` (code 0): ICMP_NET_UNREACHABLE, or
+ * ICMP_TIME_EXCEEDED for a packet whose TTL ran out here (flannel sends none; flannel-ts does, so
+ * that traceroute names the hop). Returns its length, or 0 when mayAnswerWithIcmpError says no.
+ */
+export function writeIcmpError(
+  type: number,
+  src: Uint8Array,
+  srcOff: number,
+  srcLen: number,
+  dst: Uint8Array,
+  dstOff: number,
+  tunAddress: number,
+): number {
+  if (!mayAnswerWithIcmpError(src, srcOff)) return 0;
   const ihl = (src[srcOff] & 0x0f) << 2;
-  if (src[srcOff + 9] === IPPROTO_ICMP) return 0;
-  if ((((src[srcOff + 6] << 8) | src[srcOff + 7]) & 0x1fff) !== 0) return 0;
-  if (ihl >= 60) return 0;
   const quoted = ihl + 8;
   const total = 20 + 8 + quoted;
   const o = dstOff;
@@ -117,9 +147,9 @@ export function writeNetUnreachable(
   const ipCheck = internetChecksum(dst, o, 20);
   dst[o + 10] = ipCheck >> 8;
   dst[o + 11] = ipCheck & 0xff;
-  // ICMP header: type 3, code 0, checksum, 4 unused bytes
+  // ICMP header: type, code 0, checksum, 4 unused bytes
   const io = o + 20;
-  dst[io] = 3;
+  dst[io] = type;
   dst[io + 1] = 0;
   dst[io + 2] = 0;
   dst[io + 3] = 0;

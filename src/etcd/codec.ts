@@ -60,4 +60,7 @@ export interface WireKeyValue {
 
 export interface WireHeader {
   revision?: string;
+  /** uint64 as a decimal string. */
+  cluster_id?: string;
+  member_id?: string;
 }

@@ -1,7 +1,9 @@
 // KvStore over etcd v3 (the JSON gateway of etcd >= 3.4), as flannel uses it: every TTL'd write
-// grants a fresh lease first; expiry times come from LeaseTimeToLive (one request per distinct
-// lease, bounded in parallel, skipped by list(prefix, { expiries: false })); a key without a lease
-// (or whose lease has no TTL left) reports expiresAt null.
+// grants a fresh lease first (and a put that moved its key off an older lease revokes that lease
+// once no key is left on it, instead of leaving it to expire a day later); expiry times come from
+// LeaseTimeToLive (one request per distinct lease, bounded in parallel, skipped by
+// list(prefix, { expiries: false })); a key without a lease (or whose lease has no TTL left)
+// reports expiresAt null.
 
 import type { KeyValue, KvStore, ListedKey, ListOptions, Listing, Watch, WatchHandlers } from '../subnet/kv.js';
 import {
@@ -17,6 +19,7 @@ import { EtcdClosedError, EtcdProtocolError } from './errors.js';
 import { resolveOptions, type EtcdClientOptions } from './options.js';
 import { EtcdTransport, UNARY_MAX_SOCKETS } from './transport.js';
 import { PrefixWatch, type ExpiryCache } from './watch.js';
+import { ResetDetector, type ResetMark } from '../subnet/registry-reset.js';
 
 interface RangeReply {
   header?: WireHeader;
@@ -29,16 +32,37 @@ export class EtcdKvStore implements KvStore {
   readonly api = 'v3';
   private readonly transport: EtcdTransport;
   private readonly watches = new Set<PrefixWatch>();
+  /** Every reply header goes through it; a reset ends every watch with onCompacted. */
+  private readonly identity = new ResetDetector();
   private closed = false;
 
   /** Throws at once on bad endpoints, unreadable or invalid TLS files, half-given credentials. */
   constructor(options: EtcdClientOptions) {
     this.transport = new EtcdTransport(resolveOptions(options));
+    this.identity.subscribe(() => {
+      for (const watch of [...this.watches]) watch.endAsCompacted();
+    });
+  }
+
+  onReset(listener: (reason: string) => void): () => void {
+    return this.identity.subscribe((reason) => listener(`etcd at ${this.endpointsLabel()}: ${reason}`));
+  }
+
+  /** Feeds a reply's header to the reset detector, with the mark taken before its request was sent. */
+  private observe(header: WireHeader | undefined, sent: ResetMark): void {
+    if (header === undefined) return;
+    this.identity.observe(int64Number(header.revision), header.cluster_id ?? null, sent);
+  }
+
+  private endpointsLabel(): string {
+    return this.transport.endpoints.map((e) => e.label).join(',');
   }
 
   async get(key: string): Promise<KeyValue | null> {
     this.assertOpen();
+    const sent = this.identity.mark();
     const reply = await this.transport.call<RangeReply>('/v3/kv/range', { key: encodeBytes(key) }, { retrySafe: true });
+    this.observe(reply.header, sent);
     const kv = reply.kvs?.[0];
     return kv === undefined ? null : this.toKeyValue(kv, new Map());
   }
@@ -49,11 +73,13 @@ export class EtcdKvStore implements KvStore {
   async list(prefix: string, options?: ListOptions): Promise<Listing<ListedKey>> {
     this.assertOpen();
     const range = prefixRange(prefix);
+    const sent = this.identity.mark();
     const reply = await this.transport.call<RangeReply>(
       '/v3/kv/range',
       { key: range.key, range_end: range.rangeEnd },
       { retrySafe: true },
     );
+    this.observe(reply.header, sent);
     const revision = int64Number(reply.header?.revision);
     const wire = reply.kvs ?? [];
     if (options?.expiries === false) return { kvs: wire.map(toListedKey), revision };
@@ -68,7 +94,8 @@ export class EtcdKvStore implements KvStore {
     this.assertOpen();
     const lease = await this.grantLease(ttlSeconds);
     const encodedKey = encodeBytes(key);
-    const reply = await this.transport.call<{ succeeded?: boolean }>(
+    const sent = this.identity.mark();
+    const reply = await this.transport.call<{ succeeded?: boolean; header?: WireHeader }>(
       '/v3/kv/txn',
       {
         compare: [{ key: encodedKey, result: 'EQUAL', target: 'VERSION', version: '0' }],
@@ -76,6 +103,7 @@ export class EtcdKvStore implements KvStore {
       },
       { retrySafe: false },
     );
+    this.observe(reply.header, sent);
     const created = reply.succeeded === true;
     if (!created && lease !== NO_LEASE) {
       // The lease would expire by itself; revoking it just keeps etcd tidy (as flannel does).
@@ -88,20 +116,26 @@ export class EtcdKvStore implements KvStore {
     this.assertOpen();
     const lease = await this.grantLease(ttlSeconds);
     // Resending this put leaves the same value under the same lease: safe to retry.
-    await this.transport.call(
+    const sent = this.identity.mark();
+    const reply = await this.transport.call<{ prev_kv?: WireKeyValue; header?: WireHeader }>(
       '/v3/kv/put',
-      { key: encodeBytes(key), value: encodeBytes(value), lease },
+      { key: encodeBytes(key), value: encodeBytes(value), lease, prev_kv: true },
       { retrySafe: true },
     );
+    this.observe(reply.header, sent);
+    const previous = leaseIdOf(reply.prev_kv?.lease);
+    if (previous !== NO_LEASE && previous !== lease) await this.revokeIfUnused(previous);
   }
 
   async delete(key: string): Promise<boolean> {
     this.assertOpen();
-    const reply = await this.transport.call<{ deleted?: string }>(
+    const sent = this.identity.mark();
+    const reply = await this.transport.call<{ deleted?: string; header?: WireHeader }>(
       '/v3/kv/deleterange',
       { key: encodeBytes(key) },
       { retrySafe: false },
     );
+    this.observe(reply.header, sent);
     return int64Number(reply.deleted) > 0;
   }
 
@@ -118,6 +152,7 @@ export class EtcdKvStore implements KvStore {
       fromRevision,
       handlers,
       (closed) => this.watches.delete(closed),
+      { mark: () => this.identity.mark(), observe: (header, sent) => this.observe(header, sent) },
     );
     this.watches.add(watch);
     watch.start();
@@ -134,6 +169,25 @@ export class EtcdKvStore implements KvStore {
 
   private assertOpen(): void {
     if (this.closed) throw new EtcdClosedError();
+  }
+
+  /**
+   * Revokes a lease the key just left (a renewal), if no key is attached to it any more: revoking a
+   * lease deletes its keys, and someone else may have put keys on it. Best effort: a lease not
+   * revoked still expires by itself.
+   */
+  private async revokeIfUnused(leaseId: string): Promise<void> {
+    try {
+      const ttl = await this.transport.call<{ keys?: string[] }>(
+        '/v3/lease/timetolive',
+        { ID: leaseId, keys: true },
+        { retrySafe: true },
+      );
+      if ((ttl.keys ?? []).length > 0) return;
+      await this.transport.call('/v3/lease/revoke', { ID: leaseId }, { retrySafe: true });
+    } catch {
+      // expired or revoked meanwhile, or etcd unreachable: it runs out by itself
+    }
   }
 
   /** Grants a lease of ttlSeconds; "0" (no lease) for ttlSeconds 0. */

@@ -14,6 +14,19 @@ import { decodeBytes, int64Number, leaseIdOf, prefixRange, type WireHeader, type
 import { EtcdWatchError } from './errors.js';
 import { JsonObjectSplitter } from './json-stream.js';
 import { isAuthRetryableMessage, type EtcdTransport } from './transport.js';
+import type { ResetMark } from '../subnet/registry-reset.js';
+
+/** The store's reset detection: a mark taken before each (re)connection, and every response header. */
+export interface HeaderObserver {
+  mark(): ResetMark;
+  /** May end this watch (endAsCompacted) when the header shows a reset. */
+  observe(header: WireHeader | undefined, sent: ResetMark): void;
+}
+
+const NO_OBSERVER: HeaderObserver = {
+  mark: () => ({ epoch: 0, highestRevision: 0 }),
+  observe: () => undefined,
+};
 
 const INITIAL_RETRY_MS = 100;
 const MAX_RETRY_MS = 5_000;
@@ -59,6 +72,7 @@ export class PrefixWatch implements Watch {
     fromRevision: number,
     private readonly handlers: WatchHandlers,
     private readonly onClosed: (watch: PrefixWatch) => void,
+    private readonly headers: HeaderObserver = NO_OBSERVER,
   ) {
     this.nextRevision = fromRevision;
   }
@@ -78,10 +92,18 @@ export class PrefixWatch implements Watch {
     this.onClosed(this);
   }
 
+  /** The store was reset: end, and let the consumer list again (as after a compaction). */
+  endAsCompacted(): void {
+    if (this.closed) return;
+    this.close();
+    this.handlers.onCompacted();
+  }
+
   private async connect(): Promise<void> {
     this.retryTimer = null;
     if (this.closed) return;
     const connection = ++this.connection;
+    const sent = this.headers.mark();
     const range = prefixRange(this.prefix);
     const body = {
       create_request: { key: range.key, range_end: range.rangeEnd, start_revision: String(this.nextRevision) },
@@ -110,7 +132,7 @@ export class PrefixWatch implements Watch {
       }
       for (const message of messages) {
         this.queue = this.queue
-          .then(() => this.handle(connection, opened.token, message as WireWatchMessage))
+          .then(() => this.handle(connection, opened.token, message as WireWatchMessage, sent))
           .catch((err: Error) => this.fail(connection, err));
       }
     });
@@ -143,7 +165,7 @@ export class PrefixWatch implements Watch {
     this.retryTimer = setTimeout(() => void this.connect(), delay);
   }
 
-  private async handle(connection: number, token: string, message: WireWatchMessage): Promise<void> {
+  private async handle(connection: number, token: string, message: WireWatchMessage, sent: ResetMark): Promise<void> {
     if (connection !== this.connection) return;
     if (message.error !== undefined) {
       const text = message.error.message ?? JSON.stringify(message.error);
@@ -152,6 +174,9 @@ export class PrefixWatch implements Watch {
     }
     const result = message.result;
     if (result === undefined) return;
+    // A reset seen here (a re-created watch on an etcd wiped meanwhile) ends this watch.
+    this.headers.observe(result.header, sent);
+    if (this.closed || connection !== this.connection) return;
     const compactRevision = int64Number(result.compact_revision);
     if (compactRevision > 0 || (result.canceled === true && /compact/i.test(result.cancel_reason ?? ''))) {
       this.close();

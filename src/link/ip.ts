@@ -3,6 +3,7 @@
 import { execFileSync } from 'node:child_process';
 import { ExternalInterfaceError, LinkCommandError } from '../errors.js';
 import { formatCidr, formatIPv4, parseIPv4 } from '../routing-table/ipv4.js';
+import { enableIcmpErrorDelivery } from './icmp-delivery.js';
 
 export interface ExternalInterface {
   readonly name: string;
@@ -107,6 +108,7 @@ export interface TunLinkConfig {
 }
 
 export function configureTunLink(cfg: TunLinkConfig): void {
+  enableIcmpErrorDelivery(cfg.name);
   ip(['addr', 'replace', `${formatIPv4(cfg.address)}/32`, 'dev', cfg.name]);
   ip(['link', 'set', 'dev', cfg.name, 'mtu', String(cfg.mtu), 'up']);
   ip(['route', 'replace', formatCidr(cfg.networkPrefix, cfg.networkLen), 'dev', cfg.name]);

@@ -65,6 +65,8 @@ export interface MetricsSource {
   fastPathCounters?(): FastPathCounters | null;
   /** Optional: the datapath's latency histograms (src/datapath/latency.ts). */
   readonly latency?: Float64Array;
+  /** Optional: input the agent refused (peer leases, config changes), by input and reason. */
+  refusals?(): Iterable<{ readonly input: string; readonly reason: string; readonly count: number }>;
 }
 
 export interface DatapathInfo {
@@ -173,6 +175,18 @@ const FAMILIES: Readonly<Record<string, Family>> = {
     type: 'counter',
     help: 'ICMP destination-unreachable messages built but not written to the TUN device.',
   },
+  icmp_time_exceeded_sent_total: {
+    type: 'counter',
+    help: 'ICMP time-exceeded messages written back into the TUN device for packets whose TTL ran out.',
+  },
+  icmp_time_exceeded_failed_total: {
+    type: 'counter',
+    help: 'ICMP time-exceeded messages built but not written to the TUN device.',
+  },
+  icmp_rate_limited_total: {
+    type: 'counter',
+    help: 'ICMP errors not sent because their destination, or all together, exceeded the rate limit.',
+  },
   read_batches_total: {
     type: 'counter',
     help: 'Batched reads that returned packets (packets / batches = batch occupancy).',
@@ -194,6 +208,10 @@ const FAMILIES: Readonly<Record<string, Family>> = {
   datapath_work_seconds: {
     type: 'histogram',
     help: 'Per batch: from the return of its read to the return of its last send or write (JavaScript and syscalls).',
+  },
+  refusals_total: {
+    type: 'counter',
+    help: 'Input refused and not acted on (input: lease or config), by reason; each refusal is also logged once.',
   },
   routes: { type: 'gauge', help: 'Peer routes in the datapath.' },
   route_info: { type: 'gauge', help: 'One series per peer route: the subnet and the public IP it is sent to.' },
@@ -262,6 +280,9 @@ const COUNTER_SERIES: Readonly<Record<CounterName, CounterSeries>> = {
   udpRecvBatches: { family: 'read_batches_total', labels: { source: 'udp' } },
   tunReadErrors: { family: 'read_errors_total', labels: { source: 'tun' } },
   udpRecvErrors: { family: 'read_errors_total', labels: { source: 'udp' } },
+  icmpTimeExceededSent: { family: 'icmp_time_exceeded_sent_total', labels: {} },
+  icmpTimeExceededFailed: { family: 'icmp_time_exceeded_failed_total', labels: {} },
+  icmpRateLimited: { family: 'icmp_rate_limited_total', labels: {} },
 };
 
 /** Label values escape backslash, double quote and newline (exposition format 0.0.4). */
@@ -394,6 +415,10 @@ export function renderMetrics(source: MetricsSource): string {
     x.add('fastpath_passed_up_total', { direction: 'rx' }, fast.kernelRxPassedUp);
     x.add('fastpath_failed_total', { direction: 'tx' }, fast.kernelTxFailed);
     x.add('fastpath_failed_total', { direction: 'rx' }, fast.kernelRxFailed);
+  }
+  if (source.refusals) {
+    x.declare('refusals_total');
+    for (const r of source.refusals()) x.add('refusals_total', { input: r.input, reason: r.reason }, r.count);
   }
 
   if (source.peerTraffic) {

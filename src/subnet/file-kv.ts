@@ -13,10 +13,11 @@
 // - Watches poll the file (every `pollIntervalMs`) and deliver history after their cursor.
 
 import { randomUUID } from 'node:crypto';
-import { link, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { KeyValue, KvStore, Listing, Watch, WatchEvent, WatchHandlers } from './kv.js';
-import { writeFileAtomically } from './subnet-env.js';
+import { FileWriteError, describeCause, makeDirectory, writeFileAtomically } from './file-writes.js';
+import { ResetDetector } from './registry-reset.js';
 import { FlannelTsError } from '../errors.js';
 
 /** The registry file is not JSON, or not a flannel-ts registry. */
@@ -80,7 +81,12 @@ export class FileKvStore implements KvStore {
   private readonly lockStaleMs: number;
   private readonly lockTimeoutMs: number;
   private readonly historyLimit: number;
-  private readonly watches = new Set<{ stop(): void }>();
+  private readonly watches = new Set<{ stop(): void; endAsCompacted(): void }>();
+  /**
+   * Every read goes through it: a revision that went back (the file deleted or replaced by an older
+   * copy) is a reset.
+   */
+  private readonly identity = new ResetDetector();
   private closed = false;
 
   constructor(options: FileKvOptions) {
@@ -91,6 +97,13 @@ export class FileKvStore implements KvStore {
     this.lockStaleMs = options.lockStaleMs ?? 10_000;
     this.lockTimeoutMs = options.lockTimeoutMs ?? 15_000;
     this.historyLimit = options.historyLimit ?? 1000;
+    this.identity.subscribe(() => {
+      for (const w of [...this.watches]) w.endAsCompacted();
+    });
+  }
+
+  onReset(listener: (reason: string) => void): () => void {
+    return this.identity.subscribe((reason) => listener(`file registry ${this.path}: ${reason}`));
   }
 
   async get(key: string): Promise<KeyValue | null> {
@@ -141,6 +154,11 @@ export class FileKvStore implements KvStore {
         stopped = true;
         if (timer !== null) clearTimeout(timer);
         this.watches.delete(entry);
+      },
+      endAsCompacted: () => {
+        if (stopped) return;
+        entry.stop();
+        handlers.onCompacted();
       },
     };
     this.watches.add(entry);
@@ -201,11 +219,16 @@ export class FileKvStore implements KvStore {
 
   private async read(): Promise<FileState> {
     if (this.closed) throw new FileRegistryClosedError('file kv: store closed');
+    const sent = this.identity.mark();
     let text: string;
     try {
       text = await readFile(this.path, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return emptyState();
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        const empty = emptyState();
+        this.identity.observe(empty.revision, null, sent);
+        return empty;
+      }
       throw err;
     }
     let state: FileState;
@@ -220,6 +243,7 @@ export class FileKvStore implements KvStore {
     if (state === null || state.format !== 'flannel-ts-registry/1' || typeof state.keys !== 'object') {
       throw new FileRegistryFormatError(`file kv: ${this.path} is not a flannel-ts registry file`);
     }
+    this.identity.observe(state.revision, null, sent);
     return state;
   }
 
@@ -239,7 +263,7 @@ export class FileKvStore implements KvStore {
           state.compactedThrough = state.history[excess - 1]!.revision;
           state.history = state.history.slice(excess);
         }
-        await writeFileAtomically(this.path, JSON.stringify(state), 0o644);
+        await writeFileAtomically(this.path, JSON.stringify(state), 0o644, 'the file registry');
       }
       return result;
     } finally {
@@ -291,19 +315,40 @@ export class FileKvStore implements KvStore {
     const token = `${process.pid} ${randomUUID()}\n`;
     for (;;) {
       if (this.closed) throw new FileRegistryClosedError('file kv: store closed');
+      let fh;
       try {
-        const fh = await open(this.lockPath, 'wx', 0o644);
-        await fh.writeFile(token);
-        await fh.close();
-        return token;
+        fh = await open(this.lockPath, 'wx', 0o644);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'ENOENT') {
           // The directory does not exist yet.
-          await mkdir(dirname(this.lockPath), { recursive: true, mode: 0o755 });
+          await makeDirectory(dirname(this.lockPath), 'the file registry');
           continue;
         }
-        if (code !== 'EEXIST') throw err;
+        if (code !== 'EEXIST') {
+          throw new FileWriteError(
+            `file kv: cannot create the lock ${this.lockPath}: ${describeCause(err)}`,
+            this.lockPath,
+            err,
+          );
+        }
+      }
+      if (fh !== undefined) {
+        // The lock is ours only with its token in it. Failing that (a full disk), no empty lock
+        // file may stay behind for other writers to wait on, and no descriptor may leak.
+        try {
+          await fh.writeFile(token);
+          await fh.close();
+          return token;
+        } catch (err) {
+          await fh.close().catch(() => undefined);
+          await unlink(this.lockPath).catch(() => undefined);
+          throw new FileWriteError(
+            `file kv: cannot write the lock ${this.lockPath}: ${describeCause(err)}`,
+            this.lockPath,
+            err,
+          );
+        }
       }
       try {
         const st = await stat(this.lockPath);

@@ -42,8 +42,9 @@ export interface WatchHandlers {
   /** Events in revision order; each call carries the events of one store revision or more. */
   onEvents(events: readonly WatchEvent[], revision: number): void;
   /**
-   * The requested start revision has been compacted away: the consumer must list again and
-   * diff, then start a new watch from the listing's revision + 1.
+   * The requested start revision has been compacted away, or the store was reset (see
+   * KvStore.onReset): the consumer must list again and diff, then start a new watch from the
+   * listing's revision + 1. The watch has ended.
    */
   onCompacted(): void;
   /** A transient failure; the store keeps retrying by itself (resuming where it stopped). */
@@ -73,5 +74,13 @@ export interface KvStore {
   delete(key: string): Promise<boolean>;
   /** Watches every key under prefix from fromRevision on (inclusive). Reconnects by itself. */
   watchPrefix(prefix: string, fromRevision: number, handlers: WatchHandlers): Watch;
+  /**
+   * Calls listener (with the reason in words) when the store turns out not to be the registry
+   * whose history we followed: its revision went back or its cluster ID changed (etcd wiped, or
+   * restored from an older snapshot, or a new cluster at the same address; the registry file
+   * replaced by an older one). Every watch open then ends with onCompacted. Returns the function
+   * that removes the listener. Optional: a store that cannot tell has none.
+   */
+  onReset?(listener: (reason: string) => void): () => void;
   close(): Promise<void>;
 }

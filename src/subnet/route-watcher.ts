@@ -9,7 +9,12 @@
 //   to 5 s, instead of giving up;
 // - after a re-listing the full route list is recomputed, so a PublicIP that changed during the gap
 //   is picked up;
-// - while the store is unreachable the last routes stay.
+// - while the store is unreachable the last routes stay;
+// - after a registry reset (KvStore.onReset: etcd wiped...), the peers' routes are held for
+//   RESET_HOLD_MS while they re-create their leases, instead of all vanishing with the old
+//   registry; a held route goes as soon as a new lease overlaps it, and all go when the time is up;
+// - a lease that fails the checks of lease-validation.ts (outside the network, overlapping ours or
+//   another lease, a PublicIP that is not unicast or is ours) is logged, counted and not routed.
 
 import type { Route } from '../routing-table/snapshot.js';
 import { formatCidr, maskOf } from '../routing-table/ipv4.js';
@@ -18,11 +23,16 @@ import { silentLogger, systemClock } from './clock.js';
 import type { Ipv4Net } from './config.js';
 import type { KvStore, ListedKey, Watch, WatchEvent } from './kv.js';
 import { DEFAULT_ETCD_PREFIX, parseLeaseAttrs, parseSubnetKey, subnetsPrefix } from './lease.js';
+import { LeaseGate, type CandidateLease } from './lease-validation.js';
+import type { RefusalCounters } from './refusals.js';
+import { overlaps } from './address-checks.js';
 
 export type { Route };
 
 export const LIST_BACKOFF_INITIAL_MS = 100;
 export const LIST_BACKOFF_MAX_MS = 5_000;
+/** How long the routes of before a registry reset are kept for peers that have not re-created their lease. */
+export const RESET_HOLD_MS = 30_000;
 
 export interface RouteWatcherOptions {
   readonly store: KvStore;
@@ -33,6 +43,12 @@ export interface RouteWatcherOptions {
   readonly onRoutes: (routes: Route[]) => void;
   readonly clock?: Clock;
   readonly logger?: Logger;
+  /** The network every peer lease must lie in (unset: not checked). */
+  readonly network?: Ipv4Net;
+  /** Our PublicIP: a peer lease with it is refused (unset: not checked). */
+  readonly ownPublicIp?: number;
+  /** Where refused leases are counted. */
+  readonly refusals?: RefusalCounters;
 }
 
 interface PeerLease {
@@ -48,6 +64,7 @@ export class RouteWatcher {
   private readonly onRoutes: (routes: Route[]) => void;
   private readonly clock: Clock;
   private readonly log: Logger;
+  private readonly gate: LeaseGate;
 
   /** Every readable lease under the prefix, by key (the own one too; it is filtered when routing). */
   private leases = new Map<string, PeerLease>();
@@ -59,6 +76,10 @@ export class RouteWatcher {
   private running = false;
   /** Bumped on every (re)start of listing, so stale async results are dropped. */
   private generation = 0;
+  /** Leases from before a registry reset, kept until re-created, overlapped, or RESET_HOLD_MS is up. */
+  private readonly held = new Set<PeerLease>();
+  private holdTimer: TimerHandle | null = null;
+  private unsubscribeReset: (() => void) | null = null;
 
   constructor(options: RouteWatcherOptions) {
     this.store = options.store;
@@ -67,12 +88,19 @@ export class RouteWatcher {
     this.onRoutes = options.onRoutes;
     this.clock = options.clock ?? systemClock;
     this.log = options.logger ?? silentLogger;
+    this.gate = new LeaseGate({
+      network: options.network ?? null,
+      ownPublicIp: options.ownPublicIp ?? null,
+      logger: this.log,
+      ...(options.refusals !== undefined ? { counters: options.refusals } : {}),
+    });
   }
 
   start(): void {
     if (this.running) return;
     this.running = true;
     this.backoffMs = LIST_BACKOFF_INITIAL_MS;
+    this.unsubscribeReset = this.store.onReset?.(() => this.holdForReset()) ?? null;
     void this.listAndWatch(++this.generation);
   }
 
@@ -83,6 +111,41 @@ export class RouteWatcher {
     this.watch = null;
     if (this.retryTimer !== null) this.clock.clearTimer(this.retryTimer);
     this.retryTimer = null;
+    this.unsubscribeReset?.();
+    this.unsubscribeReset = null;
+    if (this.holdTimer !== null) this.clock.clearTimer(this.holdTimer);
+    this.holdTimer = null;
+    this.held.clear();
+  }
+
+  /** The registry was reset: keep what we route now until the peers have re-created their leases. */
+  private holdForReset(): void {
+    const own = this.ownSubnet;
+    for (const lease of this.leases.values()) {
+      if (lease.subnet.prefix !== own.prefix || lease.subnet.prefixLen !== own.prefixLen) this.held.add(lease);
+    }
+    if (this.holdTimer !== null) this.clock.clearTimer(this.holdTimer);
+    this.holdTimer = this.clock.setTimer(() => {
+      this.holdTimer = null;
+      for (const [key, lease] of this.leases) if (this.held.has(lease)) this.leases.delete(key);
+      this.held.clear();
+      this.emitIfChanged();
+    }, RESET_HOLD_MS);
+  }
+
+  /** Drops the held leases that a lease of the new registry overlaps (or that left the hold). */
+  private dropOverlappedHeld(): void {
+    if (this.held.size === 0) return;
+    for (const [key, lease] of this.leases) {
+      if (!this.held.has(lease)) continue;
+      for (const other of this.leases.values()) {
+        if (!this.held.has(other) && overlaps(other.subnet, lease.subnet)) {
+          this.leases.delete(key);
+          this.held.delete(lease);
+          break;
+        }
+      }
+    }
   }
 
   /** After the own lease changed subnet: the old own subnet becomes routable, the new one not. */
@@ -125,7 +188,9 @@ export class RouteWatcher {
         if (old !== undefined) next.set(kv.key, old);
       }
     }
+    for (const [key, lease] of this.leases) if (this.held.has(lease) && !next.has(key)) next.set(key, lease);
     this.leases = next;
+    this.dropOverlappedHeld();
     this.emitIfChanged();
 
     this.watch = this.store.watchPrefix(this.base, listing.revision + 1, {
@@ -153,6 +218,7 @@ export class RouteWatcher {
       // An unreadable value leaves what we knew of that key untouched.
       if (lease !== null) this.leases.set(e.kv.key, lease);
     }
+    this.dropOverlappedHeld();
     this.emitIfChanged();
   }
 
@@ -173,19 +239,24 @@ export class RouteWatcher {
   }
 
   private computeRoutes(): Route[] {
-    // One route per subnet; if two keys name the same subnet (e.g. with and without an IPv6 part),
-    // the most recently written wins.
-    const bySubnet = new Map<string, PeerLease>();
-    for (const l of this.leases.values()) {
+    // One candidate per subnet; if two keys name the same subnet (e.g. with and without an IPv6
+    // part), the most recently written wins. Then the gate drops what must not be routed.
+    const bySubnet = new Map<string, CandidateLease>();
+    for (const [key, l] of this.leases) {
       const prefix = (l.subnet.prefix & maskOf(l.subnet.prefixLen)) >>> 0;
       if (prefix === this.ownSubnet.prefix && l.subnet.prefixLen === this.ownSubnet.prefixLen) continue;
       const id = formatCidr(prefix, l.subnet.prefixLen);
       const seen = bySubnet.get(id);
       if (seen === undefined || seen.modRevision < l.modRevision) {
-        bySubnet.set(id, { ...l, subnet: { prefix, prefixLen: l.subnet.prefixLen } });
+        bySubnet.set(id, {
+          key,
+          subnet: { prefix, prefixLen: l.subnet.prefixLen },
+          publicIp: l.publicIp,
+          modRevision: l.modRevision,
+        });
       }
     }
-    const routes: Route[] = [...bySubnet.values()].map((l) => ({
+    const routes: Route[] = this.gate.admit([...bySubnet.values()], this.ownSubnet).map((l) => ({
       prefix: l.subnet.prefix,
       prefixLen: l.subnet.prefixLen,
       publicIp: l.publicIp,

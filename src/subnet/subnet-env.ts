@@ -1,12 +1,11 @@
 // The subnet file (`--subnet-file`, default /run/flannel/subnet.env) and the docker options that
 // flannel's dist/mk-docker-opts.sh derives from it. See docs/flannel-compat.md, "The subnet file".
 
-import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { formatCidr, parseCidr } from '../routing-table/ipv4.js';
 import type { Ipv4Net } from './config.js';
 import { FlannelTsError } from '../errors.js';
+import { writeFileAtomically } from './file-writes.js';
 
 export const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
 
@@ -40,43 +39,11 @@ export function formatSubnetEnv(c: SubnetEnvContent): string {
 /**
  * Writes the subnet file atomically: the directory is created (0755), the text goes to a temporary
  * file in the same directory, which gets mode 0644 whatever the umask, is fsynced, then renamed over
- * the target. Readers see either the old file or the new one, never a partial one.
+ * the target. Readers see either the old file or the new one, never a partial one. A failure is a
+ * FileWriteError naming the path and the cause (file-writes.ts).
  */
 export async function writeSubnetEnv(path: string, c: SubnetEnvContent): Promise<void> {
-  await writeFileAtomically(path, formatSubnetEnv(c), 0o644);
-}
-
-/** Atomic replace of `path` (temp file in the same directory + rename). Shared with file-kv. */
-export async function writeFileAtomically(path: string, text: string, mode: number): Promise<void> {
-  const dir = dirname(path);
-  await makeDirectory(dir);
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  const fh = await open(tmp, 'wx', mode);
-  try {
-    try {
-      await fh.writeFile(text);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await chmod(tmp, mode);
-    await rename(tmp, path);
-  } catch (err) {
-    await unlink(tmp).catch(() => undefined);
-    throw err;
-  }
-}
-
-/** mkdir -p with mode 0755 whatever the umask, applied only to the directories it creates. */
-async function makeDirectory(dir: string): Promise<void> {
-  const firstCreated = await mkdir(dir, { recursive: true, mode: 0o755 });
-  if (firstCreated === undefined) return;
-  const created: string[] = [];
-  for (let d = dir; ; d = dirname(d)) {
-    created.push(d);
-    if (d === firstCreated || dirname(d) === d) break;
-  }
-  for (const d of created.reverse()) await chmod(d, 0o755);
+  await writeFileAtomically(path, formatSubnetEnv(c), 0o644, 'the subnet file');
 }
 
 /**

@@ -1,7 +1,8 @@
 // Child process run inside the test's network namespace (`ip netns exec NS node this.js`): it
 // hosts EtcdKvStore instances and serves them to the test over stdin/stdout, one JSON object per
 // line. Requests: {id, op, ...}; replies: {id, ok} or {id, error}; watch callbacks are pushed as
-// {watch, kind: 'events'|'compacted'|'error', ...}. See etcd-agent.ts for the parent side.
+// {watch, kind: 'events'|'compacted'|'error', ...}, registry resets as {reset: store, reason}. See
+// etcd-agent.ts for the parent side.
 //
 // op 'idle' closes nothing: it only stops reading stdin, so the process exits by itself exactly
 // when the stores left nothing behind (sockets, timers) — the test's check for clean close().
@@ -87,6 +88,9 @@ async function serve(request: Request): Promise<unknown> {
       watches.set(name, watch);
       return null;
     }
+    case 'onReset':
+      storeOf(request).onReset?.((reason) => send({ reset: request.store, reason }));
+      return null;
     case 'unwatch':
       watches.get(request.watch!)?.close();
       return null;

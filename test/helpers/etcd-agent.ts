@@ -33,6 +33,8 @@ export class EtcdAgent {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private readonly watchLogs = new Map<string, WatchLog>();
+  /** Registry resets the stores reported (after onReset()), as "store: reason". */
+  readonly resets: string[] = [];
   private readonly exited: Promise<number | null>;
   private stderr = '';
 
@@ -101,7 +103,13 @@ export class EtcdAgent {
       events?: WatchEvent[];
       revision?: number;
       message?: string;
+      reset?: string;
+      reason?: string;
     };
+    if (message.reset !== undefined) {
+      this.resets.push(`${message.reset}: ${message.reason}`);
+      return;
+    }
     if (message.id !== undefined) {
       const pending = this.pending.get(message.id);
       this.pending.delete(message.id);
@@ -167,6 +175,16 @@ export class AgentStore {
     const log = this.agent.watchLog(watch);
     await this.agent.request('watch', { store: this.name, watch, prefix, fromRevision });
     return log;
+  }
+
+  /** Reports the store's registry resets into the agent's resets list. */
+  async onReset(): Promise<void> {
+    await this.agent.request('onReset', { store: this.name });
+  }
+
+  /** The resets the agent's stores reported so far. */
+  get resets(): readonly string[] {
+    return this.agent.resets;
   }
 
   async unwatch(watch: string): Promise<void> {

@@ -398,6 +398,8 @@ export const MIX_HOST = {
   subnetLen: 24,
   port: 8285,
   mtu: 1472,
+  // Every ICMP error the traffic calls for is sent: replays repeat the same sources at full speed.
+  icmpRateLimit: false,
 } as const;
 const PEER_COUNT = 4;
 /** Peer k (1..PEER_COUNT) owns 10.244.(k+1).0/24 at 192.0.2.(k+1). */
@@ -421,7 +423,7 @@ export interface MixedTraffic {
 
 /**
  * `batch` packets each way, mostly forwarded: per 16 packets from flannel0, 14 go to peers and 2
- * are dropped (rotating through no-route UDP -> ICMP error, no-route ICMP, TTL 1, malformed); per
+ * are dropped (rotating through no-route UDP -> ICMP error, no-route ICMP, TTL 1 -> ICMP error, malformed); per
  * 16 datagrams, 14 are written and 2 dropped (rotating through stranger, spoofed source, not for
  * us, TTL 1, oversize). Sizes mix small (64) and full-MTU packets.
  */
@@ -465,7 +467,10 @@ export function mixedTraffic(batch: number): MixedTraffic {
           return ip(pod, noRoute, 64);
         },
         () => ip(pod, noRoute, 84, 1),
-        () => ip(pod, (peerSubnet(k) | 9) >>> 0, 84, 17, 1),
+        () => {
+          perBatch.icmps++; // time exceeded
+          return ip(pod, (peerSubnet(k) | 9) >>> 0, 84, 17, 1);
+        },
         () => {
           const p = ip(pod, (peerSubnet(k) | 9) >>> 0, 84);
           p[0] = 0x46;

@@ -51,6 +51,7 @@ export class MemoryKvStore implements KvStore {
   private deliveryPaused = false;
   private flushQueued = false;
   private closed = false;
+  private readonly resetListeners = new Set<(reason: string) => void>();
 
   constructor(options: { clock?: Clock } = {}) {
     this.clock = options.clock ?? systemClock;
@@ -103,6 +104,30 @@ export class MemoryKvStore implements KvStore {
       this.watchers.delete(w);
       queueMicrotask(() => w.handlers.onCompacted());
     }
+  }
+
+  onReset(listener: (reason: string) => void): () => void {
+    this.resetListeners.add(listener);
+    return () => this.resetListeners.delete(listener);
+  }
+
+  /**
+   * Loses every key and all history and starts again at revision 1, as an etcd wiped and restarted
+   * empty: every open watch ends with onCompacted, and the onReset listeners are told.
+   */
+  wipe(): void {
+    const from = this.rev;
+    this.entries.clear();
+    this.history = [];
+    this.rev = 1;
+    this.compactedThrough = 0;
+    for (const w of this.watchers) {
+      if (w.closed) continue;
+      w.closed = true;
+      this.watchers.delete(w);
+      queueMicrotask(() => w.handlers.onCompacted());
+    }
+    for (const l of [...this.resetListeners]) l(`its revision went back from ${from} to 1`);
   }
 
   async get(key: string): Promise<KeyValue | null> {

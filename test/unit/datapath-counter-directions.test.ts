@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { COUNTER_NAMES, countersToObject, newCounters, type CounterName } from '../../src/datapath/counters.js';
 import { Forwarder } from '../../src/datapath/forwarder.js';
+import { KERNEL_ICMP_RATE_LIMIT } from '../../src/datapath/icmp-rate-limit.js';
 import { PacketSlab, SUPER_SLOT_SIZE, slotSizeFor } from '../../src/datapath/slab.js';
 import { parseIPv4 } from '../../src/routing-table/ipv4.js';
 import { RoutingSnapshot } from '../../src/routing-table/snapshot.js';
@@ -38,6 +39,9 @@ const RX_COUNTER_NAMES: ReadonlySet<CounterName> = new Set<CounterName>([
 ]);
 
 const BATCH = 16;
+/** The ICMP rate limit's clock: an hour passes before each step, so each starts with full buckets. */
+let clockMs = 0;
+const STEP_GAP_MS = 3_600_000;
 const EINVAL = 22;
 const OWN_POD = (MIX_HOST.subnetPrefix | 2) >>> 0; // 10.244.1.2
 const PEER = parseIPv4('192.0.2.2'); // owns 10.244.2.0/24 in mixRoutes()
@@ -80,7 +84,13 @@ function newForwarder(counters: Float64Array): Io & { fwd: Forwarder } {
   const slab = newSlab();
   const tun = new FakeTun(slab),
     udp = new FakeUdp(slab);
-  const fwd = new Forwarder(slab, tun, udp, { ...MIX_HOST, tunGro: true }, counters);
+  const fwd = new Forwarder(
+    slab,
+    tun,
+    udp,
+    { ...MIX_HOST, tunGro: true, icmpRateLimit: KERNEL_ICMP_RATE_LIMIT, nowMs: () => clockMs },
+    counters,
+  );
   fwd.setRoutes(RoutingSnapshot.build(mixRoutes()));
   return { tun, udp, fwd };
 }
@@ -162,6 +172,17 @@ function flowSegments(count: number, firstSeq: number): Uint8Array[] {
     }),
   );
 }
+
+const ttlOneToPeer = () =>
+  buildUdpPacket({
+    src: OWN_POD,
+    dst: PEER_POD,
+    sport: 33434,
+    dport: 33435,
+    payload: new Uint8Array(12),
+    ttl: 1,
+    check: 0,
+  });
 
 const fromPeer = (i: number) =>
   buildUdpPacket({
@@ -274,6 +295,24 @@ const STEPS: readonly Step[] = [
     },
   },
   {
+    name: 'a UDP packet whose TTL runs out here: ICMP time exceeded',
+    direction: 'tx',
+    prepare: ({ tun }) => tun.push(ttlOneToPeer()),
+  },
+  {
+    name: 'a time-exceeded error that flannel0 does not take',
+    direction: 'tx',
+    prepare: ({ tun }) => {
+      tun.failNextWrites(ENOBUFS, 1);
+      tun.push(ttlOneToPeer());
+    },
+  },
+  {
+    name: 'a flood with no route from one pod: 6 ICMP errors (the burst), the rest held back',
+    direction: 'tx',
+    prepare: ({ tun }) => tun.push(...Array.from({ length: 10 }, () => plainToPeer(10, NO_ROUTE_POD))),
+  },
+  {
     name: 'a read error',
     direction: 'tx',
     prepare: ({ tun }) => tun.failNextRead(EIO),
@@ -332,6 +371,7 @@ describe('counters: each belongs to one direction', () => {
     let snapshot = new Float64Array(counters);
     let calls = { tunReads: 0, udpRecvs: 0, udpSends: 0 };
     for (const step of STEPS) {
+      clockMs += STEP_GAP_MS;
       step.prepare({ tun, udp });
       drive(
         fwd,
@@ -379,6 +419,8 @@ describe('counters: each belongs to one direction', () => {
     assert.ok(c.dropRxWriteError >= 2);
     assert.equal(c.tunTsoPackets, 1);
     assert.equal(c.icmpUnreachableFailed, 1);
+    assert.equal(c.icmpTimeExceededFailed, 1);
+    assert.ok(c.icmpRateLimited >= 4, `the flood was held back: ${c.icmpRateLimited}`);
   });
 
   test('one forwarder per direction, each on its own slab and counters: they add up to one forwarder', () => {
@@ -389,6 +431,7 @@ describe('counters: each belongs to one direction', () => {
     const tx = newForwarder(txCounters),
       rx = newForwarder(rxCounters);
     for (const step of STEPS) {
+      clockMs += STEP_GAP_MS;
       step.prepare(one);
       drive(
         one.fwd,

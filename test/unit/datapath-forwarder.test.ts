@@ -33,6 +33,7 @@ function setup(maxPerCall?: number) {
       subnetLen: 24,
       port: PORT,
       mtu: MTU,
+      icmpRateLimit: false, // one ICMP error per offender (the rate limit has its own tests)
     },
     counters,
   );

@@ -77,7 +77,7 @@ function assertStillForwards(rig: Rig): void {
 }
 
 /** Feeds one packet from flannel0; requires exactly `drop` (plus the read counters) and no output. */
-function refuseFromTun(packet: Uint8Array, drop: CounterName): void {
+function refuseFromTun(packet: Uint8Array, drop: CounterName, icmpError?: CounterName): void {
   const rig = setup();
   const before = rig.counters.slice();
   rig.tun.push(packet);
@@ -89,10 +89,11 @@ function refuseFromTun(packet: Uint8Array, drop: CounterName): void {
       tunReadBytes: packet.length,
       tunReadBatches: 1,
       [drop]: 1,
+      ...(icmpError !== undefined ? { [icmpError]: 1 } : {}),
     }),
   );
   assert.equal(rig.udp.sent.length, 0, 'nothing sent');
-  assert.equal(rig.tun.written.length, 0, 'nothing written');
+  assert.equal(rig.tun.written.length, icmpError === undefined ? 0 : 1, icmpError ?? 'nothing written');
   assertStillForwards(rig);
 }
 
@@ -189,16 +190,25 @@ describe('flannel0 -> UDP refuses', () => {
     test(`malformed: ${name}`, () => refuseFromTun(packet, 'dropTxMalformed'));
   }
 
-  test('TTL 1 (no ICMP time exceeded, like flannel)', () => {
+  test('TTL 1 (answered with ICMP time exceeded; flannel sends none)', () => {
     refuseFromTun(
       buildIpv4Udp({ src: '10.244.1.2', dst: '10.244.2.2', ttl: 1, srcPort: 1, dstPort: 2, data: Buffer.alloc(8) }),
       'dropTxTtl',
+      'icmpTimeExceededSent',
     );
   });
 
   test('TTL 0 (flannel would wrap it to 255 and forward it)', () => {
     refuseFromTun(
       buildIpv4Udp({ src: '10.244.1.2', dst: '10.244.2.2', ttl: 0, srcPort: 1, dstPort: 2, data: Buffer.alloc(8) }),
+      'dropTxTtl',
+      'icmpTimeExceededSent',
+    );
+  });
+
+  test('an ICMP echo with TTL 1: dropped, no ICMP error about it (as flannel, for any ICMP)', () => {
+    refuseFromTun(
+      buildIpv4({ src: '10.244.1.2', dst: '10.244.2.2', ttl: 1, protocol: 1, payload: Buffer.alloc(64) }),
       'dropTxTtl',
     );
   });

@@ -467,7 +467,7 @@ describe('TSO super-packets from flannel0', () => {
     assert.equal(counters[C.tunTsoSegments], want.length - 3);
   });
 
-  test('a super-packet with TTL 1: one dropTxTtl, nothing sent', () => {
+  test('a super-packet with TTL 1: one dropTxTtl, nothing sent, one ICMP time exceeded', () => {
     const { tun, udp, fwd, counters } = setup();
     const { packet, hdr } = superPacket(60000, { gsoSize: 48, ttl: 1 });
     tun.pushOffloaded(packet, hdr);
@@ -476,7 +476,9 @@ describe('TSO super-packets from flannel0', () => {
     assert.equal(counters[C.tunTsoPackets], 0);
     assert.equal(counters[C.tunTsoSegments], 0);
     assert.equal(udp.sent.length, 0);
-    assert.equal(tun.written.length, 0);
+    assert.equal(tun.written.length, 1);
+    assert.equal(tun.written[0]![20], 11, 'time exceeded');
+    assert.equal(counters[C.icmpTimeExceededSent], 1);
   });
 
   test('a super-packet with no route: exactly one ICMP net-unreachable quoting its header, nothing sent', () => {

@@ -132,6 +132,15 @@ flannel_ts_read_batches_total{source="udp"} 2
 # TYPE flannel_ts_read_errors_total counter
 flannel_ts_read_errors_total{source="tun"} 0
 flannel_ts_read_errors_total{source="udp"} 4
+# HELP flannel_ts_icmp_time_exceeded_sent_total ICMP time-exceeded messages written back into the TUN device for packets whose TTL ran out.
+# TYPE flannel_ts_icmp_time_exceeded_sent_total counter
+flannel_ts_icmp_time_exceeded_sent_total 0
+# HELP flannel_ts_icmp_time_exceeded_failed_total ICMP time-exceeded messages built but not written to the TUN device.
+# TYPE flannel_ts_icmp_time_exceeded_failed_total counter
+flannel_ts_icmp_time_exceeded_failed_total 0
+# HELP flannel_ts_icmp_rate_limited_total ICMP errors not sent because their destination, or all together, exceeded the rate limit.
+# TYPE flannel_ts_icmp_rate_limited_total counter
+flannel_ts_icmp_rate_limited_total 0
 # HELP flannel_ts_routes Peer routes in the datapath.
 # TYPE flannel_ts_routes gauge
 flannel_ts_routes 2
