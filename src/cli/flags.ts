@@ -9,7 +9,7 @@
 //   registry (--kv-file). Flags not given on the command line are read from FLANNELD_<UPPER_SNAKE>
 //   environment variables, as flanneld does (e.g. FLANNELD_ETCD_ENDPOINTS, FLANNELD_IP_MASQ=true).
 //   The environment is not consulted in static mode.
-import type { Offloads } from '../agent/datapath.js';
+import type { Offloads } from '../backend/udp-datapath.js';
 import { isIPv4 } from 'node:net';
 import { parseEndpoints } from '../etcd/options.js';
 import { contains, parseCidr, parseIPv4 } from '../routing-table/ipv4.js';
