@@ -141,6 +141,8 @@ export const USAGE = `Usage:
   flannel-ts --network CIDR --subnet CIDR --peer CIDR=IP [...]        static mode
 
 flanneld mode: network config, subnet lease and routes from etcd v3 (or the embedded file registry).
+  The backend is the network config's Backend.Type: udp (flannel0 and flannel-ts's datapath),
+  vxlan (kernel VXLAN, flannel.<VNI>) or host-gw (kernel routes via each host's PublicIP).
   --etcd-endpoints URLS        comma-separated (default ${DEFAULT_ETCD_ENDPOINTS})
   --etcd-prefix PATH           registry prefix (default ${DEFAULT_ETCD_PREFIX})
   --etcd-cafile/--etcd-certfile/--etcd-keyfile FILE   TLS for https endpoints
@@ -157,7 +159,7 @@ flanneld mode: network config, subnet lease and routes from etcd v3 (or the embe
   --healthz-port N             health/metrics server port (default 0: disabled)
   Every flanneld-mode flag not given may come from FLANNELD_<NAME> (e.g. FLANNELD_ETCD_ENDPOINTS).
 
-Static mode: forwards between flannel0 and UDP with routes given on the command line.
+Static mode (udp backend only): forwards between flannel0 and UDP with routes given on the command line.
   --network CIDR        the whole flannel network, e.g. 10.244.0.0/16 (routed via flannel0)
   --subnet CIDR         this host's subnet, e.g. 10.244.1.0/24 (flannel0 gets its .0 address as /32)
   --peer CIDR=IP        a peer host's subnet and its PublicIP (repeatable)
@@ -165,7 +167,7 @@ Static mode: forwards between flannel0 and UDP with routes given on the command 
   --iface NAME|IP       external interface (repeatable; default: the default route's)
   --port N              UDP port, the same on every host (default 8285)
 
-Both modes:
+Both modes (the udp backend's datapath; vxlan and host-gw leave forwarding to the kernel):
   --batch N             packets per batch, 1..1024 (default 64)
   --offloads LIST       offloads to use where the kernel has them (default tun,udp; or none):
                           tun: TSO and USO super-packets read from flannel0, GRO super-packets written to it
