@@ -4,12 +4,12 @@
 // 1,000 vxlan peers, not 3,000). One pass runs at a time; what arrives meanwhile is taken by the
 // next pass, so a burst of lease events costs one pass, not one per event.
 //
-// An entry's add is a list of phases: flanneld's vxlan order is neighbour, then fdb, then route
-// ("the kernel would ARP for the gateway if it were not set first"). An entry goes on to its next
+// An entry's add is a list of phases: vxlan's are neighbour and fdb entry, then the route (flanneld:
+// "the kernel would ARP for the gateway if it were not set first"). An entry goes on to its next
 // phase only if the previous succeeded; a failed entry is cleaned up (its removal ops, which treat
 // "already gone" as done), logged once, and retried after retryMs. The sync removes only what it
 // installed.
-import type { Kernel, KernelOp } from '../kernel/kernel.js';
+import type { Kernel, KernelOp, OpResults } from '../kernel/kernel.js';
 import type { Clock, TimerHandle } from '../subnet/clock.js';
 import { systemClock } from '../subnet/clock.js';
 import type { Logger } from '../observability/log.js';
@@ -38,12 +38,22 @@ export interface KernelSyncOptions<E> {
 }
 
 /**
- * Ops within one step grouped so that one tool's ops run together (ip, then bridge): fewer processes.
- * The ops of one step do not depend on each other. Stable: Array.prototype.sort is.
+ * One step's ops: they do not depend on each other, so the fdb entries (bridge) and the rest (ip)
+ * go in two batches at once; one tool's run costs several ms, and a new lease waits for each step.
  */
-function byTool<T extends { readonly op: KernelOp }>(items: T[]): T[] {
-  const rank = (x: T): number => (x.op.op.startsWith('fdb') ? 1 : 0);
-  return items.sort((a, b) => rank(a) - rank(b));
+async function applyStep(kernel: Kernel, ops: readonly { readonly op: KernelOp }[]): Promise<OpResults> {
+  const fdb: number[] = [];
+  const rest: number[] = [];
+  ops.forEach((x, i) => (x.op.op.startsWith('fdb') ? fdb : rest).push(i));
+  if (fdb.length === 0 || rest.length === 0) return kernel.apply(ops.map((x) => x.op));
+  const [a, b] = await Promise.all([
+    kernel.apply(rest.map((i) => ops[i]!.op)),
+    kernel.apply(fdb.map((i) => ops[i]!.op)),
+  ]);
+  const results: OpResults = new Array<string | null>(ops.length).fill(null);
+  rest.forEach((i, k) => (results[i] = a[k] ?? null));
+  fdb.forEach((i, k) => (results[i] = b[k] ?? null));
+  return results;
 }
 
 export class KernelSync<E> {
@@ -129,8 +139,10 @@ export class KernelSync<E> {
       // Step by step across entries, in the entries' order (vxlan: all neighbours, then all fdb
       // entries, then all routes, as flanneld removes them), one batch per step.
       for (let k = 0; k < depth; k++) {
-        const ops = byTool(programs.filter((p) => p[k] !== undefined).map((p) => ({ op: p[k]! })));
-        const results = await kernel.apply(ops.map((x) => x.op));
+        const results = await applyStep(
+          kernel,
+          programs.filter((p) => p[k] !== undefined).map((p) => ({ op: p[k]! })),
+        );
         for (const r of results) if (r !== null) this.o.log.warn('could not remove an entry', { error: r });
       }
       for (const [id] of removing) this.installed.delete(id);
@@ -149,8 +161,7 @@ export class KernelSync<E> {
       stepping.forEach(([, , p], owner) => {
         for (const op of p.add[phase]!) ops.push({ op, owner });
       });
-      byTool(ops);
-      const results = await kernel.apply(ops.map((x) => x.op));
+      const results = await applyStep(kernel, ops);
       const bad = new Map<number, string>();
       ops.forEach((x, k) => {
         const r = results[k];
@@ -165,8 +176,10 @@ export class KernelSync<E> {
     }
     if (failed.length > 0) {
       // Undo the phases that went in, so nothing half-programmed stays.
-      const cleanup = failed.flatMap(([, e]) => program(e).remove.map((op) => ({ op })));
-      await kernel.apply(byTool(cleanup).map((x) => x.op));
+      await applyStep(
+        kernel,
+        failed.flatMap(([, e]) => program(e).remove.map((op) => ({ op }))),
+      );
       for (const [id, e, err] of failed) {
         this.failures.warn(id, this.o.failureMessage ?? 'could not program a peer; retrying', {
           peer: this.o.describe(e),

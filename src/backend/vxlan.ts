@@ -10,9 +10,10 @@
 //   survives its restart; flannel-ts also takes it back from the lease, so a host whose device was
 //   lost (reboot) keeps the MAC its peers have programmed;
 // - the lease: "BackendType":"vxlan","BackendData":{"VNI":<VNI>,"VtepMAC":"<MAC>"};
-// - per peer lease of type vxlan, in flanneld's order: a permanent neighbour (the peer subnet's
-//   network address -> its VtepMAC), an fdb entry (VtepMAC -> PublicIP), then the route (peer
-//   subnet via its network address, onlink, on the device); with DirectRouting, a peer whose
+// - per peer lease of type vxlan, as flanneld: a permanent neighbour (the peer subnet's network
+//   address -> its VtepMAC) and an fdb entry (VtepMAC -> PublicIP), then the route (peer subnet via
+//   its network address, onlink, on the device). flanneld adds the fdb entry after the neighbour;
+//   flannel-ts adds both at once (they do not depend on each other), the route still last; with DirectRouting, a peer whose
 //   PublicIP the kernel reaches without a gateway gets a plain route via its PublicIP instead;
 //   everything is removed when the lease goes or changes (flanneld leaves a changed lease's old fdb
 //   entry behind);
@@ -232,9 +233,13 @@ export class VxlanBackend implements Backend {
     const vtep = p.subnet.prefix;
     const route: KernelRoute = { dst: p.subnet, via: vtep, dev, onlink: true };
     return {
+      // The neighbour and the fdb entry do not depend on each other (one step, two tools at once);
+      // the route goes last, as flanneld insists, so that the kernel never ARPs for the gateway.
       add: [
-        [{ op: 'neigh-replace', dev, ip: vtep, mac: p.mac }],
-        [{ op: 'fdb-replace', dev, mac: p.mac, dst: p.publicIp }],
+        [
+          { op: 'neigh-replace', dev, ip: vtep, mac: p.mac },
+          { op: 'fdb-replace', dev, mac: p.mac, dst: p.publicIp },
+        ],
         [{ op: 'route-replace', route }],
       ],
       remove: [
