@@ -10,7 +10,8 @@
 //   5. the backend started on the subnet (udp: flannel0 and the UDP socket);
 //   6. the subnet file, written atomically;
 //   7. peer leases from the RouteWatcher into the backend, lease renewal and re-acquisition;
-//   8. "forwarding" once the first peer listing is in; systemd readiness.
+//   8. "forwarding" once the first peer listing is in force (programmed into the kernel by vxlan and
+//      host-gw); systemd readiness.
 //
 // While the registry is unreachable the backend keeps what it has; the stores reconnect by
 // themselves. The agent is an object: run() until stop(), several in one process if need be. It
@@ -313,7 +314,9 @@ export class RegistryAgent {
       });
 
       // --- 8. ready --------------------------------------------------------------------------------
-      if (await Promise.race([firstPeers.then(() => false), this.stopped().then(() => true)])) {
+      // Ready once the first listing is in force: a kernel backend has tried every entry of it.
+      const firstProgrammed = firstPeers.then(() => be.settled()).then(() => false);
+      if (await Promise.race([firstProgrammed, this.stopped().then(() => true)])) {
         return await this.shutdown(be, health, ipMasq);
       }
       let ready = true;
@@ -327,7 +330,11 @@ export class RegistryAgent {
           () => ready,
         );
       }
+      // A daemon runs until stopped: with a kernel backend and the file registry nothing else may
+      // hold the event loop (its timers are unref'd), so this does.
+      const keepAlive = setInterval(() => undefined, 0x7fffffff);
       await this.stopped();
+      clearInterval(keepAlive);
       ready = false;
       return await this.shutdown(be, health, ipMasq);
     } finally {
