@@ -251,17 +251,21 @@ export class RegistryAgent {
         // As flanneld: a failed write is a warning, not a reason to stop forwarding.
         log.warn('could not write the subnet file', { path: flags.subnetFile, error: (err as Error).message });
       }
-      if (flags.ipMasq || flags.iptablesForwardRules) {
-        ipMasq = await setUpIpMasq(
-          {
-            network: config.network,
-            subnet: lease.subnet,
-            ipMasq: flags.ipMasq,
-            forwardRules: flags.iptablesForwardRules,
-          },
-          log,
-        );
-      }
+      // iptables runs while the peers are listed and programmed (flanneld sets its rules up in the
+      // background too); the agent is ready only once both are done.
+      const ipMasqSetUp =
+        flags.ipMasq || flags.iptablesForwardRules
+          ? setUpIpMasq(
+              {
+                network: config.network,
+                subnet: lease.subnet,
+                ipMasq: flags.ipMasq,
+                forwardRules: flags.iptablesForwardRules,
+              },
+              log,
+            )
+          : Promise.resolve(null);
+      ipMasqSetUp.catch(() => undefined); // awaited below; must not be unhandled meanwhile
 
       // --- 7. peers and lease upkeep ------------------------------------------------------------
       let resolveFirstPeers = (): void => {};
@@ -314,6 +318,7 @@ export class RegistryAgent {
       });
 
       // --- 8. ready --------------------------------------------------------------------------------
+      ipMasq = await ipMasqSetUp;
       // Ready once the first listing is in force: a kernel backend has tried every entry of it.
       const firstProgrammed = firstPeers.then(() => be.settled()).then(() => false);
       if (await Promise.race([firstProgrammed, this.stopped().then(() => true)])) {
