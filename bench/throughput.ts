@@ -32,6 +32,8 @@ export const BENCH_FORWARDERS = [
   'flannel-ts-no-uring',
   'flannel-ts-tun-offloads',
   'flannel-ts-no-offload',
+  'flannel-ts-kernel',
+  'flannel-ts-kernel-wire',
   'vxlan',
   'flannel-ts-vxlan',
   'host-gw',
@@ -52,17 +54,64 @@ const FLANNEL_TS_BACKENDS: Partial<Record<BenchForwarder, { type: 'vxlan' | 'hos
   'flannel-ts-host-gw': { type: 'host-gw', podMtu: 1500 },
 };
 
-function labSetup(forwarder: BenchForwarder): { mode: LabMode; agentArgs: string[] } {
-  const step = FLANNEL_TS_STEPS[forwarder];
+/** The userspace rows measure the TypeScript datapath alone (the agent's default is --datapath auto). */
+const USERSPACE = ['--datapath', 'userspace'];
+
+/**
+ * The kernel fast path (docs/fast-path.md): with the veths' offloads as they are (super-packets
+ * cross the underlay whole, as between kernel VXLAN hosts in this lab), and on a wire-like underlay
+ * (the hosts' and switch ports' checksum and segmentation offloads off: every datagram is cut and
+ * checksummed in software, as a NIC without UDP-tunnel offloads needs).
+ */
+const FAST_PATH: Partial<Record<BenchForwarder, { wireLike: boolean }>> = {
+  'flannel-ts-kernel': { wireLike: false },
+  'flannel-ts-kernel-wire': { wireLike: true },
+};
+
+interface LabSetup {
+  mode: LabMode;
+  agentArgs: string[];
+  beforeAgents?: (lab: Lab) => Promise<void>;
+}
+
+function labSetup(forwarder: BenchForwarder): LabSetup {
   if (FLANNEL_TS_BACKENDS[forwarder]) return { mode: 'flannel-ts', agentArgs: [] };
-  return step ? { mode: 'flannel-ts', agentArgs: step } : { mode: forwarder as LabMode, agentArgs: [] };
+  const fast = FAST_PATH[forwarder];
+  if (fast) {
+    return {
+      mode: 'flannel-ts',
+      agentArgs: ['--datapath', 'kernel'],
+      ...(fast.wireLike ? { beforeAgents: wireLikeUnderlay } : {}),
+    };
+  }
+  if (forwarder === 'flannel-ts') return { mode: 'flannel-ts', agentArgs: USERSPACE };
+  const step = FLANNEL_TS_STEPS[forwarder];
+  return step
+    ? { mode: 'flannel-ts', agentArgs: [...step, ...USERSPACE] }
+    : { mode: forwarder as LabMode, agentArgs: [] };
+}
+
+/** Every host's eth0 and its switch port without checksum and segmentation offloads (needs ethtool). */
+async function wireLikeUnderlay(lab: Lab): Promise<void> {
+  const off = ['rx', 'off', 'tx', 'off', 'sg', 'off', 'tso', 'off', 'gso', 'off', 'gro', 'off'];
+  for (const n of lab.hostNumbers()) {
+    await lab.execChecked(lab.hostNs(n), ['ethtool', '-K', 'eth0', ...off]);
+    await lab.execChecked(lab.underlayNs, ['ethtool', '-K', `h${n}`, ...off]);
+  }
 }
 
 /** The lab options of a forwarder: for a kernel backend, the registry file written before the agents. */
 function labOptions(forwarder: BenchForwarder): LabOptions {
   const setup = labSetup(forwarder);
   const backend = FLANNEL_TS_BACKENDS[forwarder];
-  if (backend === undefined) return { hosts: 2, mode: setup.mode, agentArgs: setup.agentArgs };
+  if (backend === undefined) {
+    return {
+      hosts: 2,
+      mode: setup.mode,
+      agentArgs: setup.agentArgs,
+      ...(setup.beforeAgents ? { beforeAgents: setup.beforeAgents } : {}),
+    };
+  }
   let dir = '';
   return {
     hosts: 2,
@@ -533,6 +582,8 @@ const MODE_LABELS: Record<BenchForwarder, string> = {
   'flannel-ts-no-uring': 'flannel-ts --io-uring=false (batching + TUN offloads + UDP GSO/GRO)',
   'flannel-ts-tun-offloads': 'flannel-ts --offloads=tun --io-uring=false (batching + TSO reads, GRO writes)',
   'flannel-ts-no-offload': 'flannel-ts --no-offload --io-uring=false (batching only)',
+  'flannel-ts-kernel': 'flannel-ts --datapath kernel (TC-eBPF fast path, veth offloads as they are)',
+  'flannel-ts-kernel-wire': 'flannel-ts --datapath kernel, wire-like underlay (veth offloads off)',
   vxlan: 'kernel VXLAN (flannel vxlan backend)',
   'flannel-ts-vxlan': 'flannel-ts, vxlan backend (kernel VXLAN programmed by flannel-ts)',
   'host-gw': 'host-gw (kernel routing, no encapsulation)',

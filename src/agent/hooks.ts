@@ -3,6 +3,7 @@
 import { startHealthServer as startHttpServer } from '../observability/http.js';
 import { startFlannelIptables } from '../link/iptables-rules.js';
 import type { Logger } from '../observability/log.js';
+import type { DatapathInfo, FastPathCounters } from '../observability/metrics.js';
 import type { Route } from '../routing-table/snapshot.js';
 import type { Lease } from '../subnet/lease-manager.js';
 import type { Ipv4Prefix } from '../backend/udp-datapath.js';
@@ -21,6 +22,10 @@ export interface AgentStatus {
   offloads?(): Readonly<Record<string, boolean>>;
   /** Threads forwarding packets (--workers). */
   datapathThreads?(): number;
+  /** Which datapath forwards (--datapath), and why the fast path is not in force. */
+  datapath?(): DatapathInfo;
+  /** The fast path's own counters, null when it does not run. */
+  fastPathCounters?(): FastPathCounters | null;
 }
 
 export interface Closable {

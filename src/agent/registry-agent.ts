@@ -19,7 +19,6 @@
 // lease stays in the registry (a restart reuses it); udp closes flannel0, vxlan and host-gw leave
 // their device and routes (as flanneld does); the subnet file stays.
 import { newCounters } from '../datapath/counters.js';
-import { EtcdKvStore } from '../etcd/kv-store.js';
 import { Iproute2Kernel } from '../kernel/iproute2.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { findExternalInterface, type ExternalInterface } from '../link/ip.js';
@@ -38,6 +37,7 @@ import type { RegistryFlags } from '../cli/flags.js';
 import type { Backend } from '../backend/backend.js';
 import { createBackend } from '../backend/registry.js';
 import { describeRoutes } from '../backend/udp-datapath.js';
+import { openEtcdStore } from './etcd-api.js';
 import { setUpIpMasq, startHealthServer, type AgentStatus, type Closable, type IpMasqRules } from './hooks.js';
 import { notifySystemdReady } from './systemd.js';
 
@@ -53,15 +53,10 @@ const RETRY_MS = 1000;
 /** A retried failure with an unchanged message is logged again after this long. */
 const REPEAT_LOG_MS = 30_000;
 
-export function openStore(flags: RegistryFlags): KvStore {
+export function openStore(flags: RegistryFlags, log: Logger): KvStore {
   const s = flags.store;
   if (s.kind === 'file') return new FileKvStore({ path: s.path });
-  return new EtcdKvStore({
-    endpoints: s.endpoints,
-    ...(s.caFile !== undefined ? { caFile: s.caFile } : {}),
-    ...(s.certFile !== undefined ? { certFile: s.certFile, keyFile: s.keyFile } : {}),
-    ...(s.username !== undefined ? { username: s.username, password: s.password } : {}),
-  });
+  return openEtcdStore(s, flags.prefix, log);
 }
 
 /** Logs a retried failure when its message changes, and again every REPEAT_LOG_MS. */
@@ -177,7 +172,7 @@ export class RegistryAgent {
     const sleepOrStop = (ms: number) => this.sleepOrStop(ms);
     const ext = this.deps.ext ?? findExternalInterface(flags.ifaces, flags.publicIp, flags.ifaceRegexes);
     const publicIp = flags.publicIp ?? ext.address;
-    const store = this.deps.store ?? openStore(flags);
+    const store = this.deps.store ?? openStore(flags, log);
     const registry = flags.store.kind === 'file' ? `file ${flags.store.path}` : `etcd ${flags.store.endpoints}`;
     log.info('starting', {
       registry,
@@ -212,7 +207,13 @@ export class RegistryAgent {
         network: config.network,
         kernel: this.deps.kernel ?? new Iproute2Kernel(),
         log,
-        udp: { batch: flags.batch, offloads: flags.offloads, tunIoUring: flags.ioUring, workers: flags.workers },
+        udp: {
+          batch: flags.batch,
+          offloads: flags.offloads,
+          tunIoUring: flags.ioUring,
+          workers: flags.workers,
+          datapath: flags.datapath,
+        },
       });
       this.backendNow = backend;
       const previousSubnet = await readPreviousSubnet(flags.subnetFile);
@@ -376,6 +377,8 @@ export class RegistryAgent {
               };
             },
             datapathThreads: () => dp.workers,
+            datapath: () => dp.describeDatapath(),
+            fastPathCounters: () => dp.fastPathCounters(),
           }
         : {}),
       ready,

@@ -17,16 +17,18 @@ import type { Route } from '../routing-table/snapshot.js';
 import type { BackendConfig, BackendType, Ipv4Net } from '../subnet/config.js';
 import type { BackendLeaseAttrs, LeaseAttrs } from '../subnet/lease.js';
 import type { PeerLease } from '../subnet/route-watcher.js';
+import type { DatapathChoice } from '../fastpath/fast-path.js';
 import type { Datapath, Offloads } from './udp-datapath.js';
 
 export type { PeerLease };
 
-/** The udp datapath's tuning flags (--batch, --offloads, --io-uring, --workers). */
+/** The udp datapath's tuning flags (--batch, --offloads, --io-uring, --workers, --datapath). */
 export interface UdpDatapathTuning {
   readonly batch: number;
   readonly offloads: Offloads;
   readonly tunIoUring: boolean;
   readonly workers: 1 | 2;
+  readonly datapath: DatapathChoice;
 }
 
 export interface BackendContext {

@@ -12,6 +12,8 @@ import { Lane, type LaneSetup, type Lanes } from '../datapath/lane.js';
 import { SUPER_SLOT_SIZE, slotSizeFor } from '../datapath/slab.js';
 import { WorkerLanes } from '../datapath/worker-lanes.js';
 import { ENCAP_OVERHEAD } from '../encap/ipv4.js';
+import type { KernelOnlyCounter } from '../fastpath/counters.js';
+import { startDatapath, type DatapathChoice, type KernelFastPath } from '../fastpath/fast-path.js';
 import { configureTunLink, removeTunAddress, type ExternalInterface } from '../link/ip.js';
 import { describeErrno, shim } from '../native/shim.js';
 import { formatCidr, formatIPv4 } from '../routing-table/ipv4.js';
@@ -42,6 +44,11 @@ export interface DatapathOptions {
    * 2 = one worker thread per direction (flannel0 -> UDP, UDP -> flannel0). Default 1.
    */
   readonly workers?: 1 | 2;
+  /**
+   * --datapath: the kernel fast path in front of the TypeScript datapath (docs/fast-path.md).
+   * Default 'userspace'. 'kernel' throws when the fast path cannot load; 'auto' falls back.
+   */
+  readonly datapath?: DatapathChoice;
 }
 
 export interface Offloads {
@@ -91,6 +98,12 @@ export class Datapath {
   private subnetNow: Ipv4Prefix;
   private routesNow: RoutingSnapshot = RoutingSnapshot.EMPTY;
   private closed = false;
+  /** The kernel fast path, null when the TypeScript datapath runs alone. */
+  private fastPath: KernelFastPath | null;
+  /** Why the TypeScript datapath runs alone (null while the fast path runs). */
+  private userspaceReason: string | null;
+  /** The counters of fast paths taken down (a refused update, a subnet change): totals never go back. */
+  private retired: { counters: Float64Array; own: Record<KernelOnlyCounter, number> } | null = null;
 
   private constructor(
     options: DatapathOptions,
@@ -102,7 +115,11 @@ export class Datapath {
     /** ... and UDP GSO super-packets. */
     readonly tunUso: boolean,
     readonly workers: number,
+    fastPath: KernelFastPath | null,
+    userspaceReason: string | null,
   ) {
+    this.fastPath = fastPath;
+    this.userspaceReason = userspaceReason;
     this.tunName = shim.tunName(tunFd);
     this.mtu = options.ext.mtu - ENCAP_OVERHEAD;
     this.ext = options.ext;
@@ -129,6 +146,7 @@ export class Datapath {
     if (tunFd < 0) throw new Error(`cannot create the TUN device: ${describeErrno(tunFd)}`);
     let udpFd = -1;
     let lanes: Lanes | undefined;
+    let fastPath: KernelFastPath | null = null;
     try {
       const tunUso = tunVnet && shim.tunSetOffload(tunFd, TUN_OFFLOAD_FLAGS_USO) === 0;
       const tunTso = tunUso || (tunVnet && shim.tunSetOffload(tunFd, TUN_OFFLOAD_FLAGS) === 0);
@@ -142,6 +160,16 @@ export class Datapath {
       udpFd = shim.udpOpen(options.ext.address, options.port, SOCKET_BUFFER_BYTES, SOCKET_BUFFER_BYTES);
       if (udpFd < 0)
         throw new Error(`cannot bind UDP ${formatIPv4(options.ext.address)}:${options.port}: ${describeErrno(udpFd)}`);
+      // The fast path goes in front once flannel0 and the socket exist (its programs need both).
+      const start = startDatapath(options.datapath ?? 'userspace', {
+        tunName: shim.tunName(tunFd),
+        extName: options.ext.name,
+        address: options.ext.address,
+        subnet: options.subnet,
+        mtu,
+        port: options.port,
+      });
+      fastPath = start.fastPath;
       // Super-packet slots only where an offload may fill them (untouched pages cost no memory).
       const slotSize = slotSizeFor(mtu);
       const setup: LaneSetup = {
@@ -153,7 +181,9 @@ export class Datapath {
         },
         tunVnet,
         gsoSegments: want.udp && shim.udpProbeGso(udpFd) === 0 ? GSO_SEGMENTS : 0,
-        udpGro: want.udp,
+        // With the fast path, no UDP GRO: a socket asking for it makes the kernel coalesce
+        // flannel's datagrams before the ingress program sees them, and it hands those up.
+        udpGro: want.udp && fastPath === null,
         uringEntries: options.tunIoUring ? options.batch : 0,
       };
       const config = { ...forwarderConfig(options.subnet, options.port, mtu), tunGro: tunVnet };
@@ -165,8 +195,9 @@ export class Datapath {
         lanes = lane;
         lane.start();
       }
-      return new Datapath(options, tunFd, udpFd, lanes, tunTso, tunUso, workers);
+      return new Datapath(options, tunFd, udpFd, lanes, tunTso, tunUso, workers, fastPath, start.reason ?? null);
     } catch (err) {
+      fastPath?.close();
       // No poll may outlive its fd: the fds are closed only once the lanes are certainly done.
       if (lanes?.close() ?? true) {
         if (udpFd >= 0) shim.closeFd(udpFd);
@@ -190,17 +221,61 @@ export class Datapath {
     return this.routesNow.routes;
   }
 
-  /** Indexed by C.*, current as of this read (both directions added up with --workers 2). */
+  /**
+   * Indexed by C.*, current as of this read (both directions added up with --workers 2; with the
+   * fast path, its counters of the same meaning added in: a copy then).
+   */
   get counters(): Float64Array {
-    return this.lanes.counters();
+    const lanes = this.lanes.counters();
+    if (this.fastPath === null && this.retired === null) return lanes;
+    const all = Float64Array.from(lanes);
+    this.addKernelCounters(all);
+    return all;
   }
 
-  /** Swaps in a complete route list; in force when this returns. Throws on an invalid route, or once closed. */
+  /** Adds the fast path's counters (the running one's and the retired ones') into `into`; its own ones, or null if it never ran. */
+  private addKernelCounters(into: Float64Array): Record<KernelOnlyCounter, number> | null {
+    if (this.fastPath === null && this.retired === null) return null;
+    const own = { ...NO_KERNEL_COUNTS };
+    if (this.retired !== null) {
+      for (let i = 0; i < into.length; i++) into[i]! += this.retired.counters[i]!;
+      addOwn(own, this.retired.own);
+    }
+    if (this.fastPath !== null) addOwn(own, this.fastPath.addCounters(into));
+    return own;
+  }
+
+  /**
+   * Swaps in a complete route list; in force when this returns. Throws on an invalid route, or once
+   * closed. The fast path's maps follow first (route-sync.ts orders their updates); if the kernel
+   * refuses an update, the fast path is taken down and the TypeScript datapath forwards alone.
+   */
   setRoutes(routes: readonly Route[]): void {
     if (this.closed) throw new Error('the datapath is closed');
     const snapshot = RoutingSnapshot.build(routes);
+    try {
+      this.fastPath?.setRoutes(snapshot.routes);
+    } catch (err) {
+      this.dropFastPath(`a route update was refused: ${(err as Error).message}`);
+    }
     this.lanes.setRoutes(snapshot);
     this.routesNow = snapshot;
+  }
+
+  /** Which datapath forwards: 'kernel' (the fast path, the TypeScript datapath behind it) or 'userspace'. */
+  get datapath(): 'kernel' | 'userspace' {
+    return this.fastPath === null ? 'userspace' : 'kernel';
+  }
+
+  private dropFastPath(reason: string): void {
+    if (this.fastPath !== null) {
+      const retired = this.retired ?? { counters: newCounters(), own: { ...NO_KERNEL_COUNTS } };
+      addOwn(retired.own, this.fastPath.addCounters(retired.counters));
+      this.retired = retired;
+      this.fastPath.close();
+    }
+    this.fastPath = null;
+    this.userspaceReason = reason;
   }
 
   /**
@@ -221,11 +296,35 @@ export class Datapath {
     // remove it can leave a stale address but never a datapath that drops the new subnet's traffic.
     this.lanes.setConfig(forwarderConfig(subnet, this.port, this.mtu));
     this.subnetNow = subnet;
+    if (this.fastPath !== null) {
+      // The programs' config holds the subnet: load them again for the new one.
+      this.dropFastPath('the subnet changed');
+      const start = startDatapath('auto', {
+        tunName: this.tunName,
+        extName: this.ext.name,
+        address: this.ext.address,
+        subnet,
+        mtu: this.mtu,
+        port: this.port,
+      });
+      if (start.fastPath !== null) {
+        this.fastPath = start.fastPath;
+        this.userspaceReason = null;
+        this.setRoutes(this.routesNow.routes);
+      } else this.userspaceReason = `the subnet changed, then: ${start.reason}`;
+    }
     if (old.prefix !== subnet.prefix) removeTunAddress(this.tunName, old.prefix);
   }
 
+  /** The fast path's own counters (packets handed up, packets lost), null when it does not run. */
+  fastPathCounters(): Record<KernelOnlyCounter, number> | null {
+    return this.addKernelCounters(newCounters());
+  }
+
   countersObject(): Record<string, number> {
-    return countersToObject(this.counters);
+    const all = Float64Array.from(this.lanes.counters());
+    const kernelOnly = this.addKernelCounters(all);
+    return kernelOnly === null ? countersToObject(all) : { ...countersToObject(all), ...kernelOnly };
   }
 
   /**
@@ -266,6 +365,7 @@ export class Datapath {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.fastPath?.close();
     if (!this.lanes.close()) return;
     shim.closeFd(this.udpFd);
     shim.closeFd(this.tunFd);
@@ -283,8 +383,29 @@ export class Datapath {
       network: formatCidr(network.prefix, network.prefixLen),
       subnet: formatCidr(this.subnetNow.prefix, this.subnetNow.prefixLen),
       ...this.offloadsInForce(),
+      ...this.describeDatapath(),
     };
   }
+
+  /** datapath: kernel|userspace; with kernel, how the programs are attached; with userspace, why. */
+  describeDatapath(): { datapath: 'kernel' | 'userspace'; attach?: string; datapathReason?: string } {
+    if (this.fastPath !== null) return { datapath: 'kernel', attach: this.fastPath.attachedBy };
+    return {
+      datapath: 'userspace',
+      ...(this.userspaceReason !== null ? { datapathReason: this.userspaceReason } : {}),
+    };
+  }
+}
+
+const NO_KERNEL_COUNTS: Readonly<Record<KernelOnlyCounter, number>> = {
+  kernelTxPassedUp: 0,
+  kernelRxPassedUp: 0,
+  kernelTxFailed: 0,
+  kernelRxFailed: 0,
+};
+
+function addOwn(into: Record<KernelOnlyCounter, number>, add: Readonly<Record<KernelOnlyCounter, number>>): void {
+  for (const k of Object.keys(into) as KernelOnlyCounter[]) into[k] += add[k];
 }
 
 /** The Forwarder's view of a subnet (a lane keeps its own GRO state across subnet changes). */

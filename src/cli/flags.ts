@@ -10,8 +10,11 @@
 //   environment variables, as flanneld does (e.g. FLANNELD_ETCD_ENDPOINTS, FLANNELD_IP_MASQ=true).
 //   The environment is not consulted in static mode.
 import type { Offloads } from '../backend/udp-datapath.js';
+import { ETCD_APIS, type EtcdApi } from '../agent/etcd-api.js';
+import { DATAPATH_CHOICES, type DatapathChoice } from '../fastpath/fast-path.js';
 import { isIPv4 } from 'node:net';
 import { parseEndpoints } from '../etcd/options.js';
+import { unknownFlagMessage } from './flag-suggest.js';
 import { contains, parseCidr, parseIPv4 } from '../routing-table/ipv4.js';
 import { DEFAULT_ETCD_PREFIX } from '../subnet/lease.js';
 import { DEFAULT_RENEW_MARGIN_MINUTES } from '../subnet/lease-manager.js';
@@ -41,6 +44,8 @@ export interface StaticFlags {
   readonly ioUring: boolean;
   /** Forwarding threads: 1 (the main thread) or 2 (a worker per direction). */
   readonly workers: 1 | 2;
+  /** --datapath: the kernel fast path where it loads (auto, the default), always (kernel), never (userspace). */
+  readonly datapath: DatapathChoice;
   readonly logLevel: LogLevel;
 }
 
@@ -49,6 +54,8 @@ export type RegistryStoreFlags =
       readonly kind: 'etcd';
       /** Comma-separated URLs, as given (validated). */
       readonly endpoints: string;
+      /** --etcd-api: which etcd API holds the registry (auto: where the config is, v3 first). */
+      readonly api: EtcdApi;
       readonly caFile?: string;
       readonly certFile?: string;
       readonly keyFile?: string;
@@ -77,6 +84,8 @@ export interface RegistryFlags {
   readonly ioUring: boolean;
   /** Forwarding threads: 1 (the main thread) or 2 (a worker per direction). */
   readonly workers: 1 | 2;
+  /** --datapath: the kernel fast path where it loads (auto, the default), always (kernel), never (userspace). */
+  readonly datapath: DatapathChoice;
   readonly logLevel: LogLevel;
 }
 
@@ -109,11 +118,13 @@ const FLAGS: Readonly<Record<string, FlagSpec>> = {
   offloads: { type: 'string', mode: 'both' },
   'io-uring': { type: 'bool', mode: 'both' },
   workers: { type: 'string', mode: 'both' },
+  datapath: { type: 'string', mode: 'both' },
   'log-level': { type: 'string', mode: 'both' },
   v: { type: 'string', mode: 'both' },
   // flanneld mode
   'etcd-endpoints': { type: 'string', mode: 'registry' },
   'etcd-prefix': { type: 'string', mode: 'registry' },
+  'etcd-api': { type: 'string', mode: 'registry' },
   'etcd-cafile': { type: 'string', mode: 'registry' },
   'etcd-certfile': { type: 'string', mode: 'registry' },
   'etcd-keyfile': { type: 'string', mode: 'registry' },
@@ -132,18 +143,28 @@ const FLAGS: Readonly<Record<string, FlagSpec>> = {
 };
 
 const STATIC_SELECTORS = ['network', 'subnet', 'peer'];
-const ETCD_FLAGS = ['etcd-endpoints', 'etcd-cafile', 'etcd-certfile', 'etcd-keyfile', 'etcd-username', 'etcd-password'];
+const ETCD_FLAGS = [
+  'etcd-endpoints',
+  'etcd-api',
+  'etcd-cafile',
+  'etcd-certfile',
+  'etcd-keyfile',
+  'etcd-username',
+  'etcd-password',
+];
 
 export const DEFAULT_ETCD_ENDPOINTS = 'http://127.0.0.1:4001,http://127.0.0.1:2379';
 
 export const USAGE = `Usage:
   flannel-ts [--etcd-endpoints URLS | --kv-file PATH] [options]      flanneld mode
   flannel-ts --network CIDR --subnet CIDR --peer CIDR=IP [...]        static mode
+  flannel-ts mk-docker-opts [-f FILE] [-d FILE] [-i] [-c] [-m] [-k KEY]   flannel's mk-docker-opts.sh (docs/tutorials.md)
 
-flanneld mode: network config, subnet lease and routes from etcd v3 (or the embedded file registry).
+flanneld mode: network config, subnet lease and routes from etcd (or the embedded file registry).
   The backend is the network config's Backend.Type: udp (flannel0 and flannel-ts's datapath),
   vxlan (kernel VXLAN, flannel.<VNI>) or host-gw (kernel routes via each host's PublicIP).
   --etcd-endpoints URLS        comma-separated (default ${DEFAULT_ETCD_ENDPOINTS})
+  --etcd-api auto|v2|v3        etcd API of the registry (default auto: where the config is, v3 first, then v2)
   --etcd-prefix PATH           registry prefix (default ${DEFAULT_ETCD_PREFIX})
   --etcd-cafile/--etcd-certfile/--etcd-keyfile FILE   TLS for https endpoints
   --etcd-username/--etcd-password                     etcd authentication
@@ -174,6 +195,9 @@ Both modes (the udp backend's datapath; vxlan and host-gw leave forwarding to th
                           udp: UDP GSO on send, UDP GRO on receive
   --no-offload          the same as --offloads=none: one packet per read, write, datagram
   --io-uring=false      read and write flannel0 with one syscall per packet, not io_uring batches
+  --datapath MODE       auto (default): the kernel fast path (TC-eBPF) where the kernel takes it,
+                          else the userspace datapath; kernel: the fast path or exit; userspace: never
+                          the fast path. The "forwarding" line says which runs (datapath=...) and why
   --workers N           forwarding threads: 1 = the main thread (default), 2 = a worker thread per
                           direction (flannel0 -> UDP, UDP -> flannel0), for hosts where one core is the limit
   --log-level LEVEL     debug|info|warn|error (default info); -v N (N >= 1) means debug
@@ -210,7 +234,7 @@ function tokenize(argv: readonly string[]): RawFlags {
     const inline = eq < 0 ? undefined : body.slice(eq + 1);
     if (name === 'h') name = 'help';
     const spec = FLAGS[name];
-    if (spec === undefined) throw new FlagError(`flag provided but not defined: -${name}`);
+    if (spec === undefined) throw new FlagError(unknownFlagMessage(name, Object.keys(FLAGS)));
     if (spec.type === 'bool') {
       values.set(name, inline === undefined ? true : parseGoBool(name, inline));
       continue;
@@ -333,8 +357,16 @@ function staticFlags(values: Map<string, string | string[] | boolean>): StaticFl
     offloads: offloadsOf(values.get('no-offload') === true, str('offloads')),
     ioUring: values.get('io-uring') !== false,
     workers: integer('workers', str('workers'), 1, 1, 2) as 1 | 2,
+    datapath: datapathOf(str('datapath')),
     logLevel: logLevelOf(str('log-level'), str('v')),
   };
+}
+
+function datapathOf(s: string | undefined): DatapathChoice {
+  if (s === undefined) return 'auto';
+  if (!(DATAPATH_CHOICES as readonly string[]).includes(s))
+    throw new FlagError(`--datapath: "${s}" is not one of ${DATAPATH_CHOICES.join(', ')}`);
+  return s as DatapathChoice;
 }
 
 function registryFlags(cli: Map<string, string | string[] | boolean>, env: NodeJS.ProcessEnv): RegistryFlags {
@@ -384,9 +416,14 @@ function registryFlags(cli: Map<string, string | string[] | boolean>, env: NodeJ
     if ((username === undefined) !== (password === undefined)) {
       throw new FlagError('--etcd-username and --etcd-password must be given together');
     }
+    const api = str('etcd-api') ?? 'auto';
+    if (!(ETCD_APIS as readonly string[]).includes(api)) {
+      throw new FlagError(`--etcd-api: "${api}" is not one of ${ETCD_APIS.join(', ')}`);
+    }
     store = {
       kind: 'etcd',
       endpoints,
+      api: api as EtcdApi,
       ...(str('etcd-cafile') !== undefined ? { caFile: str('etcd-cafile')! } : {}),
       ...(certFile !== undefined ? { certFile, keyFile: keyFile! } : {}),
       ...(username !== undefined ? { username, password: password! } : {}),
@@ -427,6 +464,7 @@ function registryFlags(cli: Map<string, string | string[] | boolean>, env: NodeJ
     offloads: offloadsOf(bool('no-offload', false), str('offloads')),
     ioUring: bool('io-uring', true),
     workers: integer('workers', str('workers'), 1, 1, 2) as 1 | 2,
+    datapath: datapathOf(str('datapath')),
     logLevel: logLevelOf(str('log-level'), str('v')),
   };
 }

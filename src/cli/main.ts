@@ -8,6 +8,7 @@ import { RegistryAgent } from '../agent/registry-agent.js';
 import type { Logger } from '../observability/log.js';
 import { FlagError, USAGE, parseFlags } from './flags.js';
 import type { RegistryFlags } from './flags.js';
+import { runMkDockerOpts } from './mk-docker-opts.js';
 import { waitForStopSignal } from './signals.js';
 import { runStaticAgent } from './static-agent.js';
 
@@ -28,6 +29,9 @@ function version(): string {
 }
 
 async function main(argv: readonly string[]): Promise<number> {
+  if (argv[0] === 'mk-docker-opts') {
+    return runMkDockerOpts(argv.slice(1), process.env, 'flannel-ts mk-docker-opts', (t) => process.stderr.write(t));
+  }
   let parsed;
   try {
     parsed = parseFlags(argv, process.env);

@@ -19,6 +19,7 @@ export async function runStaticAgent(flags: StaticFlags, log: Logger): Promise<n
     offloads: flags.offloads,
     tunIoUring: flags.ioUring,
     workers: flags.workers,
+    datapath: flags.datapath,
   });
   try {
     datapath.setRoutes(flags.peers);

@@ -7,13 +7,22 @@
 // A mutation that fails after it was sent is reported, not resent: resending a txn could turn
 // "created" into "already exists". The last endpoint that answered is tried first next time.
 
-import http from 'node:http';
-import https from 'node:https';
-import type { Socket } from 'node:net';
-import type { TLSSocket } from 'node:tls';
+import type http from 'node:http';
 
-import { EtcdClosedError, EtcdResponseError, EtcdUnavailableError, GRPC_UNAVAILABLE } from './errors.js';
+import { EtcdResponseError, EtcdUnavailableError, GRPC_UNAVAILABLE } from './errors.js';
+import {
+  BrokenExchangeError,
+  HttpExchanger,
+  StaleSocketError,
+  UnreachedError,
+  readReply,
+  type Exchange,
+  type ExchangeRequest,
+  type RawReply,
+} from './http-exchange.js';
 import type { Endpoint, ResolvedOptions } from './options.js';
+
+export { UNARY_MAX_SOCKETS } from './http-exchange.js';
 
 export interface CallOptions {
   /** Safe to send again (to this or another endpoint) after an ambiguous failure. */
@@ -28,19 +37,6 @@ export interface OpenStream {
   readonly response: http.IncomingMessage;
 }
 
-/** The request never reached etcd: safe to try elsewhere. */
-class UnreachedError extends Error {}
-/** A reused keep-alive socket turned out dead before anything came back: resend once. */
-class StaleSocketError extends Error {}
-/** The request was sent, then the exchange broke: it may or may not have been applied. */
-class BrokenExchangeError extends Error {}
-
-interface RawReply {
-  readonly status: number;
-  readonly statusMessage: string;
-  readonly body: string;
-}
-
 const AUTH_RETRY_MESSAGES = /invalid auth token|revision of auth store is old|user name is empty/;
 const NO_LEADER_MESSAGES = /no leader|not capable|leader changed/;
 
@@ -53,30 +49,17 @@ export function isAuthRetryableMessage(message: string): boolean {
   return AUTH_RETRY_MESSAGES.test(message);
 }
 
-/** Keep-alive sockets per endpoint for unary calls; callers fanning out requests bound themselves to this. */
-export const UNARY_MAX_SOCKETS = 16;
-
 export class EtcdTransport {
   private preferred = 0;
   /** null = not authenticated yet; '' = no token needed (no credentials, or auth disabled). */
   private token: string | null;
   private authenticating: Promise<string> | null = null;
-  private closed = false;
-  private readonly inflight = new Set<http.ClientRequest>();
-  private readonly unaryHttp: http.Agent;
-  private readonly unaryHttps: https.Agent;
-  private readonly streamHttp: http.Agent;
-  private readonly streamHttps: https.Agent;
+  /** Sockets, TLS and deadlines; unary calls share a bounded pool (a listing may fan out one TimeToLive per lease). */
+  private readonly http: HttpExchanger;
 
   constructor(private readonly options: ResolvedOptions) {
     this.token = options.credentials === null ? '' : null;
-    // Unary calls share a bounded pool (a listing may fan out one TimeToLive per lease); long-lived
-    // watch streams get their own, uncapped agents so they never starve unary calls.
-    const tlsOptions: https.AgentOptions = { minVersion: 'TLSv1.2', ...options.tls };
-    this.unaryHttp = new http.Agent({ keepAlive: true, maxSockets: UNARY_MAX_SOCKETS });
-    this.unaryHttps = new https.Agent({ keepAlive: true, maxSockets: UNARY_MAX_SOCKETS, ...tlsOptions });
-    this.streamHttp = new http.Agent({ keepAlive: false });
-    this.streamHttps = new https.Agent({ keepAlive: false, ...tlsOptions });
+    this.http = new HttpExchanger(options.tls, options.requestTimeoutMs);
   }
 
   get endpoints(): readonly Endpoint[] {
@@ -106,13 +89,7 @@ export class EtcdTransport {
 
   /** Aborts in-flight requests and closes every socket; later calls fail with EtcdClosedError. */
   close(): void {
-    this.closed = true;
-    for (const req of this.inflight) req.destroy(new EtcdClosedError());
-    this.inflight.clear();
-    this.unaryHttp.destroy();
-    this.unaryHttps.destroy();
-    this.streamHttp.destroy();
-    this.streamHttps.destroy();
+    this.http.close();
   }
 
   private async withToken<T>(run: (token: string) => Promise<T>): Promise<T> {
@@ -173,7 +150,7 @@ export class EtcdTransport {
     for (const [index, endpoint] of this.endpointsInTurn()) {
       let reply: RawReply;
       try {
-        reply = await this.exchangeResendingStale(endpoint, path, payload, token);
+        reply = await this.http.exchange(endpoint, request(path, payload, token, false));
       } catch (err) {
         if (err instanceof UnreachedError || (opts.retrySafe && err instanceof BrokenExchangeError)) {
           attempts.push(`${endpoint.label}: ${err.message}`);
@@ -211,9 +188,9 @@ export class EtcdTransport {
     const payload = JSON.stringify(body);
     const attempts: string[] = [];
     for (const [index, endpoint] of this.endpointsInTurn()) {
-      let opened: { request: http.ClientRequest; response: http.IncomingMessage };
+      let opened: Exchange;
       try {
-        opened = await this.startExchange(endpoint, path, payload, token, true);
+        opened = await this.http.start(endpoint, request(path, payload, token, true));
       } catch (err) {
         // Opening a watch changes nothing in etcd: any failure may move on.
         if (err instanceof UnreachedError || err instanceof StaleSocketError || err instanceof BrokenExchangeError) {
@@ -226,6 +203,7 @@ export class EtcdTransport {
         const reply = await readReply(opened.response).catch((err: Error) => ({
           status: opened.response.statusCode ?? 0,
           statusMessage: opened.response.statusMessage ?? '',
+          headers: opened.response.headers,
           body: err.message,
         }));
         opened.request.destroy();
@@ -241,179 +219,19 @@ export class EtcdTransport {
     }
     throw new EtcdUnavailableError(path, attempts);
   }
-
-  private async exchangeResendingStale(
-    endpoint: Endpoint,
-    path: string,
-    payload: string,
-    token: string,
-  ): Promise<RawReply> {
-    try {
-      return await this.exchange(endpoint, path, payload, token);
-    } catch (err) {
-      if (!(err instanceof StaleSocketError)) throw err;
-      return this.exchange(endpoint, path, payload, token);
-    }
-  }
-
-  private async exchange(endpoint: Endpoint, path: string, payload: string, token: string): Promise<RawReply> {
-    const { request, response } = await this.startExchange(endpoint, path, payload, token, false);
-    try {
-      return await readReply(response);
-    } catch (err) {
-      if (this.closed) throw new EtcdClosedError();
-      throw new BrokenExchangeError(`reply broken off: ${(err as Error).message}`);
-    } finally {
-      this.inflight.delete(request);
-    }
-  }
-
-  /**
-   * Sends the request and resolves once the response headers are in. The deadline
-   * (requestTimeoutMs) covers, for a unary call, the whole exchange up to the end of the reply
-   * body; for a stream, only the connection and the headers. Failures are classified for
-   * failover: UnreachedError, StaleSocketError or BrokenExchangeError (see the file comment).
-   */
-  private startExchange(
-    endpoint: Endpoint,
-    path: string,
-    payload: string,
-    token: string,
-    stream: boolean,
-  ): Promise<{ request: http.ClientRequest; response: http.IncomingMessage }> {
-    if (this.closed) return Promise.reject(new EtcdClosedError());
-    return new Promise((resolve, reject) => {
-      const headers: http.OutgoingHttpHeaders = {
-        'content-type': 'application/json',
-        'content-length': Buffer.byteLength(payload),
-      };
-      if (token !== '') headers.authorization = token;
-      // Like etcd's Go client WithRequireLeader (flannel uses it): etcd ends the stream when
-      // this member loses its leader, so the watch moves on instead of going silent.
-      if (stream) headers['grpc-metadata-hasleader'] = 'true';
-      const requestOptions: https.RequestOptions = {
-        method: 'POST',
-        protocol: endpoint.url.protocol,
-        hostname: endpoint.url.hostname.replace(/^\[(.*)\]$/, '$1'),
-        port: endpoint.url.port === '' ? undefined : Number(endpoint.url.port),
-        path,
-        headers,
-        agent: endpoint.secure
-          ? stream
-            ? this.streamHttps
-            : this.unaryHttps
-          : stream
-            ? this.streamHttp
-            : this.unaryHttp,
-      };
-      const request = endpoint.secure ? https.request(requestOptions) : http.request(requestOptions);
-      this.inflight.add(request);
-      let connected = false;
-      let answered = false;
-      const timeoutMs = this.options.requestTimeoutMs;
-      const timer = setTimeout(() => {
-        request.destroy(new Error(`no ${connected ? 'reply' : 'connection'} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const settle = (): void => clearTimeout(timer);
-
-      request.on('socket', (socket: Socket) => {
-        // A watch may legitimately stay silent for hours: TCP keep-alive probes are what
-        // eventually notice a peer that vanished without closing the connection.
-        if (stream) socket.setKeepAlive(true, 10_000);
-        // A keep-alive socket handed over from the agent's queue of waiting requests is already
-        // connected, yet reusedSocket is false: waiting for its 'connect' would wait forever (and
-        // leave a listener behind per request, hence MaxListenersExceededWarning under load).
-        if (request.reusedSocket || isEstablished(socket, endpoint.secure)) {
-          connected = true;
-          return;
-        }
-        const event = endpoint.secure ? 'secureConnect' : 'connect';
-        const onConnected = (): void => {
-          connected = true;
-        };
-        socket.once(event, onConnected);
-        // The socket may outlive this request (keep-alive): leave nothing of it behind.
-        request.once('close', () => socket.removeListener(event, onConnected));
-      });
-      request.on('error', (err: NodeJS.ErrnoException) => {
-        settle();
-        this.inflight.delete(request);
-        if (answered) return; // reported through the response stream instead
-        const reason = describeSocketError(err);
-        if (err instanceof EtcdClosedError) reject(err);
-        else if (!connected) reject(new UnreachedError(reason));
-        else if (request.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE'))
-          reject(new StaleSocketError(reason));
-        else reject(new BrokenExchangeError(reason));
-      });
-      request.on('response', (response) => {
-        answered = true;
-        if (stream) {
-          settle();
-        } else {
-          response.once('end', settle);
-          response.once('close', settle);
-        }
-        response.once('close', () => this.inflight.delete(request));
-        resolve({ request, response });
-      });
-      request.end(payload);
-    });
-  }
 }
 
-/** Connected (and, for TLS, past the handshake): a socket that already served a request. */
-function isEstablished(socket: Socket, secure: boolean): boolean {
-  if (socket.connecting || socket.destroyed) return false;
-  if (!secure) return true;
-  // TLSSocket.getProtocol(): 'unknown' while the handshake runs, null before or without a connection.
-  const protocol = (socket as TLSSocket).getProtocol();
-  return protocol !== null && protocol !== 'unknown';
-}
-
-const UNTRUSTED_SERVER_CODES = new Set([
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'CERT_UNTRUSTED',
-]);
-const CLIENT_CERT_REJECTED_CODES = new Set([
-  'ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE',
-  'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED',
-  'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA',
-  'ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN',
-]);
-
-/** A one-line reason, with a hint for the TLS failures a flag can fix. */
-function describeSocketError(err: NodeJS.ErrnoException & { reason?: string }): string {
-  const code = err.code;
-  const text = typeof err.reason === 'string' && code?.startsWith('ERR_SSL_') ? err.reason : err.message;
-  const reason = code !== undefined && !text.includes(code) ? `${code}: ${text}` : text;
-  if (code !== undefined && UNTRUSTED_SERVER_CODES.has(code)) {
-    return `${reason} (the server's certificate is not trusted: give etcd's CA as caFile / --etcd-cafile)`;
-  }
-  if (code !== undefined && CLIENT_CERT_REJECTED_CODES.has(code)) {
-    return `${reason} (etcd rejected the TLS handshake: it wants a client certificate it trusts, see certFile/keyFile)`;
-  }
-  return reason;
-}
-
-function readReply(response: http.IncomingMessage): Promise<RawReply> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    response.on('data', (chunk: Buffer) => chunks.push(chunk));
-    response.once('end', () => {
-      resolve({
-        status: response.statusCode ?? 0,
-        statusMessage: response.statusMessage ?? '',
-        body: Buffer.concat(chunks).toString('utf8'),
-      });
-    });
-    response.once('error', reject);
-    response.once('aborted', () => reject(new Error('connection closed mid-reply')));
-  });
+/** A POST of a JSON body to etcd's gateway, with the auth token if any. */
+function request(path: string, payload: string, token: string, stream: boolean): ExchangeRequest {
+  const headers: http.OutgoingHttpHeaders = {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(payload),
+  };
+  if (token !== '') headers.authorization = token;
+  // Like etcd's Go client WithRequireLeader (flannel uses it): etcd ends the stream when this
+  // member loses its leader, so the watch moves on instead of going silent.
+  if (stream) headers['grpc-metadata-hasleader'] = 'true';
+  return { method: 'POST', path, headers, payload, stream };
 }
 
 /** Maps a non-200 reply to an error; null for a 200. */

@@ -35,6 +35,8 @@ export interface EtcdServerOptions {
   readonly dataDir: string;
   /** How long start() waits for `etcdctl endpoint health`. Default 20 s. */
   readonly startTimeoutMs?: number;
+  /** --enable-v2: also serve etcd's v2 keys API, as flanneld v0.17 and older use it. */
+  readonly enableV2?: boolean;
 }
 
 /** The endpoint of `underlayEtcd(lab)`. */
@@ -85,6 +87,7 @@ export class NamespacedEtcd {
       'lab=http://127.0.0.1:2380',
       '--log-level',
       'warn',
+      ...(this.options.enableV2 === true ? ['--enable-v2'] : []),
     ]);
     // Drain its output (a full pipe would block etcd), keeping the tail for error messages.
     for (const stream of [child.stdout, child.stderr]) {
@@ -137,6 +140,19 @@ export class NamespacedEtcd {
     return r.stdout;
   }
 
+  /** etcdctl with ETCDCTL_API=2 (set, get, ls, rm, -o extended), as the v2-era tutorials run it. */
+  async ctl2(...args: string[]): Promise<string> {
+    const r = await this.runner.execChecked(this.options.namespace, [
+      'env',
+      'ETCDCTL_API=2',
+      'etcdctl',
+      '--endpoints',
+      this.options.clientUrl,
+      ...args,
+    ]);
+    return r.stdout;
+  }
+
   /** key -> value under a prefix (etcdctl prints key and value lines in turn). */
   async getPrefix(prefix: string): Promise<Map<string, string>> {
     const lines = (await this.ctl('get', '--prefix', prefix)).split('\n').filter((l) => l !== '');
@@ -155,8 +171,12 @@ export class NamespacedEtcd {
  * etcd in the lab's underlay namespace on UNDERLAY_ETCD_ENDPOINT, its data in the lab's temp dir
  * (removed with the lab). Not started: call start(), typically from LabOptions.beforeAgents.
  */
-export function underlayEtcd(lab: Lab, dataDir: string = join(lab.tempDir, 'etcd-data')): NamespacedEtcd {
-  return new NamespacedEtcd(lab, { namespace: lab.underlayNs, clientUrl: UNDERLAY_ETCD_ENDPOINT, dataDir });
+export function underlayEtcd(
+  lab: Lab,
+  dataDir: string = join(lab.tempDir, 'etcd-data'),
+  options: { readonly enableV2?: boolean } = {},
+): NamespacedEtcd {
+  return new NamespacedEtcd(lab, { namespace: lab.underlayNs, clientUrl: UNDERLAY_ETCD_ENDPOINT, dataDir, ...options });
 }
 
 /**

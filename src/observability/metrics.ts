@@ -49,6 +49,27 @@ export interface MetricsSource {
   offloads?(): Readonly<Record<string, boolean>>;
   /** Optional: how many threads forward packets (1: the main thread; 2: a worker per direction). */
   datapathThreads?(): number;
+  /**
+   * Optional: which datapath forwards (--datapath, docs/fast-path.md): 'kernel' (the TC-eBPF fast
+   * path, attached by 'tcx' or 'tc') or 'userspace' (with the reason when the fast path is not in force).
+   */
+  datapath?(): DatapathInfo;
+  /** Optional: the fast path's own counters (null when it does not run). */
+  fastPathCounters?(): FastPathCounters | null;
+}
+
+export interface DatapathInfo {
+  readonly datapath: string;
+  readonly attach?: string;
+  readonly datapathReason?: string;
+}
+
+/** Packets the fast path handed to the userspace datapath unchanged, and packets it lost (a helper failed). */
+export interface FastPathCounters {
+  readonly kernelTxPassedUp: number;
+  readonly kernelRxPassedUp: number;
+  readonly kernelTxFailed: number;
+  readonly kernelRxFailed: number;
 }
 
 const PREFIX = 'flannel_ts_';
@@ -90,6 +111,20 @@ const FAMILIES: Readonly<Record<string, Family>> = {
   offload_enabled: {
     type: 'gauge',
     help: 'Whether an offload is in force (1) or off, refused by the kernel or by --offloads (0).',
+  },
+  datapath_info: {
+    type: 'gauge',
+    help:
+      'Which datapath forwards: kernel (the TC-eBPF fast path, the userspace datapath behind it) or userspace; ' +
+      'attach: tcx or tc; reason: why the fast path is not in force.',
+  },
+  fastpath_passed_up_total: {
+    type: 'counter',
+    help: 'Packets the kernel fast path handed unchanged to the userspace datapath (counted there too), by direction.',
+  },
+  fastpath_failed_total: {
+    type: 'counter',
+    help: 'Packets the kernel fast path lost after spending their TTL (a BPF helper failed), by direction.',
   },
   datapath_threads: {
     type: 'gauge',
@@ -278,6 +313,17 @@ export function renderMetrics(source: MetricsSource): string {
     for (const [name, on] of Object.entries(source.offloads())) x.add('offload_enabled', { offload: name }, on ? 1 : 0);
   }
   if (source.datapathThreads) x.add('datapath_threads', {}, source.datapathThreads());
+  if (source.datapath) {
+    const d = source.datapath();
+    x.add('datapath_info', { datapath: d.datapath, attach: d.attach ?? '', reason: d.datapathReason ?? '' }, 1);
+  }
+  const fast = source.fastPathCounters?.();
+  if (fast) {
+    x.add('fastpath_passed_up_total', { direction: 'tx' }, fast.kernelTxPassedUp);
+    x.add('fastpath_passed_up_total', { direction: 'rx' }, fast.kernelRxPassedUp);
+    x.add('fastpath_failed_total', { direction: 'tx' }, fast.kernelTxFailed);
+    x.add('fastpath_failed_total', { direction: 'rx' }, fast.kernelRxFailed);
+  }
 
   if (source.peerTraffic) {
     for (const family of [

@@ -155,19 +155,23 @@ export interface DockerOptsOptions {
 }
 
 /**
- * The text mk-docker-opts.sh (HEAD, POSIX sh) writes to its output file, given the variables it
- * sourced (the subnet file; include the caller's environment to mimic an existing `$KEY` value).
- * Throws "Invalid value of FLANNEL_IPMASQ: X" where the script exits 1. The script's final routing
- * table check (`ip route show`) is not part of this function.
+ * The text flannel's dist/mk-docker-opts.sh (v0.17.0, POSIX sh) writes to its output file, given
+ * the variables it sees: the caller's environment overlaid with the subnet file's assignments.
+ * Throws "Invalid value of FLANNEL_IPMASQ: X" where the script exits 1.
+ *
+ * The script's rules, followed here: DOCKER_OPT_BIP, _IPMASQ (inverted: when flannel masquerades,
+ * docker must not) and _MTU are set only from non-empty FLANNEL_SUBNET, FLANNEL_IPMASQ (unless -m),
+ * FLANNEL_MTU; then every variable whose name holds "DOCKER_OPT_" (it greps `set`), those of the
+ * environment too, is written in `set`'s order (by name), its value as an unquoted `echo` prints it
+ * (whitespace runs become one space); the combined variable is the existing `$KEY` plus a space if
+ * non-empty, then " value" per option.
  */
 export function dockerOpts(
   env: ReadonlyMap<string, string> | Readonly<Record<string, string>>,
   options: DockerOptsOptions = {},
 ): string {
-  const get = (name: string): string => {
-    const v = env instanceof Map ? env.get(name) : (env as Record<string, string>)[name];
-    return v ?? '';
-  };
+  const vars = new Map<string, string>(env instanceof Map ? env : Object.entries(env as Record<string, string>));
+  const get = (name: string): string => vars.get(name) ?? '';
   const key = options.key ?? 'DOCKER_OPTS';
   let individual = options.individual === true;
   let combined = options.combined === true;
@@ -176,27 +180,34 @@ export function dockerOpts(
     combined = true;
   }
 
-  // Variables in the order `set` lists them (sorted by name): BIP, IPMASQ, MTU.
-  const opts: Array<[string, string]> = [];
   const subnet = get('FLANNEL_SUBNET');
-  if (subnet !== '') opts.push(['DOCKER_OPT_BIP', `--bip=${subnet}`]);
+  if (subnet !== '') vars.set('DOCKER_OPT_BIP', `--bip=${subnet}`);
+  const mtu = get('FLANNEL_MTU');
+  if (mtu !== '') vars.set('DOCKER_OPT_MTU', `--mtu=${mtu}`);
   const ipMasq = get('FLANNEL_IPMASQ');
   if (ipMasq !== '' && options.omitIpMasq !== true) {
-    // Inverted: when flannel masquerades, docker must not.
-    if (ipMasq === 'true') opts.push(['DOCKER_OPT_IPMASQ', '--ip-masq=false']);
-    else if (ipMasq === 'false') opts.push(['DOCKER_OPT_IPMASQ', '--ip-masq=true']);
+    if (ipMasq === 'true') vars.set('DOCKER_OPT_IPMASQ', '--ip-masq=false');
+    else if (ipMasq === 'false') vars.set('DOCKER_OPT_IPMASQ', '--ip-masq=true');
     else throw new Error(`Invalid value of FLANNEL_IPMASQ: ${ipMasq}`);
   }
-  const mtu = get('FLANNEL_MTU');
-  if (mtu !== '') opts.push(['DOCKER_OPT_MTU', `--mtu=${mtu}`]);
 
+  const names = [...vars.keys()].filter((name) => name.includes('DOCKER_OPT_')).sort();
   const existing = get(key);
   let combinedValue = existing !== '' ? `${existing} ` : '';
   let out = '';
-  for (const [name, value] of opts) {
+  for (const name of names) {
+    const value = echoed(vars.get(name)!);
     if (individual) out += `${name}="${value}"\n`;
     combinedValue += ` ${value}`;
   }
   if (combined) out += `${key}="${combinedValue}"\n`;
   return out;
+}
+
+/** What `echo $VALUE` prints (without the newline): the words of VALUE joined by single spaces. */
+function echoed(value: string): string {
+  return value
+    .split(/[ \t\n]+/)
+    .filter((word) => word !== '')
+    .join(' ');
 }

@@ -35,7 +35,7 @@ export function backendContext(
     network: parseCidr('10.244.0.0/16'),
     kernel,
     log,
-    udp: { batch: 64, offloads: { tun: false, udp: false }, tunIoUring: false, workers: 1 },
+    udp: { batch: 64, offloads: { tun: false, udp: false }, tunIoUring: false, workers: 1, datapath: 'userspace' },
   };
 }
 

@@ -10,13 +10,16 @@ import { createInterface } from 'node:readline';
 
 import { EtcdKvStore } from '../../src/etcd/kv-store.js';
 import type { EtcdClientOptions } from '../../src/etcd/options.js';
-import type { Watch } from '../../src/subnet/kv.js';
+import { EtcdV2KvStore } from '../../src/etcdv2/kv-store.js';
+import type { KvStore, Watch } from '../../src/subnet/kv.js';
 
 interface Request {
   id: number;
   op: string;
   store?: string;
   options?: EtcdClientOptions;
+  /** Which etcd API the store speaks (default v3). */
+  api?: 'v2' | 'v3';
   key?: string;
   value?: string;
   ttl?: number;
@@ -27,7 +30,7 @@ interface Request {
   count?: number;
 }
 
-const stores = new Map<string, EtcdKvStore>();
+const stores = new Map<string, KvStore>();
 /** Process warnings seen so far (e.g. MaxListenersExceededWarning), as "name: message". */
 const warnings: string[] = [];
 process.on('warning', (w) => warnings.push(`${w.name}: ${w.message}`));
@@ -37,7 +40,7 @@ function send(message: object): void {
   process.stdout.write(`${JSON.stringify(message)}\n`);
 }
 
-function storeOf(request: Request): EtcdKvStore {
+function storeOf(request: Request): KvStore {
   const store = stores.get(request.store ?? '');
   if (store === undefined) throw new Error(`no store ${request.store}`);
   return store;
@@ -46,7 +49,10 @@ function storeOf(request: Request): EtcdKvStore {
 async function serve(request: Request): Promise<unknown> {
   switch (request.op) {
     case 'open':
-      stores.set(request.store!, new EtcdKvStore(request.options!));
+      stores.set(
+        request.store!,
+        request.api === 'v2' ? new EtcdV2KvStore(request.options!) : new EtcdKvStore(request.options!),
+      );
       return null;
     case 'get':
       return storeOf(request).get(request.key!);

@@ -62,8 +62,8 @@ export class EtcdAgent {
   }
 
   /** A KvStore-like handle on a store opened in the agent. */
-  async open(store: string, options: EtcdClientOptions): Promise<AgentStore> {
-    await this.request('open', { store, options });
+  async open(store: string, options: EtcdClientOptions, api: 'v2' | 'v3' = 'v3'): Promise<AgentStore> {
+    await this.request('open', { store, options, api });
     return new AgentStore(this, store);
   }
 

@@ -35,6 +35,8 @@ export interface EtcdSpec {
   readonly tls?: TlsFiles;
   /** --auth-token-ttl (seconds). */
   readonly authTokenTtl?: number;
+  /** --enable-v2: also serve etcd's v2 keys API (/v2/keys). */
+  readonly enableV2?: boolean;
 }
 
 const NAME_PREFIX = 'fts-etcd-';
@@ -147,6 +149,7 @@ export class EtcdInstance {
       );
     }
     if (authTokenTtl !== undefined) args.push('--auth-token-ttl', String(authTokenTtl));
+    if (this.spec.enableV2 === true) args.push('--enable-v2');
     const log = openSync(this.logFile, 'a');
     // `ip netns exec` execs etcd in place, so the child's pid is etcd's.
     const child = spawn('ip', args, { stdio: ['ignore', log, log] });
@@ -183,6 +186,26 @@ export class EtcdInstance {
   }
 
   /** Runs etcdctl against this member (with its TLS client files) inside the namespace. */
+  /** Runs etcdctl with ETCDCTL_API=2 (the v2 keys API: set, get, ls, rm, mk, -o extended). */
+  ctl2(args: readonly string[], timeoutMs = 10_000): Promise<string> {
+    const tlsArgs =
+      this.spec.tls === undefined
+        ? []
+        : [
+            '--ca-file',
+            this.spec.tls.ca,
+            '--cert-file',
+            this.spec.tls.clientCert,
+            '--key-file',
+            this.spec.tls.clientKey,
+          ];
+    return this.env.exec(
+      'env',
+      ['ETCDCTL_API=2', 'etcdctl', '--endpoints', this.clientUrl, ...tlsArgs, ...args],
+      timeoutMs,
+    );
+  }
+
   ctl(args: readonly string[], timeoutMs = 10_000): Promise<string> {
     const tlsArgs =
       this.spec.tls === undefined

@@ -26,7 +26,7 @@ describe('offloads on one side only', { timeout: 120_000 }, () => {
     lab = await Lab.create({
       hosts: 2,
       mode: 'flannel-ts',
-      agentArgs: (n) => (n === 1 ? ['--no-offload', '--io-uring=false'] : []),
+      agentArgs: (n) => [...(n === 1 ? ['--no-offload', '--io-uring=false'] : []), '--datapath', 'userspace'],
     });
   });
 

@@ -47,7 +47,8 @@ describe('flannel-ts overlay between two hosts', { timeout: 180_000 }, () => {
   before(async () => {
     removeStaleLabNamespaces();
     await requireTools(['tcpdump', 'iperf3', 'ping']);
-    lab = await Lab.create({ hosts: 2, mode: 'flannel-ts' });
+    // The TypeScript datapath's own behaviour: the kernel fast path is tested in fast-path.test.ts.
+    lab = await Lab.create({ hosts: 2, mode: 'flannel-ts', agentArgs: ['--datapath', 'userspace'] });
   });
 
   after(async () => {

@@ -50,7 +50,11 @@ describe('--workers 2: one datapath thread per direction', { timeout: 90_000 }, 
   before(async () => {
     removeStaleLabNamespaces();
     await requireTools(['iperf3', 'ping']);
-    lab = await Lab.create({ hosts: 2, mode: 'flannel-ts', agentArgs: () => ['--workers', '2'] });
+    lab = await Lab.create({
+      hosts: 2,
+      mode: 'flannel-ts',
+      agentArgs: () => ['--workers', '2', '--datapath', 'userspace'],
+    });
   });
 
   after(async () => {

@@ -43,6 +43,7 @@ function flags(dir: string, n: number): RegistryFlags {
     offloads: { tun: false, udp: false },
     ioUring: false,
     workers: 1,
+    datapath: 'userspace',
     logLevel: 'info',
   };
 }

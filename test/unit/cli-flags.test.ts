@@ -39,7 +39,7 @@ function flagError(argv: string[], pattern: RegExp, env: NodeJS.ProcessEnv = {})
 describe('flanneld mode flags', () => {
   test('defaults are flanneld defaults', () => {
     const f = registry([]);
-    assert.deepEqual(f.store, { kind: 'etcd', endpoints: DEFAULT_ETCD_ENDPOINTS });
+    assert.deepEqual(f.store, { kind: 'etcd', endpoints: DEFAULT_ETCD_ENDPOINTS, api: 'auto' });
     assert.equal(DEFAULT_ETCD_ENDPOINTS, 'http://127.0.0.1:4001,http://127.0.0.1:2379');
     assert.equal(f.prefix, '/coreos.com/network');
     assert.equal(f.subnetFile, '/run/flannel/subnet.env');
@@ -88,6 +88,7 @@ describe('flanneld mode flags', () => {
     assert.deepEqual(f.store, {
       kind: 'etcd',
       endpoints: 'https://10.0.0.1:2379,https://10.0.0.2:2379',
+      api: 'auto',
       caFile: '/ca.pem',
       certFile: '/c.pem',
       keyFile: '/k.pem',
@@ -157,7 +158,7 @@ describe('FLANNELD_* environment variables', () => {
       FLANNELD_PUBLIC_IP: '192.0.2.9',
       FLANNELD_KV_FILE: '',
     });
-    assert.deepEqual(f.store, { kind: 'etcd', endpoints: 'http://192.0.2.254:2379' });
+    assert.deepEqual(f.store, { kind: 'etcd', endpoints: 'http://192.0.2.254:2379', api: 'auto' });
     assert.equal(f.prefix, '/env/net');
     assert.deepEqual(f.ifaces, ['eth9']);
     assert.equal(f.ipMasq, true);
@@ -345,5 +346,26 @@ describe('--workers', () => {
     flagError([], /^--workers: "0" is not an integer in 1\.\.2$/, { FLANNELD_WORKERS: '0' });
     flagError([], /^--workers: "two" is not an integer in 1\.\.2$/, { FLANNELD_WORKERS: 'two' });
     flagError([...S, '--workers'], /flag needs an argument: -workers/);
+  });
+});
+
+describe('--etcd-api', () => {
+  test('auto by default; v2 or v3 from the flag or FLANNELD_ETCD_API; the flag wins', () => {
+    const api = (argv: string[], env: NodeJS.ProcessEnv = {}): string => {
+      const store = registry(argv, env).store;
+      assert.equal(store.kind, 'etcd');
+      return (store as { api: string }).api;
+    };
+    assert.equal(api([]), 'auto');
+    assert.equal(api(['-etcd-api=v2']), 'v2');
+    assert.equal(api(['--etcd-api', 'v3']), 'v3');
+    assert.equal(api([], { FLANNELD_ETCD_API: 'v2' }), 'v2');
+    assert.equal(api(['--etcd-api=v3'], { FLANNELD_ETCD_API: 'v2' }), 'v3');
+  });
+
+  test('anything else is a one-line error; it excludes --kv-file', () => {
+    flagError(['--etcd-api=v4'], /^--etcd-api: "v4" is not one of auto, v2, v3$/);
+    flagError([], /^--etcd-api: "V2" is not one of auto, v2, v3$/, { FLANNELD_ETCD_API: 'V2' });
+    flagError(['--kv-file', '/tmp/x.json', '--etcd-api', 'v2'], /--kv-file and --etcd-api exclude each other/);
   });
 });
