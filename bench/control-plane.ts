@@ -9,7 +9,12 @@
  *       moment the put is issued (lease grant + put, as an agent's own registration does it) to
  *       (1) the running agent's "routes" line listing it as added, i.e. after the agent built and swapped
  *       the datapath's snapshot; (2) an in-process RouteWatcher's onRoutes listing it;
- *   (c) the agent's VmRSS (and VmHWM) from /proc/PID/status, idle with 1,000 peers.
+ *   (c) the agent's VmRSS (and VmHWM) from /proc/PID/status, idle with 1,000 peers;
+ *   (d) the same three with the vxlan backend (issue 12), measured in the kernel: 1,000 vxlan peer
+ *       leases programmed (neighbour, fdb entry and route each) from the agent's spawn to the last
+ *       route seen by `ip monitor route`; a new lease's route in the kernel after its put; the idle
+ *       agent's RSS with 1,000 vxlan peers; and, for the choice of iproute2 over rtnetlink, what one
+ *       `ip -batch` / `bridge -batch` of 1,000 entries and one single `ip` command cost here.
  *
  * (b1) is the figure the issue asks about: it is end to end through the agent's own process,
  * including its snapshot rebuild of ~1,000 routes and its JSON log line; the line is timestamped
@@ -84,7 +89,26 @@ export interface ControlPlaneResult {
   agentIdleHwmMB: number;
   /** (c) after (b), with peers + puts routes. */
   agentRssAfterPutsMB: number;
+  /** (d) the vxlan backend. */
+  vxlan?: VxlanControlPlane;
   totalMs: number;
+}
+
+export interface VxlanControlPlane {
+  peers: number;
+  /** Agent spawn -> the last of the peers' routes in the kernel. */
+  spawnToProgrammedMs: number;
+  /** The agent's own log: "starting" -> "forwarding". */
+  startingToForwardingMs: number;
+  /** A new lease's put issued -> its route in the kernel (ip monitor). */
+  newLeaseToKernelRouteMs: Percentiles;
+  idleRssMB: number;
+  idleHwmMB: number;
+  /** One iproute2 batch of `peers` entries: neighbours, fdb entries, routes; and one single `ip` run. */
+  batchNeighMs: number;
+  batchFdbMs: number;
+  batchRouteMs: number;
+  singleIpMs: Percentiles;
 }
 
 const BENCH_NETWORK = '10.0.0.0/8';
@@ -214,6 +238,29 @@ export function controlPlaneTable(r: ControlPlaneResult): string {
       '',
     ],
   ];
+  const v = r.vxlan;
+  if (v !== undefined) {
+    rows.push(
+      [
+        `(d) vxlan: ${v.peers} peer leases programmed (neighbour, fdb, route each): agent spawn to the last route in the kernel`,
+        `${ms(v.spawnToProgrammedMs)} ms`,
+        '< 1 s (issue 12)',
+      ],
+      ['(d) vxlan: same, agent\'s own log: "starting" to "forwarding"', `${ms(v.startingToForwardingMs)} ms`, ''],
+      ["(d) vxlan: new lease's route in the kernel after its put", pct(v.newLeaseToKernelRouteMs), 'p99 < 100 ms'],
+      [
+        `(d) vxlan: idle agent RSS with ${v.peers} peers (VmRSS; peak VmHWM)`,
+        `${v.idleRssMB.toFixed(1)} MB (peak ${v.idleHwmMB.toFixed(1)} MB)`,
+        '< 80 MB',
+      ],
+      [
+        `(d) iproute2: one batch of ${v.peers} neighbours / fdb entries / routes`,
+        `${ms(v.batchNeighMs)} / ${ms(v.batchFdbMs)} / ${ms(v.batchRouteMs)} ms`,
+        '',
+      ],
+      ['(d) iproute2: one single `ip` command (spawn to exit)', pct(v.singleIpMs), ''],
+    );
+  }
   return [
     '| measurement | result | issue 3 target |',
     '|---|---|---|',
@@ -445,6 +492,9 @@ async function runWorker(job: WorkerJob): Promise<void> {
     }
     watcher.stop();
     const afterPuts = readMemoryMB(agent.child.pid!);
+    await stopAgent(agent);
+    agent = null;
+    const vxlan = await runVxlanSection(job, store, say);
     const result: Omit<ControlPlaneResult, 'etcdVersion' | 'totalMs'> = {
       date: new Date().toISOString(),
       node: process.version,
@@ -463,11 +513,227 @@ async function runWorker(job: WorkerJob): Promise<void> {
       agentIdleRssMB: idle.rss,
       agentIdleHwmMB: idle.hwm,
       agentRssAfterPutsMB: afterPuts.rss,
+      vxlan,
     };
     say(JSON.stringify(result));
   } finally {
     if (agent !== null) await stopAgent(agent);
     await store.close();
+  }
+}
+
+// ---- (d) the vxlan backend -------------------------------------------------------------------------
+
+const VXLAN_PREFIX = '/vxlan-bench/network';
+
+/** Peer i's VtepMAC: locally administered, unique per peer. */
+function peerMac(i: number): string {
+  return `0a:58:00:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
+}
+
+/** `ip -o monitor route`, timestamping the first time each destination is added. */
+class RouteMonitor {
+  private readonly child: ChildProcess;
+  readonly seenAt = new Map<string, number>();
+  private waiters: { dst: string; resolve: (at: number) => void }[] = [];
+
+  constructor() {
+    this.child = spawn('ip', ['-o', 'monitor', 'route'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    createInterface({ input: this.child.stdout! }).on('line', (line) => {
+      if (line.startsWith('Deleted')) return;
+      const at = performance.now();
+      const dst = line.split(' ')[0]!;
+      if (!this.seenAt.has(dst)) this.seenAt.set(dst, at);
+      for (const w of [...this.waiters]) {
+        if (w.dst === dst) {
+          this.waiters.splice(this.waiters.indexOf(w), 1);
+          w.resolve(at);
+        }
+      }
+    });
+  }
+
+  next(dst: string): Promise<number> {
+    return new Promise((resolveAt) => this.waiters.push({ dst, resolve: resolveAt }));
+  }
+
+  close(): void {
+    this.child.kill('SIGTERM');
+  }
+}
+
+async function timeRun(cmd: string, args: readonly string[], input = ''): Promise<number> {
+  const t0 = performance.now();
+  await new Promise<void>((done, fail) => {
+    const c = spawn(cmd, args, { stdio: ['pipe', 'ignore', 'pipe'] });
+    let err = '';
+    c.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    c.once('exit', (code) => (code === 0 ? done() : fail(new Error(`${cmd} ${args.join(' ')}: ${err.trim()}`))));
+    c.stdin!.on('error', () => undefined); // a command that reads no input may exit first
+    c.stdin!.end(input);
+  });
+  return performance.now() - t0;
+}
+
+/** What iproute2 costs here, on a scratch vxlan device: batches of `peers` entries, and single runs. */
+async function measureIproute2(
+  peers: number,
+): Promise<Pick<VxlanControlPlane, 'batchNeighMs' | 'batchFdbMs' | 'batchRouteMs' | 'singleIpMs'>> {
+  const dev = 'benchvx9';
+  await timeRun('ip', [
+    'link',
+    'add',
+    dev,
+    'type',
+    'vxlan',
+    'id',
+    '9',
+    'local',
+    AGENT_ADDR,
+    'dev',
+    'eth0',
+    'dstport',
+    '0',
+    'nolearning',
+  ]);
+  await timeRun('ip', ['link', 'set', dev, 'up']);
+  try {
+    const ids = Array.from({ length: peers }, (_, i) => i);
+    const vtep = (i: number): string => formatIPv4(peerSubnet(i).prefix);
+    const batchNeighMs = await timeRun(
+      'ip',
+      ['-batch', '-'],
+      ids.map((i) => `neigh replace ${vtep(i)} lladdr ${peerMac(i)} dev ${dev} nud permanent`).join('\n') + '\n',
+    );
+    const batchFdbMs = await timeRun(
+      'bridge',
+      ['-batch', '-'],
+      ids
+        .map((i) => `fdb replace ${peerMac(i)} dev ${dev} dst ${formatIPv4(peerPublicIp(i))} self permanent`)
+        .join('\n') + '\n',
+    );
+    const batchRouteMs = await timeRun(
+      'ip',
+      ['-batch', '-'],
+      ids.map((i) => `route replace ${vtep(i)}/24 via ${vtep(i)} dev ${dev} onlink`).join('\n') + '\n',
+    );
+    const single: number[] = [];
+    for (let i = 0; i < 30; i++)
+      single.push(
+        await timeRun('ip', [
+          'neigh',
+          'replace',
+          '10.250.0.1',
+          'lladdr',
+          '0a:58:00:00:ff:01',
+          'dev',
+          dev,
+          'nud',
+          'permanent',
+        ]),
+      );
+    return { batchNeighMs, batchFdbMs, batchRouteMs, singleIpMs: percentiles(single) };
+  } finally {
+    await timeRun('ip', ['link', 'del', dev]);
+  }
+}
+
+async function runVxlanSection(
+  job: WorkerJob,
+  store: EtcdKvStore,
+  say: (text: string) => void,
+): Promise<VxlanControlPlane> {
+  const raw = await measureIproute2(job.peers);
+  say(
+    `iproute2: batches of ${job.peers}: neigh ${raw.batchNeighMs.toFixed(0)} ms, fdb ${raw.batchFdbMs.toFixed(0)} ms, route ${raw.batchRouteMs.toFixed(0)} ms; one ip run p50 ${raw.singleIpMs.p50.toFixed(1)} ms`,
+  );
+  await store.put(
+    configKey(VXLAN_PREFIX),
+    `{"Network":"${BENCH_NETWORK}","SubnetLen":24,"Backend":{"Type":"vxlan"}}`,
+    0,
+  );
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: SEED_CONCURRENCY }, async () => {
+      for (let i = next++; i < job.peers; i = next++) {
+        const value = formatLeaseAttrs(peerPublicIp(i), {
+          backendType: 'vxlan',
+          backendData: { VNI: 1, VtepMAC: peerMac(i) },
+        });
+        await store.put(subnetKey(VXLAN_PREFIX, peerSubnet(i)), value, LEASE_TTL_SECONDS);
+      }
+    }),
+  );
+  const monitor = new RouteMonitor();
+  await sleep(200); // the monitor subscribes before the agent starts
+  const lastDst = `${formatIPv4(peerSubnet(job.peers - 1).prefix)}/24`;
+  const allSeen = (): boolean => {
+    for (let i = 0; i < job.peers; i++) if (!monitor.seenAt.has(`${formatIPv4(peerSubnet(i).prefix)}/24`)) return false;
+    return true;
+  };
+  const t0 = performance.now();
+  const agent = new TimedAgent([
+    process.execPath,
+    job.agentEntry,
+    '--etcd-endpoints',
+    job.endpoint,
+    '--etcd-prefix',
+    VXLAN_PREFIX,
+    '--iface',
+    'eth0',
+    '--subnet-file',
+    join(job.tempDir, 'subnet-vxlan.env'),
+  ]);
+  try {
+    await withDeadline(
+      'vxlan agent forwarding',
+      agent.next((l) => l['msg'] === 'forwarding'),
+      30_000,
+    );
+    await withDeadline(
+      'vxlan peers programmed',
+      (async () => {
+        while (!allSeen()) await sleep(5);
+      })(),
+      30_000,
+    );
+    let last = 0;
+    for (const at of monitor.seenAt.values()) last = Math.max(last, at);
+    const spawnToProgrammedMs = last - t0;
+    const timeOf = (msg: string): number => Date.parse(String(agent.lines.find((l) => l['msg'] === msg)?.['time']));
+    const startingToForwardingMs = timeOf('forwarding') - timeOf('starting');
+    say(
+      `vxlan: ${job.peers} peers programmed ${spawnToProgrammedMs.toFixed(0)} ms after spawn (last route ${lastDst})`,
+    );
+    await sleep(3000);
+    const idle = readMemoryMB(agent.child.pid!);
+    say(`vxlan: idle agent VmRSS ${idle.rss.toFixed(1)} MB, VmHWM ${idle.hwm.toFixed(1)} MB`);
+    const toKernel: number[] = [];
+    for (let i = 0; i < job.puts; i++) {
+      const subnet = newLeaseSubnet(i);
+      const dst = `${formatIPv4(subnet.prefix)}/24`;
+      const seen = monitor.next(dst);
+      const issued = performance.now();
+      const value = formatLeaseAttrs(parseIPv4(`198.18.0.${(i % 250) + 1}`), {
+        backendType: 'vxlan',
+        backendData: { VNI: 1, VtepMAC: peerMac(5000 + i) },
+      });
+      await store.put(subnetKey(VXLAN_PREFIX, subnet), value, LEASE_TTL_SECONDS);
+      toKernel.push((await withDeadline(`vxlan route ${dst}`, seen, 10_000)) - issued);
+      await sleep(20);
+    }
+    return {
+      peers: job.peers,
+      spawnToProgrammedMs,
+      startingToForwardingMs,
+      newLeaseToKernelRouteMs: percentiles(toKernel),
+      idleRssMB: idle.rss,
+      idleHwmMB: idle.hwm,
+      ...raw,
+    };
+  } finally {
+    monitor.close();
+    await stopAgent(agent);
   }
 }
 

@@ -7,13 +7,24 @@
  * median, because absolute figures drift ±15% from run to run on this machine. flanneld's own
  * figures (docs/benchmarks.md, "Reference rows") are shown as a reference row, never as a measurement of this run.
  */
-import { readFileSync } from 'node:fs';
-import { Lab, podMtuFor, removeStaleLabNamespaces, type AgentCounters, type LabMode } from '../src/lab/index.js';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  Lab,
+  podMtuFor,
+  removeStaleLabNamespaces,
+  type AgentCounters,
+  type LabMode,
+  type LabOptions,
+} from '../src/lab/index.js';
+import { FileKvStore } from '../src/subnet/file-kv.js';
 
 /**
  * What the bench compares: the lab's modes, and flannel-ts one step at a time: batching only,
  * + TUN offloads (TSO reads, GRO writes), + UDP GSO/GRO, + io_uring for flannel0 (the default),
- * + a worker thread per direction (--workers 2).
+ * + a worker thread per direction (--workers 2); and flannel-ts in flanneld mode with its kernel
+ * backends (vxlan, host-gw), beside the same kernel datapaths set up by hand: their ratios to
+ * those rows should be 1.0 (a lower one means a device set up wrong: MTU, offloads, learning).
  */
 export const BENCH_FORWARDERS = [
   'flannel-ts',
@@ -25,7 +36,9 @@ export const BENCH_FORWARDERS = [
   'flannel-ts-kernel',
   'flannel-ts-kernel-wire',
   'vxlan',
+  'flannel-ts-vxlan',
   'host-gw',
+  'flannel-ts-host-gw',
 ] as const;
 export type BenchForwarder = (typeof BENCH_FORWARDERS)[number];
 
@@ -35,6 +48,12 @@ const FLANNEL_TS_STEPS: Partial<Record<BenchForwarder, string[]>> = {
   'flannel-ts-no-uring': ['--io-uring=false'],
   'flannel-ts-tun-offloads': ['--offloads=tun', '--io-uring=false'],
   'flannel-ts-no-offload': ['--no-offload', '--io-uring=false'],
+};
+
+/** flannel-ts in flanneld mode (the embedded file registry) with a kernel backend. */
+const FLANNEL_TS_BACKENDS: Partial<Record<BenchForwarder, { type: 'vxlan' | 'host-gw'; podMtu: number }>> = {
+  'flannel-ts-vxlan': { type: 'vxlan', podMtu: 1450 },
+  'flannel-ts-host-gw': { type: 'host-gw', podMtu: 1500 },
 };
 
 /** The userspace rows measure the TypeScript datapath alone (the agent's default is --datapath auto). */
@@ -58,6 +77,7 @@ interface LabSetup {
 }
 
 function labSetup(forwarder: BenchForwarder): LabSetup {
+  if (FLANNEL_TS_BACKENDS[forwarder]) return { mode: 'flannel-ts', agentArgs: [] };
   const fast = FAST_PATH[forwarder];
   if (fast) {
     return {
@@ -80,6 +100,48 @@ async function wireLikeUnderlay(lab: Lab): Promise<void> {
     await lab.execChecked(lab.hostNs(n), ['ethtool', '-K', 'eth0', ...off]);
     await lab.execChecked(lab.underlayNs, ['ethtool', '-K', `h${n}`, ...off]);
   }
+}
+
+/** The lab options of a forwarder: for a kernel backend, the registry file written before the agents. */
+function labOptions(forwarder: BenchForwarder): LabOptions {
+  const setup = labSetup(forwarder);
+  const backend = FLANNEL_TS_BACKENDS[forwarder];
+  if (backend === undefined) {
+    return {
+      hosts: 2,
+      mode: setup.mode,
+      agentArgs: setup.agentArgs,
+      ...(setup.beforeAgents ? { beforeAgents: setup.beforeAgents } : {}),
+    };
+  }
+  let dir = '';
+  return {
+    hosts: 2,
+    mode: 'flannel-ts',
+    podMtu: backend.podMtu,
+    agentStaticConfig: false,
+    agentArgs: (n) => [
+      '--kv-file',
+      join(dir, 'registry.json'),
+      '--iface',
+      'eth0',
+      '--subnet-file',
+      join(dir, `subnet-${n}.env`),
+    ],
+    beforeAgents: async (lab) => {
+      dir = lab.tempDir;
+      const store = new FileKvStore({ path: join(dir, 'registry.json') });
+      await store.put(
+        '/coreos.com/network/config',
+        `{"Network":"10.244.0.0/16","Backend":{"Type":"${backend.type}"}}`,
+        0,
+      );
+      await store.close();
+      // flannel's previous-subnet rule gives host N the subnet its lab pod lives in.
+      for (const n of lab.hostNumbers())
+        writeFileSync(join(dir, `subnet-${n}.env`), `FLANNEL_SUBNET=10.244.${n}.1/24\n`);
+    },
+  };
 }
 
 export interface ThroughputOptions {
@@ -273,14 +335,14 @@ function errorText(e: unknown): string {
 async function buildLab(mode: BenchForwarder, log: ThroughputOptions['log']): Promise<BenchLab> {
   log(`[${mode}] building lab`);
   const setup = labSetup(mode);
-  const lab = await Lab.create({
-    hosts: 2,
-    mode: setup.mode,
-    agentArgs: setup.agentArgs,
-    ...(setup.beforeAgents ? { beforeAgents: setup.beforeAgents } : {}),
-  });
+  const lab = await Lab.create(labOptions(mode));
   try {
-    const warm = await lab.ping(lab.podNs(1), lab.podAddr(2), { count: 5, intervalSec: 0.01 });
+    let warm = await lab.ping(lab.podNs(1), lab.podAddr(2), { count: 5, intervalSec: 0.01 });
+    // flanneld mode: an agent may be forwarding before it has seen the other's lease.
+    for (let i = 0; i < 20 && warm.received === 0 && FLANNEL_TS_BACKENDS[mode]; i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      warm = await lab.ping(lab.podNs(1), lab.podAddr(2), { count: 5, intervalSec: 0.01 });
+    }
     if (warm.received === 0) throw new Error(`pod 1 cannot reach pod 2 in mode ${mode}`);
     const agentPids = setup.mode === 'flannel-ts' ? [lab.agent(1).pid, lab.agent(2).pid] : [];
     return { mode, lab, agentPids };
@@ -397,7 +459,7 @@ export async function runThroughput(options: Partial<ThroughputOptions> = {}): P
         results.get(mode)!.podMtu = b.lab.podMtu;
         results.get(mode)!.ok = true;
       } catch (e) {
-        results.get(mode)!.podMtu = podMtuFor(labSetup(mode).mode);
+        results.get(mode)!.podMtu = FLANNEL_TS_BACKENDS[mode]?.podMtu ?? podMtuFor(labSetup(mode).mode);
         await fail(mode, e);
       }
     }
@@ -422,7 +484,8 @@ export async function runThroughput(options: Partial<ThroughputOptions> = {}): P
       }
     }
     for (const b of [...live.values()]) {
-      if (b.agentPids.length === 0) continue;
+      // The kernel backends have no datapath counters (the kernel forwards).
+      if (b.agentPids.length === 0 || FLANNEL_TS_BACKENDS[b.mode]) continue;
       try {
         const result = results.get(b.mode)!;
         result.agentCounters = { host1: await b.lab.agentCounters(1), host2: await b.lab.agentCounters(2) };
@@ -527,7 +590,9 @@ const MODE_LABELS: Record<BenchForwarder, string> = {
   'flannel-ts-kernel': 'flannel-ts --datapath kernel (TC-eBPF fast path, veth offloads as they are)',
   'flannel-ts-kernel-wire': 'flannel-ts --datapath kernel, wire-like underlay (veth offloads off)',
   vxlan: 'kernel VXLAN (flannel vxlan backend)',
+  'flannel-ts-vxlan': 'flannel-ts, vxlan backend (kernel VXLAN programmed by flannel-ts)',
   'host-gw': 'host-gw (kernel routing, no encapsulation)',
+  'flannel-ts-host-gw': 'flannel-ts, host-gw backend (kernel routes programmed by flannel-ts)',
 };
 
 function fmt(value: number | undefined, digits: number): string {

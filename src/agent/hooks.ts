@@ -7,7 +7,7 @@ import type { DatapathInfo, FastPathCounters } from '../observability/metrics.js
 import type { PeerTraffic } from '../observability/metrics.js';
 import type { Route } from '../routing-table/snapshot.js';
 import type { Lease } from '../subnet/lease-manager.js';
-import type { Ipv4Prefix } from './datapath.js';
+import type { Ipv4Prefix } from '../backend/udp-datapath.js';
 
 /** What the health and metrics endpoints read; every getter is cheap and never throws. */
 export interface AgentStatus {

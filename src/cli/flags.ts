@@ -9,7 +9,7 @@
 //   registry (--kv-file). Flags not given on the command line are read from FLANNELD_<UPPER_SNAKE>
 //   environment variables, as flanneld does (e.g. FLANNELD_ETCD_ENDPOINTS, FLANNELD_IP_MASQ=true).
 //   The environment is not consulted in static mode.
-import type { Offloads } from '../agent/datapath.js';
+import type { Offloads } from '../backend/udp-datapath.js';
 import { ETCD_APIS, type EtcdApi } from '../agent/etcd-api.js';
 import { DATAPATH_CHOICES, type DatapathChoice } from '../fastpath/fast-path.js';
 import { isIPv4 } from 'node:net';
@@ -188,6 +188,8 @@ export const USAGE = `Usage:
       flannel's mk-docker-opts.sh (docs/tutorials.md)
 
 flanneld mode: network config, subnet lease and routes from etcd (or the embedded file registry).
+  The backend is the network config's Backend.Type: udp (flannel0 and flannel-ts's datapath),
+  vxlan (kernel VXLAN, flannel.<VNI>) or host-gw (kernel routes via each host's PublicIP).
   --etcd-endpoints URLS        comma-separated (default ${DEFAULT_ETCD_ENDPOINTS})
   --etcd-api auto|v2|v3        etcd API of the registry (default auto: where the config is, v3 first, then v2)
   --etcd-prefix PATH           registry prefix (default ${DEFAULT_ETCD_PREFIX})
@@ -205,7 +207,7 @@ flanneld mode: network config, subnet lease and routes from etcd (or the embedde
   --healthz-port N             health/metrics server port (default 0: disabled)
   Every flanneld-mode flag not given may come from FLANNELD_<NAME> (e.g. FLANNELD_ETCD_ENDPOINTS).
 
-Static mode: forwards between flannel0 and UDP with routes given on the command line.
+Static mode (udp backend only): forwards between flannel0 and UDP with routes given on the command line.
   --network CIDR        the whole flannel network, e.g. 10.244.0.0/16 (routed via flannel0)
   --subnet CIDR         this host's subnet, e.g. 10.244.1.0/24 (flannel0 gets its .0 address as /32)
   --peer CIDR=IP        a peer host's subnet and its PublicIP (repeatable)
@@ -213,7 +215,7 @@ Static mode: forwards between flannel0 and UDP with routes given on the command 
   --iface NAME|IP       external interface (repeatable; default: the default route's)
   --port N              UDP port, the same on every host (default 8285)
 
-Both modes:
+Both modes (the udp backend's datapath; vxlan and host-gw leave forwarding to the kernel):
   --batch N             packets per batch, 1..1024 (default 64)
   --offloads LIST       offloads to use where the kernel has them (default tun,udp; or none):
                           tun: TSO and USO super-packets read from flannel0, GRO super-packets written to it

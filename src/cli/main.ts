@@ -4,9 +4,12 @@
 import { readFileSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { createLogger } from '../observability/log.js';
-import { runRegistryAgent } from '../agent/registry-agent.js';
+import { RegistryAgent } from '../agent/registry-agent.js';
+import type { Logger } from '../observability/log.js';
 import { FlagError, USAGE, parseFlags } from './flags.js';
+import type { RegistryFlags } from './flags.js';
 import { runMkDockerOpts } from './mk-docker-opts.js';
+import { waitForStopSignal } from './signals.js';
 import { runStaticAgent } from './static-agent.js';
 
 // The datapath's functions run once per batch. At a low packet rate (pings, DNS, a quiet cluster's
@@ -62,6 +65,26 @@ async function main(argv: readonly string[]): Promise<number> {
     log.error('fatal', { error: (err as Error).message });
     process.stderr.write(`flannel-ts: ${(err as Error).message}\n`);
     return 1;
+  }
+}
+
+/** flanneld mode: the agent until SIGINT/SIGTERM; SIGUSR1 logs the udp datapath's counters. */
+async function runRegistryAgent(flags: RegistryFlags, log: Logger): Promise<number> {
+  const agent = new RegistryAgent(flags, log);
+  const stopSignal = waitForStopSignal(() => agent.reportCounters());
+  void stopSignal.promise.then((signal) => agent.stop(signal));
+  // Once forwarding, an unexpected error is logged; it must not take the datapath down.
+  const onUnhandled = (reason: unknown): void =>
+    log.error('unexpected error (the agent keeps running)', { error: String(reason) });
+  agent.ready.then(
+    () => process.on('unhandledRejection', onUnhandled),
+    () => undefined,
+  );
+  try {
+    return await agent.run();
+  } finally {
+    stopSignal.dispose();
+    process.off('unhandledRejection', onUnhandled);
   }
 }
 

@@ -1,7 +1,8 @@
 // The agent in static mode: flannel0 and the UDP socket set up as flanneld's udp backend does,
 // routes from the command line, forwarding until SIGINT/SIGTERM. What it made goes with it:
 // flannel0 is not persistent, so closing its fd removes the device, its address and route.
-import { Datapath, describeRoutes, waitForStopSignal } from '../agent/datapath.js';
+import { Datapath, describeRoutes } from '../backend/udp-datapath.js';
+import { waitForStopSignal } from './signals.js';
 import { findExternalInterface } from '../link/ip.js';
 import type { Logger } from '../observability/log.js';
 import { FlagError, type StaticFlags } from './flags.js';

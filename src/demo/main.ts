@@ -1,13 +1,13 @@
 /**
  * `npm run demo`: two hosts in network namespaces, a pod on each, connected by flannel-ts agents
- * in flanneld mode (flannel's udp backend). The agents get the network config, their subnet
- * leases and each other's routes from a registry: real etcd (in the lab's underlay namespace,
- * config written with `etcdctl put` as a user would) when it is installed, the embedded file
- * registry (--kv-file) otherwise. Shows the leases, subnet.env, the host's network config, pings
+ * in flanneld mode with the backend asked for (udp by default, vxlan or host-gw). The agents get
+ * the network config, their subnet leases and each other's routes from a registry: real etcd (in
+ * the lab's underlay namespace, config written with `etcdctl put` as a user would) when it is
+ * installed, the embedded file registry (--kv-file) otherwise. Shows the leases, subnet.env, the host's network config, pings
  * pod to pod both ways, runs a 3-second iperf3, prints the agents' counters, and removes
  * everything again (on success, failure and Ctrl-C).
  *
- *   node dist/src/demo/main.js [--registry etcd|file|auto] [--help]
+ *   node dist/src/demo/main.js [--registry etcd|file|auto] [--backend udp|vxlan|host-gw] [--help]
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,14 +19,23 @@ import { FileKvStore } from '../subnet/file-kv.js';
 import { DEFAULT_ETCD_PREFIX, configKey, subnetsPrefix } from '../subnet/lease.js';
 import { REGISTRY_ENV, RegistryChoiceError, chooseRegistry, type DemoRegistry } from './registry-choice.js';
 
-const NETWORK_CONFIG = '{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}';
+const BACKENDS = ['udp', 'vxlan', 'host-gw'] as const;
+type DemoBackend = (typeof BACKENDS)[number];
+const networkConfig = (backend: DemoBackend): string => `{"Network":"10.244.0.0/16","Backend":{"Type":"${backend}"}}`;
+/** The pods' MTU: FLANNEL_MTU of each backend on the lab's 1500-byte underlay. */
+const POD_MTU: Record<DemoBackend, number> = { udp: 1472, vxlan: 1450, 'host-gw': 1500 };
 const IPERF_SECONDS = 3;
 
-const HELP = `Usage: npm run demo [-- --registry etcd|file|auto]
+const HELP = `Usage: npm run demo [-- --registry etcd|file|auto] [-- --backend udp|vxlan|host-gw]
 
-Two hosts and two pods in network namespaces, connected by flannel-ts in flanneld mode
-(udp backend): leases, subnet.env, ip addr/route, ping both ways, a ${IPERF_SECONDS}-second iperf3, counters.
+Two hosts and two pods in network namespaces, connected by flannel-ts in flanneld mode: leases,
+subnet.env, ip addr/route, ping both ways, a ${IPERF_SECONDS}-second iperf3, and the datapath's counters
+(udp) or what the agent programmed into the kernel (vxlan, host-gw).
 Needs root, iproute2, iputils-ping, iperf3; etcd-server and etcd-client for the etcd registry.
+
+  --backend udp     flannel0 and flannel-ts's userspace datapath (default)
+  --backend vxlan   kernel VXLAN (flannel.1), its neighbour, fdb entry and route per peer
+  --backend host-gw kernel routes via each host's PublicIP, no encapsulation
 
   --registry etcd   real etcd in the lab's underlay namespace (192.0.2.254:2379); the config is
                     written with etcdctl put
@@ -95,7 +104,7 @@ interface RegistrySetup {
   leases(): Promise<Map<string, string>>;
 }
 
-function etcdSetup(): RegistrySetup {
+function etcdSetup(networkConfigText: string): RegistrySetup {
   let etcd: NamespacedEtcd | null = null;
   const need = (): NamespacedEtcd => {
     if (etcd === null) throw new Error('etcd not started');
@@ -114,16 +123,16 @@ function etcdSetup(): RegistrySetup {
         etcd.endpoint,
         'put',
         configKey(DEFAULT_ETCD_PREFIX),
-        `'${NETWORK_CONFIG}'`,
+        `'${networkConfigText}'`,
       ];
       out(`   $ ${argv.join(' ')}`);
-      out(indent(await etcd.ctl('put', configKey(DEFAULT_ETCD_PREFIX), NETWORK_CONFIG)));
+      out(indent(await etcd.ctl('put', configKey(DEFAULT_ETCD_PREFIX), networkConfigText)));
     },
     leases: () => need().getPrefix(subnetsPrefix(DEFAULT_ETCD_PREFIX)),
   };
 }
 
-function fileSetup(): RegistrySetup {
+function fileSetup(networkConfigText: string): RegistrySetup {
   let path = '';
   return {
     registry: 'file',
@@ -132,12 +141,12 @@ function fileSetup(): RegistrySetup {
       path = join(lab.tempDir, 'registry.json');
       const store = new FileKvStore({ path });
       try {
-        await store.put(configKey(DEFAULT_ETCD_PREFIX), NETWORK_CONFIG, 0);
+        await store.put(configKey(DEFAULT_ETCD_PREFIX), networkConfigText, 0);
       } finally {
         await store.close();
       }
       out(`   registry file ${path} (shared by both agents), config written through FileKvStore:`);
-      out(`   ${configKey(DEFAULT_ETCD_PREFIX)} = ${NETWORK_CONFIG}`);
+      out(`   ${configKey(DEFAULT_ETCD_PREFIX)} = ${networkConfigText}`);
     },
     async leases() {
       const store = new FileKvStore({ path });
@@ -152,22 +161,30 @@ function fileSetup(): RegistrySetup {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { registry: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  const { values } = parseArgs({
+    options: { registry: { type: 'string' }, backend: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  });
   if (values.help) {
     out(HELP);
     return;
   }
+  const backend = (values.backend ?? 'udp').toLowerCase() as DemoBackend;
+  if (!BACKENDS.includes(backend))
+    throw new RegistryChoiceError(`--backend must be udp, vxlan or host-gw, not "${values.backend}"`);
   const choice = chooseRegistry(values.registry, process.env, await missingTools(['etcd', 'etcdctl']));
-  const setup = choice.registry === 'etcd' ? etcdSetup() : fileSetup();
+  const config = networkConfig(backend);
+  const setup = choice.registry === 'etcd' ? etcdSetup(config) : fileSetup(config);
 
   removeStaleLabNamespaces();
   const registryName = choice.registry === 'etcd' ? 'etcd (v3 API)' : 'embedded file registry (--kv-file)';
   heading(`Registry: ${registryName}, because ${choice.reason}`);
+  out(`   backend: ${backend} (Backend.Type in the network config), pod MTU ${POD_MTU[backend]}`);
   let subnetFile = (n: number): string => `subnet-h${n}.env`;
   const started = Date.now();
   const lab = await Lab.create({
     hosts: 2,
     mode: 'flannel-ts',
+    podMtu: POD_MTU[backend],
     agentStaticConfig: false,
     agentArgs: (n) => [...setup.agentFlags(), '--iface', 'eth0', '--subnet-file', subnetFile(n)],
     beforeAgents: async (l) => {
@@ -230,8 +247,18 @@ async function main(): Promise<void> {
     const tcp = await lab.iperf3Tcp(1, 2, IPERF_SECONDS);
     out(`   ${(tcp.receivedBitsPerSecond / 1e9).toFixed(2)} Gbit/s received, ${tcp.retransmits} retransmits`);
 
-    heading('Agent counters (SIGUSR1)');
-    out(indent(countersTable(await lab.agentCounters(1), await lab.agentCounters(2))));
+    if (backend === 'udp') {
+      heading('Agent counters (SIGUSR1)');
+      out(indent(countersTable(await lab.agentCounters(1), await lab.agentCounters(2))));
+    } else if (backend === 'vxlan') {
+      heading('Host 1: what the agent programmed on flannel.1 (ip -d link, ip neigh, bridge fdb)');
+      const h = lab.hostNs(1);
+      out(indent((await lab.execChecked(h, ['ip', '-d', 'link', 'show', 'flannel.1'])).stdout));
+      out(indent((await lab.execChecked(h, ['ip', 'neigh', 'show', 'dev', 'flannel.1'])).stdout));
+      out(indent((await lab.execChecked(h, ['bridge', 'fdb', 'show', 'dev', 'flannel.1'])).stdout));
+    } else {
+      heading('host-gw: the kernel forwards; the agent only keeps the routes above in place');
+    }
 
     const ok =
       there.transmitted > 0 &&

@@ -42,6 +42,10 @@ export interface LabOptions {
    * Set false when agentArgs supplies the whole configuration (e.g. etcd). Default true.
    */
   agentStaticConfig?: boolean;
+  /** flannel-ts mode: the hosts that run an agent (default all); the others are left to the caller. */
+  agentHosts?: readonly number[];
+  /** The pods' MTU; default the mode's (flannel-ts: udp's 1472; set 1450 for its vxlan backend). */
+  podMtu?: number;
   /** Repository root holding dist/src/cli/main.js; defaults to the one this file was built in. */
   repoDir?: string;
   /** Wait for each agent's "forwarding" line this long (ms). Default 20 s. */
@@ -80,6 +84,7 @@ export class Lab implements SyncCleanup {
     hosts: number,
     readonly repoDir: string,
     private readonly verbose: boolean,
+    private readonly podMtuOverride: number | undefined,
   ) {
     this.hostCount = hosts;
     this.tempDir = labTempDir(prefix);
@@ -110,7 +115,7 @@ export class Lab implements SyncCleanup {
     return `10.244.${n}.0/24`;
   }
   get podMtu(): number {
-    return podMtuFor(this.mode);
+    return this.podMtuOverride ?? podMtuFor(this.mode);
   }
   hostNumbers(): number[] {
     return Array.from({ length: this.hostCount }, (_, i) => i + 1);
@@ -131,6 +136,7 @@ export class Lab implements SyncCleanup {
       hosts,
       options.repoDir ?? defaultRepoDir(),
       options.verbose ?? false,
+      options.podMtu,
     );
     recordOwner(lab.prefix);
     registerLive(lab);

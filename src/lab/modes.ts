@@ -169,7 +169,7 @@ async function setUpFlannelTs(lab: Lab, options: LabOptions): Promise<void> {
   if (!existsSync(entry)) {
     throw new Error(`flannel-ts agent not built: ${entry} is missing (run: npx tsc -p tsconfig.json)`);
   }
-  const starts = lab.hostNumbers().map((n) => {
+  const starts = (options.agentHosts ?? lab.hostNumbers()).map((n) => {
     const extra = typeof options.agentArgs === 'function' ? options.agentArgs(n) : (options.agentArgs ?? []);
     const base = options.agentStaticConfig === false ? [] : staticAgentArgs(lab, n);
     const argv = [process.execPath, entry, ...base, ...extra];

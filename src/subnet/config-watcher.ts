@@ -37,14 +37,29 @@ export function describeConfigChange(from: NetworkConfig, to: NetworkConfig): st
     ['SubnetMin', formatIPv4(from.subnetMin), formatIPv4(to.subnetMin)],
     ['SubnetMax', formatIPv4(from.subnetMax), formatIPv4(to.subnetMax)],
     ['Backend.Type', from.backend.type, to.backend.type],
-    ['Backend.Port', String(from.backend.port), String(to.backend.port)],
     ['EnableIPv6', String(from.enableIPv6), String(to.enableIPv6)],
   ];
+  // The rest of Backend (Port, VNI, DirectRouting, ...), as parsed, under flannel's field names.
+  const a = from.backend as unknown as Record<string, unknown>,
+    b = to.backend as unknown as Record<string, unknown>;
+  for (const key of new Set([...Object.keys(a), ...Object.keys(b)])) {
+    if (key !== 'type') fields.push([`Backend.${BACKEND_FIELD_NAMES[key] ?? key}`, String(a[key]), String(b[key])]);
+  }
   return fields
     .filter(([, a, b]) => a !== b)
     .map(([name, a, b]) => `${name} ${a} -> ${b}`)
     .join(', ');
 }
+
+/** The parsed backend fields (src/subnet/config.ts) by their names in flannel's config. */
+const BACKEND_FIELD_NAMES: Readonly<Record<string, string>> = {
+  port: 'Port',
+  vni: 'VNI',
+  mtu: 'MTU',
+  gbp: 'GBP',
+  learning: 'Learning',
+  directRouting: 'DirectRouting',
+};
 
 export class ConfigWatcher {
   private readonly store: KvStore;

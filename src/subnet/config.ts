@@ -1,6 +1,7 @@
 // flannel's network config (`<prefix>/config`): parsing and validation with flannel's defaults, checks
 // and error wording (pkg/subnet/config.go ParseConfig + CheckNetworkConfig, v0.28.9), restricted to
-// what the udp backend uses. See docs/flannel-compat.md, "Network config".
+// IPv4, and the Backend object of the three backends flannel-ts runs: udp, vxlan (pkg/backend/vxlan
+// parseVXLANConfig) and host-gw. See docs/flannel-compat.md, "Network config", and docs/backends.md.
 //
 // Like Go's encoding/json: key names match case-insensitively, unknown keys are ignored, the last of
 // duplicate keys wins, and `null` leaves a plain field (number, bool) at its default.
@@ -9,6 +10,36 @@ import { formatIPv4, maskOf, parseCidr, parseIPv4 } from '../routing-table/ipv4.
 import { FlannelTsError } from '../errors.js';
 
 export const DEFAULT_UDP_PORT = 8285;
+/** flannel's vxlan defaultVNI. */
+export const DEFAULT_VXLAN_VNI = 1;
+/** The backend types flannel-ts runs (flannel's registry names). */
+export const BACKEND_TYPES = ['udp', 'vxlan', 'host-gw'] as const;
+export type BackendType = (typeof BACKEND_TYPES)[number];
+
+export interface UdpBackendConfig {
+  readonly type: 'udp';
+  readonly port: number;
+}
+
+/** flannel's VXLANConfig: the fields, defaults and meanings of pkg/backend/vxlan. */
+export interface VxlanBackendConfig {
+  readonly type: 'vxlan';
+  /** `VNI`, default 1; the device is flannel.<VNI>. */
+  readonly vni: number;
+  /** `Port`, default 0: the kernel's default (8472, Linux's historical VXLAN port). */
+  readonly port: number;
+  /** `MTU`: the external MTU the device's MTU is derived from (minus 50); null = the interface's. */
+  readonly mtu: number | null;
+  readonly gbp: boolean;
+  readonly learning: boolean;
+  readonly directRouting: boolean;
+}
+
+export interface HostGwBackendConfig {
+  readonly type: 'host-gw';
+}
+
+export type BackendConfig = UdpBackendConfig | VxlanBackendConfig | HostGwBackendConfig;
 
 export interface Ipv4Net {
   /** Network address, uint32 host order, host bits clear. */
@@ -25,7 +56,7 @@ export interface NetworkConfig {
   readonly subnetMin: number;
   /** `SubnetMax` (uint32), defaulted to the last subnet of Network. */
   readonly subnetMax: number;
-  readonly backend: { readonly type: 'udp'; readonly port: number };
+  readonly backend: BackendConfig;
   /**
    * `EnableIPv6` as written. flannel-ts is IPv4 only: the IPv6 fields are not validated and no IPv6
    * subnet is leased; the caller may warn when this is true.
@@ -88,7 +119,7 @@ export function parseNetworkConfig(text: string): NetworkConfig {
 
   if (!enableIPv4) {
     throw new NetworkConfigError(
-      'EnableIPv4=false is not supported by flannel-ts (the udp backend carries IPv4 only)',
+      'EnableIPv4=false is not supported by flannel-ts (it carries IPv4 only)',
       'EnableIPv4',
     );
   }
@@ -196,7 +227,7 @@ function readNetwork(v: unknown): Ipv4Net {
   }
 }
 
-function readBackend(v: unknown): { type: 'udp'; port: number } {
+function readBackend(v: unknown): BackendConfig {
   // flannel's parseBackendType: no Backend at all means udp.
   if (v === undefined) return { type: 'udp', port: DEFAULT_UDP_PORT };
   if (v !== null && !isObject(v)) {
@@ -214,16 +245,30 @@ function readBackend(v: unknown): { type: 'udp'; port: number } {
       'Backend.Type',
     );
   }
+  // flannel's backend manager lower-cases the type before looking it up.
   const type = typeof typeRaw === 'string' ? typeRaw.toLowerCase() : '';
   if (type === '') {
     throw new NetworkConfigError(
-      'unknown backend type: (Backend.Type is missing or empty; flannel-ts supports only "udp")',
+      `unknown backend type: (Backend.Type is missing or empty; flannel-ts runs ${BACKEND_TYPES.join(', ')})`,
       'Backend.Type',
     );
   }
-  if (type !== 'udp') {
-    throw new NetworkConfigError(`backend type ${type} is not supported by flannel-ts (udp only)`, 'Backend.Type');
+  switch (type) {
+    case 'udp':
+      return readUdpBackend(be);
+    case 'vxlan':
+      return readVxlanBackend(be);
+    case 'host-gw':
+      return { type: 'host-gw' };
+    default:
+      throw new NetworkConfigError(
+        `backend type ${type} is not supported by flannel-ts (${BACKEND_TYPES.join(', ')})`,
+        'Backend.Type',
+      );
   }
+}
+
+function readUdpBackend(be: JsonObject): UdpBackendConfig {
   const portRaw = lookupFoldedKey(be, 'Port');
   let port = DEFAULT_UDP_PORT;
   if (portRaw !== undefined && portRaw !== null) {
@@ -238,6 +283,47 @@ function readBackend(v: unknown): { type: 'udp'; port: number } {
     port = portRaw;
   }
   return { type: 'udp', port };
+}
+
+/**
+ * flannel's parseVXLANConfig: VNI 1, Port 0 (the kernel's 8472), MTU = the interface's, the three
+ * booleans false; `null` keeps a default (as Go's decoder). flannel leaves range errors to the kernel
+ * at device creation; flannel-ts names the field up front.
+ */
+function readVxlanBackend(be: JsonObject): VxlanBackendConfig {
+  const int = (field: string, min: number, max: number): number | null => {
+    const raw = lookupFoldedKey(be, field);
+    if (raw === undefined || raw === null) return null;
+    if (typeof raw !== 'number' || !Number.isInteger(raw) || raw < min || raw > max) {
+      throw new NetworkConfigError(
+        `error decoding VXLAN backend config: Backend.${field} must be an integer ${min}..${max}, ` +
+          `got ${JSON.stringify(raw)}`,
+        `Backend.${field}`,
+      );
+    }
+    return raw;
+  };
+  const bool = (field: string): boolean => {
+    const raw = lookupFoldedKey(be, field);
+    if (raw === undefined || raw === null) return false;
+    if (typeof raw !== 'boolean') {
+      throw new NetworkConfigError(
+        `error decoding VXLAN backend config: Backend.${field} must be true or false, got ${JSON.stringify(raw)}`,
+        `Backend.${field}`,
+      );
+    }
+    return raw;
+  };
+  return {
+    type: 'vxlan',
+    vni: int('VNI', 0, 0xffffff) ?? DEFAULT_VXLAN_VNI,
+    port: int('Port', 0, 65535) ?? 0,
+    // The device gets MTU - 50, and IPv4 needs at least 68.
+    mtu: int('MTU', 118, 65535),
+    gbp: bool('GBP'),
+    learning: bool('Learning'),
+    directRouting: bool('DirectRouting'),
+  };
 }
 
 /** flannel's isSubnetConfigCompat: subnet inside [SubnetMin, SubnetMax] with length SubnetLen. */

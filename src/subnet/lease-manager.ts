@@ -11,7 +11,7 @@ import { silentLogger, systemClock } from './clock.js';
 import type { Ipv4Net, NetworkConfig } from './config.js';
 import { subnetFitsConfig } from './config.js';
 import type { KeyValue, KvStore, ListedKey, Watch, WatchEvent } from './kv.js';
-import type { LeaseAttrs } from './lease.js';
+import type { BackendLeaseAttrs, LeaseAttrs } from './lease.js';
 import {
   DEFAULT_ETCD_PREFIX,
   formatLeaseAttrs,
@@ -47,6 +47,8 @@ export interface LeaseManagerOptions {
   readonly config: NetworkConfig;
   /** Our PublicIP (uint32). */
   readonly publicIp: number;
+  /** The backend's BackendType/BackendData, written into the lease beside PublicIP (default: none, as udp). */
+  readonly backendAttrs?: BackendLeaseAttrs;
   /** FLANNEL_SUBNET from the previous run's subnet file, host bits cleared. */
   readonly previousSubnet?: Ipv4Net | null;
   /** `--subnet-lease-renew-margin`, minutes, 1..1439, default 60. */
@@ -108,6 +110,8 @@ export class LeaseManager {
   private readonly prefix: string;
   private readonly config: NetworkConfig;
   private readonly publicIp: number;
+  /** The lease value this host writes (PublicIP and the backend's attributes). */
+  private value: string;
   private previousSubnet: Ipv4Net | null;
   private readonly renewMarginMs: number;
   private readonly clock: Clock;
@@ -135,6 +139,7 @@ export class LeaseManager {
     this.prefix = options.prefix ?? DEFAULT_ETCD_PREFIX;
     this.config = options.config;
     this.publicIp = options.publicIp >>> 0;
+    this.value = formatLeaseAttrs(this.publicIp, options.backendAttrs);
     this.previousSubnet = options.previousSubnet ?? null;
     this.renewMarginMs = margin * 60_000;
     this.clock = options.clock ?? systemClock;
@@ -185,6 +190,21 @@ export class LeaseManager {
 
   // --- acquisition ---------------------------------------------------------------------------
 
+  /**
+   * The attributes of the lease already held in the registry for our PublicIP, if any: what this
+   * host wrote before a restart (vxlan takes its VtepMAC back from it). Read before acquire().
+   */
+  async findOwnLeaseAttrs(): Promise<LeaseAttrs | null> {
+    const listing = await this.store.list(subnetsPrefix(this.prefix), { expiries: false });
+    const mine = this.parseListing(listing.kvs).find((l) => l.attrs?.publicIp === this.publicIp);
+    return mine?.attrs ?? null;
+  }
+
+  /** Sets the backend's attributes written from now on (call before acquire()). */
+  setBackendAttrs(attrs: BackendLeaseAttrs): void {
+    this.value = formatLeaseAttrs(this.publicIp, attrs);
+  }
+
   /** One pass of flannel's tryAcquireLease; null means "lost the create race". */
   private async tryAcquire(): Promise<Lease | null> {
     // Other hosts' expiries do not matter here (only which subnets are taken): with etcd, looking
@@ -203,7 +223,7 @@ export class LeaseManager {
           `Found ${what} (${formatCidr(mine.subnet.prefix, mine.subnet.prefixLen)}) for current IP, reusing`,
         );
         const ttl = reservation ? 0 : LEASE_TTL_SECONDS;
-        await this.store.put(mine.kv.key, formatLeaseAttrs(this.publicIp), ttl);
+        await this.store.put(mine.kv.key, this.value, ttl);
         return this.makeLease(mine.kv.key, mine.subnet, ttl);
       }
       this.log.info(
@@ -233,7 +253,7 @@ export class LeaseManager {
     if (chosen === null) chosen = this.allocate(leases);
 
     const key = subnetsPrefix(this.prefix) + formatSubnetKey(chosen);
-    const created = await this.store.createIfAbsent(key, formatLeaseAttrs(this.publicIp), LEASE_TTL_SECONDS);
+    const created = await this.store.createIfAbsent(key, this.value, LEASE_TTL_SECONDS);
     if (!created) return null;
     this.log.info(`Allocated lease (${formatCidr(chosen.prefix, chosen.prefixLen)}) to current node`);
     return this.makeLease(key, chosen, LEASE_TTL_SECONDS);
@@ -390,7 +410,7 @@ export class LeaseManager {
         this.current = { ...lease, expiresAt: null };
         return;
       }
-      await this.store.put(lease.key, formatLeaseAttrs(this.publicIp), LEASE_TTL_SECONDS);
+      await this.store.put(lease.key, this.value, LEASE_TTL_SECONDS);
       if (this.stopped) return;
       this.current = { ...lease, expiresAt: this.clock.now() + LEASE_TTL_SECONDS * 1000 };
       this.log.info(`Lease renewed, new expiration: ${new Date(this.current.expiresAt!).toISOString()}`);

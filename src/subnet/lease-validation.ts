@@ -97,10 +97,10 @@ export class LeaseGate {
    * own subnet not among them. Refusals not seen before (for that key and that reason) are logged and
    * counted.
    */
-  admit(candidates: readonly CandidateLease[], ownSubnet: Ipv4Net): CandidateLease[] {
+  admit<T extends CandidateLease>(candidates: readonly T[], ownSubnet: Ipv4Net): T[] {
     const ctx: LeaseContext = { network: this.network, ownSubnet, ownPublicIp: this.ownPublicIp };
     const refusedNow = new Map<string, LeaseRefusal>();
-    const passing: CandidateLease[] = [];
+    const passing: T[] = [];
     for (const c of candidates) {
       const r = checkPeerLease(c, ctx);
       if (r === null) passing.push(c);
@@ -109,7 +109,7 @@ export class LeaseGate {
     // Older leases first: a newcomer that overlaps an established lease is the one refused.
     passing.sort((a, b) => a.modRevision - b.modRevision || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     const admitted = new AdmittedRanges();
-    const out: CandidateLease[] = [];
+    const out: T[] = [];
     for (const c of passing) {
       const clash = admitted.overlapping(c);
       if (clash === null) {

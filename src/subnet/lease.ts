@@ -81,6 +81,19 @@ export interface LeaseAttrs {
   readonly publicIp: number;
   /** `BackendType` when a string is present (vxlan hosts write "vxlan"); the udp backend ignores it. */
   readonly backendType: string | null;
+  /**
+   * `BackendData` as parsed JSON (vxlan: `{"VNI":1,"VtepMAC":"…"}`), null when absent or null. Each
+   * backend reads its own; this module does not judge it.
+   */
+  readonly backendData: unknown;
+}
+
+/** What a backend writes into its lease beside PublicIP: flanneld's BackendType and BackendData. */
+export interface BackendLeaseAttrs {
+  /** null: no BackendType (flannel's udp backend writes none). */
+  readonly backendType: string | null;
+  /** Serialised into BackendData as Go's json.Marshal would (compact, fields in the given order). */
+  readonly backendData?: Record<string, unknown>;
 }
 
 /** An unreadable lease value. */
@@ -90,11 +103,16 @@ export class LeaseValueError extends FlannelTsError {
 }
 
 /**
- * The value flannel v0.15+'s udp backend writes, byte for byte: Go's json.Marshal of LeaseAttrs with
- * only PublicIP set (PublicIPv6 is a pointer without omitempty, the Backend* fields are omitempty).
+ * The value flannel v0.15+ writes, byte for byte: Go's json.Marshal of LeaseAttrs. PublicIPv6 is a
+ * pointer without omitempty (null); BackendType and BackendData are omitempty, so the udp backend's
+ * value is `{"PublicIP":"x","PublicIPv6":null}` and vxlan's adds
+ * `"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"…"}`.
  */
-export function formatLeaseAttrs(publicIp: number): string {
-  return `{"PublicIP":"${formatIPv4(publicIp)}","PublicIPv6":null}`;
+export function formatLeaseAttrs(publicIp: number, backend?: BackendLeaseAttrs): string {
+  let value = `{"PublicIP":"${formatIPv4(publicIp)}","PublicIPv6":null`;
+  if (backend?.backendType) value += `,"BackendType":${JSON.stringify(backend.backendType)}`;
+  if (backend?.backendData !== undefined) value += `,"BackendData":${JSON.stringify(backend.backendData)}`;
+  return value + '}';
 }
 
 /**
@@ -127,5 +145,6 @@ export function parseLeaseAttrs(value: string): LeaseAttrs {
     throw new LeaseValueError(`lease PublicIP is not an IPv4 address: ${JSON.stringify(ipRaw)}`);
   }
   const bt = lookupFoldedKey(doc as Record<string, unknown>, 'BackendType');
-  return { publicIp, backendType: typeof bt === 'string' ? bt : null };
+  const data = lookupFoldedKey(doc as Record<string, unknown>, 'BackendData');
+  return { publicIp, backendType: typeof bt === 'string' ? bt : null, backendData: data ?? null };
 }

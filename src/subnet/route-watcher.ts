@@ -23,7 +23,7 @@ import { silentLogger, systemClock } from './clock.js';
 import type { Ipv4Net } from './config.js';
 import type { KvStore, ListedKey, Watch, WatchEvent } from './kv.js';
 import { DEFAULT_ETCD_PREFIX, parseLeaseAttrs, parseSubnetKey, subnetsPrefix } from './lease.js';
-import { LeaseGate, type CandidateLease } from './lease-validation.js';
+import { LeaseGate } from './lease-validation.js';
 import type { RefusalCounters } from './refusals.js';
 import { overlaps } from './address-checks.js';
 
@@ -40,7 +40,12 @@ export interface RouteWatcherOptions {
   /** The own lease's subnet: never routed. Change it with setOwnSubnet after a re-acquisition. */
   readonly ownSubnet: Ipv4Net;
   /** Called with the complete route list whenever it changes (sorted by prefix, then length). */
-  readonly onRoutes: (routes: Route[]) => void;
+  readonly onRoutes?: (routes: Route[]) => void;
+  /**
+   * Called with the complete list of peer leases (own subnet excluded, sorted as the routes)
+   * whenever any of them changes, BackendType and BackendData included: what a backend needs.
+   */
+  readonly onPeers?: (peers: PeerLease[]) => void;
   readonly clock?: Clock;
   readonly logger?: Logger;
   /** The network every peer lease must lie in (unset: not checked). */
@@ -51,9 +56,15 @@ export interface RouteWatcherOptions {
   readonly refusals?: RefusalCounters;
 }
 
-interface PeerLease {
+/** A peer's lease as a backend sees it. */
+export interface PeerLease {
+  /** The registry key. */
+  readonly key: string;
   readonly subnet: Ipv4Net;
   readonly publicIp: number;
+  readonly backendType: string | null;
+  /** BackendData as parsed JSON (null when absent). */
+  readonly backendData: unknown;
   readonly modRevision: number;
 }
 
@@ -61,7 +72,8 @@ export class RouteWatcher {
   private readonly store: KvStore;
   private readonly base: string;
   private ownSubnet: Ipv4Net;
-  private readonly onRoutes: (routes: Route[]) => void;
+  private readonly onRoutes: ((routes: Route[]) => void) | undefined;
+  private readonly onPeers: ((peers: PeerLease[]) => void) | undefined;
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly gate: LeaseGate;
@@ -73,6 +85,8 @@ export class RouteWatcher {
   private backoffMs = LIST_BACKOFF_INITIAL_MS;
   /** The route list last handed to onRoutes (null before the first). */
   private lastEmitted: readonly Route[] | null = null;
+  /** The peer list last handed to onPeers (null before the first). */
+  private lastPeers: readonly PeerLease[] | null = null;
   private running = false;
   /** Bumped on every (re)start of listing, so stale async results are dropped. */
   private generation = 0;
@@ -86,6 +100,7 @@ export class RouteWatcher {
     this.base = subnetsPrefix(options.prefix ?? DEFAULT_ETCD_PREFIX);
     this.ownSubnet = options.ownSubnet;
     this.onRoutes = options.onRoutes;
+    this.onPeers = options.onPeers;
     this.clock = options.clock ?? systemClock;
     this.log = options.logger ?? silentLogger;
     this.gate = new LeaseGate({
@@ -231,7 +246,14 @@ export class RouteWatcher {
     }
     try {
       const attrs = parseLeaseAttrs(kv.value);
-      return { subnet: parsed.subnet, publicIp: attrs.publicIp, modRevision: kv.modRevision };
+      return {
+        key: kv.key,
+        subnet: parsed.subnet,
+        publicIp: attrs.publicIp,
+        backendType: attrs.backendType,
+        backendData: attrs.backendData,
+        modRevision: kv.modRevision,
+      };
     } catch (err) {
       this.log.warn(`Ignoring lease ${kv.key} with a bad value: ${(err as Error).message}`);
       return null;
@@ -239,34 +261,41 @@ export class RouteWatcher {
   }
 
   private computeRoutes(): Route[] {
-    // One candidate per subnet; if two keys name the same subnet (e.g. with and without an IPv6
-    // part), the most recently written wins. Then the gate drops what must not be routed.
-    const bySubnet = new Map<string, CandidateLease>();
-    for (const [key, l] of this.leases) {
+    return this.computePeers().map((l) => ({
+      prefix: l.subnet.prefix,
+      prefixLen: l.subnet.prefixLen,
+      publicIp: l.publicIp,
+    }));
+  }
+
+  private computePeers(): PeerLease[] {
+    // One lease per subnet; if two keys name the same subnet (e.g. with and without an IPv6 part),
+    // the most recently written wins. Then the gate drops what must not be routed.
+    const bySubnet = new Map<string, PeerLease>();
+    for (const l of this.leases.values()) {
       const prefix = (l.subnet.prefix & maskOf(l.subnet.prefixLen)) >>> 0;
       if (prefix === this.ownSubnet.prefix && l.subnet.prefixLen === this.ownSubnet.prefixLen) continue;
       const id = formatCidr(prefix, l.subnet.prefixLen);
       const seen = bySubnet.get(id);
       if (seen === undefined || seen.modRevision < l.modRevision) {
-        bySubnet.set(id, {
-          key,
-          subnet: { prefix, prefixLen: l.subnet.prefixLen },
-          publicIp: l.publicIp,
-          modRevision: l.modRevision,
-        });
+        bySubnet.set(id, { ...l, subnet: { prefix, prefixLen: l.subnet.prefixLen } });
       }
     }
-    const routes: Route[] = this.gate.admit([...bySubnet.values()], this.ownSubnet).map((l) => ({
-      prefix: l.subnet.prefix,
-      prefixLen: l.subnet.prefixLen,
-      publicIp: l.publicIp,
-    }));
-    routes.sort((a, b) => a.prefix - b.prefix || a.prefixLen - b.prefixLen);
-    return routes;
+    const peers = this.gate.admit([...bySubnet.values()], this.ownSubnet);
+    peers.sort((a, b) => a.subnet.prefix - b.subnet.prefix || a.subnet.prefixLen - b.subnet.prefixLen);
+    return peers;
   }
 
   private emitIfChanged(): void {
-    const routes = this.computeRoutes();
+    const peers = this.computePeers();
+    if (this.onPeers !== undefined) {
+      if (this.lastPeers === null || !samePeers(peers, this.lastPeers)) {
+        this.lastPeers = peers;
+        this.onPeers(peers.slice());
+      }
+    }
+    if (this.onRoutes === undefined) return;
+    const routes = peers.map((l) => ({ prefix: l.subnet.prefix, prefixLen: l.subnet.prefixLen, publicIp: l.publicIp }));
     if (this.lastEmitted !== null && sameRoutes(routes, this.lastEmitted)) return;
     // A copy: the consumer owns the array it is handed.
     this.lastEmitted = routes.slice();
@@ -281,6 +310,22 @@ function sameRoutes(a: readonly Route[], b: readonly Route[]): boolean {
     const x = a[i]!,
       y = b[i]!;
     if (x.prefix !== y.prefix || x.prefixLen !== y.prefixLen || x.publicIp !== y.publicIp) return false;
+  }
+  return true;
+}
+
+/**
+ * Same keys, PublicIPs and BackendTypes, and the same BackendData objects: a value parsed again
+ * (a rewrite, a re-listing) counts as a change, which the backends absorb (they diff what they
+ * programmed), so no deep comparison is needed here.
+ */
+function samePeers(a: readonly PeerLease[], b: readonly PeerLease[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!,
+      y = b[i]!;
+    if (x.key !== y.key || x.publicIp !== y.publicIp || x.backendType !== y.backendType) return false;
+    if (x.backendData !== y.backendData) return false;
   }
   return true;
 }

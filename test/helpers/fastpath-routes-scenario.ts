@@ -11,7 +11,7 @@
  * answered by a "subnet" line; SIGUSR1 prints the counters;
  * SIGTERM prints them once more, closes the datapath and exits 0.
  */
-import { Datapath, describeRoutes } from '../../src/agent/datapath.js';
+import { Datapath, describeRoutes } from '../../src/backend/udp-datapath.js';
 import { findExternalInterface } from '../../src/link/ip.js';
 import { parseCidr, parseIPv4 } from '../../src/routing-table/ipv4.js';
 import type { Route } from '../../src/routing-table/snapshot.js';

@@ -2,7 +2,7 @@
 // provoked for real, each printed as {name, code, errno, message}. The namespace has only loopback, so no
 // default route, no interface named nosuch0 and no local address 192.0.2.99.
 import { execFileSync } from 'node:child_process';
-import { Datapath, type DatapathOptions } from '../../src/agent/datapath.js';
+import { Datapath, type DatapathOptions } from '../../src/backend/udp-datapath.js';
 import { FlannelTsError } from '../../src/errors.js';
 import { configureTunLink, findExternalInterface } from '../../src/link/ip.js';
 import { parseIPv4 } from '../../src/routing-table/ipv4.js';

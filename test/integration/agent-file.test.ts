@@ -14,7 +14,7 @@ import { assertFlannelHost } from '../helpers/flannel-host.js';
 
 const PREFIX = '/coreos.com/network';
 const GOOD_CONFIG = '{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}';
-const BAD_CONFIG = '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}';
+const BAD_CONFIG = '{"Network":"10.244.0.0/16","Backend":{"Type":"ipip"}}';
 
 function latestRoutes(agent: AgentProcess): string[] | null {
   for (let i = agent.lines.length - 1; i >= 0; i--) {
@@ -81,7 +81,7 @@ describe('flanneld mode with the embedded file registry (--kv-file), two hosts',
       const invalid = lines.find((l) => l['msg'] === 'invalid network config');
       assert.ok(invalid, `host ${n} reported the invalid config`);
       assert.equal(invalid['field'], 'Backend.Type');
-      assert.match(String(invalid['error']), /vxlan/);
+      assert.match(String(invalid['error']), /ipip/);
       assert.ok(
         lines.some((l) => l['msg'] === 'forwarding'),
         'and then forwarded',

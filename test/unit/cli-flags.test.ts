@@ -307,6 +307,14 @@ describe('bad flags', () => {
     assert.deepEqual(parseFlags(['-version']), { kind: 'version' });
   });
 
+  test('--help names the backends and says static mode is udp only', () => {
+    const main = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+    const r = spawnSync(process.execPath, [main, '--help'], { encoding: 'utf8', env: {} });
+    assert.equal(r.status, 0);
+    assert.match(r.stdout, /^Static mode \(udp backend only\)/m);
+    assert.match(r.stdout, /Backend\.Type: udp .*\n.*vxlan .*host-gw/);
+  });
+
   test('the program prints one line on stderr and exits 2', () => {
     const main = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
     const r = spawnSync(process.execPath, [main, '-etcd-endpoints'], { encoding: 'utf8', env: {} });

@@ -5,9 +5,10 @@ import { formatIPv4, parseIPv4 } from '../../src/routing-table/ipv4.js';
 
 function summary(text: string): string {
   const c = parseNetworkConfig(text);
+  const port = c.backend.type === 'udp' ? c.backend.port : '-';
   return (
     `${formatIPv4(c.network.prefix)}/${c.network.prefixLen} len=${c.subnetLen} ` +
-    `min=${formatIPv4(c.subnetMin)} max=${formatIPv4(c.subnetMax)} ${c.backend.type}:${c.backend.port}`
+    `min=${formatIPv4(c.subnetMin)} max=${formatIPv4(c.subnetMax)} ${c.backend.type}:${port}`
   );
 }
 
@@ -104,14 +105,44 @@ test('every invalid config gives a clear error naming the field', () => {
     ['{"Network":"10.244.0.0/16","SubnetMin":null}', /^SubnetMin: Invalid IP address format/, 'SubnetMin'],
     ['{"Network":"10.244.0.0/16","SubnetMax":"fc00::1"}', /^SubnetMax: fc00::1 is not an IPv4 address$/, 'SubnetMax'],
     [
-      '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}',
-      /^backend type vxlan is not supported by flannel-ts \(udp only\)$/,
+      '{"Network":"10.244.0.0/16","Backend":{"Type":"ipip"}}',
+      /^backend type ipip is not supported by flannel-ts \(udp, vxlan, host-gw\)$/,
       'Backend.Type',
     ],
     [
-      '{"Network":"10.244.0.0/16","Backend":{"Type":"Host-GW"}}',
-      /^backend type host-gw is not supported by flannel-ts \(udp only\)$/,
+      '{"Network":"10.244.0.0/16","Backend":{"Type":"WireGuard"}}',
+      /^backend type wireguard is not supported by flannel-ts \(udp, vxlan, host-gw\)$/,
       'Backend.Type',
+    ],
+    [
+      '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":"1"}}',
+      /Backend\.VNI must be an integer/,
+      'Backend.VNI',
+    ],
+    [
+      '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":16777216}}',
+      /Backend\.VNI must be an integer 0\.\.16777215/,
+      'Backend.VNI',
+    ],
+    [
+      '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","Port":-1}}',
+      /Backend\.Port must be an integer 0\.\.65535/,
+      'Backend.Port',
+    ],
+    [
+      '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","MTU":50}}',
+      /Backend\.MTU must be an integer 118\.\.65535/,
+      'Backend.MTU',
+    ],
+    [
+      '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":"yes"}}',
+      /Backend\.DirectRouting must be true or false/,
+      'Backend.DirectRouting',
+    ],
+    [
+      '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","GBP":1}}',
+      /Backend\.GBP must be true or false/,
+      'Backend.GBP',
     ],
     ['{"Network":"10.244.0.0/16","Backend":{}}', /^unknown backend type: /, 'Backend.Type'],
     ['{"Network":"10.244.0.0/16","Backend":null}', /^unknown backend type: /, 'Backend.Type'],
@@ -179,9 +210,9 @@ test("fetchNetworkConfig reads <prefix>/config, with flannel's message when it i
   );
   await store.put('/my/prefix/config', '{"Network":"10.9.0.0/16","Backend":{"Type":"udp","Port":9000}}', 0);
   const c = await fetchNetworkConfig(store, '/my/prefix');
-  assert.equal(c.backend.port, 9000);
+  assert.deepEqual(c.backend, { type: 'udp', port: 9000 });
   assert.equal(formatIPv4(c.subnetMin), '10.9.1.0');
-  await store.put('/coreos.com/network/config', '{"Network":"10.9.0.0/16","Backend":{"Type":"vxlan"}}', 0);
+  await store.put('/coreos.com/network/config', '{"Network":"10.9.0.0/16","Backend":{"Type":"ipip"}}', 0);
   await assert.rejects(fetchNetworkConfig(store), NetworkConfigError);
 });
 
@@ -225,4 +256,29 @@ test('the missing-config message names the etcd API in use: v3, v2, or neither y
   assert.match(autoMessage, /ETCDCTL_API=3 etcdctl put/);
   assert.match(autoMessage, /ETCDCTL_API=2 etcdctl set/);
   assert.doesNotMatch(autoMessage, /\n/);
+});
+
+test("vxlan and host-gw backends: flannel's fields and defaults", () => {
+  const net = '"Network":"10.244.0.0/16"';
+  assert.deepEqual(parseNetworkConfig(`{${net},"Backend":{"Type":"vxlan"}}`).backend, {
+    type: 'vxlan',
+    vni: 1,
+    port: 0,
+    mtu: null,
+    gbp: false,
+    learning: false,
+    directRouting: false,
+  });
+  assert.deepEqual(
+    parseNetworkConfig(
+      `{${net},"Backend":{"Type":"VXLAN","vni":42,"port":4789,"MTU":9000,"GBP":true,"learning":true,"DirectRouting":true}}`,
+    ).backend,
+    { type: 'vxlan', vni: 42, port: 4789, mtu: 9000, gbp: true, learning: true, directRouting: true },
+  );
+  // null keeps the default, as Go's decoder does.
+  assert.equal(
+    (parseNetworkConfig(`{${net},"Backend":{"Type":"vxlan","VNI":null}}`).backend as { vni: number }).vni,
+    1,
+  );
+  assert.deepEqual(parseNetworkConfig(`{${net},"Backend":{"Type":"host-gw"}}`).backend, { type: 'host-gw' });
 });

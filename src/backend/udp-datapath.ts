@@ -1,5 +1,6 @@
-// The host side of the agent, shared by static and flanneld mode: flannel0 and the UDP socket set
-// up as flanneld's udp backend does, and the forwarding lanes (one on this thread, or a worker per direction).
+// The udp backend's device set-up, shared by static and flanneld mode: flannel0 and the UDP socket
+// set up as flanneld's udp backend does, and the forwarding lanes (one on this thread, or a worker
+// per direction).
 //
 // flannel0 (IFF_TUN|IFF_NO_PI, not persistent) gets the subnet's network address as a /32, MTU =
 // the external MTU - 28, and one route for the whole network. The UDP socket binds to the external
@@ -465,26 +466,4 @@ function forwarderConfig(subnet: Ipv4Prefix, port: number, mtu: number): Forward
 /** "10.244.2.0/24=192.0.2.2" per route, for logs. */
 export function describeRoutes(routes: readonly Route[]): string[] {
   return routes.map((r) => `${formatCidr(r.prefix, r.prefixLen)}=${formatIPv4(r.publicIp)}`);
-}
-
-/** Resolves on the first SIGINT/SIGTERM with its name; SIGUSR1 calls onUsr1 meanwhile. */
-export function waitForStopSignal(onUsr1: () => void): { promise: Promise<string>; dispose(): void } {
-  let dispose = (): void => {};
-  const promise = new Promise<string>((resolve) => {
-    const onInt = (): void => finish('SIGINT');
-    const onTerm = (): void => finish('SIGTERM');
-    const finish = (signal: string): void => {
-      dispose();
-      resolve(signal);
-    };
-    dispose = () => {
-      process.off('SIGINT', onInt);
-      process.off('SIGTERM', onTerm);
-      process.off('SIGUSR1', onUsr1);
-    };
-    process.on('SIGINT', onInt);
-    process.on('SIGTERM', onTerm);
-    process.on('SIGUSR1', onUsr1);
-  });
-  return { promise, dispose: () => dispose() };
 }
