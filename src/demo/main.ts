@@ -3,9 +3,9 @@
  * in flanneld mode with the backend asked for (udp by default, vxlan or host-gw). The agents get
  * the network config, their subnet leases and each other's routes from a registry: real etcd (in
  * the lab's underlay namespace, config written with `etcdctl put` as a user would) when it is
- * installed, the embedded file registry (--kv-file) otherwise. Shows the leases, subnet.env, the host's network config, pings
- * pod to pod both ways, runs a 3-second iperf3, prints the agents' counters, and removes
- * everything again (on success, failure and Ctrl-C).
+ * installed, the embedded file registry (--kv-file) otherwise. Shows the leases, subnet.env, the
+ * host's network config, pings pod to pod both ways, runs a 3-second iperf3, prints the agents'
+ * counters, and removes everything again (on success, failure and Ctrl-C).
  *
  *   node dist/src/demo/main.js [--registry etcd|file|auto] [--backend udp|vxlan|host-gw] [--help]
  */
