@@ -3,7 +3,8 @@
  * flannel's udp wire in the kernel: two TC programs, the fast path of flannel-ts.
  *
  * flannel_egress (on flannel0, egress): a packet a pod sent into the overlay. Its destination is
- * looked up in the routes LPM map; TTL <= 1 is dropped, else TTL - 1 (incremental checksum fix);
+ * looked up in the routes LPM map; TTL <= 1 is passed up (TypeScript counts it and answers ICMP
+ * time exceeded), else TTL - 1 (incremental checksum fix);
  * 28 bytes of outer IPv4 + UDP (PublicIP:port -> peer's PublicIP:port, DF, TTL 64, UDP checksum
  * zero) go in front, with FIXED_GSO so that a TCP super-packet stays one inner segment per
  * datagram when the kernel cuts it; then out of the underlay with bpf_redirect_neigh (which
@@ -57,7 +58,10 @@ struct route_value {
 	__u32 public_ip;
 };
 
-/* Counter slots: the order of FASTPATH_COUNTERS in src/fastpath/counters.ts. */
+/*
+ * Counter slots: the order of FASTPATH_COUNTERS in src/fastpath/counters.ts. CNT_DROP_TX_TTL stays
+ * for the layout, but egress no longer counts it: TTL <= 1 is passed up and counted by TypeScript.
+ */
 enum counter {
 	CNT_UDP_SENT_PACKETS,
 	CNT_UDP_SENT_BYTES,
@@ -176,10 +180,9 @@ int flannel_egress(struct __sk_buff *skb)
 		goto pass; /* no route: TypeScript counts it and answers ICMP net unreachable */
 	__u32 peer = route->public_ip;
 
-	if (ip->ttl <= 1) {
-		count(CNT_DROP_TX_TTL, 1);
-		return TC_ACT_SHOT;
-	}
+	/* TTL runs out here: TypeScript counts the drop and answers ICMP time exceeded (rate-limited). */
+	if (ip->ttl <= 1)
+		goto pass;
 	if (decrement_ttl(skb, 0, ip->ttl, ip->protocol) < 0)
 		goto pass;
 

@@ -108,9 +108,10 @@ export interface TunLinkConfig {
 }
 
 export function configureTunLink(cfg: TunLinkConfig): void {
-  enableIcmpErrorDelivery(cfg.name);
   ip(['addr', 'replace', `${formatIPv4(cfg.address)}/32`, 'dev', cfg.name]);
   ip(['link', 'set', 'dev', cfg.name, 'mtu', String(cfg.mtu), 'up']);
+  // Before the route sends traffic in: the ICMP errors about it must reach the pods.
+  enableIcmpErrorDelivery(cfg.name);
   ip(['route', 'replace', formatCidr(cfg.networkPrefix, cfg.networkLen), 'dev', cfg.name]);
 }
 
