@@ -1,7 +1,8 @@
 /**
  * Round trip of a lone packet, side by side (issue 14): every forwarder's two-host lab is built
- * first and kept up (flannel-ts as shipped, flannel-ts with its event-loop datapath, socat as a
- * userspace TUN<->UDP reference with flannel's wire format, kernel VXLAN, host-gw); then, quiet and
+ * first and kept up (flannel-ts as shipped: the kernel fast path where it loads; flannel-ts with the
+ * userspace datapath alone, waiting in io_uring and in the event loop; socat as a userspace
+ * TUN<->UDP reference with flannel's wire format; kernel VXLAN; host-gw); then, quiet and
  * busy (a CPU-bound process pinned to every core), R interleaved rounds ping from pod 1 to pod 2
  * through every lab in turn at 2,000 and 200 pings/s, the starting lab rotating per round, and a
  * request-response test (1-byte TCP transactions, one at a time, as netperf's TCP_RR) runs through
@@ -18,12 +19,20 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Lab, removeStaleLabNamespaces, type LabMode } from '../src/lab/index.js';
 
-export const LATENCY_FORWARDERS = ['flannel-ts', 'flannel-ts-event-loop', 'socat', 'vxlan', 'host-gw'] as const;
+export const LATENCY_FORWARDERS = [
+  'flannel-ts',
+  'flannel-ts-userspace',
+  'flannel-ts-userspace-event-loop',
+  'socat',
+  'vxlan',
+  'host-gw',
+] as const;
 export type LatencyForwarder = (typeof LATENCY_FORWARDERS)[number];
 
 const AGENT_ARGS: Partial<Record<LatencyForwarder, string[]>> = {
-  'flannel-ts': [],
-  'flannel-ts-event-loop': ['--datapath-wait=event-loop'],
+  'flannel-ts': [], // as shipped: --datapath auto
+  'flannel-ts-userspace': ['--datapath', 'userspace'],
+  'flannel-ts-userspace-event-loop': ['--datapath', 'userspace', '--datapath-wait=event-loop'],
 };
 
 /** Pings per second and the interval that gives them. */
@@ -304,15 +313,15 @@ export function latencyTables(run: LatencyRun): string {
       out.push(`| ${f} | ${cells.join(' | ')} |`);
     }
     out.push('');
-    for (const rate of PING_RATES) {
-      const p = run.pings.find(
-        (r) => r.forwarder === 'flannel-ts' && r.load === load && r.perSecond === rate.perSecond,
-      );
+    for (const [f, rate] of ['flannel-ts', 'flannel-ts-userspace'].flatMap((f) =>
+      PING_RATES.map((r) => [f, r] as const),
+    )) {
+      const p = run.pings.find((r) => r.forwarder === f && r.load === load && r.perSecond === rate.perSecond);
       if (!p) continue;
       const target = PROXY_AVG_VS_SOCAT[load][rate.perSecond]!;
       const ok = p.avgVsSocat <= target && p.p99VsSocat <= 1;
       out.push(
-        `- ${load}, ${rate.perSecond}/s: flannel-ts avg ${x(p.avgVsSocat)}x socat (flanneld's proxy: ${target}x), p99 ${x(p.p99VsSocat)}x socat (target ≤ 1): **${ok ? 'met' : 'not met'}**; ${us(p.avgOverVxlanUs)} µs over VXLAN (goal ≤ 50)`,
+        `- ${load}, ${rate.perSecond}/s: ${f} avg ${x(p.avgVsSocat)}x socat (flanneld's proxy: ${target}x), p99 ${x(p.p99VsSocat)}x socat (target ≤ 1): **${ok ? 'met' : 'not met'}**; ${us(p.avgOverVxlanUs)} µs over VXLAN (goal ≤ 50)`,
       );
     }
     out.push('');
