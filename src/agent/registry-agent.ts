@@ -2,6 +2,8 @@
 // or the embedded file registry), and the backend that Backend.Type names (src/backend/), in
 // flanneld's order:
 //
+//   0. the host lock (src/agent/host-lock.ts): one agent per host (network namespace); a second
+//      one is refused, naming the first, before it touches the registry, a device or a route;
 //   1. the external interface and PublicIP (--iface/--iface-regex/--public-ip);
 //   2. `<prefix>/config`, waited for (missing, invalid or unreachable: a message, retried every
 //      second, as flanneld does), never a crash;
@@ -43,6 +45,7 @@ import { describeRoutes } from '../backend/udp-datapath.js';
 import { openEtcdStore } from './etcd-api.js';
 import { setUpIpMasq, startHealthServer, type AgentStatus, type Closable, type IpMasqRules } from './hooks.js';
 import { notifySystemdReady } from './systemd.js';
+import { HOST_LOCK_NAME, takeHostLock } from './host-lock.js';
 
 /**
  * Info-level log lines carry the full route list ("10.244.1.0/24=192.0.2.1" each) only up to this
@@ -85,6 +88,12 @@ export interface RegistryAgentDeps {
   readonly kernel?: Kernel;
   /** Default: found from the flags as flanneld does. */
   readonly ext?: ExternalInterface;
+  /**
+   * The host lock's name (src/agent/host-lock.ts), taken before anything else; null: no lock.
+   * Default: HOST_LOCK_NAME, the one every agent on the host (network namespace) takes. Several
+   * agents in one process (tests, each with its own fake kernel) give each its own name, or null.
+   */
+  readonly hostLock?: string | null;
 }
 
 export class RegistryAgent {
@@ -132,10 +141,20 @@ export class RegistryAgent {
     if (dp) this.log.info('counters', { counters: dp.countersObject(), latencyUs: dp.latencyObject() });
   }
 
-  /** Runs until stop(); resolves with the exit code. A start-up failure is thrown (one line). */
+  /**
+   * Runs until stop(); resolves with the exit code. A start-up failure is thrown (one line); so is
+   * another agent holding the host lock (HostLockHeldError, naming it), before the registry, the
+   * backend or any device is touched.
+   */
   async run(): Promise<number> {
     try {
-      return await this.runInner();
+      const lockName = this.deps.hostLock === undefined ? HOST_LOCK_NAME : this.deps.hostLock;
+      const hostLock = lockName === null ? null : await takeHostLock('flanneld', lockName);
+      try {
+        return await this.runInner();
+      } finally {
+        await hostLock?.release();
+      }
     } catch (err) {
       this.rejectReady(err as Error);
       throw err;

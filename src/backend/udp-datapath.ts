@@ -4,8 +4,9 @@
 //
 // flannel0 (IFF_TUN|IFF_NO_PI, not persistent) gets the subnet's network address as a /32, MTU =
 // the external MTU - 28, and one route for the whole network. The UDP socket binds to the external
-// interface's address on the backend port. Closing flannel0's fd removes the device, its address
-// and route: what the agent made goes with it.
+// interface's address on the backend port, before flannel0 is created (a bind failure touches
+// nothing). Closing flannel0's fd removes the device, its address and route: what the agent made
+// goes with it.
 import { DatapathClosedError, TunOpenError, UdpBindError } from '../errors.js';
 import { C, countersToObject, newCounters } from '../datapath/counters.js';
 import { latencyToObject } from '../datapath/latency.js';
@@ -20,7 +21,7 @@ import { ENCAP_OVERHEAD } from '../encap/ipv4.js';
 import type { KernelOnlyCounter } from '../fastpath/counters.js';
 import { startDatapath, type DatapathChoice, type KernelFastPath } from '../fastpath/fast-path.js';
 import { configureTunLink, removeTunAddress, type ExternalInterface } from '../link/ip.js';
-import { describeErrno, shim } from '../native/shim.js';
+import { describeErrno, shim, type Shim } from '../native/shim.js';
 import { formatCidr, formatIPv4 } from '../routing-table/ipv4.js';
 import { RoutingSnapshot, type Route } from '../routing-table/snapshot.js';
 
@@ -148,44 +149,50 @@ export class Datapath {
   }
 
   /**
-   * Creates flannel0 and configures it, binds UDP, and starts forwarding (with no routes yet).
-   * Throws with a one-line message; whatever was opened is closed again.
+   * Binds UDP, then creates flannel0 and configures it (its address, MTU and the network's route),
+   * and starts forwarding (with no routes yet). The socket comes first: a port already taken (a
+   * second agent on the host) fails before any device or route is touched, so it cannot replace
+   * and then, closing its flannel0, remove the route another agent installed. Throws with a
+   * one-line message; whatever was opened is closed again. native: the shim (a test's fake sees
+   * the order of the calls).
    */
-  static open(options: DatapathOptions): Datapath {
+  static open(options: DatapathOptions, native: Shim = shim): Datapath {
     const mtu = options.ext.mtu - ENCAP_OVERHEAD;
+    const udpFd = native.udpOpen(options.ext.address, options.port, SOCKET_BUFFER_BYTES, SOCKET_BUFFER_BYTES);
+    if (udpFd < 0)
+      throw new UdpBindError(
+        `cannot bind UDP ${formatIPv4(options.ext.address)}:${options.port}: ${describeErrno(udpFd)}`,
+        -udpFd,
+      );
     // Offloads are negotiated here, each with a fallback: a TUN without IFF_VNET_HDR takes plain
     // packets only (no GRO, no TSO), one without TUNSETOFFLOAD hands out plain packets (no TSO), a
     // socket without UDP_SEGMENT / UDP_GRO sends and receives plain datagrams.
     const want = options.offloads;
     let tunVnet = want.tun;
-    let tunFd = tunVnet ? shim.openTun('flannel%d', true) : -1;
+    let tunFd = tunVnet ? native.openTun('flannel%d', true) : -1;
     if (tunFd < 0) {
       tunVnet = false;
-      tunFd = shim.openTun('flannel%d', false);
+      tunFd = native.openTun('flannel%d', false);
     }
-    if (tunFd < 0) throw new TunOpenError(`cannot create the TUN device: ${describeErrno(tunFd)}`, -tunFd);
-    let udpFd = -1;
+    if (tunFd < 0) {
+      native.closeFd(udpFd);
+      throw new TunOpenError(`cannot create the TUN device: ${describeErrno(tunFd)}`, -tunFd);
+    }
     let lanes: Lanes | undefined;
     let fastPath: KernelFastPath | null = null;
     try {
-      const tunUso = tunVnet && shim.tunSetOffload(tunFd, TUN_OFFLOAD_FLAGS_USO) === 0;
-      const tunTso = tunUso || (tunVnet && shim.tunSetOffload(tunFd, TUN_OFFLOAD_FLAGS) === 0);
+      const tunUso = tunVnet && native.tunSetOffload(tunFd, TUN_OFFLOAD_FLAGS_USO) === 0;
+      const tunTso = tunUso || (tunVnet && native.tunSetOffload(tunFd, TUN_OFFLOAD_FLAGS) === 0);
       configureTunLink({
-        name: shim.tunName(tunFd),
+        name: native.tunName(tunFd),
         address: options.subnet.prefix,
         mtu,
         networkPrefix: options.network.prefix,
         networkLen: options.network.prefixLen,
       });
-      udpFd = shim.udpOpen(options.ext.address, options.port, SOCKET_BUFFER_BYTES, SOCKET_BUFFER_BYTES);
-      if (udpFd < 0)
-        throw new UdpBindError(
-          `cannot bind UDP ${formatIPv4(options.ext.address)}:${options.port}: ${describeErrno(udpFd)}`,
-          -udpFd,
-        );
       // The fast path goes in front once flannel0 and the socket exist (its programs need both).
       const start = startDatapath(options.datapath ?? 'userspace', {
-        tunName: shim.tunName(tunFd),
+        tunName: native.tunName(tunFd),
         extName: options.ext.name,
         address: options.ext.address,
         subnet: options.subnet,
@@ -203,7 +210,7 @@ export class Datapath {
           receiveSlotSize: want.udp ? SUPER_SLOT_SIZE : slotSize,
         },
         tunVnet,
-        gsoSegments: want.udp && shim.udpProbeGso(udpFd) === 0 ? GSO_SEGMENTS : 0,
+        gsoSegments: want.udp && native.udpProbeGso(udpFd) === 0 ? GSO_SEGMENTS : 0,
         // With the fast path, no UDP GRO: a socket asking for it makes the kernel coalesce
         // flannel's datagrams before the ingress program sees them, and it hands those up.
         udpGro: want.udp && fastPath === null,
@@ -230,8 +237,8 @@ export class Datapath {
       fastPath?.close();
       // No poll may outlive its fd: the fds are closed only once the lanes are certainly done.
       if (lanes?.close() ?? true) {
-        if (udpFd >= 0) shim.closeFd(udpFd);
-        shim.closeFd(tunFd);
+        native.closeFd(udpFd);
+        native.closeFd(tunFd);
       }
       throw err;
     }

@@ -225,6 +225,8 @@ describe('flanneld mode with etcd over TLS with client certificates', { timeout:
   });
 
   test('without a client certificate the agent says why it cannot fetch the config, and keeps trying', async () => {
+    // Host 1's own agent goes first: a second one beside it would be refused by the host lock.
+    await lab.agent(1).stop();
     const agent = AgentProcess.start(lab.hostNs(1), [
       process.execPath,
       agentEntry(lab.repoDir),

@@ -59,6 +59,7 @@ function startAgent(shared: MemoryKvStore, dir: string, n: number, kernel = new 
     store: view(shared),
     kernel,
     ext: { name: 'eth0', address: parseIPv4(`192.0.2.${n}`), mtu: 1500 },
+    hostLock: `flannel-ts-test/${process.pid}/${dir}/${n}`, // one "host" per agent, none the real one
   });
   const done = agent.run();
   return { agent, kernel, cap, done };
@@ -174,6 +175,83 @@ test('stop() before the config exists ends run() at once', async () => {
     assert.equal(await h.done, 0);
     assert.ok(Date.now() - t0 < 500);
     await assert.rejects(h.agent.ready, /stopped before forwarding/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** A proxy that records the name of every method called on target. */
+function recording<T extends object>(target: T, calls: string[]): T {
+  return new Proxy(target, {
+    get(t, prop, receiver) {
+      const v = Reflect.get(t, prop, receiver) as unknown;
+      if (typeof v !== 'function') return v;
+      return (...args: unknown[]) => {
+        calls.push(String(prop));
+        return (v as (...a: unknown[]) => unknown).apply(t, args);
+      };
+    },
+  });
+}
+
+test('a second agent on the same host lock is refused, naming the first, before it touches registry or kernel', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fts-agents-'));
+  try {
+    const shared = new MemoryKvStore();
+    await shared.put(`${PREFIX}/config`, '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}', 0);
+    const lockName = `flannel-ts-test/${process.pid}/${dir}/one-host`;
+    const kernel = new FakeKernel();
+    kernel.connected = [{ prefix: parseIPv4('192.0.2.0'), prefixLen: 24 }];
+    kernel.addPlainLink('eth0');
+    const ext = { name: 'eth0', address: parseIPv4('192.0.2.1'), mtu: 1500 };
+    const first = new RegistryAgent(flags(dir, 1), captureLog().log, {
+      store: view(shared),
+      kernel,
+      ext,
+      hostLock: lockName,
+    });
+    const firstDone = first.run();
+    await first.ready;
+    const routesBefore = kernel.routeTexts();
+    const opsBefore = kernel.log.length;
+
+    const calls: string[] = [];
+    const cap = captureLog();
+    const second = new RegistryAgent(flags(dir, 1), cap.log, {
+      store: recording(view(shared), calls),
+      kernel: recording(kernel, calls),
+      ext,
+      hostLock: lockName,
+    });
+    await assert.rejects(second.run(), (err: Error) => {
+      assert.equal((err as { code?: string }).code, 'FLANNEL_TS_ERR_HOST_LOCKED');
+      assert.match(
+        err.message,
+        new RegExp(
+          `^another flannel-ts agent runs in this network namespace: pid ${process.pid} \\(flanneld mode, since `,
+        ),
+      );
+      return true;
+    });
+    await assert.rejects(second.ready, /another flannel-ts agent/);
+    assert.deepEqual(calls, [], 'the refused agent called nothing on the registry or the kernel');
+    assert.equal(kernel.log.length, opsBefore);
+    assert.deepEqual(kernel.routeTexts(), routesBefore);
+    assert.equal(cap.lines.length, 0, 'the refused agent logged nothing (the command line prints the one line)');
+
+    // The lock goes with the first agent's run(): a new one takes it.
+    first.stop('test');
+    assert.equal(await firstDone, 0);
+    const third = new RegistryAgent(flags(dir, 1), captureLog().log, {
+      store: view(shared),
+      kernel,
+      ext,
+      hostLock: lockName,
+    });
+    const thirdDone = third.run();
+    await third.ready;
+    third.stop('test');
+    assert.equal(await thirdDone, 0);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
