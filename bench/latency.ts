@@ -1,7 +1,7 @@
 /**
  * Round trip of a lone packet, side by side (issue 14): every forwarder's two-host lab is built
  * first and kept up (flannel-ts as shipped: the kernel fast path where it loads; flannel-ts with the
- * userspace datapath alone, waiting in io_uring and in the event loop; socat as a userspace
+ * userspace datapath alone, in the event loop and waiting in io_uring; socat as a userspace
  * TUN<->UDP reference with flannel's wire format; kernel VXLAN; host-gw); then, quiet and
  * busy (a CPU-bound process pinned to every core), R interleaved rounds ping from pod 1 to pod 2
  * through every lab in turn at 2,000 and 200 pings/s, the starting lab rotating per round, and a
@@ -22,7 +22,7 @@ import { Lab, removeStaleLabNamespaces, type LabMode } from '../src/lab/index.js
 export const LATENCY_FORWARDERS = [
   'flannel-ts',
   'flannel-ts-userspace',
-  'flannel-ts-userspace-event-loop',
+  'flannel-ts-userspace-io-uring',
   'socat',
   'vxlan',
   'host-gw',
@@ -32,7 +32,7 @@ export type LatencyForwarder = (typeof LATENCY_FORWARDERS)[number];
 const AGENT_ARGS: Partial<Record<LatencyForwarder, string[]>> = {
   'flannel-ts': [], // as shipped: --datapath auto
   'flannel-ts-userspace': ['--datapath', 'userspace'],
-  'flannel-ts-userspace-event-loop': ['--datapath', 'userspace', '--datapath-wait=event-loop'],
+  'flannel-ts-userspace-io-uring': ['--datapath', 'userspace', '--datapath-wait=io-uring'],
 };
 
 /** Pings per second and the interval that gives them. */

@@ -197,7 +197,7 @@ describe('throughputTable', () => {
   });
 
   test('rows show medians, median ratios and the min-max range', () => {
-    const flannel = lines.find((l) => l.startsWith('| flannel-ts (this build'));
+    const flannel = lines.find((l) => l.startsWith('| flannel-ts --datapath userspace (this build'));
     assert.ok(flannel);
     // TCP median 4.5, ratios 0.5 and 0.4 -> median 0.45, range 0.40-0.50.
     assert.match(flannel, /\| 1472 \| 4\.50 \| 0\.45 \| 0\.40-0\.50 \|/);
