@@ -33,7 +33,7 @@ import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { EtcdKvStore } from '../src/etcd/kv-store.js';
-import { EtcdNamespace } from '../src/lab/etcd.js';
+import { EtcdNamespace, etcdAgentFlags } from '../src/lab/etcd.js';
 import { agentEntry, removeStaleLabNamespaces, requireTools } from '../src/lab/index.js';
 import { formatIPv4, parseIPv4 } from '../src/routing-table/ipv4.js';
 import { LEASE_TTL_SECONDS } from '../src/subnet/lease-manager.js';
@@ -355,16 +355,7 @@ async function runWorker(job: WorkerJob): Promise<void> {
     await store.put(configKey(DEFAULT_ETCD_PREFIX), NETWORK_CONFIG, 0);
 
     const subnetFile = join(job.tempDir, 'subnet.env');
-    const agentArgv = [
-      process.execPath,
-      job.agentEntry,
-      '--etcd-endpoints',
-      job.endpoint,
-      '--iface',
-      'eth0',
-      '--subnet-file',
-      subnetFile,
-    ];
+    const agentArgv = [process.execPath, job.agentEntry, ...etcdAgentFlags(subnetFile, job.endpoint)];
     // (c) baseline: the same agent with no peers. Its lease stays in etcd; the agent started
     // later reuses it (same PublicIP), so it is never counted as a peer.
     const lonely = new TimedAgent(agentArgv);
@@ -675,14 +666,9 @@ async function runVxlanSection(
   const agent = new TimedAgent([
     process.execPath,
     job.agentEntry,
-    '--etcd-endpoints',
-    job.endpoint,
+    ...etcdAgentFlags(join(job.tempDir, 'subnet-vxlan.env'), job.endpoint),
     '--etcd-prefix',
     VXLAN_PREFIX,
-    '--iface',
-    'eth0',
-    '--subnet-file',
-    join(job.tempDir, 'subnet-vxlan.env'),
   ]);
   try {
     await withDeadline(

@@ -42,6 +42,14 @@ export interface EtcdServerOptions {
 /** The endpoint of `underlayEtcd(lab)`. */
 export const UNDERLAY_ETCD_ENDPOINT = `http://${UNDERLAY_SWITCH_ADDR}:2379`;
 
+/**
+ * The flanneld-mode flags of a lab host's agent on etcd: the endpoint (the underlay's by default),
+ * the host's underlay interface, and the host's own subnet file.
+ */
+export function etcdAgentFlags(subnetFile: string, endpoint: string = UNDERLAY_ETCD_ENDPOINT): string[] {
+  return ['--etcd-endpoints', endpoint, '--iface', 'eth0', '--subnet-file', subnetFile];
+}
+
 /** One etcd member in a namespace; start() again after kill() restarts it on the same data. */
 export class NamespacedEtcd {
   private child: ChildProcess | null = null;

@@ -4,7 +4,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Lab, agentEntry, removeStaleLabNamespaces, requireTools, type AgentProcess } from '../../src/lab/index.js';
-import { UNDERLAY_ETCD_ENDPOINT, underlayEtcd, type NamespacedEtcd } from '../../src/lab/etcd.js';
+import { etcdAgentFlags, underlayEtcd, type NamespacedEtcd } from '../../src/lab/etcd.js';
 
 export const PREFIX = '/coreos.com/network';
 
@@ -22,14 +22,7 @@ export async function createKernelBackendLab(config: string, podMtu: number): Pr
   let etcd: NamespacedEtcd | null = null;
   let tempDir = '';
   const subnetFile = (n: number): string => join(tempDir, `subnet-h${n}.env`);
-  const agentArgs = (n: number): string[] => [
-    '--etcd-endpoints',
-    UNDERLAY_ETCD_ENDPOINT,
-    '--iface',
-    'eth0',
-    '--subnet-file',
-    subnetFile(n),
-  ];
+  const agentArgs = (n: number): string[] => etcdAgentFlags(subnetFile(n));
   const lab = await Lab.create({
     hosts: 3,
     mode: 'flannel-ts',

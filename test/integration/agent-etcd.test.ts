@@ -18,7 +18,7 @@ import {
   type AgentCounters,
   type AgentProcess,
 } from '../../src/lab/index.js';
-import { UNDERLAY_ETCD_ENDPOINT, underlayEtcd, type NamespacedEtcd } from '../../src/lab/etcd.js';
+import { UNDERLAY_ETCD_ENDPOINT, etcdAgentFlags, underlayEtcd, type NamespacedEtcd } from '../../src/lab/etcd.js';
 import { assertFlannelHost } from '../helpers/flannel-host.js';
 
 const PREFIX = '/coreos.com/network';
@@ -63,12 +63,7 @@ describe('flanneld mode with a real etcd, three hosts', { timeout: 240_000 }, ()
   // Host 1 forwards on a worker thread per direction, so that route updates, a moved lease
   // (new subnet) and stopping are also exercised across threads.
   const agentArgs = (n: number): string[] => [
-    '--etcd-endpoints',
-    ENDPOINT,
-    '--iface',
-    'eth0',
-    '--subnet-file',
-    subnetFile(n),
+    ...etcdAgentFlags(subnetFile(n), ENDPOINT),
     ...(n === 1 ? ['--workers', '2'] : []),
   ];
   const startEtcdAgent = (n: number): Promise<AgentProcess> =>

@@ -19,7 +19,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Lab, removeStaleLabNamespaces, requireTools, type AgentProcess } from '../../src/lab/index.js';
-import { UNDERLAY_ETCD_ENDPOINT, underlayEtcd, type NamespacedEtcd } from '../../src/lab/etcd.js';
+import { etcdAgentFlags, underlayEtcd, type NamespacedEtcd } from '../../src/lab/etcd.js';
 
 const PREFIX = '/coreos.com/network';
 const CONFIG = '{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}';
@@ -81,16 +81,7 @@ describe('production hazards, flanneld mode with a real etcd, two hosts', { time
   let etcd: NamespacedEtcd;
   let tempDir = '';
   const subnetFile = (n: number): string => join(tempDir, `subnet-h${n}.env`);
-  const agentArgs = (n: number): string[] => [
-    '--etcd-endpoints',
-    UNDERLAY_ETCD_ENDPOINT,
-    '--iface',
-    'eth0',
-    '--subnet-file',
-    subnetFile(n),
-    '--healthz-port',
-    String(HEALTHZ_PORT),
-  ];
+  const agentArgs = (n: number): string[] => [...etcdAgentFlags(subnetFile(n)), '--healthz-port', String(HEALTHZ_PORT)];
   const metrics = async (n: number): Promise<string> => {
     const scrape = `fetch('http://${lab.hostAddr(n)}:${HEALTHZ_PORT}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`;
     return (await lab.exec(lab.hostNs(n), [process.execPath, '-e', scrape], 5000)).stdout;

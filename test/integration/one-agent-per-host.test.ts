@@ -21,7 +21,7 @@ import {
   requireTools,
   waitForExit,
 } from '../../src/lab/index.js';
-import { UNDERLAY_ETCD_ENDPOINT, underlayEtcd, type NamespacedEtcd } from '../../src/lab/etcd.js';
+import { etcdAgentFlags, underlayEtcd, type NamespacedEtcd } from '../../src/lab/etcd.js';
 
 const PREFIX = '/coreos.com/network';
 
@@ -51,14 +51,7 @@ for (const backend of ['udp', 'vxlan'] as const) {
     let tempDir = '';
     const others: AgentProcess[] = [];
     const subnetFile = (n: number): string => join(tempDir, `subnet-h${n}.env`);
-    const agentFlags = (n: number): string[] => [
-      '--etcd-endpoints',
-      UNDERLAY_ETCD_ENDPOINT,
-      '--iface',
-      'eth0',
-      '--subnet-file',
-      subnetFile(n),
-    ];
+    const agentFlags = (n: number): string[] => etcdAgentFlags(subnetFile(n));
     const agentArgv = (n: number): string[] => [process.execPath, agentEntry(lab.repoDir), ...agentFlags(n)];
     const startOther = (): AgentProcess => {
       const a = AgentProcess.start(lab.hostNs(1), agentArgv(1));
