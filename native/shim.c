@@ -19,6 +19,7 @@
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1236,6 +1237,14 @@ static napi_value str_error(napi_env env, napi_callback_info info) {
 #define W_CANCEL 64u
 /* Busy-polling (spin_us) only this soon after the last packet: an idle lane sleeps at once. */
 #define W_SPIN_AFTER_US 2000.0
+/* A sched_yield that kept this thread off the CPU longer than this: another task ran in between,
+   so the CPU is contended (a short task, such as a pod answering, takes a few tens of µs). */
+#define W_YIELD_BUSY_US 500.0
+/* After contention, no busy-polling for this long, doubled each time it is seen again (up to the
+   max), halved back after a spin that saw none: every yield to a CPU-bound task can cost that
+   task's whole time slice, so on a busy machine the lane sleeps and is woken instead. */
+#define W_SPIN_OFF_MIN_US 10000.0
+#define W_SPIN_OFF_MAX_US 1000000.0
 /* How long waitClose waits for cancelled requests, at most. */
 #define W_CANCEL_ROUNDS 50
 
@@ -1246,6 +1255,10 @@ struct waiter {
   unsigned posted;  /* W_TUN | W_UDP | W_WAKE: requests in flight */
   uint32_t spin_us; /* busy-poll this long before sleeping, while traffic is recent (0: never) */
   double last_data_us; /* when the last packet came (CLOCK_MONOTONIC µs) */
+  double spin_off_until_us; /* no busy-polling before this (contention was seen) */
+  double spin_off_us;       /* the next back-off after contention (0: W_SPIN_OFF_MIN_US) */
+  /* waitSpinCounts: spins that caught a packet, that ended and slept, that met contention */
+  double spin_hits, spin_sleeps, spin_backoffs;
   unsigned pending; /* SQEs written but not yet submitted */
   struct iovec tun_iov[2];
   struct iovec udp_iov;
@@ -1444,6 +1457,45 @@ static napi_value wait_open(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * Traffic in the last W_SPIN_AFTER_US: the answer to what was just forwarded may come soon, so poll
+ * without sleeping for up to spin_us, sparing the wake-up (on a virtual machine, waking a halted
+ * vCPU costs tens of µs, several times per round trip). Only where it costs no one: between polls
+ * the thread yields, so any runnable task goes first, and a yield that kept it off the CPU long
+ * means the CPU is contended: the spin stops and backs off (W_SPIN_OFF_*). Returns the W_* bits
+ * of what came (0: nothing, sleep) or -errno.
+ */
+static int waiter_spin(ring_t *r) {
+  struct waiter *w = r->waiter;
+  double now = mono_us();
+  if (w->spin_us == 0 || now - w->last_data_us >= W_SPIN_AFTER_US || now < w->spin_off_until_us) return 0;
+  double until = now + w->spin_us;
+  for (;;) {
+    int rc = waiter_enter(w, 0, 0);
+    if (rc < 0) return rc;
+    unsigned ev = waiter_reap(r);
+    if (ev) {
+      w->spin_hits++;
+      return (int)ev;
+    }
+    double before = mono_us();
+    if (before >= until) break;
+    sched_yield();
+    double after = mono_us();
+    if (after - before > W_YIELD_BUSY_US) {
+      w->spin_off_us = w->spin_off_us < W_SPIN_OFF_MIN_US ? W_SPIN_OFF_MIN_US
+                       : w->spin_off_us * 2 > W_SPIN_OFF_MAX_US ? W_SPIN_OFF_MAX_US
+                                                                : w->spin_off_us * 2;
+      w->spin_off_until_us = after + w->spin_off_us;
+      w->spin_backoffs++;
+      return 0;
+    }
+  }
+  w->spin_off_us /= 2; /* a whole spin without contention: back-offs shrink again */
+  w->spin_sleeps++;
+  return 0;
+}
+
+/*
  * waitNext(ring, timeoutMs, want) -> W_* bits | -errno. Posts what is not in flight (the doorbell
  * always; flannel0's read and the socket's recvmsg as `want` asks, W_TUN | W_UDP; those not
  * wanted are cancelled) and returns what completed: at once (with the *_AT_ONCE bits: traffic
@@ -1471,15 +1523,10 @@ static napi_value wait_next(napi_env env, napi_callback_info info) {
     unsigned now_ev = waiter_reap(r);
     ev |= now_ev | ((now_ev & W_TUN) ? W_TUN_AT_ONCE : 0) | ((now_ev & W_UDP) ? W_UDP_AT_ONCE : 0);
   }
-  /* Traffic in the last W_SPIN_AFTER_US: the answer to what was just forwarded may come soon, so
-     poll (without sleeping) for up to spin_us before going to sleep, sparing that wake-up. */
-  if (!ev && w->spin_us > 0 && mono_us() - w->last_data_us < W_SPIN_AFTER_US) {
-    double until = mono_us() + w->spin_us;
-    do {
-      rc = waiter_enter(w, 0, 0);
-      if (rc < 0) return make_int(env, rc);
-      ev = waiter_reap(r);
-    } while (!ev && mono_us() < until);
+  if (!ev) {
+    rc = waiter_spin(r);
+    if (rc < 0) return make_int(env, rc);
+    ev = (unsigned)rc;
   }
   if (!ev) {
     rc = waiter_enter(w, 1, timeout_ms);
@@ -1495,6 +1542,26 @@ static napi_value wait_close(napi_env env, napi_callback_info info) {
   if (!r) return NULL;
   waiter_free(r);
   return NULL;
+}
+
+/* waitSpinCounts(ring) -> [hits, sleeps, backoffs] | null (the ring does not wait): what the
+   busy-polling did (waiter_spin): caught a packet, ended and slept, stopped at contention. */
+static napi_value wait_spin_counts(napi_env env, napi_callback_info info) {
+  ring_t *r = only_ring_arg(env, info);
+  if (!r) return NULL;
+  napi_value arr;
+  if (!r->waiter) {
+    CHECK(napi_get_null(env, &arr));
+    return arr;
+  }
+  const double counts[3] = {r->waiter->spin_hits, r->waiter->spin_sleeps, r->waiter->spin_backoffs};
+  CHECK(napi_create_array_with_length(env, 3, &arr));
+  for (uint32_t i = 0; i < 3; i++) {
+    napi_value v;
+    CHECK(napi_create_double(env, counts[i], &v));
+    CHECK(napi_set_element(env, arr, i, v));
+  }
+  return arr;
 }
 
 /* datagramPair() -> [fd, fd] | -errno: an AF_UNIX datagram socket pair (non-blocking): a stand-in
@@ -1711,6 +1778,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"threadSetSlice", NULL, thread_set_slice, NULL, NULL, NULL, napi_enumerable, NULL},
       {"waitNext", NULL, wait_next, NULL, NULL, NULL, napi_enumerable, NULL},
       {"waitClose", NULL, wait_close, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"waitSpinCounts", NULL, wait_spin_counts, NULL, NULL, NULL, napi_enumerable, NULL},
       {"eventfdOpen", NULL, eventfd_open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"datagramPair", NULL, datagram_pair, NULL, NULL, NULL, napi_enumerable, NULL},
       {"eventfdSignal", NULL, eventfd_signal, NULL, NULL, NULL, napi_enumerable, NULL},

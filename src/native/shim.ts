@@ -113,6 +113,11 @@ export interface Shim {
   /** Cancels what is posted and closes the wait's io_uring. Idempotent. */
   waitClose(ring: RingHandle): void;
   /**
+   * What the busy-polling after traffic did since waitOpen: [spins that caught a packet, spins that
+   * ended and slept, spins stopped because another task wanted the CPU]; null if the ring does not wait.
+   */
+  waitSpinCounts(ring: RingHandle): [number, number, number] | null;
+  /**
    * Asks the scheduler for a time slice of sliceUs for the calling thread (sched_setattr's
    * sched_runtime; EEVDF, Linux 6.12+): shorter than a CPU-bound task's, its wake-ups preempt that
    * task at once. 0 = the default. 0 or -errno.

@@ -4,7 +4,10 @@
  * real UDP socket, a Lane that waits (through the warm-up's stand-ins), and WorkerLanes with a
  * waiting lane over real fds; prints what happened as JSON.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createRing } from '../../src/datapath/native-io.js';
 import { C } from '../../src/datapath/counters.js';
@@ -113,7 +116,9 @@ send('after close');
 out['afterClose'] = shim.udpRecv(ring, udpFd, slab.rxFirst, 8);
 out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
 
-// Busy-polling after traffic: a wait right after a packet polls for spinUs, then sleeps as usual.
+// Busy-polling after traffic: a wait right after a packet polls for spinUs, then sleeps as usual;
+// a datagram that comes while it polls is caught without sleeping; a CPU-bound task on the same CPU
+// stops the polling (the yield gave that task its time slice) and the wait sleeps instead.
 {
   const spinRing = createRing(slab);
   const spinWake = shim.eventfdOpen();
@@ -121,9 +126,59 @@ out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
   send('spin');
   const got = shim.waitNext(spinRing, 2000, BOTH);
   const idle = timed(() => shim.waitNext(spinRing, 50, BOTH));
-  out['spin'] = { got, idle };
+  const afterIdle = shim.waitSpinCounts(spinRing);
   shim.waitClose(spinRing);
   shim.closeFd(spinWake);
+
+  // Another task may take the CPU during a yield (other tests run beside this one): the spin then
+  // backs off, rightly, so a few tries are allowed, each after the back-off ran out.
+  const hitRing = createRing(slab);
+  const hitWake = shim.eventfdOpen();
+  shim.waitOpen(hitRing, tunFd, udpFd, hitWake, slab.txFirst, slab.rxFirst, 10_000);
+  const tries: { first: number; caught: { ev: number; ms: number }; counts: number[] | null }[] = [];
+  for (let attempt = 0; attempt < 6; attempt++) {
+    const go = new Int32Array(new SharedArrayBuffer(4));
+    const sender = new Worker(
+      `const { parentPort, workerData } = require('node:worker_threads');
+       const s = require('node:dgram').createSocket('udp4');
+       s.bind(0, '127.0.0.1', () => {
+         parentPort.postMessage('ready');
+         Atomics.wait(workerData.go, 0, 0);
+         Atomics.wait(workerData.go, 0, 1, 1); // sleeps 1 ms: the wait is busy-polling by then
+         s.send('caught while polling', workerData.port, '127.0.0.1', () => s.close());
+       });`,
+      { eval: true, workerData: { go, port } },
+    );
+    await once(sender, 'message');
+    send('traffic');
+    const first = shim.waitNext(hitRing, 2000, BOTH);
+    Atomics.store(go, 0, 1);
+    Atomics.notify(go, 0);
+    const caught = timed(() => shim.waitNext(hitRing, 2000, BOTH));
+    tries.push({ first, caught, counts: shim.waitSpinCounts(hitRing) });
+    await once(sender, 'exit');
+    if (tries.at(-1)!.counts![0] > 0) break;
+    await sleep(20 << attempt); // the back-off (10 ms, doubling) runs out
+  }
+  shim.waitClose(hitRing);
+  shim.closeFd(hitWake);
+
+  // A CPU-bound task beside this thread, both on CPU 0 (it ends by itself should this process die).
+  const busyRing = createRing(slab);
+  const busyWake = shim.eventfdOpen();
+  shim.waitOpen(busyRing, tunFd, udpFd, busyWake, slab.txFirst, slab.rxFirst, 10_000);
+  const hog = spawn('timeout', ['10', 'taskset', '-c', '0', 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' });
+  execFileSync('taskset', ['-pc', '0', String(process.pid)], { stdio: 'ignore' });
+  await sleep(100);
+  send('traffic');
+  shim.waitNext(busyRing, 2000, BOTH);
+  const contended = timed(() => shim.waitNext(busyRing, 50, BOTH));
+  const afterContention = shim.waitSpinCounts(busyRing);
+  hog.kill('SIGKILL');
+  execFileSync('taskset', ['-pc', `0-${availableParallelism() - 1}`, String(process.pid)], { stdio: 'ignore' });
+  shim.waitClose(busyRing);
+  shim.closeFd(busyWake);
+  out['spin'] = { got, idle, afterIdle, tries, contended, afterContention };
 }
 
 // A Lane that waits, both ways, through the warm-up's stand-ins (plain and with virtio headers).

@@ -36,7 +36,14 @@ interface Outcome {
   beforeClose: number;
   afterClose: number;
   nextAfterClose: number;
-  spin: { got: number; idle: Timed };
+  spin: {
+    got: number;
+    idle: Timed;
+    afterIdle: number[];
+    tries: { first: number; caught: Timed; counts: number[] }[];
+    contended: Timed;
+    afterContention: number[];
+  };
   warmUpVnet: number;
   warmUpPlain: number;
   workerLanes: {
@@ -107,6 +114,30 @@ describe('waiting for packets in io_uring', () => {
     assert.equal(r.spin.got & WAIT.udp, WAIT.udp);
     assert.equal(r.spin.idle.ev, 0);
     assert.ok(r.spin.idle.ms >= 50 && r.spin.idle.ms < 1000, `${r.spin.idle.ms} ms: 3 ms polling, then the 50 ms wait`);
+    const [hits, sleeps, backoffs] = r.spin.afterIdle;
+    assert.equal(hits, 0);
+    assert.equal(sleeps + backoffs, 1, 'one spin, which ran out (or met another task on the CPU) and slept');
+  });
+
+  it('busy-polling catches a datagram that comes while it polls, without sleeping', () => {
+    const tries = r.spin.tries;
+    const last = tries.at(-1)!;
+    assert.equal(
+      last.counts[0],
+      1,
+      `a spin caught the datagram within ${tries.length} tries: ${JSON.stringify(tries)}`,
+    );
+    assert.equal(last.caught.ev & WAIT.udp, WAIT.udp);
+    assert.ok(last.caught.ms < 10, `${last.caught.ms} ms`);
+    for (const t of tries) assert.equal(t.first & WAIT.udp, WAIT.udp);
+    assert.equal(last.counts[1], 0, 'no spin ran out and slept: each was caught or stopped by contention');
+    assert.equal(last.counts[2], tries.length - 1, 'the tries before were stopped by contention');
+  });
+
+  it('a CPU-bound task on the same CPU stops the busy-polling: the wait sleeps instead', () => {
+    assert.equal(r.spin.contended.ev, 0);
+    assert.deepEqual(r.spin.afterContention, [0, 0, 1], 'the spin met contention and backed off');
+    assert.ok(r.spin.contended.ms >= 50 && r.spin.contended.ms < 1000, `${r.spin.contended.ms} ms`);
   });
 
   it('a Lane that waits forwards both ways (the warm-up: every packet it was given)', () => {
