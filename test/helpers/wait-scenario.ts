@@ -167,14 +167,17 @@ out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
   const busyRing = createRing(slab);
   const busyWake = shim.eventfdOpen();
   shim.waitOpen(busyRing, tunFd, udpFd, busyWake, slab.txFirst, slab.rxFirst, 10_000);
-  const hog = spawn('timeout', ['10', 'taskset', '-c', '0', 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' });
+  // taskset execs timeout, which passes the SIGTERM below on to the shell (and kills it after 10 s
+  // should this process die first).
+  const hog = spawn('taskset', ['-c', '0', 'timeout', '10', 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' });
   execFileSync('taskset', ['-pc', '0', String(process.pid)], { stdio: 'ignore' });
   await sleep(100);
   send('traffic');
   shim.waitNext(busyRing, 2000, BOTH);
   const contended = timed(() => shim.waitNext(busyRing, 50, BOTH));
   const afterContention = shim.waitSpinCounts(busyRing);
-  hog.kill('SIGKILL');
+  hog.kill('SIGTERM');
+  await once(hog, 'exit');
   execFileSync('taskset', ['-pc', `0-${availableParallelism() - 1}`, String(process.pid)], { stdio: 'ignore' });
   shim.waitClose(busyRing);
   shim.closeFd(busyWake);
