@@ -1257,6 +1257,8 @@ struct waiter {
   double last_data_us; /* when the last packet came (CLOCK_MONOTONIC µs) */
   double spin_off_until_us; /* no busy-polling before this (contention was seen) */
   double spin_off_us;       /* the next back-off after contention (0: W_SPIN_OFF_MIN_US) */
+  int loadavg_fd; /* /proc/loadavg (its runnable-task count), or -1: then only yields tell contention */
+  long cpus;      /* online CPUs */
   /* waitSpinCounts: spins that caught a packet, that ended and slept, that met contention */
   double spin_hits, spin_sleeps, spin_backoffs;
   unsigned pending; /* SQEs written but not yet submitted */
@@ -1412,6 +1414,7 @@ static void waiter_free(ring_t *r) {
   if (!w) return;
   if (w->posted) waiter_cancel(r, w->posted);
   uring_free(w->u); /* closing it cancels whatever is still in flight */
+  if (w->loadavg_fd >= 0) close(w->loadavg_fd);
   free(w);
   r->waiter = NULL;
 }
@@ -1452,22 +1455,46 @@ static napi_value wait_open(napi_env env, napi_callback_info info) {
   w->tun_slot = tun_slot;
   w->udp_slot = udp_slot;
   w->spin_us = spin_us > 10000 ? 10000 : spin_us;
+  w->loadavg_fd = w->spin_us > 0 ? open("/proc/loadavg", O_RDONLY | O_CLOEXEC) : -1;
+  w->cpus = sysconf(_SC_NPROCESSORS_ONLN);
   r->waiter = w;
   return make_int(env, 0);
+}
+
+/* More tasks want to run than there are CPUs (this thread included): busy-polling would take a
+   CPU from one of them. Read from /proc/loadavg's 4th field ("running/total"), about 1 µs;
+   unknown (no /proc) counts as not contended, and the yields still tell. */
+static int more_runnable_than_cpus(struct waiter *w) {
+  if (w->loadavg_fd < 0 || w->cpus < 1) return 0;
+  char buf[128];
+  ssize_t n = pread(w->loadavg_fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  const char *p = buf;
+  for (int field = 0; field < 3 && p; field++) {
+    p = strchr(p, ' ');
+    if (p) p++;
+  }
+  return p && strtol(p, NULL, 10) > w->cpus;
 }
 
 /*
  * Traffic in the last W_SPIN_AFTER_US: the answer to what was just forwarded may come soon, so poll
  * without sleeping for up to spin_us, sparing the wake-up (on a virtual machine, waking a halted
- * vCPU costs tens of µs, several times per round trip). Only where it costs no one: between polls
- * the thread yields, so any runnable task goes first, and a yield that kept it off the CPU long
- * means the CPU is contended: the spin stops and backs off (W_SPIN_OFF_*). Returns the W_* bits
+ * vCPU costs tens of µs, several times per round trip). Only where it costs no one: not when more
+ * tasks want to run than there are CPUs; between polls the thread yields, so any runnable task goes
+ * first; and a yield that kept it off the CPU long means the CPU is contended: the spin stops and
+ * backs off (W_SPIN_OFF_*). Returns the W_* bits
  * of what came (0: nothing, sleep) or -errno.
  */
 static int waiter_spin(ring_t *r) {
   struct waiter *w = r->waiter;
   double now = mono_us();
   if (w->spin_us == 0 || now - w->last_data_us >= W_SPIN_AFTER_US || now < w->spin_off_until_us) return 0;
+  if (more_runnable_than_cpus(w)) {
+    w->spin_backoffs++;
+    return 0;
+  }
   double until = now + w->spin_us;
   for (;;) {
     int rc = waiter_enter(w, 0, 0);
