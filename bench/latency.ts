@@ -13,6 +13,7 @@
  * latency histograms (SIGUSR1 dump) of each flannel-ts lab at the end.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -23,6 +24,7 @@ export const LATENCY_FORWARDERS = [
   'flannel-ts',
   'flannel-ts-userspace',
   'flannel-ts-userspace-io-uring',
+  'flannel-ts-userspace-spin',
   'socat',
   'vxlan',
   'host-gw',
@@ -33,6 +35,7 @@ const AGENT_ARGS: Partial<Record<LatencyForwarder, string[]>> = {
   'flannel-ts': [], // as shipped: --datapath auto
   'flannel-ts-userspace': ['--datapath', 'userspace'],
   'flannel-ts-userspace-io-uring': ['--datapath', 'userspace', '--datapath-wait=io-uring'],
+  'flannel-ts-userspace-spin': ['--datapath', 'userspace', '--datapath-wait=io-uring', '--datapath-spin-us=200'],
 };
 
 /** Pings per second and the interval that gives them. */
@@ -57,6 +60,8 @@ export interface PingStats {
   avgUs: number;
   p99Us: number;
   lost: number;
+  /** CPU time the lab's agents (both hosts, all threads) used per round trip, µs; NaN without agents. */
+  agentCpuUs?: number;
 }
 
 export interface PingRow {
@@ -127,6 +132,22 @@ export function pingStats(rtts: readonly number[], sent: number): PingStats {
 export function parsePingTimes(output: string): number[] {
   return [...output.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]) * 1000);
 }
+
+/** CPU time (user + system, all threads) the lab's agents have used so far, µs; NaN without agents. */
+function agentCpuUs(lab: Lab): number {
+  if (lab.agents.size === 0) return Number.NaN;
+  let ticks = 0;
+  for (const agent of lab.agents.values()) {
+    // /proc/PID/stat: the fields after the command's closing parenthesis; utime and stime are 14 and 15.
+    const stat = readFileSync(`/proc/${agent.pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return (ticks / CLOCK_TICKS_PER_SECOND) * 1e6;
+}
+
+/** USER_HZ: the unit of /proc/PID/stat's CPU times (100 on every Linux architecture we run on). */
+const CLOCK_TICKS_PER_SECOND = 100;
 
 async function pingRtts(lab: Lab, count: number, intervalSec: number): Promise<number[]> {
   const argv = ['ping', '-n', '-c', String(count), '-i', String(intervalSec), '-W', '1', lab.podAddr(2)];
@@ -229,7 +250,9 @@ export async function runLatency(options: LatencyOptions): Promise<LatencyRun> {
           const lab = labs.get(f)!;
           for (const rate of PING_RATES) {
             const count = rate.perSecond === 2000 ? pings : Math.max(50, Math.round(pings / 2));
+            const cpuBefore = agentCpuUs(lab);
             const stats = pingStats(await pingRtts(lab, count, rate.intervalSec), count);
+            stats.agentCpuUs = (agentCpuUs(lab) - cpuBefore) / count;
             const key = `${f}/${rate.perSecond}`;
             samples.set(key, [...(samples.get(key) ?? []), stats]);
             log(
@@ -260,6 +283,7 @@ export async function runLatency(options: LatencyOptions): Promise<LatencyRun> {
               avgUs: median(rs.map((s) => s.avgUs)),
               p99Us: median(rs.map((s) => s.p99Us)),
               lost: rs.reduce((a, s) => a + s.lost, 0),
+              agentCpuUs: median(rs.map((s) => s.agentCpuUs ?? Number.NaN)),
             },
             avgVsSocat: ratio((s) => s.avgUs, socat),
             p99VsSocat: ratio((s) => s.p99Us, socat),
@@ -313,7 +337,7 @@ export function latencyTables(run: LatencyRun): string {
       out.push(`| ${f} | ${cells.join(' | ')} |`);
     }
     out.push('');
-    for (const [f, rate] of ['flannel-ts', 'flannel-ts-userspace'].flatMap((f) =>
+    for (const [f, rate] of ['flannel-ts', 'flannel-ts-userspace', 'flannel-ts-userspace-spin'].flatMap((f) =>
       PING_RATES.map((r) => [f, r] as const),
     )) {
       const p = run.pings.find((r) => r.forwarder === f && r.load === load && r.perSecond === rate.perSecond);
@@ -338,6 +362,25 @@ export function latencyTables(run: LatencyRun): string {
       return r ? `${us(r.median)} | ${x(r.vsVxlan)} | ${us(r.p99Us)}` : 'n/a | | ';
     });
     out.push(`| ${f} | ${cells.join(' | ')} |`);
+  }
+  const withCpu = [...new Set(run.pings.filter((p) => Number.isFinite(p.median.agentCpuUs)).map((p) => p.forwarder))];
+  if (withCpu.length > 0) {
+    out.push(
+      '',
+      "### Agent CPU per round trip (both hosts' agents, all threads, µs; what busy-polling costs)",
+      '',
+      '| forwarder | quiet 2,000/s | quiet 200/s | busy 2,000/s | busy 200/s |',
+      '|---|---|---|---|---|',
+    );
+    for (const f of withCpu) {
+      const cells = (['quiet', 'busy'] as const).flatMap((load) =>
+        PING_RATES.map((rate) => {
+          const p = run.pings.find((e) => e.forwarder === f && e.load === load && e.perSecond === rate.perSecond);
+          return p ? us(p.median.agentCpuUs ?? Number.NaN) : 'n/a';
+        }),
+      );
+      out.push(`| ${f} | ${cells.join(' | ')} |`);
+    }
   }
   out.push(
     '',
