@@ -75,14 +75,10 @@ async function setUpSocat(lab: Lab): Promise<void> {
   }
 }
 
-/** The proxy-shape forwarder's C source inside a repository checkout (not in the npm package). */
-export function proxyShapeSource(repoDir: string): string {
-  return join(repoDir, 'bench', 'proxy-shape.c');
-}
-
 async function setUpProxyShape(lab: Lab): Promise<void> {
   if (lab.hostCount !== 2) throw new Error('the proxy-shape lab connects 2 hosts');
-  const source = proxyShapeSource(lab.repoDir);
+  // The C source is in a repository checkout's bench/, not in the npm package.
+  const source = join(lab.repoDir, 'bench', 'proxy-shape.c');
   if (!existsSync(source)) throw new Error(`the proxy-shape lab needs ${source}, which is missing`);
   // Compiled per lab into its temporary directory, which destroy() removes with the binary.
   const binary = join(lab.tempDir, 'proxy-shape');
