@@ -2,12 +2,14 @@
  * Round trip of a lone packet, side by side (issue 14): every forwarder's two-host lab is built
  * first and kept up (flannel-ts as shipped: the kernel fast path where it loads; flannel-ts with the
  * userspace datapath alone, in the event loop and waiting in io_uring; socat as a userspace
- * TUN<->UDP reference with flannel's wire format; kernel VXLAN; host-gw); then, quiet and
+ * TUN<->UDP reference with flannel's wire format; proxy-shape, a C forwarder with the shape of
+ * flanneld's udp proxy (bench/proxy-shape.c), as its stand-in; kernel VXLAN; host-gw); then, quiet and
  * busy (a CPU-bound process pinned to every core), R interleaved rounds ping from pod 1 to pod 2
  * through every lab in turn at 2,000 and 200 pings/s, the starting lab rotating per round, and a
  * request-response test (1-byte TCP transactions, one at a time, as netperf's TCP_RR) runs through
- * every lab. Figures are medians over rounds of each round's min / avg / p99; ratios to socat (and
- * the gap to VXLAN) are taken within each round first, since the machine's load drifts.
+ * every lab. Figures are medians over rounds of each round's min / avg / p99; ratios to socat and
+ * to proxy-shape (and the gap to VXLAN) are taken within each round first, since the machine's
+ * load drifts.
  *
  * Also: the first 5 pings through each lab right after it came up (warm-up), and the agents' own
  * latency histograms (SIGUSR1 dump) of each flannel-ts lab at the end.
@@ -26,6 +28,7 @@ export const LATENCY_FORWARDERS = [
   'flannel-ts-userspace-io-uring',
   'flannel-ts-userspace-spin',
   'socat',
+  'proxy-shape',
   'vxlan',
   'host-gw',
 ] as const;
@@ -70,9 +73,10 @@ export interface PingRow {
   perSecond: number;
   rounds: PingStats[];
   median: PingStats;
-  /** Medians of the per-round ratios to socat, and of the per-round gap to VXLAN's average. */
+  /** Medians of the per-round ratios to socat and proxy-shape, and of the per-round gap to VXLAN's average. */
   avgVsSocat: number;
   p99VsSocat: number;
+  avgVsProxyShape: number;
   avgOverVxlanUs: number;
 }
 
@@ -126,6 +130,18 @@ export function pingStats(rtts: readonly number[], sent: number): PingStats {
     p99Us: s[Math.min(s.length - 1, Math.ceil(0.99 * s.length) - 1)]!,
     lost: Math.max(0, sent - s.length),
   };
+}
+
+/**
+ * The median over rounds of each round's ratio of `pick` to the reference forwarder's in the same
+ * round; NaN when the reference did not run.
+ */
+export function medianRatio(
+  rounds: readonly PingStats[],
+  reference: readonly PingStats[] | undefined,
+  pick: (s: PingStats) => number,
+): number {
+  return reference ? median(rounds.map((s, i) => pick(s) / pick(reference[i]!))) : Number.NaN;
 }
 
 /** Every reply's "time=X ms" in iputils ping's output, in µs. */
@@ -267,12 +283,11 @@ export async function runLatency(options: LatencyOptions): Promise<LatencyRun> {
         }
       }
       for (const rate of PING_RATES) {
-        const socat = samples.get(`socat/${rate.perSecond}`);
         const vxlan = samples.get(`vxlan/${rate.perSecond}`);
         for (const f of forwarders) {
           const rs = samples.get(`${f}/${rate.perSecond}`)!;
-          const ratio = (pick: (s: PingStats) => number, ref?: PingStats[]) =>
-            ref ? median(rs.map((s, i) => pick(s) / pick(ref[i]!))) : Number.NaN;
+          const vs = (reference: LatencyForwarder, pick: (s: PingStats) => number) =>
+            medianRatio(rs, samples.get(`${reference}/${rate.perSecond}`), pick);
           run.pings.push({
             forwarder: f,
             load,
@@ -285,8 +300,9 @@ export async function runLatency(options: LatencyOptions): Promise<LatencyRun> {
               lost: rs.reduce((a, s) => a + s.lost, 0),
               agentCpuUs: median(rs.map((s) => s.agentCpuUs ?? Number.NaN)),
             },
-            avgVsSocat: ratio((s) => s.avgUs, socat),
-            p99VsSocat: ratio((s) => s.p99Us, socat),
+            avgVsSocat: vs('socat', (s) => s.avgUs),
+            p99VsSocat: vs('socat', (s) => s.p99Us),
+            avgVsProxyShape: vs('proxy-shape', (s) => s.avgUs),
             avgOverVxlanUs: vxlan ? median(rs.map((s, i) => s.avgUs - vxlan[i]!.avgUs)) : Number.NaN,
           });
         }
@@ -324,15 +340,15 @@ export function latencyTables(run: LatencyRun): string {
     out.push(
       `### Ping round trip, ${load} (load average at start: ${(run.loadAverage[load] ?? []).join(' ')})`,
       '',
-      '| forwarder | 2,000/s min / avg / p99 µs | avg vs socat | p99 vs socat | avg − VXLAN µs | 200/s min / avg / p99 µs | avg vs socat | p99 vs socat | avg − VXLAN µs |',
-      '|---|---|---|---|---|---|---|---|---|',
+      '| forwarder | 2,000/s min / avg / p99 µs | avg vs socat | p99 vs socat | avg vs proxy-shape | avg − VXLAN µs | 200/s min / avg / p99 µs | avg vs socat | p99 vs socat | avg vs proxy-shape | avg − VXLAN µs |',
+      '|---|---|---|---|---|---|---|---|---|---|---|',
     );
     const forwarders = [...new Set(run.pings.filter((p) => p.load === load).map((p) => p.forwarder))];
     for (const f of forwarders) {
       const cells = PING_RATES.map((rate) => {
         const p = run.pings.find((r) => r.forwarder === f && r.load === load && r.perSecond === rate.perSecond)!;
         const m = p.median;
-        return `${us(m.minUs)} / ${us(m.avgUs)} / ${us(m.p99Us)}${m.lost > 0 ? ` (${m.lost} lost)` : ''} | ${x(p.avgVsSocat)} | ${x(p.p99VsSocat)} | ${us(p.avgOverVxlanUs)}`;
+        return `${us(m.minUs)} / ${us(m.avgUs)} / ${us(m.p99Us)}${m.lost > 0 ? ` (${m.lost} lost)` : ''} | ${x(p.avgVsSocat)} | ${x(p.p99VsSocat)} | ${x(p.avgVsProxyShape)} | ${us(p.avgOverVxlanUs)}`;
       });
       out.push(`| ${f} | ${cells.join(' | ')} |`);
     }
@@ -344,8 +360,10 @@ export function latencyTables(run: LatencyRun): string {
       if (!p) continue;
       const target = PROXY_AVG_VS_SOCAT[load][rate.perSecond]!;
       const ok = p.avgVsSocat <= target && p.p99VsSocat <= 1;
+      const okSameRun = p.avgVsProxyShape <= 1 && p.p99VsSocat <= 1;
       out.push(
         `- ${load}, ${rate.perSecond}/s: ${f} avg ${x(p.avgVsSocat)}x socat (flanneld's proxy: ${target}x), p99 ${x(p.p99VsSocat)}x socat (target ≤ 1): **${ok ? 'met' : 'not met'}**; ${us(p.avgOverVxlanUs)} µs over VXLAN (goal ≤ 50)`,
+        `- ${load}, ${rate.perSecond}/s: ${f} avg ${x(p.avgVsProxyShape)}x proxy-shape (target ≤ 1.00), p99 ${x(p.p99VsSocat)}x socat (target ≤ 1): **${okSameRun ? 'met' : 'not met'}**`,
       );
     }
     out.push('');

@@ -21,8 +21,9 @@
  *
  * Latency (bench/latency.ts, issue 14): a lone packet's round trip at 2,000 and 200 pings/s, quiet
  * and with a CPU-bound process on every core, through flannel-ts (io_uring wait, and the event-loop
- * datapath), socat, kernel VXLAN and host-gw, plus 1-byte TCP transactions/s; ~3 min at --rounds=3.
- * Part of the default run; `--latency` runs only it (needs socat, python3, taskset).
+ * datapath), socat, proxy-shape (a C stand-in of flanneld's udp proxy, bench/proxy-shape.c), kernel
+ * VXLAN and host-gw, plus 1-byte TCP transactions/s; ~3 min at --rounds=3. Part of the default run;
+ * `--latency` runs only it (needs socat, cc, python3, taskset).
  *
  * USO (bench/uso.ts): a pod sending with UDP GSO, the sending agent with USO on flannel0 vs
  * without TUN offloads; ~1 min. Part of the default run; `--uso` runs only it (needs python3).
@@ -246,7 +247,7 @@ async function main(): Promise<void> {
   }
 }
 
-/** Round trip of a lone packet, quiet and busy, beside socat, VXLAN and host-gw (bench/latency.ts). */
+/** Round trip of a lone packet, quiet and busy, beside socat, proxy-shape, VXLAN and host-gw (bench/latency.ts). */
 async function latencySection(rounds: number, pings: number): Promise<void> {
   process.stderr.write('latency: round trips quiet and busy, and TCP request-response\n');
   try {

@@ -37,6 +37,7 @@ const TOOL_PACKAGES: Record<string, string> = {
   'iptables-save': 'iptables',
   'iptables-restore': 'iptables',
   socat: 'socat',
+  cc: 'build-essential',
   python3: 'python3',
   taskset: 'util-linux',
 };

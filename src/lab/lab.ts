@@ -5,8 +5,9 @@
  *   ${p}hN  host N: eth0 192.0.2.N/24 (MTU 1500) into br0; veth0 10.244.N.1/24 towards its pod
  *   ${p}pN  pod N: eth0 10.244.N.2/24, default route via 10.244.N.1
  *
- * The overlay between hosts is one of three modes (see modes.ts): flannel-ts (our agent),
- * vxlan (kernel VXLAN as flannel's vxlan backend configures it) or host-gw (plain routes).
+ * The overlay between hosts is one of the modes in modes.ts: flannel-ts (our agent), vxlan (kernel
+ * VXLAN as flannel's vxlan backend configures it), host-gw (plain routes), or one of the userspace
+ * references socat and proxy-shape (2 hosts).
  *
  * Always destroy a lab in a finally block; a process-wide exit/signal handler (cleanup.ts) also
  * removes its namespaces if the process dies first, and removeStaleLabNamespaces() removes what a
@@ -129,6 +130,7 @@ export class Lab implements SyncCleanup {
     const tools = ['ip', 'sysctl', 'ping', 'iperf3', 'ss'];
     if (options.mode === 'vxlan') tools.push('bridge');
     if (options.mode === 'socat') tools.push('socat');
+    if (options.mode === 'proxy-shape') tools.push('cc');
     await requireTools(tools);
     const lab = new Lab(
       newPrefix(),

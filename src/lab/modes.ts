@@ -9,21 +9,28 @@
  * - socat: a userspace reference with flannel's wire format: in each host, socat copies between a
  *   TUN device (flannel0, the subnet's network address /16, MTU 1472) and a UDP socket on port
  *   8285 connected to the peer, one IP packet per datagram (2 hosts only).
+ * - proxy-shape: a measurement reference with the shape of flanneld's udp proxy (one thread, poll()
+ *   on flannel0 and a UDP socket on port 8285, one packet per system call, TTL decremented on the
+ *   way out): bench/proxy-shape.c, compiled with `cc -O2` into the lab's temporary directory and
+ *   run in each host namespace, one static peer (2 hosts only). Not flanneld's code.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { runChecked } from './exec.js';
 import type { Lab, LabOptions } from './lab.js';
 
-export type LabMode = 'flannel-ts' | 'vxlan' | 'host-gw' | 'socat';
+export type LabMode = 'flannel-ts' | 'vxlan' | 'host-gw' | 'socat' | 'proxy-shape';
 
-export const LAB_MODES: readonly LabMode[] = ['flannel-ts', 'vxlan', 'host-gw', 'socat'];
+export const LAB_MODES: readonly LabMode[] = ['flannel-ts', 'vxlan', 'host-gw', 'socat', 'proxy-shape'];
 
 /** Pod MTU per mode: the overlay's inner MTU on a 1500-byte underlay. */
 export function podMtuFor(mode: LabMode): number {
   switch (mode) {
     case 'flannel-ts':
     case 'socat':
+    case 'proxy-shape':
       return 1472; // 1500 - IPv4 20 - UDP 8
     case 'vxlan':
       return 1450; // 1500 - IPv4 20 - UDP 8 - VXLAN 8 - Ethernet 14
@@ -42,6 +49,8 @@ export async function setUpMode(lab: Lab, options: LabOptions): Promise<void> {
       return setUpFlannelTs(lab, options);
     case 'socat':
       return setUpSocat(lab);
+    case 'proxy-shape':
+      return setUpProxyShape(lab);
   }
 }
 
@@ -64,6 +73,47 @@ async function setUpSocat(lab: Lab): Promise<void> {
     }
     await lab.execChecked(h, ['ip', 'link', 'set', 'flannel0', 'mtu', '1472']);
   }
+}
+
+async function setUpProxyShape(lab: Lab): Promise<void> {
+  if (lab.hostCount !== 2) throw new Error('the proxy-shape lab connects 2 hosts');
+  // The C source is in a repository checkout's bench/, not in the npm package.
+  const source = join(lab.repoDir, 'bench', 'proxy-shape.c');
+  if (!existsSync(source)) throw new Error(`the proxy-shape lab needs ${source}, which is missing`);
+  // Compiled per lab into its temporary directory, which destroy() removes with the binary.
+  const binary = join(lab.tempDir, 'proxy-shape');
+  await runChecked(['cc', '-O2', '-Wall', '-o', binary, source]);
+  for (const n of lab.hostNumbers()) {
+    const h = lab.hostNs(n);
+    await waitForReady(lab.spawn(h, [binary, lab.hostAddr(n), lab.hostAddr(3 - n)]), `proxy-shape in ${h}`, 5000);
+    await lab.execChecked(h, ['ip', 'addr', 'add', `10.244.${n}.0/16`, 'dev', 'flannel0']);
+    await lab.execChecked(h, ['ip', 'link', 'set', 'flannel0', 'mtu', '1472', 'up']);
+  }
+}
+
+/** Resolves when `child` prints a "ready" line; rejects if it exits first or takes longer than timeoutMs. */
+function waitForReady(child: ChildProcess, what: string, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let stdout = '';
+    let stderr = '';
+    const done = (error?: Error) => {
+      clearTimeout(timer);
+      child.stdout?.off('data', onStdout);
+      child.off('exit', onExit);
+      if (error) reject(error);
+      else resolve();
+    };
+    const onStdout = (d: Buffer) => {
+      stdout += d.toString();
+      if (/^ready$/m.test(stdout)) done();
+    };
+    const onExit = (code: number | null) =>
+      done(new Error(`${what} exited (${String(code)}) before it was ready: ${stderr.trim()}`));
+    const timer = setTimeout(() => done(new Error(`${what} was not ready within ${timeoutMs} ms`)), timeoutMs);
+    child.stdout?.on('data', onStdout);
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.once('exit', onExit);
+  });
 }
 
 async function setUpHostGw(lab: Lab): Promise<void> {
