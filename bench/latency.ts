@@ -15,7 +15,7 @@
  * latency histograms (SIGUSR1 dump) of each flannel-ts lab at the end.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -38,7 +38,7 @@ const AGENT_ARGS: Partial<Record<LatencyForwarder, string[]>> = {
   'flannel-ts': [], // as shipped: --datapath auto
   'flannel-ts-userspace': ['--datapath', 'userspace'],
   'flannel-ts-userspace-io-uring': ['--datapath', 'userspace', '--datapath-wait=io-uring'],
-  'flannel-ts-userspace-spin': ['--datapath', 'userspace', '--datapath-wait=io-uring', '--datapath-spin-us=200'],
+  'flannel-ts-userspace-spin': ['--datapath', 'userspace', '--datapath-spin-us=200'],
 };
 
 /** Pings per second and the interval that gives them. */
@@ -149,21 +149,22 @@ export function parsePingTimes(output: string): number[] {
   return [...output.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]) * 1000);
 }
 
-/** CPU time (user + system, all threads) the lab's agents have used so far, µs; NaN without agents. */
+/** CPU time the lab's agents (every thread) have used so far, µs (schedstat: ns on CPU); NaN without agents. */
 function agentCpuUs(lab: Lab): number {
   if (lab.agents.size === 0) return Number.NaN;
-  let ticks = 0;
+  let ns = 0;
   for (const agent of lab.agents.values()) {
-    // /proc/PID/stat: the fields after the command's closing parenthesis; utime and stime are 14 and 15.
-    const stat = readFileSync(`/proc/${agent.pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    ticks += Number(fields[11]) + Number(fields[12]);
+    const tasks = `/proc/${agent.pid}/task`;
+    for (const tid of readdirSync(tasks)) {
+      try {
+        ns += Number(readFileSync(`${tasks}/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      } catch {
+        // the thread ended between the listing and the read
+      }
+    }
   }
-  return (ticks / CLOCK_TICKS_PER_SECOND) * 1e6;
+  return ns / 1000;
 }
-
-/** USER_HZ: the unit of /proc/PID/stat's CPU times (100 on every Linux architecture we run on). */
-const CLOCK_TICKS_PER_SECOND = 100;
 
 async function pingRtts(lab: Lab, count: number, intervalSec: number): Promise<number[]> {
   const argv = ['ping', '-n', '-c', String(count), '-i', String(intervalSec), '-W', '1', lab.podAddr(2)];

@@ -294,9 +294,11 @@ typedef struct {
   uint32_t gso_segments; /* 0 = UDP GSO off; else the most segments per message */
   uring_t *uring;        /* NULL: TUN reads and writes are plain syscalls */
   struct waiter *waiter; /* waitOpen: reads kept posted in an io_uring of their own */
+  struct spinner *spinner; /* busy-polling after traffic (waitOpen's spinUs, or ringSetSpin); NULL: off */
 } ring_t;
 
 static void waiter_free(ring_t *r);
+static void spinner_free(struct spinner *s);
 
 /* The bytes of slot s, when [off, off + need) lies inside the slab; else NULL. JS owns the
    offsets, so every use is checked: a bad offset is an EINVAL for that packet, never a stray access. */
@@ -313,6 +315,7 @@ static void ring_finalize(napi_env env, void *data, void *hint) {
   /* Reads still posted write into the slab and its arrays: cancel them while the references
      still keep those alive. */
   waiter_free(r);
+  spinner_free(r->spinner);
   uring_free(r->uring);
   for (int i = 0; i < RING_ARRAYS + 1; i++)
     if (r->refs[i]) napi_delete_reference(env, r->refs[i]);
@@ -1213,6 +1216,102 @@ static napi_value str_error(napi_env env, napi_callback_info info) {
   return s;
 }
 
+/* ---------------------------------------------------------------- busy-polling */
+
+/*
+ * After traffic, the answer to what was just forwarded may come soon: busy-polling for a while
+ * before sleeping spares a wake-up (on a virtual machine, waking a halted vCPU costs tens of µs,
+ * several times per round trip). Only where it costs no one: not when more tasks want to run than
+ * there are CPUs; between polls the thread yields, so any runnable task goes first; and a yield
+ * that kept the thread off the CPU long means the CPU is contended: the polling stops and backs off.
+ * Used by the wait in io_uring (waitNext) and by the event loop's engine (spinPoll).
+ */
+/* A sched_yield that kept this thread off the CPU longer than this: another task ran in between,
+   so the CPU is contended (a short task, such as a pod answering, takes a few tens of µs). */
+#define SPIN_YIELD_BUSY_US 500.0
+/* After contention, no busy-polling for this long, doubled each time it is seen again (up to the
+   max), halved back after a spin that saw none: every yield to a CPU-bound task can cost that
+   task's whole time slice, so on a busy machine the thread sleeps and is woken instead. */
+#define SPIN_OFF_MIN_US 10000.0
+#define SPIN_OFF_MAX_US 1000000.0
+#define SPIN_MAX_US 10000u
+
+struct spinner {
+  uint32_t spin_us;   /* how long one spin polls at most */
+  int loadavg_fd;     /* /proc/loadavg (its runnable-task count), or -1: then only yields tell */
+  long cpus;          /* online CPUs */
+  double off_until_us; /* no busy-polling before this (contention was seen) */
+  double off_us;       /* the next back-off after contention (0: SPIN_OFF_MIN_US) */
+  double hits, sleeps, backoffs; /* spinCounts: caught a packet, ran out, met contention */
+};
+
+static struct spinner *spinner_new(uint32_t spin_us) {
+  struct spinner *s = calloc(1, sizeof *s);
+  if (!s) return NULL;
+  s->spin_us = spin_us > SPIN_MAX_US ? SPIN_MAX_US : spin_us;
+  s->loadavg_fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+  s->cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  return s;
+}
+
+static void spinner_free(struct spinner *s) {
+  if (!s) return;
+  if (s->loadavg_fd >= 0) close(s->loadavg_fd);
+  free(s);
+}
+
+/* More tasks want to run than there are CPUs (this thread included): busy-polling would take a
+   CPU from one of them. From /proc/loadavg's 4th field ("running/total"), about 1 µs to read;
+   unknown (no /proc) counts as not contended, and the yields still tell. */
+static int more_runnable_than_cpus(const struct spinner *s) {
+  if (s->loadavg_fd < 0 || s->cpus < 1) return 0;
+  char buf[128];
+  ssize_t n = pread(s->loadavg_fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  const char *p = buf;
+  for (int field = 0; field < 3 && p; field++) {
+    p = strchr(p, ' ');
+    if (p) p++;
+  }
+  return p && strtol(p, NULL, 10) > s->cpus;
+}
+
+/* Calls check(ctx) (> 0: input is ready, 0: none, < 0: -errno) until it finds input, for at most
+   spin_us, yielding in between (once only while backed off or contended); returns what check
+   returned last, or 0 (sleep now). */
+static int spinner_run(struct spinner *s, int (*check)(void *), void *ctx) {
+  double now = mono_us();
+  if (now < s->off_until_us) return check(ctx);
+  if (more_runnable_than_cpus(s)) {
+    s->backoffs++;
+    return check(ctx);
+  }
+  double until = now + s->spin_us;
+  for (;;) {
+    int rc = check(ctx);
+    if (rc != 0) {
+      if (rc > 0) s->hits++;
+      return rc;
+    }
+    double before = mono_us();
+    if (before >= until) break;
+    sched_yield();
+    double after = mono_us();
+    if (after - before > SPIN_YIELD_BUSY_US) {
+      s->off_us = s->off_us < SPIN_OFF_MIN_US       ? SPIN_OFF_MIN_US
+                  : s->off_us * 2 > SPIN_OFF_MAX_US ? SPIN_OFF_MAX_US
+                                                    : s->off_us * 2;
+      s->off_until_us = after + s->off_us;
+      s->backoffs++;
+      return 0;
+    }
+  }
+  s->off_us /= 2; /* a whole spin without contention: back-offs shrink again */
+  s->sleeps++;
+  return 0;
+}
+
 /* ---------------------------------------------------------------- waiting in io_uring */
 
 /*
@@ -1237,14 +1336,6 @@ static napi_value str_error(napi_env env, napi_callback_info info) {
 #define W_CANCEL 64u
 /* Busy-polling (spin_us) only this soon after the last packet: an idle lane sleeps at once. */
 #define W_SPIN_AFTER_US 2000.0
-/* A sched_yield that kept this thread off the CPU longer than this: another task ran in between,
-   so the CPU is contended (a short task, such as a pod answering, takes a few tens of µs). */
-#define W_YIELD_BUSY_US 500.0
-/* After contention, no busy-polling for this long, doubled each time it is seen again (up to the
-   max), halved back after a spin that saw none: every yield to a CPU-bound task can cost that
-   task's whole time slice, so on a busy machine the lane sleeps and is woken instead. */
-#define W_SPIN_OFF_MIN_US 10000.0
-#define W_SPIN_OFF_MAX_US 1000000.0
 /* How long waitClose waits for cancelled requests, at most. */
 #define W_CANCEL_ROUNDS 50
 
@@ -1253,14 +1344,7 @@ struct waiter {
   int tun_fd, udp_fd, wake_fd;
   uint32_t tun_slot, udp_slot;
   unsigned posted;  /* W_TUN | W_UDP | W_WAKE: requests in flight */
-  uint32_t spin_us; /* busy-poll this long before sleeping, while traffic is recent (0: never) */
   double last_data_us; /* when the last packet came (CLOCK_MONOTONIC µs) */
-  double spin_off_until_us; /* no busy-polling before this (contention was seen) */
-  double spin_off_us;       /* the next back-off after contention (0: W_SPIN_OFF_MIN_US) */
-  int loadavg_fd; /* /proc/loadavg (its runnable-task count), or -1: then only yields tell contention */
-  long cpus;      /* online CPUs */
-  /* waitSpinCounts: spins that caught a packet, that ended and slept, that met contention */
-  double spin_hits, spin_sleeps, spin_backoffs;
   unsigned pending; /* SQEs written but not yet submitted */
   struct iovec tun_iov[2];
   struct iovec udp_iov;
@@ -1414,7 +1498,6 @@ static void waiter_free(ring_t *r) {
   if (!w) return;
   if (w->posted) waiter_cancel(r, w->posted);
   uring_free(w->u); /* closing it cancels whatever is still in flight */
-  if (w->loadavg_fd >= 0) close(w->loadavg_fd);
   free(w);
   r->waiter = NULL;
 }
@@ -1454,72 +1537,22 @@ static napi_value wait_open(napi_env env, napi_callback_info info) {
   w->wake_fd = wake_fd;
   w->tun_slot = tun_slot;
   w->udp_slot = udp_slot;
-  w->spin_us = spin_us > 10000 ? 10000 : spin_us;
-  w->loadavg_fd = w->spin_us > 0 ? open("/proc/loadavg", O_RDONLY | O_CLOEXEC) : -1;
-  w->cpus = sysconf(_SC_NPROCESSORS_ONLN);
   r->waiter = w;
+  if (spin_us > 0 && !r->spinner) r->spinner = spinner_new(spin_us);
   return make_int(env, 0);
 }
 
-/* More tasks want to run than there are CPUs (this thread included): busy-polling would take a
-   CPU from one of them. Read from /proc/loadavg's 4th field ("running/total"), about 1 µs;
-   unknown (no /proc) counts as not contended, and the yields still tell. */
-static int more_runnable_than_cpus(struct waiter *w) {
-  if (w->loadavg_fd < 0 || w->cpus < 1) return 0;
-  char buf[128];
-  ssize_t n = pread(w->loadavg_fd, buf, sizeof buf - 1, 0);
-  if (n <= 0) return 0;
-  buf[n] = 0;
-  const char *p = buf;
-  for (int field = 0; field < 3 && p; field++) {
-    p = strchr(p, ' ');
-    if (p) p++;
-  }
-  return p && strtol(p, NULL, 10) > w->cpus;
+/* waiter_spin's check: what completed, without waiting (W_* bits), or -errno. */
+static int waiter_check(void *ctx) {
+  ring_t *r = ctx;
+  int rc = waiter_enter(r->waiter, 0, 0);
+  return rc < 0 ? rc : (int)waiter_reap(r);
 }
 
-/*
- * Traffic in the last W_SPIN_AFTER_US: the answer to what was just forwarded may come soon, so poll
- * without sleeping for up to spin_us, sparing the wake-up (on a virtual machine, waking a halted
- * vCPU costs tens of µs, several times per round trip). Only where it costs no one: not when more
- * tasks want to run than there are CPUs; between polls the thread yields, so any runnable task goes
- * first; and a yield that kept it off the CPU long means the CPU is contended: the spin stops and
- * backs off (W_SPIN_OFF_*). Returns the W_* bits
- * of what came (0: nothing, sleep) or -errno.
- */
+/* Busy-polls (spinner_run) while a packet came in the last W_SPIN_AFTER_US: W_* bits, 0, -errno. */
 static int waiter_spin(ring_t *r) {
-  struct waiter *w = r->waiter;
-  double now = mono_us();
-  if (w->spin_us == 0 || now - w->last_data_us >= W_SPIN_AFTER_US || now < w->spin_off_until_us) return 0;
-  if (more_runnable_than_cpus(w)) {
-    w->spin_backoffs++;
-    return 0;
-  }
-  double until = now + w->spin_us;
-  for (;;) {
-    int rc = waiter_enter(w, 0, 0);
-    if (rc < 0) return rc;
-    unsigned ev = waiter_reap(r);
-    if (ev) {
-      w->spin_hits++;
-      return (int)ev;
-    }
-    double before = mono_us();
-    if (before >= until) break;
-    sched_yield();
-    double after = mono_us();
-    if (after - before > W_YIELD_BUSY_US) {
-      w->spin_off_us = w->spin_off_us < W_SPIN_OFF_MIN_US ? W_SPIN_OFF_MIN_US
-                       : w->spin_off_us * 2 > W_SPIN_OFF_MAX_US ? W_SPIN_OFF_MAX_US
-                                                                : w->spin_off_us * 2;
-      w->spin_off_until_us = after + w->spin_off_us;
-      w->spin_backoffs++;
-      return 0;
-    }
-  }
-  w->spin_off_us /= 2; /* a whole spin without contention: back-offs shrink again */
-  w->spin_sleeps++;
-  return 0;
+  if (!r->spinner || mono_us() - r->waiter->last_data_us >= W_SPIN_AFTER_US) return 0;
+  return spinner_run(r->spinner, waiter_check, r);
 }
 
 /*
@@ -1571,17 +1604,17 @@ static napi_value wait_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* waitSpinCounts(ring) -> [hits, sleeps, backoffs] | null (the ring does not wait): what the
-   busy-polling did (waiter_spin): caught a packet, ended and slept, stopped at contention. */
-static napi_value wait_spin_counts(napi_env env, napi_callback_info info) {
+/* spinCounts(ring) -> [hits, sleeps, backoffs] | null (no busy-polling on this ring): what the
+   busy-polling did (spinner_run): spins that caught a packet, ran out and slept, met contention. */
+static napi_value spin_counts(napi_env env, napi_callback_info info) {
   ring_t *r = only_ring_arg(env, info);
   if (!r) return NULL;
   napi_value arr;
-  if (!r->waiter) {
+  if (!r->spinner) {
     CHECK(napi_get_null(env, &arr));
     return arr;
   }
-  const double counts[3] = {r->waiter->spin_hits, r->waiter->spin_sleeps, r->waiter->spin_backoffs};
+  const double counts[3] = {r->spinner->hits, r->spinner->sleeps, r->spinner->backoffs};
   CHECK(napi_create_array_with_length(env, 3, &arr));
   for (uint32_t i = 0; i < 3; i++) {
     napi_value v;
@@ -1589,6 +1622,53 @@ static napi_value wait_spin_counts(napi_env env, napi_callback_info info) {
     CHECK(napi_set_element(env, arr, i, v));
   }
   return arr;
+}
+
+/* ringSetSpin(ring, spinUs) -> 0 | -ENOMEM: busy-polling of up to spinUs (capped at 10 ms) for
+   spinPoll (0: off). A wait in io_uring opened later keeps it. */
+static napi_value ring_set_spin(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  uint32_t spin_us;
+  if (get_args(env, info, 2, argv)) return NULL;
+  ring_t *r = get_ring(env, argv[0]);
+  if (!r || get_u32(env, argv[1], &spin_us)) return NULL;
+  spinner_free(r->spinner);
+  r->spinner = spin_us > 0 ? spinner_new(spin_us) : NULL;
+  return make_int(env, spin_us > 0 && !r->spinner ? -ENOMEM : 0);
+}
+
+struct poll_pair {
+  struct pollfd fds[2];
+  nfds_t n;
+};
+
+/* spin_poll's check: 1 = the first fd is readable, 2 = the second, or -errno. */
+static int poll_check(void *ctx) {
+  struct poll_pair *pp = ctx;
+  int rc = poll(pp->fds, pp->n, 0);
+  if (rc < 0) return errno == EINTR ? 0 : -errno;
+  int bits = 0;
+  for (nfds_t i = 0; i < pp->n; i++)
+    if (pp->fds[i].revents) bits |= 1 << i;
+  return bits;
+}
+
+/*
+ * spinPoll(ring, fdA, fdB) -> bits | -errno: busy-polls (ringSetSpin) until fdA (bit 1) or fdB
+ * (bit 2; -1: none) is readable, or the spin runs out or meets contention (0). For an event-loop
+ * thread right after it forwarded: it then forwards what is ready without a wake-up. 0 at once
+ * when the ring has no busy-polling.
+ */
+static napi_value spin_poll(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int32_t fd_a, fd_b;
+  if (get_args(env, info, 3, argv)) return NULL;
+  ring_t *r = get_ring(env, argv[0]);
+  if (!r || get_i32(env, argv[1], &fd_a) || get_i32(env, argv[2], &fd_b)) return NULL;
+  if (!r->spinner) return make_int(env, 0);
+  struct poll_pair pp = {.fds = {{.fd = fd_a, .events = POLLIN}, {.fd = fd_b, .events = POLLIN}},
+                         .n = fd_b >= 0 ? 2 : 1};
+  return make_int(env, spinner_run(r->spinner, poll_check, &pp));
 }
 
 /* datagramPair() -> [fd, fd] | -errno: an AF_UNIX datagram socket pair (non-blocking): a stand-in
@@ -1805,7 +1885,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"threadSetSlice", NULL, thread_set_slice, NULL, NULL, NULL, napi_enumerable, NULL},
       {"waitNext", NULL, wait_next, NULL, NULL, NULL, napi_enumerable, NULL},
       {"waitClose", NULL, wait_close, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"waitSpinCounts", NULL, wait_spin_counts, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"spinCounts", NULL, spin_counts, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"ringSetSpin", NULL, ring_set_spin, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"spinPoll", NULL, spin_poll, NULL, NULL, NULL, napi_enumerable, NULL},
       {"eventfdOpen", NULL, eventfd_open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"datagramPair", NULL, datagram_pair, NULL, NULL, NULL, napi_enumerable, NULL},
       {"eventfdSignal", NULL, eventfd_signal, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -219,7 +219,10 @@ export class Datapath {
       const config = { ...forwarderConfig(options.subnet, options.port, mtu), tunGro: tunVnet };
       const workers = options.workers ?? 1;
       if (workers === 2) {
-        lanes = new WorkerLanes(setup, tunFd, udpFd, config, { sliceUs: options.datapathSliceUs });
+        lanes = new WorkerLanes(setup, tunFd, udpFd, config, {
+          sliceUs: options.datapathSliceUs,
+          spinUs: options.datapathSpinUs,
+        });
       } else if (options.datapathWait === 'io-uring') {
         lanes = new WorkerLanes(setup, tunFd, udpFd, config, {
           waiting: true,
@@ -230,7 +233,7 @@ export class Datapath {
         warmUp(setup, config); // this thread forwards: its code is compiled before the first packet
         const lane = new Lane(setup, tunFd, udpFd, config, newCounters(), 'both');
         lanes = lane;
-        lane.start();
+        lane.start(options.datapathSpinUs ?? 0);
       }
       return new Datapath(options, tunFd, udpFd, lanes, tunTso, tunUso, workers, fastPath, start.reason ?? null);
     } catch (err) {

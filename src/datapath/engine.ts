@@ -1,7 +1,7 @@
 // Drives a Forwarder from fd readiness (libuv's poll, level-triggered, on this thread). Each
 // wake-up moves a few batches of one direction and returns to the event loop, so the two
 // directions and the control plane take turns. A lane in a worker thread drives one direction.
-import { shim, type PollHandle } from '../native/shim.js';
+import { shim, type PollHandle, type RingHandle } from '../native/shim.js';
 import type { Forwarder } from './forwarder.js';
 
 /** Which way an engine forwards: tx = flannel0 -> UDP, rx = UDP -> flannel0. */
@@ -9,6 +9,9 @@ export type Directions = 'both' | 'tx' | 'rx';
 
 /** Batches per wake-up: bounds how long one direction holds the thread. */
 const BATCHES_PER_WAKE = 8;
+
+/** Busy-polling rounds per wake-up at most (each at most --datapath-spin-us). */
+const SPINS_PER_WAKE = 8;
 
 export class DatapathEngine {
   private tunWatch: PollHandle | null = null;
@@ -22,18 +25,57 @@ export class DatapathEngine {
     private readonly directions: Directions = 'both',
   ) {}
 
-  start(): void {
+  /**
+   * ring: the lane's ring; with busy-polling set on it (ringSetSpin), a wake-up that forwarded
+   * polls on for what answers it before returning to the event loop (shim.spinPoll), at most
+   * SPINS_PER_WAKE times, so the control plane on this thread waits a few spins at most.
+   */
+  start(ring: RingHandle | null = null): void {
     if (this.tunWatch || this.udpWatch) return;
     const fwd = this.forwarder,
       batch = this.batch;
-    if (this.directions !== 'rx') {
+    const tx = this.directions !== 'rx',
+      rx = this.directions !== 'tx';
+    const tunFd = tx ? this.tunFd : -1,
+      udpFd = rx ? this.udpFd : -1;
+    const forwardTx = (): number => {
+      let moved = 0;
+      for (let k = 0; k < BATCHES_PER_WAKE; k++) {
+        const n = fwd.tunToUdp();
+        moved += n;
+        if (n < batch) break;
+      }
+      return moved;
+    };
+    const forwardRx = (): number => {
+      let moved = 0;
+      for (let k = 0; k < BATCHES_PER_WAKE; k++) {
+        const n = fwd.udpToTun();
+        moved += n;
+        if (n < batch) break;
+      }
+      return moved;
+    };
+    // spinPoll's bits: 1 for its first fd, 2 for its second (the first is flannel0 unless rx only).
+    const spinOn = (): void => {
+      if (ring === null) return;
+      const first = tx ? tunFd : udpFd,
+        second = tx ? udpFd : -1;
+      for (let spins = 0; spins < SPINS_PER_WAKE; spins++) {
+        const bits = shim.spinPoll(ring, first, second);
+        if (bits <= 0) return;
+        if (tx && bits & 1) forwardTx();
+        if ((tx ? bits & 2 : bits & 1) && rx) forwardRx();
+      }
+    };
+    if (tx) {
       this.tunWatch = shim.pollStart(this.tunFd, false, () => {
-        for (let k = 0; k < BATCHES_PER_WAKE; k++) if (fwd.tunToUdp() < batch) break;
+        if (forwardTx() > 0) spinOn();
       });
     }
-    if (this.directions !== 'tx') {
+    if (rx) {
       this.udpWatch = shim.pollStart(this.udpFd, false, () => {
-        for (let k = 0; k < BATCHES_PER_WAKE; k++) if (fwd.udpToTun() < batch) break;
+        if (forwardRx() > 0) spinOn();
       });
     }
   }

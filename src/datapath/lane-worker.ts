@@ -85,7 +85,7 @@ try {
   warmUp(init.setup, init.config);
   lane = new Lane(init.setup, init.tunFd, init.udpFd, init.config, init.counters, init.direction, init.latency);
   // Waiting in io_uring where asked and possible; else (no io_uring here) the event loop.
-  if (init.wakeFd < 0 || lane.startWaiting(init.wakeFd, init.spinUs) < 0) lane.start();
+  if (init.wakeFd < 0 || lane.startWaiting(init.wakeFd, init.spinUs) < 0) lane.start(init.spinUs);
 } catch (err) {
   fail(err);
   throw err;

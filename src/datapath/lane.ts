@@ -87,6 +87,8 @@ export class Lane implements Lanes {
   private waitWant = 0;
   private waitOpen = false;
   private closed = false;
+  /** Busy-polling after traffic in the event loop (start's spinUs); 0: off. */
+  private spinUs = 0;
 
   constructor(
     setup: LaneSetup,
@@ -141,11 +143,19 @@ export class Lane implements Lanes {
     if (running) this.start();
   }
 
-  start(): void {
+  /**
+   * Forwards from the event loop's readiness callbacks. spinUs (0: never): after a wake-up that
+   * forwarded, busy-poll up to that long for the answer before returning to the event loop
+   * (ringSetSpin); kept for later starts.
+   */
+  start(spinUs?: number): void {
     if (this.engine !== null || this.closed) return;
+    if (spinUs !== undefined && spinUs !== this.spinUs) {
+      if (shim.ringSetSpin(this.ring, spinUs) === 0) this.spinUs = spinUs;
+    }
     this.engine = new DatapathEngine(this.forwarder, this.tunFd, this.udpFd, this.slab.batch, this.directions);
     try {
-      this.engine.start();
+      this.engine.start(this.spinUs > 0 ? this.ring : null);
     } catch (err) {
       this.stopPolling(); // the first watcher may have started: none may outlive a failed start
       throw err;

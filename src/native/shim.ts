@@ -113,10 +113,22 @@ export interface Shim {
   /** Cancels what is posted and closes the wait's io_uring. Idempotent. */
   waitClose(ring: RingHandle): void;
   /**
-   * What the busy-polling after traffic did since waitOpen: [spins that caught a packet, spins that
-   * ended and slept, spins stopped because another task wanted the CPU]; null if the ring does not wait.
+   * What the ring's busy-polling after traffic did so far: [spins that caught a packet, spins that
+   * ran out and slept, spins stopped (or not started) because other tasks wanted the CPU]; null if
+   * the ring does not busy-poll.
    */
-  waitSpinCounts(ring: RingHandle): [number, number, number] | null;
+  spinCounts(ring: RingHandle): [number, number, number] | null;
+  /**
+   * Busy-polling of up to spinUs (capped at 10 ms; 0: off) for spinPoll. It yields the CPU between
+   * polls and does not run while more tasks want to run than there are CPUs. 0 or -errno.
+   */
+  ringSetSpin(ring: RingHandle, spinUs: number): number;
+  /**
+   * Right after forwarding: busy-polls (ringSetSpin) until fdA (bit 1) or fdB (bit 2; -1: none)
+   * is readable (the bits), or the spin runs out or meets contention (0). 0 at once without
+   * busy-polling. -errno if poll failed.
+   */
+  spinPoll(ring: RingHandle, fdA: number, fdB: number): number;
   /**
    * Asks the scheduler for a time slice of sliceUs for the calling thread (sched_setattr's
    * sched_runtime; EEVDF, Linux 6.12+): shorter than a CPU-bound task's, its wake-ups preempt that

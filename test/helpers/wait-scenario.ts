@@ -126,7 +126,7 @@ out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
   send('spin');
   const got = shim.waitNext(spinRing, 2000, BOTH);
   const idle = timed(() => shim.waitNext(spinRing, 50, BOTH));
-  const afterIdle = shim.waitSpinCounts(spinRing);
+  const afterIdle = shim.spinCounts(spinRing);
   shim.waitClose(spinRing);
   shim.closeFd(spinWake);
 
@@ -155,7 +155,7 @@ out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
     Atomics.store(go, 0, 1);
     Atomics.notify(go, 0);
     const caught = timed(() => shim.waitNext(hitRing, 2000, BOTH));
-    tries.push({ first, caught, counts: shim.waitSpinCounts(hitRing) });
+    tries.push({ first, caught, counts: shim.spinCounts(hitRing) });
     await once(sender, 'exit');
     if (tries.at(-1)!.counts![0] > 0) break;
     await sleep(20 << attempt); // the back-off (10 ms, doubling) runs out
@@ -175,12 +175,23 @@ out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
   send('traffic');
   shim.waitNext(busyRing, 2000, BOTH);
   const contended = timed(() => shim.waitNext(busyRing, 50, BOTH));
-  const afterContention = shim.waitSpinCounts(busyRing);
+  const afterContention = shim.spinCounts(busyRing);
   hog.kill('SIGTERM');
   await once(hog, 'exit');
   execFileSync('taskset', ['-pc', `0-${availableParallelism() - 1}`, String(process.pid)], { stdio: 'ignore' });
   shim.waitClose(busyRing);
   shim.closeFd(busyWake);
+  // The event loop's busy-polling (ringSetSpin + spinPoll): nothing comes, then a datagram does.
+  const pollRing = createRing(slab);
+  const noSpin = shim.spinPoll(pollRing, udpFd, -1);
+  shim.ringSetSpin(pollRing, 3000);
+  const quiet = timed(() => shim.spinPoll(pollRing, udpFd, -1));
+  const quietCounts = shim.spinCounts(pollRing);
+  send('ready to read');
+  const ready = shim.spinPoll(pollRing, tunFd, udpFd);
+  shim.udpRecv(pollRing, udpFd, slab.rxFirst, 8);
+  out['spinPoll'] = { noSpin, quiet, quietCounts, ready, readyCounts: shim.spinCounts(pollRing) };
+
   out['spin'] = { got, idle, afterIdle, tries, contended, afterContention };
 }
 

@@ -44,6 +44,7 @@ interface Outcome {
     contended: Timed;
     afterContention: number[];
   };
+  spinPoll: { noSpin: number; quiet: Timed; quietCounts: number[]; ready: number; readyCounts: number[] };
   warmUpVnet: number;
   warmUpPlain: number;
   workerLanes: {
@@ -138,6 +139,19 @@ describe('waiting for packets in io_uring', () => {
     assert.equal(r.spin.contended.ev, 0);
     assert.deepEqual(r.spin.afterContention, [0, 0, 1], 'the spin met contention and backed off');
     assert.ok(r.spin.contended.ms >= 50 && r.spin.contended.ms < 1000, `${r.spin.contended.ms} ms`);
+  });
+
+  it('the event loop busy-polls (spinPoll) only where asked: polls, runs out, sees a readable fd', () => {
+    const p = r.spinPoll;
+    assert.equal(p.noSpin, 0, 'no busy-polling set: 0 at once');
+    assert.equal(p.quiet.ev, 0);
+    const [hits, sleeps, backoffs] = p.quietCounts;
+    assert.equal(hits, 0);
+    assert.equal(sleeps + backoffs, 1);
+    // Ran out after about 3 ms, unless other tasks wanted the CPU (then it polled once).
+    if (sleeps === 1) assert.ok(p.quiet.ms >= 2.5 && p.quiet.ms < 1000, `${p.quiet.ms} ms of polling`);
+    assert.equal(p.ready, 2, 'the second fd (the socket) is readable');
+    assert.equal(p.readyCounts[0], 1, 'one hit');
   });
 
   it('a Lane that waits forwards both ways (the warm-up: every packet it was given)', () => {
