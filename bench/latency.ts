@@ -26,7 +26,7 @@ export const LATENCY_FORWARDERS = [
   'flannel-ts',
   'flannel-ts-userspace',
   'flannel-ts-userspace-io-uring',
-  'flannel-ts-userspace-spin',
+  'flannel-ts-userspace-no-spin',
   'socat',
   'proxy-shape',
   'vxlan',
@@ -38,7 +38,7 @@ const AGENT_ARGS: Partial<Record<LatencyForwarder, string[]>> = {
   'flannel-ts': [], // as shipped: --datapath auto
   'flannel-ts-userspace': ['--datapath', 'userspace'],
   'flannel-ts-userspace-io-uring': ['--datapath', 'userspace', '--datapath-wait=io-uring'],
-  'flannel-ts-userspace-spin': ['--datapath', 'userspace', '--datapath-spin-us=200'],
+  'flannel-ts-userspace-no-spin': ['--datapath', 'userspace', '--datapath-spin-us=0'],
 };
 
 /** Pings per second and the interval that gives them. */
@@ -354,7 +354,7 @@ export function latencyTables(run: LatencyRun): string {
       out.push(`| ${f} | ${cells.join(' | ')} |`);
     }
     out.push('');
-    for (const [f, rate] of ['flannel-ts', 'flannel-ts-userspace', 'flannel-ts-userspace-spin'].flatMap((f) =>
+    for (const [f, rate] of ['flannel-ts', 'flannel-ts-userspace', 'flannel-ts-userspace-no-spin'].flatMap((f) =>
       PING_RATES.map((r) => [f, r] as const),
     )) {
       const p = run.pings.find((r) => r.forwarder === f && r.load === load && r.perSecond === rate.perSecond);

@@ -66,7 +66,7 @@ export interface DatapathOptions {
    * that its wake-ups preempt CPU-bound work at once (EEVDF, Linux 6.12+). Default 0.
    */
   readonly datapathSliceUs?: number;
-  /** With datapathWait 'io-uring': µs each wait busy-polls before it sleeps, after traffic (0: never; default). */
+  /** µs the forwarding thread busy-polls for the answer before it sleeps, after traffic (0: never; default). */
   readonly datapathSpinUs?: number;
 }
 

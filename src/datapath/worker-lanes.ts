@@ -36,7 +36,7 @@ export interface WorkerLanesOptions {
   readonly waiting?: boolean;
   /** The scheduler time slice each worker asks for (threadSetSlice), µs; 0 = the default. */
   readonly sliceUs?: number;
-  /** A waiting lane busy-polls this long before it sleeps, while traffic is recent (µs; 0: never). */
+  /** The lane busy-polls this long for the answer before it sleeps, after traffic (µs; 0: never). */
   readonly spinUs?: number;
 }
 

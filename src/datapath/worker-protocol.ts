@@ -13,7 +13,7 @@ export interface LaneWorkerInit {
   readonly wakeFd: number;
   /** The scheduler time slice the thread asks for (shim.threadSetSlice), µs; 0 = the default. */
   readonly sliceUs: number;
-  /** A waiting lane busy-polls this long before it sleeps, while traffic is recent (µs; 0: never). */
+  /** The lane busy-polls this long for the answer before it sleeps, after traffic (µs; 0: never). */
   readonly spinUs: number;
   readonly setup: LaneSetup;
   readonly tunFd: number;

@@ -392,8 +392,8 @@ describe('--datapath-wait and --datapath-slice-us', () => {
     flagError([...S, '--datapath-slice-us=200000'], /^--datapath-slice-us: "200000" is not an integer in 0\.\.100000$/);
   });
 
-  test('no busy-polling by default; --datapath-spin-us 0..10000', () => {
-    assert.equal(staticMode(S).datapathSpinUs, 0);
+  test('busy-polling of 200 µs by default; --datapath-spin-us 0..10000', () => {
+    assert.equal(staticMode(S).datapathSpinUs, 200);
     assert.equal(registry(['-datapath-spin-us=50']).datapathSpinUs, 50);
     flagError([...S, '--datapath-spin-us=20000'], /^--datapath-spin-us: "20000" is not an integer in 0\.\.10000$/);
   });
