@@ -1,8 +1,9 @@
 /**
  * Round trip of a lone packet, side by side (issue 14): every forwarder's two-host lab is built
  * first and kept up (flannel-ts as shipped: the kernel fast path where it loads; flannel-ts with the
- * userspace datapath alone, in the event loop and waiting in io_uring; socat as a userspace
- * TUN<->UDP reference with flannel's wire format; proxy-shape, a C forwarder with the shape of
+ * userspace datapath alone: as shipped (waiting in io_uring, busy-polling after traffic), in the
+ * event loop, and without busy-polling; socat as a userspace TUN<->UDP reference with flannel's
+ * wire format; proxy-shape, a C forwarder with the shape of
  * flanneld's udp proxy (bench/proxy-shape.c), as its stand-in; kernel VXLAN; host-gw); then, quiet and
  * busy (a CPU-bound process pinned to every core), R interleaved rounds ping from pod 1 to pod 2
  * through every lab in turn at 2,000 and 200 pings/s, the starting lab rotating per round, and a
@@ -25,7 +26,7 @@ import { Lab, removeStaleLabNamespaces, type LabMode } from '../src/lab/index.js
 export const LATENCY_FORWARDERS = [
   'flannel-ts',
   'flannel-ts-userspace',
-  'flannel-ts-userspace-io-uring',
+  'flannel-ts-userspace-event-loop',
   'flannel-ts-userspace-no-spin',
   'socat',
   'proxy-shape',
@@ -37,7 +38,7 @@ export type LatencyForwarder = (typeof LATENCY_FORWARDERS)[number];
 const AGENT_ARGS: Partial<Record<LatencyForwarder, string[]>> = {
   'flannel-ts': [], // as shipped: --datapath auto
   'flannel-ts-userspace': ['--datapath', 'userspace'],
-  'flannel-ts-userspace-io-uring': ['--datapath', 'userspace', '--datapath-wait=io-uring'],
+  'flannel-ts-userspace-event-loop': ['--datapath', 'userspace', '--datapath-wait=event-loop'],
   'flannel-ts-userspace-no-spin': ['--datapath', 'userspace', '--datapath-spin-us=0'],
 };
 

@@ -28,7 +28,7 @@ import { FileKvStore } from '../src/subnet/file-kv.js';
  */
 export const BENCH_FORWARDERS = [
   'flannel-ts',
-  'flannel-ts-io-uring-wait',
+  'flannel-ts-event-loop',
   'flannel-ts-workers',
   'flannel-ts-no-uring',
   'flannel-ts-tun-offloads',
@@ -43,7 +43,7 @@ export const BENCH_FORWARDERS = [
 export type BenchForwarder = (typeof BENCH_FORWARDERS)[number];
 
 const FLANNEL_TS_STEPS: Partial<Record<BenchForwarder, string[]>> = {
-  'flannel-ts-io-uring-wait': ['--datapath-wait=io-uring'],
+  'flannel-ts-event-loop': ['--datapath-wait=event-loop'],
   'flannel-ts-workers': ['--workers', '2'],
   'flannel-ts-no-uring': ['--io-uring=false'],
   'flannel-ts-tun-offloads': ['--offloads=tun', '--io-uring=false'],
@@ -581,11 +581,11 @@ export function summarizeRounds(results: readonly ModeResult[]): ModeResult[] {
 
 const MODE_LABELS: Record<BenchForwarder, string> = {
   'flannel-ts':
-    'flannel-ts --datapath userspace (this build: batching + TUN offloads + UDP GSO/GRO + io_uring, on the main thread)',
-  'flannel-ts-io-uring-wait':
-    'flannel-ts --datapath userspace --datapath-wait=io-uring (a forwarding thread waiting in io_uring)',
+    'flannel-ts --datapath userspace (this build: batching + TUN offloads + UDP GSO/GRO + io_uring, a forwarding thread waiting in io_uring)',
+  'flannel-ts-event-loop':
+    'flannel-ts --datapath userspace --datapath-wait=event-loop (forwarding on the main thread, beside the control plane)',
   'flannel-ts-workers': 'flannel-ts --workers 2 (the default + a worker thread per direction)',
-  'flannel-ts-no-uring': 'flannel-ts --io-uring=false (batching + TUN offloads + UDP GSO/GRO)',
+  'flannel-ts-no-uring': 'flannel-ts --io-uring=false (batching + TUN offloads + UDP GSO/GRO, in the event loop)',
   'flannel-ts-tun-offloads': 'flannel-ts --offloads=tun --io-uring=false (batching + TSO reads, GRO writes)',
   'flannel-ts-no-offload': 'flannel-ts --no-offload --io-uring=false (batching only)',
   'flannel-ts-kernel': 'flannel-ts --datapath kernel (TC-eBPF fast path, veth offloads as they are)',

@@ -227,10 +227,10 @@ Both modes (the udp backend's datapath; vxlan and host-gw leave forwarding to th
                           the fast path. The "forwarding" line says which runs (datapath=...) and why
   --workers N           forwarding threads: 1 = the main thread (default), 2 = a worker thread per
                           direction (flannel0 -> UDP, UDP -> flannel0), for hosts where one core is the limit
-  --datapath-wait MODE  with --workers 1, how the forwarding thread waits for packets: event-loop
-                          (default) = the main thread's event loop, beside the control plane; io-uring =
-                          a thread of its own blocks in one io_uring_enter that waits and reads, with
-                          reads kept posted on flannel0 and the socket
+  --datapath-wait MODE  with --workers 1, how the forwarding thread waits for packets: io-uring (default;
+                          event-loop with --io-uring=false) = a thread of its own blocks in one
+                          io_uring_enter that waits and reads, with reads kept posted on flannel0 and the
+                          socket; event-loop = the main thread's event loop, beside the control plane
   --datapath-slice-us N the scheduler time slice forwarding worker threads ask for, 100..100000 µs, or 0 for
                           the kernel's default (default 100: their wake-ups preempt CPU-bound work at once)
   --datapath-spin-us N  after forwarding, busy-poll up to N µs (0..10000) for the answer before sleeping, sparing
@@ -343,13 +343,15 @@ function offloadsOf(noOffload: boolean, list: string | undefined): Offloads {
 }
 
 /**
- * The default is event-loop: in a quiet latency bench (3 rounds, docs/latency.md) the io-uring lane
- * was slower at 200 pings/s (402 vs 306 µs average) and in 1-byte TCP transactions (3,408 vs 4,679/s),
- * faster only at 2,000 pings/s (173 vs 198 µs), and it costs about a quarter more agent CPU per
- * gigabit under bulk traffic. The default datapath is the kernel fast path anyway where it loads.
+ * The default is io-uring (event-loop with --io-uring=false): with busy-polling after traffic (the
+ * default --datapath-spin-us), the io-uring lane had the shortest round trips in the latency bench
+ * (101 against 162 µs average at 2,000 pings/s, 5,113 against 4,521 one-byte TCP transactions/s)
+ * and, in the same build's throughput bench, TCP 0.70 of VXLAN against 0.63 with 1.74x VXLAN's CPU
+ * per gigabit against 1.94x (docs/latency.md). Where io_uring cannot wait, the lane's thread falls
+ * back to its own event loop.
  */
-function datapathWaitOf(value: string | undefined): DatapathWait {
-  if (value === undefined) return 'event-loop';
+function datapathWaitOf(value: string | undefined, ioUring: boolean): DatapathWait {
+  if (value === undefined) return ioUring ? 'io-uring' : 'event-loop';
   if (value !== 'io-uring' && value !== 'event-loop')
     throw new FlagError(`--datapath-wait: "${value}" is not one of io-uring, event-loop`);
   return value;
@@ -436,7 +438,7 @@ function staticFlags(values: Map<string, string | string[] | boolean>): StaticFl
     ioUring: values.get('io-uring') !== false,
     workers: integer('workers', str('workers'), 1, 1, 2) as 1 | 2,
     datapath: datapathOf(str('datapath')),
-    datapathWait: datapathWaitOf(str('datapath-wait')),
+    datapathWait: datapathWaitOf(str('datapath-wait'), values.get('io-uring') !== false),
     datapathSliceUs: sliceOf(str('datapath-slice-us')),
     datapathSpinUs: integer('datapath-spin-us', str('datapath-spin-us'), DEFAULT_SPIN_US, 0, 10_000),
     logLevel: logLevelOf(str('log-level'), str('v')),
@@ -546,7 +548,7 @@ function registryFlags(cli: Map<string, string | string[] | boolean>, env: NodeJ
     ioUring: bool('io-uring', true),
     workers: integer('workers', str('workers'), 1, 1, 2) as 1 | 2,
     datapath: datapathOf(str('datapath')),
-    datapathWait: datapathWaitOf(str('datapath-wait')),
+    datapathWait: datapathWaitOf(str('datapath-wait'), bool('io-uring', true)),
     datapathSliceUs: sliceOf(str('datapath-slice-us')),
     datapathSpinUs: integer('datapath-spin-us', str('datapath-spin-us'), DEFAULT_SPIN_US, 0, 10_000),
     logLevel: logLevelOf(str('log-level'), str('v')),

@@ -372,10 +372,12 @@ describe('--etcd-api', () => {
 
 describe('--datapath-wait and --datapath-slice-us', () => {
   const S = ['--network', '10.244.0.0/16', '--subnet', '10.244.1.0/24'];
-  test('event-loop by default, io-uring when asked; FLANNELD_DATAPATH_WAIT', () => {
-    assert.equal(staticMode(S).datapathWait, 'event-loop');
-    assert.equal(registry([]).datapathWait, 'event-loop');
+  test('io-uring by default (event-loop with --io-uring=false), either when asked; FLANNELD_DATAPATH_WAIT', () => {
+    assert.equal(staticMode(S).datapathWait, 'io-uring');
+    assert.equal(registry([]).datapathWait, 'io-uring');
     assert.equal(staticMode([...S, '--io-uring=false']).datapathWait, 'event-loop');
+    assert.equal(registry(['-io-uring=false']).datapathWait, 'event-loop');
+    assert.equal(staticMode([...S, '--datapath-wait=event-loop']).datapathWait, 'event-loop');
     assert.equal(staticMode([...S, '--datapath-wait=io-uring']).datapathWait, 'io-uring');
     assert.equal(registry(['-datapath-wait', 'io-uring']).datapathWait, 'io-uring');
     assert.equal(registry([], { FLANNELD_DATAPATH_WAIT: 'io-uring' }).datapathWait, 'io-uring');
