@@ -38,24 +38,20 @@ export class DatapathEngine {
       rx = this.directions !== 'tx';
     const tunFd = tx ? this.tunFd : -1,
       udpFd = rx ? this.udpFd : -1;
-    const forwardTx = (): number => {
+    // A few batches of one direction (fewer once a batch comes back short): packets moved.
+    const batches = (step: () => number): number => {
       let moved = 0;
       for (let k = 0; k < BATCHES_PER_WAKE; k++) {
-        const n = fwd.tunToUdp();
+        const n = step();
         moved += n;
         if (n < batch) break;
       }
       return moved;
     };
-    const forwardRx = (): number => {
-      let moved = 0;
-      for (let k = 0; k < BATCHES_PER_WAKE; k++) {
-        const n = fwd.udpToTun();
-        moved += n;
-        if (n < batch) break;
-      }
-      return moved;
-    };
+    const tunToUdp = (): number => fwd.tunToUdp(),
+      udpToTun = (): number => fwd.udpToTun();
+    const forwardTx = (): number => batches(tunToUdp);
+    const forwardRx = (): number => batches(udpToTun);
     // spinPoll's bits: 1 for its first fd, 2 for its second (the first is flannel0 unless rx only).
     const spinOn = (): void => {
       if (ring === null) return;
