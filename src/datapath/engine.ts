@@ -1,6 +1,7 @@
 // Drives a Forwarder from fd readiness (libuv's poll, level-triggered, on this thread). Each
-// wake-up moves a few batches of one direction and returns to the event loop, so the two
-// directions and the control plane take turns. A lane in a worker thread drives one direction.
+// wake-up moves a few batches of one direction, then, with busy-polling, what answers them (either
+// direction, a bounded number of spins), and returns to the event loop, so the directions and the
+// control plane take turns. A lane in a worker thread drives one direction.
 import { shim, type PollHandle, type RingHandle } from '../native/shim.js';
 import type { Forwarder } from './forwarder.js';
 
