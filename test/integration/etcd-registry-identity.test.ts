@@ -66,9 +66,11 @@ describe('etcd: lease revocation and registry identity (real etcd in a private n
     await etcd.stop();
     rmSync(etcd.dataDir, { recursive: true, force: true });
     await etcd.start();
+    // The reset may be seen by another request than the watch's (then its report can come after the
+    // watch ended): wait for both.
     await waitUntil(
-      'the watch to end as compacted',
-      () => log.compacted === 1,
+      'the watch to end as compacted and the reset to be reported',
+      () => log.compacted === 1 && kv.resets.length > 0,
       15_000,
       () => ({
         resets: kv.resets,
