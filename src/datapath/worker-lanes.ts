@@ -25,6 +25,9 @@ import {
   type LaneWorkerInit,
 } from './worker-protocol.js';
 
+/** The lane thread's young generation (V8 resourceLimits), MiB. */
+const LANE_YOUNG_GENERATION_MB = 2;
+
 /** A worker's start-up (a new thread, its modules, slab and ring) and any command, at most. */
 const REPLY_TIMEOUT_MS = 10_000;
 
@@ -103,6 +106,9 @@ export class WorkerLanes implements Lanes {
           worker = new Worker(new URL('./lane-worker.js', import.meta.url), {
             workerData: init,
             transferList: [port2],
+            // A lane allocates nothing per packet: a small young generation keeps the thread's
+            // memory down (V8's default semi-spaces are sized for allocating code).
+            resourceLimits: { maxYoungGenerationSizeMb: LANE_YOUNG_GENERATION_MB },
           });
         } catch (err) {
           if (wakeFd >= 0) shim.closeFd(wakeFd); // no thread ever saw it
