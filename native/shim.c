@@ -1277,25 +1277,17 @@ static int more_runnable_than_cpus(const struct spinner *s) {
   return p && strtol(p, NULL, 10) > s->cpus;
 }
 
-/* Calls check(ctx) (> 0: input is ready, 0: none, < 0: -errno) until it finds input, for at most
-   spin_us, yielding in between (once only while backed off or contended); returns what check
-   returned last, or 0 (sleep now). */
+/* For a caller whose own check just found nothing: yields, then calls check(ctx) (> 0: input is
+   ready, 0: none, < 0: -errno), until it finds input, for at most spin_us; returns what check
+   returned last, or 0 (sleep now), at once while backed off or contended. */
 static int spinner_run(struct spinner *s, int (*check)(void *), void *ctx) {
   double now = mono_us();
-  if (now < s->off_until_us) return check(ctx);
+  if (now < s->off_until_us) return 0;
   if (more_runnable_than_cpus(s)) {
     s->backoffs++;
-    return check(ctx);
+    return 0;
   }
-  double until = now + s->spin_us;
-  for (;;) {
-    int rc = check(ctx);
-    if (rc != 0) {
-      if (rc > 0) s->hits++;
-      return rc;
-    }
-    double before = mono_us();
-    if (before >= until) break;
+  for (double until = now + s->spin_us, before = now; before < until; before = mono_us()) {
     sched_yield();
     double after = mono_us();
     if (after - before > SPIN_YIELD_BUSY_US) {
@@ -1305,6 +1297,11 @@ static int spinner_run(struct spinner *s, int (*check)(void *), void *ctx) {
       s->off_until_us = after + s->off_us;
       s->backoffs++;
       return 0;
+    }
+    int rc = check(ctx);
+    if (rc != 0) {
+      if (rc > 0) s->hits++;
+      return rc;
     }
   }
   s->off_us /= 2; /* a whole spin without contention: back-offs shrink again */
@@ -1668,7 +1665,9 @@ static napi_value spin_poll(napi_env env, napi_callback_info info) {
   if (!r->spinner) return make_int(env, 0);
   struct poll_pair pp = {.fds = {{.fd = fd_a, .events = POLLIN}, {.fd = fd_b, .events = POLLIN}},
                          .n = fd_b >= 0 ? 2 : 1};
-  return make_int(env, spinner_run(r->spinner, poll_check, &pp));
+  int rc = poll_check(&pp); /* what came while the caller forwarded */
+  if (rc > 0) r->spinner->hits++;
+  return make_int(env, rc != 0 ? rc : spinner_run(r->spinner, poll_check, &pp));
 }
 
 /* datagramPair() -> [fd, fd] | -errno: an AF_UNIX datagram socket pair (non-blocking): a stand-in
