@@ -1326,7 +1326,9 @@ static int spinner_run(struct spinner *s, int (*check)(void *), void *ctx) {
 #define W_TUN 1u
 #define W_UDP 2u
 #define W_WAKE 4u
-/* The read completed as it was posted again: more traffic was already queued (JS then drains). */
+/* The read completed as this waitNext posted it: more traffic was already queued (JS then drains).
+   A read left in flight by an earlier waitNext that completed meanwhile is not marked: the answer
+   to a packet just written comes that way, alone, and a drain would only find nothing. */
 #define W_TUN_AT_ONCE 8u
 #define W_UDP_AT_ONCE 16u
 /* user_data of cancel requests */
@@ -1555,9 +1557,9 @@ static int waiter_spin(ring_t *r) {
 /*
  * waitNext(ring, timeoutMs, want) -> W_* bits | -errno. Posts what is not in flight (the doorbell
  * always; flannel0's read and the socket's recvmsg as `want` asks, W_TUN | W_UDP; those not
- * wanted are cancelled) and returns what completed: at once (with the *_AT_ONCE bits: traffic
- * was already queued), or after waiting at most timeoutMs (0 bits: the time ran out, or a signal
- * came).
+ * wanted are cancelled) and returns what completed: at once (with the *_AT_ONCE bits for a read
+ * posted by this call: traffic was already queued), or after waiting at most timeoutMs (0 bits:
+ * the time ran out, or a signal came).
  */
 static napi_value wait_next(napi_env env, napi_callback_info info) {
   napi_value argv[3];
@@ -1572,13 +1574,15 @@ static napi_value wait_next(napi_env env, napi_callback_info info) {
   want &= W_TUN | W_UDP;
   unsigned ev = 0;
   if (w->posted & (W_TUN | W_UDP) & ~want) ev |= waiter_cancel(r, (W_TUN | W_UDP) & ~want);
+  unsigned in_flight = w->posted;
   int rc = waiter_post(r, W_WAKE | want);
   if (rc < 0) return make_int(env, rc);
-  { /* submit (and collect) first, without waiting: what completes at once means traffic is queued */
+  { /* submit (and collect) first, without waiting: a read posted here that completes at once
+       found traffic queued (*_AT_ONCE); one in flight before completed while we were away */
     rc = waiter_enter(w, 0, 0);
     if (rc < 0) return make_int(env, rc);
-    unsigned now_ev = waiter_reap(r);
-    ev |= now_ev | ((now_ev & W_TUN) ? W_TUN_AT_ONCE : 0) | ((now_ev & W_UDP) ? W_UDP_AT_ONCE : 0);
+    unsigned now_ev = waiter_reap(r), fresh = now_ev & ~in_flight;
+    ev |= now_ev | ((fresh & W_TUN) ? W_TUN_AT_ONCE : 0) | ((fresh & W_UDP) ? W_UDP_AT_ONCE : 0);
   }
   if (!ev) {
     rc = waiter_spin(r);

@@ -151,7 +151,10 @@ export const WAIT = Object.freeze({
   udp: 2,
   /** The doorbell rang. */
   wake: 4,
-  /** The flannel0 read completed as soon as it was posted: more may be queued (read on at once). */
+  /**
+   * The flannel0 read completed as soon as this wait posted it: more may be queued (read on at
+   * once). Not for a read posted by an earlier wait that completed meanwhile.
+   */
   tunAtOnce: 8,
   /** The same for the socket. */
   udpAtOnce: 16,

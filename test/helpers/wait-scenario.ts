@@ -91,12 +91,21 @@ out['tun'] = {
   vnetZero: slab.vnetHdrs.subarray(t * 12, t * 12 + 10).every((b) => b === 0),
 };
 
-// Two queued at once: the first comes back marked "more queued" (the caller drains the rest).
+// Two come while the socket's recv, posted by the last wait, is in flight: it takes the first, not
+// marked "more queued" (it completed while the caller was away, as the answer to a packet just
+// written does). The next wait posts a recv that finds the second queued: that one is marked (the
+// caller drains the rest), and a third stays in the socket for the drain.
 send('one');
 send('two');
-const first = shim.waitNext(ring, 2000, BOTH);
+await sleep(20);
+const away = shim.waitNext(ring, 2000, BOTH);
+send('three');
+const fresh = shim.waitNext(ring, 2000, BOTH);
+const freshText = Buffer.from(
+  slab.bytes.subarray(slab.slotOffsets[slab.rxFirst]!, slab.slotOffsets[slab.rxFirst]! + slab.lens[slab.rxFirst]!),
+).toString();
 const rest = shim.udpRecv(ring, udpFd, slab.rxFirst + 1, 7);
-out['queued'] = { ev: first, rest };
+out['queued'] = { away, fresh, freshText, rest };
 
 // The doorbell wakes a wait.
 shim.eventfdSignal(wake);
