@@ -1224,6 +1224,8 @@ static napi_value str_error(napi_env env, napi_callback_info info) {
  * several times per round trip). Only where it costs no one: not when more tasks want to run than
  * there are CPUs; between polls the thread yields, so any runnable task goes first; and a yield
  * that kept the thread off the CPU long means the CPU is contended: the polling stops and backs off.
+ * And only while it pays: after spins in a row that caught nothing (the answers take longer than a
+ * spin), it pauses, polling on one wait in 16 to learn when they come sooner again.
  * Used by the wait in io_uring (waitNext) and by the event loop's engine (spinPoll).
  */
 /* A sched_yield that kept this thread off the CPU longer than this: another task ran in between,
@@ -1235,6 +1237,16 @@ static napi_value str_error(napi_env env, napi_callback_info info) {
 #define SPIN_OFF_MIN_US 10000.0
 #define SPIN_OFF_MAX_US 1000000.0
 #define SPIN_MAX_US 10000u
+/* Spins in a row that ran out (caught nothing) before busy-polling pauses: the traffic's gaps are
+   longer than a spin (a request every few ms, say), and polling would only take CPU time. Counted
+   apart for spins after forwarding flannel0 -> UDP and after UDP -> flannel0 (SPIN_AFTER_TX/RX):
+   request and response make one pay and not the other (the agent that sent a pod's request catches
+   the answer; after handing the answer to the pod, the next request comes when the pod sends it). */
+#define SPIN_MISSES_TO_PAUSE 4u
+/* While paused, one wait in this many polls anyway, to learn whether the gaps got short again. */
+#define SPIN_PAUSED_PROBE_EVERY 16u
+#define SPIN_AFTER_TX 0u
+#define SPIN_AFTER_RX 1u
 
 struct spinner {
   uint32_t spin_us;   /* how long one spin polls at most */
@@ -1242,7 +1254,10 @@ struct spinner {
   long cpus;          /* online CPUs */
   double off_until_us; /* no busy-polling before this (contention was seen) */
   double off_us;       /* the next back-off after contention (0: SPIN_OFF_MIN_US) */
-  double hits, sleeps, backoffs; /* spinCounts: caught a packet, ran out, met contention */
+  uint32_t misses[2];  /* spins in a row that ran out, by SPIN_AFTER_* */
+  uint32_t paused_waits[2]; /* waits while paused (every SPIN_PAUSED_PROBE_EVERY-th polls) */
+  /* spinCounts: caught a packet, ran out, met contention, did not poll because spins had not paid */
+  double hits, sleeps, backoffs, paused;
 };
 
 static struct spinner *spinner_new(uint32_t spin_us) {
@@ -1277,12 +1292,18 @@ static int more_runnable_than_cpus(const struct spinner *s) {
   return p && strtol(p, NULL, 10) > s->cpus;
 }
 
-/* For a caller whose own check just found nothing: yields, then calls check(ctx) (> 0: input is
-   ready, 0: none, < 0: -errno), until it finds input, for at most spin_us; returns what check
-   returned last, or 0 (sleep now), at once while backed off or contended. */
-static int spinner_run(struct spinner *s, int (*check)(void *), void *ctx) {
+/* For a caller whose own check just found nothing, after forwarding the way `way` says
+   (SPIN_AFTER_*): yields, then calls check(ctx) (> 0: input is ready, 0: none, < 0: -errno), until
+   it finds input, for at most spin_us; returns what check returned last, or 0 (sleep now), at once
+   while backed off, paused or contended. */
+static int spinner_run(struct spinner *s, unsigned way, int (*check)(void *), void *ctx) {
   double now = mono_us();
   if (now < s->off_until_us) return 0;
+  way = way == SPIN_AFTER_RX ? SPIN_AFTER_RX : SPIN_AFTER_TX;
+  if (s->misses[way] >= SPIN_MISSES_TO_PAUSE && ++s->paused_waits[way] % SPIN_PAUSED_PROBE_EVERY != 0) {
+    s->paused++;
+    return 0;
+  }
   if (more_runnable_than_cpus(s)) {
     s->backoffs++;
     return 0;
@@ -1300,12 +1321,17 @@ static int spinner_run(struct spinner *s, int (*check)(void *), void *ctx) {
     }
     int rc = check(ctx);
     if (rc != 0) {
-      if (rc > 0) s->hits++;
+      if (rc > 0) {
+        s->hits++;
+        s->misses[way] = 0;
+        s->paused_waits[way] = 0;
+      }
       return rc;
     }
   }
   s->off_us /= 2; /* a whole spin without contention: back-offs shrink again */
   s->sleeps++;
+  if (s->misses[way] < SPIN_MISSES_TO_PAUSE) s->misses[way]++;
   return 0;
 }
 
@@ -1344,6 +1370,7 @@ struct waiter {
   uint32_t tun_slot, udp_slot;
   unsigned posted;  /* W_TUN | W_UDP | W_WAKE: requests in flight */
   double last_data_us; /* when the last packet came (CLOCK_MONOTONIC µs) */
+  unsigned last_after; /* SPIN_AFTER_* of the last wait that brought packets (JS forwards rx last) */
   unsigned pending; /* SQEs written but not yet submitted */
   struct iovec tun_iov[2];
   struct iovec udp_iov;
@@ -1470,7 +1497,10 @@ static unsigned waiter_reap(ring_t *r) {
     }
   }
   __atomic_store_n(u->cq_head, head, __ATOMIC_RELEASE);
-  if (ev & (W_TUN | W_UDP)) r->io_clock[0] = w->last_data_us = now;
+  if (ev & (W_TUN | W_UDP)) {
+    r->io_clock[0] = w->last_data_us = now;
+    w->last_after = (ev & W_UDP) ? SPIN_AFTER_RX : SPIN_AFTER_TX;
+  }
   return ev;
 }
 
@@ -1551,7 +1581,7 @@ static int waiter_check(void *ctx) {
 /* Busy-polls (spinner_run) while a packet came in the last W_SPIN_AFTER_US: W_* bits, 0, -errno. */
 static int waiter_spin(ring_t *r) {
   if (!r->spinner || mono_us() - r->waiter->last_data_us >= W_SPIN_AFTER_US) return 0;
-  return spinner_run(r->spinner, waiter_check, r);
+  return spinner_run(r->spinner, r->waiter->last_after, waiter_check, r);
 }
 
 /*
@@ -1605,8 +1635,9 @@ static napi_value wait_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* spinCounts(ring) -> [hits, sleeps, backoffs] | null (no busy-polling on this ring): what the
-   busy-polling did (spinner_run): spins that caught a packet, ran out and slept, met contention. */
+/* spinCounts(ring) -> [hits, sleeps, backoffs, paused] | null (no busy-polling on this ring): what
+   the busy-polling did (spinner_run): spins that caught a packet, ran out and slept, met
+   contention; waits that did not poll because the last spins had caught nothing. */
 static napi_value spin_counts(napi_env env, napi_callback_info info) {
   ring_t *r = only_ring_arg(env, info);
   if (!r) return NULL;
@@ -1615,9 +1646,10 @@ static napi_value spin_counts(napi_env env, napi_callback_info info) {
     CHECK(napi_get_null(env, &arr));
     return arr;
   }
-  const double counts[3] = {r->spinner->hits, r->spinner->sleeps, r->spinner->backoffs};
-  CHECK(napi_create_array_with_length(env, 3, &arr));
-  for (uint32_t i = 0; i < 3; i++) {
+  const struct spinner *sp = r->spinner;
+  const double counts[4] = {sp->hits, sp->sleeps, sp->backoffs, sp->paused};
+  CHECK(napi_create_array_with_length(env, 4, &arr));
+  for (uint32_t i = 0; i < 4; i++) {
     napi_value v;
     CHECK(napi_create_double(env, counts[i], &v));
     CHECK(napi_set_element(env, arr, i, v));
@@ -1655,23 +1687,25 @@ static int poll_check(void *ctx) {
 }
 
 /*
- * spinPoll(ring, fdA, fdB) -> bits | -errno: busy-polls (ringSetSpin) until fdA (bit 1) or fdB
- * (bit 2; -1: none) is readable, or the spin runs out or meets contention (0). For an event-loop
- * thread right after it forwarded: it then forwards what is ready without a wake-up. 0 at once
- * when the ring has no busy-polling.
+ * spinPoll(ring, fdA, fdB, after) -> bits | -errno: busy-polls (ringSetSpin) until fdA (bit 1) or
+ * fdB (bit 2; -1: none) is readable, or the spin runs out, meets contention or is paused (0). For
+ * an event-loop thread right after it forwarded (after: 0 = flannel0 -> UDP, 1 = UDP -> flannel0):
+ * it then forwards what is ready without a wake-up. 0 at once when the ring has no busy-polling.
  */
 static napi_value spin_poll(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
+  napi_value argv[4];
   int32_t fd_a, fd_b;
-  if (get_args(env, info, 3, argv)) return NULL;
+  uint32_t after;
+  if (get_args(env, info, 4, argv)) return NULL;
   ring_t *r = get_ring(env, argv[0]);
-  if (!r || get_i32(env, argv[1], &fd_a) || get_i32(env, argv[2], &fd_b)) return NULL;
+  if (!r || get_i32(env, argv[1], &fd_a) || get_i32(env, argv[2], &fd_b) || get_u32(env, argv[3], &after))
+    return NULL;
   if (!r->spinner) return make_int(env, 0);
   struct poll_pair pp = {.fds = {{.fd = fd_a, .events = POLLIN}, {.fd = fd_b, .events = POLLIN}},
                          .n = fd_b >= 0 ? 2 : 1};
   int rc = poll_check(&pp); /* what came while the caller forwarded */
   if (rc > 0) r->spinner->hits++;
-  return make_int(env, rc != 0 ? rc : spinner_run(r->spinner, poll_check, &pp));
+  return make_int(env, rc != 0 ? rc : spinner_run(r->spinner, after, poll_check, &pp));
 }
 
 /* datagramPair() -> [fd, fd] | -errno: an AF_UNIX datagram socket pair (non-blocking): a stand-in

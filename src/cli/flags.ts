@@ -234,8 +234,9 @@ Both modes (the udp backend's datapath; vxlan and host-gw leave forwarding to th
   --datapath-slice-us N the scheduler time slice forwarding worker threads ask for, 100..100000 µs, or 0 for
                           the kernel's default (default 100: their wake-ups preempt CPU-bound work at once)
   --datapath-spin-us N  after forwarding, busy-poll up to N µs (0..10000) for the answer before sleeping, sparing
-                          a wake-up; it yields the CPU between polls and does not run while more tasks want to
-                          run than there are CPUs (default 200; 0 = never)
+                          a wake-up; it yields the CPU between polls, does not run while more tasks want to
+                          run than there are CPUs, and pauses while its spins catch nothing (default 200;
+                          0 = never)
   --log-level LEVEL     debug|info|warn|error (default info); -v N (N >= 1) means debug
   --version, --help
 Flags may be spelled -flag or --flag, with "=value" or the value as the next argument.

@@ -2,7 +2,7 @@
 // wake-up moves a few batches of one direction, then, with busy-polling, what answers them (either
 // direction, a bounded number of spins), and returns to the event loop, so the directions and the
 // control plane take turns. A lane in a worker thread drives one direction.
-import { shim, type PollHandle, type RingHandle } from '../native/shim.js';
+import { shim, SPIN_AFTER, type PollHandle, type RingHandle } from '../native/shim.js';
 import type { Forwarder } from './forwarder.js';
 
 /** Which way an engine forwards: tx = flannel0 -> UDP, rx = UDP -> flannel0. */
@@ -54,25 +54,29 @@ export class DatapathEngine {
     const forwardTx = (): number => batches(tunToUdp);
     const forwardRx = (): number => batches(udpToTun);
     // spinPoll's bits: 1 for its first fd, 2 for its second (the first is flannel0 unless rx only).
-    const spinOn = (): void => {
+    // after: the way forwarded last (rx when both were).
+    const spinOn = (after: number): void => {
       if (ring === null) return;
       const first = tx ? tunFd : udpFd,
         second = tx ? udpFd : -1;
       for (let spins = 0; spins < SPINS_PER_WAKE; spins++) {
-        const bits = shim.spinPoll(ring, first, second);
+        const bits = shim.spinPoll(ring, first, second, after);
         if (bits <= 0) return;
-        if (tx && bits & 1) forwardTx();
-        if ((tx ? bits & 2 : bits & 1) && rx) forwardRx();
+        const readyTx = tx && (bits & 1) !== 0,
+          readyRx = rx && (tx ? bits & 2 : bits & 1) !== 0;
+        if (readyTx) forwardTx();
+        if (readyRx) forwardRx();
+        after = readyRx ? SPIN_AFTER.rx : SPIN_AFTER.tx;
       }
     };
     if (tx) {
       this.tunWatch = shim.pollStart(this.tunFd, false, () => {
-        if (forwardTx() > 0) spinOn();
+        if (forwardTx() > 0) spinOn(SPIN_AFTER.tx);
       });
     }
     if (rx) {
       this.udpWatch = shim.pollStart(this.udpFd, false, () => {
-        if (forwardRx() > 0) spinOn();
+        if (forwardRx() > 0) spinOn(SPIN_AFTER.rx);
       });
     }
   }

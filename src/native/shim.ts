@@ -114,21 +114,23 @@ export interface Shim {
   waitClose(ring: RingHandle): void;
   /**
    * What the ring's busy-polling after traffic did so far: [spins that caught a packet, spins that
-   * ran out and slept, spins stopped (or not started) because other tasks wanted the CPU]; null if
-   * the ring does not busy-poll.
+   * ran out and slept, spins stopped (or not started) because other tasks wanted the CPU, waits
+   * that did not poll because the spins before had caught nothing]; null if the ring does not
+   * busy-poll.
    */
-  spinCounts(ring: RingHandle): [number, number, number] | null;
+  spinCounts(ring: RingHandle): [number, number, number, number] | null;
   /**
    * Busy-polling of up to spinUs (capped at 10 ms; 0: off) for spinPoll. It yields the CPU between
    * polls and does not run while more tasks want to run than there are CPUs. 0 or -errno.
    */
   ringSetSpin(ring: RingHandle, spinUs: number): number;
   /**
-   * Right after forwarding: busy-polls (ringSetSpin) until fdA (bit 1) or fdB (bit 2; -1: none)
-   * is readable (the bits), or the spin runs out or meets contention (0). 0 at once without
-   * busy-polling. -errno if poll failed.
+   * Right after forwarding (after: SPIN_AFTER.tx or .rx, the way forwarded last; spins that catch
+   * nothing pause each way apart): busy-polls (ringSetSpin) until fdA (bit 1) or fdB (bit 2; -1:
+   * none) is readable (the bits), or the spin runs out, meets contention or is paused (0). 0 at
+   * once without busy-polling. -errno if poll failed.
    */
-  spinPoll(ring: RingHandle, fdA: number, fdB: number): number;
+  spinPoll(ring: RingHandle, fdA: number, fdB: number, after: number): number;
   /**
    * Asks the scheduler for a time slice of sliceUs for the calling thread (sched_setattr's
    * sched_runtime; EEVDF, Linux 6.12+): shorter than a CPU-bound task's, its wake-ups preempt that
@@ -159,6 +161,9 @@ export const WAIT = Object.freeze({
   /** The same for the socket. */
   udpAtOnce: 16,
 });
+
+/** spinPoll's `after`: the way the caller forwarded last (the shim's SPIN_AFTER_*). */
+export const SPIN_AFTER = Object.freeze({ tx: 0, rx: 1 });
 
 function load(): Shim {
   const require = createRequire(import.meta.url);

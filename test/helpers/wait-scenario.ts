@@ -14,7 +14,7 @@ import { C } from '../../src/datapath/counters.js';
 import { PacketSlab } from '../../src/datapath/slab.js';
 import { warmUp } from '../../src/datapath/warm-up.js';
 import { WorkerLanes } from '../../src/datapath/worker-lanes.js';
-import { shim, WAIT } from '../../src/native/shim.js';
+import { shim, SPIN_AFTER, WAIT } from '../../src/native/shim.js';
 import { RoutingSnapshot } from '../../src/routing-table/snapshot.js';
 
 const LOOPBACK = 0x7f000001;
@@ -190,18 +190,49 @@ out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
   execFileSync('taskset', ['-pc', `0-${availableParallelism() - 1}`, String(process.pid)], { stdio: 'ignore' });
   shim.waitClose(busyRing);
   shim.closeFd(busyWake);
+  // Spins that catch nothing (each datagram alone, the next one later than a spin): after 4 in a
+  // row, waits stop polling, all but one in 16 (a probe); spins after a flannel0 packet (the other
+  // way) still poll. Other tasks may stop a spin or start a back-off (counted apart, not as a spin
+  // that ran out): rounds go on until the counts say.
+  const pauseRing = createRing(slab);
+  const pauseWake = shim.eventfdOpen();
+  shim.waitOpen(pauseRing, tunFd, udpFd, pauseWake, slab.txFirst, slab.rxFirst, 1000);
+  const counts = (): number[] => shim.spinCounts(pauseRing)!;
+  const lonely = async (intoTun = false): Promise<void> => {
+    send('alone', intoTun);
+    shim.waitNext(pauseRing, 2000, BOTH); // the datagram: traffic is recent
+    shim.waitNext(pauseRing, 3, BOTH); // nothing comes: a spin (1 ms) runs out, or none while paused
+    await sleep(1);
+  };
+  for (let round = 0; round < 60 && counts()[1]! < 4; round++) await lonely();
+  const paused = {
+    ranOut: counts()[1]!,
+    atPause: counts(),
+    afterPausedWaits: [] as number[],
+    probed: [] as number[],
+    otherWay: [] as number[],
+  };
+  for (let wait = 1; wait <= 15; wait++) await lonely();
+  paused.afterPausedWaits = counts();
+  await lonely();
+  paused.probed = counts();
+  await lonely(true);
+  paused.otherWay = counts();
+  shim.waitClose(pauseRing);
+  shim.closeFd(pauseWake);
+
   // The event loop's busy-polling (ringSetSpin + spinPoll): nothing comes, then a datagram does.
   const pollRing = createRing(slab);
-  const noSpin = shim.spinPoll(pollRing, udpFd, -1);
+  const noSpin = shim.spinPoll(pollRing, udpFd, -1, SPIN_AFTER.rx);
   shim.ringSetSpin(pollRing, 3000);
-  const quiet = timed(() => shim.spinPoll(pollRing, udpFd, -1));
+  const quiet = timed(() => shim.spinPoll(pollRing, udpFd, -1, SPIN_AFTER.rx));
   const quietCounts = shim.spinCounts(pollRing);
   send('ready to read');
-  const ready = shim.spinPoll(pollRing, tunFd, udpFd);
+  const ready = shim.spinPoll(pollRing, tunFd, udpFd, SPIN_AFTER.tx);
   shim.udpRecv(pollRing, udpFd, slab.rxFirst, 8);
   out['spinPoll'] = { noSpin, quiet, quietCounts, ready, readyCounts: shim.spinCounts(pollRing) };
 
-  out['spin'] = { got, idle, afterIdle, tries, contended, afterContention };
+  out['spin'] = { got, idle, afterIdle, tries, contended, afterContention, paused };
 }
 
 // A Lane that waits, both ways, through the warm-up's stand-ins (plain and with virtio headers).

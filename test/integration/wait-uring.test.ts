@@ -43,6 +43,7 @@ interface Outcome {
     tries: { first: number; caught: Timed; counts: number[] }[];
     contended: Timed;
     afterContention: number[];
+    paused: { ranOut: number; atPause: number[]; afterPausedWaits: number[]; probed: number[]; otherWay: number[] };
   };
   spinPoll: { noSpin: number; quiet: Timed; quietCounts: number[]; ready: number; readyCounts: number[] };
   warmUpVnet: number;
@@ -139,8 +140,21 @@ describe('waiting for packets in io_uring', () => {
 
   it('a CPU-bound task on the same CPU stops the busy-polling: the wait sleeps instead', () => {
     assert.equal(r.spin.contended.ev, 0);
-    assert.deepEqual(r.spin.afterContention, [0, 0, 1], 'the spin met contention and backed off');
+    assert.deepEqual(r.spin.afterContention, [0, 0, 1, 0], 'the spin met contention and backed off');
     assert.ok(r.spin.contended.ms >= 50 && r.spin.contended.ms < 1000, `${r.spin.contended.ms} ms`);
+  });
+
+  it('after 4 spins in a row that caught nothing, waits stop polling that way, but for one probe in 16', () => {
+    const p = r.spin.paused;
+    assert.equal(p.ranOut, 4, `spins ran out 4 times in a row: ${JSON.stringify(p.atPause)}`);
+    assert.equal(p.atPause[0], 0, 'no spin caught anything');
+    assert.equal(p.atPause[3], 0, 'nothing paused before the 4th');
+    const [hits, ranOut, backoffs, paused] = p.afterPausedWaits;
+    assert.deepEqual([hits, ranOut, backoffs, paused], [0, 4, p.atPause[2], 15], '15 waits that did not poll');
+    assert.equal(p.probed[3], 15, 'the 16th wait polled');
+    assert.equal(p.probed[1]! + p.probed[2]!, 5 + p.atPause[2]!, 'it ran out (or met contention)');
+    assert.equal(p.otherWay[3], 15, 'after a flannel0 packet, the wait polled');
+    assert.equal(p.otherWay[1]! + p.otherWay[2]!, p.probed[1]! + p.probed[2]! + 1);
   });
 
   it('the event loop busy-polls (spinPoll) only where asked: polls, runs out, sees a readable fd', () => {
