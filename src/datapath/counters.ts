@@ -61,7 +61,18 @@ export const COUNTER_NAMES = [
   'icmpTimeExceededSent',
   'icmpTimeExceededFailed',
   'icmpRateLimited',
+  // The lane's busy-polling after traffic (--datapath-spin-us; the shim's spinCounts), of neither
+  // direction: spins that caught a packet, ran out and slept, met another task wanting the CPU,
+  // and waits that did not poll because the spins before them had caught nothing. Copied from the
+  // shim by the lane (Lane.syncSpinCounts), not bumped by a Forwarder.
+  'spinCaught',
+  'spinRanOut',
+  'spinContended',
+  'spinPaused',
 ] as const;
+
+/** The busy-polling counters, in the order of the shim's spinCounts. */
+export const SPIN_COUNTERS = ['spinCaught', 'spinRanOut', 'spinContended', 'spinPaused'] as const;
 
 export type CounterName = (typeof COUNTER_NAMES)[number];
 

@@ -94,7 +94,12 @@ try {
   throw err;
 }
 const running = lane;
-publishStatus(status, running.status());
+/** Publishes the lane's status, and its busy-polling counts into the shared counters. */
+const publish = (): void => {
+  running.syncSpinCounts();
+  publishStatus(status, running.status());
+};
+publish();
 acknowledge(0);
 
 /** Carries out one command; false once the lane is closed (the thread is to end). */
@@ -111,13 +116,13 @@ function handle(command: LaneCommand): boolean {
       break;
     case 'close':
       running.close();
-      publishStatus(status, running.status());
+      publish();
       acknowledge(command.seq);
       parentPort!.close(); // nothing left to keep the thread: it ends
       replies.close();
       return false;
   }
-  publishStatus(status, running.status());
+  publish();
   acknowledge(command.seq);
   return true;
 }
@@ -134,13 +139,13 @@ if (running.waiting) {
         open = handle(m.message as LaneCommand);
     }
     if (open && performance.now() - published >= STATUS_INTERVAL_MS) {
-      publishStatus(status, running.status());
+      publish();
       published = performance.now();
     }
   }
 } else {
   if (init.sliceUs > 0) shim.threadSetSlice(init.sliceUs);
-  const timer = setInterval(() => publishStatus(status, running.status()), STATUS_INTERVAL_MS);
+  const timer = setInterval(publish, STATUS_INTERVAL_MS);
   timer.unref();
   parentPort!.on('message', (command: LaneCommand) => {
     if (!handle(command)) clearInterval(timer);

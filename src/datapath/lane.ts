@@ -11,6 +11,7 @@ import { describeErrno, shim, WAIT, type RingHandle } from '../native/shim.js';
 import type { RoutingSnapshot } from '../routing-table/snapshot.js';
 import { DatapathEngine, type Directions } from './engine.js';
 import { Forwarder, type ForwarderConfig } from './forwarder.js';
+import { C, SPIN_COUNTERS } from './counters.js';
 import { newLatency } from './latency.js';
 import { NativeTun, NativeUdp, createRing } from './native-io.js';
 import { PacketSlab, type SlabLayout } from './slab.js';
@@ -239,7 +240,18 @@ export class Lane implements Lanes {
   }
 
   counters(): Float64Array {
+    this.syncSpinCounts();
     return this.counterArray;
+  }
+
+  /** Copies what the busy-polling did (kept by the shim) into the counters (C.spin*). */
+  syncSpinCounts(): void {
+    const counts = shim.spinCounts(this.ring);
+    if (counts === null) return;
+    const c = this.counterArray;
+    SPIN_COUNTERS.forEach((name, i) => {
+      c[C[name]] = counts[i]!;
+    });
   }
 
   peerCounters(): Float64Array {

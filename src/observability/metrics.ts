@@ -192,6 +192,13 @@ const FAMILIES: Readonly<Record<string, Family>> = {
     help: 'Batched reads that returned packets (packets / batches = batch occupancy).',
   },
   read_errors_total: { type: 'counter', help: 'Batched reads that failed with an I/O error.' },
+  datapath_busy_polls_total: {
+    type: 'counter',
+    help:
+      'Busy-polling after traffic (--datapath-spin-us), by outcome: caught a packet, ran out and slept, ' +
+      'stopped because other tasks wanted the CPU (contended), or not started because the spins before ' +
+      'caught nothing (paused).',
+  },
   datapath_residence_seconds: {
     type: 'histogram',
     help:
@@ -283,6 +290,10 @@ const COUNTER_SERIES: Readonly<Record<CounterName, CounterSeries>> = {
   icmpTimeExceededSent: { family: 'icmp_time_exceeded_sent_total', labels: {} },
   icmpTimeExceededFailed: { family: 'icmp_time_exceeded_failed_total', labels: {} },
   icmpRateLimited: { family: 'icmp_rate_limited_total', labels: {} },
+  spinCaught: { family: 'datapath_busy_polls_total', labels: { outcome: 'caught' } },
+  spinRanOut: { family: 'datapath_busy_polls_total', labels: { outcome: 'ran_out' } },
+  spinContended: { family: 'datapath_busy_polls_total', labels: { outcome: 'contended' } },
+  spinPaused: { family: 'datapath_busy_polls_total', labels: { outcome: 'paused' } },
 };
 
 /** Label values escape backslash, double quote and newline (exposition format 0.0.4). */

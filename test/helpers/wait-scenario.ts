@@ -10,7 +10,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createRing } from '../../src/datapath/native-io.js';
-import { C } from '../../src/datapath/counters.js';
+import { C, SPIN_COUNTERS } from '../../src/datapath/counters.js';
 import { PacketSlab } from '../../src/datapath/slab.js';
 import { warmUp } from '../../src/datapath/warm-up.js';
 import { WorkerLanes } from '../../src/datapath/worker-lanes.js';
@@ -248,8 +248,15 @@ out['warmUpVnet'] = warmUp(setup(true), config);
 out['warmUpPlain'] = warmUp(setup(false), config);
 
 // A waiting lane in a worker over the real fds: commands answered at once (the doorbell), a
-// datagram from a peer forwarded into the TUN, closed while it waits.
-const lanes = new WorkerLanes(setup(true), tunFd, udpFd, { ...config, tunGro: true }, { waiting: true, sliceUs: 100 });
+// datagram from a peer forwarded into the TUN (then a spin: nothing more comes), closed while it
+// waits, its busy-polling counted in the counters it shares.
+const lanes = new WorkerLanes(
+  setup(true),
+  tunFd,
+  udpFd,
+  { ...config, tunGro: true },
+  { waiting: true, sliceUs: 100, spinUs: 200 },
+);
 const routesMs = timed(() => {
   lanes.setRoutes(RoutingSnapshot.build([{ prefix: 0x0af40200, prefixLen: 24, publicIp: LOOPBACK }]));
   return 0;
@@ -273,6 +280,7 @@ out['workerLanes'] = {
   written: counters[C.tunWritePackets],
   closed: lanes.close(),
   closeMs: performance.now() - closeStarted,
+  spins: SPIN_COUNTERS.map((name) => lanes.counters()[C[name]]!),
 };
 shim.closeFd(udpFd);
 shim.closeFd(tunFd);

@@ -55,6 +55,7 @@ interface Outcome {
     written: number;
     closed: boolean;
     closeMs: number;
+    spins: number[];
   };
 }
 
@@ -175,7 +176,7 @@ describe('waiting for packets in io_uring', () => {
     assert.equal(r.warmUpPlain, 1500);
   });
 
-  it('a waiting worker lane answers commands at once, forwards, and closes while waiting', () => {
+  it('a waiting worker lane answers commands at once, forwards, counts its busy-polling, closes while waiting', () => {
     const w = r.workerLanes;
     assert.ok(w.waiting, 'the worker waits in io_uring');
     assert.ok(w.routesMs < 200, `setRoutes took ${w.routesMs} ms: the doorbell wakes the lane`);
@@ -183,5 +184,9 @@ describe('waiting for packets in io_uring', () => {
     assert.equal(w.written, 1, 'the datagram from the peer was written into flannel0');
     assert.ok(w.closed, 'the worker confirmed it stopped');
     assert.ok(w.closeMs < 200, `close took ${w.closeMs} ms`);
+    const [caught, ranOut, contended, paused] = w.spins;
+    assert.equal(caught, 0);
+    assert.equal(ranOut! + contended!, 1, `one spin after the datagram, in the counters: ${JSON.stringify(w.spins)}`);
+    assert.equal(paused, 0);
   });
 });

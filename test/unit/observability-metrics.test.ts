@@ -30,6 +30,9 @@ function knownSource(): MetricsSource {
   counters[C.tunUsoSegments] = 80;
   counters[C.udpGroRuns] = 1;
   counters[C.udpGroDatagrams] = 2;
+  counters[C.spinCaught] = 12;
+  counters[C.spinRanOut] = 5;
+  counters[C.spinPaused] = 30;
   return {
     counters,
     routes: () => [route('10.244.2.0/24', '192.0.2.2'), route('10.244.3.0/24', '192.0.2.3')],
@@ -141,6 +144,12 @@ flannel_ts_icmp_time_exceeded_failed_total 0
 # HELP flannel_ts_icmp_rate_limited_total ICMP errors not sent because their destination, or all together, exceeded the rate limit.
 # TYPE flannel_ts_icmp_rate_limited_total counter
 flannel_ts_icmp_rate_limited_total 0
+# HELP flannel_ts_datapath_busy_polls_total Busy-polling after traffic (--datapath-spin-us), by outcome: caught a packet, ran out and slept, stopped because other tasks wanted the CPU (contended), or not started because the spins before caught nothing (paused).
+# TYPE flannel_ts_datapath_busy_polls_total counter
+flannel_ts_datapath_busy_polls_total{outcome="caught"} 12
+flannel_ts_datapath_busy_polls_total{outcome="ran_out"} 5
+flannel_ts_datapath_busy_polls_total{outcome="contended"} 0
+flannel_ts_datapath_busy_polls_total{outcome="paused"} 30
 # HELP flannel_ts_routes Peer routes in the datapath.
 # TYPE flannel_ts_routes gauge
 flannel_ts_routes 2
