@@ -80,6 +80,19 @@ for (const backend of ['udp', 'vxlan'] as const) {
     };
     const pingAcross = (count: number) =>
       lab.ping(lab.podNs(1), lab.podAddr(2), { count, intervalSec: 0.1, timeoutSec: 1 });
+    /**
+     * Until pod 1 reaches pod 2, at most 15 s: each agent learns the other's lease through the
+     * watch after it started, and the vxlan backend programs the kernel after its "routes" line.
+     */
+    const reachable = async (): Promise<void> => {
+      const deadline = Date.now() + 15_000;
+      for (;;) {
+        const p = await pingAcross(1);
+        if (p.received === 1) return;
+        assert.ok(Date.now() < deadline, `pod 2 never became reachable:\n${p.raw}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
 
     before(async () => {
       removeStaleLabNamespaces();
@@ -107,6 +120,7 @@ for (const backend of ['udp', 'vxlan'] as const) {
 
     test('a second agent started beside the first is refused naming it; the first keeps forwarding and its routes', async () => {
       const first = lab.agent(1);
+      await reachable();
       const warm = await pingAcross(5);
       assert.equal(warm.received, 5, warm.raw);
       const stateBefore = await overlayState(lab, 1);
