@@ -10,6 +10,7 @@
 // and the main thread rings its doorbell (an eventfd) after each command, which this thread then
 // takes with receiveMessageOnPort. The wait is bounded (WAIT_TIMEOUT_MS) so the status is
 // published, and a terminated thread ends, within that time even with no traffic.
+
 // perf_hooks' object, not the global `performance`: that is a lazy getter, called on every use
 // (once per wait here).
 import { performance } from 'node:perf_hooks';
