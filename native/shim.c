@@ -133,6 +133,7 @@ typedef struct {
   unsigned sq_entries;
   unsigned *sq_tail, *sq_mask, *sq_array;
   unsigned *cq_head, *cq_tail, *cq_mask;
+  unsigned *sq_flags;         /* IORING_SQ_TASKRUN: completions wait for an io_uring_enter to post them */
   struct io_uring_sqe *sqes;
   struct io_uring_cqe *cqes;
   void *sq_map, *cq_map, *sqe_map;
@@ -158,15 +159,16 @@ static void uring_free(uring_t *u) {
   free(u);
 }
 
-/* A new instance with at least `entries` SQEs, or NULL with errno set. */
-static uring_t *uring_new(unsigned entries) {
+/* A new instance with at least `entries` SQEs, or NULL with errno set. extra: setup flags wanted
+   beside DEFER_TASKRUN (dropped with it on kernels that refuse it). */
+static uring_t *uring_new(unsigned entries, unsigned extra) {
   uring_t *u = calloc(1, sizeof *u);
   if (!u) return NULL;
   u->fd = -1;
   struct io_uring_params p;
   /* One thread submits and reaps (SINGLE_ISSUER); task work runs only when we wait (DEFER_TASKRUN). */
-  static const unsigned flag_sets[] = {
-      IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+  const unsigned flag_sets[] = {
+      IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | extra,
       IORING_SETUP_SUBMIT_ALL, 0};
   for (unsigned i = 0; i < sizeof flag_sets / sizeof flag_sets[0] && u->fd < 0; i++) {
     memset(&p, 0, sizeof p);
@@ -198,6 +200,7 @@ static uring_t *uring_new(unsigned entries) {
   u->cq_head = (unsigned *)(cq + p.cq_off.head);
   u->cq_tail = (unsigned *)(cq + p.cq_off.tail);
   u->cq_mask = (unsigned *)(cq + p.cq_off.ring_mask);
+  u->sq_flags = (unsigned *)(sq + p.sq_off.flags);
   u->cqes = (struct io_uring_cqe *)(cq + p.cq_off.cqes);
   u->sqes = u->sqe_map;
   /* SQ slot i always holds SQE i: the array is an identity map, written once. */
@@ -293,7 +296,7 @@ typedef struct {
   } ctrl[MAX_BATCH];
   uint32_t gso_segments; /* 0 = UDP GSO off; else the most segments per message */
   uring_t *uring;        /* NULL: TUN reads and writes are plain syscalls */
-  struct waiter *waiter; /* waitOpen: reads kept posted in an io_uring of their own */
+  struct waiter *waiter; /* waitOpen: polls kept armed in an io_uring of their own */
   struct spinner *spinner; /* busy-polling after traffic (waitOpen's spinUs, or ringSetSpin); NULL: off */
 } ring_t;
 
@@ -834,7 +837,7 @@ static napi_value ring_enable_uring(napi_env env, napi_callback_info info) {
   if (!r || get_u32(env, argv[1], &entries)) return NULL;
   if (entries == 0 || entries > MAX_BATCH) return make_int(env, -EINVAL);
   if (r->uring) return make_int(env, 0);
-  r->uring = uring_new(entries);
+  r->uring = uring_new(entries, 0);
   return make_int(env, r->uring ? 0 : -errno);
 }
 
@@ -1338,40 +1341,44 @@ static int spinner_run(struct spinner *s, unsigned way, int (*check)(void *), vo
 /* ---------------------------------------------------------------- waiting in io_uring */
 
 /*
- * A lane that forwards from a thread of its own (src/datapath/lane-worker.ts) waits here: one
- * read kept posted on flannel0 (into slot tun_slot), one recvmsg on the UDP socket (into
- * udp_slot) and one poll on an eventfd (the control plane's doorbell), all in an io_uring of their
- * own. One io_uring_enter waits for any of them and, for the data, returns it already read: a
- * lone packet costs one syscall to wait and read, no readiness callback, no read that finds
- * nothing. waitNext reports which completed (W_*); the packets are in their slots with lens,
- * stamps (the reap time for flannel0, the kernel timestamp for a datagram) and, for a datagram,
- * sender and GRO size, exactly as tunRead/udpRecv leave them. A read is posted again by the next
- * waitNext, once JS has forwarded what the last one brought (the slot is free again).
- * Nothing may be in flight when the slab goes away: waitClose cancels and reaps every request.
+ * A lane that forwards from a thread of its own (src/datapath/lane-worker.ts) waits here, in an
+ * io_uring of its own that keeps a poll armed on flannel0, on the UDP socket and on an eventfd
+ * (the control plane's doorbell). The polls are multishot (Linux 5.13; one-shot polls armed again
+ * after each completion before that): armed once, they stay, so a wait costs one io_uring_enter
+ * and sets nothing up again per packet, like the poll() of flanneld's proxy. (The design before
+ * kept a read posted on each fd instead: posting it again after every packet cost ~7 µs of kernel
+ * time, four times per round trip; see docs/latency.md.)
+ * Readiness is kept level-triggered here: a poll's completion marks its fd ready, and only a read
+ * that finds nothing (EAGAIN) clears it, since one completion may stand for several packets.
+ * waitNext reads one packet from each wanted, ready fd into its slot (tun_slot, udp_slot) and
+ * reports which (W_*): lens, stamps (the read time for flannel0, the kernel timestamp for a
+ * datagram) and, for a datagram, sender and GRO size, exactly as tunRead/udpRecv leave them.
+ * Nothing reads into the slab in the background: closing the io_uring is all waitClose needs.
  */
 #define W_TUN 1u
 #define W_UDP 2u
 #define W_WAKE 4u
-/* The read completed as this waitNext posted it: more traffic was already queued (JS then drains).
-   A read left in flight by an earlier waitNext that completed meanwhile is not marked: the answer
-   to a packet just written comes that way, alone, and a drain would only find nothing. */
+/* The read found a packet on an fd that was ready before this waitNext, no poll completion having
+   made it ready since: traffic was queued behind the last packet (JS then drains). A packet whose
+   fd turned ready meanwhile is not marked: the answer to a packet just written comes that way,
+   alone, and a drain would only find nothing. */
 #define W_TUN_AT_ONCE 8u
 #define W_UDP_AT_ONCE 16u
-/* user_data of cancel requests */
-#define W_CANCEL 64u
 /* Busy-polling (spin_us) only this soon after the last packet: an idle lane sleeps at once. */
 #define W_SPIN_AFTER_US 2000.0
-/* How long waitClose waits for cancelled requests, at most. */
-#define W_CANCEL_ROUNDS 50
 
 struct waiter {
   uring_t *u;
   int tun_fd, udp_fd, wake_fd;
   uint32_t tun_slot, udp_slot;
-  unsigned posted;  /* W_TUN | W_UDP | W_WAKE: requests in flight */
+  unsigned armed;      /* W_TUN | W_UDP | W_WAKE: polls in force */
+  unsigned ready;      /* W_TUN | W_UDP: a poll said readable, and no read found the fd empty since */
+  unsigned fresh;      /* of ready: made ready by a completion since the last read of that fd */
+  unsigned want;       /* what this waitNext reads (W_TUN | W_UDP) */
+  unsigned multishot;  /* IORING_POLL_ADD_MULTI while the kernel takes it (0: one-shot polls) */
   double last_data_us; /* when the last packet came (CLOCK_MONOTONIC µs) */
   unsigned last_after; /* SPIN_AFTER_* of the last wait that brought packets (JS forwards rx last) */
-  unsigned pending; /* SQEs written but not yet submitted */
+  unsigned pending;    /* SQEs written but not yet submitted */
   struct iovec tun_iov[2];
   struct iovec udp_iov;
   struct msghdr udp_msg;
@@ -1382,57 +1389,23 @@ struct waiter {
   } udp_ctrl;
 };
 
-static struct io_uring_sqe *waiter_sqe(struct waiter *w, uint8_t op, int fd, uint64_t user_data) {
+/* Arms a poll (POLLIN) on each fd of `which` that has none in force; submitted by the next enter. */
+static void waiter_arm(struct waiter *w, unsigned which) {
+  static const unsigned bits[3] = {W_TUN, W_UDP, W_WAKE};
+  const int fds[3] = {w->tun_fd, w->udp_fd, w->wake_fd};
   uring_t *u = w->u;
-  unsigned tail = *u->sq_tail + w->pending;
-  struct io_uring_sqe *sqe = &u->sqes[tail & *u->sq_mask];
-  memset(sqe, 0, sizeof *sqe);
-  sqe->opcode = op;
-  sqe->fd = fd;
-  sqe->user_data = user_data;
-  w->pending++;
-  return sqe;
-}
-
-/* Posts what is asked and not in flight (0, or -EINVAL when a slot does not fit the slab). */
-static int waiter_post(ring_t *r, unsigned want) {
-  struct waiter *w = r->waiter;
-  unsigned todo = want & ~w->posted;
-  if (todo & W_TUN) {
-    uint8_t *buf = slot_ptr(r, w->tun_slot, r->slot_caps[w->tun_slot]);
-    if (!buf) return -EINVAL;
-    w->tun_iov[0].iov_base = r->vnet + (size_t)w->tun_slot * VNET_SLOT;
-    w->tun_iov[0].iov_len = VNET_LEN;
-    w->tun_iov[1].iov_base = buf;
-    w->tun_iov[1].iov_len = r->slot_caps[w->tun_slot];
-    struct io_uring_sqe *sqe = waiter_sqe(w, IORING_OP_READV, w->tun_fd, W_TUN);
-    sqe->addr = (uint64_t)(uintptr_t)(r->tun_vnet ? w->tun_iov : w->tun_iov + 1);
-    sqe->len = r->tun_vnet ? 2 : 1;
-    sqe->off = (uint64_t)-1;
-  }
-  if (todo & W_UDP) {
-    uint8_t *buf = slot_ptr(r, w->udp_slot, r->slot_caps[w->udp_slot]);
-    if (!buf) return -EINVAL;
-    w->udp_iov.iov_base = buf;
-    w->udp_iov.iov_len = r->slot_caps[w->udp_slot];
-    memset(&w->udp_msg, 0, sizeof w->udp_msg);
-    w->udp_msg.msg_name = &w->udp_name;
-    w->udp_msg.msg_namelen = sizeof w->udp_name;
-    w->udp_msg.msg_iov = &w->udp_iov;
-    w->udp_msg.msg_iovlen = 1;
-    w->udp_msg.msg_control = w->udp_ctrl.buf;
-    w->udp_msg.msg_controllen = sizeof w->udp_ctrl.buf;
-    struct io_uring_sqe *sqe = waiter_sqe(w, IORING_OP_RECVMSG, w->udp_fd, W_UDP);
-    sqe->addr = (uint64_t)(uintptr_t)&w->udp_msg;
-    sqe->len = 1;
-    sqe->msg_flags = MSG_TRUNC;
-  }
-  if (todo & W_WAKE) {
-    struct io_uring_sqe *sqe = waiter_sqe(w, IORING_OP_POLL_ADD, w->wake_fd, W_WAKE);
+  for (int i = 0; i < 3; i++) {
+    if (!(which & bits[i]) || (w->armed & bits[i])) continue;
+    struct io_uring_sqe *sqe = &u->sqes[(*u->sq_tail + w->pending) & *u->sq_mask];
+    memset(sqe, 0, sizeof *sqe);
+    sqe->opcode = IORING_OP_POLL_ADD;
+    sqe->fd = fds[i];
+    sqe->user_data = bits[i];
     sqe->poll32_events = POLLIN;
+    sqe->len = w->multishot;
+    w->pending++;
+    w->armed |= bits[i];
   }
-  w->posted |= todo;
-  return 0;
 }
 
 /* io_uring_enter submitting the pending SQEs, waiting for `wait` completions at most timeout_ms. */
@@ -1444,8 +1417,6 @@ static int waiter_enter(struct waiter *w, unsigned wait, int timeout_ms) {
   unsigned submit = w->pending;
   if (submit) __atomic_store_n(w->u->sq_tail, *w->u->sq_tail + submit, __ATOMIC_RELEASE);
   w->pending = 0;
-  /* GETEVENTS even without waiting: completions whose data came while we were away (task work,
-     deferred until we enter) are posted too. */
   unsigned flags = IORING_ENTER_GETEVENTS | (wait ? IORING_ENTER_EXT_ARG : 0);
   long ret = syscall(__NR_io_uring_enter, w->u->fd, submit, wait, flags, wait ? &arg : NULL, wait ? sizeof arg : 0);
   /* ETIME: the time ran out; EINTR: a signal; EBUSY: the CQ is full (reaped next). The caller
@@ -1454,103 +1425,170 @@ static int waiter_enter(struct waiter *w, unsigned wait, int timeout_ms) {
   return 0;
 }
 
-/* Takes every completion: the data into their slots, W_* bits of what completed. */
-static unsigned waiter_reap(ring_t *r) {
-  struct waiter *w = r->waiter;
+/* Takes every completion posted: marks fds ready, empties the doorbell. W_WAKE if it rang. */
+static unsigned waiter_reap(struct waiter *w) {
   uring_t *u = w->u;
   unsigned ev = 0;
-  double now = 0, real_to_mono = 0;
   unsigned head = *u->cq_head, ctail = __atomic_load_n(u->cq_tail, __ATOMIC_ACQUIRE);
   for (; head != ctail; head++) {
     const struct io_uring_cqe *cqe = &u->cqes[head & *u->cq_mask];
-    unsigned what = (unsigned)cqe->user_data;
-    int32_t res = cqe->res;
-    if (what == W_CANCEL) continue;
-    w->posted &= ~what;
-    if (res == -EAGAIN || res == -EINTR || res == -ECANCELED) continue; /* nothing: posted again */
-    if (now == 0) now = mono_us();
-    if (what == W_TUN) {
-      int32_t len = res;
-      if (res >= 0) {
-        len = r->tun_vnet ? res - VNET_LEN : res;
-        if (len < 0) len = 0; /* length 0: JS drops and counts it as malformed */
-        if (!r->tun_vnet) memset(r->vnet + (size_t)w->tun_slot * VNET_SLOT, 0, VNET_LEN);
-      } else {
-        r->last_errno = -res;
-      }
-      r->lens[w->tun_slot] = len;
-      r->stamps[w->tun_slot] = now;
-      ev |= W_TUN;
-    } else if (what == W_UDP) {
-      if (res >= 0) {
-        udp_harvest_one(r, w->udp_slot, &w->udp_msg, (uint32_t)res, &w->udp_name, now, now, &real_to_mono);
-      } else {
-        r->last_errno = -res;
-        r->lens[w->udp_slot] = res;
-      }
-      ev |= W_UDP;
-    } else if (what == W_WAKE) {
+    unsigned what = (unsigned)cqe->user_data & (W_TUN | W_UDP | W_WAKE);
+    if (!(cqe->flags & IORING_CQE_F_MORE)) w->armed &= ~what; /* armed again by the next waitNext */
+    /* A kernel before 5.13 refuses multishot (EINVAL): one-shot polls from now on. Any failed poll
+       lets the fd's read tell what is wrong (an error in lens, as tunRead/udpRecv report it). */
+    if (cqe->res == -EINVAL && w->multishot) w->multishot = 0;
+    if (what == W_WAKE) {
       uint64_t v;
-      while (read(w->wake_fd, &v, sizeof v) < 0 && errno == EINTR) {
+      ssize_t got;
+      while ((got = read(w->wake_fd, &v, sizeof v)) < 0 && errno == EINTR) {
       }
-      ev |= W_WAKE;
+      if (got == sizeof v) ev |= W_WAKE; /* else rung before and emptied already (non-blocking) */
+    } else if (!(w->ready & what)) {
+      w->ready |= what;
+      w->fresh |= what;
     }
   }
   __atomic_store_n(u->cq_head, head, __ATOMIC_RELEASE);
-  if (ev & (W_TUN | W_UDP)) {
+  return ev;
+}
+
+/* One read of flannel0 into tun_slot: 1 = a packet (or an error, in lens), 0 = none (EAGAIN). */
+static int waiter_read_tun(ring_t *r, struct waiter *w, double now) {
+  uint32_t slot = w->tun_slot;
+  uint8_t *buf = slot_ptr(r, slot, r->slot_caps[slot]);
+  uint8_t *vh = r->vnet + (size_t)slot * VNET_SLOT;
+  ssize_t got;
+  if (!buf) {
+    got = -1;
+    errno = EINVAL;
+  } else {
+    w->tun_iov[0].iov_base = vh;
+    w->tun_iov[0].iov_len = VNET_LEN;
+    w->tun_iov[1].iov_base = buf;
+    w->tun_iov[1].iov_len = r->slot_caps[slot];
+    while ((got = r->tun_vnet ? readv(w->tun_fd, w->tun_iov, 2) : read(w->tun_fd, buf, r->slot_caps[slot])) < 0 &&
+           errno == EINTR) {
+    }
+  }
+  if (got < 0 && errno == EAGAIN) return 0;
+  if (got < 0) {
+    r->last_errno = errno;
+    r->lens[slot] = -errno;
+  } else {
+    if (r->tun_vnet) {
+      got -= VNET_LEN;
+      if (got < 0) got = 0; /* length 0: JS drops and counts it as malformed */
+    } else {
+      memset(vh, 0, VNET_LEN);
+    }
+    r->lens[slot] = (int32_t)got;
+  }
+  r->stamps[slot] = now;
+  return 1;
+}
+
+/* One recvmsg of the socket into udp_slot: 1 = a datagram (or an error, in lens), 0 = none. */
+static int waiter_read_udp(ring_t *r, struct waiter *w, double now) {
+  uint32_t slot = w->udp_slot;
+  uint8_t *buf = slot_ptr(r, slot, r->slot_caps[slot]);
+  ssize_t got;
+  if (!buf) {
+    got = -1;
+    errno = EINVAL;
+  } else {
+    w->udp_iov.iov_base = buf;
+    w->udp_iov.iov_len = r->slot_caps[slot];
+    memset(&w->udp_msg, 0, sizeof w->udp_msg);
+    w->udp_msg.msg_name = &w->udp_name;
+    w->udp_msg.msg_namelen = sizeof w->udp_name;
+    w->udp_msg.msg_iov = &w->udp_iov;
+    w->udp_msg.msg_iovlen = 1;
+    w->udp_msg.msg_control = w->udp_ctrl.buf;
+    w->udp_msg.msg_controllen = sizeof w->udp_ctrl.buf;
+    while ((got = recvmsg(w->udp_fd, &w->udp_msg, MSG_DONTWAIT | MSG_TRUNC)) < 0 && errno == EINTR) {
+    }
+  }
+  if (got < 0 && errno == EAGAIN) return 0;
+  if (got < 0) {
+    r->last_errno = errno;
+    r->lens[slot] = -errno;
+    r->stamps[slot] = now;
+  } else {
+    double real_to_mono = 0;
+    udp_harvest_one(r, slot, &w->udp_msg, (uint32_t)got, &w->udp_name, now, now, &real_to_mono);
+  }
+  return 1;
+}
+
+/* Reads the wanted, ready fds (flannel0 first): W_* bits of what came, with *_AT_ONCE for a read
+   whose fd was ready before (traffic queued). A read that finds nothing clears the fd's ready. */
+static unsigned waiter_read(ring_t *r) {
+  struct waiter *w = r->waiter;
+  unsigned todo = w->ready & w->want, ev = 0;
+  if (!todo) return 0;
+  double now = mono_us();
+  if (todo & W_TUN) {
+    if (waiter_read_tun(r, w, now)) ev |= W_TUN | ((w->fresh & W_TUN) ? 0 : W_TUN_AT_ONCE);
+    else w->ready &= ~W_TUN;
+  }
+  if (todo & W_UDP) {
+    if (waiter_read_udp(r, w, now)) ev |= W_UDP | ((w->fresh & W_UDP) ? 0 : W_UDP_AT_ONCE);
+    else w->ready &= ~W_UDP;
+  }
+  w->fresh &= ~todo;
+  if (ev) {
     r->io_clock[0] = w->last_data_us = now;
     w->last_after = (ev & W_UDP) ? SPIN_AFTER_RX : SPIN_AFTER_TX;
   }
   return ev;
 }
 
-/* Cancels the requests in flight among `which` and reaps until none is (bounded); W_* of data
-   that completed meanwhile (it is in its slot). */
-static unsigned waiter_cancel(ring_t *r, unsigned which) {
-  struct waiter *w = r->waiter;
-  unsigned ev = 0;
-  for (unsigned bit = W_TUN; bit <= W_WAKE; bit <<= 1) {
-    if (!(w->posted & which & bit)) continue;
-    struct io_uring_sqe *sqe = waiter_sqe(w, IORING_OP_ASYNC_CANCEL, -1, W_CANCEL);
-    sqe->addr = bit;
+/* Submits what is pending and posts the completions that wait for it (IORING_SQ_TASKRUN), then
+   reaps: a syscall only when either is needed. W_WAKE, or -errno. */
+static int waiter_collect(struct waiter *w) {
+  if (w->pending || (__atomic_load_n(w->u->sq_flags, __ATOMIC_ACQUIRE) & IORING_SQ_TASKRUN)) {
+    int rc = waiter_enter(w, 0, 0);
+    if (rc < 0) return rc;
   }
-  for (int round = 0; round < W_CANCEL_ROUNDS; round++) {
-    if (waiter_enter(w, (w->posted & which) ? 1 : 0, 20) < 0) break;
-    ev |= waiter_reap(r);
-    if (!(w->posted & which)) break;
-  }
-  return ev & (W_TUN | W_UDP);
+  return (int)waiter_reap(w);
 }
 
 static void waiter_free(ring_t *r) {
   struct waiter *w = r->waiter;
   if (!w) return;
-  if (w->posted) waiter_cancel(r, w->posted);
-  uring_free(w->u); /* closing it cancels whatever is still in flight */
+  uring_free(w->u); /* closing it ends the polls; none holds a pointer into the slab */
   free(w);
   r->waiter = NULL;
 }
 
 /*
- * waitOpen(ring, tunFd, udpFd, wakeFd, tunSlot, udpSlot, spinUs) -> 0 | -errno: sets up the wait
- * (an io_uring on the calling thread, which alone may call waitNext); spinUs: how long a wait
- * busy-polls before it sleeps, when a packet came in the last 2 ms (0: never, capped at 10 ms). ENOSYS/EPERM: no io_uring here;
- * EOPNOTSUPP: a kernel without timed waits (IORING_FEAT_EXT_ARG, Linux 5.11).
+ * waitOpen(ring, tunFd, udpFd, wakeFd, tunSlot, udpSlot, spinUs[, oneShot]) -> 0 | -errno: sets
+ * up the wait (an io_uring on the calling thread, which alone may call waitNext); spinUs: how long
+ * a wait busy-polls before it sleeps, when a packet came in the last 2 ms (0: never, capped at
+ * 10 ms); oneShot (tests): one-shot polls, as on kernels before 5.13. ENOSYS/EPERM: no io_uring
+ * here; EOPNOTSUPP: a kernel without timed waits (IORING_FEAT_EXT_ARG, Linux 5.11).
  */
 static napi_value wait_open(napi_env env, napi_callback_info info) {
-  napi_value argv[7];
+  napi_value argv[8];
+  size_t argc = 8;
   int32_t tun_fd, udp_fd, wake_fd;
   uint32_t tun_slot, udp_slot, spin_us;
+  bool one_shot = false;
   if (get_args(env, info, 7, argv)) return NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
   ring_t *r = get_ring(env, argv[0]);
   if (!r || get_i32(env, argv[1], &tun_fd) || get_i32(env, argv[2], &udp_fd) || get_i32(env, argv[3], &wake_fd) ||
       get_u32(env, argv[4], &tun_slot) || get_u32(env, argv[5], &udp_slot) || get_u32(env, argv[6], &spin_us))
     return NULL;
+  if (argc >= 8 && napi_get_value_bool(env, argv[7], &one_shot) != napi_ok) one_shot = false;
   if (r->waiter) return make_int(env, -EBUSY);
   if (tun_slot >= r->slot_count || udp_slot >= r->slot_count) return make_int(env, -EINVAL);
   struct waiter *w = calloc(1, sizeof *w);
   if (!w) return make_int(env, -ENOMEM);
-  w->u = uring_new(8);
+  /* TASKRUN_FLAG: a completion waiting to be posted shows in the SQ ring's flags, so a look
+     without a syscall can tell whether there is any (with DEFER_TASKRUN, only io_uring_enter
+     posts them; without it, they are posted as this thread returns from any syscall). */
+  w->u = uring_new(8, IORING_SETUP_TASKRUN_FLAG);
   if (!w->u) {
     int e = errno;
     free(w);
@@ -1566,16 +1604,17 @@ static napi_value wait_open(napi_env env, napi_callback_info info) {
   w->wake_fd = wake_fd;
   w->tun_slot = tun_slot;
   w->udp_slot = udp_slot;
+  w->multishot = one_shot ? 0 : IORING_POLL_ADD_MULTI;
   r->waiter = w;
   if (spin_us > 0 && !r->spinner) r->spinner = spinner_new(spin_us);
   return make_int(env, 0);
 }
 
-/* waiter_spin's check: what completed, without waiting (W_* bits), or -errno. */
+/* waiter_spin's check: what came, without waiting (W_* bits), or -errno. */
 static int waiter_check(void *ctx) {
   ring_t *r = ctx;
-  int rc = waiter_enter(r->waiter, 0, 0);
-  return rc < 0 ? rc : (int)waiter_reap(r);
+  int ev = waiter_collect(r->waiter);
+  return ev < 0 ? ev : (int)((unsigned)ev | waiter_read(r));
 }
 
 /* Busy-polls (spinner_run) while a packet came in the last W_SPIN_AFTER_US: W_* bits, 0, -errno. */
@@ -1585,11 +1624,11 @@ static int waiter_spin(ring_t *r) {
 }
 
 /*
- * waitNext(ring, timeoutMs, want) -> W_* bits | -errno. Posts what is not in flight (the doorbell
- * always; flannel0's read and the socket's recvmsg as `want` asks, W_TUN | W_UDP; those not
- * wanted are cancelled) and returns what completed: at once (with the *_AT_ONCE bits for a read
- * posted by this call: traffic was already queued), or after waiting at most timeoutMs (0 bits:
- * the time ran out, or a signal came).
+ * waitNext(ring, timeoutMs, want) -> W_* bits | -errno. Reads the fds of `want` (W_TUN | W_UDP)
+ * that are ready, one packet each, and returns what came: at once (with *_AT_ONCE where traffic
+ * was queued), or after busy-polling, or after waiting at most timeoutMs (0 bits: the time ran
+ * out, a signal came, or a poll fired for nothing to read). An fd not wanted keeps its poll and is
+ * not read: what comes for it stays in it.
  */
 static napi_value wait_next(napi_env env, napi_callback_info info) {
   napi_value argv[3];
@@ -1601,19 +1640,11 @@ static napi_value wait_next(napi_env env, napi_callback_info info) {
   struct waiter *w = r->waiter;
   if (!w) return make_int(env, -EINVAL);
   if (timeout_ms < 0) timeout_ms = 0;
-  want &= W_TUN | W_UDP;
-  unsigned ev = 0;
-  if (w->posted & (W_TUN | W_UDP) & ~want) ev |= waiter_cancel(r, (W_TUN | W_UDP) & ~want);
-  unsigned in_flight = w->posted;
-  int rc = waiter_post(r, W_WAKE | want);
+  w->want = want & (W_TUN | W_UDP);
+  waiter_arm(w, W_WAKE | w->want);
+  int rc = waiter_collect(w);
   if (rc < 0) return make_int(env, rc);
-  { /* submit (and collect) first, without waiting: a read posted here that completes at once
-       found traffic queued (*_AT_ONCE); one in flight before completed while we were away */
-    rc = waiter_enter(w, 0, 0);
-    if (rc < 0) return make_int(env, rc);
-    unsigned now_ev = waiter_reap(r), fresh = now_ev & ~in_flight;
-    ev |= now_ev | ((fresh & W_TUN) ? W_TUN_AT_ONCE : 0) | ((fresh & W_UDP) ? W_UDP_AT_ONCE : 0);
-  }
+  unsigned ev = (unsigned)rc | waiter_read(r);
   if (!ev) {
     rc = waiter_spin(r);
     if (rc < 0) return make_int(env, rc);
@@ -1622,12 +1653,13 @@ static napi_value wait_next(napi_env env, napi_callback_info info) {
   if (!ev) {
     rc = waiter_enter(w, 1, timeout_ms);
     if (rc < 0) return make_int(env, rc);
-    ev = waiter_reap(r);
+    ev = waiter_reap(w);
+    ev |= waiter_read(r);
   }
   return make_int(env, ev);
 }
 
-/* waitClose(ring): cancels and reaps what is in flight, closes the wait's io_uring. Idempotent. */
+/* waitClose(ring): closes the wait's io_uring (its polls end with it). Idempotent. */
 static napi_value wait_close(napi_env env, napi_callback_info info) {
   ring_t *r = only_ring_arg(env, info);
   if (!r) return NULL;

@@ -3,8 +3,8 @@
 //  - event loop: a DatapathEngine (libuv readiness callbacks) on the main thread, beside the
 //    control plane, or in a worker thread per direction (--workers 2);
 //  - waiting in io_uring (startWaiting + waitOnce): a thread of its own (lane-worker.ts) blocks in
-//    one io_uring_enter that both waits and reads (reads kept posted on flannel0 and the socket),
-//    never going through an event loop (--datapath-wait=io-uring).
+//    one io_uring_enter on polls kept armed on flannel0 and the socket, and the shim reads what
+//    they find before returning, never going through an event loop (--datapath-wait=io-uring).
 // A lane owns its slab, ring (and the ring's io_urings), counters and latency arrays; lanes share
 // only the two fds and routing snapshots built from the same routes.
 import { describeErrno, shim, WAIT, type RingHandle } from '../native/shim.js';
@@ -84,7 +84,7 @@ export class Lane implements Lanes {
   private readonly udpGro: boolean;
   private forwarder: Forwarder;
   private engine: DatapathEngine | null = null;
-  /** Waiting in io_uring: the fds to keep reads posted on (WAIT.tun | WAIT.udp; 0 = stopped). */
+  /** Waiting in io_uring: the fds a wait reads (WAIT.tun | WAIT.udp; 0 = stopped). */
   private waitWant = 0;
   private waitOpen = false;
   private closed = false;
@@ -127,7 +127,7 @@ export class Lane implements Lanes {
 
   /** A new subnet (the lease moved): a new Forwarder with the same routes and GRO state. */
   setConfig(config: ForwarderConfig): void {
-    // Waiting in io_uring: the posted reads stay; what they bring goes to the new Forwarder.
+    // Waiting in io_uring: the polls stay; what the next wait reads goes to the new Forwarder.
     const running = this.engine !== null;
     this.stopPolling();
     const routes = this.forwarder.currentRoutes,
@@ -201,7 +201,7 @@ export class Lane implements Lanes {
     return ev;
   }
 
-  /** Marks what a wait (or a cancel) read into the first slots, for the next read to hand over. */
+  /** Marks what a wait read into the first slots, for the next read to hand over. */
   private takeWaited(ev: number): void {
     if (ev & WAIT.tun) this.tun.waited.hold((ev & WAIT.tunAtOnce) !== 0);
     if (ev & WAIT.udp) this.udp.waited.hold((ev & WAIT.udpAtOnce) !== 0);
@@ -213,12 +213,7 @@ export class Lane implements Lanes {
    */
   stop(drainBatches: number): void {
     this.stopPolling();
-    if (this.waitOpen && this.waitWant !== 0) {
-      // No read may stay posted into the slots the drain reads into; what they brought is drained.
-      this.waitWant = 0;
-      const ev = shim.waitNext(this.ring, 0, 0);
-      if (ev > 0) this.takeWaited(ev);
-    }
+    this.waitWant = 0; // a wait reads nothing more: the drain below reads what is left
     const fwd = this.forwarder,
       tx = this.directions !== 'rx',
       rx = this.directions !== 'tx';

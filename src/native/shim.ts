@@ -91,7 +91,9 @@ export interface Shim {
    * Sets up waiting in io_uring for this ring, on the calling thread (the only one that may then
    * call waitNext): flannel0's reads go into slot tunSlot, the socket's into udpSlot; wakeFd (an
    * eventfdOpen fd) is the doorbell; spinUs: how long each wait busy-polls before it sleeps, while
-   * a packet came in the last 2 ms (0: never). 0, or -errno (no io_uring, or too old a kernel).
+   * a packet came in the last 2 ms (0: never); oneShot (tests): polls armed again after each
+   * completion, as on kernels before 5.13 (multishot polls otherwise). 0, or -errno (no io_uring,
+   * or too old a kernel).
    */
   waitOpen(
     ring: RingHandle,
@@ -101,16 +103,17 @@ export interface Shim {
     tunSlot: number,
     udpSlot: number,
     spinUs: number,
+    oneShot?: boolean,
   ): number;
   /**
-   * Keeps a read posted on each fd of `want` (WAIT.tun | WAIT.udp; the others are cancelled) and
-   * the doorbell's poll, and returns what completed (WAIT.* bits), waiting at most timeoutMs when
-   * nothing did at once: a packet read is in its slot (lens, stamps, and for a datagram addrs,
-   * ports, segSizes) as tunRead/udpRecv leave it. 0: the time ran out (or a signal came). -errno
-   * if the io_uring failed.
+   * Reads one packet from each fd of `want` (WAIT.tun | WAIT.udp) that a poll (kept armed in
+   * io_uring) found readable, and returns what came (WAIT.* bits), waiting at most timeoutMs when
+   * nothing was ready: a packet read is in its slot (lens, stamps, and for a datagram addrs, ports,
+   * segSizes) as tunRead/udpRecv leave it. An fd not wanted is not read. 0: the time ran out (or a
+   * signal came, or a poll fired for nothing). -errno if the io_uring failed.
    */
   waitNext(ring: RingHandle, timeoutMs: number, want: number): number;
-  /** Cancels what is posted and closes the wait's io_uring. Idempotent. */
+  /** Closes the wait's io_uring (its polls end with it). Idempotent. */
   waitClose(ring: RingHandle): void;
   /**
    * What the ring's busy-polling after traffic did so far: [spins that caught a packet, spins that
@@ -154,8 +157,8 @@ export const WAIT = Object.freeze({
   /** The doorbell rang. */
   wake: 4,
   /**
-   * The flannel0 read completed as soon as this wait posted it: more may be queued (read on at
-   * once). Not for a read posted by an earlier wait that completed meanwhile.
+   * The flannel0 packet was read from a device still readable since before this wait: more may
+   * be queued (read on at once). Not for a packet whose coming made it readable meanwhile.
    */
   tunAtOnce: 8,
   /** The same for the socket. */

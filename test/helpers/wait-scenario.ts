@@ -91,10 +91,10 @@ out['tun'] = {
   vnetZero: slab.vnetHdrs.subarray(t * 12, t * 12 + 10).every((b) => b === 0),
 };
 
-// Two come while the socket's recv, posted by the last wait, is in flight: it takes the first, not
-// marked "more queued" (it completed while the caller was away, as the answer to a packet just
-// written does). The next wait posts a recv that finds the second queued: that one is marked (the
-// caller drains the rest), and a third stays in the socket for the drain.
+// Two come while the socket is idle (its last read found nothing): the poll's completion makes it
+// ready, and the wait reads the first, not marked "more queued" (it came while the caller was
+// away, as the answer to a packet just written does). The next wait reads the second from a socket
+// still ready: that one is marked (the caller drains the rest), and a third stays for the drain.
 send('one');
 send('two');
 await sleep(20);
@@ -111,19 +111,46 @@ out['queued'] = { away, fresh, freshText, rest };
 shim.eventfdSignal(wake);
 out['doorbell'] = timed(() => shim.waitNext(ring, 2000, BOTH));
 
-// Waiting for flannel0 only: the socket's recv is cancelled, so a datagram stays in the socket.
+// Waiting for flannel0 only: the socket is not read, so a datagram stays in it.
 out['tunOnly'] = shim.waitNext(ring, 0, WAIT.tun);
 send('left in the socket');
 out['tunOnlyAfter'] = shim.waitNext(ring, 50, WAIT.tun);
 out['leftInSocket'] = shim.udpRecv(ring, udpFd, slab.rxFirst, 8);
 
-// Closed while reads are posted: nothing is taken afterwards.
+// Closed while polls are armed: nothing is taken afterwards.
 out['beforeClose'] = shim.waitNext(ring, 0, BOTH);
 shim.waitClose(ring);
 shim.waitClose(ring); // idempotent
 send('after close');
 out['afterClose'] = shim.udpRecv(ring, udpFd, slab.rxFirst, 8);
 out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
+
+// The same with one-shot polls (kernels before 5.13 refuse multishot ones), armed again after
+// each completion: a datagram, a flannel0 packet, the first of two unmarked and the second marked,
+// the doorbell.
+{
+  const oneShotRing = createRing(slab);
+  const oneShotWake = shim.eventfdOpen();
+  const opened = shim.waitOpen(oneShotRing, tunFd, udpFd, oneShotWake, slab.txFirst, slab.rxFirst, 0, true);
+  const evs: number[] = [];
+  send('one-shot datagram');
+  evs.push(shim.waitNext(oneShotRing, 2000, BOTH));
+  send('one-shot packet', true);
+  evs.push(shim.waitNext(oneShotRing, 2000, BOTH));
+  send('first');
+  send('second');
+  await sleep(20);
+  evs.push(shim.waitNext(oneShotRing, 2000, BOTH));
+  evs.push(shim.waitNext(oneShotRing, 2000, BOTH));
+  evs.push(shim.waitNext(oneShotRing, 50, BOTH)); // nothing more
+  shim.eventfdSignal(oneShotWake);
+  evs.push(shim.waitNext(oneShotRing, 2000, BOTH));
+  send('late');
+  evs.push(shim.waitNext(oneShotRing, 2000, BOTH)); // the poll was armed again
+  shim.waitClose(oneShotRing);
+  shim.closeFd(oneShotWake);
+  out['oneShot'] = { opened, evs };
+}
 
 // Busy-polling after traffic: a wait right after a packet polls for spinUs, then sleeps as usual;
 // a datagram that comes while it polls is caught without sleeping; a CPU-bound task on the same CPU

@@ -1,7 +1,7 @@
 // The datapath's wait in io_uring (shim waitOpen/waitNext/waitClose, a Lane that waits, a waiting
 // worker lane): a wait that times out with nothing, a wait that returns a datagram or a flannel0
-// packet already read, the doorbell, cancelled reads that take nothing more, a lane closed while it
-// waits. Runs in a namespace of its own (test/helpers/wait-scenario.ts).
+// packet already read, the doorbell, an fd not wanted left unread, one-shot polls (older kernels),
+// a lane closed while it waits. Runs in a namespace of its own (test/helpers/wait-scenario.ts).
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { WAIT } from '../../src/native/shim.js';
@@ -33,6 +33,7 @@ interface Outcome {
   tunOnly: number;
   tunOnlyAfter: number;
   leftInSocket: number;
+  oneShot: { opened: number; evs: number[] };
   beforeClose: number;
   afterClose: number;
   nextAfterClose: number;
@@ -91,9 +92,9 @@ describe('waiting for packets in io_uring', () => {
     assert.ok(r.tun.vnetZero);
   });
 
-  it('marks a read that completed as it was posted (more queued), and leaves the rest to a drain', () => {
-    assert.equal(r.queued.away & (WAIT.udp | WAIT.udpAtOnce), WAIT.udp, 'a recv in flight that completed meanwhile');
-    assert.equal(r.queued.fresh & (WAIT.udp | WAIT.udpAtOnce), WAIT.udp | WAIT.udpAtOnce, 'a recv posted on a queue');
+  it('marks a read from an fd that stayed ready (more queued), and leaves the rest to a drain', () => {
+    assert.equal(r.queued.away & (WAIT.udp | WAIT.udpAtOnce), WAIT.udp, 'the socket turned ready meanwhile');
+    assert.equal(r.queued.fresh & (WAIT.udp | WAIT.udpAtOnce), WAIT.udp | WAIT.udpAtOnce, 'the socket was still ready');
     assert.equal(r.queued.freshText, 'two');
     assert.equal(r.queued.rest, 1, 'the third datagram is still in the socket');
   });
@@ -103,13 +104,26 @@ describe('waiting for packets in io_uring', () => {
     assert.ok(r.doorbell.ms < 500);
   });
 
-  it('a read no longer wanted is cancelled: it takes nothing more', () => {
+  it('an fd not wanted is not read: what comes stays in it', () => {
     assert.equal(r.tunOnly, 0);
-    assert.equal(r.tunOnlyAfter, 0, 'the datagram did not complete the cancelled recv');
+    assert.equal(r.tunOnlyAfter, 0, 'the datagram was not read');
     assert.equal(r.leftInSocket, 1);
   });
 
-  it('closed while reads are posted: nothing is taken afterwards, and waiting is refused', () => {
+  it('with one-shot polls (kernels before 5.13), armed again after each completion, the same', () => {
+    const [datagram, packet, first, second, nothing, doorbell, late] = r.oneShot.evs;
+    const data = WAIT.tun | WAIT.udp | WAIT.tunAtOnce | WAIT.udpAtOnce;
+    assert.equal(r.oneShot.opened, 0);
+    assert.equal(datagram! & (WAIT.tun | WAIT.udp), WAIT.udp);
+    assert.equal(packet! & (WAIT.tun | WAIT.udp), WAIT.tun);
+    assert.equal(first! & data, WAIT.udp, 'the first of two: the socket turned ready');
+    assert.equal(second! & data, WAIT.udp | WAIT.udpAtOnce, 'the second: still ready');
+    assert.equal(nothing, 0);
+    assert.equal(doorbell, WAIT.wake);
+    assert.equal(late! & (WAIT.tun | WAIT.udp), WAIT.udp, 'the poll was armed again');
+  });
+
+  it('closed while polls are armed: nothing is taken afterwards, and waiting is refused', () => {
     assert.equal(r.beforeClose, 0);
     assert.equal(r.afterClose, 1, 'the datagram stayed in the socket');
     assert.equal(r.nextAfterClose, -22, 'EINVAL once closed');
