@@ -950,6 +950,8 @@ static void udp_harvest(ring_t *r, uint32_t first, uint32_t n, double now, doubl
  * (udpEnableGro), the size of each coalesced datagram when the kernel handed over several
  * equal-size datagrams of one sender as one (the last may be shorter), else 0.
  */
+static int udp_recv_run(ring_t *r, int fd, uint32_t first, uint32_t max);
+
 static napi_value udp_recv(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   int32_t fd;
@@ -960,9 +962,14 @@ static napi_value udp_recv(napi_env env, napi_callback_info info) {
       get_u32(env, argv[3], &max))
     return NULL;
   if (check_run(r, first, &max)) return make_int(env, -EINVAL);
+  return make_int(env, udp_recv_run(r, fd, first, max));
+}
+
+/* udpRecv's recvmmsg into slots first..first+max-1 (a checked run): n, 0 (EAGAIN) or -errno. */
+static int udp_recv_run(ring_t *r, int fd, uint32_t first, uint32_t max) {
   for (uint32_t i = 0; i < max; i++) {
     uint8_t *buf = slot_ptr(r, first + i, r->slot_caps[first + i]);
-    if (!buf) return make_int(env, -EINVAL);
+    if (!buf) return -EINVAL;
     r->iovs[i].iov_base = buf;
     r->iovs[i].iov_len = r->slot_caps[first + i];
     memset(&r->msgs[i].msg_hdr, 0, sizeof r->msgs[i].msg_hdr);
@@ -980,9 +987,9 @@ static napi_value udp_recv(napi_env env, napi_callback_info info) {
   while (n < 0 && errno == EINTR);
   double now = mono_us();
   r->io_clock[0] = now;
-  if (n < 0) return make_int(env, errno == EAGAIN ? 0 : -errno);
+  if (n < 0) return errno == EAGAIN ? 0 : -errno;
   udp_harvest(r, first, (uint32_t)n, now, ready > 0 ? ready : now);
-  return make_int(env, n);
+  return n;
 }
 
 /* udpEnableGro(ring, fd) -> 0 | -errno: UDP_GRO on the socket (kernel >= 5.0), and udpRecv
@@ -1350,9 +1357,11 @@ static int spinner_run(struct spinner *s, unsigned way, int (*check)(void *), vo
  * time, four times per round trip; see docs/latency.md.)
  * Readiness is kept level-triggered here: a poll's completion marks its fd ready, and only a read
  * that finds nothing (EAGAIN) clears it, since one completion may stand for several packets.
- * waitNext reads one packet from each wanted, ready fd into its slot (tun_slot, udp_slot) and
- * reports which (W_*): lens, stamps (the read time for flannel0, the kernel timestamp for a
- * datagram) and, for a datagram, sender and GRO size, exactly as tunRead/udpRecv leave them.
+ * waitNext reads each wanted, ready fd and reports which (W_*): one packet from flannel0 into
+ * tun_slot; from the socket, one recvmmsg into udp_slot.. (up to udp_max datagrams, so a read
+ * that takes fewer than that found the socket empty, with no read more to learn it). They are
+ * as tunRead/udpRecv leave them: lens, stamps (the read time for flannel0, the kernel timestamp
+ * for a datagram) and, for a datagram, sender and GRO size.
  * Nothing reads into the slab in the background: closing the io_uring is all waitClose needs.
  */
 #define W_TUN 1u
@@ -1363,14 +1372,18 @@ static int spinner_run(struct spinner *s, unsigned way, int (*check)(void *), vo
    fd turned ready meanwhile is not marked: the answer to a packet just written comes that way,
    alone, and a drain would only find nothing. */
 #define W_TUN_AT_ONCE 8u
+/* The same for the socket, or a read of it that took more than one datagram. */
 #define W_UDP_AT_ONCE 16u
+/* waitNext's result: the datagrams read (with W_UDP) are the bits from here up. */
+#define W_UDP_COUNT_SHIFT 8
 /* Busy-polling (spin_us) only this soon after the last packet: an idle lane sleeps at once. */
 #define W_SPIN_AFTER_US 2000.0
 
 struct waiter {
   uring_t *u;
   int tun_fd, udp_fd, wake_fd;
-  uint32_t tun_slot, udp_slot;
+  uint32_t tun_slot, udp_slot, udp_max;
+  unsigned udp_count;  /* datagrams the last read of the socket took */
   unsigned armed;      /* W_TUN | W_UDP | W_WAKE: polls in force */
   unsigned ready;      /* W_TUN | W_UDP: a poll said readable, and no read found the fd empty since */
   unsigned fresh;      /* of ready: made ready by a completion since the last read of that fd */
@@ -1380,13 +1393,6 @@ struct waiter {
   unsigned last_after; /* SPIN_AFTER_* of the last wait that brought packets (JS forwards rx last) */
   unsigned pending;    /* SQEs written but not yet submitted */
   struct iovec tun_iov[2];
-  struct iovec udp_iov;
-  struct msghdr udp_msg;
-  struct sockaddr_in udp_name;
-  union {
-    char buf[CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(struct timespec))];
-    struct cmsghdr align;
-  } udp_ctrl;
 };
 
 /* Arms a poll (POLLIN) on each fd of `which` that has none in force; submitted by the next enter. */
@@ -1487,41 +1493,24 @@ static int waiter_read_tun(ring_t *r, struct waiter *w, double now) {
   return 1;
 }
 
-/* One recvmsg of the socket into udp_slot: 1 = a datagram (or an error, in lens), 0 = none. */
-static int waiter_read_udp(ring_t *r, struct waiter *w, double now) {
-  uint32_t slot = w->udp_slot;
-  uint8_t *buf = slot_ptr(r, slot, r->slot_caps[slot]);
-  ssize_t got;
-  if (!buf) {
-    got = -1;
-    errno = EINVAL;
-  } else {
-    w->udp_iov.iov_base = buf;
-    w->udp_iov.iov_len = r->slot_caps[slot];
-    memset(&w->udp_msg, 0, sizeof w->udp_msg);
-    w->udp_msg.msg_name = &w->udp_name;
-    w->udp_msg.msg_namelen = sizeof w->udp_name;
-    w->udp_msg.msg_iov = &w->udp_iov;
-    w->udp_msg.msg_iovlen = 1;
-    w->udp_msg.msg_control = w->udp_ctrl.buf;
-    w->udp_msg.msg_controllen = sizeof w->udp_ctrl.buf;
-    while ((got = recvmsg(w->udp_fd, &w->udp_msg, MSG_DONTWAIT | MSG_TRUNC)) < 0 && errno == EINTR) {
-    }
+/* One recvmmsg of the socket into udp_slot..: 1 = datagrams (udp_count; or an error, in lens),
+   0 = none. None or fewer than udp_max: the socket is empty now (*drained). */
+static int waiter_read_udp(ring_t *r, struct waiter *w, double now, int *drained) {
+  int n = udp_recv_run(r, w->udp_fd, w->udp_slot, w->udp_max);
+  *drained = n >= 0 && n < (int)w->udp_max; /* an error (sk_err) may have datagrams behind it */
+  if (n == 0) return 0;
+  if (n < 0) {
+    r->last_errno = -n;
+    r->lens[w->udp_slot] = n;
+    r->stamps[w->udp_slot] = now;
+    n = 1;
   }
-  if (got < 0 && errno == EAGAIN) return 0;
-  if (got < 0) {
-    r->last_errno = errno;
-    r->lens[slot] = -errno;
-    r->stamps[slot] = now;
-  } else {
-    double real_to_mono = 0;
-    udp_harvest_one(r, slot, &w->udp_msg, (uint32_t)got, &w->udp_name, now, now, &real_to_mono);
-  }
+  w->udp_count = (unsigned)n;
   return 1;
 }
 
 /* Reads the wanted, ready fds (flannel0 first): W_* bits of what came, with *_AT_ONCE for a read
-   whose fd was ready before (traffic queued). A read that finds nothing clears the fd's ready. */
+   whose fd was ready before (traffic queued). A read that finds the fd empty clears its ready. */
 static unsigned waiter_read(ring_t *r) {
   struct waiter *w = r->waiter;
   unsigned todo = w->ready & w->want, ev = 0;
@@ -1532,8 +1521,10 @@ static unsigned waiter_read(ring_t *r) {
     else w->ready &= ~W_TUN;
   }
   if (todo & W_UDP) {
-    if (waiter_read_udp(r, w, now)) ev |= W_UDP | ((w->fresh & W_UDP) ? 0 : W_UDP_AT_ONCE);
-    else w->ready &= ~W_UDP;
+    int drained = 0;
+    if (waiter_read_udp(r, w, now, &drained))
+      ev |= W_UDP | ((w->fresh & W_UDP) && w->udp_count == 1 ? 0 : W_UDP_AT_ONCE);
+    if (drained) w->ready &= ~W_UDP;
   }
   w->fresh &= ~todo;
   if (ev) {
@@ -1562,27 +1553,28 @@ static void waiter_free(ring_t *r) {
 }
 
 /*
- * waitOpen(ring, tunFd, udpFd, wakeFd, tunSlot, udpSlot, spinUs[, oneShot]) -> 0 | -errno: sets
- * up the wait (an io_uring on the calling thread, which alone may call waitNext); spinUs: how long
- * a wait busy-polls before it sleeps, when a packet came in the last 2 ms (0: never, capped at
+ * waitOpen(ring, tunFd, udpFd, wakeFd, tunSlot, udpSlot, udpMax, spinUs[, oneShot]) -> 0 | -errno:
+ * sets up the wait (an io_uring on the calling thread, which alone may call waitNext); a read of
+ * the socket takes up to udpMax datagrams into udpSlot..; spinUs: how long a wait busy-polls before it sleeps, when a packet came in the last 2 ms (0: never, capped at
  * 10 ms); oneShot (tests): one-shot polls, as on kernels before 5.13. ENOSYS/EPERM: no io_uring
  * here; EOPNOTSUPP: a kernel without timed waits (IORING_FEAT_EXT_ARG, Linux 5.11).
  */
 static napi_value wait_open(napi_env env, napi_callback_info info) {
-  napi_value argv[8];
-  size_t argc = 8;
+  napi_value argv[9];
+  size_t argc = 9;
   int32_t tun_fd, udp_fd, wake_fd;
-  uint32_t tun_slot, udp_slot, spin_us;
+  uint32_t tun_slot, udp_slot, udp_max, spin_us;
   bool one_shot = false;
-  if (get_args(env, info, 7, argv)) return NULL;
+  if (get_args(env, info, 8, argv)) return NULL;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
   ring_t *r = get_ring(env, argv[0]);
   if (!r || get_i32(env, argv[1], &tun_fd) || get_i32(env, argv[2], &udp_fd) || get_i32(env, argv[3], &wake_fd) ||
-      get_u32(env, argv[4], &tun_slot) || get_u32(env, argv[5], &udp_slot) || get_u32(env, argv[6], &spin_us))
+      get_u32(env, argv[4], &tun_slot) || get_u32(env, argv[5], &udp_slot) || get_u32(env, argv[6], &udp_max) ||
+      get_u32(env, argv[7], &spin_us))
     return NULL;
-  if (argc >= 8 && napi_get_value_bool(env, argv[7], &one_shot) != napi_ok) one_shot = false;
+  if (argc >= 9 && napi_get_value_bool(env, argv[8], &one_shot) != napi_ok) one_shot = false;
   if (r->waiter) return make_int(env, -EBUSY);
-  if (tun_slot >= r->slot_count || udp_slot >= r->slot_count) return make_int(env, -EINVAL);
+  if (tun_slot >= r->slot_count || udp_max == 0 || check_run(r, udp_slot, &udp_max)) return make_int(env, -EINVAL);
   struct waiter *w = calloc(1, sizeof *w);
   if (!w) return make_int(env, -ENOMEM);
   /* TASKRUN_FLAG: a completion waiting to be posted shows in the SQ ring's flags, so a look
@@ -1604,6 +1596,7 @@ static napi_value wait_open(napi_env env, napi_callback_info info) {
   w->wake_fd = wake_fd;
   w->tun_slot = tun_slot;
   w->udp_slot = udp_slot;
+  w->udp_max = udp_max;
   w->multishot = one_shot ? 0 : IORING_POLL_ADD_MULTI;
   r->waiter = w;
   if (spin_us > 0 && !r->spinner) r->spinner = spinner_new(spin_us);
@@ -1624,8 +1617,9 @@ static int waiter_spin(ring_t *r) {
 }
 
 /*
- * waitNext(ring, timeoutMs, want) -> W_* bits | -errno. Reads the fds of `want` (W_TUN | W_UDP)
- * that are ready, one packet each, and returns what came: at once (with *_AT_ONCE where traffic
+ * waitNext(ring, timeoutMs, want) -> W_* bits (and with W_UDP, the datagrams read
+ * << W_UDP_COUNT_SHIFT) | -errno. Reads the fds of `want` (W_TUN | W_UDP) that are ready and
+ * returns what came: at once (with *_AT_ONCE where traffic
  * was queued), or after busy-polling, or after waiting at most timeoutMs (0 bits: the time ran
  * out, a signal came, or a poll fired for nothing to read). An fd not wanted keeps its poll and is
  * not read: what comes for it stays in it.
@@ -1656,6 +1650,7 @@ static napi_value wait_next(napi_env env, napi_callback_info info) {
     ev = waiter_reap(w);
     ev |= waiter_read(r);
   }
+  if (ev & W_UDP) ev |= w->udp_count << W_UDP_COUNT_SHIFT;
   return make_int(env, ev);
 }
 

@@ -173,7 +173,7 @@ export class Lane implements Lanes {
     if (this.closed) return -9; // EBADF
     if (!this.waitOpen) {
       const { ring, tunFd, udpFd, slab } = this;
-      const rc = shim.waitOpen(ring, tunFd, udpFd, wakeFd, slab.txFirst, slab.rxFirst, spinUs);
+      const rc = shim.waitOpen(ring, tunFd, udpFd, wakeFd, slab.txFirst, slab.rxFirst, slab.batch, spinUs);
       if (rc < 0) return rc;
       this.waitOpen = true;
     }
@@ -203,8 +203,12 @@ export class Lane implements Lanes {
 
   /** Marks what a wait read into the first slots, for the next read to hand over. */
   private takeWaited(ev: number): void {
-    if (ev & WAIT.tun) this.tun.waited.hold((ev & WAIT.tunAtOnce) !== 0);
-    if (ev & WAIT.udp) this.udp.waited.hold((ev & WAIT.udpAtOnce) !== 0);
+    if (ev & WAIT.tun) this.tun.waited.hold(1, (ev & WAIT.tunAtOnce) !== 0);
+    if (ev & WAIT.udp) {
+      // The wait read up to a batch: only a full one may have left more in the socket.
+      const count = ev >>> WAIT.udpCountShift;
+      this.udp.waited.hold(count, count >= this.slab.batch);
+    }
   }
 
   /**

@@ -9,28 +9,32 @@ export function createRing(slab: PacketSlab): RingHandle {
 }
 
 /**
- * A packet (or datagram) that a wait in io_uring (shim.waitNext) has already read into the first
- * slot of the next read: the next read hands it over, and reads more at once only when the wait
- * saw more queued behind it (drain), so a lone packet costs no read that finds nothing.
+ * Packets (a flannel0 packet, or datagrams) that a wait in io_uring (shim.waitNext) has already
+ * read into the first slots of the next read: the next read hands them over, and reads more at
+ * once only when the wait saw more queued behind them (drain), so a lone packet costs no read that
+ * finds nothing.
  */
 export class Held {
-  held = false;
+  /** Packets held (0: none). */
+  private count = 0;
+  /** The wait saw more queued behind them: the read goes on into the slots after them. */
   drain = false;
 
-  hold(drain: boolean): void {
-    this.held = true;
+  get held(): boolean {
+    return this.count > 0;
+  }
+
+  hold(count: number, drain: boolean): void {
+    this.count = count;
     this.drain = drain;
   }
 
-  /**
-   * Hands over the held packet at lens[first]: its -errno, or 1 when nothing more is to be read
-   * now, or 0 when the caller reads more into first + 1.. and adds 1.
-   */
+  /** Hands over the packets held at lens[first..]: the first's -errno if it failed, else how many (at most max). */
   take(lens: Int32Array, first: number, max: number): number {
-    this.held = false;
-    const len = lens[first];
-    if (len < 0) return len;
-    return this.drain && max > 1 ? 0 : 1;
+    const n = Math.min(this.count, max);
+    this.count = 0;
+    const len = lens[first]!;
+    return len < 0 ? len : n;
   }
 }
 
@@ -44,9 +48,9 @@ export class NativeTun implements TunDevice {
   read(first: number, max: number): number {
     if (this.waited.held) {
       const held = this.waited.take(this.lens, first, max);
-      if (held !== 0) return held;
-      const more = shim.tunRead(this.ring, this.fd, first + 1, max - 1);
-      return more > 0 ? 1 + more : 1;
+      if (held < 0 || held >= max || !this.waited.drain) return held;
+      const more = shim.tunRead(this.ring, this.fd, first + held, max - held);
+      return more > 0 ? held + more : held;
     }
     return shim.tunRead(this.ring, this.fd, first, max);
   }
@@ -65,9 +69,9 @@ export class NativeUdp implements UdpSocket {
   recv(first: number, max: number): number {
     if (this.waited.held) {
       const held = this.waited.take(this.lens, first, max);
-      if (held !== 0) return held;
-      const more = shim.udpRecv(this.ring, this.fd, first + 1, max - 1);
-      return more > 0 ? 1 + more : 1;
+      if (held < 0 || held >= max || !this.waited.drain) return held;
+      const more = shim.udpRecv(this.ring, this.fd, first + held, max - held);
+      return more > 0 ? held + more : held;
     }
     return shim.udpRecv(this.ring, this.fd, first, max);
   }

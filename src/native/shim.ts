@@ -89,7 +89,8 @@ export interface Shim {
   pollStop(handle: PollHandle): void;
   /**
    * Sets up waiting in io_uring for this ring, on the calling thread (the only one that may then
-   * call waitNext): flannel0's reads go into slot tunSlot, the socket's into udpSlot; wakeFd (an
+   * call waitNext): flannel0's reads go into slot tunSlot, the socket's into udpSlot.. (up to
+   * udpMax datagrams per read); wakeFd (an
    * eventfdOpen fd) is the doorbell; spinUs: how long each wait busy-polls before it sleeps, while
    * a packet came in the last 2 ms (0: never); oneShot (tests): polls armed again after each
    * completion, as on kernels before 5.13 (multishot polls otherwise). 0, or -errno (no io_uring,
@@ -102,15 +103,18 @@ export interface Shim {
     wakeFd: number,
     tunSlot: number,
     udpSlot: number,
+    udpMax: number,
     spinUs: number,
     oneShot?: boolean,
   ): number;
   /**
-   * Reads one packet from each fd of `want` (WAIT.tun | WAIT.udp) that a poll (kept armed in
-   * io_uring) found readable, and returns what came (WAIT.* bits), waiting at most timeoutMs when
-   * nothing was ready: a packet read is in its slot (lens, stamps, and for a datagram addrs, ports,
-   * segSizes) as tunRead/udpRecv leave it. An fd not wanted is not read. 0: the time ran out (or a
-   * signal came, or a poll fired for nothing). -errno if the io_uring failed.
+   * Reads each fd of `want` (WAIT.tun | WAIT.udp) that a poll (kept armed in io_uring) found
+   * readable, one packet from flannel0 and up to udpMax datagrams from the socket, and returns
+   * what came (WAIT.* bits; with WAIT.udp, the datagrams read are `ev >>> WAIT.udpCountShift`),
+   * waiting at most timeoutMs when nothing was ready. What was read is in the slots (lens, stamps,
+   * and for a datagram addrs, ports, segSizes) as tunRead/udpRecv leave it. An fd not wanted is
+   * not read. 0: the time ran out (or a signal came, or a poll fired for nothing). -errno if the
+   * io_uring failed.
    */
   waitNext(ring: RingHandle, timeoutMs: number, want: number): number;
   /** Closes the wait's io_uring (its polls end with it). Idempotent. */
@@ -161,8 +165,10 @@ export const WAIT = Object.freeze({
    * be queued (read on at once). Not for a packet whose coming made it readable meanwhile.
    */
   tunAtOnce: 8,
-  /** The same for the socket. */
+  /** The same for the socket, or its read took more than one datagram (traffic was queued). */
   udpAtOnce: 16,
+  /** With WAIT.udp, `ev >>> udpCountShift` is how many datagrams are in udpSlot.. */
+  udpCountShift: 8,
 });
 
 /** spinPoll's `after`: the way the caller forwarded last (the shim's SPIN_AFTER_*). */

@@ -56,8 +56,8 @@ function timed(fn: () => number): { ev: number; ms: number } {
   return { ev, ms: performance.now() - t };
 }
 
-out['open'] = shim.waitOpen(ring, tunFd, udpFd, wake, slab.txFirst, slab.rxFirst, 0);
-out['openAgain'] = shim.waitOpen(ring, tunFd, udpFd, wake, slab.txFirst, slab.rxFirst, 0);
+out['open'] = shim.waitOpen(ring, tunFd, udpFd, wake, slab.txFirst, slab.rxFirst, slab.batch, 0);
+out['openAgain'] = shim.waitOpen(ring, tunFd, udpFd, wake, slab.txFirst, slab.rxFirst, slab.batch, 0);
 
 // Nothing comes: the wait lasts its timeout and reports nothing.
 out['idle'] = timed(() => shim.waitNext(ring, 150, BOTH));
@@ -91,21 +91,34 @@ out['tun'] = {
   vnetZero: slab.vnetHdrs.subarray(t * 12, t * 12 + 10).every((b) => b === 0),
 };
 
-// Two come while the socket is idle (its last read found nothing): the poll's completion makes it
-// ready, and the wait reads the first, not marked "more queued" (it came while the caller was
-// away, as the answer to a packet just written does). The next wait reads the second from a socket
-// still ready: that one is marked (the caller drains the rest), and a third stays for the drain.
+// Traffic queued. Two datagrams come while the socket is idle: the wait takes both in one read,
+// marked "more queued". One alone: not marked (the answer to a packet just written comes so). A
+// batch and one more: the first read takes the batch (8) and leaves the socket ready, the next
+// takes the one left, marked. Two packets into flannel0 while it is idle: the wait reads the first,
+// not marked (it came while the caller was away); the next reads the second from a device still
+// ready, marked (the caller drains the rest).
+const udpText = (i: number): string => {
+  const at = slab.slotOffsets[slab.rxFirst + i]!;
+  return Buffer.from(slab.bytes.subarray(at, at + slab.lens[slab.rxFirst + i]!)).toString();
+};
 send('one');
 send('two');
 await sleep(20);
-const away = shim.waitNext(ring, 2000, BOTH);
-send('three');
-const fresh = shim.waitNext(ring, 2000, BOTH);
-const freshText = Buffer.from(
-  slab.bytes.subarray(slab.slotOffsets[slab.rxFirst]!, slab.slotOffsets[slab.rxFirst]! + slab.lens[slab.rxFirst]!),
-).toString();
-const rest = shim.udpRecv(ring, udpFd, slab.rxFirst + 1, 7);
-out['queued'] = { away, fresh, freshText, rest };
+const pair = shim.waitNext(ring, 2000, BOTH);
+const pairTexts = [udpText(0), udpText(1)];
+send('alone');
+const alone = shim.waitNext(ring, 2000, BOTH);
+for (let i = 0; i < 9; i++) send(`datagram ${i}`);
+await sleep(20);
+const full = shim.waitNext(ring, 2000, BOTH);
+const afterFull = shim.waitNext(ring, 2000, BOTH);
+const lastText = udpText(0);
+send('first packet', true);
+send('second packet', true);
+await sleep(20);
+const tunFirst = shim.waitNext(ring, 2000, BOTH);
+const tunSecond = shim.waitNext(ring, 2000, BOTH);
+out['queued'] = { pair, pairTexts, alone, full, afterFull, lastText, tunFirst, tunSecond };
 
 // The doorbell wakes a wait.
 shim.eventfdSignal(wake);
@@ -126,19 +139,17 @@ out['afterClose'] = shim.udpRecv(ring, udpFd, slab.rxFirst, 8);
 out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
 
 // The same with one-shot polls (kernels before 5.13 refuse multishot ones), armed again after
-// each completion: a datagram, a flannel0 packet, the first of two unmarked and the second marked,
-// the doorbell.
+// each completion: a datagram, two flannel0 packets (the first unmarked, the second marked), the
+// doorbell, a datagram after it.
 {
   const oneShotRing = createRing(slab);
   const oneShotWake = shim.eventfdOpen();
-  const opened = shim.waitOpen(oneShotRing, tunFd, udpFd, oneShotWake, slab.txFirst, slab.rxFirst, 0, true);
+  const opened = shim.waitOpen(oneShotRing, tunFd, udpFd, oneShotWake, slab.txFirst, slab.rxFirst, slab.batch, 0, true);
   const evs: number[] = [];
   send('one-shot datagram');
   evs.push(shim.waitNext(oneShotRing, 2000, BOTH));
-  send('one-shot packet', true);
-  evs.push(shim.waitNext(oneShotRing, 2000, BOTH));
-  send('first');
-  send('second');
+  send('first', true);
+  send('second', true);
   await sleep(20);
   evs.push(shim.waitNext(oneShotRing, 2000, BOTH));
   evs.push(shim.waitNext(oneShotRing, 2000, BOTH));
@@ -158,7 +169,7 @@ out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
 {
   const spinRing = createRing(slab);
   const spinWake = shim.eventfdOpen();
-  shim.waitOpen(spinRing, tunFd, udpFd, spinWake, slab.txFirst, slab.rxFirst, 3000);
+  shim.waitOpen(spinRing, tunFd, udpFd, spinWake, slab.txFirst, slab.rxFirst, slab.batch, 3000);
   send('spin');
   const got = shim.waitNext(spinRing, 2000, BOTH);
   const idle = timed(() => shim.waitNext(spinRing, 50, BOTH));
@@ -170,7 +181,7 @@ out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
   // backs off, rightly, so a few tries are allowed, each after the back-off ran out.
   const hitRing = createRing(slab);
   const hitWake = shim.eventfdOpen();
-  shim.waitOpen(hitRing, tunFd, udpFd, hitWake, slab.txFirst, slab.rxFirst, 10_000);
+  shim.waitOpen(hitRing, tunFd, udpFd, hitWake, slab.txFirst, slab.rxFirst, slab.batch, 10_000);
   const tries: { first: number; caught: { ev: number; ms: number }; counts: number[] | null }[] = [];
   for (let attempt = 0; attempt < 6; attempt++) {
     const go = new Int32Array(new SharedArrayBuffer(4));
@@ -202,7 +213,7 @@ out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
   // A CPU-bound task beside this thread, both on CPU 0 (it ends by itself should this process die).
   const busyRing = createRing(slab);
   const busyWake = shim.eventfdOpen();
-  shim.waitOpen(busyRing, tunFd, udpFd, busyWake, slab.txFirst, slab.rxFirst, 10_000);
+  shim.waitOpen(busyRing, tunFd, udpFd, busyWake, slab.txFirst, slab.rxFirst, slab.batch, 10_000);
   // taskset execs timeout, which passes the SIGTERM below on to the shell (and kills it after 10 s
   // should this process die first).
   const hog = spawn('taskset', ['-c', '0', 'timeout', '10', 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' });
@@ -223,7 +234,7 @@ out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
   // that ran out): rounds go on until the counts say.
   const pauseRing = createRing(slab);
   const pauseWake = shim.eventfdOpen();
-  shim.waitOpen(pauseRing, tunFd, udpFd, pauseWake, slab.txFirst, slab.rxFirst, 1000);
+  shim.waitOpen(pauseRing, tunFd, udpFd, pauseWake, slab.txFirst, slab.rxFirst, slab.batch, 1000);
   const counts = (): number[] => shim.spinCounts(pauseRing)!;
   const lonely = async (intoTun = false): Promise<void> => {
     send('alone', intoTun);
