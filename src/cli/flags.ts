@@ -229,8 +229,8 @@ Both modes (the udp backend's datapath; vxlan and host-gw leave forwarding to th
                           direction (flannel0 -> UDP, UDP -> flannel0), for hosts where one core is the limit
   --datapath-wait MODE  with --workers 1, how the forwarding thread waits for packets: io-uring (default;
                           event-loop with --io-uring=false) = a thread of its own blocks in one
-                          io_uring_enter that waits and reads, with reads kept posted on flannel0 and the
-                          socket; event-loop = the main thread's event loop, beside the control plane
+                          io_uring_enter on polls kept armed on flannel0 and the socket, then reads what
+                          they found; event-loop = the main thread's event loop, beside the control plane
   --datapath-slice-us N the scheduler time slice forwarding worker threads ask for, 100..100000 µs, or 0 for
                           the kernel's default (default 100: their wake-ups preempt CPU-bound work at once)
   --datapath-spin-us N  after forwarding, busy-poll up to N µs (0..10000) for the answer before sleeping, sparing
