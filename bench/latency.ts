@@ -98,6 +98,8 @@ export interface LatencyRun {
   firstPingsUs: Partial<Record<LatencyForwarder, number>>;
   /** Host 1's agent latency histograms (summaries) per flannel-ts lab, at the end. */
   agentLatency: Partial<Record<LatencyForwarder, unknown>>;
+  /** Host 1's agent busy-polling outcomes over the whole run (counters spin*), per flannel-ts lab. */
+  busyPolls: Partial<Record<LatencyForwarder, Record<string, number>>>;
   /** Load average when each phase started. */
   loadAverage: Record<string, number[]>;
 }
@@ -216,15 +218,20 @@ async function tcpRr(lab: Lab, seconds: number): Promise<{ perSecond: number; p9
   }
 }
 
-/** Host 1's agent: the latencyUs of the counters line it prints on SIGUSR1. */
-async function agentLatency(lab: Lab): Promise<unknown> {
+/** Host 1's agent: the latencyUs and the busy-polling counters of the counters line it prints on SIGUSR1. */
+async function agentLatency(lab: Lab): Promise<{ latencyUs: unknown; busyPolls: Record<string, number> } | null> {
   const agent = lab.agent(1);
   const from = agent.lines.length;
   agent.child.kill('SIGUSR1');
   for (let i = 0; i < 50; i++) {
     await sleep(20);
     const line = agent.lines.slice(from).find((l) => l['msg'] === 'counters');
-    if (line) return line['latencyUs'];
+    if (!line) continue;
+    const counters = (line['counters'] ?? {}) as Record<string, unknown>;
+    const busyPolls: Record<string, number> = {};
+    for (const name of ['spinCaught', 'spinRanOut', 'spinContended', 'spinPaused'])
+      busyPolls[name] = Number(counters[name] ?? 0);
+    return { latencyUs: line['latencyUs'], busyPolls };
   }
   return null;
 }
@@ -247,7 +254,7 @@ export async function runLatency(options: LatencyOptions): Promise<LatencyRun> {
   const { forwarders, rounds, pings, log } = options;
   removeStaleLabNamespaces();
   const labs = new Map<LatencyForwarder, Lab>();
-  const run: LatencyRun = { pings: [], rr: [], firstPingsUs: {}, agentLatency: {}, loadAverage: {} };
+  const run: LatencyRun = { pings: [], rr: [], firstPingsUs: {}, agentLatency: {}, busyPolls: {}, loadAverage: {} };
   let hogs: ChildProcess[] = [];
   try {
     for (const f of forwarders) {
@@ -324,7 +331,12 @@ export async function runLatency(options: LatencyOptions): Promise<LatencyRun> {
       await stopHogs(hogs);
       hogs = [];
     }
-    for (const [f, lab] of labs) if (labMode(f) === 'flannel-ts') run.agentLatency[f] = await agentLatency(lab);
+    for (const [f, lab] of labs) {
+      if (labMode(f) !== 'flannel-ts') continue;
+      const got = await agentLatency(lab);
+      run.agentLatency[f] = got?.latencyUs ?? null;
+      if (got) run.busyPolls[f] = got.busyPolls;
+    }
     return run;
   } finally {
     await stopHogs(hogs);
@@ -401,6 +413,20 @@ export function latencyTables(run: LatencyRun): string {
       );
       out.push(`| ${f} | ${cells.join(' | ')} |`);
     }
+  }
+  const polled = Object.entries(run.busyPolls).filter(([, b]) => b && Object.values(b).some((v) => v > 0));
+  if (polled.length > 0) {
+    out.push(
+      '',
+      "### Busy-polling after traffic (host 1's agent, the whole run: spins that caught the answer, ran out, met contention; waits that did not poll while paused)",
+      '',
+      '| forwarder | caught | ran out | contended | paused |',
+      '|---|---|---|---|---|',
+      ...polled.map(
+        ([f, b]) =>
+          `| ${f} | ${b!['spinCaught']} | ${b!['spinRanOut']} | ${b!['spinContended']} | ${b!['spinPaused']} |`,
+      ),
+    );
   }
   out.push(
     '',

@@ -34,7 +34,14 @@ function row(forwarder: LatencyForwarder, perSecond: number, over: Partial<PingR
 }
 
 function run(pings: PingRow[]): LatencyRun {
-  return { pings, rr: [], firstPingsUs: {}, agentLatency: {}, loadAverage: { quiet: [1, 1, 1], busy: [2, 2, 2] } };
+  return {
+    pings,
+    rr: [],
+    firstPingsUs: {},
+    agentLatency: {},
+    busyPolls: {},
+    loadAverage: { quiet: [1, 1, 1], busy: [2, 2, 2] },
+  };
 }
 
 describe('medianRatio', () => {
@@ -112,5 +119,23 @@ describe('latencyTables', () => {
         "- quiet, 2000/s: flannel-ts avg 0.95x socat (flanneld's proxy: 0.63x), p99 0.90x socat (target ≤ 1): **not met**",
       ),
     );
+  });
+
+  test('busy-polling outcomes: a row per lab whose agent polled, none for one that never did', () => {
+    const r = run([row('flannel-ts-userspace', 2000), row('flannel-ts-userspace', 200)]);
+    r.busyPolls = {
+      'flannel-ts-userspace': { spinCaught: 861, spinRanOut: 777, spinContended: 3, spinPaused: 120 },
+      'flannel-ts-userspace-no-spin': { spinCaught: 0, spinRanOut: 0, spinContended: 0, spinPaused: 0 },
+    };
+    const lines = latencyTables(r).split('\n');
+    const at = lines.findIndex((l) => l.startsWith('### Busy-polling after traffic'));
+    assert.ok(at >= 0);
+    const table = lines.slice(at + 2, lines.indexOf('', at + 2));
+    assert.deepEqual(table, [
+      '| forwarder | caught | ran out | contended | paused |',
+      '|---|---|---|---|---|',
+      '| flannel-ts-userspace | 861 | 777 | 3 | 120 |',
+    ]);
+    assert.ok(!latencyTables(run([])).includes('### Busy-polling'), 'no table when no agent polled');
   });
 });
