@@ -942,29 +942,6 @@ static void udp_harvest(ring_t *r, uint32_t first, uint32_t n, double now, doubl
     udp_harvest_one(r, first + i, &r->msgs[i].msg_hdr, r->msgs[i].msg_len, &r->names[i], now, fallback, &real_to_mono);
 }
 
-/*
- * udpRecv(ring, fd, first, max) -> n | -errno   (EAGAIN -> 0)
- * One recvmmsg into slots first.. (each takes at most slotCaps[slot] bytes); lens[slot] = the
- * datagram's real length (MSG_TRUNC: may exceed the cap, in which case the slot holds only the
- * cap and JS must drop it); addrs/ports[slot] = the sender; segSizes[slot] = with UDP GRO on
- * (udpEnableGro), the size of each coalesced datagram when the kernel handed over several
- * equal-size datagrams of one sender as one (the last may be shorter), else 0.
- */
-static int udp_recv_run(ring_t *r, int fd, uint32_t first, uint32_t max);
-
-static napi_value udp_recv(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  int32_t fd;
-  uint32_t first, max;
-  if (get_args(env, info, 4, argv)) return NULL;
-  ring_t *r = get_ring(env, argv[0]);
-  if (!r || get_i32(env, argv[1], &fd) || get_u32(env, argv[2], &first) ||
-      get_u32(env, argv[3], &max))
-    return NULL;
-  if (check_run(r, first, &max)) return make_int(env, -EINVAL);
-  return make_int(env, udp_recv_run(r, fd, first, max));
-}
-
 /* udpRecv's recvmmsg into slots first..first+max-1 (a checked run): n, 0 (EAGAIN) or -errno. */
 static int udp_recv_run(ring_t *r, int fd, uint32_t first, uint32_t max) {
   for (uint32_t i = 0; i < max; i++) {
@@ -990,6 +967,27 @@ static int udp_recv_run(ring_t *r, int fd, uint32_t first, uint32_t max) {
   if (n < 0) return errno == EAGAIN ? 0 : -errno;
   udp_harvest(r, first, (uint32_t)n, now, ready > 0 ? ready : now);
   return n;
+}
+
+/*
+ * udpRecv(ring, fd, first, max) -> n | -errno   (EAGAIN -> 0)
+ * One recvmmsg into slots first.. (each takes at most slotCaps[slot] bytes); lens[slot] = the
+ * datagram's real length (MSG_TRUNC: may exceed the cap, in which case the slot holds only the
+ * cap and JS must drop it); addrs/ports[slot] = the sender; segSizes[slot] = with UDP GRO on
+ * (udpEnableGro), the size of each coalesced datagram when the kernel handed over several
+ * equal-size datagrams of one sender as one (the last may be shorter), else 0.
+ */
+static napi_value udp_recv(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int32_t fd;
+  uint32_t first, max;
+  if (get_args(env, info, 4, argv)) return NULL;
+  ring_t *r = get_ring(env, argv[0]);
+  if (!r || get_i32(env, argv[1], &fd) || get_u32(env, argv[2], &first) ||
+      get_u32(env, argv[3], &max))
+    return NULL;
+  if (check_run(r, first, &max)) return make_int(env, -EINVAL);
+  return make_int(env, udp_recv_run(r, fd, first, max));
 }
 
 /* udpEnableGro(ring, fd) -> 0 | -errno: UDP_GRO on the socket (kernel >= 5.0), and udpRecv
@@ -1356,7 +1354,8 @@ static int spinner_run(struct spinner *s, unsigned way, int (*check)(void *), vo
  * kept a read posted on each fd instead: posting it again after every packet cost ~7 µs of kernel
  * time, four times per round trip; see docs/latency.md.)
  * Readiness is kept level-triggered here: a poll's completion marks its fd ready, and only a read
- * that finds nothing (EAGAIN) clears it, since one completion may stand for several packets.
+ * that finds the fd empty clears it (EAGAIN, or a socket read that took less than udp_max), since
+ * one completion may stand for several packets.
  * waitNext reads each wanted, ready fd and reports which (W_*): one packet from flannel0 into
  * tun_slot; from the socket, one recvmmsg into udp_slot.. (up to udp_max datagrams, so a read
  * that takes fewer than that found the socket empty, with no read more to learn it). They are
@@ -1374,6 +1373,10 @@ static int spinner_run(struct spinner *s, unsigned way, int (*check)(void *), vo
 #define W_TUN_AT_ONCE 8u
 /* The same for the socket, or a read of it that took more than one datagram. */
 #define W_UDP_AT_ONCE 16u
+/* waitOpen's polls (tests): as this kernel allows, one-shot, multishot asked with a flag refused. */
+#define WAIT_POLLS_MULTISHOT 0u
+#define WAIT_POLLS_ONE_SHOT 1u
+#define WAIT_POLLS_REFUSED 2u
 /* waitNext's result: the datagrams read (with W_UDP) are the bits from here up. */
 #define W_UDP_COUNT_SHIFT 8
 /* Busy-polling (spin_us) only this soon after the last packet: an idle lane sleeps at once. */
@@ -1553,10 +1556,12 @@ static void waiter_free(ring_t *r) {
 }
 
 /*
- * waitOpen(ring, tunFd, udpFd, wakeFd, tunSlot, udpSlot, udpMax, spinUs[, oneShot]) -> 0 | -errno:
+ * waitOpen(ring, tunFd, udpFd, wakeFd, tunSlot, udpSlot, udpMax, spinUs[, polls]) -> 0 | -errno:
  * sets up the wait (an io_uring on the calling thread, which alone may call waitNext); a read of
  * the socket takes up to udpMax datagrams into udpSlot..; spinUs: how long a wait busy-polls before it sleeps, when a packet came in the last 2 ms (0: never, capped at
- * 10 ms); oneShot (tests): one-shot polls, as on kernels before 5.13. ENOSYS/EPERM: no io_uring
+ * 10 ms); polls (tests, WAIT_POLLS_*): one-shot polls as on kernels before 5.13, or multishot
+ * ones asked with a flag the kernel refuses, as those kernels refuse IORING_POLL_ADD_MULTI
+ * (then the wait goes on with one-shot polls). ENOSYS/EPERM: no io_uring
  * here; EOPNOTSUPP: a kernel without timed waits (IORING_FEAT_EXT_ARG, Linux 5.11).
  */
 static napi_value wait_open(napi_env env, napi_callback_info info) {
@@ -1564,7 +1569,7 @@ static napi_value wait_open(napi_env env, napi_callback_info info) {
   size_t argc = 9;
   int32_t tun_fd, udp_fd, wake_fd;
   uint32_t tun_slot, udp_slot, udp_max, spin_us;
-  bool one_shot = false;
+  uint32_t polls = WAIT_POLLS_MULTISHOT;
   if (get_args(env, info, 8, argv)) return NULL;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
   ring_t *r = get_ring(env, argv[0]);
@@ -1572,7 +1577,7 @@ static napi_value wait_open(napi_env env, napi_callback_info info) {
       get_u32(env, argv[4], &tun_slot) || get_u32(env, argv[5], &udp_slot) || get_u32(env, argv[6], &udp_max) ||
       get_u32(env, argv[7], &spin_us))
     return NULL;
-  if (argc >= 9 && napi_get_value_bool(env, argv[8], &one_shot) != napi_ok) one_shot = false;
+  if (argc >= 9 && get_u32(env, argv[8], &polls)) return NULL;
   if (r->waiter) return make_int(env, -EBUSY);
   if (tun_slot >= r->slot_count || udp_max == 0 || check_run(r, udp_slot, &udp_max)) return make_int(env, -EINVAL);
   struct waiter *w = calloc(1, sizeof *w);
@@ -1597,7 +1602,7 @@ static napi_value wait_open(napi_env env, napi_callback_info info) {
   w->tun_slot = tun_slot;
   w->udp_slot = udp_slot;
   w->udp_max = udp_max;
-  w->multishot = one_shot ? 0 : IORING_POLL_ADD_MULTI;
+  w->multishot = polls == WAIT_POLLS_ONE_SHOT ? 0 : polls == WAIT_POLLS_REFUSED ? 1u << 31 : IORING_POLL_ADD_MULTI;
   r->waiter = w;
   if (spin_us > 0 && !r->spinner) r->spinner = spinner_new(spin_us);
   return make_int(env, 0);
@@ -1645,6 +1650,9 @@ static napi_value wait_next(napi_env env, napi_callback_info info) {
     ev = (unsigned)rc;
   }
   if (!ev) {
+    /* A poll that ended meanwhile (one-shot, or a multishot one the kernel refused or ended) is
+       armed again by the enter that waits: a wait never sleeps without it. */
+    waiter_arm(w, W_WAKE | w->want);
     rc = waiter_enter(w, 1, timeout_ms);
     if (rc < 0) return make_int(env, rc);
     ev = waiter_reap(w);

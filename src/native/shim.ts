@@ -92,9 +92,8 @@ export interface Shim {
    * call waitNext): flannel0's reads go into slot tunSlot, the socket's into udpSlot.. (up to
    * udpMax datagrams per read); wakeFd (an
    * eventfdOpen fd) is the doorbell; spinUs: how long each wait busy-polls before it sleeps, while
-   * a packet came in the last 2 ms (0: never); oneShot (tests): polls armed again after each
-   * completion, as on kernels before 5.13 (multishot polls otherwise). 0, or -errno (no io_uring,
-   * or too old a kernel).
+   * a packet came in the last 2 ms (0: never); polls (tests): WAIT_POLLS, multishot by default.
+   * 0, or -errno (no io_uring, or too old a kernel).
    */
   waitOpen(
     ring: RingHandle,
@@ -105,7 +104,7 @@ export interface Shim {
     udpSlot: number,
     udpMax: number,
     spinUs: number,
-    oneShot?: boolean,
+    polls?: number,
   ): number;
   /**
    * Reads each fd of `want` (WAIT.tun | WAIT.udp) that a poll (kept armed in io_uring) found
@@ -170,6 +169,13 @@ export const WAIT = Object.freeze({
   /** With WAIT.udp, `ev >>> udpCountShift` is how many datagrams are in udpSlot.. */
   udpCountShift: 8,
 });
+
+/**
+ * waitOpen's polls, for tests of older kernels: multishot (as this kernel allows); one-shot, armed
+ * again after each completion (kernels before 5.13); multishot asked with a flag the kernel
+ * refuses, as kernels before 5.13 refuse multishot (the wait goes on with one-shot polls).
+ */
+export const WAIT_POLLS = Object.freeze({ multishot: 0, oneShot: 1, refused: 2 });
 
 /** spinPoll's `after`: the way the caller forwarded last (the shim's SPIN_AFTER_*). */
 export const SPIN_AFTER = Object.freeze({ tx: 0, rx: 1 });

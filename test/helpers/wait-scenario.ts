@@ -14,7 +14,7 @@ import { C, SPIN_COUNTERS } from '../../src/datapath/counters.js';
 import { PacketSlab } from '../../src/datapath/slab.js';
 import { warmUp } from '../../src/datapath/warm-up.js';
 import { WorkerLanes } from '../../src/datapath/worker-lanes.js';
-import { shim, SPIN_AFTER, WAIT } from '../../src/native/shim.js';
+import { shim, SPIN_AFTER, WAIT, WAIT_POLLS } from '../../src/native/shim.js';
 import { RoutingSnapshot } from '../../src/routing-table/snapshot.js';
 
 const LOOPBACK = 0x7f000001;
@@ -144,7 +144,17 @@ out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
 {
   const oneShotRing = createRing(slab);
   const oneShotWake = shim.eventfdOpen();
-  const opened = shim.waitOpen(oneShotRing, tunFd, udpFd, oneShotWake, slab.txFirst, slab.rxFirst, slab.batch, 0, true);
+  const opened = shim.waitOpen(
+    oneShotRing,
+    tunFd,
+    udpFd,
+    oneShotWake,
+    slab.txFirst,
+    slab.rxFirst,
+    slab.batch,
+    0,
+    WAIT_POLLS.oneShot,
+  );
   const evs: number[] = [];
   send('one-shot datagram');
   evs.push(shim.waitNext(oneShotRing, 2000, BOTH));
@@ -161,6 +171,36 @@ out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
   shim.waitClose(oneShotRing);
   shim.closeFd(oneShotWake);
   out['oneShot'] = { opened, evs };
+}
+
+// Multishot polls that the kernel refuses (as before 5.13): the first wait goes on with one-shot
+// polls and does not sleep without them, so a datagram that comes while it waits (sent by a
+// worker 50 ms in) ends it.
+{
+  const refusedRing = createRing(slab);
+  const refusedWake = shim.eventfdOpen();
+  const opened = shim.waitOpen(
+    refusedRing,
+    tunFd,
+    udpFd,
+    refusedWake,
+    slab.txFirst,
+    slab.rxFirst,
+    slab.batch,
+    0,
+    WAIT_POLLS.refused,
+  );
+  const sender = new Worker(
+    `const { workerData } = require('node:worker_threads');
+     const s = require('node:dgram').createSocket('udp4');
+     setTimeout(() => s.send('while waiting', workerData.port, '127.0.0.1', () => s.close()), 50);`,
+    { eval: true, workerData: { port } },
+  );
+  const first = timed(() => shim.waitNext(refusedRing, 3000, BOTH));
+  await once(sender, 'exit');
+  shim.waitClose(refusedRing);
+  shim.closeFd(refusedWake);
+  out['refused'] = { opened, first };
 }
 
 // Busy-polling after traffic: a wait right after a packet polls for spinUs, then sleeps as usual;

@@ -43,6 +43,7 @@ interface Outcome {
   tunOnlyAfter: number;
   leftInSocket: number;
   oneShot: { opened: number; evs: number[] };
+  refused: { opened: number; first: Timed };
   beforeClose: number;
   afterClose: number;
   nextAfterClose: number;
@@ -143,6 +144,12 @@ describe('waiting for packets in io_uring', () => {
     assert.equal(nothing, 0);
     assert.equal(doorbell, WAIT.wake);
     assert.equal(late! & bits, WAIT.udp, 'the poll was armed again');
+  });
+
+  it('multishot polls refused (kernels before 5.13): the wait goes on with one-shot polls at once', () => {
+    assert.equal(r.refused.opened, 0);
+    assert.equal(r.refused.first.ev & (WAIT.tun | WAIT.udp), WAIT.udp, 'the datagram ended the wait');
+    assert.ok(r.refused.first.ms < 2000, `${r.refused.first.ms} ms: it did not sleep without polls`);
   });
 
   it('closed while polls are armed: nothing is taken afterwards, and waiting is refused', () => {
