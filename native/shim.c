@@ -1354,8 +1354,8 @@ static int spinner_run(struct spinner *s, unsigned way, int (*check)(void *), vo
  * kept a read posted on each fd instead: posting it again after every packet cost ~7 µs of kernel
  * time, four times per round trip; see docs/latency.md.)
  * Readiness is kept level-triggered here: a poll's completion marks its fd ready, and only a read
- * that finds the fd empty clears it (EAGAIN, or a socket read that took less than udp_max), since
- * one completion may stand for several packets.
+ * that finds the fd empty clears it (EAGAIN, or a socket read that took less than udp_max; also a
+ * flannel0 read that fails), since one completion may stand for several packets.
  * waitNext reads each wanted, ready fd and reports which (W_*): one packet from flannel0 into
  * tun_slot; from the socket, one recvmmsg into udp_slot.. (up to udp_max datagrams, so a read
  * that takes fewer than that found the socket empty, with no read more to learn it). They are
@@ -1513,15 +1513,19 @@ static int waiter_read_udp(ring_t *r, struct waiter *w, double now, int *drained
 }
 
 /* Reads the wanted, ready fds (flannel0 first): W_* bits of what came, with *_AT_ONCE for a read
-   whose fd was ready before (traffic queued). A read that finds the fd empty clears its ready. */
+   whose fd was ready before (traffic queued). A read that finds the fd empty (or flannel0
+   failing) clears its ready. */
 static unsigned waiter_read(ring_t *r) {
   struct waiter *w = r->waiter;
   unsigned todo = w->ready & w->want, ev = 0;
   if (!todo) return 0;
   double now = mono_us();
   if (todo & W_TUN) {
-    if (waiter_read_tun(r, w, now)) ev |= W_TUN | ((w->fresh & W_TUN) ? 0 : W_TUN_AT_ONCE);
-    else w->ready &= ~W_TUN;
+    int got = waiter_read_tun(r, w, now);
+    if (got) ev |= W_TUN | ((w->fresh & W_TUN) ? 0 : W_TUN_AT_ONCE);
+    /* Empty, or an error: a TUN's (a detached device, EBADFD) would come back on every read, so
+       the next read waits for the poll's next completion instead of failing in a loop. */
+    if (!got || r->lens[w->tun_slot] < 0) w->ready &= ~W_TUN;
   }
   if (todo & W_UDP) {
     int drained = 0;

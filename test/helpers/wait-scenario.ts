@@ -203,6 +203,30 @@ out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
   out['refused'] = { opened, first };
 }
 
+// flannel0 deleted under a waiting lane (its fd still open): the read's error (EBADFD) is reported
+// once per poll completion, not in a loop: waits for 200 ms of 20 ms each stay few.
+{
+  const goneFd = shim.openTun('ftgone%d', true);
+  const goneName = shim.tunName(goneFd);
+  execFileSync('ip', ['link', 'set', goneName, 'up']);
+  const goneRing = createRing(slab);
+  shim.ringSetTunVnet(goneRing, true);
+  const goneWake = shim.eventfdOpen();
+  shim.waitOpen(goneRing, goneFd, udpFd, goneWake, slab.txFirst, slab.rxFirst, slab.batch, 0);
+  shim.waitNext(goneRing, 0, WAIT.tun); // the poll is armed
+  execFileSync('ip', ['link', 'del', goneName]);
+  let waits = 0,
+    errors = 0;
+  for (const until = performance.now() + 200; performance.now() < until; waits++) {
+    const ev = shim.waitNext(goneRing, 20, WAIT.tun);
+    if (ev & WAIT.tun && slab.lens[slab.txFirst]! < 0) errors++;
+  }
+  shim.waitClose(goneRing);
+  shim.closeFd(goneWake);
+  shim.closeFd(goneFd);
+  out['tunGone'] = { waits, errors };
+}
+
 // Busy-polling after traffic: a wait right after a packet polls for spinUs, then sleeps as usual;
 // a datagram that comes while it polls is caught without sleeping; a CPU-bound task on the same CPU
 // stops the polling (the yield gave that task its time slice) and the wait sleeps instead.

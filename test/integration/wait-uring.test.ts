@@ -44,6 +44,7 @@ interface Outcome {
   leftInSocket: number;
   oneShot: { opened: number; evs: number[] };
   refused: { opened: number; first: Timed };
+  tunGone: { waits: number; errors: number };
   beforeClose: number;
   afterClose: number;
   nextAfterClose: number;
@@ -150,6 +151,12 @@ describe('waiting for packets in io_uring', () => {
     assert.equal(r.refused.opened, 0);
     assert.equal(r.refused.first.ev & (WAIT.tun | WAIT.udp), WAIT.udp, 'the datagram ended the wait');
     assert.ok(r.refused.first.ms < 2000, `${r.refused.first.ms} ms: it did not sleep without polls`);
+  });
+
+  it('flannel0 deleted under the wait: its read error is reported, and the wait does not fail in a loop', () => {
+    const g = r.tunGone;
+    assert.ok(g.errors >= 1, `the read error was reported: ${JSON.stringify(g)}`);
+    assert.ok(g.waits <= 40, `${g.waits} waits in 200 ms: each waited (20 ms), none failed at once in a loop`);
   });
 
   it('closed while polls are armed: nothing is taken afterwards, and waiting is refused', () => {
