@@ -56,6 +56,31 @@ function timed(fn: () => number): { ev: number; ms: number } {
   return { ev, ms: performance.now() - t };
 }
 
+/** A wait on a ring of its own over the slab, with a doorbell of its own; close() ends both. */
+function openWait(options: { spinUs?: number; polls?: number; tun?: number; tunVnet?: boolean } = {}) {
+  const waitRing = createRing(slab);
+  if (options.tunVnet) shim.ringSetTunVnet(waitRing, true);
+  const doorbell = shim.eventfdOpen();
+  const { txFirst, rxFirst, batch } = slab;
+  const polls = options.polls ?? WAIT_POLLS.multishot;
+  const opened = shim.waitOpen(
+    waitRing,
+    options.tun ?? tunFd,
+    udpFd,
+    doorbell,
+    txFirst,
+    rxFirst,
+    batch,
+    options.spinUs ?? 0,
+    polls,
+  );
+  const close = (): void => {
+    shim.waitClose(waitRing);
+    shim.closeFd(doorbell);
+  };
+  return { ring: waitRing, wake: doorbell, opened, close };
+}
+
 out['open'] = shim.waitOpen(ring, tunFd, udpFd, wake, slab.txFirst, slab.rxFirst, slab.batch, 0);
 out['openAgain'] = shim.waitOpen(ring, tunFd, udpFd, wake, slab.txFirst, slab.rxFirst, slab.batch, 0);
 
@@ -142,65 +167,39 @@ out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
 // each completion: a datagram, two flannel0 packets (the first unmarked, the second marked), the
 // doorbell, a datagram after it.
 {
-  const oneShotRing = createRing(slab);
-  const oneShotWake = shim.eventfdOpen();
-  const opened = shim.waitOpen(
-    oneShotRing,
-    tunFd,
-    udpFd,
-    oneShotWake,
-    slab.txFirst,
-    slab.rxFirst,
-    slab.batch,
-    0,
-    WAIT_POLLS.oneShot,
-  );
+  const oneShot = openWait({ polls: WAIT_POLLS.oneShot });
   const evs: number[] = [];
   send('one-shot datagram');
-  evs.push(shim.waitNext(oneShotRing, 2000, BOTH));
+  evs.push(shim.waitNext(oneShot.ring, 2000, BOTH));
   send('first', true);
   send('second', true);
   await sleep(20);
-  evs.push(shim.waitNext(oneShotRing, 2000, BOTH));
-  evs.push(shim.waitNext(oneShotRing, 2000, BOTH));
-  evs.push(shim.waitNext(oneShotRing, 50, BOTH)); // nothing more
-  shim.eventfdSignal(oneShotWake);
-  evs.push(shim.waitNext(oneShotRing, 2000, BOTH));
+  evs.push(shim.waitNext(oneShot.ring, 2000, BOTH));
+  evs.push(shim.waitNext(oneShot.ring, 2000, BOTH));
+  evs.push(shim.waitNext(oneShot.ring, 50, BOTH)); // nothing more
+  shim.eventfdSignal(oneShot.wake);
+  evs.push(shim.waitNext(oneShot.ring, 2000, BOTH));
   send('late');
-  evs.push(shim.waitNext(oneShotRing, 2000, BOTH)); // the poll was armed again
-  shim.waitClose(oneShotRing);
-  shim.closeFd(oneShotWake);
-  out['oneShot'] = { opened, evs };
+  evs.push(shim.waitNext(oneShot.ring, 2000, BOTH)); // the poll was armed again
+  oneShot.close();
+  out['oneShot'] = { opened: oneShot.opened, evs };
 }
 
 // Multishot polls that the kernel refuses (as before 5.13): the first wait goes on with one-shot
 // polls and does not sleep without them, so a datagram that comes while it waits (sent by a
 // worker 50 ms in) ends it.
 {
-  const refusedRing = createRing(slab);
-  const refusedWake = shim.eventfdOpen();
-  const opened = shim.waitOpen(
-    refusedRing,
-    tunFd,
-    udpFd,
-    refusedWake,
-    slab.txFirst,
-    slab.rxFirst,
-    slab.batch,
-    0,
-    WAIT_POLLS.refused,
-  );
+  const refused = openWait({ polls: WAIT_POLLS.refused });
   const sender = new Worker(
     `const { workerData } = require('node:worker_threads');
      const s = require('node:dgram').createSocket('udp4');
      setTimeout(() => s.send('while waiting', workerData.port, '127.0.0.1', () => s.close()), 50);`,
     { eval: true, workerData: { port } },
   );
-  const first = timed(() => shim.waitNext(refusedRing, 3000, BOTH));
+  const first = timed(() => shim.waitNext(refused.ring, 3000, BOTH));
   await once(sender, 'exit');
-  shim.waitClose(refusedRing);
-  shim.closeFd(refusedWake);
-  out['refused'] = { opened, first };
+  refused.close();
+  out['refused'] = { opened: refused.opened, first };
 }
 
 // flannel0 deleted under a waiting lane (its fd still open): the read's error (EBADFD) is reported
@@ -209,20 +208,16 @@ out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
   const goneFd = shim.openTun('ftgone%d', true);
   const goneName = shim.tunName(goneFd);
   execFileSync('ip', ['link', 'set', goneName, 'up']);
-  const goneRing = createRing(slab);
-  shim.ringSetTunVnet(goneRing, true);
-  const goneWake = shim.eventfdOpen();
-  shim.waitOpen(goneRing, goneFd, udpFd, goneWake, slab.txFirst, slab.rxFirst, slab.batch, 0);
-  shim.waitNext(goneRing, 0, WAIT.tun); // the poll is armed
+  const gone = openWait({ tun: goneFd, tunVnet: true });
+  shim.waitNext(gone.ring, 0, WAIT.tun); // the poll is armed
   execFileSync('ip', ['link', 'del', goneName]);
   let waits = 0,
     errors = 0;
   for (const until = performance.now() + 200; performance.now() < until; waits++) {
-    const ev = shim.waitNext(goneRing, 20, WAIT.tun);
+    const ev = shim.waitNext(gone.ring, 20, WAIT.tun);
     if (ev & WAIT.tun && slab.lens[slab.txFirst]! < 0) errors++;
   }
-  shim.waitClose(goneRing);
-  shim.closeFd(goneWake);
+  gone.close();
   shim.closeFd(goneFd);
   out['tunGone'] = { waits, errors };
 }
@@ -231,21 +226,16 @@ out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
 // a datagram that comes while it polls is caught without sleeping; a CPU-bound task on the same CPU
 // stops the polling (the yield gave that task its time slice) and the wait sleeps instead.
 {
-  const spinRing = createRing(slab);
-  const spinWake = shim.eventfdOpen();
-  shim.waitOpen(spinRing, tunFd, udpFd, spinWake, slab.txFirst, slab.rxFirst, slab.batch, 3000);
+  const spinWait = openWait({ spinUs: 3000 });
   send('spin');
-  const got = shim.waitNext(spinRing, 2000, BOTH);
-  const idle = timed(() => shim.waitNext(spinRing, 50, BOTH));
-  const afterIdle = shim.spinCounts(spinRing);
-  shim.waitClose(spinRing);
-  shim.closeFd(spinWake);
+  const got = shim.waitNext(spinWait.ring, 2000, BOTH);
+  const idle = timed(() => shim.waitNext(spinWait.ring, 50, BOTH));
+  const afterIdle = shim.spinCounts(spinWait.ring);
+  spinWait.close();
 
   // Another task may take the CPU during a yield (other tests run beside this one): the spin then
   // backs off, rightly, so a few tries are allowed, each after the back-off ran out.
-  const hitRing = createRing(slab);
-  const hitWake = shim.eventfdOpen();
-  shim.waitOpen(hitRing, tunFd, udpFd, hitWake, slab.txFirst, slab.rxFirst, slab.batch, 10_000);
+  const hitWait = openWait({ spinUs: 10_000 });
   const tries: { first: number; caught: { ev: number; ms: number }; counts: number[] | null }[] = [];
   for (let attempt = 0; attempt < 6; attempt++) {
     const go = new Int32Array(new SharedArrayBuffer(4));
@@ -262,48 +252,42 @@ out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
     );
     await once(sender, 'message');
     send('traffic');
-    const first = shim.waitNext(hitRing, 2000, BOTH);
+    const first = shim.waitNext(hitWait.ring, 2000, BOTH);
     Atomics.store(go, 0, 1);
     Atomics.notify(go, 0);
-    const caught = timed(() => shim.waitNext(hitRing, 2000, BOTH));
-    tries.push({ first, caught, counts: shim.spinCounts(hitRing) });
+    const caught = timed(() => shim.waitNext(hitWait.ring, 2000, BOTH));
+    tries.push({ first, caught, counts: shim.spinCounts(hitWait.ring) });
     await once(sender, 'exit');
     if (tries.at(-1)!.counts![0] > 0) break;
     await sleep(20 << attempt); // the back-off (10 ms, doubling) runs out
   }
-  shim.waitClose(hitRing);
-  shim.closeFd(hitWake);
+  hitWait.close();
 
   // A CPU-bound task beside this thread, both on CPU 0 (it ends by itself should this process die).
-  const busyRing = createRing(slab);
-  const busyWake = shim.eventfdOpen();
-  shim.waitOpen(busyRing, tunFd, udpFd, busyWake, slab.txFirst, slab.rxFirst, slab.batch, 10_000);
+  const busyWait = openWait({ spinUs: 10_000 });
   // taskset execs timeout, which passes the SIGTERM below on to the shell (and kills it after 10 s
   // should this process die first).
   const hog = spawn('taskset', ['-c', '0', 'timeout', '10', 'sh', '-c', 'while :; do :; done'], { stdio: 'ignore' });
   execFileSync('taskset', ['-pc', '0', String(process.pid)], { stdio: 'ignore' });
   await sleep(100);
   send('traffic');
-  shim.waitNext(busyRing, 2000, BOTH);
-  const contended = timed(() => shim.waitNext(busyRing, 50, BOTH));
-  const afterContention = shim.spinCounts(busyRing);
+  shim.waitNext(busyWait.ring, 2000, BOTH);
+  const contended = timed(() => shim.waitNext(busyWait.ring, 50, BOTH));
+  const afterContention = shim.spinCounts(busyWait.ring);
   hog.kill('SIGTERM');
   await once(hog, 'exit');
   execFileSync('taskset', ['-pc', `0-${availableParallelism() - 1}`, String(process.pid)], { stdio: 'ignore' });
-  shim.waitClose(busyRing);
-  shim.closeFd(busyWake);
+  busyWait.close();
   // Spins that catch nothing (each datagram alone, the next one later than a spin): after 4 in a
   // row, waits stop polling, all but one in 16 (a probe); spins after a flannel0 packet (the other
   // way) still poll. Other tasks may stop a spin or start a back-off (counted apart, not as a spin
   // that ran out): rounds go on until the counts say.
-  const pauseRing = createRing(slab);
-  const pauseWake = shim.eventfdOpen();
-  shim.waitOpen(pauseRing, tunFd, udpFd, pauseWake, slab.txFirst, slab.rxFirst, slab.batch, 1000);
-  const counts = (): number[] => shim.spinCounts(pauseRing)!;
+  const pauseWait = openWait({ spinUs: 1000 });
+  const counts = (): number[] => shim.spinCounts(pauseWait.ring)!;
   const lonely = async (intoTun = false): Promise<void> => {
     send('alone', intoTun);
-    shim.waitNext(pauseRing, 2000, BOTH); // the datagram: traffic is recent
-    shim.waitNext(pauseRing, 3, BOTH); // nothing comes: a spin (1 ms) runs out, or none while paused
+    shim.waitNext(pauseWait.ring, 2000, BOTH); // the datagram: traffic is recent
+    shim.waitNext(pauseWait.ring, 3, BOTH); // nothing comes: a spin (1 ms) runs out, or none while paused
     await sleep(1);
   };
   for (let round = 0; round < 60 && counts()[1]! < 4; round++) await lonely();
@@ -326,8 +310,7 @@ out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
     await lonely(true);
   }
   paused.otherWay = counts();
-  shim.waitClose(pauseRing);
-  shim.closeFd(pauseWake);
+  pauseWait.close();
 
   // The event loop's busy-polling (ringSetSpin + spinPoll): nothing comes, then a datagram does.
   const pollRing = createRing(slab);
