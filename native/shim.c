@@ -432,6 +432,21 @@ static int check_run(ring_t *r, uint32_t first, uint32_t *count) {
   return 0;
 }
 
+/* The (ring, fd, first, max) arguments of tunRead and udpRecv, the run checked (check_run): the
+   ring; NULL with a JS exception pending, or with *bad_run set for a run outside the slab. */
+static ring_t *get_run_args(napi_env env, napi_callback_info info, int32_t *fd, uint32_t *first, uint32_t *max,
+                            int *bad_run) {
+  napi_value argv[4];
+  if (get_args(env, info, 4, argv)) return NULL;
+  ring_t *r = get_ring(env, argv[0]);
+  if (!r || get_i32(env, argv[1], fd) || get_u32(env, argv[2], first) || get_u32(env, argv[3], max)) return NULL;
+  if (check_run(r, *first, max)) {
+    *bad_run = 1;
+    return NULL;
+  }
+  return r;
+}
+
 /* ---------------------------------------------------------------- TUN */
 
 /*
@@ -608,15 +623,11 @@ static int64_t tun_read_syscalls_or_uring(ring_t *r, int fd, uint32_t first, uin
  * and is reported by the next call.
  */
 static napi_value tun_read(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
   int32_t fd;
   uint32_t first, max;
-  if (get_args(env, info, 4, argv)) return NULL;
-  ring_t *r = get_ring(env, argv[0]);
-  if (!r || get_i32(env, argv[1], &fd) || get_u32(env, argv[2], &first) ||
-      get_u32(env, argv[3], &max))
-    return NULL;
-  if (check_run(r, first, &max)) return make_int(env, -EINVAL);
+  int bad_run = 0;
+  ring_t *r = get_run_args(env, info, &fd, &first, &max, &bad_run);
+  if (!r) return bad_run ? make_int(env, -EINVAL) : NULL;
   double ready = ready_at_us > 0 ? ready_at_us : mono_us();
   ready_at_us = 0; /* a second read in the same wake-up finds packets that came later */
   int64_t n = tun_read_syscalls_or_uring(r, fd, first, max);
@@ -978,15 +989,11 @@ static int udp_recv_run(ring_t *r, int fd, uint32_t first, uint32_t max) {
  * equal-size datagrams of one sender as one (the last may be shorter), else 0.
  */
 static napi_value udp_recv(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
   int32_t fd;
   uint32_t first, max;
-  if (get_args(env, info, 4, argv)) return NULL;
-  ring_t *r = get_ring(env, argv[0]);
-  if (!r || get_i32(env, argv[1], &fd) || get_u32(env, argv[2], &first) ||
-      get_u32(env, argv[3], &max))
-    return NULL;
-  if (check_run(r, first, &max)) return make_int(env, -EINVAL);
+  int bad_run = 0;
+  ring_t *r = get_run_args(env, info, &fd, &first, &max, &bad_run);
+  if (!r) return bad_run ? make_int(env, -EINVAL) : NULL;
   return make_int(env, udp_recv_run(r, fd, first, max));
 }
 
