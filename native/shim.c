@@ -636,29 +636,35 @@ static napi_value tun_read(napi_env env, napi_callback_info info) {
   return make_int(env, n);
 }
 
+/* One read of a packet from flannel0 into slot (and its virtio header into vnet[slot]; zeroed
+   without IFF_VNET_HDR): 1, 0 (EAGAIN) or -errno. */
+static int tun_read_one(ring_t *r, int fd, uint32_t slot) {
+  uint8_t *vh = r->vnet + (size_t)slot * VNET_SLOT;
+  uint8_t *buf = slot_ptr(r, slot, r->slot_caps[slot]);
+  if (!buf) return -EINVAL;
+  struct iovec iov[2] = {{vh, VNET_LEN}, {buf, r->slot_caps[slot]}};
+  ssize_t got;
+  while ((got = r->tun_vnet ? readv(fd, iov, 2) : read(fd, buf, r->slot_caps[slot])) < 0 && errno == EINTR) {
+  }
+  if (got < 0) return errno == EAGAIN ? 0 : -errno;
+  if (r->tun_vnet) {
+    got -= VNET_LEN;
+    if (got < 0) got = 0; /* length 0: JS drops and counts it as malformed */
+  } else {
+    memset(vh, 0, VNET_LEN);
+  }
+  r->lens[slot] = (int32_t)got;
+  return 1;
+}
+
 /* tunRead's reads (io_uring or one readv per packet): count or -errno. */
 static int64_t tun_read_syscalls_or_uring(ring_t *r, int fd, uint32_t first, uint32_t max) {
   if (r->uring) return tun_read_uring(r, fd, first, max);
   uint32_t n = 0;
   while (n < max) {
-    uint32_t slot = first + n;
-    uint8_t *vh = r->vnet + (size_t)slot * VNET_SLOT;
-    uint8_t *buf = slot_ptr(r, slot, r->slot_caps[slot]);
-    if (!buf) return n > 0 ? (int64_t)n : -EINVAL;
-    struct iovec iov[2] = {{vh, VNET_LEN}, {buf, r->slot_caps[slot]}};
-    ssize_t got = r->tun_vnet ? readv(fd, iov, 2) : read(fd, buf, r->slot_caps[slot]);
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      if (n == 0 && errno != EAGAIN) return -errno;
-      break;
-    }
-    if (r->tun_vnet) {
-      got -= VNET_LEN;
-      if (got < 0) got = 0; /* length 0: JS drops and counts it as malformed */
-    } else {
-      memset(vh, 0, VNET_LEN);
-    }
-    r->lens[slot] = (int32_t)got;
+    int rc = tun_read_one(r, fd, first + n);
+    if (rc < 0 && n == 0) return rc;
+    if (rc <= 0) break;
     n++;
   }
   return n;
@@ -1402,7 +1408,6 @@ struct waiter {
   double last_data_us; /* when the last packet came (CLOCK_MONOTONIC µs) */
   unsigned last_after; /* SPIN_AFTER_* of the last wait that brought packets (JS forwards rx last) */
   unsigned pending;    /* SQEs written but not yet submitted */
-  struct iovec tun_iov[2];
 };
 
 /* Arms a poll (POLLIN) on each fd of `which` that has none in force; submitted by the next enter. */
@@ -1470,36 +1475,13 @@ static unsigned waiter_reap(struct waiter *w) {
 
 /* One read of flannel0 into tun_slot: 1 = a packet (or an error, in lens), 0 = none (EAGAIN). */
 static int waiter_read_tun(ring_t *r, struct waiter *w, double now) {
-  uint32_t slot = w->tun_slot;
-  uint8_t *buf = slot_ptr(r, slot, r->slot_caps[slot]);
-  uint8_t *vh = r->vnet + (size_t)slot * VNET_SLOT;
-  ssize_t got;
-  if (!buf) {
-    got = -1;
-    errno = EINVAL;
-  } else {
-    w->tun_iov[0].iov_base = vh;
-    w->tun_iov[0].iov_len = VNET_LEN;
-    w->tun_iov[1].iov_base = buf;
-    w->tun_iov[1].iov_len = r->slot_caps[slot];
-    while ((got = r->tun_vnet ? readv(w->tun_fd, w->tun_iov, 2) : read(w->tun_fd, buf, r->slot_caps[slot])) < 0 &&
-           errno == EINTR) {
-    }
+  int rc = tun_read_one(r, w->tun_fd, w->tun_slot);
+  if (rc == 0) return 0;
+  if (rc < 0) {
+    r->last_errno = -rc;
+    r->lens[w->tun_slot] = rc;
   }
-  if (got < 0 && errno == EAGAIN) return 0;
-  if (got < 0) {
-    r->last_errno = errno;
-    r->lens[slot] = -errno;
-  } else {
-    if (r->tun_vnet) {
-      got -= VNET_LEN;
-      if (got < 0) got = 0; /* length 0: JS drops and counts it as malformed */
-    } else {
-      memset(vh, 0, VNET_LEN);
-    }
-    r->lens[slot] = (int32_t)got;
-  }
-  r->stamps[slot] = now;
+  r->stamps[w->tun_slot] = now;
   return 1;
 }
 
