@@ -1486,15 +1486,16 @@ static int waiter_read_tun(ring_t *r, struct waiter *w, double now) {
 }
 
 /* One recvmmsg of the socket into udp_slot..: 1 = datagrams (udp_count; or an error, in lens),
-   0 = none. None or fewer than udp_max: the socket is empty now (*drained). */
-static int waiter_read_udp(ring_t *r, struct waiter *w, double now, int *drained) {
+   0 = none. None or fewer than udp_max: the socket is empty now (*drained). io_clock[0] is the
+   read's return (udp_recv_run sets it). */
+static int waiter_read_udp(ring_t *r, struct waiter *w, int *drained) {
   int n = udp_recv_run(r, w->udp_fd, w->udp_slot, w->udp_max);
   *drained = n >= 0 && n < (int)w->udp_max; /* an error (sk_err) may have datagrams behind it */
   if (n == 0) return 0;
   if (n < 0) {
     r->last_errno = -n;
     r->lens[w->udp_slot] = n;
-    r->stamps[w->udp_slot] = now;
+    r->stamps[w->udp_slot] = r->io_clock[0];
     n = 1;
   }
   w->udp_count = (unsigned)n;
@@ -1508,8 +1509,9 @@ static unsigned waiter_read(ring_t *r) {
   struct waiter *w = r->waiter;
   unsigned todo = w->ready & w->want, ev = 0;
   if (!todo) return 0;
-  double now = mono_us();
+  double now = 0;
   if (todo & W_TUN) {
+    now = mono_us(); /* the packet's arrival: flannel0 has no timestamps */
     int got = waiter_read_tun(r, w, now);
     if (got) ev |= W_TUN | ((w->fresh & W_TUN) ? 0 : W_TUN_AT_ONCE);
     /* Empty, or an error: a TUN's (a detached device, EBADFD) would come back on every read, so
@@ -1518,12 +1520,14 @@ static unsigned waiter_read(ring_t *r) {
   }
   if (todo & W_UDP) {
     int drained = 0;
-    if (waiter_read_udp(r, w, now, &drained))
+    if (waiter_read_udp(r, w, &drained))
       ev |= W_UDP | ((w->fresh & W_UDP) && w->udp_count == 1 ? 0 : W_UDP_AT_ONCE);
     if (drained) w->ready &= ~W_UDP;
+    now = r->io_clock[0]; /* the socket read's return */
   }
   w->fresh &= ~todo;
   if (ev) {
+    /* The reads' return, for JS (a socket read set it itself, later than flannel0's stamp). */
     r->io_clock[0] = w->last_data_us = now;
     w->last_after = (ev & W_UDP) ? SPIN_AFTER_RX : SPIN_AFTER_TX;
   }
