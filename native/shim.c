@@ -1555,11 +1555,12 @@ static void waiter_free(ring_t *r) {
 /*
  * waitOpen(ring, tunFd, udpFd, wakeFd, tunSlot, udpSlot, udpMax, spinUs[, polls]) -> 0 | -errno:
  * sets up the wait (an io_uring on the calling thread, which alone may call waitNext); a read of
- * the socket takes up to udpMax datagrams into udpSlot..; spinUs: how long a wait busy-polls before it sleeps, when a packet came in the last 2 ms (0: never, capped at
- * 10 ms); polls (tests, WAIT_POLLS_*): one-shot polls as on kernels before 5.13, or multishot
- * ones asked with a flag the kernel refuses, as those kernels refuse IORING_POLL_ADD_MULTI
- * (then the wait goes on with one-shot polls). ENOSYS/EPERM: no io_uring
- * here; EOPNOTSUPP: a kernel without timed waits (IORING_FEAT_EXT_ARG, Linux 5.11).
+ * the socket takes up to udpMax datagrams into udpSlot..; spinUs: how long a wait busy-polls
+ * before it sleeps, when a packet came in the last 2 ms (0: never, capped at 10 ms); polls
+ * (tests, WAIT_POLLS_*): one-shot polls as on kernels before 5.13, or multishot ones asked with a
+ * flag the kernel refuses, as those kernels refuse IORING_POLL_ADD_MULTI (then the wait goes on
+ * with one-shot polls). ENOSYS/EPERM: no io_uring here; EOPNOTSUPP: a kernel without timed waits
+ * (IORING_FEAT_EXT_ARG, Linux 5.11).
  */
 static napi_value wait_open(napi_env env, napi_callback_info info) {
   napi_value argv[9];
@@ -1621,10 +1622,9 @@ static int waiter_spin(ring_t *r) {
 /*
  * waitNext(ring, timeoutMs, want) -> W_* bits (and with W_UDP, the datagrams read
  * << W_UDP_COUNT_SHIFT) | -errno. Reads the fds of `want` (W_TUN | W_UDP) that are ready and
- * returns what came: at once (with *_AT_ONCE where traffic
- * was queued), or after busy-polling, or after waiting at most timeoutMs (0 bits: the time ran
- * out, a signal came, or a poll fired for nothing to read). An fd not wanted keeps its poll and is
- * not read: what comes for it stays in it.
+ * returns what came: at once (with *_AT_ONCE where traffic was queued), or after busy-polling, or
+ * after waiting at most timeoutMs (0 bits: the time ran out, a signal came, or a poll fired for
+ * nothing to read). An fd not wanted keeps its poll and is not read: what comes for it stays in it.
  */
 static napi_value wait_next(napi_env env, napi_callback_info info) {
   napi_value argv[3];
