@@ -1274,6 +1274,7 @@ struct spinner {
   int loadavg_fd;     /* /proc/loadavg (its runnable-task count), or -1: then only yields tell */
   long cpus;          /* online CPUs */
   double off_until_us; /* no busy-polling before this (contention was seen) */
+  double load_read_us; /* when /proc/loadavg last said "not contended" (0: to be read again) */
   double off_us;       /* the next back-off after contention (0: SPIN_OFF_MIN_US) */
   uint32_t misses[2];  /* spins in a row that ran out, by SPIN_AFTER_* */
   uint32_t paused_waits[2]; /* waits while paused (every SPIN_PAUSED_PROBE_EVERY-th polls) */
@@ -1296,11 +1297,19 @@ static void spinner_free(struct spinner *s) {
   free(s);
 }
 
+/* A "not contended" from /proc/loadavg holds this long. Its read costs 1-2 µs warm but ~10 µs
+   after the thread slept a few ms (measured here), and it came at the start of every spin, on the
+   round trip: read each time, it made busy-polling cost more than it saved at 200 round trips/s.
+   Contention that starts meanwhile shows in the first yield that keeps the thread off the CPU. */
+#define SPIN_LOAD_FRESH_US 50000.0
+
 /* More tasks want to run than there are CPUs (this thread included): busy-polling would take a
-   CPU from one of them. From /proc/loadavg's 4th field ("running/total"), about 1 µs to read;
-   unknown (no /proc) counts as not contended, and the yields still tell. */
-static int more_runnable_than_cpus(const struct spinner *s) {
+   CPU from one of them. From /proc/loadavg's 4th field ("running/total"), read again only when
+   the last "no" is older than SPIN_LOAD_FRESH_US (a "yes" is read again each time); unknown (no
+   /proc) counts as not contended, and the yields still tell. */
+static int more_runnable_than_cpus(struct spinner *s, double now) {
   if (s->loadavg_fd < 0 || s->cpus < 1) return 0;
+  if (s->load_read_us > 0 && now - s->load_read_us < SPIN_LOAD_FRESH_US) return 0;
   char buf[128];
   ssize_t n = pread(s->loadavg_fd, buf, sizeof buf - 1, 0);
   if (n <= 0) return 0;
@@ -1310,7 +1319,9 @@ static int more_runnable_than_cpus(const struct spinner *s) {
     p = strchr(p, ' ');
     if (p) p++;
   }
-  return p && strtol(p, NULL, 10) > s->cpus;
+  int contended = p && strtol(p, NULL, 10) > s->cpus;
+  s->load_read_us = contended ? 0 : now;
+  return contended;
 }
 
 /* For a caller whose own check just found nothing, after forwarding the way `way` says
@@ -1325,7 +1336,7 @@ static int spinner_run(struct spinner *s, unsigned way, int (*check)(void *), vo
     s->paused++;
     return 0;
   }
-  if (more_runnable_than_cpus(s)) {
+  if (more_runnable_than_cpus(s, now)) {
     s->backoffs++;
     return 0;
   }
@@ -1337,6 +1348,7 @@ static int spinner_run(struct spinner *s, unsigned way, int (*check)(void *), vo
                   : s->off_us * 2 > SPIN_OFF_MAX_US ? SPIN_OFF_MAX_US
                                                     : s->off_us * 2;
       s->off_until_us = after + s->off_us;
+      s->load_read_us = 0; /* contended now: the next spin reads the load again */
       s->backoffs++;
       return 0;
     }

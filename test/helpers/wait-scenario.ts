@@ -6,6 +6,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -312,6 +313,27 @@ out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
   paused.otherWay = counts();
   pauseWait.close();
 
+  // Spins a few ms apart on a quiet machine read /proc/loadavg once: its "not contended" holds
+  // for 50 ms. Counted as this thread's read syscalls (syscr, which a socket's recvmmsg is not);
+  // another task taking the CPU (a back-off, which reads it again) makes the round start over.
+  const syscr = (): number => Number(/syscr: (\d+)/.exec(readFileSync('/proc/thread-self/io', 'utf8'))![1]);
+  const loadCheck = { reads: -1, counts: [] as number[] };
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const loadWait = openWait({ spinUs: 300 });
+    const first = syscr(),
+      second = syscr();
+    for (let spin = 0; spin < 3; spin++) {
+      send('traffic');
+      shim.waitNext(loadWait.ring, 2000, BOTH);
+      shim.waitNext(loadWait.ring, 2, BOTH); // nothing comes: a spin runs out, then the wait sleeps
+    }
+    loadCheck.reads = syscr() - second - (second - first);
+    loadCheck.counts = shim.spinCounts(loadWait.ring)!;
+    loadWait.close();
+    if (loadCheck.counts[2] === 0) break;
+    await sleep(50);
+  }
+
   // The event loop's busy-polling (ringSetSpin + spinPoll): nothing comes, then a datagram does.
   const pollRing = createRing(slab);
   const noSpin = shim.spinPoll(pollRing, udpFd, -1, SPIN_AFTER.rx);
@@ -323,7 +345,7 @@ out['nextAfterClose'] = shim.waitNext(ring, 0, BOTH);
   shim.udpRecv(pollRing, udpFd, slab.rxFirst, 8);
   out['spinPoll'] = { noSpin, quiet, quietCounts, ready, readyCounts: shim.spinCounts(pollRing) };
 
-  out['spin'] = { got, idle, afterIdle, tries, contended, afterContention, paused };
+  out['spin'] = { got, idle, afterIdle, tries, contended, afterContention, paused, loadCheck };
 }
 
 // A Lane that waits, both ways, through the warm-up's stand-ins (plain and with virtio headers).

@@ -56,6 +56,7 @@ interface Outcome {
     contended: Timed;
     afterContention: number[];
     paused: { ranOut: number; atPause: number[]; afterPausedWaits: number[]; probed: number[]; otherWay: number[] };
+    loadCheck: { reads: number; counts: number[] };
   };
   spinPoll: { noSpin: number; quiet: Timed; quietCounts: number[]; ready: number; readyCounts: number[] };
   warmUpVnet: number;
@@ -193,6 +194,12 @@ describe('waiting for packets in io_uring', () => {
     assert.equal(r.spin.contended.ev, 0);
     assert.deepEqual(r.spin.afterContention, [0, 0, 1, 0], 'the spin met contention and backed off');
     assert.ok(r.spin.contended.ms >= 50 && r.spin.contended.ms < 1000, `${r.spin.contended.ms} ms`);
+  });
+
+  it('spins a few ms apart read the load once: a "not contended" holds for 50 ms', () => {
+    const { reads, counts } = r.spin.loadCheck;
+    assert.deepEqual(counts, [0, 3, 0, 0], 'three spins ran out, none met contention');
+    assert.equal(reads, 1, '/proc/loadavg read once, not once per spin');
   });
 
   it('after 4 spins in a row that caught nothing, waits stop polling that way, but for one probe in 16', () => {
