@@ -260,7 +260,7 @@ async function latencySection(rounds: number, pings: number): Promise<void> {
       log: (line) => process.stderr.write(`${line}\n`),
     });
     process.stdout.write(
-      `\n## Latency: a lone packet's round trip, pod to pod (${rounds} interleaved rounds, ${pings} pings at 2,000/s and ${Math.round(pings / 2)} at 200/s per round, medians)\n\n` +
+      `\n## Latency: a lone packet's round trip, pod to pod (${rounds} interleaved rounds, ${pings} pings at 2,000/s and ${Math.round(pings / 2)} at 200/s per round, medians; "2,000/s" is \`ping -i 0.0005\`, which sends each ping when the last reply came)\n\n` +
         `${latencyTables(r)}\n\nLatency part: ${((Date.now() - started) / 1000).toFixed(0)} s wall time.\n`,
     );
     const resultsDir = join(repoDir, 'bench', 'results');
