@@ -21,6 +21,7 @@ import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { SPIN_COUNTERS } from '../src/datapath/counters.js';
 import { Lab, removeStaleLabNamespaces, type LabMode } from '../src/lab/index.js';
 
 export const LATENCY_FORWARDERS = [
@@ -233,8 +234,7 @@ async function agentLatency(lab: Lab): Promise<{ latencyUs: unknown; busyPolls: 
     if (!line) continue;
     const counters = (line['counters'] ?? {}) as Record<string, unknown>;
     const busyPolls: Record<string, number> = {};
-    for (const name of ['spinCaught', 'spinRanOut', 'spinContended', 'spinPaused'])
-      busyPolls[name] = Number(counters[name] ?? 0);
+    for (const name of SPIN_COUNTERS) busyPolls[name] = Number(counters[name] ?? 0);
     return { latencyUs: line['latencyUs'], busyPolls };
   }
   return null;
