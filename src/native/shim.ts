@@ -90,10 +90,9 @@ export interface Shim {
   /**
    * Sets up waiting in io_uring for this ring, on the calling thread (the only one that may then
    * call waitNext): flannel0's reads go into slot tunSlot, the socket's into udpSlot.. (up to
-   * udpMax datagrams per read); wakeFd (an
-   * eventfdOpen fd) is the doorbell; spinUs: how long each wait busy-polls before it sleeps, while
-   * a packet came in the last 2 ms (0: never); polls (tests): WAIT_POLLS, multishot by default.
-   * 0, or -errno (no io_uring, or too old a kernel).
+   * udpMax datagrams per read); wakeFd (an eventfdOpen fd) is the doorbell; spinUs: how long each
+   * wait busy-polls before it sleeps, while a packet came in the last 2 ms (0: never); polls
+   * (tests): WAIT_POLLS, multishot by default. 0, or -errno (no io_uring, or too old a kernel).
    */
   waitOpen(
     ring: RingHandle,
